@@ -1,0 +1,336 @@
+"""The public, array-API style functions: arrays of any CPU array library in, arrays of the
+caller's library out.
+
+Each public function names its array arguments, converts them to NumPy views (``np.asarray``
+for NumPy, DLPack for torch / JAX / array-API libraries — zero-copy where the layout allows),
+validates in ``_core``, runs a backend through ``_ops`` and hands the results back through the
+caller's namespace (``from_dlpack`` again, zero-copy).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _core, _ops
+
+__all__ = [
+    "packernel2d", "packernel2d_backward", "pacconv2d", "pacconv2d_backward",
+    "pacconv_transpose2d", "pacconv_transpose2d_backward", "pacpool2d", "pacpool2d_backward",
+]
+
+_DLPACK_CPU = 1
+
+
+# --------------------------------------------------------------------------- namespaces
+def _library(a):
+    """Name of the array library of ``a`` without importing any library."""
+    if isinstance(a, (np.ndarray, np.generic)):
+        return "numpy"
+    mod = type(a).__module__.split(".")[0]
+    if mod in ("torch", "jax", "jaxlib"):
+        return "jax" if mod == "jaxlib" else mod
+    if hasattr(a, "__array_namespace__"):
+        return a.__array_namespace__().__name__
+    if hasattr(a, "__dlpack__"):
+        return mod
+    return None
+
+
+class _Namespace:
+    """The caller's array library, and the conversions to and from NumPy."""
+
+    def __init__(self, fn, arrays):
+        self.fn = fn
+        libs = {}
+        for name, a in arrays.items():
+            if a is None:
+                continue
+            lib = _library(a)
+            if lib is None:
+                raise TypeError(
+                    f"{fn}: {name} must be an array (NumPy, or any library supporting DLPack or "
+                    f"the array API), got {type(a).__name__}"
+                )
+            libs[name] = (lib, a)
+        kinds = {lib for lib, _ in libs.values()}
+        if len(kinds) > 1:
+            seen = ", ".join(f"{n}: {lib}" for n, (lib, _) in libs.items())
+            raise TypeError(f"{fn}: arrays from different libraries cannot be mixed ({seen}); "
+                            f"convert them to one library first")
+        self.lib = kinds.pop() if kinds else "numpy"
+        self.sample = next(iter(libs.values()))[1] if libs else None
+
+    def to_numpy(self, a, name):
+        if a is None:
+            return None
+        if self.lib == "numpy":
+            return np.asarray(a)
+        if hasattr(a, "__dlpack_device__"):
+            dev = a.__dlpack_device__()
+            if int(dev[0]) != _DLPACK_CPU:
+                raise TypeError(
+                    f"{self.fn}: {name} lives on a device (DLPack device {tuple(dev)}); this build "
+                    f"of pacnp runs on the CPU only: move it to the CPU first"
+                )
+        if self.lib == "torch" and getattr(a, "requires_grad", False):
+            a = a.detach()
+        try:
+            return np.from_dlpack(a)
+        except (BufferError, TypeError, RuntimeError) as exc:
+            raise TypeError(f"{self.fn}: cannot read {name} through DLPack: {exc}") from None
+
+    def from_numpy(self, a):
+        if a is None or self.lib == "numpy":
+            return a
+        if self.lib == "torch":
+            import torch
+            return torch.from_dlpack(a)
+        if self.lib == "jax":
+            import jax.numpy as jnp
+            return jnp.from_dlpack(a)
+        ns = self.sample.__array_namespace__()
+        try:
+            return ns.from_dlpack(a)
+        except Exception:  # a library whose from_dlpack rejects NumPy producers
+            return ns.asarray(a)
+
+
+def _prepare(ns, a, name, dtype=None):
+    """C-contiguous, native-byte-order, writeable NumPy array of the compute dtype.
+
+    Copies only when needed: a non-contiguous, byte-swapped or read-only input is copied (the
+    kernels are compiled for one memory layout; the caller's array is never written).
+    """
+    arr = ns.to_numpy(a, name)
+    if arr is None:
+        return None
+    own = _core.compute_dtype(arr, name, ns.fn)
+    if dtype is None:
+        dtype = own
+    elif own != dtype:
+        _core.check_array(arr, name, ns.fn, dtype=dtype)
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if not out.flags.writeable:
+        out = out.copy()
+    return out
+
+
+def _scalar_or_array(ns, v, name, dtype):
+    if v is None or isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
+        return v
+    return _prepare(ns, v, name, dtype)
+
+
+def _backend(ns):
+    from . import cpu
+    from .cpu import conv, depthwise, kernel, smooth  # noqa: F401  (backend modules)
+    return cpu
+
+
+# --------------------------------------------------------------------------- packernel2d
+def _kernel_plan(fn, guide, kernel_size, kw, extra_arrays=None):
+    arrays = dict(guide=guide, smooth_kernel=kw["smooth_kernel"], mask=kw["mask"])
+    for name in ("inv_alpha", "inv_lambda"):
+        v = kw[name]
+        if v is not None and not isinstance(v, numbers.Real):
+            arrays[name] = v
+    arrays.update(extra_arrays or {})
+    ns = _Namespace(fn, arrays)
+    g = _prepare(ns, guide, "guide")
+    dt = g.dtype
+    opts = dict(kw)
+    opts["smooth_kernel"] = _prepare(ns, kw["smooth_kernel"], "smooth_kernel", dt) \
+        if kw["smooth_kernel"] is not None else None
+    opts["inv_alpha"] = _scalar_or_array(ns, kw["inv_alpha"], "inv_alpha", dt)
+    opts["inv_lambda"] = _scalar_or_array(ns, kw["inv_lambda"], "inv_lambda", dt)
+    mask = kw["mask"]
+    if mask is not None:
+        mask = ns.to_numpy(mask, "mask")
+        if mask.dtype.kind == "f":
+            mask = mask.astype(dt)  # any float width is fine for a 0/1 mask
+    opts["mask"] = mask
+    plan = _core.plan_packernel(fn, g, kernel_size, **opts)
+    return ns, plan
+
+
+def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, dilation=1,
+                kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
+                inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
+                mask=None, transposed=False):
+    """Compute the pixel-adaptive kernel K of Su et al. (2019), Eq. 3, from guide features.
+
+    Parameters
+    ----------
+    guide : array, shape (B, Cg, H, W), float32 or float64
+        Guidance features f. Bandwidths are set by scaling the features.
+    kernel_size : int or (int, int)
+        Odd window size.
+    stride, padding, output_padding, dilation : int or (int, int), keyword-only
+        Geometry of the convolution the kernel is for (``output_padding`` with ``transposed``).
+        ``padding`` may not exceed ``dilation * (kernel_size - 1) // 2``.
+    kernel_type : str
+        ``"gaussian"``: K = exp(-½ Σ_c Δ_c²). ``"inv_{α}_{λ}"`` with optional ``_asym`` and
+        ``_fixed``: K = α + (Σ_c Δ_c² + 1e-4)^(λ/2).
+    smooth_kernel_type : str
+        ``"none"``, ``"gaussian"``, ``"average_N"`` or ``"full_N"`` (learnable ``smooth_kernel``):
+        the centre feature is taken from the guide smoothed with that kernel.
+    smooth_kernel : array, shape (N, N) or (1, 1, N, N), optional
+        For ``full_N``.
+    inv_alpha, inv_lambda : float or array, optional
+        α and λ of the ``inv`` kernels (scalars, or one per channel with ``channel_wise``);
+        default: the numbers in ``kernel_type``.
+    channel_wise : bool
+        One kernel per guide channel (no sum over channels).
+    normalize_kernel : bool
+        Divide K by its sum over the window's valid taps (0 where that sum is 0).
+    mask : array, shape (B, 1, H, W), 0/1, optional
+        Multiplies K at the guide positions; partial-convolution re-weighting without
+        normalisation.
+    transposed : bool
+        The guide is at the output resolution of a transposed convolution.
+
+    Returns
+    -------
+    K : array, shape (B, 1 or Cg, kh, kw, H_out, W_out)
+    output_mask : array, shape (B, 1, H_out, W_out), or None without ``mask``
+        1 where the window held any masked-in tap.
+
+    See docs/semantics.md for the exact geometry.
+    """
+    kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
+              kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
+              smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
+              channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
+              transposed=transposed)
+    ns, plan = _kernel_plan("packernel2d", guide, kernel_size, kw)
+    K, out_mask = _ops.packernel_forward(_backend(ns), plan)
+    return ns.from_numpy(K), ns.from_numpy(out_mask)
+
+
+def packernel2d_backward(grad_kernel, guide, kernel_size, *, stride=1, padding=0,
+                         output_padding=0, dilation=1, kernel_type="gaussian",
+                         smooth_kernel_type="none", smooth_kernel=None, inv_alpha=None,
+                         inv_lambda=None, channel_wise=False, normalize_kernel=False, mask=None,
+                         transposed=False, needs=None):
+    """Gradients of :func:`packernel2d` given the gradient of K.
+
+    Returns
+    -------
+    (d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel)
+        Each None where not asked for in ``needs`` (a tuple of four bools) or not
+        differentiable (α/λ with ``_fixed`` or not passed as arguments; fixed smoothing).
+    """
+    fn = "packernel2d_backward"
+    needs = _core.check_needs(fn, needs, ("guide", "inv_alpha", "inv_lambda", "smooth_kernel"))
+    kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
+              kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
+              smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
+              channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
+              transposed=transposed)
+    ns, plan = _kernel_plan(fn, guide, kernel_size, kw, dict(grad_kernel=grad_kernel))
+    dK = _prepare(ns, grad_kernel, "grad_kernel", plan.guide.dtype)
+    _core.check_grad(fn, "grad_kernel", dK, plan.out_shape, plan.guide.dtype)
+    grads = _ops.packernel_backward(_backend(ns), plan, dK, needs)
+    return tuple(ns.from_numpy(gr) for gr in grads)
+
+
+# --------------------------------------------------------------------------- ops
+def _op_call(fn, arrays, grad=None, **opts):
+    """Convert the arrays of an op call, validate, and return (namespace, plan, grad)."""
+    all_arrays = dict(arrays)
+    if grad is not None:
+        all_arrays["grad_output"] = grad
+    ns = _Namespace(fn, all_arrays)
+    x = _prepare(ns, arrays["input"], "input")
+    dt = x.dtype
+    conv = {name: _prepare(ns, arrays.get(name), name, dt) for name in ("kernel", "weight", "bias")}
+    plan = _core.plan_op(fn, x, conv["kernel"], conv["weight"], conv["bias"], **opts)
+    g = None
+    if grad is not None:
+        g = _prepare(ns, grad, "grad_output", dt)
+        _core.check_grad(fn, "grad_output", g, plan.out_shape, dt)
+    return ns, plan, g
+
+
+def pacconv2d(input, kernel, weight, bias=None, *, stride=1, padding=0, dilation=1,
+              shared_filters=False):
+    """Pixel-adaptive convolution (cross-correlation, like ``torch.nn.functional.conv2d``).
+
+    ``out[b,o,y,x] = Σ_{c,i,j} K[b,c|0,i,j,y,x] · W[o,c,i,j] · input[b,c,y·s-p+i·d,x·s-p+j·d]
+    + bias[o]``.
+
+    Parameters
+    ----------
+    input : array (B, C_in, H, W)
+    kernel : array (B, 1 or C_in, kh, kw, H_out, W_out), from :func:`packernel2d`
+    weight : array (C_out, C_in, kh, kw), or (1, 1, kh, kw) with ``shared_filters``
+    bias : array (C_out,), optional
+    stride, padding, dilation : int or (int, int)
+    shared_filters : bool
+        One kh×kw filter applied to every channel separately (C_out = C_in).
+    """
+    ns, plan, _ = _op_call("pacconv2d", dict(input=input, kernel=kernel, weight=weight, bias=bias),
+                           stride=stride, padding=padding, dilation=dilation,
+                           shared_filters=shared_filters)
+    return ns.from_numpy(_ops.op_forward(_backend(ns), plan))
+
+
+def pacconv2d_backward(grad_output, input, kernel, weight, bias=None, *, stride=1, padding=0,
+                       dilation=1, shared_filters=False, needs=None):
+    """Gradients ``(d_input, d_kernel, d_weight, d_bias)`` of :func:`pacconv2d`."""
+    fn = "pacconv2d_backward"
+    needs = _core.check_needs(fn, needs, ("input", "kernel", "weight", "bias"))
+    ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel, weight=weight, bias=bias),
+                           grad_output, stride=stride, padding=padding, dilation=dilation,
+                           shared_filters=shared_filters)
+    return tuple(ns.from_numpy(a) for a in _ops.op_backward(_backend(ns), plan, g, needs))
+
+
+def pacconv_transpose2d(input, kernel, weight, bias=None, *, stride=1, padding=0,
+                        output_padding=0, dilation=1, shared_filters=False):
+    """Pixel-adaptive transposed convolution (``torch.nn.functional.conv_transpose2d`` layout).
+
+    ``weight`` is (C_in, C_out, kh, kw), or (1, 1, kh, kw) with ``shared_filters``; ``kernel`` is
+    (B, 1 or C_in, kh, kw, H_out, W_out), from ``packernel2d(..., transposed=True)``. With K ≡ 1
+    the result equals ``conv_transpose2d`` with the same weights.
+    """
+    ns, plan, _ = _op_call("pacconv_transpose2d",
+                           dict(input=input, kernel=kernel, weight=weight, bias=bias),
+                           stride=stride, padding=padding, output_padding=output_padding,
+                           dilation=dilation, shared_filters=shared_filters, transposed=True)
+    return ns.from_numpy(_ops.op_forward(_backend(ns), plan))
+
+
+def pacconv_transpose2d_backward(grad_output, input, kernel, weight, bias=None, *, stride=1,
+                                 padding=0, output_padding=0, dilation=1, shared_filters=False,
+                                 needs=None):
+    """Gradients ``(d_input, d_kernel, d_weight, d_bias)`` of :func:`pacconv_transpose2d`."""
+    fn = "pacconv_transpose2d_backward"
+    needs = _core.check_needs(fn, needs, ("input", "kernel", "weight", "bias"))
+    ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel, weight=weight, bias=bias),
+                           grad_output, stride=stride, padding=padding,
+                           output_padding=output_padding, dilation=dilation,
+                           shared_filters=shared_filters, transposed=True)
+    return tuple(ns.from_numpy(a) for a in _ops.op_backward(_backend(ns), plan, g, needs))
+
+
+def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
+    """Pixel-adaptive pooling: ``out[b,c,y,x] = Σ_{i,j} K[b,c|0,i,j,y,x] · input[b,c,·]``.
+
+    With a normalised kernel from a constant guide this is ``avg_pool2d(count_include_pad=False)``.
+    """
+    ns, plan, _ = _op_call("pacpool2d", dict(input=input, kernel=kernel), stride=stride,
+                           padding=padding, dilation=dilation, kernel_size=kernel_size)
+    return ns.from_numpy(_ops.op_forward(_backend(ns), plan))
+
+
+def pacpool2d_backward(grad_output, input, kernel, kernel_size, *, stride=1, padding=0,
+                       dilation=1, needs=None):
+    """Gradients ``(d_input, d_kernel)`` of :func:`pacpool2d`."""
+    fn = "pacpool2d_backward"
+    needs = _core.check_needs(fn, needs, ("input", "kernel"))
+    ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel), grad_output, stride=stride,
+                           padding=padding, dilation=dilation, kernel_size=kernel_size)
+    return tuple(ns.from_numpy(a)
+                 for a in _ops.op_backward(_backend(ns), plan, g, needs, pool=True))

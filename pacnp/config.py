@@ -1,0 +1,19 @@
+"""Tunables of the CPU kernels, in one place (never as literals inside kernels)."""
+
+#: Added to the squared feature distance of the ``inv_*`` kernels so that a negative λ never
+#: meets 0^λ (Su et al. 2019, detail-preserving pooling uses the same ε² guard).
+INV_EPS = 1e-4
+
+#: Number of partial buffers for pixel reductions (weight, bias, α, λ, smoothing-kernel
+#: gradients). Fixed, not tied to the thread count, so that results are bit-identical
+#: whatever ``numba.set_num_threads`` says: each chunk sums its rows in order, then the
+#: partials are added in chunk order.
+REDUCTION_CHUNKS = 16
+
+#: Cache compiled kernels on disk (``__pycache__`` beside the modules) so that a second
+#: process does not pay the compile again.
+CACHE = True
+
+#: No fastmath: NaN/inf must propagate from inputs to outputs, and ``nnan``/``ninf`` would
+#: allow the compiler to assume they never occur.
+FASTMATH = False

@@ -1,0 +1,238 @@
+"""packernel2d forward and backward: the adapting kernel K of Su et al. 2019, Eq. 3.
+
+Notation (docs/semantics.md): for output pixel (y, x) and tap (i, j) the guide is read at
+(gy[i,y], gx[j,x]) (-1: invalid tap, K = 0 there); F[b, :, y, x] holds the centre features f_i
+(the guide, or the smoothed guide, at the window centre); Δ_c = guide[.., c, P] - F[.., c, y, x].
+
+    gaussian : Kraw = exp(-½ s)             s = Σ_c Δ_c²   (per channel with channel_wise)
+    inv      : Kraw = α + (s + ε)^(λ/2)
+
+then the mask, and either normalisation over the window or the partial-convolution factor
+n_valid / n_in. Everything after Kraw is a per-(pixel, channel) affine map of the taps, so its
+backward is dKraw = m · (A · dK - Bc) with per-pixel A and Bc computed in the first backward pass.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .. import config
+
+_par = dict(parallel=True, cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
+_seq = dict(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
+
+EPS = config.INV_EPS
+GAUSSIAN = 0
+INV = 1
+
+
+@njit(**_seq, inline="always")
+def kernel_value(s, kind, alpha, lam):
+    """Kraw as a function of the squared distance s."""
+    if kind == GAUSSIAN:
+        return math.exp(-0.5 * s)
+    return alpha + (s + EPS) ** (0.5 * lam)
+
+
+@njit(**_seq, inline="always")
+def kernel_slope(s, kraw, kind, lam):
+    """dKraw/ds."""
+    if kind == GAUSSIAN:
+        return -0.5 * kraw
+    return 0.5 * lam * (s + EPS) ** (0.5 * lam - 1.0)
+
+
+@njit(**_seq, inline="always")
+def difference(guide, F, b, c, py, px, y, xo, asym):
+    d = guide[b, c, py, px] - F[b, c, y, xo]
+    if asym and d <= 0.0:  # max(Δ, 0); a NaN Δ fails the test and stays NaN
+        return 0.0
+    return d
+
+
+@njit(**_seq)
+def window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, km, sq, stats):
+    """Masked raw kernel Km and squared distances s of every tap of output row (b, y).
+
+    km, sq: [KC, kh, kw, Wo]; stats: [2 + KC, Wo] ← n_valid, n_in, Σ_taps Km per channel.
+    """
+    Cg = guide.shape[1]
+    KC, kh, kw, Wo = km.shape
+    stats[:, :] = 0.0
+    for i in range(kh):
+        py = gy[i, y]
+        for j in range(kw):
+            for xo in range(Wo):
+                px = gx[j, xo]
+                if py < 0 or px < 0:
+                    for kc in range(KC):
+                        km[kc, i, j, xo] = 0.0
+                        sq[kc, i, j, xo] = 0.0
+                    continue
+                m = mask[b, py, px] if has_mask else 1.0
+                stats[0, xo] += 1.0
+                stats[1, xo] += m
+                if KC > 1:
+                    for c in range(Cg):
+                        d = difference(guide, F, b, c, py, px, y, xo, asym)
+                        s = d * d
+                        v = kernel_value(s, kind, alpha[c], lam[c]) * m
+                        sq[c, i, j, xo] = s
+                        km[c, i, j, xo] = v
+                        stats[2 + c, xo] += v
+                else:
+                    s = 0.0
+                    for c in range(Cg):
+                        d = difference(guide, F, b, c, py, px, y, xo, asym)
+                        s += d * d
+                    v = kernel_value(s, kind, alpha[0], lam[0]) * m
+                    sq[0, i, j, xo] = s
+                    km[0, i, j, xo] = v
+                    stats[2, xo] += v
+
+
+@njit(**_seq, inline="always")
+def scale_factor(stats, kc, xo, normalize, has_mask):
+    """K = Km · factor (normalisation or partial-convolution re-weighting); 0 when degenerate."""
+    if normalize:
+        tot = stats[2 + kc, xo]
+        return 1.0 / tot if tot != 0.0 else 0.0
+    if has_mask:
+        n_in = stats[1, xo]
+        return stats[0, xo] / n_in if n_in > 0.0 else 0.0
+    return 1.0
+
+
+@njit(**_par)
+def packernel_forward(guide, F, gy, gx, mask, alpha, lam, kind, asym, normalize, has_mask,
+                      K, out_mask):
+    B = guide.shape[0]
+    KC, kh, kw, Ho, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
+    for r in prange(B * Ho):
+        b = r // Ho
+        y = r % Ho
+        km = np.empty((KC, kh, kw, Wo), dtype=K.dtype)
+        sq = np.empty((KC, kh, kw, Wo), dtype=K.dtype)
+        stats = np.empty((2 + KC, Wo), dtype=K.dtype)
+        window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, km, sq, stats)
+        for kc in range(KC):
+            for xo in range(Wo):
+                f = scale_factor(stats, kc, xo, normalize, has_mask)
+                for i in range(kh):
+                    for j in range(kw):
+                        K[b, kc, i, j, y, xo] = km[kc, i, j, xo] * f
+        if has_mask:
+            for xo in range(Wo):
+                out_mask[b, 0, y, xo] = 1.0 if stats[1, xo] > 0.0 else 0.0
+
+
+@njit(**_par)
+def packernel_backward_centre(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym, normalize,
+                              has_mask, A, Bc, dF, dpar_rows, need_f, need_par):
+    """Pass 1, one writer per output row: the affine coefficients A, Bc of the normalisation
+    backward, the centre-feature gradient dF, and per-row partial sums of dα, dλ
+    (dpar_rows[row, 0|1, kc]) which the caller adds in row order."""
+    B, Cg = guide.shape[0], guide.shape[1]
+    KC, kh, kw, Ho, Wo = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4], dK.shape[5]
+    for r in prange(B * Ho):
+        b = r // Ho
+        y = r % Ho
+        km = np.empty((KC, kh, kw, Wo), dtype=dK.dtype)
+        sq = np.empty((KC, kh, kw, Wo), dtype=dK.dtype)
+        stats = np.empty((2 + KC, Wo), dtype=dK.dtype)
+        window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, km, sq, stats)
+        for kc in range(KC):
+            for xo in range(Wo):
+                f = scale_factor(stats, kc, xo, normalize, has_mask)
+                bc = 0.0
+                if normalize:
+                    # K_t = Km_t / S  =>  dKm_t = (dK_t - Σ_u dK_u K_u) / S
+                    dot = 0.0
+                    for i in range(kh):
+                        for j in range(kw):
+                            dot += dK[b, kc, i, j, y, xo] * km[kc, i, j, xo]
+                    bc = dot * f * f
+                A[b, kc, y, xo] = f
+                Bc[b, kc, y, xo] = bc
+        if need_f:
+            for c in range(Cg):
+                for xo in range(Wo):
+                    dF[b, c, y, xo] = 0.0
+        for kc in range(KC):
+            da = 0.0
+            dl = 0.0
+            for i in range(kh):
+                py = gy[i, y]
+                if py < 0:
+                    continue
+                for j in range(kw):
+                    for xo in range(Wo):
+                        px = gx[j, xo]
+                        if px < 0:
+                            continue
+                        m = mask[b, py, px] if has_mask else 1.0
+                        if m == 0.0:
+                            continue
+                        dkr = m * (A[b, kc, y, xo] * dK[b, kc, i, j, y, xo] - Bc[b, kc, y, xo])
+                        s = sq[kc, i, j, xo]
+                        if need_par and kind == INV:
+                            da += dkr
+                            p = (s + EPS) ** (0.5 * lam[kc])
+                            dl += dkr * 0.5 * math.log(s + EPS) * p
+                        if need_f:
+                            kraw = km[kc, i, j, xo] / m
+                            ds = dkr * kernel_slope(s, kraw, kind, lam[kc])
+                            if KC > 1:
+                                d = difference(guide, F, b, kc, py, px, y, xo, asym)
+                                dF[b, kc, y, xo] -= 2.0 * ds * d
+                            else:
+                                for c in range(Cg):
+                                    d = difference(guide, F, b, c, py, px, y, xo, asym)
+                                    dF[b, c, y, xo] -= 2.0 * ds * d
+            dpar_rows[r, 0, kc] = da
+            dpar_rows[r, 1, kc] = dl
+
+
+@njit(**_par)
+def packernel_backward_guide(dK, guide, F, gy_inv, gx_inv, mask, alpha, lam, kind, asym,
+                             has_mask, A, Bc, dguide):
+    """Pass 2, a gather over guide rows: the gradient reaching guide pixel P as a *tap* of every
+    window that reads it (the centre part, dF, is added by the caller)."""
+    B, Cg, H, W = guide.shape
+    KC, kh, kw = dK.shape[1], dK.shape[2], dK.shape[3]
+    for r in prange(B * H):
+        b = r // H
+        py = r % H
+        acc = np.zeros((Cg, W), dtype=dguide.dtype)
+        for i in range(kh):
+            y = gy_inv[i, py]
+            if y < 0:
+                continue
+            for j in range(kw):
+                for px in range(W):
+                    xo = gx_inv[j, px]
+                    if xo < 0:
+                        continue
+                    m = mask[b, py, px] if has_mask else 1.0
+                    if m == 0.0:
+                        continue
+                    if KC > 1:
+                        for c in range(Cg):
+                            d = difference(guide, F, b, c, py, px, y, xo, asym)
+                            s = d * d
+                            kraw = kernel_value(s, kind, alpha[c], lam[c])
+                            dkr = m * (A[b, c, y, xo] * dK[b, c, i, j, y, xo] - Bc[b, c, y, xo])
+                            acc[c, px] += 2.0 * dkr * kernel_slope(s, kraw, kind, lam[c]) * d
+                    else:
+                        s = 0.0
+                        for c in range(Cg):
+                            d = difference(guide, F, b, c, py, px, y, xo, asym)
+                            s += d * d
+                        kraw = kernel_value(s, kind, alpha[0], lam[0])
+                        dkr = m * (A[b, 0, y, xo] * dK[b, 0, i, j, y, xo] - Bc[b, 0, y, xo])
+                        ds2 = 2.0 * dkr * kernel_slope(s, kraw, kind, lam[0])
+                        for c in range(Cg):
+                            acc[c, px] += ds2 * difference(guide, F, b, c, py, px, y, xo, asym)
+        for c in range(Cg):
+            for px in range(W):
+                dguide[b, c, py, px] = acc[c, px]
