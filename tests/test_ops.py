@@ -1,0 +1,360 @@
+"""Every op, forward and backward, against the NumPy reference (tests/reference.py) and against
+central finite differences, in float64; the identities with torch as separate tests."""
+import itertools
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import pacnp
+import reference as R
+
+RTOL, ATOL = 1e-10, 1e-12
+
+
+def assert_close(a, b, what, rtol=RTOL, atol=ATOL):
+    assert (a is None) == (b is None), f"{what}: one side is None"
+    if a is not None:
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol, err_msg=what)
+
+
+# --------------------------------------------------------------------------- configurations
+KERNEL_TYPES = ["gaussian", "inv_0.5_-1", "inv_1_-0.5_asym", "inv_0.3_0.7_fixed",
+                "inv_0.2_0.5_asym_fixed"]
+SMOOTH_TYPES = ["none", "gaussian", "average_3", "full_3", "full_5"]
+
+
+def kernel_case(rng, k, s, d, kernel_type, smooth, channel_wise, normalize, masked, transposed,
+                B=2, C=3, explicit_params=None, p=None):
+    """Random guide and packernel2d keywords for one configuration."""
+    r = d * (k - 1) // 2
+    if p is None:
+        p = int(rng.integers(0, r + 1))
+    if transposed:
+        op = int(rng.integers(0, max(s, d)))
+        Hi, Wi = 4, 3
+        H = (Hi - 1) * s - 2 * p + d * (k - 1) + op + 1
+        W = (Wi - 1) * s - 2 * p + d * (k - 1) + op + 1
+    else:
+        op = 0
+        H, W = 2 * r + 5, 2 * r + 4
+    guide = rng.standard_normal((B, C, H, W))
+    kw = dict(stride=s, padding=p, output_padding=op, dilation=d, kernel_type=kernel_type,
+              smooth_kernel_type=smooth, channel_wise=channel_wise, normalize_kernel=normalize,
+              transposed=transposed)
+    if smooth.startswith("full_"):
+        n = int(smooth.split("_")[1])
+        kw["smooth_kernel"] = rng.standard_normal((n, n)) / n
+    if kernel_type.startswith("inv") and (explicit_params if explicit_params is not None
+                                          else rng.random() < 0.7):
+        kw["inv_alpha"] = rng.random(C) + 0.1 if channel_wise else 0.4
+        kw["inv_lambda"] = -rng.random(C) - 0.2 if channel_wise else np.array(-0.6)
+    if masked:
+        m = (rng.random((B, 1, H, W)) < 0.6).astype(np.float64)
+        m[0, 0, 0, :] = 0  # some windows fully masked out
+        kw["mask"] = m
+    return guide, kw
+
+
+def kernel_grid():
+    rng = np.random.default_rng(123)
+    cases = []
+    for k, s, d, tr in itertools.product([1, 3, 5], [1, 2, 3], [1, 2], [False, True]):
+        for _ in range(2):
+            cases.append((k, s, d, str(rng.choice(KERNEL_TYPES)), str(rng.choice(SMOOTH_TYPES)),
+                          bool(rng.random() < 0.5), bool(rng.random() < 0.5),
+                          bool(rng.random() < 0.4), tr))
+    return cases
+
+
+KERNEL_GRID = kernel_grid()
+
+
+def op_case(rng, op, k, s, d, shared, kc_many, with_bias, p=None, B=2, C=3, Co=4, H=None,
+            W=None):
+    r = d * (k - 1) // 2
+    H = 2 * r + 3 if H is None else H
+    W = 2 * r + 4 if W is None else W
+    if p is None:
+        p = int(rng.integers(0, r + 2))
+    x = rng.standard_normal((B, C, H, W))
+    KC = C if kc_many else 1
+    kw = dict(stride=s, padding=p, dilation=d)
+    if op == "transpose":
+        opd = int(rng.integers(0, max(s, d)))
+        kw["output_padding"] = opd
+        Ho = (H - 1) * s - 2 * p + d * (k - 1) + opd + 1
+        Wo = (W - 1) * s - 2 * p + d * (k - 1) + opd + 1
+        wshape = (1, 1, k, k) if shared else (C, Co, k, k)
+    else:
+        Ho = (H + 2 * p - d * (k - 1) - 1) // s + 1
+        Wo = (W + 2 * p - d * (k - 1) - 1) // s + 1
+        wshape = (1, 1, k, k) if shared else (Co, C, k, k)
+    K = rng.standard_normal((B, KC, k, k, Ho, Wo))
+    if op == "pool":
+        return (x, K, k), kw
+    kw["shared_filters"] = shared
+    w = rng.standard_normal(wshape)
+    b = rng.standard_normal(C if shared else Co) if with_bias else None
+    return (x, K, w, b), kw
+
+
+OPS = {
+    "conv": (pacnp.pacconv2d, pacnp.pacconv2d_backward, R.pacconv2d, R.pacconv2d_backward),
+    "transpose": (pacnp.pacconv_transpose2d, pacnp.pacconv_transpose2d_backward,
+                  R.pacconv_transpose2d, R.pacconv_transpose2d_backward),
+    "pool": (pacnp.pacpool2d, pacnp.pacpool2d_backward, R.pacpool2d, R.pacpool2d_backward),
+}
+
+
+def op_grid():
+    cases = []
+    for op, k, s, d in itertools.product(OPS, [1, 3, 5], [1, 2, 3], [1, 2]):
+        if op == "pool":
+            cases += [(op, k, s, d, False, kc, False) for kc in (False, True)]
+        else:
+            cases += [(op, k, s, d, sh, kc, b) for sh, kc, b in
+                      [(False, False, True), (True, True, False), (False, True, False),
+                       (True, False, True)]]
+    return cases
+
+
+# --------------------------------------------------------------------------- finite differences
+def directional_fd(f, args, index, direction, eps=1e-6):
+    """(f(a + εv) - f(a - εv)) / 2ε for argument ``index`` (a tuple index or a keyword name)."""
+    def shifted(sign):
+        a = list(args[0])
+        kw = dict(args[1])
+        if isinstance(index, int):
+            a[index] = a[index] + sign * eps * direction
+        else:
+            kw[index] = np.asarray(kw[index]) + sign * eps * direction
+        return np.asarray(f(*a, **kw))
+    return (shifted(1) - shifted(-1)) / (2 * eps)
+
+
+# --------------------------------------------------------------------------- packernel2d
+@pytest.mark.parametrize("k,s,d,kt,smooth,cw,norm,masked,tr", KERNEL_GRID)
+def test_packernel2d_forward_backward_vs_reference(k, s, d, kt, smooth, cw, norm, masked, tr):
+    rng = np.random.default_rng(zlib.crc32(repr((k, s, d, kt, smooth, cw, norm, masked, tr)).encode()))
+    guide, kw = kernel_case(rng, k, s, d, kt, smooth, cw, norm, masked, tr)
+    K, om = pacnp.packernel2d(guide, k, **kw)
+    K_ref, om_ref = R.packernel2d(guide, k, **kw)
+    assert K.shape == K_ref.shape and K.dtype == np.float64
+    assert_close(K, K_ref, "K")
+    assert_close(om, om_ref, "output_mask")
+    gK = rng.standard_normal(K.shape)
+    ours = pacnp.packernel2d_backward(gK, guide, k, **kw)
+    ref = R.packernel2d_backward(gK, guide, k, **kw)
+    for name, a, b in zip(("guide", "inv_alpha", "inv_lambda", "smooth_kernel"), ours, ref):
+        assert_close(a, b, f"d_{name}", rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("k,s,d,kt,smooth,cw,norm,masked,tr", KERNEL_GRID[::3])
+def test_packernel2d_backward_vs_finite_differences(k, s, d, kt, smooth, cw, norm, masked, tr):
+    rng = np.random.default_rng(7 + k * 100 + s * 10 + d)
+    guide, kw = kernel_case(rng, k, s, d, kt, smooth, cw, norm, masked, tr, B=1,
+                            explicit_params=True)
+    fwd = lambda g, k_, **o: pacnp.packernel2d(g, k_, **o)[0]
+    K = fwd(guide, k, **kw)
+    gK = rng.standard_normal(K.shape)
+    grads = pacnp.packernel2d_backward(gK, guide, k, **kw)
+    names = [0, "inv_alpha", "inv_lambda", "smooth_kernel"]
+    for name, grad in zip(names, grads):
+        if grad is None:
+            continue
+        base = guide if name == 0 else kw[name]
+        v = rng.standard_normal(np.shape(base))
+        fd = directional_fd(lambda *a, **o: np.sum(gK * fwd(*a, **o)), ((guide, k), kw), name, v)
+        an = np.sum(np.asarray(grad) * v)
+        assert abs(an - fd) <= 1e-6 * (1 + abs(fd)), f"d_{name}: analytic {an}, FD {fd}"
+
+
+def test_packernel2d_gradients_present_exactly_when_differentiable():
+    rng = np.random.default_rng(0)
+    guide = rng.standard_normal((1, 2, 6, 6))
+    def g(needs=None, **kw):
+        K, _ = pacnp.packernel2d(guide, 3, padding=1, **kw)
+        return pacnp.packernel2d_backward(np.ones(K.shape), guide, 3, padding=1, needs=needs, **kw)
+
+    d = g()
+    assert d[0] is not None and d[1] is None and d[2] is None and d[3] is None
+    d = g(kernel_type="inv_0.5_-1", inv_alpha=0.5, inv_lambda=-1.0)
+    assert d[1] is not None and d[2] is not None and np.shape(d[1]) == ()
+    d = g(kernel_type="inv_0.5_-1")  # α, λ from the string: not inputs, no gradient
+    assert d[1] is None and d[2] is None
+    d = g(kernel_type="inv_0.5_-1_fixed", inv_alpha=0.5, inv_lambda=-1.0)
+    assert d[1] is None and d[2] is None
+    d = g(smooth_kernel_type="full_3", smooth_kernel=np.full((1, 1, 3, 3), 1 / 9))
+    assert d[3].shape == (1, 1, 3, 3)
+    d = g(kernel_type="inv_0.5_-1", inv_alpha=np.array([0.5, 0.2]), inv_lambda=-1.0,
+          channel_wise=True)
+    assert d[1].shape == (2,) and np.shape(d[2]) == ()
+    d = g(needs=(False, True, True, False), kernel_type="inv_0.5_-1", inv_alpha=0.5,
+          inv_lambda=-1.0)
+    assert d[0] is None and d[1] is not None
+
+
+# --------------------------------------------------------------------------- the three ops
+@pytest.mark.parametrize("op,k,s,d,shared,kc_many,with_bias", op_grid())
+def test_op_forward_backward_vs_reference(op, k, s, d, shared, kc_many, with_bias):
+    rng = np.random.default_rng(zlib.crc32(repr((op, k, s, d, shared, kc_many, with_bias)).encode()))
+    args, kw = op_case(rng, op, k, s, d, shared, kc_many, with_bias)
+    fwd, bwd, rfwd, rbwd = OPS[op]
+    out = fwd(*args, **kw)
+    assert_close(out, rfwd(*args, **kw), "forward")
+    g = rng.standard_normal(out.shape)
+    ours = bwd(g, *args, **kw)
+    ref = rbwd(g, *args, **kw)
+    assert len(ours) == len(ref)
+    for name, a, b in zip(("input", "kernel", "weight", "bias"), ours, ref):
+        assert_close(a, b, f"d_{name}")
+    # needs: skipped gradients are None, the others unchanged
+    for mask in itertools.product([False, True], repeat=len(ours)):
+        part = bwd(g, *args, **kw, needs=mask)
+        for want, a, full in zip(mask, part, ours):
+            if want:
+                assert_close(a, full, "needs subset")
+            else:
+                assert a is None
+
+
+@pytest.mark.parametrize("op,k,s,d,shared,kc_many,with_bias", op_grid()[::5])
+def test_op_backward_vs_finite_differences(op, k, s, d, shared, kc_many, with_bias):
+    rng = np.random.default_rng(11 + k + 10 * s + 100 * d)
+    args, kw = op_case(rng, op, k, s, d, shared, kc_many, with_bias, p=d * (k - 1) // 2, B=1,
+                       C=2, Co=2)
+    fwd, bwd, _, _ = OPS[op]
+    out = fwd(*args, **kw)
+    g = rng.standard_normal(out.shape)
+    grads = bwd(g, *args, **kw)
+    for index, grad in enumerate(grads):
+        if grad is None:
+            continue
+        v = rng.standard_normal(np.shape(args[index]))
+        fd = directional_fd(lambda *a, **o: np.sum(g * fwd(*a, **o)), (args, kw), index, v)
+        an = np.sum(grad * v)
+        assert abs(an - fd) <= 1e-7 * (1 + abs(fd)), f"grad {index}: analytic {an}, FD {fd}"
+
+
+# --------------------------------------------------------------------------- identities
+@pytest.mark.parametrize("s,p,d", [(1, 0, 1), (1, 1, 1), (2, 1, 1), (3, 2, 2), (2, 3, 1)])
+def test_identity_ones_kernel_is_torch_conv2d(s, p, d):
+    import torch
+    rng = np.random.default_rng(s * 10 + p)
+    x = rng.standard_normal((2, 3, 9, 10))
+    w = rng.standard_normal((5, 3, 3, 3))
+    b = rng.standard_normal(5)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w),
+                                     torch.from_numpy(b), stride=s, padding=p, dilation=d).numpy()
+    K = np.ones((2, 1, 3, 3) + ref.shape[2:])
+    out = pacnp.pacconv2d(x, K, w, b, stride=s, padding=p, dilation=d)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    # shared filters == depthwise conv2d (groups=C) with the filter repeated
+    ws = rng.standard_normal((1, 1, 3, 3))
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(ws).repeat(3, 1, 1, 1),
+                                     stride=s, padding=p, dilation=d, groups=3).numpy()
+    out = pacnp.pacconv2d(x, K, ws, stride=s, padding=p, dilation=d, shared_filters=True)
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k,s,p,op,d", [(3, 1, 1, 0, 1), (5, 2, 2, 1, 1), (3, 2, 0, 1, 2),
+                                        (3, 3, 1, 2, 1), (5, 2, 1, 0, 2)])
+def test_identity_ones_kernel_is_torch_conv_transpose2d(k, s, p, op, d):
+    import torch
+    rng = np.random.default_rng(k + s + p)
+    x = rng.standard_normal((2, 3, 5, 4))
+    w = rng.standard_normal((3, 4, k, k))
+    b = rng.standard_normal(4)
+    ref = torch.nn.functional.conv_transpose2d(
+        torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride=s, padding=p,
+        output_padding=op, dilation=d).numpy()
+    K = np.ones((2, 1, k, k) + ref.shape[2:])
+    out = pacnp.pacconv_transpose2d(x, K, w, b, stride=s, padding=p, output_padding=op,
+                                    dilation=d)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k,s,p", [(3, 1, 1), (3, 2, 1), (5, 2, 2), (5, 3, 1), (3, 1, 0)])
+def test_identity_normalised_constant_guide_pool_is_avg_pool2d(k, s, p):
+    import torch
+    rng = np.random.default_rng(k * s)
+    x = rng.standard_normal((2, 3, 9, 11))
+    guide = np.full((2, 4, 9, 11), 0.7)
+    K, _ = pacnp.packernel2d(guide, k, stride=s, padding=p, normalize_kernel=True)
+    out = pacnp.pacpool2d(x, K, k, stride=s, padding=p)
+    ref = torch.nn.functional.avg_pool2d(torch.from_numpy(x), k, stride=s, padding=p,
+                                         count_include_pad=False).numpy()
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_identity_gaussian_constant_guide_conv_is_conv2d():
+    """K from a constant guide is 1 on valid taps: PAC reduces to the plain convolution."""
+    import torch
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 2, 8, 8))
+    w = rng.standard_normal((3, 2, 5, 5))
+    K, _ = pacnp.packernel2d(np.zeros((1, 1, 8, 8)), 5, padding=2)
+    out = pacnp.pacconv2d(x, K, w, padding=2)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=2).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_flipped_weight_checkpoint_conversion():
+    """The 2019 code paired K tap i with weight tap i; flipping the weights converts."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 2, 4, 4))
+    K = rng.standard_normal((1, 1, 3, 3, 8, 8))
+    w_old = rng.standard_normal((2, 3, 3, 3))
+    # old convention written out directly: out[o, Y] = Σ K[i, Y] w_old[c, o, i] x[c, n(i, Y)]
+    out_old = np.zeros((1, 3, 8, 8))
+    xp = np.zeros((2, 8 + 2, 8 + 2))
+    xp[:, 1:9:2, 1:9:2] = x[0]  # zero-inserted (stride 2), padded by 1 (k=3, p=1, op=1)
+    for o, Y, X in itertools.product(range(3), range(8), range(8)):
+        out_old[0, o, Y, X] = sum(K[0, 0, i, j, Y, X] * w_old[c, o, i, j] * xp[c, Y + i, X + j]
+                                  for c in range(2) for i in range(3) for j in range(3))
+    out_new = pacnp.pacconv_transpose2d(x, K, np.ascontiguousarray(w_old[:, :, ::-1, ::-1]),
+                                        stride=2, padding=1, output_padding=1)
+    np.testing.assert_allclose(out_new, out_old, rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- hypothesis
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_random_configurations_two_step_path(data):
+    k = data.draw(st.sampled_from([1, 3, 5]), "k")
+    s = data.draw(st.integers(1, 3), "stride")
+    d = data.draw(st.integers(1, 2), "dilation")
+    tr = data.draw(st.booleans(), "transposed")
+    kt = data.draw(st.sampled_from(KERNEL_TYPES), "kernel_type")
+    sm = data.draw(st.sampled_from(SMOOTH_TYPES), "smooth")
+    cw, norm, masked = (data.draw(st.booleans(), n) for n in ("channel_wise", "normalize", "mask"))
+    seed = data.draw(st.integers(0, 2**31), "seed")
+    rng = np.random.default_rng(seed)
+    C = data.draw(st.integers(1, 3), "C")
+    guide, kw = kernel_case(rng, k, s, d, kt, sm, cw, norm, masked, tr, B=1, C=C)
+    K, _ = pacnp.packernel2d(guide, k, **kw)
+    assert_close(K, R.packernel2d(guide, k, **kw)[0], "K")
+    # feed the kernel to the matching op
+    Ho, Wo = K.shape[-2:]
+    p, op = kw["padding"], kw["output_padding"]
+    if tr:
+        x = rng.standard_normal((1, C, (guide.shape[2] - 1 + 2 * p - d * (k - 1) - op) // s + 1,
+                                 (guide.shape[3] - 1 + 2 * p - d * (k - 1) - op) // s + 1))
+        w = rng.standard_normal((C, 2, k, k))
+        args, okw = (x, K, w), dict(stride=s, padding=p, output_padding=op, dilation=d)
+        fwd, bwd, rfwd, rbwd = OPS["transpose"]
+    else:
+        x = rng.standard_normal((1, C) + guide.shape[2:])
+        w = rng.standard_normal((2, C, k, k))
+        args, okw = (x, K, w), dict(stride=s, padding=p, dilation=d)
+        fwd, bwd, rfwd, rbwd = OPS["conv"]
+    out = fwd(*args, **okw)
+    assert_close(out, rfwd(*args, **okw), "output")
+    g = rng.standard_normal(out.shape)
+    for a, b in zip(bwd(g, *args, **okw), rbwd(g, *args, **okw)):
+        assert_close(a, b, "gradient")
