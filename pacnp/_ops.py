@@ -84,7 +84,8 @@ def packernel_backward(be, plan, dK, needs):
             d_guide += d_centre
         else:
             tmp = np.empty_like(g)
-            be.smooth.smooth_backward_input(d_centre, plan.S, tmp)
+            # adjoint of a centred zero-padded correlation: correlation with the flipped kernel
+            be.smooth.smooth_forward(d_centre, np.ascontiguousarray(plan.S[::-1, ::-1]), tmp)
             d_guide += tmp
     if need_s:
         n = plan.S.shape[0]

@@ -50,6 +50,23 @@ def difference(guide, F, b, c, py, px, y, xo, asym):
     return d
 
 
+@njit(**_seq, inline="always")
+def squared_distance(guide, F, b, py, px, y, xo, asym):
+    s = 0.0
+    for c in range(guide.shape[1]):
+        d = difference(guide, F, b, c, py, px, y, xo, asym)
+        s += d * d
+    return s
+
+
+@njit(**_seq, inline="always")
+def tap_gradient(dK, A, Bc, m, b, kc, i, j, y, xo, s, kind, alpha, lam):
+    """(dL/dKraw, 2·dL/dKraw·dKraw/ds) of one tap; the second times Δ_c is dL/dΔ_c."""
+    dkr = m * (A[b, kc, y, xo] * dK[b, kc, i, j, y, xo] - Bc[b, kc, y, xo])
+    kraw = kernel_value(s, kind, alpha[kc], lam[kc])
+    return dkr, 2.0 * dkr * kernel_slope(s, kraw, kind, lam[kc])
+
+
 @njit(**_seq)
 def window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, km, sq, stats):
     """Masked raw kernel Km and squared distances s of every tap of output row (b, y).
@@ -81,10 +98,7 @@ def window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, k
                         km[c, i, j, xo] = v
                         stats[2 + c, xo] += v
                 else:
-                    s = 0.0
-                    for c in range(Cg):
-                        d = difference(guide, F, b, c, py, px, y, xo, asym)
-                        s += d * d
+                    s = squared_distance(guide, F, b, py, px, y, xo, asym)
                     v = kernel_value(s, kind, alpha[0], lam[0]) * m
                     sq[0, i, j, xo] = s
                     km[0, i, j, xo] = v
@@ -173,22 +187,21 @@ def packernel_backward_centre(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym
                         m = mask[b, py, px] if has_mask else 1.0
                         if m == 0.0:
                             continue
-                        dkr = m * (A[b, kc, y, xo] * dK[b, kc, i, j, y, xo] - Bc[b, kc, y, xo])
                         s = sq[kc, i, j, xo]
+                        dkr, g2 = tap_gradient(dK, A, Bc, m, b, kc, i, j, y, xo, s, kind,
+                                               alpha, lam)
                         if need_par and kind == INV:
                             da += dkr
                             p = (s + EPS) ** (0.5 * lam[kc])
                             dl += dkr * 0.5 * math.log(s + EPS) * p
                         if need_f:
-                            kraw = km[kc, i, j, xo] / m
-                            ds = dkr * kernel_slope(s, kraw, kind, lam[kc])
                             if KC > 1:
                                 d = difference(guide, F, b, kc, py, px, y, xo, asym)
-                                dF[b, kc, y, xo] -= 2.0 * ds * d
+                                dF[b, kc, y, xo] -= g2 * d
                             else:
                                 for c in range(Cg):
                                     d = difference(guide, F, b, c, py, px, y, xo, asym)
-                                    dF[b, c, y, xo] -= 2.0 * ds * d
+                                    dF[b, c, y, xo] -= g2 * d
             dpar_rows[r, 0, kc] = da
             dpar_rows[r, 1, kc] = dl
 
@@ -219,20 +232,14 @@ def packernel_backward_guide(dK, guide, F, gy_inv, gx_inv, mask, alpha, lam, kin
                     if KC > 1:
                         for c in range(Cg):
                             d = difference(guide, F, b, c, py, px, y, xo, asym)
-                            s = d * d
-                            kraw = kernel_value(s, kind, alpha[c], lam[c])
-                            dkr = m * (A[b, c, y, xo] * dK[b, c, i, j, y, xo] - Bc[b, c, y, xo])
-                            acc[c, px] += 2.0 * dkr * kernel_slope(s, kraw, kind, lam[c]) * d
+                            _, g2 = tap_gradient(dK, A, Bc, m, b, c, i, j, y, xo, d * d, kind,
+                                                 alpha, lam)
+                            acc[c, px] += g2 * d
                     else:
-                        s = 0.0
+                        s = squared_distance(guide, F, b, py, px, y, xo, asym)
+                        _, g2 = tap_gradient(dK, A, Bc, m, b, 0, i, j, y, xo, s, kind, alpha, lam)
                         for c in range(Cg):
-                            d = difference(guide, F, b, c, py, px, y, xo, asym)
-                            s += d * d
-                        kraw = kernel_value(s, kind, alpha[0], lam[0])
-                        dkr = m * (A[b, 0, y, xo] * dK[b, 0, i, j, y, xo] - Bc[b, 0, y, xo])
-                        ds2 = 2.0 * dkr * kernel_slope(s, kraw, kind, lam[0])
-                        for c in range(Cg):
-                            acc[c, px] += ds2 * difference(guide, F, b, c, py, px, y, xo, asym)
+                            acc[c, px] += g2 * difference(guide, F, b, c, py, px, y, xo, asym)
         for c in range(Cg):
             for px in range(W):
                 dguide[b, c, py, px] = acc[c, px]

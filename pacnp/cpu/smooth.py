@@ -1,5 +1,9 @@
 """Centre-feature smoothing of packernel2d (smooth_kernel_type != 'none'): each guide channel
-cross-correlated with an odd N×N kernel S, zero padded, same size; forward and backward."""
+cross-correlated with an odd N×N kernel S, zero padded, same size; forward and backward.
+
+The input-gradient of a zero-padded, centred correlation with S is the same correlation with S
+flipped on both axes, so the backward in the guide is ``smooth_forward(d, S[::-1, ::-1])``.
+"""
 import numpy as np
 from numba import njit, prange
 
@@ -28,29 +32,6 @@ def smooth_forward(g, S, out):
                     if 0 <= xx < W:
                         acc += S[u, v] * g[b, c, yy, xx]
             out[b, c, Y, X] = acc
-
-
-@njit(**_par)
-def smooth_backward_input(d, S, dg):
-    """Adjoint of smooth_forward in g: dg[Y, X] = Σ_{u,v} S[u, v] d[Y-u+m, X-v+m]."""
-    B, C, H, W = d.shape
-    N = S.shape[0]
-    m = N // 2
-    for r in prange(B * C * H):
-        b = r // (C * H)
-        c = (r // H) % C
-        Y = r % H
-        for X in range(W):
-            acc = 0.0
-            for u in range(N):
-                yy = Y - u + m
-                if yy < 0 or yy >= H:
-                    continue
-                for v in range(N):
-                    xx = X - v + m
-                    if 0 <= xx < W:
-                        acc += S[u, v] * d[b, c, yy, xx]
-            dg[b, c, Y, X] = acc
 
 
 @njit(**_par)
