@@ -78,7 +78,10 @@ class _Namespace:
         try:
             return np.from_dlpack(a)
         except (BufferError, TypeError, RuntimeError) as exc:
-            raise TypeError(f"{self.fn}: cannot read {name} through DLPack: {exc}") from None
+            raise TypeError(
+                f"{self.fn}: cannot read {name} (dtype {getattr(a, 'dtype', '?')}) through "
+                f"DLPack ({exc}); expected float32 or float64"
+            ) from None
 
     def from_numpy(self, a):
         if a is None or self.lib == "numpy":
@@ -90,10 +93,14 @@ class _Namespace:
             import jax.numpy as jnp
             return jnp.from_dlpack(a)
         ns = self.sample.__array_namespace__()
+        device = getattr(self.sample, "device", None)
         try:
-            return ns.from_dlpack(a)
+            out = ns.from_dlpack(a)
         except Exception:  # a library whose from_dlpack rejects NumPy producers
-            return ns.asarray(a)
+            out = ns.asarray(a)
+        if device is not None and getattr(out, "device", device) != device:
+            out = ns.asarray(out, device=device)  # results stay on the caller's device
+        return out
 
 
 def _prepare(ns, a, name, dtype=None):
@@ -110,7 +117,7 @@ def _prepare(ns, a, name, dtype=None):
         dtype = own
     elif own != dtype:
         _core.check_array(arr, name, ns.fn, dtype=dtype)
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    out = np.asarray(arr, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
     if not out.flags.writeable:
         out = out.copy()
     return out

@@ -68,7 +68,7 @@ def compute_dtype(a, name: str, fn: str) -> np.dtype:
     if dt not in FLOAT_DTYPES:
         raise TypeError(
             f"{fn}: {name} has dtype {a.dtype}; expected float32 or float64 "
-            f"(convert integer images first, e.g. with pacnp.filters)"
+            f"(convert integer images first, e.g. x.astype(np.float32))"
         )
     return dt
 
@@ -370,7 +370,8 @@ def _param_vector(fn, name, value, from_string, KC, Cg, channel_wise, dtype, fix
         want = "a scalar, shape () or (1,)" + (f", or shape ({Cg},) (one per guide channel)"
                                                  if channel_wise else "")
         raise ValueError(f"{fn}: {name} has shape {tuple(arr.shape)}; expected {want}")
-    vec = np.ascontiguousarray(np.broadcast_to(arr.reshape(-1).astype(dtype), (KC,)))
+    # a writeable copy: a read-only broadcast view would make numba compile another variant
+    vec = np.array(np.broadcast_to(arr.reshape(-1).astype(dtype), (KC,)), dtype=dtype)
     return vec, (None if fixed else tuple(arr.shape))
 
 
@@ -431,7 +432,7 @@ def plan_packernel(fn, guide, kernel_size, *, stride, padding, output_padding, d
         mf = mask.astype(dtype, copy=False)
         if not np.all((mf == 0) | (mf == 1)):
             raise ValueError(f"{fn}: mask must hold only 0 and 1 (found other values, "
-                             f"e.g. {mf[(mf != 0) & (mf != 1)].flat[0]!r})")
+                             f"e.g. {float(mf[(mf != 0) & (mf != 1)].flat[0])!r})")
         m3 = np.ascontiguousarray(mf.reshape(B, H, W))
     geo = kernel_geometry(fn, (H, W), k, s, p, op, d, transposed)
     return KernelPlan(guide, geo, k, KC, spec.kind, spec.asym, alpha, lam, a_shape, l_shape,
@@ -474,7 +475,7 @@ def _check_kernel_shape(fn, kernel, B, C, k, out, dtype, hint):
     if shp[0] != B or shp[1] not in (1, C) or shp[2:4] != tuple(k) or shp[4:] != tuple(out):
         ks = k[0] if k[0] == k[1] else k
         raise ValueError(
-            f"{fn}: kernel has shape {shp} but input, kernel_size={ks}, {hint} give "
+            f"{fn}: kernel has shape {shp} but input, kernel size {ks}, {hint} give "
             f"({B}, 1 or {C}, {k[0]}, {k[1]}, {out[0]}, {out[1]}); compute it with "
             f"packernel2d(..., kernel_size={ks}) and the same stride/padding/dilation"
         )
