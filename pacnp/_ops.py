@@ -6,6 +6,7 @@ array library its buffers live in.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from . import config
@@ -14,6 +15,11 @@ from ._core import inverse_taps
 
 def _chunks(rows: int) -> int:
     return max(1, min(config.REDUCTION_CHUNKS, rows))
+
+
+def _blocks(rows: int) -> int:
+    """Row blocks for kernels without reductions: a few per thread, for load balance."""
+    return max(1, min(rows, 4 * numba.get_num_threads()))
 
 
 def _empty6(dtype):
@@ -46,7 +52,8 @@ def packernel_forward(be, plan):
     mask, has_mask = _mask_arg(plan)
     out_mask = np.empty((B, 1, Ho, Wo) if has_mask else (0, 1, 1, 1), dtype=g.dtype)
     be.kernel.packernel_forward(g, F, plan.geo.gy, plan.geo.gx, mask, plan.alpha, plan.lam,
-                                plan.kind, plan.asym, plan.normalize, has_mask, K, out_mask)
+                                plan.kind, plan.asym, plan.normalize, has_mask, K, out_mask,
+                                _blocks(B * Ho))
     return K, (out_mask if has_mask else None)
 
 

@@ -10,16 +10,18 @@ Data
     centre-cropped to a multiple of every factor (their lcm: 16 for the defaults,
     500 × 741 → 496 × 736).
 
-Downsampling (``downsample``), low-res sample ``n`` at high-res position ``s_n = n·f + o``
-    * ``nearest`` (default): point sampling, ``lo[n] = d[n·f + (f-1)//2]``, valid iff that
-      pixel is valid; ``o = (f-1)//2`` is exactly the guide pixel that the transposed PAC kernel
-      compares against for sample ``n`` (see below), so every low-res disparity is paired with
-      the colour of the very pixel it was measured at.
-    * ``mean``: masked f × f block mean (mean of the valid pixels of the block; valid iff the block
-      holds one), ``o = (f-1)/2``, the block centre. More like a real low-res sensor, but at a
-      depth edge a block mixes foreground and background into a value that belongs to neither,
-      while PAC still reads one guide colour per sample. Kept as an option for comparison; with
-      it PAC does *not* beat bilinear at ×16 (see the notes at the end).
+Downsampling (``downsample``): low-res sample ``n`` stands for high-res position ``s_n = n·f + o``
+    * ``nearest`` (default): point sampling, ``lo[n] = d[n·f + (f-1)//2]``, valid iff that pixel
+      is valid, ``o = (f-1)//2``. That is exactly the guide pixel ``g_n`` the transposed PAC
+      kernel compares against for sample ``n`` (below), so every low-res disparity is paired
+      with the colour of the very pixel it was measured at, which is what a joint bilateral
+      upsampler assumes.
+    * ``mean``: masked f × f block mean (mean of the valid pixels of the block, valid iff the
+      block holds one), ``o = (f-1)/2``, the block centre. Closer to a real low-res sensor, but at
+      a depth edge a block mixes foreground and background into a value that belongs to neither
+      side, while PAC still pairs it with the colour of one pixel. Kept as an option: with it PAC
+      wins at ×4 and ×8 but loses at ×16 (RMSE bilinear / PAC: 1.796 / 1.643, 2.820 / 2.792,
+      4.048 / 4.194), and ``main`` then exits with 1.
 
 Bilinear baseline (``upsample_bilinear``)
     Separable bilinear interpolation between the sample positions ``s_n`` (constant extrapolation
@@ -28,41 +30,43 @@ Bilinear baseline (``upsample_bilinear``)
     invalid it takes the nearest valid low-res sample.
 
 PAC joint bilateral upsampling (``upsample_pac``)
-    A normalised joint bilateral filter, computed by pacnp's transposed PAC::
+    A normalised joint bilateral filter, computed with pacnp's transposed PAC::
 
         D(Y) = Σ_n K(Y, n) w(Y - s_n) v_n d_n  /  Σ_n K(Y, n) w(Y - s_n) v_n
 
         K(Y, n) = exp(-½ |I(Y) - I(g_n)|² / σ_c²)   packernel2d(RGB/σ_c, k, transposed=True, …)
-        w(δ)    = exp(-½ |δ|² / σ_s²)                the shared k × k weight of pacconv_transpose2d
+        w(δ)    = exp(-½ |δ|² / σ_s²)                the shared k × k weight, pacconv_transpose2d
 
     ``Y`` is a high-res pixel, ``I`` the left RGB image (0–255), ``v_n``, ``d_n`` the low-res
-    validity and disparity, ``g_n = n·f + (f-1)//2`` (per axis) the guide pixel PAC reads for
-    sample ``n``. The sums run over the samples with ``|g_n - Y| ≤ r = (k-1)/2`` on both axes. Where
-    the denominator is (numerically) zero, i.e. no valid sample in reach or every colour weight
-    underflowed, the bilinear value is used.
+    validity and disparity (the two input channels are ``[d·v, v]``), ``g_n = n·f + (f-1)//2``
+    (per axis) the guide pixel PAC reads for sample ``n``. The sums run over the samples with
+    ``|g_n - Y| ≤ r = (k-1)/2`` on both axes. Where the denominator is (numerically) zero, i.e.
+    no valid sample in reach or every colour weight underflowed, the bilinear value is used.
 
-    Geometry: ``k = 3f + 1``, ``padding p = r - (f-1)//2``, ``output_padding = (f-1) % 2``. Then
-    ``(h-1)·f - 2p + k + op = h·f`` (exactly f × the low-res size), sample ``n`` reaches the
-    output pixels ``Y = n·f - p + j`` for weight index ``j``, and the guide pixel of its taps is
-    ``g_n`` (docs/semantics.md, transposed geometry). The weight is ``w(j - p - o)``, centred on
-    ``s_n`` (symmetric for ``nearest``, half a pixel off-centre for ``mean`` with even f). A
-    constant disparity comes back exactly constant and a linear ramp comes back linear (tests).
-    The dense kernel tensor ``K`` is ``[1, 1, k, k, H, W]`` (3.5 GB at ×16 in float32), so the
-    image is processed in tiles with a halo covering the window, which leaves the result unchanged.
+    Geometry: ``k = 2·⌊3f/2⌋ + 1`` (3f + 1 for even f), ``padding p = r - (f-1)//2``,
+    ``output_padding = (f-1) % 2``. Then ``(h-1)·f - 2p + (k-1) + op + 1 = h·f`` (exactly f × the
+    low-res size), sample ``n`` reaches the output pixels ``Y = n·f - p + j`` through weight index
+    ``j`` with the guide pixel ``g_n`` (docs/semantics.md, transposed geometry), and the weight is
+    ``w(j - p - o)``, centred on ``s_n`` (symmetric for ``nearest``; half a pixel off-centre for
+    ``mean`` with even f). A constant disparity comes back exactly constant and a plane comes
+    back without shift (tests/test_demo.py). The dense kernel tensor ``K`` is
+    ``[1, 1, k, k, H, W]`` (3.5 GB at ×16 in float32), so the image is processed in strips
+    (``TILE_WIDTH``, ``MAX_KERNEL_BYTES``) with a halo of low-res samples covering the window;
+    the result does not depend on the tiling.
 
 Parameters (reasoned, not tuned on the RMSE)
-    ``σ_s = f/2`` high-res pixels, half the low-res sample spacing: a high-res pixel gets its
-    2 × 2 enclosing samples with spatial weight ≥ 0.37 each and the next ring at ≤ 0.1, so the
-    colour term has a few spare candidates to choose from at a depth edge without reaching
-    across whole objects. ``k = 3f + 1`` puts the window edge at 3 σ_s (weight 1 %); it lies in
-    the usual 2f+1 … 4f+1 range.
+    ``σ_s = f/2`` high-res pixels, half the low-res sample spacing. Per axis a sample f/2 away
+    gets 0.61, one f away 0.14, one 3f/2 away 0.011: the 2 × 2 samples around a pixel dominate,
+    the next ring still offers the colour term a few candidates at a depth edge, and nothing
+    reaches across whole objects. The window radius 3f/2 = 3 σ_s cuts the Gaussian at 1 %;
+    k = 3f + 1 lies in the usual 2f+1 … 4f+1 range.
     ``σ_c = 25`` grey levels (Euclidean distance over the three 0–255 channels), from the colour
     statistics of this image pair: between pixels 4–8 px apart on the same surface (disparity
     change < 0.25 px per px) the colour distance has median 10–14 and 75th percentile 28–47
-    (concrete, shelves and metal are textured), across depth jumps of > 5 px it has median 70–90.
-    σ_c = 25 keeps a weight of ~0.5 for a typical textured same-surface pair (~30) and ≤ 0.005
-    for a typical pair across an edge (~85). (A first guess of σ_c = 12, made before measuring
-    these statistics, was too narrow: texture then breaks up surfaces and PAC loses to bilinear.)
+    (concrete, shelves and metal are textured); across depth jumps of > 5 px its median is 84–89.
+    σ_c = 25 keeps a weight of ~0.5 for a typical textured same-surface pair (~30) and 0.003 for
+    a typical pair across an edge (~85). A first guess of σ_c = 12, made before measuring these
+    statistics, was too narrow: texture then breaks surfaces up and PAC loses to bilinear.
 
 Everything runs in float32 (the guide, hence K, and the disparities: ~1e-5 px precision).
 """
@@ -93,6 +97,10 @@ SPATIAL_SIGMA_PER_FACTOR = 0.5
 DOWNSAMPLING = "nearest"
 #: Bound on the bytes of the kernel tensor K of one tile.
 MAX_KERNEL_BYTES = 1 << 30
+#: Width in high-res pixels of the tiles (halo included). packernel2d is several times faster per
+#: kernel entry on narrow inputs (it works row by row on k·k·W scratch buffers), so the image is
+#: cut into strips about this wide rather than into square tiles.
+TILE_WIDTH = 192
 DEFAULT_FACTORS = (4, 8, 16)
 DTYPE = np.float32
 _METHODS = ("nearest", "mean")
@@ -186,10 +194,11 @@ def upsample_bilinear(lo, lo_valid, f, method=DOWNSAMPLING):
 # --------------------------------------------------------------------------- PAC
 def pac_geometry(f, kernel_size=None):
     """(kernel_size, padding, output_padding) of the transposed PAC that upsamples by f with the
-    guide pixel of sample n at n·f + (f-1)//2. Default kernel size 3f + 1."""
+    guide pixel of sample n at n·f + (f-1)//2. Default kernel size 2·⌊3f/2⌋ + 1 (3f + 1 for
+    even f): the window radius is 1.5 low-res samples."""
     if f < 2:
         raise ValueError(f"the upsampling factor must be >= 2, got {f}")
-    k = 3 * f + 1 if kernel_size is None else int(kernel_size)
+    k = 2 * (3 * f // 2) + 1 if kernel_size is None else int(kernel_size)
     if k % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {k}")
     p = (k - 1) // 2 - (f - 1) // 2
@@ -222,12 +231,13 @@ def _spans(n, size, before, after):
 
 def upsample_pac(lo, lo_valid, rgb, f, *, sigma_spatial=None, sigma_color=SIGMA_COLOR,
                  kernel_size=None, method=DOWNSAMPLING, fallback=None,
-                 max_kernel_bytes=MAX_KERNEL_BYTES, return_weight=False):
+                 max_kernel_bytes=MAX_KERNEL_BYTES, tile_width=TILE_WIDTH, return_weight=False):
     """PAC joint bilateral upsampling of ``lo`` ([h, w]) guided by ``rgb`` ([h·f, w·f, 3], 0–255).
 
     ``fallback`` ([h·f, w·f]) is taken where the weight sum is (numerically) zero; default: the
-    bilinear result. ``max_kernel_bytes`` bounds the kernel tensor of one tile (the result does
-    not depend on it). Returns the float32 map, and with ``return_weight`` also the weight sum.
+    bilinear result. ``tile_width`` (high-res pixels) and ``max_kernel_bytes`` (bytes of K) set
+    the tile size; the result does not depend on them. Returns the float32 map, and with
+    ``return_weight`` also the weight sum (the denominator).
     """
     lo_valid = np.asarray(lo_valid, dtype=bool)
     h, wd = lo.shape
@@ -242,13 +252,14 @@ def upsample_pac(lo, lo_valid, rgb, f, *, sigma_spatial=None, sigma_color=SIGMA_
     x = np.stack([np.where(lo_valid, lo, 0).astype(DTYPE) * v, v])[None]  # [1, 2, h, w]
     guide = (np.asarray(rgb, dtype=DTYPE) / DTYPE(sigma_color)).transpose(2, 0, 1)[None]
 
-    # square tiles of t × t low-res samples plus the halo
+    # tiles: strips about tile_width px wide (halo included), as tall as the memory bound allows
     before, after = _halo(f, k)
-    per_sample = f * f * k * k * np.dtype(DTYPE).itemsize
-    t = max(1, math.isqrt(max(1, max_kernel_bytes // per_sample)) - before - after)
+    tw = max(1, -(-tile_width // f) - before - after)
+    row_bytes = f * f * (tw + before + after) * k * k * np.dtype(DTYPE).itemsize
+    th = max(1, max_kernel_bytes // row_bytes - before - after)
     sums = np.empty((2, H, W), dtype=DTYPE)
-    for (a, b), (a0, b0) in _spans(h, t, before, after):
-        for (c, d), (c0, d0) in _spans(wd, t, before, after):
+    for (a, b), (a0, b0) in _spans(h, th, before, after):
+        for (c, d), (c0, d0) in _spans(wd, tw, before, after):
             g = np.ascontiguousarray(guide[:, :, a0 * f:b0 * f, c0 * f:d0 * f])
             K, _ = pacnp.packernel2d(g, k, stride=f, padding=p, output_padding=op,
                                      transposed=True)
@@ -284,7 +295,7 @@ _SEQ_ANCHORS = np.array([
     [30, 20, 90], [80, 30, 150], [150, 40, 150], [215, 70, 100],
     [245, 135, 50], [250, 200, 70], [252, 250, 190],
 ], dtype=np.float64)
-# Diverging map for error differences: blue (PAC better), white, red (PAC worse).
+# Diverging map for error differences, low to high: blue (PAC better), white, red (PAC worse).
 _DIV_ANCHORS = np.array([[40, 80, 200], [255, 255, 255], [210, 50, 40]], dtype=np.float64)
 
 
@@ -312,14 +323,14 @@ def _font(size):
 def render_panel(path, f, rgb, lo, lo_valid, bil, pac, gt, valid, rmse_bil, rmse_pac, *,
                  method=DOWNSAMPLING, err_range=5.0):
     """Write a PNG: guide | low-res input (shown nearest-upscaled) | ground truth over
-    bilinear | PAC | |err bilinear| - |err PAC|, disparities in one shared colour map."""
+    bilinear | PAC | |err PAC| - |err bilinear|, disparities in one shared colour map."""
     from PIL import Image, ImageDraw
 
     H, W = gt.shape
     vmin, vmax = float(gt[valid].min()), float(gt[valid].max())
     up = np.repeat(np.repeat(lo, f, axis=0), f, axis=1)
     up_valid = np.repeat(np.repeat(lo_valid, f, axis=0), f, axis=1)
-    gain = np.abs(bil - gt) - np.abs(pac - gt)
+    worse = np.abs(pac - gt) - np.abs(bil - gt)  # < 0 where PAC is better
     how = "point samples" if method == "nearest" else "block means"
     tiles = [
         (np.clip(rgb, 0, 255).astype(np.uint8), "guide: left RGB"),
@@ -328,8 +339,8 @@ def render_panel(path, f, rgb, lo, lo_valid, bil, pac, gt, valid, rmse_bil, rmse
         (colorize(gt, vmin, vmax, valid), f"ground truth {W}x{H}"),
         (colorize(bil, vmin, vmax), f"bilinear: RMSE {rmse_bil:.3f}"),
         (colorize(pac, vmin, vmax), f"PAC joint bilateral: RMSE {rmse_pac:.3f}"),
-        (colorize(gain, -err_range, err_range, valid, _DIV_ANCHORS),
-         "|err bilinear| - |err PAC|  (blue: PAC better)"),
+        (colorize(worse, -err_range, err_range, valid, _DIV_ANCHORS),
+         "|err PAC| - |err bilinear|  (blue: PAC better)"),
     ]
     gap, label_h, head_h, bar_h, cols = 8, 26, 36, 50, 3
     canvas = Image.new("RGB", (cols * W + (cols + 1) * gap,
@@ -391,7 +402,7 @@ def run(factors=DEFAULT_FACTORS, out="demo-output", method=DOWNSAMPLING, log=pri
     log(f"numba warm-up (compile or disk-cache load): {time.perf_counter() - t0:.1f} s")
     log(f"motorcycle {gt.shape[1]}x{gt.shape[0]}, {valid.mean():.1%} valid ground truth; "
         f"downsampling: {method}; sigma_color {SIGMA_COLOR:g}, "
-        f"sigma_spatial {SPATIAL_SIGMA_PER_FACTOR:g}*f, kernel 3f+1")
+        f"sigma_spatial {SPATIAL_SIGMA_PER_FACTOR:g}*f, kernel 3f+1 (3f for odd f)")
     results = []
     for f in factors:
         lo, lo_valid = downsample(gt, valid, f, method)
@@ -437,6 +448,9 @@ def main(argv=None):
     except ImportError as exc:
         print(f"pacnp.demo needs the demo extra (pip install -e '.[demo]'): {exc}",
               file=sys.stderr)
+        return 2
+    except ValueError as exc:  # e.g. factors whose lcm exceeds the image
+        print(f"pacnp.demo: {exc}", file=sys.stderr)
         return 2
     sys.stdout.flush()
     lost = [r for r in results if not r.rmse_pac < r.rmse_bilinear]

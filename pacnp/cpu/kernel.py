@@ -119,25 +119,32 @@ def scale_factor(stats, kc, xo, normalize, has_mask):
 
 @njit(**_par)
 def packernel_forward(guide, F, gy, gx, mask, alpha, lam, kind, asym, normalize, has_mask,
-                      K, out_mask):
+                      K, out_mask, n_chunks):
+    """K row by row; rows go to ``n_chunks`` contiguous blocks so the per-row scratch buffers
+    (k²·W_out each) are allocated once per block, not once per row."""
     B = guide.shape[0]
     KC, kh, kw, Ho, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
-    for r in prange(B * Ho):
-        b = r // Ho
-        y = r % Ho
+    rows = B * Ho
+    for ch in prange(n_chunks):
         km = np.empty((KC, kh, kw, Wo), dtype=K.dtype)
         sq = np.empty((KC, kh, kw, Wo), dtype=K.dtype)
         stats = np.empty((2 + KC, Wo), dtype=K.dtype)
-        window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, km, sq, stats)
-        for kc in range(KC):
-            for xo in range(Wo):
-                f = scale_factor(stats, kc, xo, normalize, has_mask)
+        fac = np.empty(Wo, dtype=K.dtype)
+        for r in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
+            b = r // Ho
+            y = r % Ho
+            window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, km, sq,
+                       stats)
+            for kc in range(KC):
+                for xo in range(Wo):
+                    fac[xo] = scale_factor(stats, kc, xo, normalize, has_mask)
                 for i in range(kh):
                     for j in range(kw):
-                        K[b, kc, i, j, y, xo] = km[kc, i, j, xo] * f
-        if has_mask:
-            for xo in range(Wo):
-                out_mask[b, 0, y, xo] = 1.0 if stats[1, xo] > 0.0 else 0.0
+                        for xo in range(Wo):  # contiguous in K
+                            K[b, kc, i, j, y, xo] = km[kc, i, j, xo] * fac[xo]
+            if has_mask:
+                for xo in range(Wo):
+                    out_mask[b, 0, y, xo] = 1.0 if stats[1, xo] > 0.0 else 0.0
 
 
 @njit(**_par)
