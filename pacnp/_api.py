@@ -135,6 +135,13 @@ def _backend(ns):
     return cpu
 
 
+def _run(ns, driver, *args):
+    """Run a driver of ``_ops`` on the backend of the caller's arrays."""
+    be = _backend(ns)
+    with be.blas_guard():
+        return driver(be, *args)
+
+
 # --------------------------------------------------------------------------- packernel2d
 def _kernel_plan(fn, guide, kernel_size, kw, extra_arrays=None):
     arrays = dict(guide=guide, smooth_kernel=kw["smooth_kernel"], mask=kw["mask"])
@@ -211,7 +218,7 @@ def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, di
               channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
               transposed=transposed)
     ns, plan = _kernel_plan("packernel2d", guide, kernel_size, kw)
-    K, out_mask = _ops.packernel_forward(_backend(ns), plan)
+    K, out_mask = _run(ns, _ops.packernel_forward, plan)
     return ns.from_numpy(K), ns.from_numpy(out_mask)
 
 
@@ -238,7 +245,7 @@ def packernel2d_backward(grad_kernel, guide, kernel_size, *, stride=1, padding=0
     ns, plan = _kernel_plan(fn, guide, kernel_size, kw, dict(grad_kernel=grad_kernel))
     dK = _prepare(ns, grad_kernel, "grad_kernel", plan.guide.dtype)
     _core.check_grad(fn, "grad_kernel", dK, plan.out_shape, plan.guide.dtype)
-    grads = _ops.packernel_backward(_backend(ns), plan, dK, needs)
+    grads = _run(ns, _ops.packernel_backward, plan, dK, needs)
     return tuple(ns.from_numpy(gr) for gr in grads)
 
 
@@ -280,7 +287,7 @@ def pacconv2d(input, kernel, weight, bias=None, *, stride=1, padding=0, dilation
     ns, plan, _ = _op_call("pacconv2d", dict(input=input, kernel=kernel, weight=weight, bias=bias),
                            stride=stride, padding=padding, dilation=dilation,
                            shared_filters=shared_filters)
-    return ns.from_numpy(_ops.op_forward(_backend(ns), plan))
+    return ns.from_numpy(_run(ns, _ops.op_forward, plan))
 
 
 def pacconv2d_backward(grad_output, input, kernel, weight, bias=None, *, stride=1, padding=0,
@@ -291,7 +298,7 @@ def pacconv2d_backward(grad_output, input, kernel, weight, bias=None, *, stride=
     ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel, weight=weight, bias=bias),
                            grad_output, stride=stride, padding=padding, dilation=dilation,
                            shared_filters=shared_filters)
-    return tuple(ns.from_numpy(a) for a in _ops.op_backward(_backend(ns), plan, g, needs))
+    return tuple(ns.from_numpy(a) for a in _run(ns, _ops.op_backward, plan, g, needs))
 
 
 def pacconv_transpose2d(input, kernel, weight, bias=None, *, stride=1, padding=0,
@@ -306,7 +313,7 @@ def pacconv_transpose2d(input, kernel, weight, bias=None, *, stride=1, padding=0
                            dict(input=input, kernel=kernel, weight=weight, bias=bias),
                            stride=stride, padding=padding, output_padding=output_padding,
                            dilation=dilation, shared_filters=shared_filters, transposed=True)
-    return ns.from_numpy(_ops.op_forward(_backend(ns), plan))
+    return ns.from_numpy(_run(ns, _ops.op_forward, plan))
 
 
 def pacconv_transpose2d_backward(grad_output, input, kernel, weight, bias=None, *, stride=1,
@@ -319,7 +326,7 @@ def pacconv_transpose2d_backward(grad_output, input, kernel, weight, bias=None, 
                            grad_output, stride=stride, padding=padding,
                            output_padding=output_padding, dilation=dilation,
                            shared_filters=shared_filters, transposed=True)
-    return tuple(ns.from_numpy(a) for a in _ops.op_backward(_backend(ns), plan, g, needs))
+    return tuple(ns.from_numpy(a) for a in _run(ns, _ops.op_backward, plan, g, needs))
 
 
 def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
@@ -329,7 +336,7 @@ def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
     """
     ns, plan, _ = _op_call("pacpool2d", dict(input=input, kernel=kernel), stride=stride,
                            padding=padding, dilation=dilation, kernel_size=kernel_size)
-    return ns.from_numpy(_ops.op_forward(_backend(ns), plan))
+    return ns.from_numpy(_run(ns, _ops.op_forward, plan))
 
 
 def pacpool2d_backward(grad_output, input, kernel, kernel_size, *, stride=1, padding=0,
@@ -340,4 +347,4 @@ def pacpool2d_backward(grad_output, input, kernel, kernel_size, *, stride=1, pad
     ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel), grad_output, stride=stride,
                            padding=padding, dilation=dilation, kernel_size=kernel_size)
     return tuple(ns.from_numpy(a)
-                 for a in _ops.op_backward(_backend(ns), plan, g, needs, pool=True))
+                 for a in _run(ns, _ops.op_backward, plan, g, needs, True))

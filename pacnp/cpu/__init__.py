@@ -1,2 +1,20 @@
 """numba CPU kernels. Each module holds the forward and backward of one op family; the CUDA
 twins in ``pacnp.cuda`` use the same module and function names."""
+
+_controller = None
+
+
+def blas_guard():
+    """Context manager: BLAS single-threaded while pacnp's kernels run.
+
+    The kernels call BLAS (``np.dot`` → SciPy's OpenBLAS) from inside numba's parallel loops.
+    A multi-threaded OpenBLAS called from an OpenMP region oversubscribes the cores and can
+    deadlock (OpenBLAS warns "Detect OpenMP Loop and this application may hang"), so BLAS runs
+    on one thread per numba thread for the duration of the call, then gets its setting back.
+    """
+    global _controller
+    if _controller is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba calls: load it first)
+        from threadpoolctl import ThreadpoolController
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
