@@ -14,6 +14,12 @@ from ._api import (
     pacconv_transpose2d_backward,
     pacpool2d,
     pacpool2d_backward,
+    pacconv2d_fused,
+    pacconv2d_fused_backward,
+    pacconv_transpose2d_fused,
+    pacconv_transpose2d_fused_backward,
+    pacpool2d_fused,
+    pacpool2d_fused_backward,
 )
 
 __version__ = "0.1.0"
@@ -21,4 +27,6 @@ __version__ = "0.1.0"
 __all__ = [
     "packernel2d", "packernel2d_backward", "pacconv2d", "pacconv2d_backward",
     "pacconv_transpose2d", "pacconv_transpose2d_backward", "pacpool2d", "pacpool2d_backward",
+    "pacconv2d_fused", "pacconv2d_fused_backward", "pacconv_transpose2d_fused",
+    "pacconv_transpose2d_fused_backward", "pacpool2d_fused", "pacpool2d_fused_backward",
 ]

@@ -17,6 +17,8 @@ from . import _core, _ops
 __all__ = [
     "packernel2d", "packernel2d_backward", "pacconv2d", "pacconv2d_backward",
     "pacconv_transpose2d", "pacconv_transpose2d_backward", "pacpool2d", "pacpool2d_backward",
+    "pacconv2d_fused", "pacconv2d_fused_backward", "pacconv_transpose2d_fused",
+    "pacconv_transpose2d_fused_backward", "pacpool2d_fused", "pacpool2d_fused_backward",
 ]
 
 _DLPACK_CPU = 1
@@ -143,14 +145,17 @@ def _run(ns, driver, *args):
 
 
 # --------------------------------------------------------------------------- packernel2d
-def _kernel_plan(fn, guide, kernel_size, kw, extra_arrays=None):
-    arrays = dict(guide=guide, smooth_kernel=kw["smooth_kernel"], mask=kw["mask"])
+def _kernel_arrays(kw):
+    """The array arguments among packernel2d's keywords (α/λ may also be Python numbers)."""
+    arrays = dict(smooth_kernel=kw["smooth_kernel"], mask=kw["mask"])
     for name in ("inv_alpha", "inv_lambda"):
         v = kw[name]
         if v is not None and not isinstance(v, numbers.Real):
             arrays[name] = v
-    arrays.update(extra_arrays or {})
-    ns = _Namespace(fn, arrays)
+    return arrays
+
+
+def _kernel_plan(fn, ns, guide, kernel_size, kw):
     g = _prepare(ns, guide, "guide")
     dt = g.dtype
     opts = dict(kw)
@@ -164,8 +169,7 @@ def _kernel_plan(fn, guide, kernel_size, kw, extra_arrays=None):
         if mask.dtype.kind == "f":
             mask = mask.astype(dt)  # any float width is fine for a 0/1 mask
     opts["mask"] = mask
-    plan = _core.plan_packernel(fn, g, kernel_size, **opts)
-    return ns, plan
+    return _core.plan_packernel(fn, g, kernel_size, **opts)
 
 
 def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, dilation=1,
@@ -217,7 +221,8 @@ def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, di
               smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
               channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
               transposed=transposed)
-    ns, plan = _kernel_plan("packernel2d", guide, kernel_size, kw)
+    ns = _Namespace("packernel2d", dict(guide=guide, **_kernel_arrays(kw)))
+    plan = _kernel_plan("packernel2d", ns, guide, kernel_size, kw)
     K, out_mask = _run(ns, _ops.packernel_forward, plan)
     return ns.from_numpy(K), ns.from_numpy(out_mask)
 
@@ -242,7 +247,8 @@ def packernel2d_backward(grad_kernel, guide, kernel_size, *, stride=1, padding=0
               smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
               channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
               transposed=transposed)
-    ns, plan = _kernel_plan(fn, guide, kernel_size, kw, dict(grad_kernel=grad_kernel))
+    ns = _Namespace(fn, dict(guide=guide, grad_kernel=grad_kernel, **_kernel_arrays(kw)))
+    plan = _kernel_plan(fn, ns, guide, kernel_size, kw)
     dK = _prepare(ns, grad_kernel, "grad_kernel", plan.guide.dtype)
     _core.check_grad(fn, "grad_kernel", dK, plan.out_shape, plan.guide.dtype)
     grads = _run(ns, _ops.packernel_backward, plan, dK, needs)
@@ -250,12 +256,8 @@ def packernel2d_backward(grad_kernel, guide, kernel_size, *, stride=1, padding=0
 
 
 # --------------------------------------------------------------------------- ops
-def _op_call(fn, arrays, grad=None, **opts):
-    """Convert the arrays of an op call, validate, and return (namespace, plan, grad)."""
-    all_arrays = dict(arrays)
-    if grad is not None:
-        all_arrays["grad_output"] = grad
-    ns = _Namespace(fn, all_arrays)
+def _op_plan(fn, ns, arrays, grad=None, **opts):
+    """Convert and validate the arrays of an op call; return (plan, grad)."""
     x = _prepare(ns, arrays["input"], "input")
     dt = x.dtype
     conv = {name: _prepare(ns, arrays.get(name), name, dt) for name in ("kernel", "weight", "bias")}
@@ -264,6 +266,15 @@ def _op_call(fn, arrays, grad=None, **opts):
     if grad is not None:
         g = _prepare(ns, grad, "grad_output", dt)
         _core.check_grad(fn, "grad_output", g, plan.out_shape, dt)
+    return plan, g
+
+
+def _op_call(fn, arrays, grad=None, **opts):
+    all_arrays = dict(arrays)
+    if grad is not None:
+        all_arrays["grad_output"] = grad
+    ns = _Namespace(fn, all_arrays)
+    plan, g = _op_plan(fn, ns, arrays, grad, **opts)
     return ns, plan, g
 
 
@@ -348,3 +359,151 @@ def pacpool2d_backward(grad_output, input, kernel, kernel_size, *, stride=1, pad
                            padding=padding, dilation=dilation, kernel_size=kernel_size)
     return tuple(ns.from_numpy(a)
                  for a in _run(ns, _ops.op_backward, plan, g, needs, True))
+
+
+# --------------------------------------------------------------------------- fused path
+_KERNEL_DEFAULTS = dict(kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
+                        inv_alpha=None, inv_lambda=None, channel_wise=False,
+                        normalize_kernel=False, mask=None)
+
+
+def _fused(fn, op, input, guide, weight, bias, kernel_size, geometry, kernel_kw, grad=None,
+           needs=None):
+    """Validate a fused call; run its forward, or its backward when ``grad`` is given."""
+    transposed = op == "transpose"
+    arrays = dict(input=input, guide=guide, **_kernel_arrays(kernel_kw))
+    op_arrays = dict(input=input)
+    if op != "pool":
+        arrays.update(weight=weight, bias=bias)
+        op_arrays.update(weight=weight, bias=bias)
+    if grad is not None:
+        arrays["grad_output"] = grad
+    ns = _Namespace(fn, arrays)
+    opts = dict(stride=geometry["stride"], padding=geometry["padding"],
+                dilation=geometry["dilation"])
+    if op == "pool":
+        opts["kernel_size"] = kernel_size
+    else:
+        opts["shared_filters"] = geometry["shared_filters"]
+    if transposed:
+        opts.update(transposed=True, output_padding=geometry["output_padding"])
+    oplan, g = _op_plan(fn, ns, op_arrays, grad, **opts)
+    k = (oplan.geo.ty.shape[0], oplan.geo.tx.shape[0])
+    kplan = _kernel_plan(fn, ns, guide, k, dict(
+        kernel_kw, stride=geometry["stride"], padding=geometry["padding"],
+        output_padding=geometry.get("output_padding", 0), dilation=geometry["dilation"],
+        transposed=transposed))
+    _core.check_fused(fn, kplan, oplan, transposed)
+    if kplan.guide.dtype != oplan.x.dtype:
+        _core.check_array(kplan.guide, "guide", fn, dtype=oplan.x.dtype)
+    if grad is None:
+        out, out_mask = _run(ns, _ops.fused_forward, kplan, oplan)
+        return ns.from_numpy(out), ns.from_numpy(out_mask)
+    grads = _run(ns, _ops.fused_backward, kplan, oplan, g, needs, op == "pool")
+    return tuple(ns.from_numpy(a) for a in grads)
+
+
+_FUSED_NEEDS = ("input", "guide", "weight", "bias", "inv_alpha", "inv_lambda", "smooth_kernel")
+_FUSED_POOL_NEEDS = ("input", "guide", "inv_alpha", "inv_lambda", "smooth_kernel")
+
+
+def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dilation=1,
+                    shared_filters=False, kernel_type="gaussian", smooth_kernel_type="none",
+                    smooth_kernel=None, inv_alpha=None, inv_lambda=None, channel_wise=False,
+                    normalize_kernel=False, mask=None):
+    """:func:`pacconv2d` straight from the guide: ``packernel2d`` + ``pacconv2d`` in one call,
+    K computed on the fly, one stripe of rows at a time, never materialised whole.
+
+    ``guide`` is ``[B, Cg, H, W]`` at the input's resolution; the kernel size is the weight's;
+    the kernel keywords are :func:`packernel2d`'s. Returns ``(output, output_mask or None)``,
+    equal to the two-step path to float rounding.
+    """
+    kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
+                     smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
+                     channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation,
+                    shared_filters=shared_filters)
+    return _fused("pacconv2d_fused", "conv", input, guide, weight, bias, None, geometry,
+                  kernel_kw)
+
+
+def pacconv2d_fused_backward(grad_output, input, guide, weight, bias=None, *, stride=1,
+                             padding=0, dilation=1, shared_filters=False,
+                             kernel_type="gaussian", smooth_kernel_type="none",
+                             smooth_kernel=None, inv_alpha=None, inv_lambda=None,
+                             channel_wise=False, normalize_kernel=False, mask=None, needs=None):
+    """Gradients of :func:`pacconv2d_fused`: ``(d_input, d_guide, d_weight, d_bias,
+    d_inv_alpha, d_inv_lambda, d_smooth_kernel)``; ``needs`` selects them (7 bools)."""
+    fn = "pacconv2d_fused_backward"
+    needs = _core.check_needs(fn, needs, _FUSED_NEEDS)
+    kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
+                     smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
+                     channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation,
+                    shared_filters=shared_filters)
+    return _fused(fn, "conv", input, guide, weight, bias, None, geometry, kernel_kw,
+                  grad_output, needs)
+
+
+def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0,
+                              output_padding=0, dilation=1, shared_filters=False,
+                              kernel_type="gaussian", smooth_kernel_type="none",
+                              smooth_kernel=None, inv_alpha=None, inv_lambda=None,
+                              channel_wise=False, normalize_kernel=False, mask=None):
+    """:func:`pacconv_transpose2d` straight from the guide (at the *output* resolution):
+    ``packernel2d(..., transposed=True)`` + ``pacconv_transpose2d`` fused.
+    Returns ``(output, output_mask or None)``."""
+    kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
+                     smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
+                     channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
+    geometry = dict(stride=stride, padding=padding, output_padding=output_padding,
+                    dilation=dilation, shared_filters=shared_filters)
+    return _fused("pacconv_transpose2d_fused", "transpose", input, guide, weight, bias, None,
+                  geometry, kernel_kw)
+
+
+def pacconv_transpose2d_fused_backward(grad_output, input, guide, weight, bias=None, *,
+                                       stride=1, padding=0, output_padding=0, dilation=1,
+                                       shared_filters=False, kernel_type="gaussian",
+                                       smooth_kernel_type="none", smooth_kernel=None,
+                                       inv_alpha=None, inv_lambda=None, channel_wise=False,
+                                       normalize_kernel=False, mask=None, needs=None):
+    """Gradients of :func:`pacconv_transpose2d_fused`, as :func:`pacconv2d_fused_backward`."""
+    fn = "pacconv_transpose2d_fused_backward"
+    needs = _core.check_needs(fn, needs, _FUSED_NEEDS)
+    kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
+                     smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
+                     channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
+    geometry = dict(stride=stride, padding=padding, output_padding=output_padding,
+                    dilation=dilation, shared_filters=shared_filters)
+    return _fused(fn, "transpose", input, guide, weight, bias, None, geometry, kernel_kw,
+                  grad_output, needs)
+
+
+def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=1,
+                    kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
+                    inv_alpha=None, inv_lambda=None, channel_wise=False,
+                    normalize_kernel=False, mask=None):
+    """:func:`pacpool2d` straight from the guide. Returns ``(output, output_mask or None)``."""
+    kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
+                     smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
+                     channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation)
+    return _fused("pacpool2d_fused", "pool", input, guide, None, None, kernel_size, geometry,
+                  kernel_kw)
+
+
+def pacpool2d_fused_backward(grad_output, input, guide, kernel_size, *, stride=1, padding=0,
+                             dilation=1, kernel_type="gaussian", smooth_kernel_type="none",
+                             smooth_kernel=None, inv_alpha=None, inv_lambda=None,
+                             channel_wise=False, normalize_kernel=False, mask=None, needs=None):
+    """Gradients of :func:`pacpool2d_fused`: ``(d_input, d_guide, d_inv_alpha, d_inv_lambda,
+    d_smooth_kernel)``; ``needs`` selects them (5 bools)."""
+    fn = "pacpool2d_fused_backward"
+    needs = _core.check_needs(fn, needs, _FUSED_POOL_NEEDS)
+    kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
+                     smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
+                     channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation)
+    return _fused(fn, "pool", input, guide, None, None, kernel_size, geometry, kernel_kw,
+                  grad_output, needs)

@@ -534,10 +534,28 @@ def plan_op(fn, x, kernel, weight, bias, *, stride, padding, dilation, output_pa
             Wm = np.ascontiguousarray(Wm).reshape(Cout, C * k[0] * k[1])
     geo = op_geometry(fn, "input", (H, W), k, s, p, d, op)
     hint = f"stride={s}, padding={p}, dilation={d}" + (f", output_padding={op}" if op else "")
-    _check_kernel_shape(fn, kernel, B, C, k, geo.out_hw, dtype, hint)
+    if kernel is not None:  # None: the fused path computes K itself
+        _check_kernel_shape(fn, kernel, B, C, k, geo.out_hw, dtype, hint)
     if bias is not None:
         check_array(bias, "bias", fn, ndim=1, dtype=dtype)
         if bias.shape[0] != Cout:
             raise ValueError(f"{fn}: bias has shape {tuple(bias.shape)}; expected ({Cout},), "
                              f"one per output channel")
     return OpPlan(x, kernel, geo, dense, Wm, w, bias, transposed, weight_shape, Cout)
+
+
+def check_fused(fn, kplan: KernelPlan, oplan: OpPlan, transposed: bool) -> None:
+    """The guide must fit the op: same batch, the kernel's output grid is the op's output grid,
+    and a channel-wise kernel has one channel per input channel."""
+    x, g = oplan.x, kplan.guide
+    if g.shape[0] != x.shape[0]:
+        raise ValueError(f"{fn}: guide has batch size {g.shape[0]} but input has {x.shape[0]}")
+    if tuple(kplan.geo.out_hw) != tuple(oplan.geo.out_hw):
+        where = "the output size" if transposed else "the input size"
+        want = oplan.geo.out_hw if transposed else x.shape[2:]
+        raise ValueError(f"{fn}: guide has spatial size {tuple(g.shape[2:])}; expected "
+                         f"{tuple(want)}, {where} (the guide lives at the "
+                         f"{'output' if transposed else 'input'} resolution)")
+    if kplan.KC not in (1, x.shape[1]):
+        raise ValueError(f"{fn}: channel_wise=True gives one kernel per guide channel "
+                         f"({kplan.KC}), but input has {x.shape[1]} channels; they must match")

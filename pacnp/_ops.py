@@ -1,8 +1,14 @@
 """Drivers: allocate outputs, call a backend's kernels for a validated plan, fold partial sums.
 
 A backend is a namespace with the kernel modules ``conv``, ``depthwise``, ``kernel``, ``smooth``
-(``pacnp.cpu`` today; ``pacnp.cuda`` has the same module and function names) and ``xp``, the
-array library its buffers live in.
+(``pacnp.cpu`` today; ``pacnp.cuda`` has the same module and function names) and ``blas_guard``.
+
+Every kernel works on a *stripe* of output rows ``y0 ≤ y < y1``: the K (and dK) it sees hold only
+those rows. The two-step path (``packernel2d`` then an op) runs one stripe covering the image;
+the fused path walks the image stripe by stripe, computing K for a stripe just before the op
+consumes it, so K is never materialised whole and the extra memory is bounded by the stripe
+(``config.STRIPE_BYTES``), not by the image. Gradients that several stripes reach (input and
+guide rows near a stripe border) accumulate, stripe after stripe, in a fixed order.
 """
 from __future__ import annotations
 
@@ -26,8 +32,28 @@ def _empty6(dtype):
     return np.empty((0, 0, 0, 0, 0, 0), dtype=dtype)
 
 
+def _reached(tab, y0, y1):
+    """[lo, hi) of the input (or guide) rows that output rows y0..y1-1 read through ``tab``."""
+    part = tab[:, y0:y1]
+    valid = part[part >= 0]
+    if valid.size == 0:
+        return 0, 0
+    return int(valid.min()), int(valid.max()) + 1
+
+
+def stripes(plan):
+    """Output-row stripes for the fused path: K of one stripe ≤ config.STRIPE_BYTES, but at
+    least a few rows per thread so every stripe keeps all threads busy."""
+    B = plan.guide.shape[0]
+    Ho, Wo = plan.geo.out_hw
+    row_bytes = B * plan.KC * plan.k[0] * plan.k[1] * Wo * plan.guide.dtype.itemsize
+    rows = max(config.STRIPE_BYTES // max(row_bytes, 1),
+               -(-4 * numba.get_num_threads() // B), 1)
+    return [(y0, min(y0 + rows, Ho)) for y0 in range(0, Ho, rows)]
+
+
 # --------------------------------------------------------------------------- packernel2d
-def _centre_features(be, plan):
+def centre_features(be, plan):
     """F[b, c, y, x] = (smoothed) guide at the centre of window (y, x); [B, Cg, Ho, Wo]."""
     g = plan.guide
     src = g
@@ -44,66 +70,110 @@ def _mask_arg(plan):
     return plan.mask, True
 
 
-def packernel_forward(be, plan):
+def kernel_stripe(be, plan, F, y0, y1, out_mask):
+    """K of the output rows y0..y1-1; writes those rows of ``out_mask`` (if masked)."""
     g = plan.guide
-    B, Ho, Wo = g.shape[0], plan.geo.out_hw[0], plan.geo.out_hw[1]
-    F = _centre_features(be, plan)
-    K = np.empty(plan.out_shape, dtype=g.dtype)
+    B = g.shape[0]
+    K = np.empty((B, plan.KC, plan.k[0], plan.k[1], y1 - y0, plan.geo.out_hw[1]), dtype=g.dtype)
     mask, has_mask = _mask_arg(plan)
-    out_mask = np.empty((B, 1, Ho, Wo) if has_mask else (0, 1, 1, 1), dtype=g.dtype)
     be.kernel.packernel_forward(g, F, plan.geo.gy, plan.geo.gx, mask, plan.alpha, plan.lam,
                                 plan.kind, plan.asym, plan.normalize, has_mask, K, out_mask,
-                                _blocks(B * Ho))
-    return K, (out_mask if has_mask else None)
+                                _blocks(B * (y1 - y0)), y0)
+    return K
+
+
+def new_output_mask(plan):
+    B = plan.guide.shape[0]
+    Ho, Wo = plan.geo.out_hw
+    shape = (B, 1, Ho, Wo) if plan.mask is not None else (0, 1, 1, 1)
+    return np.empty(shape, dtype=plan.guide.dtype)
+
+
+def packernel_forward(be, plan):
+    F = centre_features(be, plan)
+    out_mask = new_output_mask(plan)
+    K = kernel_stripe(be, plan, F, 0, plan.geo.out_hw[0], out_mask)
+    return K, (out_mask if plan.mask is not None else None)
+
+
+class KernelBackward:
+    """Gradients of packernel2d, accumulated stripe by stripe of dK."""
+
+    def __init__(self, be, plan, F, needs):
+        need_g, need_a, need_l, need_s = needs
+        self.be, self.plan, self.F = be, plan, F
+        self.need_g = need_g
+        self.need_a = need_a and plan.alpha_shape is not None
+        self.need_l = need_l and plan.lam_shape is not None
+        self.need_s = need_s and plan.S_shape is not None
+        self.need_f = self.need_g or self.need_s
+        g = plan.guide
+        B, Cg = g.shape[:2]
+        Ho, Wo = plan.geo.out_hw
+        self.dF = np.empty((B, Cg, Ho, Wo) if self.need_f else (0, 0, 0, 0), dtype=g.dtype)
+        self.dpar = np.zeros((B * Ho, 2, plan.KC), dtype=g.dtype)
+        self.d_guide = np.zeros_like(g) if need_g else None
+        if need_g:
+            self.gy_inv, self.gx_inv = plan.geo.inverse()
+
+    @property
+    def wanted(self):
+        return self.need_f or self.need_a or self.need_l
+
+    def stripe(self, dK, y0):
+        plan, g, geo = self.plan, self.plan.guide, self.plan.geo
+        y1 = y0 + dK.shape[4]
+        B = g.shape[0]
+        A = np.empty((B, plan.KC, y1 - y0, geo.out_hw[1]), dtype=g.dtype)
+        Bc = np.empty_like(A)
+        mask, has_mask = _mask_arg(plan)
+        kern = self.be.kernel
+        kern.packernel_backward_centre(dK, g, self.F, geo.gy, geo.gx, mask, plan.alpha,
+                                       plan.lam, plan.kind, plan.asym, plan.normalize, has_mask,
+                                       A, Bc, self.dF, self.dpar, y0, self.need_f,
+                                       self.need_a or self.need_l)
+        if self.need_g:
+            p0, p1 = _reached(geo.gy, y0, y1)
+            if p1 > p0:
+                kern.packernel_backward_guide(dK, g, self.F, self.gy_inv, self.gx_inv, mask,
+                                              plan.alpha, plan.lam, plan.kind, plan.asym,
+                                              has_mask, A, Bc, self.d_guide, y0, p0, p1)
+
+    def finish(self):
+        """(d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel)."""
+        plan, g, geo = self.plan, self.plan.guide, self.plan.geo
+        d_guide, d_alpha, d_lam, d_S = self.d_guide, None, None, None
+        if self.need_f:
+            # the centre features read the guide at the window centres (through the smoothing)
+            d_centre = np.zeros_like(g)
+            d_centre[:, :, geo.cy[:, None], geo.cx[None, :]] = self.dF
+        if self.need_g:
+            if plan.S is None:
+                d_guide += d_centre
+            else:
+                # adjoint of a centred zero-padded correlation: correlation with the flipped S
+                tmp = np.empty_like(g)
+                self.be.smooth.smooth_forward(d_centre, np.ascontiguousarray(plan.S[::-1, ::-1]),
+                                              tmp)
+                d_guide += tmp
+        if self.need_s:
+            n = plan.S.shape[0]
+            B, Cg, H, _ = g.shape
+            parts = np.zeros((_chunks(B * Cg * H), n, n), dtype=g.dtype)
+            self.be.smooth.smooth_backward_kernel(d_centre, g, parts)
+            d_S = parts.sum(axis=0).reshape(plan.S_shape)
+        if self.need_a:
+            d_alpha = _fold_param(self.dpar[:, 0, :], plan.alpha_shape)
+        if self.need_l:
+            d_lam = _fold_param(self.dpar[:, 1, :], plan.lam_shape)
+        return d_guide, d_alpha, d_lam, d_S
 
 
 def packernel_backward(be, plan, dK, needs):
-    need_g, need_a, need_l, need_s = needs
-    need_a = need_a and plan.alpha_shape is not None
-    need_l = need_l and plan.lam_shape is not None
-    need_s = need_s and plan.S_shape is not None
-    g = plan.guide
-    geo = plan.geo
-    B, Cg, H, W = g.shape
-    Ho, Wo = geo.out_hw
-    KC = plan.KC
-    F = _centre_features(be, plan)
-    mask, has_mask = _mask_arg(plan)
-    A = np.empty((B, KC, Ho, Wo), dtype=g.dtype)
-    Bc = np.empty_like(A)
-    need_f = need_g or need_s
-    dF = np.empty((B, Cg, Ho, Wo) if need_f else (0, 0, 0, 0), dtype=g.dtype)
-    dpar = np.zeros((B * Ho, 2, KC), dtype=g.dtype)
-    be.kernel.packernel_backward_centre(dK, g, F, geo.gy, geo.gx, mask, plan.alpha, plan.lam,
-                                        plan.kind, plan.asym, plan.normalize, has_mask, A, Bc,
-                                        dF, dpar, need_f, need_a or need_l)
-    d_guide = d_alpha = d_lam = d_S = None
-    if need_f:
-        # the centre features read the guide at the window centres (through the smoothing)
-        d_centre = np.zeros_like(g)
-        d_centre[:, :, geo.cy[:, None], geo.cx[None, :]] = dF
-    if need_g:
-        gy_inv, gx_inv = geo.inverse()
-        d_guide = np.empty_like(g)
-        be.kernel.packernel_backward_guide(dK, g, F, gy_inv, gx_inv, mask, plan.alpha, plan.lam,
-                                           plan.kind, plan.asym, has_mask, A, Bc, d_guide)
-        if plan.S is None:
-            d_guide += d_centre
-        else:
-            tmp = np.empty_like(g)
-            # adjoint of a centred zero-padded correlation: correlation with the flipped kernel
-            be.smooth.smooth_forward(d_centre, np.ascontiguousarray(plan.S[::-1, ::-1]), tmp)
-            d_guide += tmp
-    if need_s:
-        n = plan.S.shape[0]
-        parts = np.zeros((_chunks(B * Cg * H), n, n), dtype=g.dtype)
-        be.smooth.smooth_backward_kernel(d_centre, g, parts)
-        d_S = parts.sum(axis=0).reshape(plan.S_shape)
-    if need_a:
-        d_alpha = _fold_param(dpar[:, 0, :], plan.alpha_shape)
-    if need_l:
-        d_lam = _fold_param(dpar[:, 1, :], plan.lam_shape)
-    return d_guide, d_alpha, d_lam, d_S
+    kb = KernelBackward(be, plan, centre_features(be, plan), needs)
+    if kb.wanted:
+        kb.stripe(dK, 0)
+    return kb.finish()
 
 
 def _fold_param(rows, shape):
@@ -115,17 +185,90 @@ def _fold_param(rows, shape):
 
 
 # --------------------------------------------------------------------------- conv / pool
-def op_forward(be, plan):
-    x, K, geo = plan.x, plan.K, plan.geo
-    out = np.empty(plan.out_shape, dtype=x.dtype)
+def op_stripe(be, plan, K, y0, out):
+    """out rows y0 .. y0 + K.shape[4] - 1 of a conv / transposed conv / pool."""
+    x, geo = plan.x, plan.geo
     if plan.dense:
         bias = plan.bias if plan.bias is not None else np.empty(0, dtype=x.dtype)
-        be.conv.pac_dense_forward(x, K, plan.Wm, bias, geo.ty, geo.tx, out)
+        be.conv.pac_dense_forward(x, K, plan.Wm, bias, geo.ty, geo.tx, out, y0)
     else:
-        be.depthwise.pac_depthwise_forward(x, K, plan.w, geo.ty, geo.tx, out)
+        be.depthwise.pac_depthwise_forward(x, K, plan.w, geo.ty, geo.tx, out, y0)
         if plan.bias is not None:
-            out += plan.bias[None, :, None, None]
+            out[:, :, y0:y0 + K.shape[4]] += plan.bias[None, :, None, None]
+
+
+def op_forward(be, plan):
+    out = np.empty(plan.out_shape, dtype=plan.x.dtype)
+    op_stripe(be, plan, plan.K, 0, out)
     return out
+
+
+class OpBackward:
+    """Gradients of a conv / transposed conv / pool, accumulated stripe by stripe of K."""
+
+    def __init__(self, be, plan, g, need_x, need_k, need_w, need_b):
+        self.be, self.plan, self.g = be, plan, g
+        x, geo = plan.x, plan.geo
+        dt = x.dtype
+        B, C = x.shape[:2]
+        kh, kw = geo.ty.shape[0], geo.tx.shape[0]
+        self.need_x, self.need_k = need_x, need_k
+        self.need_w = need_w
+        self.need_b = need_b and plan.bias is not None
+        self.n_chunks = _chunks(B * geo.out_hw[0])
+        if plan.dense:
+            self.dW_parts = np.zeros((self.n_chunks if need_w else 0, plan.Cout, C * kh * kw),
+                                     dtype=dt)
+            self.db_parts = np.zeros((self.n_chunks if self.need_b else 0, plan.Cout), dtype=dt)
+        else:
+            self.dW_parts = np.zeros((self.n_chunks if need_w else 0, kh, kw), dtype=dt)
+        if need_x:
+            self.dx = np.zeros_like(x)
+            self.iy_inv = inverse_taps(geo.ty, x.shape[2])
+            if plan.dense:
+                self.WmT_taps = np.ascontiguousarray(
+                    plan.Wm.reshape(plan.Cout, C, kh, kw).transpose(2, 3, 1, 0))
+
+    def stripe(self, K, y0):
+        """Gradients from output rows y0 .. y0 + K.shape[4] - 1; returns dK of that stripe."""
+        plan, g, geo, be = self.plan, self.g, self.plan.geo, self.be
+        dt = plan.x.dtype
+        dK = None
+        # a stripe's rows are spread over the same fixed chunks as the whole image would be
+        if self.need_k or self.need_w or self.need_b:
+            dK = np.empty(K.shape, dtype=dt) if self.need_k else _empty6(dt)
+            if plan.dense:
+                be.conv.pac_dense_backward_params(g, plan.x, K, plan.Wm, geo.ty, geo.tx, dK,
+                                                  self.dW_parts, self.db_parts, self.n_chunks,
+                                                  y0, self.need_k, self.need_w, self.need_b)
+            elif self.need_k or self.need_w:
+                be.depthwise.pac_depthwise_backward_params(g, plan.x, K, plan.w, geo.ty, geo.tx,
+                                                           dK, self.dW_parts, self.n_chunks, y0,
+                                                           self.need_k, self.need_w)
+        if self.need_x:
+            n0, n1 = _reached(geo.ty, y0, y0 + K.shape[4])
+            if n1 > n0:
+                if plan.dense:
+                    be.conv.pac_dense_backward_input(g, K, self.WmT_taps, self.iy_inv, geo.tx,
+                                                     self.dx, y0, n0, n1)
+                else:
+                    be.depthwise.pac_depthwise_backward_input(g, K, plan.w, self.iy_inv, geo.tx,
+                                                              self.dx, y0, n0, n1)
+        return dK if self.need_k else None
+
+    def finish(self):
+        """(dx, dW, db) — dK is returned per stripe."""
+        plan = self.plan
+        dW = db = None
+        if self.need_w:
+            dW = self.dW_parts.sum(axis=0)
+            if plan.dense:
+                C = plan.x.shape[1]
+                dW = dW.reshape(plan.Cout, C, plan.geo.ty.shape[0], plan.geo.tx.shape[0])
+            dW = plan.weight_grad(dW)
+        if self.need_b:
+            db = self.db_parts.sum(axis=0) if plan.dense else self.g.sum(axis=(0, 2, 3))
+        return (self.dx if self.need_x else None), dW, db
 
 
 def op_backward(be, plan, g, needs, pool=False):
@@ -135,45 +278,41 @@ def op_backward(be, plan, g, needs, pool=False):
         need_w = need_b = False
     else:
         need_x, need_k, need_w, need_b = needs
-        need_b = need_b and plan.bias is not None
-    x, K, geo = plan.x, plan.K, plan.geo
-    dt = x.dtype
-    B, C = x.shape[:2]
-    Ho = geo.out_hw[0]
-    kh, kw = geo.ty.shape[0], geo.tx.shape[0]
-    dx = dK = dW = db = None
-    n_chunks = _chunks(B * Ho)
-    if plan.dense:
-        if need_k or need_w or need_b:
-            dK_buf = np.empty(K.shape, dtype=dt) if need_k else _empty6(dt)
-            dW_parts = np.zeros((n_chunks if need_w else 0, plan.Cout, C * kh * kw), dtype=dt)
-            db_parts = np.zeros((n_chunks if need_b else 0, plan.Cout), dtype=dt)
-            be.conv.pac_dense_backward_params(g, x, K, plan.Wm, geo.ty, geo.tx, dK_buf, dW_parts,
-                                              db_parts, n_chunks, need_k, need_w, need_b)
-            dK = dK_buf if need_k else None
-            if need_w:
-                dW = plan.weight_grad(dW_parts.sum(axis=0).reshape(plan.Cout, C, kh, kw))
-            if need_b:
-                db = db_parts.sum(axis=0)
-        if need_x:
-            WmT_taps = np.ascontiguousarray(
-                plan.Wm.reshape(plan.Cout, C, kh, kw).transpose(2, 3, 1, 0))
-            dx = np.empty_like(x)
-            iy_inv = inverse_taps(geo.ty, x.shape[2])
-            be.conv.pac_dense_backward_input(g, K, WmT_taps, iy_inv, geo.tx, dx)
-    else:
-        if need_k or need_w:
-            dK_buf = np.empty(K.shape, dtype=dt) if need_k else _empty6(dt)
-            dw_parts = np.zeros((n_chunks if need_w else 0, kh, kw), dtype=dt)
-            be.depthwise.pac_depthwise_backward_params(g, x, K, plan.w, geo.ty, geo.tx, dK_buf,
-                                                       dw_parts, n_chunks, need_k, need_w)
-            dK = dK_buf if need_k else None
-            if need_w:
-                dW = plan.weight_grad(dw_parts.sum(axis=0))
-        if need_b:
-            db = g.sum(axis=(0, 2, 3))
-        if need_x:
-            dx = np.empty_like(x)
-            iy_inv = inverse_taps(geo.ty, x.shape[2])
-            be.depthwise.pac_depthwise_backward_input(g, K, plan.w, iy_inv, geo.tx, dx)
+    ob = OpBackward(be, plan, g, need_x, need_k, need_w, need_b)
+    dK = ob.stripe(plan.K, 0)
+    dx, dW, db = ob.finish()
     return (dx, dK) if pool else (dx, dK, dW, db)
+
+
+# --------------------------------------------------------------------------- fused path
+def fused_forward(be, kplan, oplan):
+    """The op's output straight from the guide, K computed stripe by stripe."""
+    F = centre_features(be, kplan)
+    out_mask = new_output_mask(kplan)
+    out = np.empty(oplan.out_shape, dtype=oplan.x.dtype)
+    for y0, y1 in stripes(kplan):
+        op_stripe(be, oplan, kernel_stripe(be, kplan, F, y0, y1, out_mask), y0, out)
+    return out, (out_mask if kplan.mask is not None else None)
+
+
+def fused_backward(be, kplan, oplan, g, needs, pool=False):
+    """Gradients of the fused op: (x, guide, weight, bias, α, λ, S), or (x, guide, α, λ, S)
+    for pooling — K and dK recomputed / kept one stripe at a time."""
+    if pool:
+        need_x, need_g, need_a, need_l, need_s = needs
+        need_w = need_b = False
+    else:
+        need_x, need_g, need_w, need_b, need_a, need_l, need_s = needs
+    F = centre_features(be, kplan)
+    kb = KernelBackward(be, kplan, F, (need_g, need_a, need_l, need_s))
+    ob = OpBackward(be, oplan, g, need_x, kb.wanted, need_w, need_b)
+    scratch_mask = new_output_mask(kplan)
+    if need_x or need_w or need_b or kb.wanted:
+        for y0, y1 in stripes(kplan):
+            K = kernel_stripe(be, kplan, F, y0, y1, scratch_mask)
+            dK = ob.stripe(K, y0)
+            if kb.wanted:
+                kb.stripe(dK, y0)
+    dx, dW, db = ob.finish()
+    dg, da, dl, dS = kb.finish()
+    return (dx, dg, da, dl, dS) if pool else (dx, dg, dW, db, da, dl, dS)

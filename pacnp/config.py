@@ -17,3 +17,9 @@ CACHE = True
 #: No fastmath: NaN/inf must propagate from inputs to outputs, and ``nnan``/``ninf`` would
 #: allow the compiler to assume they never occur.
 FASTMATH = False
+
+#: Upper bound on the bytes of K (and of dK) that the fused path holds at once: it walks the
+#: image in stripes of output rows whose kernel fits in this budget (and keeps at least a few
+#: rows per thread). Bounds the extra memory independently of the image size, and keeps the
+#: stripe of K in cache between the moment it is computed and the moment the op consumes it.
+STRIPE_BYTES = 4 << 20

@@ -19,8 +19,9 @@ _seq = dict(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
 
 
 @njit(**_seq)
-def fill_columns(x, K, ty, tx, b, y, cols):
-    """cols[(c,i,j), xo] = K[b, c|0, i, j, y, xo] · x[b, c, ty[i,y], tx[j,xo]] (0 on padding)."""
+def fill_columns(x, K, ty, tx, b, y, yk, cols):
+    """cols[(c,i,j), xo] = K[b, c|0, i, j, yk, xo] · x[b, c, ty[i,y], tx[j,xo]] (0 on padding);
+    ``yk`` is output row ``y`` within the (possibly partial) K."""
     C = x.shape[1]
     kc_many = K.shape[1] > 1
     kh = ty.shape[0]
@@ -41,22 +42,25 @@ def fill_columns(x, K, ty, tx, b, y, cols):
                     if ix < 0:
                         cols[row, xo] = 0.0
                     else:
-                        cols[row, xo] = K[b, kc, i, j, y, xo] * x[b, c, iy, ix]
+                        cols[row, xo] = K[b, kc, i, j, yk, xo] * x[b, c, iy, ix]
 
 
 @njit(**_par)
-def pac_dense_forward(x, K, Wm, bias, ty, tx, out):
-    """out[b, :, y, :] = Wm @ columns(b, y) + bias, rows in parallel."""
+def pac_dense_forward(x, K, Wm, bias, ty, tx, out, y0):
+    """out[b, :, y, :] = Wm @ columns(b, y) + bias for the output rows y0 ≤ y < y0 + n that K
+    (n rows, a stripe of the full kernel) covers; rows in parallel."""
     B = x.shape[0]
     C = x.shape[1]
-    Cout, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
+    Cout, Wo = out.shape[1], out.shape[3]
+    n = K.shape[4]
     kk = ty.shape[0] * tx.shape[0]
     has_bias = bias.shape[0] > 0
-    for r in prange(B * Ho):
-        b = r // Ho
-        y = r % Ho
+    for r in prange(B * n):
+        b = r // n
+        yk = r % n
+        y = y0 + yk
         cols = np.empty((C * kk, Wo), dtype=x.dtype)
-        fill_columns(x, K, ty, tx, b, y, cols)
+        fill_columns(x, K, ty, tx, b, y, yk, cols)
         res = np.dot(Wm, cols)
         for o in range(Cout):
             bo = bias[o] if has_bias else 0.0
@@ -65,7 +69,7 @@ def pac_dense_forward(x, K, Wm, bias, ty, tx, out):
 
 
 @njit(**_par)
-def pac_dense_backward_params(g, x, K, Wm, ty, tx, dK, dW_parts, db_parts, n_chunks, need_k,
+def pac_dense_backward_params(g, x, K, Wm, ty, tx, dK, dW_parts, db_parts, n_chunks, y0, need_k,
                               need_w, need_b):
     """Kernel, weight and bias gradients.
 
@@ -75,12 +79,13 @@ def pac_dense_backward_params(g, x, K, Wm, ty, tx, dK, dW_parts, db_parts, n_chu
     """
     B = x.shape[0]
     C = x.shape[1]
-    Cout, Ho, Wo = g.shape[1], g.shape[2], g.shape[3]
+    Cout, Wo = g.shape[1], g.shape[3]
+    n = K.shape[4]  # rows y0 .. y0+n-1 (K and dK are that stripe)
     kh = ty.shape[0]
     kw = tx.shape[0]
     kk = kh * kw
     kc_many = K.shape[1] > 1
-    rows = B * Ho
+    rows = B * n
     WmT = np.ascontiguousarray(Wm.T) if need_k else np.empty((0, 0), dtype=Wm.dtype)
     for ch in prange(n_chunks):
         r0 = ch * rows // n_chunks
@@ -88,8 +93,9 @@ def pac_dense_backward_params(g, x, K, Wm, ty, tx, dK, dW_parts, db_parts, n_chu
         cols = np.empty((C * kk, Wo), dtype=x.dtype)
         grow = np.empty((Cout, Wo), dtype=g.dtype)
         for r in range(r0, r1):
-            b = r // Ho
-            y = r % Ho
+            b = r // n
+            yk = r % n
+            y = y0 + yk
             for o in range(Cout):
                 for xo in range(Wo):
                     grow[o, xo] = g[b, o, y, xo]
@@ -100,7 +106,7 @@ def pac_dense_backward_params(g, x, K, Wm, ty, tx, dK, dW_parts, db_parts, n_chu
                         acc += grow[o, xo]
                     db_parts[ch, o] += acc
             if need_w:
-                fill_columns(x, K, ty, tx, b, y, cols)
+                fill_columns(x, K, ty, tx, b, y, yk, cols)
                 dW_parts[ch] += np.dot(grow, cols.T)
             if need_k:
                 G = np.dot(WmT, grow)  # (C·kk × Wo): Σ_o W[o,c,t] g[o, xo]
@@ -115,35 +121,41 @@ def pac_dense_backward_params(g, x, K, Wm, ty, tx, dK, dW_parts, db_parts, n_chu
                                     v = 0.0
                                     if iy >= 0 and ix >= 0:
                                         v = G[c * kk + t, xo] * x[b, c, iy, ix]
-                                    dK[b, c, i, j, y, xo] = v
+                                    dK[b, c, i, j, yk, xo] = v
                             else:
                                 v = 0.0
                                 if iy >= 0 and ix >= 0:
                                     for c in range(C):
                                         v += G[c * kk + t, xo] * x[b, c, iy, ix]
-                                dK[b, 0, i, j, y, xo] = v
+                                dK[b, 0, i, j, yk, xo] = v
 
 
 @njit(**_par)
-def pac_dense_backward_input(g, K, WmT_taps, iy_inv, tx, dx):
-    """dx as a gather over input rows: input row n receives from output row y = iy_inv[i, n]
-    through tap i; within that row, tap j of output column xo lands on column tx[j, xo].
+def pac_dense_backward_input(g, K, WmT_taps, iy_inv, tx, dx, y0, n0, n1):
+    """dx += the part of the input gradient that flows from the output rows K covers
+    (y0 ≤ y < y0 + K.shape[4]), for input rows n0 ≤ n < n1.
 
-    WmT_taps[i, j] is the (C × Cout) weight matrix of tap (i, j).
+    A gather over input rows: input row n receives from output row y = iy_inv[i, n] through tap
+    i; within that row, tap j of output column xo lands on column tx[j, xo]. WmT_taps[i, j] is
+    the (C × Cout) weight matrix of tap (i, j). Stripes are run one after another, so rows that
+    several stripes reach simply accumulate.
     """
     B, C, Hin, Win = dx.shape
     Cout, Wo = g.shape[1], g.shape[3]
+    n_k = K.shape[4]
     kh = iy_inv.shape[0]
     kw = tx.shape[0]
     kc_many = K.shape[1] > 1
-    for r in prange(B * Hin):
-        b = r // Hin
-        n = r % Hin
+    m = n1 - n0
+    for r in prange(B * m):
+        b = r // m
+        n = n0 + r % m
         acc = np.zeros((C, Win), dtype=dx.dtype)
         grow = np.empty((Cout, Wo), dtype=g.dtype)
         for i in range(kh):
             y = iy_inv[i, n]
-            if y < 0:
+            yk = y - y0
+            if y < 0 or yk < 0 or yk >= n_k:
                 continue
             for o in range(Cout):
                 for xo in range(Wo):
@@ -156,11 +168,11 @@ def pac_dense_backward_input(g, K, WmT_taps, iy_inv, tx, dx):
                         continue
                     if kc_many:
                         for c in range(C):
-                            acc[c, ix] += K[b, c, i, j, y, xo] * h[c, xo]
+                            acc[c, ix] += K[b, c, i, j, yk, xo] * h[c, xo]
                     else:
-                        kv = K[b, 0, i, j, y, xo]
+                        kv = K[b, 0, i, j, yk, xo]
                         for c in range(C):
                             acc[c, ix] += kv * h[c, xo]
         for c in range(C):
             for ix in range(Win):
-                dx[b, c, n, ix] = acc[c, ix]
+                dx[b, c, n, ix] += acc[c, ix]

@@ -15,15 +15,18 @@ _par = dict(parallel=True, cache=config.CACHE, fastmath=config.FASTMATH, nogil=T
 
 
 @njit(**_par)
-def pac_depthwise_forward(x, K, w, ty, tx, out):
+def pac_depthwise_forward(x, K, w, ty, tx, out, y0):
+    """Output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel)."""
     B, C = x.shape[0], x.shape[1]
-    Ho, Wo = out.shape[2], out.shape[3]
+    Wo = out.shape[3]
+    n = K.shape[4]
     kh, kw = ty.shape[0], tx.shape[0]
     kc_many = K.shape[1] > 1
-    for r in prange(B * C * Ho):
-        b = r // (C * Ho)
-        c = (r // Ho) % C
-        y = r % Ho
+    for r in prange(B * C * n):
+        b = r // (C * n)
+        c = (r // n) % C
+        yk = r % n
+        y = y0 + yk
         kc = c if kc_many else 0
         acc = np.zeros(Wo, dtype=out.dtype)
         for i in range(kh):
@@ -35,26 +38,29 @@ def pac_depthwise_forward(x, K, w, ty, tx, out):
                 for xo in range(Wo):
                     ix = tx[j, xo]
                     if ix >= 0:
-                        acc[xo] += wv * K[b, kc, i, j, y, xo] * x[b, c, iy, ix]
+                        acc[xo] += wv * K[b, kc, i, j, yk, xo] * x[b, c, iy, ix]
         for xo in range(Wo):
             out[b, c, y, xo] = acc[xo]
 
 
 @njit(**_par)
-def pac_depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, need_k, need_w):
+def pac_depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, y0, need_k,
+                                  need_w):
     """dK (one writer per row) and dw (fixed chunks of rows into partial buffers; the caller
     adds them in chunk order, so the result is deterministic)."""
     B, C = x.shape[0], x.shape[1]
-    Ho, Wo = g.shape[2], g.shape[3]
+    Wo = g.shape[3]
+    n = K.shape[4]
     kh, kw = ty.shape[0], tx.shape[0]
     kc_many = K.shape[1] > 1
-    rows = B * Ho
+    rows = B * n
     for ch in prange(n_chunks):
         r0 = ch * rows // n_chunks
         r1 = (ch + 1) * rows // n_chunks
         for r in range(r0, r1):
-            b = r // Ho
-            y = r % Ho
+            b = r // n
+            yk = r % n
+            y = y0 + yk
             for i in range(kh):
                 iy = ty[i, y]
                 for j in range(kw):
@@ -67,42 +73,46 @@ def pac_depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, ne
                             for c in range(C):
                                 t = g[b, c, y, xo] * x[b, c, iy, ix] if valid else 0.0
                                 if need_k:
-                                    dK[b, c, i, j, y, xo] = wv * t
-                                dwacc += K[b, c, i, j, y, xo] * t
+                                    dK[b, c, i, j, yk, xo] = wv * t
+                                dwacc += K[b, c, i, j, yk, xo] * t
                         else:
                             t = 0.0
                             if valid:
                                 for c in range(C):
                                     t += g[b, c, y, xo] * x[b, c, iy, ix]
                             if need_k:
-                                dK[b, 0, i, j, y, xo] = wv * t
-                            dwacc += K[b, 0, i, j, y, xo] * t
+                                dK[b, 0, i, j, yk, xo] = wv * t
+                            dwacc += K[b, 0, i, j, yk, xo] * t
                     if need_w:
                         dw_parts[ch, i, j] += dwacc
 
 
 @njit(**_par)
-def pac_depthwise_backward_input(g, K, w, iy_inv, tx, dx):
-    """dx as a gather over input rows (see pacnp.cpu.conv.pac_dense_backward_input)."""
+def pac_depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1):
+    """dx += the gradient flowing from the output rows K covers, for input rows n0 ≤ n < n1
+    (a gather, see pacnp.cpu.conv.pac_dense_backward_input)."""
     B, C, Hin, Win = dx.shape
     Wo = g.shape[3]
+    n_k = K.shape[4]
     kh, kw = iy_inv.shape[0], tx.shape[0]
     kc_many = K.shape[1] > 1
-    for r in prange(B * C * Hin):
-        b = r // (C * Hin)
-        c = (r // Hin) % C
-        n = r % Hin
+    m = n1 - n0
+    for r in prange(B * C * m):
+        b = r // (C * m)
+        c = (r // m) % C
+        n = n0 + r % m
         kc = c if kc_many else 0
         acc = np.zeros(Win, dtype=dx.dtype)
         for i in range(kh):
             y = iy_inv[i, n]
-            if y < 0:
+            yk = y - y0
+            if y < 0 or yk < 0 or yk >= n_k:
                 continue
             for j in range(kw):
                 wv = w[i, j]
                 for xo in range(Wo):
                     ix = tx[j, xo]
                     if ix >= 0:
-                        acc[ix] += wv * K[b, kc, i, j, y, xo] * g[b, c, y, xo]
+                        acc[ix] += wv * K[b, kc, i, j, yk, xo] * g[b, c, y, xo]
         for ix in range(Win):
-            dx[b, c, n, ix] = acc[ix]
+            dx[b, c, n, ix] += acc[ix]

@@ -119,20 +119,22 @@ def scale_factor(stats, kc, xo, normalize, has_mask):
 
 @njit(**_par)
 def packernel_forward(guide, F, gy, gx, mask, alpha, lam, kind, asym, normalize, has_mask,
-                      K, out_mask, n_chunks):
-    """K row by row; rows go to ``n_chunks`` contiguous blocks so the per-row scratch buffers
+                      K, out_mask, n_chunks, y0):
+    """K for the output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel),
+    row by row; rows go to ``n_chunks`` contiguous blocks so the per-row scratch buffers
     (k²·W_out each) are allocated once per block, not once per row."""
     B = guide.shape[0]
-    KC, kh, kw, Ho, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
-    rows = B * Ho
+    KC, kh, kw, n, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
+    rows = B * n
     for ch in prange(n_chunks):
         km = np.empty((KC, kh, kw, Wo), dtype=K.dtype)
         sq = np.empty((KC, kh, kw, Wo), dtype=K.dtype)
         stats = np.empty((2 + KC, Wo), dtype=K.dtype)
         fac = np.empty(Wo, dtype=K.dtype)
         for r in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
-            b = r // Ho
-            y = r % Ho
+            b = r // n
+            yk = r % n
+            y = y0 + yk
             window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, km, sq,
                        stats)
             for kc in range(KC):
@@ -141,7 +143,7 @@ def packernel_forward(guide, F, gy, gx, mask, alpha, lam, kind, asym, normalize,
                 for i in range(kh):
                     for j in range(kw):
                         for xo in range(Wo):  # contiguous in K
-                            K[b, kc, i, j, y, xo] = km[kc, i, j, xo] * fac[xo]
+                            K[b, kc, i, j, yk, xo] = km[kc, i, j, xo] * fac[xo]
             if has_mask:
                 for xo in range(Wo):
                     out_mask[b, 0, y, xo] = 1.0 if stats[1, xo] > 0.0 else 0.0
@@ -149,15 +151,18 @@ def packernel_forward(guide, F, gy, gx, mask, alpha, lam, kind, asym, normalize,
 
 @njit(**_par)
 def packernel_backward_centre(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym, normalize,
-                              has_mask, A, Bc, dF, dpar_rows, need_f, need_par):
-    """Pass 1, one writer per output row: the affine coefficients A, Bc of the normalisation
-    backward, the centre-feature gradient dF, and per-row partial sums of dα, dλ
-    (dpar_rows[row, 0|1, kc]) which the caller adds in row order."""
+                              has_mask, A, Bc, dF, dpar_rows, y0, need_f, need_par):
+    """Pass 1, one writer per output row, for the rows y0 ≤ y < y0 + dK.shape[4] (dK, A, Bc
+    are that stripe): the affine coefficients A, Bc of the normalisation backward, the
+    centre-feature gradient dF[:, :, y], and per-row partial sums of dα, dλ
+    (dpar_rows[b·Ho + y, 0|1, kc]) which the caller adds in row order."""
     B, Cg = guide.shape[0], guide.shape[1]
-    KC, kh, kw, Ho, Wo = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4], dK.shape[5]
-    for r in prange(B * Ho):
-        b = r // Ho
-        y = r % Ho
+    KC, kh, kw, n, Wo = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4], dK.shape[5]
+    Ho = F.shape[2]
+    for r in prange(B * n):
+        b = r // n
+        yk = r % n
+        y = y0 + yk
         km = np.empty((KC, kh, kw, Wo), dtype=dK.dtype)
         sq = np.empty((KC, kh, kw, Wo), dtype=dK.dtype)
         stats = np.empty((2 + KC, Wo), dtype=dK.dtype)
@@ -171,10 +176,10 @@ def packernel_backward_centre(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym
                     dot = 0.0
                     for i in range(kh):
                         for j in range(kw):
-                            dot += dK[b, kc, i, j, y, xo] * km[kc, i, j, xo]
+                            dot += dK[b, kc, i, j, yk, xo] * km[kc, i, j, xo]
                     bc = dot * f * f
-                A[b, kc, y, xo] = f
-                Bc[b, kc, y, xo] = bc
+                A[b, kc, yk, xo] = f
+                Bc[b, kc, yk, xo] = bc
         if need_f:
             for c in range(Cg):
                 for xo in range(Wo):
@@ -195,7 +200,7 @@ def packernel_backward_centre(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym
                         if m == 0.0:
                             continue
                         s = sq[kc, i, j, xo]
-                        dkr, g2 = tap_gradient(dK, A, Bc, m, b, kc, i, j, y, xo, s, kind,
+                        dkr, g2 = tap_gradient(dK, A, Bc, m, b, kc, i, j, yk, xo, s, kind,
                                                alpha, lam)
                         if need_par and kind == INV:
                             da += dkr
@@ -209,24 +214,27 @@ def packernel_backward_centre(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym
                                 for c in range(Cg):
                                     d = difference(guide, F, b, c, py, px, y, xo, asym)
                                     dF[b, c, y, xo] -= g2 * d
-            dpar_rows[r, 0, kc] = da
-            dpar_rows[r, 1, kc] = dl
+            dpar_rows[b * Ho + y, 0, kc] = da
+            dpar_rows[b * Ho + y, 1, kc] = dl
 
 
 @njit(**_par)
 def packernel_backward_guide(dK, guide, F, gy_inv, gx_inv, mask, alpha, lam, kind, asym,
-                             has_mask, A, Bc, dguide):
-    """Pass 2, a gather over guide rows: the gradient reaching guide pixel P as a *tap* of every
-    window that reads it (the centre part, dF, is added by the caller)."""
+                             has_mask, A, Bc, dguide, y0, p0, p1):
+    """Pass 2, a gather over guide rows p0 ≤ py < p1: dguide += the gradient reaching guide
+    pixel P as a *tap* of the windows of output rows y0 ≤ y < y0 + dK.shape[4] that read it
+    (the centre part, dF, is added by the caller)."""
     B, Cg, H, W = guide.shape
-    KC, kh, kw = dK.shape[1], dK.shape[2], dK.shape[3]
-    for r in prange(B * H):
-        b = r // H
-        py = r % H
+    KC, kh, kw, n_k = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4]
+    m_rows = p1 - p0
+    for r in prange(B * m_rows):
+        b = r // m_rows
+        py = p0 + r % m_rows
         acc = np.zeros((Cg, W), dtype=dguide.dtype)
         for i in range(kh):
             y = gy_inv[i, py]
-            if y < 0:
+            yk = y - y0
+            if y < 0 or yk < 0 or yk >= n_k:
                 continue
             for j in range(kw):
                 for px in range(W):
@@ -239,14 +247,15 @@ def packernel_backward_guide(dK, guide, F, gy_inv, gx_inv, mask, alpha, lam, kin
                     if KC > 1:
                         for c in range(Cg):
                             d = difference(guide, F, b, c, py, px, y, xo, asym)
-                            _, g2 = tap_gradient(dK, A, Bc, m, b, c, i, j, y, xo, d * d, kind,
+                            _, g2 = tap_gradient(dK, A, Bc, m, b, c, i, j, yk, xo, d * d, kind,
                                                  alpha, lam)
                             acc[c, px] += g2 * d
                     else:
                         s = squared_distance(guide, F, b, py, px, y, xo, asym)
-                        _, g2 = tap_gradient(dK, A, Bc, m, b, 0, i, j, y, xo, s, kind, alpha, lam)
+                        _, g2 = tap_gradient(dK, A, Bc, m, b, 0, i, j, yk, xo, s, kind, alpha,
+                                             lam)
                         for c in range(Cg):
                             acc[c, px] += g2 * difference(guide, F, b, c, py, px, y, xo, asym)
         for c in range(Cg):
             for px in range(W):
-                dguide[b, c, py, px] = acc[c, px]
+                dguide[b, c, py, px] += acc[c, px]
