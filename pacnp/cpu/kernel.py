@@ -72,6 +72,8 @@ def window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, k
     """Masked raw kernel Km and squared distances s of every tap of output row (b, y).
 
     km, sq: [KC, kh, kw, Wo]; stats: [2 + KC, Wo] ← n_valid, n_in, Σ_taps Km per channel.
+    Loops run channel by channel with the output column innermost, so guide rows and the
+    centre features stream contiguously (a channel-innermost loop strides by H·W).
     """
     Cg = guide.shape[1]
     KC, kh, kw, Wo = km.shape
@@ -79,30 +81,35 @@ def window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, k
     for i in range(kh):
         py = gy[i, y]
         for j in range(kw):
-            for xo in range(Wo):
-                px = gx[j, xo]
-                if py < 0 or px < 0:
-                    for kc in range(KC):
+            if py < 0:
+                for kc in range(KC):
+                    for xo in range(Wo):
                         km[kc, i, j, xo] = 0.0
                         sq[kc, i, j, xo] = 0.0
+                continue
+            for kc in range(KC):
+                for xo in range(Wo):
+                    sq[kc, i, j, xo] = 0.0
+            for c in range(Cg):
+                kc = c if KC > 1 else 0
+                for xo in range(Wo):
+                    px = gx[j, xo]
+                    if px >= 0:
+                        d = difference(guide, F, b, c, py, px, y, xo, asym)
+                        sq[kc, i, j, xo] += d * d
+            for xo in range(Wo):
+                px = gx[j, xo]
+                if px < 0:
+                    for kc in range(KC):
+                        km[kc, i, j, xo] = 0.0
                     continue
                 m = mask[b, py, px] if has_mask else 1.0
                 stats[0, xo] += 1.0
                 stats[1, xo] += m
-                if KC > 1:
-                    for c in range(Cg):
-                        d = difference(guide, F, b, c, py, px, y, xo, asym)
-                        s = d * d
-                        v = kernel_value(s, kind, alpha[c], lam[c]) * m
-                        sq[c, i, j, xo] = s
-                        km[c, i, j, xo] = v
-                        stats[2 + c, xo] += v
-                else:
-                    s = squared_distance(guide, F, b, py, px, y, xo, asym)
-                    v = kernel_value(s, kind, alpha[0], lam[0]) * m
-                    sq[0, i, j, xo] = s
-                    km[0, i, j, xo] = v
-                    stats[2, xo] += v
+                for kc in range(KC):
+                    v = kernel_value(sq[kc, i, j, xo], kind, alpha[kc], lam[kc]) * m
+                    km[kc, i, j, xo] = v
+                    stats[2 + kc, xo] += v
 
 
 @njit(**_seq, inline="always")
