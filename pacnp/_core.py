@@ -5,8 +5,10 @@ CPU and CUDA kernels can share it. The kernels never see strides, paddings or di
 per-axis *tap tables* ``tab[i, y]`` giving the input (or guide) index read by tap ``i`` of output
 position ``y``, or -1 where that tap falls on padding (or, for transposed convolution, between the
 samples of the zero-inserted input). Their inverses ``inv[i, n]`` give the output position whose tap
-``i`` reads index ``n`` (or -1), which lets every backward be written as a gather: each gradient
-element has exactly one writer, so there are no races and no atomics.
+``i`` reads index ``n`` (or -1), which lets a backward be written as a gather; the backwards that
+scatter instead run in rounds of output rows (``conflict_free_rounds``) that touch disjoint input
+rows. Either way each gradient element is written by one thread at a time, in a fixed order:
+no races, no atomics, deterministic results.
 """
 from __future__ import annotations
 
@@ -141,6 +143,20 @@ def inverse_taps(tab: np.ndarray, n_in: int) -> np.ndarray:
     return inv
 
 
+def conflict_free_rounds(tab: np.ndarray) -> int:
+    """Smallest R such that output rows y and y' with y' - y ≥ R never read the same input row
+    through ``tab`` (rows in one round y ≡ r mod R can then scatter gradients without races)."""
+    k, n_out = tab.shape
+    big = np.iinfo(np.int64).max
+    lo = np.where(tab >= 0, tab, big).min(axis=0)
+    hi = tab.max(axis=0)
+    suffix_lo = np.minimum.accumulate(lo[::-1])[::-1]
+    for R in range(1, n_out):
+        if np.all(hi[: n_out - R] < suffix_lo[R:]):
+            return R
+    return max(n_out, 1)
+
+
 @dataclass(frozen=True)
 class OpGeometry:
     """Tap tables of one spatial op (conv, transposed conv or pool) for both axes."""
@@ -148,9 +164,6 @@ class OpGeometry:
     out_hw: tuple
     ty: np.ndarray   # [kh, Ho] input row per (tap, output row), -1 invalid
     tx: np.ndarray   # [kw, Wo]
-
-    def inverse(self):
-        return inverse_taps(self.ty, self.in_hw[0]), inverse_taps(self.tx, self.in_hw[1])
 
 
 def op_geometry(fn, what, in_hw, k, s, p, d, op=None) -> OpGeometry:
@@ -177,9 +190,6 @@ class KernelGeometry:
     gx: np.ndarray
     cy: np.ndarray
     cx: np.ndarray
-
-    def inverse(self):
-        return inverse_taps(self.gy, self.guide_hw[0]), inverse_taps(self.gx, self.guide_hw[1])
 
 
 def kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from . import config
-from ._core import inverse_taps
+from ._core import conflict_free_rounds, inverse_taps
 
 
 def _chunks(rows: int) -> int:
@@ -112,9 +112,8 @@ class KernelBackward:
         Ho, Wo = plan.geo.out_hw
         self.dF = np.empty((B, Cg, Ho, Wo) if self.need_f else (0, 0, 0, 0), dtype=g.dtype)
         self.dpar = np.zeros((B * Ho, 2, plan.KC), dtype=g.dtype)
-        self.d_guide = np.zeros_like(g) if need_g else None
-        if need_g:
-            self.gy_inv, self.gx_inv = plan.geo.inverse()
+        self.d_guide = np.zeros_like(g) if need_g else np.empty((0, 0, 0, 0), dtype=g.dtype)
+        self.rounds = conflict_free_rounds(plan.geo.gy)
 
     @property
     def wanted(self):
@@ -122,27 +121,18 @@ class KernelBackward:
 
     def stripe(self, dK, y0):
         plan, g, geo = self.plan, self.plan.guide, self.plan.geo
-        y1 = y0 + dK.shape[4]
-        B = g.shape[0]
-        A = np.empty((B, plan.KC, y1 - y0, geo.out_hw[1]), dtype=g.dtype)
-        Bc = np.empty_like(A)
         mask, has_mask = _mask_arg(plan)
-        kern = self.be.kernel
-        kern.packernel_backward_centre(dK, g, self.F, geo.gy, geo.gx, mask, plan.alpha,
-                                       plan.lam, plan.kind, plan.asym, plan.normalize, has_mask,
-                                       A, Bc, self.dF, self.dpar, y0, self.need_f,
-                                       self.need_a or self.need_l)
-        if self.need_g:
-            p0, p1 = _reached(geo.gy, y0, y1)
-            if p1 > p0:
-                kern.packernel_backward_guide(dK, g, self.F, self.gy_inv, self.gx_inv, mask,
-                                              plan.alpha, plan.lam, plan.kind, plan.asym,
-                                              has_mask, A, Bc, self.d_guide, y0, p0, p1)
+        for rnd in range(self.rounds):
+            self.be.kernel.packernel_backward(
+                dK, g, self.F, geo.gy, geo.gx, mask, plan.alpha, plan.lam, plan.kind, plan.asym,
+                plan.normalize, has_mask, self.dF, self.d_guide, self.dpar, y0, rnd, self.rounds,
+                self.need_f, self.need_g, self.need_a or self.need_l)
 
     def finish(self):
         """(d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel)."""
         plan, g, geo = self.plan, self.plan.guide, self.plan.geo
-        d_guide, d_alpha, d_lam, d_S = self.d_guide, None, None, None
+        d_guide = self.d_guide if self.need_g else None
+        d_alpha = d_lam = d_S = None
         if self.need_f:
             # the centre features read the guide at the window centres (through the smoothing)
             d_centre = np.zeros_like(g)
@@ -224,34 +214,36 @@ class OpBackward:
             self.dW_parts = np.zeros((self.n_chunks if need_w else 0, kh, kw), dtype=dt)
         if need_x:
             self.dx = np.zeros_like(x)
-            self.iy_inv = inverse_taps(geo.ty, x.shape[2])
-            if plan.dense:
-                self.WmT_taps = np.ascontiguousarray(
-                    plan.Wm.reshape(plan.Cout, C, kh, kw).transpose(2, 3, 1, 0))
+            if not plan.dense:
+                self.iy_inv = inverse_taps(geo.ty, x.shape[2])
+        if plan.dense:
+            self.WmT = np.ascontiguousarray(plan.Wm.T)
+            self.rounds = conflict_free_rounds(geo.ty)
 
     def stripe(self, K, y0):
         """Gradients from output rows y0 .. y0 + K.shape[4] - 1; returns dK of that stripe."""
         plan, g, geo, be = self.plan, self.g, self.plan.geo, self.be
         dt = plan.x.dtype
-        dK = None
-        # a stripe's rows are spread over the same fixed chunks as the whole image would be
-        if self.need_k or self.need_w or self.need_b:
-            dK = np.empty(K.shape, dtype=dt) if self.need_k else _empty6(dt)
-            if plan.dense:
-                be.conv.pac_dense_backward_params(g, plan.x, K, plan.Wm, geo.ty, geo.tx, dK,
+        dK = np.empty(K.shape, dtype=dt) if self.need_k else _empty6(dt)
+        if plan.dense:
+            if self.need_w or self.need_b:
+                be.conv.pac_dense_backward_params(g, plan.x, K, plan.Wm, geo.ty, geo.tx,
                                                   self.dW_parts, self.db_parts, self.n_chunks,
-                                                  y0, self.need_k, self.need_w, self.need_b)
-            elif self.need_k or self.need_w:
+                                                  y0, self.need_w, self.need_b)
+            if self.need_x or self.need_k:
+                dx = self.dx if self.need_x else np.empty((0, 0, 0, 0), dtype=dt)
+                for rnd in range(self.rounds):
+                    be.conv.pac_dense_backward_data(g, plan.x, K, self.WmT, geo.ty, geo.tx, dx,
+                                                    dK, y0, rnd, self.rounds, self.need_x,
+                                                    self.need_k)
+        else:
+            if self.need_k or self.need_w:
                 be.depthwise.pac_depthwise_backward_params(g, plan.x, K, plan.w, geo.ty, geo.tx,
                                                            dK, self.dW_parts, self.n_chunks, y0,
                                                            self.need_k, self.need_w)
-        if self.need_x:
-            n0, n1 = _reached(geo.ty, y0, y0 + K.shape[4])
-            if n1 > n0:
-                if plan.dense:
-                    be.conv.pac_dense_backward_input(g, K, self.WmT_taps, self.iy_inv, geo.tx,
-                                                     self.dx, y0, n0, n1)
-                else:
+            if self.need_x:
+                n0, n1 = _reached(geo.ty, y0, y0 + K.shape[4])
+                if n1 > n0:
                     be.depthwise.pac_depthwise_backward_input(g, K, plan.w, self.iy_inv, geo.tx,
                                                               self.dx, y0, n0, n1)
         return dK if self.need_k else None

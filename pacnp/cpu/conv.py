@@ -69,24 +69,20 @@ def pac_dense_forward(x, K, Wm, bias, ty, tx, out, y0):
 
 
 @njit(**_par)
-def pac_dense_backward_params(g, x, K, Wm, ty, tx, dK, dW_parts, db_parts, n_chunks, y0, need_k,
-                              need_w, need_b):
-    """Kernel, weight and bias gradients.
+def pac_dense_backward_params(g, x, K, Wm, ty, tx, dW_parts, db_parts, n_chunks, y0, need_w,
+                              need_b):
+    """Weight and bias gradients from the output rows y0 ≤ y < y0 + K.shape[4].
 
-    dK has one writer per (b, y) row. Weight and bias gradients are reductions over all pixels:
-    each of ``n_chunks`` fixed chunks of rows sums into its own partial buffer, in row
-    order, and the caller adds the partials in chunk order — deterministic, no atomics.
+    Reductions over all pixels: each of ``n_chunks`` fixed chunks of rows sums into its own
+    partial buffer, in row order, and the caller adds the partials in chunk order —
+    deterministic, no atomics.
     """
     B = x.shape[0]
     C = x.shape[1]
     Cout, Wo = g.shape[1], g.shape[3]
-    n = K.shape[4]  # rows y0 .. y0+n-1 (K and dK are that stripe)
-    kh = ty.shape[0]
-    kw = tx.shape[0]
-    kk = kh * kw
-    kc_many = K.shape[1] > 1
+    n = K.shape[4]
+    kk = ty.shape[0] * tx.shape[0]
     rows = B * n
-    WmT = np.ascontiguousarray(Wm.T) if need_k else np.empty((0, 0), dtype=Wm.dtype)
     for ch in prange(n_chunks):
         r0 = ch * rows // n_chunks
         r1 = (ch + 1) * rows // n_chunks
@@ -108,71 +104,63 @@ def pac_dense_backward_params(g, x, K, Wm, ty, tx, dK, dW_parts, db_parts, n_chu
             if need_w:
                 fill_columns(x, K, ty, tx, b, y, yk, cols)
                 dW_parts[ch] += np.dot(grow, cols.T)
-            if need_k:
-                G = np.dot(WmT, grow)  # (C·kk × Wo): Σ_o W[o,c,t] g[o, xo]
-                for i in range(kh):
-                    iy = ty[i, y]
-                    for j in range(kw):
-                        t = i * kw + j
-                        for xo in range(Wo):
-                            ix = tx[j, xo]
-                            if kc_many:
-                                for c in range(C):
-                                    v = 0.0
-                                    if iy >= 0 and ix >= 0:
-                                        v = G[c * kk + t, xo] * x[b, c, iy, ix]
-                                    dK[b, c, i, j, yk, xo] = v
-                            else:
-                                v = 0.0
-                                if iy >= 0 and ix >= 0:
-                                    for c in range(C):
-                                        v += G[c * kk + t, xo] * x[b, c, iy, ix]
-                                dK[b, 0, i, j, yk, xo] = v
 
 
 @njit(**_par)
-def pac_dense_backward_input(g, K, WmT_taps, iy_inv, tx, dx, y0, n0, n1):
-    """dx += the part of the input gradient that flows from the output rows K covers
-    (y0 ≤ y < y0 + K.shape[4]), for input rows n0 ≤ n < n1.
+def pac_dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_k):
+    """Input and kernel gradients from the output rows y0 ≤ y < y0 + K.shape[4] with
+    y ≡ rnd (mod R).
 
-    A gather over input rows: input row n receives from output row y = iy_inv[i, n] through tap
-    i; within that row, tap j of output column xo lands on column tx[j, xo]. WmT_taps[i, j] is
-    the (C × Cout) weight matrix of tap (i, j). Stripes are run one after another, so rows that
-    several stripes reach simply accumulate.
+    One GEMM per output row, G = Wmᵀ · g[b, :, y, :] (C·kh·kw × W_out), serves both:
+    dK[t, x] = Σ_c G[(c,t), x] · x[c, tap t of (y, x)] (one writer per row), and
+    dx[c, tap t of (y, x)] += K[t, x] · G[(c,t), x] (a scatter). The caller runs the rounds
+    rnd = 0..R-1 one after another with R such that rows of one round touch disjoint input rows,
+    so the scatter has no races and every input pixel sums its contributions in a fixed order.
     """
-    B, C, Hin, Win = dx.shape
+    B, C = x.shape[0], x.shape[1]
     Cout, Wo = g.shape[1], g.shape[3]
-    n_k = K.shape[4]
-    kh = iy_inv.shape[0]
-    kw = tx.shape[0]
-    kc_many = K.shape[1] > 1
-    m = n1 - n0
-    for r in prange(B * m):
-        b = r // m
-        n = n0 + r % m
-        acc = np.zeros((C, Win), dtype=dx.dtype)
+    KC, kh, kw, n = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
+    kk = kh * kw
+    first = y0 + (rnd - y0) % R
+    cnt = 0 if first >= y0 + n else (y0 + n - 1 - first) // R + 1
+    for q in prange(B * cnt):
+        b = q // cnt
+        y = first + (q % cnt) * R
+        yk = y - y0
         grow = np.empty((Cout, Wo), dtype=g.dtype)
-        for i in range(kh):
-            y = iy_inv[i, n]
-            yk = y - y0
-            if y < 0 or yk < 0 or yk >= n_k:
-                continue
-            for o in range(Cout):
-                for xo in range(Wo):
-                    grow[o, xo] = g[b, o, y, xo]
-            for j in range(kw):
-                h = np.dot(WmT_taps[i, j], grow)  # (C × Wo)
-                for xo in range(Wo):
-                    ix = tx[j, xo]
-                    if ix < 0:
+        for o in range(Cout):
+            for xo in range(Wo):
+                grow[o, xo] = g[b, o, y, xo]
+        G = np.dot(WmT, grow)
+        if need_k:
+            acc = np.zeros((KC, kh, kw, Wo), dtype=K.dtype)
+            for c in range(C):
+                kc = c if KC > 1 else 0
+                for i in range(kh):
+                    iy = ty[i, y]
+                    if iy < 0:
                         continue
-                    if kc_many:
-                        for c in range(C):
-                            acc[c, ix] += K[b, c, i, j, yk, xo] * h[c, xo]
-                    else:
-                        kv = K[b, 0, i, j, yk, xo]
-                        for c in range(C):
-                            acc[c, ix] += kv * h[c, xo]
-        for c in range(C):
-            for ix in range(Win):
-                dx[b, c, n, ix] += acc[c, ix]
+                    for j in range(kw):
+                        row = c * kk + i * kw + j
+                        for xo in range(Wo):
+                            ix = tx[j, xo]
+                            if ix >= 0:
+                                acc[kc, i, j, xo] += G[row, xo] * x[b, c, iy, ix]
+            for kc in range(KC):
+                for i in range(kh):
+                    for j in range(kw):
+                        for xo in range(Wo):
+                            dK[b, kc, i, j, yk, xo] = acc[kc, i, j, xo]
+        if need_x:
+            for c in range(C):
+                kc = c if KC > 1 else 0
+                for i in range(kh):
+                    iy = ty[i, y]
+                    if iy < 0:
+                        continue
+                    for j in range(kw):
+                        row = c * kk + i * kw + j
+                        for xo in range(Wo):
+                            ix = tx[j, xo]
+                            if ix >= 0:
+                                dx[b, c, iy, ix] += K[b, kc, i, j, yk, xo] * G[row, xo]

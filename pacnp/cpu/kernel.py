@@ -9,7 +9,7 @@ Notation (docs/semantics.md): for output pixel (y, x) and tap (i, j) the guide i
 
 then the mask, and either normalisation over the window or the partial-convolution factor
 n_valid / n_in. Everything after Kraw is a per-(pixel, channel) affine map of the taps, so its
-backward is dKraw = m · (A · dK - Bc) with per-pixel A and Bc computed in the first backward pass.
+backward is dKraw = m · (A · dK - Bc) with per-pixel A and Bc computed from the window.
 """
 import math
 
@@ -48,23 +48,6 @@ def difference(guide, F, b, c, py, px, y, xo, asym):
     if asym and d <= 0.0:  # max(Δ, 0); a NaN Δ fails the test and stays NaN
         return 0.0
     return d
-
-
-@njit(**_seq, inline="always")
-def squared_distance(guide, F, b, py, px, y, xo, asym):
-    s = 0.0
-    for c in range(guide.shape[1]):
-        d = difference(guide, F, b, c, py, px, y, xo, asym)
-        s += d * d
-    return s
-
-
-@njit(**_seq, inline="always")
-def tap_gradient(dK, A, Bc, m, b, kc, i, j, y, xo, s, kind, alpha, lam):
-    """(dL/dKraw, 2·dL/dKraw·dKraw/ds) of one tap; the second times Δ_c is dL/dΔ_c."""
-    dkr = m * (A[b, kc, y, xo] * dK[b, kc, i, j, y, xo] - Bc[b, kc, y, xo])
-    kraw = kernel_value(s, kind, alpha[kc], lam[kc])
-    return dkr, 2.0 * dkr * kernel_slope(s, kraw, kind, lam[kc])
 
 
 @njit(**_seq)
@@ -156,25 +139,44 @@ def packernel_forward(guide, F, gy, gx, mask, alpha, lam, kind, asym, normalize,
                     out_mask[b, 0, y, xo] = 1.0 if stats[1, xo] > 0.0 else 0.0
 
 
+@njit(**_seq)
+def round_rows(y0, n, rnd, R):
+    """(first, count) of the output rows y0 ≤ y < y0+n with y ≡ rnd (mod R)."""
+    first = y0 + (rnd - y0) % R
+    if first >= y0 + n:
+        return first, 0
+    return first, (y0 + n - 1 - first) // R + 1
+
+
 @njit(**_par)
-def packernel_backward_centre(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym, normalize,
-                              has_mask, A, Bc, dF, dpar_rows, y0, need_f, need_par):
-    """Pass 1, one writer per output row, for the rows y0 ≤ y < y0 + dK.shape[4] (dK, A, Bc
-    are that stripe): the affine coefficients A, Bc of the normalisation backward, the
-    centre-feature gradient dF[:, :, y], and per-row partial sums of dα, dλ
-    (dpar_rows[b·Ho + y, 0|1, kc]) which the caller adds in row order."""
+def packernel_backward(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym, normalize, has_mask,
+                       dF, dguide, dpar_rows, y0, rnd, R, need_f, need_g, need_par):
+    """Backward of K for the output rows y0 ≤ y < y0 + dK.shape[4] with y ≡ rnd (mod R).
+
+    Per row: K is recomputed (window_row), the normalisation / mask backward turns dK into
+    dKraw = m · (A·dK − Bc), and each tap's dL/dΔ_c = g2·Δ_c goes to the centre feature
+    (dF[:, :, y] −= …, one writer per row) and to the guide pixel the tap read
+    (dguide += …, a scatter). The caller runs the rounds rnd = 0..R-1 one after another, with R
+    such that rows of one round read disjoint guide rows: no two threads ever add to the same
+    guide pixel, and every pixel receives its contributions in a fixed order (deterministic).
+    dα, dλ go to per-row partials dpar_rows[b·Ho + y, 0|1, kc], added in row order later.
+    """
     B, Cg = guide.shape[0], guide.shape[1]
     KC, kh, kw, n, Wo = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4], dK.shape[5]
     Ho = F.shape[2]
-    for r in prange(B * n):
-        b = r // n
-        yk = r % n
-        y = y0 + yk
+    first, cnt = round_rows(y0, n, rnd, R)
+    for q in prange(B * cnt):
+        b = q // cnt
+        y = first + (q % cnt) * R
+        yk = y - y0
         km = np.empty((KC, kh, kw, Wo), dtype=dK.dtype)
         sq = np.empty((KC, kh, kw, Wo), dtype=dK.dtype)
+        g2 = np.zeros((KC, kh, kw, Wo), dtype=dK.dtype)
         stats = np.empty((2 + KC, Wo), dtype=dK.dtype)
         window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, km, sq, stats)
         for kc in range(KC):
+            da = 0.0
+            dl = 0.0
             for xo in range(Wo):
                 f = scale_factor(stats, kc, xo, normalize, has_mask)
                 bc = 0.0
@@ -185,15 +187,33 @@ def packernel_backward_centre(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym
                         for j in range(kw):
                             dot += dK[b, kc, i, j, yk, xo] * km[kc, i, j, xo]
                     bc = dot * f * f
-                A[b, kc, yk, xo] = f
-                Bc[b, kc, yk, xo] = bc
+                for i in range(kh):
+                    py = gy[i, y]
+                    if py < 0:
+                        continue
+                    for j in range(kw):
+                        px = gx[j, xo]
+                        if px < 0:
+                            continue
+                        m = mask[b, py, px] if has_mask else 1.0
+                        if m == 0.0:
+                            continue
+                        s = sq[kc, i, j, xo]
+                        dkr = m * (f * dK[b, kc, i, j, yk, xo] - bc)
+                        kraw = kernel_value(s, kind, alpha[kc], lam[kc])
+                        g2[kc, i, j, xo] = 2.0 * dkr * kernel_slope(s, kraw, kind, lam[kc])
+                        if need_par and kind == INV:
+                            da += dkr
+                            dl += dkr * 0.5 * math.log(s + EPS) * (s + EPS) ** (0.5 * lam[kc])
+            dpar_rows[b * Ho + y, 0, kc] = da
+            dpar_rows[b * Ho + y, 1, kc] = dl
         if need_f:
             for c in range(Cg):
                 for xo in range(Wo):
                     dF[b, c, y, xo] = 0.0
-        for kc in range(KC):
-            da = 0.0
-            dl = 0.0
+        # dL/dΔ_c = g2 · Δ_c: +into the tap's guide pixel, −into the centre feature
+        for c in range(Cg):
+            kc = c if KC > 1 else 0
             for i in range(kh):
                 py = gy[i, y]
                 if py < 0:
@@ -203,66 +223,8 @@ def packernel_backward_centre(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym
                         px = gx[j, xo]
                         if px < 0:
                             continue
-                        m = mask[b, py, px] if has_mask else 1.0
-                        if m == 0.0:
-                            continue
-                        s = sq[kc, i, j, xo]
-                        dkr, g2 = tap_gradient(dK, A, Bc, m, b, kc, i, j, yk, xo, s, kind,
-                                               alpha, lam)
-                        if need_par and kind == INV:
-                            da += dkr
-                            p = (s + EPS) ** (0.5 * lam[kc])
-                            dl += dkr * 0.5 * math.log(s + EPS) * p
+                        v = g2[kc, i, j, xo] * difference(guide, F, b, c, py, px, y, xo, asym)
                         if need_f:
-                            if KC > 1:
-                                d = difference(guide, F, b, kc, py, px, y, xo, asym)
-                                dF[b, kc, y, xo] -= g2 * d
-                            else:
-                                for c in range(Cg):
-                                    d = difference(guide, F, b, c, py, px, y, xo, asym)
-                                    dF[b, c, y, xo] -= g2 * d
-            dpar_rows[b * Ho + y, 0, kc] = da
-            dpar_rows[b * Ho + y, 1, kc] = dl
-
-
-@njit(**_par)
-def packernel_backward_guide(dK, guide, F, gy_inv, gx_inv, mask, alpha, lam, kind, asym,
-                             has_mask, A, Bc, dguide, y0, p0, p1):
-    """Pass 2, a gather over guide rows p0 ≤ py < p1: dguide += the gradient reaching guide
-    pixel P as a *tap* of the windows of output rows y0 ≤ y < y0 + dK.shape[4] that read it
-    (the centre part, dF, is added by the caller)."""
-    B, Cg, H, W = guide.shape
-    KC, kh, kw, n_k = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4]
-    m_rows = p1 - p0
-    for r in prange(B * m_rows):
-        b = r // m_rows
-        py = p0 + r % m_rows
-        acc = np.zeros((Cg, W), dtype=dguide.dtype)
-        for i in range(kh):
-            y = gy_inv[i, py]
-            yk = y - y0
-            if y < 0 or yk < 0 or yk >= n_k:
-                continue
-            for j in range(kw):
-                for px in range(W):
-                    xo = gx_inv[j, px]
-                    if xo < 0:
-                        continue
-                    m = mask[b, py, px] if has_mask else 1.0
-                    if m == 0.0:
-                        continue
-                    if KC > 1:
-                        for c in range(Cg):
-                            d = difference(guide, F, b, c, py, px, y, xo, asym)
-                            _, g2 = tap_gradient(dK, A, Bc, m, b, c, i, j, yk, xo, d * d, kind,
-                                                 alpha, lam)
-                            acc[c, px] += g2 * d
-                    else:
-                        s = squared_distance(guide, F, b, py, px, y, xo, asym)
-                        _, g2 = tap_gradient(dK, A, Bc, m, b, 0, i, j, yk, xo, s, kind, alpha,
-                                             lam)
-                        for c in range(Cg):
-                            acc[c, px] += g2 * difference(guide, F, b, c, py, px, y, xo, asym)
-        for c in range(Cg):
-            for px in range(W):
-                dguide[b, c, py, px] += acc[c, px]
+                            dF[b, c, y, xo] -= v
+                        if need_g:
+                            dguide[b, c, py, px] += v
