@@ -157,13 +157,36 @@ def conflict_free_rounds(tab: np.ndarray) -> int:
     return max(n_out, 1)
 
 
+def column_phases(tx: np.ndarray, period: int):
+    """Group output columns by X mod ``period``; per phase the column taps that can be valid.
+
+    Returns (pcols [P, n], pncols [P], ptaps [P, kw], pntaps [P]), rows padded with -1.
+    """
+    kw, n_out = tx.shape
+    P = max(1, min(period, n_out))
+    pcols = np.full((P, -(-n_out // P)), -1, dtype=np.int64)
+    pncols = np.zeros(P, dtype=np.int64)
+    ptaps = np.full((P, kw), -1, dtype=np.int64)
+    pntaps = np.zeros(P, dtype=np.int64)
+    for ph in range(P):
+        cols = np.arange(ph, n_out, P)
+        pcols[ph, :cols.size] = cols
+        pncols[ph] = cols.size
+        taps = np.nonzero((tx[:, cols] >= 0).any(axis=1))[0]
+        ptaps[ph, :taps.size] = taps
+        pntaps[ph] = taps.size
+    return pcols, pncols, ptaps, pntaps
+
+
 @dataclass(frozen=True)
 class OpGeometry:
-    """Tap tables of one spatial op (conv, transposed conv or pool) for both axes."""
+    """Tap tables of one spatial op (conv, transposed conv or pool) for both axes, and the
+    column phases (see column_phases; stride-many for a transposed convolution, else one)."""
     in_hw: tuple
     out_hw: tuple
     ty: np.ndarray   # [kh, Ho] input row per (tap, output row), -1 invalid
     tx: np.ndarray   # [kw, Wo]
+    phases: tuple
 
 
 def op_geometry(fn, what, in_hw, k, s, p, d, op=None) -> OpGeometry:
@@ -171,10 +194,12 @@ def op_geometry(fn, what, in_hw, k, s, p, d, op=None) -> OpGeometry:
     if op is None:
         ty = conv_taps(in_hw[0], out[0], k[0], s[0], p[0], d[0])
         tx = conv_taps(in_hw[1], out[1], k[1], s[1], p[1], d[1])
+        period = 1
     else:
         ty = conv_transpose_taps(in_hw[0], out[0], k[0], s[0], p[0], d[0])
         tx = conv_transpose_taps(in_hw[1], out[1], k[1], s[1], p[1], d[1])
-    return OpGeometry(tuple(in_hw), out, ty, tx)
+        period = s[1]
+    return OpGeometry(tuple(in_hw), out, ty, tx, column_phases(tx, period))
 
 
 @dataclass(frozen=True)

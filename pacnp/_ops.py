@@ -180,7 +180,7 @@ def op_stripe(be, plan, K, y0, out):
     x, geo = plan.x, plan.geo
     if plan.dense:
         bias = plan.bias if plan.bias is not None else np.empty(0, dtype=x.dtype)
-        be.conv.pac_dense_forward(x, K, plan.Wm, bias, geo.ty, geo.tx, out, y0)
+        be.conv.pac_dense_forward(x, K, plan.Wm, bias, geo.ty, geo.tx, *geo.phases, out, y0)
     else:
         be.depthwise.pac_depthwise_forward(x, K, plan.w, geo.ty, geo.tx, out, y0)
         if plan.bias is not None:
@@ -227,7 +227,7 @@ class OpBackward:
         dK = np.empty(K.shape, dtype=dt) if self.need_k else _empty6(dt)
         if plan.dense:
             if self.need_w or self.need_b:
-                be.conv.pac_dense_backward_params(g, plan.x, K, plan.Wm, geo.ty, geo.tx,
+                be.conv.pac_dense_backward_params(g, plan.x, K, geo.ty, geo.tx, *geo.phases,
                                                   self.dW_parts, self.db_parts, self.n_chunks,
                                                   y0, self.need_w, self.need_b)
             if self.need_x or self.need_k:

@@ -138,6 +138,7 @@ class Row:
 class Config:
     repeats: int = 11
     min_time: float = 0.05         # a sample batches calls until it lasts this long
+    warmup: int = 2                # untimed calls before calibration
     threads: int | None = None     # None: numba's maximum
     quick: bool = False            # target rows only
     memory: bool = True
@@ -156,28 +157,33 @@ class Config:
 
 
 # --------------------------------------------------------------------------- timing
-def time_interleaved(fns, repeats, min_time):
+def time_interleaved(fns, repeats, min_time, warmup=2):
     """Median seconds per call of each callable.
 
-    Each callable is called twice (warm-up: compiled code loaded, allocator settled), calibrated
-    to ``number`` calls per sample (a sample lasts ≥ ``min_time``), then sampled ``repeats`` times
-    in rounds that visit every callable in turn, so that drifts of the machine hit all of them
-    alike. The cyclic GC is off while sampling (as in ``timeit``).
+    Each callable is called ``warmup`` times (compiled code loaded, allocator settled), then
+    once more timed to calibrate ``number``, the calls per sample (a sample lasts ≥
+    ``min_time``; with ``number == 1`` that call is the first sample), then sampled in rounds
+    that visit every callable in turn, so that drifts of the machine hit all of them alike,
+    until each has ``repeats`` samples. The cyclic GC is off while sampling (as in ``timeit``).
     """
     numbers = {}
+    samples = {name: [] for name in fns}
     for name, fn in fns.items():
-        fn()
-        fn()
+        for _ in range(max(1, warmup)):
+            fn()
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0
         numbers[name] = max(1, int(min_time / max(dt, 1e-9)) + (0 if dt >= min_time else 1))
-    samples = {name: [] for name in fns}
+        if numbers[name] == 1:
+            samples[name].append(dt)
     gc.collect()
     gc.disable()
     try:
-        for _ in range(max(1, repeats)):
+        while any(len(v) < max(1, repeats) for v in samples.values()):
             for name, fn in fns.items():
+                if len(samples[name]) >= max(1, repeats):
+                    continue
                 n = numbers[name]
                 t0 = time.perf_counter()
                 for _ in range(n):
@@ -426,7 +432,7 @@ def _measure_group(common, cfg, table, wname, w, impls, passes, gemm=False, one_
         g = common.Gemm(w, "numpy", np.dtype(cfg.dtype))
         fns[(wname, "gemm", "", n)] = g.run
     cfg.say(f"timing {wname} ({w.describe()}): {len(fns)} calls × {cfg.repeats} rounds")
-    table.times.update(time_interleaved(fns, cfg.repeats, cfg.min_time))
+    table.times.update(time_interleaved(fns, cfg.repeats, cfg.min_time, cfg.warmup))
     del runners, fns
 
 
@@ -691,6 +697,7 @@ def main(argv=None):
     cfg = Config(threads=args.threads, suite=args.suite, log=sys.stderr)
     if args.quick:
         cfg.quick, cfg.repeats, cfg.min_time, cfg.startup = True, 3, 0.01, False
+        cfg.warmup = 1
         cfg.pixel_sizes = (64, 128)
     if args.repeats is not None:
         cfg.repeats = args.repeats
