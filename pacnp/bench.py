@@ -139,6 +139,7 @@ class Config:
     repeats: int = 11
     min_time: float = 0.05         # a sample batches calls until it lasts this long
     warmup: int = 2                # untimed calls before calibration
+    settle: float = 0.2            # pause when switching thread pools (see time_interleaved)
     threads: int | None = None     # None: numba's maximum
     quick: bool = False            # target rows only
     memory: bool = True
@@ -157,7 +158,7 @@ class Config:
 
 
 # --------------------------------------------------------------------------- timing
-def time_interleaved(fns, repeats, min_time, warmup=2):
+def time_interleaved(fns, repeats, min_time, warmup=2, families=None, settle=0.2):
     """Median seconds per call of each callable.
 
     Each callable is called ``warmup`` times (compiled code loaded, allocator settled), then
@@ -165,10 +166,28 @@ def time_interleaved(fns, repeats, min_time, warmup=2):
     ``min_time``; with ``number == 1`` that call is the first sample), then sampled in rounds
     that visit every callable in turn, so that drifts of the machine hit all of them alike,
     until each has ``repeats`` samples. The cyclic GC is off while sampling (as in ``timeit``).
+
+    ``families`` maps a callable to the thread pool it runs on (numba, torch, BLAS). Callables
+    are visited family by family, and before the first sample of a family the clock waits
+    ``settle`` seconds: the threads of the pool used last keep spinning after a call (OpenBLAS's
+    for ~0.1 s), and on a 2-core machine a spinning thread takes a core from the next call.
     """
+    families = families or {}
+    order = sorted(fns, key=lambda k: list(dict.fromkeys(
+        families.get(n) for n in fns)).index(families.get(k)))
+    fns = {name: fns[name] for name in order}
     numbers = {}
     samples = {name: [] for name in fns}
+    last = [None]
+
+    def settle_if_switching(name):
+        fam = families.get(name)
+        if fam != last[0] and last[0] is not None and settle > 0:
+            time.sleep(settle)
+        last[0] = fam
+
     for name, fn in fns.items():
+        settle_if_switching(name)
         for _ in range(max(1, warmup)):
             fn()
         t0 = time.perf_counter()
@@ -184,6 +203,7 @@ def time_interleaved(fns, repeats, min_time, warmup=2):
             for name, fn in fns.items():
                 if len(samples[name]) >= max(1, repeats):
                     continue
+                settle_if_switching(name)
                 n = numbers[name]
                 t0 = time.perf_counter()
                 for _ in range(n):
@@ -432,7 +452,10 @@ def _measure_group(common, cfg, table, wname, w, impls, passes, gemm=False, one_
         g = common.Gemm(w, "numpy", np.dtype(cfg.dtype))
         fns[(wname, "gemm", "", n)] = g.run
     cfg.say(f"timing {wname} ({w.describe()}): {len(fns)} calls × {cfg.repeats} rounds")
-    table.times.update(time_interleaved(fns, cfg.repeats, cfg.min_time, cfg.warmup))
+    families = {k: ("blas" if k[1] == "gemm" else "torch" if k[1].startswith("torch") else "numba")
+                for k in fns}
+    table.times.update(time_interleaved(fns, cfg.repeats, cfg.min_time, cfg.warmup, families,
+                                        cfg.settle))
     del runners, fns
 
 

@@ -16,5 +16,10 @@ def blas_guard():
     if _controller is None:
         import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba calls: load it first)
         from threadpoolctl import ThreadpoolController
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+        # Only the BLAS numba calls (SciPy's). NumPy's own copy, if separate, is left alone:
+        # flipping its thread count wakes its spinning worker threads, which then compete
+        # with numba's for the cores.
+        _controller = ThreadpoolController().select(user_api="blas")
+        own = [lib for lib in _controller.lib_controllers if "numpy" not in lib.filepath]
+        _controller.lib_controllers = own or _controller.lib_controllers
+    return _controller.limit(limits=1)
