@@ -227,8 +227,8 @@ def kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
             )
     if not transposed:
         geo = op_geometry(fn, "guide", guide_hw, k, s, p, d)
-        cy = np.arange(geo.out_hw[0]) * s[0] - p[0] + r[0]
-        cx = np.arange(geo.out_hw[1]) * s[1] - p[1] + r[1]
+        cy = np.arange(geo.out_hw[0], dtype=np.int64) * s[0] - p[0] + r[0]
+        cx = np.arange(geo.out_hw[1], dtype=np.int64) * s[1] - p[1] + r[1]
         return KernelGeometry(tuple(guide_hw), geo.out_hw, geo.ty, geo.tx, cy, cx)
     check_output_padding(fn, op, s, d)
     n_in = []
@@ -248,8 +248,8 @@ def kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
         y = np.arange(guide_hw[a])[None, :]
         i = np.arange(k[a])[:, None]
         tabs.append(np.where(valid, y - r[a] + i * d[a], -1).astype(np.int64))
-    cy = np.arange(guide_hw[0])
-    cx = np.arange(guide_hw[1])
+    cy = np.arange(guide_hw[0], dtype=np.int64)
+    cx = np.arange(guide_hw[1], dtype=np.int64)
     return KernelGeometry(tuple(guide_hw), tuple(guide_hw), tabs[0], tabs[1], cy, cx)
 
 

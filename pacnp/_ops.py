@@ -53,15 +53,13 @@ def stripes(plan):
 
 
 # --------------------------------------------------------------------------- packernel2d
-def centre_features(be, plan):
-    """F[b, c, y, x] = (smoothed) guide at the centre of window (y, x); [B, Cg, Ho, Wo]."""
-    g = plan.guide
-    src = g
-    if plan.S is not None:
-        src = np.empty_like(g)
-        be.smooth.smooth_forward(g, plan.S, src)
-    geo = plan.geo
-    return np.ascontiguousarray(src[:, :, geo.cy[:, None], geo.cx[None, :]])
+def centre_source(be, plan):
+    """The array the centre features are read from: the guide, or the smoothed guide."""
+    if plan.S is None:
+        return plan.guide
+    src = np.empty_like(plan.guide)
+    be.smooth.smooth_forward(plan.guide, plan.S, src)
+    return src
 
 
 def _mask_arg(plan):
@@ -70,13 +68,14 @@ def _mask_arg(plan):
     return plan.mask, True
 
 
-def kernel_stripe(be, plan, F, y0, y1, out_mask):
+def kernel_stripe(be, plan, src, y0, y1, out_mask):
     """K of the output rows y0..y1-1; writes those rows of ``out_mask`` (if masked)."""
     g = plan.guide
     B = g.shape[0]
     K = np.empty((B, plan.KC, plan.k[0], plan.k[1], y1 - y0, plan.geo.out_hw[1]), dtype=g.dtype)
     mask, has_mask = _mask_arg(plan)
-    be.kernel.packernel_forward(g, F, plan.geo.gy, plan.geo.gx, mask, plan.alpha, plan.lam,
+    be.kernel.packernel_forward(g, src, plan.geo.gy, plan.geo.gx, plan.geo.cy, plan.geo.cx, mask,
+                                plan.alpha, plan.lam,
                                 plan.kind, plan.asym, plan.normalize, has_mask, K, out_mask,
                                 _blocks(B * (y1 - y0)), y0)
     return K
@@ -90,30 +89,35 @@ def new_output_mask(plan):
 
 
 def packernel_forward(be, plan):
-    F = centre_features(be, plan)
     out_mask = new_output_mask(plan)
-    K = kernel_stripe(be, plan, F, 0, plan.geo.out_hw[0], out_mask)
+    K = kernel_stripe(be, plan, centre_source(be, plan), 0, plan.geo.out_hw[0], out_mask)
     return K, (out_mask if plan.mask is not None else None)
 
 
 class KernelBackward:
     """Gradients of packernel2d, accumulated stripe by stripe of dK."""
 
-    def __init__(self, be, plan, F, needs):
+    def __init__(self, be, plan, src, needs):
         need_g, need_a, need_l, need_s = needs
-        self.be, self.plan, self.F = be, plan, F
+        self.be, self.plan, self.src = be, plan, src
         self.need_g = need_g
         self.need_a = need_a and plan.alpha_shape is not None
         self.need_l = need_l and plan.lam_shape is not None
         self.need_s = need_s and plan.S_shape is not None
         self.need_f = self.need_g or self.need_s
         g = plan.guide
-        B, Cg = g.shape[:2]
-        Ho, Wo = plan.geo.out_hw
-        self.dF = np.empty((B, Cg, Ho, Wo) if self.need_f else (0, 0, 0, 0), dtype=g.dtype)
+        B = g.shape[0]
+        Ho = plan.geo.out_hw[0]
         self.dpar = np.zeros((B * Ho, 2, plan.KC), dtype=g.dtype)
-        self.d_guide = np.zeros_like(g) if need_g else np.empty((0, 0, 0, 0), dtype=g.dtype)
-        self.rounds = conflict_free_rounds(plan.geo.gy)
+        none = np.empty((0, 0, 0, 0), dtype=g.dtype)
+        self.d_guide = np.zeros_like(g) if need_g else none
+        # gradient of the centre-feature source: the guide itself, or the smoothed guide
+        if plan.S is None:
+            self.d_src = self.d_guide
+        else:
+            self.d_src = np.zeros_like(g) if self.need_f else none
+        geo = plan.geo
+        self.rounds = conflict_free_rounds(np.vstack([geo.gy, geo.cy[None, :]]))
 
     @property
     def wanted(self):
@@ -124,33 +128,27 @@ class KernelBackward:
         mask, has_mask = _mask_arg(plan)
         for rnd in range(self.rounds):
             self.be.kernel.packernel_backward(
-                dK, g, self.F, geo.gy, geo.gx, mask, plan.alpha, plan.lam, plan.kind, plan.asym,
-                plan.normalize, has_mask, self.dF, self.d_guide, self.dpar, y0, rnd, self.rounds,
-                self.need_f, self.need_g, self.need_a or self.need_l)
+                dK, g, self.src, geo.gy, geo.gx, geo.cy, geo.cx, mask, plan.alpha, plan.lam,
+                plan.kind, plan.asym, plan.normalize, has_mask, self.d_src, self.d_guide,
+                self.dpar, y0, rnd, self.rounds, self.need_f, self.need_g,
+                self.need_a or self.need_l)
 
     def finish(self):
         """(d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel)."""
-        plan, g, geo = self.plan, self.plan.guide, self.plan.geo
+        plan, g = self.plan, self.plan.guide
         d_guide = self.d_guide if self.need_g else None
         d_alpha = d_lam = d_S = None
-        if self.need_f:
-            # the centre features read the guide at the window centres (through the smoothing)
-            d_centre = np.zeros_like(g)
-            d_centre[:, :, geo.cy[:, None], geo.cx[None, :]] = self.dF
-        if self.need_g:
-            if plan.S is None:
-                d_guide += d_centre
-            else:
-                # adjoint of a centred zero-padded correlation: correlation with the flipped S
-                tmp = np.empty_like(g)
-                self.be.smooth.smooth_forward(d_centre, np.ascontiguousarray(plan.S[::-1, ::-1]),
-                                              tmp)
-                d_guide += tmp
+        if plan.S is not None and self.need_g:
+            # adjoint of a centred zero-padded correlation: correlation with the flipped S
+            tmp = np.empty_like(g)
+            self.be.smooth.smooth_forward(self.d_src, np.ascontiguousarray(plan.S[::-1, ::-1]),
+                                          tmp)
+            d_guide += tmp
         if self.need_s:
             n = plan.S.shape[0]
             B, Cg, H, _ = g.shape
             parts = np.zeros((_chunks(B * Cg * H), n, n), dtype=g.dtype)
-            self.be.smooth.smooth_backward_kernel(d_centre, g, parts)
+            self.be.smooth.smooth_backward_kernel(self.d_src, g, parts)
             d_S = parts.sum(axis=0).reshape(plan.S_shape)
         if self.need_a:
             d_alpha = _fold_param(self.dpar[:, 0, :], plan.alpha_shape)
@@ -160,7 +158,7 @@ class KernelBackward:
 
 
 def packernel_backward(be, plan, dK, needs):
-    kb = KernelBackward(be, plan, centre_features(be, plan), needs)
+    kb = KernelBackward(be, plan, centre_source(be, plan), needs)
     if kb.wanted:
         kb.stripe(dK, 0)
     return kb.finish()
@@ -279,11 +277,11 @@ def op_backward(be, plan, g, needs, pool=False):
 # --------------------------------------------------------------------------- fused path
 def fused_forward(be, kplan, oplan):
     """The op's output straight from the guide, K computed stripe by stripe."""
-    F = centre_features(be, kplan)
+    src = centre_source(be, kplan)
     out_mask = new_output_mask(kplan)
     out = np.empty(oplan.out_shape, dtype=oplan.x.dtype)
     for y0, y1 in stripes(kplan):
-        op_stripe(be, oplan, kernel_stripe(be, kplan, F, y0, y1, out_mask), y0, out)
+        op_stripe(be, oplan, kernel_stripe(be, kplan, src, y0, y1, out_mask), y0, out)
     return out, (out_mask if kplan.mask is not None else None)
 
 
@@ -295,13 +293,13 @@ def fused_backward(be, kplan, oplan, g, needs, pool=False):
         need_w = need_b = False
     else:
         need_x, need_g, need_w, need_b, need_a, need_l, need_s = needs
-    F = centre_features(be, kplan)
-    kb = KernelBackward(be, kplan, F, (need_g, need_a, need_l, need_s))
+    src = centre_source(be, kplan)
+    kb = KernelBackward(be, kplan, src, (need_g, need_a, need_l, need_s))
     ob = OpBackward(be, oplan, g, need_x, kb.wanted, need_w, need_b)
     scratch_mask = new_output_mask(kplan)
     if need_x or need_w or need_b or kb.wanted:
         for y0, y1 in stripes(kplan):
-            K = kernel_stripe(be, kplan, F, y0, y1, scratch_mask)
+            K = kernel_stripe(be, kplan, src, y0, y1, scratch_mask)
             dK = ob.stripe(K, y0)
             if kb.wanted:
                 kb.stripe(dK, y0)

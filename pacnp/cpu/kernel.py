@@ -1,8 +1,8 @@
 """packernel2d forward and backward: the adapting kernel K of Su et al. 2019, Eq. 3.
 
 Notation (docs/semantics.md): for output pixel (y, x) and tap (i, j) the guide is read at
-(gy[i,y], gx[j,x]) (-1: invalid tap, K = 0 there); F[b, :, y, x] holds the centre features f_i
-(the guide, or the smoothed guide, at the window centre); Δ_c = guide[.., c, P] - F[.., c, y, x].
+(gy[i,y], gx[j,x]) (-1: invalid tap, K = 0 there); the centre feature f_i is
+src[b, :, cy[y], cx[x]] (src: the guide, or the smoothed guide); Δ_c = guide[.., c, P] - f_i,c.
 
     gaussian : Kraw = exp(-½ s)             s = Σ_c Δ_c²   (per channel with channel_wise)
     inv      : Kraw = α + (s + ε)^(λ/2)
@@ -43,15 +43,17 @@ def kernel_slope(s, kraw, kind, lam):
 
 
 @njit(**_seq, inline="always")
-def difference(guide, F, b, c, py, px, y, xo, asym):
-    d = guide[b, c, py, px] - F[b, c, y, xo]
+def difference(guide, src, b, c, py, px, qy, qx, asym):
+    """Δ_c between the tap's guide pixel (py, px) and the centre (qy, qx) of ``src``."""
+    d = guide[b, c, py, px] - src[b, c, qy, qx]
     if asym and d <= 0.0:  # max(Δ, 0); a NaN Δ fails the test and stays NaN
         return 0.0
     return d
 
 
 @njit(**_seq)
-def window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, km, sq, stats):
+def window_row(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, has_mask, b, y, km, sq,
+               stats):
     """Masked raw kernel Km and squared distances s of every tap of output row (b, y).
 
     km, sq: [KC, kh, kw, Wo]; stats: [2 + KC, Wo] ← n_valid, n_in, Σ_taps Km per channel.
@@ -78,7 +80,7 @@ def window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, k
                 for xo in range(Wo):
                     px = gx[j, xo]
                     if px >= 0:
-                        d = difference(guide, F, b, c, py, px, y, xo, asym)
+                        d = difference(guide, src, b, c, py, px, cy[y], cx[xo], asym)
                         sq[kc, i, j, xo] += d * d
             for xo in range(Wo):
                 px = gx[j, xo]
@@ -108,7 +110,7 @@ def scale_factor(stats, kc, xo, normalize, has_mask):
 
 
 @njit(**_par)
-def packernel_forward(guide, F, gy, gx, mask, alpha, lam, kind, asym, normalize, has_mask,
+def packernel_forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize, has_mask,
                       K, out_mask, n_chunks, y0):
     """K for the output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel),
     row by row; rows go to ``n_chunks`` contiguous blocks so the per-row scratch buffers
@@ -125,8 +127,8 @@ def packernel_forward(guide, F, gy, gx, mask, alpha, lam, kind, asym, normalize,
             b = r // n
             yk = r % n
             y = y0 + yk
-            window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, km, sq,
-                       stats)
+            window_row(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, has_mask, b, y,
+                       km, sq, stats)
             for kc in range(KC):
                 for xo in range(Wo):
                     fac[xo] = scale_factor(stats, kc, xo, normalize, has_mask)
@@ -149,21 +151,21 @@ def round_rows(y0, n, rnd, R):
 
 
 @njit(**_par)
-def packernel_backward(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym, normalize, has_mask,
-                       dF, dguide, dpar_rows, y0, rnd, R, need_f, need_g, need_par):
+def packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize,
+                       has_mask, dsrc, dguide, dpar_rows, y0, rnd, R, need_f, need_g, need_par):
     """Backward of K for the output rows y0 ≤ y < y0 + dK.shape[4] with y ≡ rnd (mod R).
 
     Per row: K is recomputed (window_row), the normalisation / mask backward turns dK into
     dKraw = m · (A·dK − Bc), and each tap's dL/dΔ_c = g2·Δ_c goes to the centre feature
-    (dF[:, :, y] −= …, one writer per row) and to the guide pixel the tap read
-    (dguide += …, a scatter). The caller runs the rounds rnd = 0..R-1 one after another, with R
+    (dsrc[:, :, cy[y], cx[x]] −= …) and to the guide pixel the tap read (dguide += …): both
+    scatters, and ``dsrc`` may be ``dguide`` itself (no smoothing). The caller runs the rounds rnd = 0..R-1 one after another, with R
     such that rows of one round read disjoint guide rows: no two threads ever add to the same
     guide pixel, and every pixel receives its contributions in a fixed order (deterministic).
     dα, dλ go to per-row partials dpar_rows[b·Ho + y, 0|1, kc], added in row order later.
     """
     B, Cg = guide.shape[0], guide.shape[1]
     KC, kh, kw, n, Wo = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4], dK.shape[5]
-    Ho = F.shape[2]
+    Ho = cy.shape[0]
     first, cnt = round_rows(y0, n, rnd, R)
     for q in prange(B * cnt):
         b = q // cnt
@@ -173,7 +175,8 @@ def packernel_backward(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym, norma
         sq = np.empty((KC, kh, kw, Wo), dtype=dK.dtype)
         g2 = np.zeros((KC, kh, kw, Wo), dtype=dK.dtype)
         stats = np.empty((2 + KC, Wo), dtype=dK.dtype)
-        window_row(guide, F, gy, gx, mask, alpha, lam, kind, asym, has_mask, b, y, km, sq, stats)
+        window_row(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, has_mask, b, y, km,
+                   sq, stats)
         for kc in range(KC):
             da = 0.0
             dl = 0.0
@@ -207,10 +210,6 @@ def packernel_backward(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym, norma
                             dl += dkr * 0.5 * math.log(s + EPS) * (s + EPS) ** (0.5 * lam[kc])
             dpar_rows[b * Ho + y, 0, kc] = da
             dpar_rows[b * Ho + y, 1, kc] = dl
-        if need_f:
-            for c in range(Cg):
-                for xo in range(Wo):
-                    dF[b, c, y, xo] = 0.0
         # dL/dΔ_c = g2 · Δ_c: +into the tap's guide pixel, −into the centre feature
         for c in range(Cg):
             kc = c if KC > 1 else 0
@@ -223,8 +222,9 @@ def packernel_backward(dK, guide, F, gy, gx, mask, alpha, lam, kind, asym, norma
                         px = gx[j, xo]
                         if px < 0:
                             continue
-                        v = g2[kc, i, j, xo] * difference(guide, F, b, c, py, px, y, xo, asym)
+                        v = g2[kc, i, j, xo] * difference(guide, src, b, c, py, px, cy[y],
+                                                          cx[xo], asym)
                         if need_f:
-                            dF[b, c, y, xo] -= v
+                            dsrc[b, c, cy[y], cx[xo]] -= v
                         if need_g:
                             dguide[b, c, py, px] += v
