@@ -75,13 +75,26 @@ def window_row(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, has_mas
             for kc in range(KC):
                 for xo in range(Wo):
                     sq[kc, i, j, xo] = 0.0
+            qy = cy[y]
             for c in range(Cg):
                 kc = c if KC > 1 else 0
-                for xo in range(Wo):
-                    px = gx[j, xo]
-                    if px >= 0:
-                        d = difference(guide, src, b, c, py, px, cy[y], cx[xo], asym)
-                        sq[kc, i, j, xo] += d * d
+                grow = guide[b, c, py]  # 1-D row views: no 4-D index maths per element
+                srow = src[b, c, qy]
+                acc = sq[kc, i, j]
+                txj = gx[j]
+                if asym:
+                    for xo in range(Wo):
+                        px = txj[xo]
+                        if px >= 0:
+                            d = grow[px] - srow[cx[xo]]
+                            if d > 0.0 or d != d:  # max(Δ, 0), NaN kept
+                                acc[xo] += d * d
+                else:
+                    for xo in range(Wo):
+                        px = txj[xo]
+                        if px >= 0:
+                            d = grow[px] - srow[cx[xo]]
+                            acc[xo] += d * d
             for xo in range(Wo):
                 px = gx[j, xo]
                 if px < 0:
