@@ -1,11 +1,23 @@
 # The two entry points of the README: `make test` and `make demo`.
 # Both create (or reuse) .venv and install what they need into it.
+# Benchmarks (asv_benchmarks/README.md): `make bench` prints the ratio table of the performance
+# targets, `make asv` runs the asv suite on the current venv; `make bench-smoke` (part of
+# `make test`) keeps both from rotting.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+ASV    := ../$(VENV)/bin/python -m asv
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo venv clean
+# `make asv ASV_ARGS='-b W1'`: any `asv run` arguments (default: the whole suite, saved to
+# asv_benchmarks/.asv/results; `make asv-publish` then builds the HTML report)
+ASV_ARGS ?=
+# `make bench BENCH_ARGS='--markdown'`: options of `python -m pacnp.bench`
+BENCH_ARGS ?=
+# the asv benchmarks the smoke runs once each (W1, pacnp's own implementations)
+SMOKE_BENCH := "PacConv2d\.time_forward_backward\('numpy', 'W1', 'pacnp|PacConv2dMemBackward.*'W1', 'pacnp"
+
+.PHONY: test demo venv clean bench bench-smoke asv asv-machine asv-publish
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +35,31 @@ venv: $(VENV)/.installed-test
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory bench-smoke
 
 demo: $(VENV)/.installed-demo
 	$(PY) -m pacnp.demo --out demo-output
 
+# ---- benchmarks
+bench: $(VENV)/.installed-test
+	$(PY) -m pacnp.bench $(BENCH_ARGS)
+
+asv-machine: $(VENV)/.installed-test
+	cd asv_benchmarks && $(ASV) machine --yes > /dev/null
+
+asv: asv-machine
+	cd asv_benchmarks && $(ASV) run --python=same --show-stderr $(ASV_ARGS)
+
+asv-publish: asv-machine
+	cd asv_benchmarks && $(ASV) publish
+
+# asv discovers and checks the suite, runs a few W1 benchmarks once (not saved), and the ratio
+# table runs in its quick mode on 1 round: everything must still run; no target is asserted.
+bench-smoke: asv-machine
+	cd asv_benchmarks && $(ASV) check --python=same
+	cd asv_benchmarks && $(ASV) run --python=same --quick --dry-run --show-stderr \
+		-b $(SMOKE_BENCH)
+	$(PY) -m pacnp.bench --quick --repeats 1
+
 clean:
-	rm -rf $(VENV) demo-output build *.egg-info
+	rm -rf $(VENV) demo-output build *.egg-info asv_benchmarks/.asv

@@ -122,7 +122,7 @@ class Row:
         if self.unit == "×":
             return f"{self.value:.2f}×"
         if self.unit == "MiB":
-            return f"{self.value:.1f} MiB"
+            return f"{self.value + 0.0 if abs(self.value) >= 0.05 else 0.0:.1f} MiB"
         return f"{self.value:.2f} {self.unit}"
 
     def fmt_target(self):
@@ -139,7 +139,7 @@ class Config:
     repeats: int = 11
     min_time: float = 0.05         # a sample batches calls until it lasts this long
     warmup: int = 2                # untimed calls before calibration
-    settle: float = 0.2            # pause when switching thread pools (see time_interleaved)
+    settle: float = 0.3            # pause when switching thread pools (see time_interleaved)
     threads: int | None = None     # None: numba's maximum
     quick: bool = False            # target rows only
     memory: bool = True
@@ -158,7 +158,7 @@ class Config:
 
 
 # --------------------------------------------------------------------------- timing
-def time_interleaved(fns, repeats, min_time, warmup=2, families=None, settle=0.2):
+def time_interleaved(fns, repeats, min_time, warmup=2, families=None, settle=0.3):
     """Median seconds per call of each callable.
 
     Each callable is called ``warmup`` times (compiled code loaded, allocator settled), then
@@ -168,9 +168,12 @@ def time_interleaved(fns, repeats, min_time, warmup=2, families=None, settle=0.2
     until each has ``repeats`` samples. The cyclic GC is off while sampling (as in ``timeit``).
 
     ``families`` maps a callable to the thread pool it runs on (numba, torch, BLAS). Callables
-    are visited family by family, and before the first sample of a family the clock waits
-    ``settle`` seconds: the threads of the pool used last keep spinning after a call (OpenBLAS's
-    for ~0.1 s), and on a 2-core machine a spinning thread takes a core from the next call.
+    are visited family by family (each round starting a family at the next member), and before
+    the first sample of a family the clock waits
+    ``settle`` seconds, then makes one untimed call: the threads of the pool used last keep
+    spinning after a call (OpenBLAS's for ~0.1 s), and on a 2-core machine a spinning thread
+    takes a core from the next call; after the pause, the first call would pay for waking its
+    own pool's threads.
     """
     families = families or {}
     order = sorted(fns, key=lambda k: list(dict.fromkeys(
@@ -184,6 +187,7 @@ def time_interleaved(fns, repeats, min_time, warmup=2, families=None, settle=0.2
         fam = families.get(name)
         if fam != last[0] and last[0] is not None and settle > 0:
             time.sleep(settle)
+            fns[name]()  # untimed: wakes this pool's threads (and the cores) after the pause
         last[0] = fam
 
     for name, fn in fns.items():
@@ -196,11 +200,19 @@ def time_interleaved(fns, repeats, min_time, warmup=2, families=None, settle=0.2
         numbers[name] = max(1, int(min_time / max(dt, 1e-9)) + (0 if dt >= min_time else 1))
         if numbers[name] == 1:
             samples[name].append(dt)
+    groups = {}
+    for name in fns:
+        groups.setdefault(families.get(name), []).append(name)
     gc.collect()
     gc.disable()
     try:
+        r = 0
         while any(len(v) < max(1, repeats) for v in samples.values()):
-            for name, fn in fns.items():
+            # each round starts each family at another member: none is always first after a pause
+            round_order = [m for g in groups.values() for m in g[r % len(g):] + g[:r % len(g)]]
+            r += 1
+            for name in round_order:
+                fn = fns[name]
                 if len(samples[name]) >= max(1, repeats):
                     continue
                 settle_if_switching(name)
@@ -400,7 +412,7 @@ def machine_info():
         info["blas"] = "; ".join(sorted(set(blas))) or "?"
     except Exception:  # noqa: BLE001 - information only
         info["blas"] = "?"
-    if "torch" in sys.modules:
+    if sys.modules.get("torch") is not None:
         info["torch"] = sys.modules["torch"].__version__
     info["python"] = platform.python_version()
     return info
@@ -433,25 +445,29 @@ def _runner(common, impl, w, cfg):
         return None
 
 
-def _measure_group(common, cfg, table, wname, w, impls, passes, gemm=False, one_thread=()):
-    """Time every (impl, pass) of one workload, interleaved; ``one_thread``: (impl, pass) pairs
-    also timed on 1 thread."""
+def _measure_group(common, cfg, table, entries, impls, passes, gemm=False, one_thread=()):
+    """Time every (workload, impl, pass) of ``entries`` — (name, Workload) pairs timed together,
+    interleaved — and store the medians in ``table.times`` under (name, impl, pass, threads).
+    ``gemm``: also the GEMM baseline of each workload; ``one_thread``: (impl, pass) pairs also
+    timed on 1 thread."""
     n = common.set_threads(cfg.threads)
     fns = {}
-    runners = {}
-    for impl in impls:
-        r = _runner(common, impl, w, cfg)
-        if r is None:
-            continue
-        runners[impl] = r
-        for p in passes:
-            fns[(wname, impl, p, n)] = (lambda r=r, p=p: r.run(p))
-            if (impl, p) in one_thread and n > 1:
-                fns[(wname, impl, p, 1)] = _Threads(1, n, lambda r=r, p=p: r.run(p))
-    if gemm:
-        g = common.Gemm(w, "numpy", np.dtype(cfg.dtype))
-        fns[(wname, "gemm", "", n)] = g.run
-    cfg.say(f"timing {wname} ({w.describe()}): {len(fns)} calls × {cfg.repeats} rounds")
+    runners = []
+    for wname, w in entries:
+        for impl in impls:
+            r = _runner(common, impl, w, cfg)
+            if r is None:
+                continue
+            runners.append(r)
+            for p in passes:
+                fns[(wname, impl, p, n)] = (lambda r=r, p=p: r.run(p))
+                if (impl, p) in one_thread and n > 1:
+                    fns[(wname, impl, p, 1)] = _Threads(1, n, lambda r=r, p=p: r.run(p))
+        if gemm:
+            g = common.Gemm(w, "numpy", np.dtype(cfg.dtype))
+            fns[(wname, "gemm", "", n)] = g.run
+        cfg.say(f"timing {wname}: {w.describe()}")
+    cfg.say(f"  {len(fns)} callables × {cfg.repeats} rounds")
     families = {k: ("blas" if k[1] == "gemm" else "torch" if k[1].startswith("torch") else "numba")
                 for k in fns}
     table.times.update(time_interleaved(fns, cfg.repeats, cfg.min_time, cfg.warmup, families,
@@ -501,13 +517,12 @@ def build_table(cfg: Config | None = None) -> Table:
             if wname not in W or (cfg.quick and wname == "W3"):
                 continue
             peers = peers if have_torch else ()
-            _measure_group(common, cfg, table, wname, W[wname], impls + peers, passes,
+            _measure_group(common, cfg, table, [(wname, W[wname])], impls + peers, passes,
                            gemm=gemm, one_thread=thr)
-        # ---- pixel scaling of the W1 layer
+        # ---- pixel scaling of the W1 layer (both sizes interleaved)
         if "W1" in W and cfg.pixel_sizes:
-            a, b = cfg.pixel_sizes
-            for hw in (a, b):
-                _measure_group(common, cfg, table, f"W1@{hw}", W["W1"].scaled(hw), impls, fb)
+            _measure_group(common, cfg, table,
+                           [(f"W1@{hw}", W["W1"].scaled(hw)) for hw in cfg.pixel_sizes], impls, fb)
 
     # ---- rows: GEMM
     sec = "pacnp vs one NumPy GEMM of the im2col shape"
@@ -518,7 +533,8 @@ def build_table(cfg: Config | None = None) -> Table:
         for impl in impls:
             for p, bound in (("forward", tf), ("forward_backward", tb)):
                 v, d = _ratio(table, (wname, impl, p, n), (wname, "gemm", "", n))
-                table.add(sec, f"{wname} {PASS_LABEL[p]} ({LABEL[impl]}) / GEMM ({M}×{K})@({K}×{N})",
+                table.add(sec,
+                          f"{wname} {PASS_LABEL[p]} ({LABEL[impl]}) / GEMM ({M}×{K})@({K}×{N})",
                           v, "×", ("<=", bound), d)
     # ---- rows: unfold formulation
     sec = "speed-up over the PyTorch unfold formulation"
@@ -604,8 +620,9 @@ def build_table(cfg: Config | None = None) -> Table:
                 table.add(sec, f"W2 {PASS_LABEL[p]} ({LABEL[impl]})", extra / MIB, "MiB",
                           ("<=", 32.0) if impl in impls else None, d)
         table.notes.append(
-            "Memory: a fresh process per row; after a warm-up call (and, for bwd, the forward whose "
-            "state the backward takes), the peak RSS (VmHWM, reset through /proc/self/clear_refs) "
+            "Memory: a fresh process per row; after a warm-up call (and, for bwd, the forward "
+            "whose state the backward takes), the peak RSS (VmHWM, reset through "
+            "/proc/self/clear_refs) "
             "minus the RSS just before the call; glibc's mmap threshold fixed at 64 KiB so freed "
             "buffers leave RSS. Subtracted: the call's outputs and one K-sized array (K of the "
             "two-step forward, dK of its backward).")
@@ -620,8 +637,8 @@ def build_table(cfg: Config | None = None) -> Table:
                             dtype=cfg.dtype, threads=n)
                 try:
                     cfg.say(f"start-up probe: cold compile, {LABEL[impl]}")
-                    cold, cold_wall = _run_probe("startup", dict(base, **{"pass": "forward_backward"}),
-                                                 cfg, env)
+                    cold, cold_wall = _run_probe(
+                        "startup", dict(base, **{"pass": "forward_backward"}), cfg, env)
                     cfg.say(f"start-up probe: warm cache, {LABEL[impl]}")
                     warm, warm_wall = _run_probe("startup", dict(base, **{"pass": "forward"}),
                                                  cfg, env)
@@ -647,7 +664,7 @@ def build_table(cfg: Config | None = None) -> Table:
                 f"stole {100 * load['steal']:.0f}% of the machine's CPU time during this run: "
                 f"the timings are unreliable (numba's and torch's threads wait for each other at "
                 f"barriers when a core is taken); run again on a quiet machine."))
-    if have_torch and "torch" in sys.modules:
+    if sys.modules.get("torch") is not None:
         table.info["torch_threads"] = sys.modules["torch"].get_num_threads()
     return table
 
@@ -704,7 +721,10 @@ def format_times(table):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m pacnp.bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m pacnp.bench",
+        description="The performance table of pacnp, target by target, with PASS/MISS per row "
+                    "(what each row measures: python -m pydoc pacnp.bench).")
     ap.add_argument("--quick", action="store_true",
                     help="few repeats, target rows only, no start-up probes (CI smoke)")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")

@@ -1,0 +1,1 @@
+"""asv benchmarks of pacnp (see ../README.md)."""
