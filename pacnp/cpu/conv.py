@@ -185,35 +185,25 @@ def pac_dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, ne
             for xo in range(Wo):
                 grow[o, xo] = g[b, o, y, xo]
         G = np.dot(WmT, grow)
-        if need_k:
-            acc = np.zeros((KC, kh, kw, Wo), dtype=K.dtype)
-            for c in range(C):
-                kc = c if KC > 1 else 0
-                for i in range(kh):
-                    iy = ty[i, y]
-                    if iy < 0:
-                        continue
-                    for j in range(kw):
-                        row = c * kk + i * kw + j
-                        for xo in range(Wo):
-                            ix = tx[j, xo]
-                            if ix >= 0:
+        acc = np.zeros((KC, kh, kw, Wo) if need_k else (0, 0, 0, 0), dtype=K.dtype)
+        for c in range(C):  # one walk over the taps serves both gradients
+            kc = c if KC > 1 else 0
+            for i in range(kh):
+                iy = ty[i, y]
+                if iy < 0:
+                    continue
+                for j in range(kw):
+                    row = c * kk + i * kw + j
+                    for xo in range(Wo):
+                        ix = tx[j, xo]
+                        if ix >= 0:
+                            if need_k:
                                 acc[kc, i, j, xo] += G[row, xo] * x[b, c, iy, ix]
+                            if need_x:
+                                dx[b, c, iy, ix] += K[b, kc, i, j, yk, xo] * G[row, xo]
+        if need_k:
             for kc in range(KC):
                 for i in range(kh):
                     for j in range(kw):
                         for xo in range(Wo):
                             dK[b, kc, i, j, yk, xo] = acc[kc, i, j, xo]
-        if need_x:
-            for c in range(C):
-                kc = c if KC > 1 else 0
-                for i in range(kh):
-                    iy = ty[i, y]
-                    if iy < 0:
-                        continue
-                    for j in range(kw):
-                        row = c * kk + i * kw + j
-                        for xo in range(Wo):
-                            ix = tx[j, xo]
-                            if ix >= 0:
-                                dx[b, c, iy, ix] += K[b, kc, i, j, yk, xo] * G[row, xo]
