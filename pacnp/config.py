@@ -23,3 +23,20 @@ FASTMATH = False
 #: rows per thread). Bounds the extra memory independently of the image size, and keeps the
 #: stripe of K in cache between the moment it is computed and the moment the op consumes it.
 STRIPE_BYTES = 4 << 20
+
+#: CUDA launch shape: threads per block, and a cap on the blocks of one launch. Every CUDA
+#: kernel walks its work with a grid-stride loop, so any launch shape is correct; the cap keeps
+#: launches of huge tensors from creating more blocks than the GPU can keep resident anyway.
+CUDA_THREADS_PER_BLOCK = 256
+CUDA_MAX_BLOCKS = 4096
+
+#: Under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1) every simulated thread is a Python
+#: thread: small blocks and few of them keep the simulated tests fast (grid-stride loops make
+#: the result independent of the launch shape).
+CUDA_SIM_THREADS_PER_BLOCK = 8
+CUDA_SIM_MAX_BLOCKS = 4
+
+#: Columns (modulated input patches) per GEMM of the dense weight gradient: several output rows
+#: side by side, up to this many bytes — big enough for BLAS to run near its peak on the
+#: longer inner dimension, small enough to stay in a core's L2 cache.
+PARAM_GROUP_BYTES = 128 << 10

@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
+from .common import round_rows, unit_runs, vexp
 
 _par = dict(parallel=True, cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
 _seq = dict(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
@@ -42,72 +43,120 @@ def kernel_slope(s, kraw, kind, lam):
     return 0.5 * lam * (s + EPS) ** (0.5 * lam - 1.0)
 
 
+# The loops below index the full arrays with explicit offsets instead of slicing row views:
+# every view numba creates increfs its parent's reference count atomically, and hundreds of
+# views per output row, on arrays all threads share, serialised the threads on that one
+# counter. The unit-stride loops count t from 0 and add offsets that an `if ... < 0: return`
+# guard has shown non-negative: LLVM then drops numba's negative-index wraparound and vectorises
+# them (a loop from lo to hi with base + x indices stays scalar: 5–6× slower).
 @njit(**_seq, inline="always")
-def difference(guide, src, b, c, py, px, qy, qx, asym):
-    """Δ_c between the tap's guide pixel (py, px) and the centre (qy, qx) of ``src``."""
-    d = guide[b, c, py, px] - src[b, c, qy, qx]
-    if asym and d <= 0.0:  # max(Δ, 0); a NaN Δ fails the test and stays NaN
-        return 0.0
-    return d
+def add_sq_run(sq, kc, i, j, guide, src, b, c, py, qy, lo, hi, base, cbase, asym):
+    """sq[kc, i, j, x] += Δ² for lo ≤ x < hi, tap pixel base + x, centre cbase + x."""
+    n = hi - lo
+    og = base + lo
+    oc = cbase + lo
+    if lo < 0 or og < 0 or oc < 0:
+        return
+    for t in range(n):  # counts from 0 with offsets proven ≥ 0: LLVM vectorises this form
+        d = guide[b, c, py, og + t] - src[b, c, qy, oc + t]
+        if asym:  # max(Δ, 0), NaN kept
+            d = d if (d > 0.0 or d != d) else np.float32(0.0)
+        sq[kc, i, j, lo + t] += d * d
+
+
+@njit(**_seq, inline="always")
+def add_sq_gather(sq, kc, i, j, guide, src, b, c, py, qy, gx, cx, asym):
+    """add_sq_run through the tap tables (strided or zero-inserted geometries)."""
+    for xo in range(sq.shape[3]):
+        px = gx[j, xo]
+        if px >= 0:
+            d = guide[b, c, py, px] - src[b, c, qy, cx[xo]]
+            if asym:
+                d = d if (d > 0.0 or d != d) else np.float32(0.0)
+            sq[kc, i, j, xo] += d * d
+
+
+@njit(**_seq, inline="always")
+def kernel_row(km, bk, yk, kc, i, j, sq, kind, alpha, lam):
+    """km[bk, kc, i, j, yk, :] = Kraw(sq[kc, i, j, :]); the gaussian's exp vectorises."""
+    if bk < 0 or yk < 0:
+        return
+    if kind == GAUSSIAN:
+        for xo in range(sq.shape[3]):
+            km[bk, kc, i, j, yk, xo] = vexp(sq[kc, i, j, xo] * np.float32(-0.5))
+    else:
+        for xo in range(sq.shape[3]):
+            km[bk, kc, i, j, yk, xo] = kernel_value(sq[kc, i, j, xo], kind, alpha, lam)
 
 
 @njit(**_seq)
-def window_row(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, has_mask, b, y, km, sq,
-               stats):
+def window_row(guide, src, gy, gx, cy, cx, jrun, cbase, mask, alpha, lam, kind, asym, has_mask,
+               b, y, km, bk, yk, sq, stats, need_stats):
     """Masked raw kernel Km and squared distances s of every tap of output row (b, y).
 
-    km, sq: [KC, kh, kw, Wo]; stats: [2 + KC, Wo] ← n_valid, n_in, Σ_taps Km per channel.
-    Loops run channel by channel with the output column innermost, so guide rows and the
-    centre features stream contiguously (a channel-innermost loop strides by H·W).
+    Km goes to km[bk, :, :, :, yk, :] (K itself, or a one-row scratch with bk = yk = 0);
+    sq: [KC, kh, kw, Wo]; stats: [2 + KC, Wo] ← n_valid, n_in, Σ_taps Km per channel (only if
+    ``need_stats``). Loops run channel by channel with the output column innermost, so guide
+    rows and the centre features stream contiguously (a channel-innermost loop strides by
+    H·W); where tap j is a unit-stride run (``jrun[j]``, see common.unit_runs) and the centres
+    too (``cbase`` ≥ 0), the loops are unit-stride and vectorise.
     """
     Cg = guide.shape[1]
-    KC, kh, kw, Wo = km.shape
-    stats[:, :] = 0.0
+    KC, kh, kw, Wo = sq.shape
+    qy = cy[y]
+    if need_stats:
+        stats[:, :] = 0.0
     for i in range(kh):
         py = gy[i, y]
         for j in range(kw):
-            if py < 0:
-                for kc in range(KC):
-                    for xo in range(Wo):
-                        km[kc, i, j, xo] = 0.0
-                        sq[kc, i, j, xo] = 0.0
-                continue
             for kc in range(KC):
                 for xo in range(Wo):
                     sq[kc, i, j, xo] = 0.0
-            qy = cy[y]
+            if py < 0:
+                for kc in range(KC):
+                    for xo in range(Wo):
+                        km[bk, kc, i, j, yk, xo] = 0.0
+                continue
+            lo, hi, base = jrun[j, 0], jrun[j, 1], jrun[j, 2]
+            fast = lo >= 0 and cbase >= 0
             for c in range(Cg):
                 kc = c if KC > 1 else 0
-                grow = guide[b, c, py]  # 1-D row views: no 4-D index maths per element
-                srow = src[b, c, qy]
-                acc = sq[kc, i, j]
-                txj = gx[j]
-                if asym:
-                    for xo in range(Wo):
-                        px = txj[xo]
-                        if px >= 0:
-                            d = grow[px] - srow[cx[xo]]
-                            if d > 0.0 or d != d:  # max(Δ, 0), NaN kept
-                                acc[xo] += d * d
+                if fast:
+                    add_sq_run(sq, kc, i, j, guide, src, b, c, py, qy, lo, hi, base, cbase, asym)
+                else:
+                    add_sq_gather(sq, kc, i, j, guide, src, b, c, py, qy, gx, cx, asym)
+            for kc in range(KC):
+                kernel_row(km, bk, yk, kc, i, j, sq, kind, alpha[kc], lam[kc])
+                if fast and not has_mask:
+                    for xo in range(lo):
+                        km[bk, kc, i, j, yk, xo] = 0.0
+                    for xo in range(hi, Wo):
+                        km[bk, kc, i, j, yk, xo] = 0.0
                 else:
                     for xo in range(Wo):
-                        px = txj[xo]
-                        if px >= 0:
-                            d = grow[px] - srow[cx[xo]]
-                            acc[xo] += d * d
-            for xo in range(Wo):
-                px = gx[j, xo]
-                if px < 0:
-                    for kc in range(KC):
-                        km[kc, i, j, xo] = 0.0
-                    continue
-                m = mask[b, py, px] if has_mask else 1.0
-                stats[0, xo] += 1.0
-                stats[1, xo] += m
+                        px = gx[j, xo]
+                        if px < 0:
+                            km[bk, kc, i, j, yk, xo] = 0.0
+                        elif has_mask:
+                            km[bk, kc, i, j, yk, xo] *= mask[b, py, px]
+            if need_stats:
+                for xo in range(Wo):
+                    px = gx[j, xo]
+                    if px >= 0:
+                        stats[0, xo] += 1.0
+                        stats[1, xo] += mask[b, py, px] if has_mask else 1.0
                 for kc in range(KC):
-                    v = kernel_value(sq[kc, i, j, xo], kind, alpha[kc], lam[kc]) * m
-                    km[kc, i, j, xo] = v
-                    stats[2 + kc, xo] += v
+                    for xo in range(Wo):
+                        stats[2 + kc, xo] += km[bk, kc, i, j, yk, xo]
+
+
+@njit(**_seq)
+def centre_base(cx):
+    """b with cx[x] = b + x for every x (stride-1 windows), else -1."""
+    for x in range(cx.shape[0]):
+        if cx[x] != cx[0] + x:
+            return -1
+    return cx[0] if cx.shape[0] > 0 else 0
 
 
 @njit(**_seq, inline="always")
@@ -126,13 +175,16 @@ def scale_factor(stats, kc, xo, normalize, has_mask):
 def packernel_forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize, has_mask,
                       K, out_mask, n_chunks, y0):
     """K for the output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel),
-    row by row; rows go to ``n_chunks`` contiguous blocks so the per-row scratch buffers
-    (k²·W_out each) are allocated once per block, not once per row."""
+    row by row, written in place; rows go to ``n_chunks`` contiguous blocks so the per-row
+    scratch buffers (k²·W_out each) are allocated once per block, not once per row."""
     B = guide.shape[0]
     KC, kh, kw, n, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
     rows = B * n
+    jrun = np.empty((kw, 3), dtype=np.int64)
+    unit_runs(gx, jrun)
+    cbase = centre_base(cx)
+    need_stats = normalize or has_mask
     for ch in prange(n_chunks):
-        km = np.empty((KC, kh, kw, Wo), dtype=K.dtype)
         sq = np.empty((KC, kh, kw, Wo), dtype=K.dtype)
         stats = np.empty((2 + KC, Wo), dtype=K.dtype)
         fac = np.empty(Wo, dtype=K.dtype)
@@ -140,27 +192,58 @@ def packernel_forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, 
             b = r // n
             yk = r % n
             y = y0 + yk
-            window_row(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, has_mask, b, y,
-                       km, sq, stats)
+            window_row(guide, src, gy, gx, cy, cx, jrun, cbase, mask, alpha, lam, kind, asym,
+                       has_mask, b, y, K, b, yk, sq, stats, need_stats)
+            if not need_stats:
+                continue
             for kc in range(KC):
                 for xo in range(Wo):
                     fac[xo] = scale_factor(stats, kc, xo, normalize, has_mask)
                 for i in range(kh):
                     for j in range(kw):
                         for xo in range(Wo):  # contiguous in K
-                            K[b, kc, i, j, yk, xo] = km[kc, i, j, xo] * fac[xo]
+                            K[b, kc, i, j, yk, xo] *= fac[xo]
             if has_mask:
                 for xo in range(Wo):
                     out_mask[b, 0, y, xo] = 1.0 if stats[1, xo] > 0.0 else 0.0
 
 
-@njit(**_seq)
-def round_rows(y0, n, rnd, R):
-    """(first, count) of the output rows y0 ≤ y < y0+n with y ≡ rnd (mod R)."""
-    first = y0 + (rnd - y0) % R
-    if first >= y0 + n:
-        return first, 0
-    return first, (y0 + n - 1 - first) // R + 1
+@njit(**_seq, inline="always")
+def scatter_run(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, lo, hi, base, cbase, asym,
+                need_f, need_g):
+    """dL/dΔ = g2·Δ along a unit-stride run: − into the centre features, + into the taps."""
+    n = hi - lo
+    og = base + lo
+    oc = cbase + lo
+    if lo < 0 or og < 0 or oc < 0:
+        return
+    for t in range(n):
+        d = guide[b, c, py, og + t] - src[b, c, qy, oc + t]
+        if asym:
+            d = d if (d > 0.0 or d != d) else np.float32(0.0)
+        v = g2[kc, i, j, lo + t] * d
+        if need_f:
+            dsrc[b, c, qy, oc + t] -= v
+        if need_g:
+            dguide[b, c, py, og + t] += v
+
+
+@njit(**_seq, inline="always")
+def scatter_gather(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, gx, cx, asym, need_f,
+                   need_g):
+    """scatter_run through the tap tables."""
+    for xo in range(g2.shape[3]):
+        px = gx[j, xo]
+        if px < 0:
+            continue
+        d = guide[b, c, py, px] - src[b, c, qy, cx[xo]]
+        if asym:
+            d = d if (d > 0.0 or d != d) else np.float32(0.0)
+        v = g2[kc, i, j, xo] * d
+        if need_f:
+            dsrc[b, c, qy, cx[xo]] -= v
+        if need_g:
+            dguide[b, c, py, px] += v
 
 
 @njit(**_par)
@@ -169,45 +252,65 @@ def packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, a
     """Backward of K for the output rows y0 ≤ y < y0 + dK.shape[4] with y ≡ rnd (mod R).
 
     Per row: K is recomputed (window_row), the normalisation / mask backward turns dK into
-    dKraw = m · (A·dK − Bc), and each tap's dL/dΔ_c = g2·Δ_c goes to the centre feature
+    dKraw = m · (f·dK − Bc) (f: the row's scale factor, Bc the normalisation's correction),
+    and each tap's dL/dΔ_c = g2·Δ_c, g2 = 2·dKraw·dKraw/ds, goes to the centre feature
     (dsrc[:, :, cy[y], cx[x]] −= …) and to the guide pixel the tap read (dguide += …): both
-    scatters, and ``dsrc`` may be ``dguide`` itself (no smoothing). The caller runs the rounds rnd = 0..R-1 one after another, with R
-    such that rows of one round read disjoint guide rows: no two threads ever add to the same
-    guide pixel, and every pixel receives its contributions in a fixed order (deterministic).
-    dα, dλ go to per-row partials dpar_rows[b·Ho + y, 0|1, kc], added in row order later.
+    scatters, and ``dsrc`` may be ``dguide`` itself (no smoothing). The caller runs the rounds
+    rnd = 0..R-1 one after another, with R such that rows of one round read disjoint guide rows:
+    no two threads ever add to the same guide pixel, and every pixel receives its contributions
+    in a fixed order (deterministic). dα, dλ go to per-row partials dpar_rows[b·Ho + y, 0|1, kc],
+    added in row order later.
     """
     B, Cg = guide.shape[0], guide.shape[1]
     KC, kh, kw, n, Wo = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4], dK.shape[5]
     Ho = cy.shape[0]
+    jrun = np.empty((kw, 3), dtype=np.int64)
+    unit_runs(gx, jrun)
+    cbase = centre_base(cx)
+    need_stats = normalize or has_mask
     first, cnt = round_rows(y0, n, rnd, R)
     for q in prange(B * cnt):
         b = q // cnt
         y = first + (q % cnt) * R
         yk = y - y0
-        km = np.empty((KC, kh, kw, Wo), dtype=dK.dtype)
+        qy = cy[y]
+        km = np.empty((1, KC, kh, kw, 1, Wo), dtype=dK.dtype)
         sq = np.empty((KC, kh, kw, Wo), dtype=dK.dtype)
         g2 = np.zeros((KC, kh, kw, Wo), dtype=dK.dtype)
         stats = np.empty((2 + KC, Wo), dtype=dK.dtype)
-        window_row(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, has_mask, b, y, km,
-                   sq, stats)
+        fac = np.ones(Wo, dtype=dK.dtype)
+        bc = np.zeros(Wo, dtype=dK.dtype)
+        window_row(guide, src, gy, gx, cy, cx, jrun, cbase, mask, alpha, lam, kind, asym,
+                   has_mask, b, y, km, 0, 0, sq, stats, need_stats)
         for kc in range(KC):
+            if need_stats:
+                for xo in range(Wo):
+                    fac[xo] = scale_factor(stats, kc, xo, normalize, has_mask)
+            if normalize:
+                # K_t = Km_t / S  =>  dKm_t = (dK_t - Σ_u dK_u K_u) / S
+                for xo in range(Wo):
+                    bc[xo] = 0.0
+                for i in range(kh):
+                    for j in range(kw):
+                        for xo in range(Wo):
+                            bc[xo] += dK[b, kc, i, j, yk, xo] * km[0, kc, i, j, 0, xo]
+                for xo in range(Wo):
+                    bc[xo] *= fac[xo] * fac[xo]
             da = 0.0
             dl = 0.0
-            for xo in range(Wo):
-                f = scale_factor(stats, kc, xo, normalize, has_mask)
-                bc = 0.0
-                if normalize:
-                    # K_t = Km_t / S  =>  dKm_t = (dK_t - Σ_u dK_u K_u) / S
-                    dot = 0.0
-                    for i in range(kh):
-                        for j in range(kw):
-                            dot += dK[b, kc, i, j, yk, xo] * km[kc, i, j, xo]
-                    bc = dot * f * f
-                for i in range(kh):
-                    py = gy[i, y]
-                    if py < 0:
+            for i in range(kh):
+                py = gy[i, y]
+                if py < 0:
+                    continue
+                for j in range(kw):
+                    if kind == GAUSSIAN:
+                        # dKraw/ds = −Kraw/2 and m·Kraw = Km (m ∈ {0, 1}; Km = 0 off the
+                        # window): g2 = −(f·dK − Bc)·Km, one vectorised line per tap
+                        for xo in range(Wo):
+                            g2[kc, i, j, xo] = -(fac[xo] * dK[b, kc, i, j, yk, xo]
+                                                 - bc[xo]) * km[0, kc, i, j, 0, xo]
                         continue
-                    for j in range(kw):
+                    for xo in range(Wo):
                         px = gx[j, xo]
                         if px < 0:
                             continue
@@ -215,14 +318,16 @@ def packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, a
                         if m == 0.0:
                             continue
                         s = sq[kc, i, j, xo]
-                        dkr = m * (f * dK[b, kc, i, j, yk, xo] - bc)
+                        dkr = m * (fac[xo] * dK[b, kc, i, j, yk, xo] - bc[xo])
                         kraw = kernel_value(s, kind, alpha[kc], lam[kc])
                         g2[kc, i, j, xo] = 2.0 * dkr * kernel_slope(s, kraw, kind, lam[kc])
-                        if need_par and kind == INV:
+                        if need_par:
                             da += dkr
                             dl += dkr * 0.5 * math.log(s + EPS) * (s + EPS) ** (0.5 * lam[kc])
             dpar_rows[b * Ho + y, 0, kc] = da
             dpar_rows[b * Ho + y, 1, kc] = dl
+        if not (need_f or need_g):
+            continue
         # dL/dΔ_c = g2 · Δ_c: +into the tap's guide pixel, −into the centre feature
         for c in range(Cg):
             kc = c if KC > 1 else 0
@@ -231,13 +336,10 @@ def packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, a
                 if py < 0:
                     continue
                 for j in range(kw):
-                    for xo in range(Wo):
-                        px = gx[j, xo]
-                        if px < 0:
-                            continue
-                        v = g2[kc, i, j, xo] * difference(guide, src, b, c, py, px, cy[y],
-                                                          cx[xo], asym)
-                        if need_f:
-                            dsrc[b, c, cy[y], cx[xo]] -= v
-                        if need_g:
-                            dguide[b, c, py, px] += v
+                    lo, hi, base = jrun[j, 0], jrun[j, 1], jrun[j, 2]
+                    if lo >= 0 and cbase >= 0:
+                        scatter_run(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, lo, hi,
+                                    base, cbase, asym, need_f, need_g)
+                    else:
+                        scatter_gather(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, gx,
+                                       cx, asym, need_f, need_g)
