@@ -12,6 +12,7 @@ no races, no atomics, deterministic results.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import re
 from dataclasses import dataclass
@@ -189,7 +190,18 @@ class OpGeometry:
     phases: tuple
 
 
+def _ints(t):
+    return None if t is None else tuple(int(v) for v in t)
+
+
 def op_geometry(fn, what, in_hw, k, s, p, d, op=None) -> OpGeometry:
+    """Tap tables of a conv (op None) or transposed conv of these sizes. Memoised: a layer
+    called again with the same sizes reuses its tables (they are never written)."""
+    return _op_geometry(fn, what, _ints(in_hw), _ints(k), _ints(s), _ints(p), _ints(d), _ints(op))
+
+
+@functools.lru_cache(maxsize=256)
+def _op_geometry(fn, what, in_hw, k, s, p, d, op) -> OpGeometry:
     out = out_hw(fn, what, in_hw, k, s, p, d, op)
     if op is None:
         ty = conv_taps(in_hw[0], out[0], k[0], s[0], p[0], d[0])
@@ -218,6 +230,13 @@ class KernelGeometry:
 
 
 def kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
+    """Where packernel2d's windows read the guide (memoised like op_geometry)."""
+    return _kernel_geometry(fn, _ints(guide_hw), _ints(k), _ints(s), _ints(p), _ints(op), _ints(d),
+                            bool(transposed))
+
+
+@functools.lru_cache(maxsize=256)
+def _kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
     r = tuple(d[a] * (k[a] - 1) // 2 for a in range(2))
     for a in range(2):
         if p[a] > r[a]:

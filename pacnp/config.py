@@ -40,3 +40,8 @@ CUDA_SIM_MAX_BLOCKS = 4
 #: side by side, up to this many bytes — big enough for BLAS to run near its peak on the
 #: longer inner dimension, small enough to stay in a core's L2 cache.
 PARAM_GROUP_BYTES = 128 << 10
+
+#: Kernels without reductions split their output rows into at most this many contiguous blocks
+#: (many more than threads, for load balance; each block allocates its scratch buffers once).
+#: The result does not depend on it.
+ROW_BLOCKS = 64

@@ -18,6 +18,7 @@ from .common import round_rows, unit_runs
 _par = dict(parallel=True, cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
 _seq = dict(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
 GROUP_BYTES = config.PARAM_GROUP_BYTES
+ROW_BLOCKS = config.ROW_BLOCKS
 
 
 @njit(**_seq)
@@ -169,31 +170,46 @@ def pac_dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out,
     has_bias = bias.shape[0] > 0
     jrun = np.empty((tx.shape[0], 3), dtype=np.int64)
     unit_runs(tx, jrun)
-    for r in prange(B * n):
-        b = r // n
-        yk = r % n
-        y = y0 + yk
+    one_phase = pncols.shape[0] == 1
+    rows = B * n
+    blocks = min(rows, ROW_BLOCKS)
+    for blk in prange(blocks):  # blocks of rows: the scratch buffers once per block
         buf = np.empty(C * kk * Wo, dtype=x.dtype)
         wbuf = np.empty(Cout * C * kk, dtype=x.dtype)
         idx = np.empty(C * kk, dtype=np.int64)
         itaps = np.empty(kh, dtype=np.int64)
-        n_i = row_taps(ty, y, itaps)
-        for ph in range(pncols.shape[0]):
-            cols = phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph,
-                                 itaps, n_i, buf, idx)
-            m, nx = cols.shape
-            if m == C * kk:
-                res = np.dot(Wm, cols)
-            else:
-                Wsub = wbuf[:Cout * m].reshape(Cout, m)
+        for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
+            b = r // n
+            yk = r % n
+            y = y0 + yk
+            n_i = row_taps(ty, y, itaps)
+            for ph in range(pncols.shape[0]):
+                cols = phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk,
+                                     ph, itaps, n_i, buf, idx)
+                m, nx = cols.shape
+                if m == 0:
+                    for o in range(Cout):
+                        for q in range(nx):
+                            out[b, o, y, pcols[ph, q]] = bias[o] if has_bias else np.float32(0.0)
+                    continue
+                if m == C * kk:
+                    res = np.dot(Wm, cols)
+                else:
+                    Wsub = wbuf[:Cout * m].reshape(Cout, m)
+                    for o in range(Cout):
+                        for row in range(m):
+                            Wsub[o, row] = Wm[o, idx[row]]
+                    res = np.dot(Wsub, cols)
                 for o in range(Cout):
-                    for row in range(m):
-                        Wsub[o, row] = Wm[o, idx[row]]
-                res = np.dot(Wsub, cols)
-            for o in range(Cout):
-                bo = bias[o] if has_bias else 0.0
-                for q in range(nx):
-                    out[b, o, y, pcols[ph, q]] = (res[o, q] if m > 0 else 0.0) + bo
+                    # a float32 zero keeps float32 sums in float32 (a 0.0 literal would
+                    # promote them to float64)
+                    bo = bias[o] if has_bias else np.float32(0.0)
+                    if one_phase:
+                        for q in range(nx):
+                            out[b, o, y, q] = res[o, q] + bo
+                    else:
+                        for q in range(nx):
+                            out[b, o, y, pcols[ph, q]] = res[o, q] + bo
 
 
 @njit(**_par)
