@@ -357,7 +357,6 @@ def test_chained_layer_backward_matches_fd():
 def _torch():
     import torch  # the test extras install torch (pinned CPU build)
 
-    torch.set_default_dtype(torch.float64)
     return torch
 
 

@@ -10,8 +10,23 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
+from .common import unit_runs
 
 _par = dict(parallel=True, cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
+_seq = dict(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
+ROW_BLOCKS = config.ROW_BLOCKS
+
+
+@njit(**_seq, inline="always")
+def accumulate_run(acc, wv, K, x, b, kc, c, i, j, yk, iy, lo, hi, base):
+    """acc[X] += w·K·x over the unit-stride run lo ≤ X < hi of tap (i, j) (input column
+    base + X), in the loop form LLVM vectorises (see pacnp.cpu.conv.modulate_run)."""
+    n = hi - lo
+    ox = base + lo
+    if lo < 0 or ox < 0 or iy < 0:
+        return
+    for t in range(n):
+        acc[lo + t] += wv * K[b, kc, i, j, yk, lo + t] * x[b, c, iy, ox + t]
 
 
 @njit(**_par)
@@ -22,25 +37,36 @@ def pac_depthwise_forward(x, K, w, ty, tx, out, y0):
     n = K.shape[4]
     kh, kw = ty.shape[0], tx.shape[0]
     kc_many = K.shape[1] > 1
-    for r in prange(B * C * n):
-        b = r // (C * n)
-        c = (r // n) % C
-        yk = r % n
-        y = y0 + yk
-        kc = c if kc_many else 0
-        acc = np.zeros(Wo, dtype=out.dtype)
-        for i in range(kh):
-            iy = ty[i, y]
-            if iy < 0:
-                continue
-            for j in range(kw):
-                wv = w[i, j]
-                for xo in range(Wo):
-                    ix = tx[j, xo]
-                    if ix >= 0:
-                        acc[xo] += wv * K[b, kc, i, j, yk, xo] * x[b, c, iy, ix]
-        for xo in range(Wo):
-            out[b, c, y, xo] = acc[xo]
+    jrun = np.empty((kw, 3), dtype=np.int64)
+    unit_runs(tx, jrun)
+    rows = B * C * n
+    blocks = min(rows, ROW_BLOCKS)
+    for blk in prange(blocks):
+        acc = np.empty(Wo, dtype=out.dtype)
+        for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
+            b = r // (C * n)
+            c = (r // n) % C
+            yk = r % n
+            y = y0 + yk
+            kc = c if kc_many else 0
+            for xo in range(Wo):
+                acc[xo] = 0.0
+            for i in range(kh):
+                iy = ty[i, y]
+                if iy < 0:
+                    continue
+                for j in range(kw):
+                    wv = w[i, j]
+                    lo, hi, base = jrun[j, 0], jrun[j, 1], jrun[j, 2]
+                    if lo >= 0:
+                        accumulate_run(acc, wv, K, x, b, kc, c, i, j, yk, iy, lo, hi, base)
+                        continue
+                    for xo in range(Wo):
+                        ix = tx[j, xo]
+                        if ix >= 0:
+                            acc[xo] += wv * K[b, kc, i, j, yk, xo] * x[b, c, iy, ix]
+            for xo in range(Wo):
+                out[b, c, y, xo] = acc[xo]
 
 
 @njit(**_par)
