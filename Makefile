@@ -17,7 +17,7 @@ BENCH_ARGS ?=
 # the asv benchmarks the smoke runs once each (W1, pacnp's own implementations)
 SMOKE_BENCH := "PacConv2d\.time_forward_backward\('numpy', 'W1', 'pacnp|PacConv2dMemBackward.*'W1', 'pacnp"
 
-.PHONY: test demo venv clean bench bench-smoke asv asv-machine asv-publish
+.PHONY: test test-cuda-sim demo venv clean bench bench-smoke asv asv-machine asv-publish
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,13 @@ venv: $(VENV)/.installed-test
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory test-cuda-sim
 	$(MAKE) --no-print-directory bench-smoke
+
+# The CUDA kernels under numba's simulator, in a process of their own: the simulator must be on
+# before numba.cuda is first imported (README "GPU (CUDA)"). Tiny shapes; about a minute.
+test-cuda-sim: $(VENV)/.installed-test
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/test_cuda.py
 
 demo: $(VENV)/.installed-demo
 	$(PY) -m pacnp.demo --out demo-output

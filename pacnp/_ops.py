@@ -1,7 +1,11 @@
 """Drivers: allocate outputs, call a backend's kernels for a validated plan, fold partial sums.
 
 A backend is a namespace with the kernel modules ``conv``, ``depthwise``, ``kernel``, ``smooth``
-(``pacnp.cpu`` today; ``pacnp.cuda`` has the same module and function names) and ``blas_guard``.
+(``pacnp.cpu``, or ``pacnp.cuda`` with the same module and function names), ``blas_guard`` and
+optionally ``xp``, its array module (``HostArrays`` when absent): every allocation and every fold
+of partial sums goes through it, so device arrays never travel to the host. Small tables (tap
+tables, α, λ, weight matrices, smoothing kernels) stay NumPy on either backend; the CUDA
+launchers upload them.
 
 Every kernel works on a *stripe* of output rows ``y0 ≤ y < y1``: the K (and dK) it sees hold only
 those rows. The two-step path (``packernel2d`` then an op) runs one stripe covering the image;
@@ -19,6 +23,44 @@ from . import config
 from ._core import conflict_free_rounds, inverse_taps
 
 
+class HostArrays:
+    """The drivers' array operations on the CPU backend (NumPy); ``pacnp.cuda.arrays`` has the
+    same names for device arrays."""
+    empty = staticmethod(np.empty)
+    zeros = staticmethod(np.zeros)
+    empty_like = staticmethod(np.empty_like)
+    zeros_like = staticmethod(np.zeros_like)
+
+    @staticmethod
+    def sum0(parts):
+        return parts.sum(axis=0)
+
+    @staticmethod
+    def iadd(a, b):
+        a += b
+        return a
+
+    @staticmethod
+    def add_bias(out, bias, y0, n):
+        out[:, :, y0:y0 + n] += bias[None, :, None, None]
+
+    @staticmethod
+    def channel_sum(g, n_chunks):
+        return g.sum(axis=(0, 2, 3))
+
+    @staticmethod
+    def weight_grad(plan, dW):
+        return plan.weight_grad(dW)
+
+    @staticmethod
+    def fold_param(rows, shape):
+        return _fold_param(rows, shape)
+
+
+def _xp(be):
+    return getattr(be, "xp", HostArrays)
+
+
 def _chunks(rows: int) -> int:
     return max(1, min(config.REDUCTION_CHUNKS, rows))
 
@@ -26,10 +68,6 @@ def _chunks(rows: int) -> int:
 def _blocks(rows: int) -> int:
     """Row blocks for kernels without reductions: a few per thread, for load balance."""
     return max(1, min(rows, 4 * numba.get_num_threads()))
-
-
-def _empty6(dtype):
-    return np.empty((0, 0, 0, 0, 0, 0), dtype=dtype)
 
 
 def _reached(tab, y0, y1):
@@ -57,7 +95,7 @@ def centre_source(be, plan):
     """The array the centre features are read from: the guide, or the smoothed guide."""
     if plan.S is None:
         return plan.guide
-    src = np.empty_like(plan.guide)
+    src = _xp(be).empty_like(plan.guide)
     be.smooth.smooth_forward(plan.guide, plan.S, src)
     return src
 
@@ -72,7 +110,7 @@ def kernel_stripe(be, plan, src, y0, y1, out_mask):
     """K of the output rows y0..y1-1; writes those rows of ``out_mask`` (if masked)."""
     g = plan.guide
     B = g.shape[0]
-    K = np.empty((B, plan.KC, plan.k[0], plan.k[1], y1 - y0, plan.geo.out_hw[1]), dtype=g.dtype)
+    K = _xp(be).empty((B, plan.KC, plan.k[0], plan.k[1], y1 - y0, plan.geo.out_hw[1]), g.dtype)
     mask, has_mask = _mask_arg(plan)
     be.kernel.packernel_forward(g, src, plan.geo.gy, plan.geo.gx, plan.geo.cy, plan.geo.cx, mask,
                                 plan.alpha, plan.lam,
@@ -81,15 +119,15 @@ def kernel_stripe(be, plan, src, y0, y1, out_mask):
     return K
 
 
-def new_output_mask(plan):
+def new_output_mask(be, plan):
     B = plan.guide.shape[0]
     Ho, Wo = plan.geo.out_hw
     shape = (B, 1, Ho, Wo) if plan.mask is not None else (0, 1, 1, 1)
-    return np.empty(shape, dtype=plan.guide.dtype)
+    return _xp(be).empty(shape, plan.guide.dtype)
 
 
 def packernel_forward(be, plan):
-    out_mask = new_output_mask(plan)
+    out_mask = new_output_mask(be, plan)
     K = kernel_stripe(be, plan, centre_source(be, plan), 0, plan.geo.out_hw[0], out_mask)
     return K, (out_mask if plan.mask is not None else None)
 
@@ -108,14 +146,15 @@ class KernelBackward:
         g = plan.guide
         B = g.shape[0]
         Ho = plan.geo.out_hw[0]
-        self.dpar = np.zeros((B * Ho, 2, plan.KC), dtype=g.dtype)
-        none = np.empty((0, 0, 0, 0), dtype=g.dtype)
-        self.d_guide = np.zeros_like(g) if need_g else none
+        xp = self.xp = _xp(be)
+        self.dpar = xp.zeros((B * Ho, 2, plan.KC), g.dtype)
+        none = xp.empty((0, 0, 0, 0), g.dtype)
+        self.d_guide = xp.zeros_like(g) if need_g else none
         # gradient of the centre-feature source: the guide itself, or the smoothed guide
         if plan.S is None:
             self.d_src = self.d_guide
         else:
-            self.d_src = np.zeros_like(g) if self.need_f else none
+            self.d_src = xp.zeros_like(g) if self.need_f else none
         geo = plan.geo
         self.rounds = conflict_free_rounds(np.vstack([geo.gy, geo.cy[None, :]]))
 
@@ -135,25 +174,25 @@ class KernelBackward:
 
     def finish(self):
         """(d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel)."""
-        plan, g = self.plan, self.plan.guide
+        plan, g, xp = self.plan, self.plan.guide, self.xp
         d_guide = self.d_guide if self.need_g else None
         d_alpha = d_lam = d_S = None
         if plan.S is not None and self.need_g:
             # adjoint of a centred zero-padded correlation: correlation with the flipped S
-            tmp = np.empty_like(g)
+            tmp = xp.empty_like(g)
             self.be.smooth.smooth_forward(self.d_src, np.ascontiguousarray(plan.S[::-1, ::-1]),
                                           tmp)
-            d_guide += tmp
+            d_guide = xp.iadd(d_guide, tmp)
         if self.need_s:
             n = plan.S.shape[0]
             B, Cg, H, _ = g.shape
-            parts = np.zeros((_chunks(B * Cg * H), n, n), dtype=g.dtype)
+            parts = xp.zeros((_chunks(B * Cg * H), n, n), g.dtype)
             self.be.smooth.smooth_backward_kernel(self.d_src, g, parts)
-            d_S = parts.sum(axis=0).reshape(plan.S_shape)
+            d_S = xp.sum0(parts).reshape(plan.S_shape)
         if self.need_a:
-            d_alpha = _fold_param(self.dpar[:, 0, :], plan.alpha_shape)
+            d_alpha = xp.fold_param(self.dpar[:, 0, :], plan.alpha_shape)
         if self.need_l:
-            d_lam = _fold_param(self.dpar[:, 1, :], plan.lam_shape)
+            d_lam = xp.fold_param(self.dpar[:, 1, :], plan.lam_shape)
         return d_guide, d_alpha, d_lam, d_S
 
 
@@ -182,11 +221,11 @@ def op_stripe(be, plan, K, y0, out):
     else:
         be.depthwise.pac_depthwise_forward(x, K, plan.w, geo.ty, geo.tx, out, y0)
         if plan.bias is not None:
-            out[:, :, y0:y0 + K.shape[4]] += plan.bias[None, :, None, None]
+            _xp(be).add_bias(out, plan.bias, y0, K.shape[4])
 
 
 def op_forward(be, plan):
-    out = np.empty(plan.out_shape, dtype=plan.x.dtype)
+    out = _xp(be).empty(plan.out_shape, plan.x.dtype)
     op_stripe(be, plan, plan.K, 0, out)
     return out
 
@@ -196,6 +235,7 @@ class OpBackward:
 
     def __init__(self, be, plan, g, need_x, need_k, need_w, need_b):
         self.be, self.plan, self.g = be, plan, g
+        xp = self.xp = _xp(be)
         x, geo = plan.x, plan.geo
         dt = x.dtype
         B, C = x.shape[:2]
@@ -205,13 +245,12 @@ class OpBackward:
         self.need_b = need_b and plan.bias is not None
         self.n_chunks = _chunks(B * geo.out_hw[0])
         if plan.dense:
-            self.dW_parts = np.zeros((self.n_chunks if need_w else 0, plan.Cout, C * kh * kw),
-                                     dtype=dt)
-            self.db_parts = np.zeros((self.n_chunks if self.need_b else 0, plan.Cout), dtype=dt)
+            self.dW_parts = xp.zeros((self.n_chunks if need_w else 0, plan.Cout, C * kh * kw), dt)
+            self.db_parts = xp.zeros((self.n_chunks if self.need_b else 0, plan.Cout), dt)
         else:
-            self.dW_parts = np.zeros((self.n_chunks if need_w else 0, kh, kw), dtype=dt)
+            self.dW_parts = xp.zeros((self.n_chunks if need_w else 0, kh, kw), dt)
         if need_x:
-            self.dx = np.zeros_like(x)
+            self.dx = xp.zeros_like(x)
             if not plan.dense:
                 self.iy_inv = inverse_taps(geo.ty, x.shape[2])
         if plan.dense:
@@ -222,14 +261,14 @@ class OpBackward:
         """Gradients from output rows y0 .. y0 + K.shape[4] - 1; returns dK of that stripe."""
         plan, g, geo, be = self.plan, self.g, self.plan.geo, self.be
         dt = plan.x.dtype
-        dK = np.empty(K.shape, dtype=dt) if self.need_k else _empty6(dt)
+        dK = self.xp.empty(K.shape, dt) if self.need_k else self.xp.empty((0,) * 6, dt)
         if plan.dense:
             if self.need_w or self.need_b:
                 be.conv.pac_dense_backward_params(g, plan.x, K, geo.ty, geo.tx, *geo.phases,
                                                   self.dW_parts, self.db_parts, self.n_chunks,
                                                   y0, self.need_w, self.need_b)
             if self.need_x or self.need_k:
-                dx = self.dx if self.need_x else np.empty((0, 0, 0, 0), dtype=dt)
+                dx = self.dx if self.need_x else self.xp.empty((0, 0, 0, 0), dt)
                 for rnd in range(self.rounds):
                     be.conv.pac_dense_backward_data(g, plan.x, K, self.WmT, geo.ty, geo.tx, dx,
                                                     dK, y0, rnd, self.rounds, self.need_x,
@@ -248,16 +287,16 @@ class OpBackward:
 
     def finish(self):
         """(dx, dW, db) — dK is returned per stripe."""
-        plan = self.plan
+        plan, xp = self.plan, self.xp
         dW = db = None
         if self.need_w:
-            dW = self.dW_parts.sum(axis=0)
+            dW = xp.sum0(self.dW_parts)
             if plan.dense:
                 C = plan.x.shape[1]
                 dW = dW.reshape(plan.Cout, C, plan.geo.ty.shape[0], plan.geo.tx.shape[0])
-            dW = plan.weight_grad(dW)
+            dW = xp.weight_grad(plan, dW)
         if self.need_b:
-            db = self.db_parts.sum(axis=0) if plan.dense else self.g.sum(axis=(0, 2, 3))
+            db = xp.sum0(self.db_parts) if plan.dense else xp.channel_sum(self.g, self.n_chunks)
         return (self.dx if self.need_x else None), dW, db
 
 
@@ -278,8 +317,8 @@ def op_backward(be, plan, g, needs, pool=False):
 def fused_forward(be, kplan, oplan):
     """The op's output straight from the guide, K computed stripe by stripe."""
     src = centre_source(be, kplan)
-    out_mask = new_output_mask(kplan)
-    out = np.empty(oplan.out_shape, dtype=oplan.x.dtype)
+    out_mask = new_output_mask(be, kplan)
+    out = _xp(be).empty(oplan.out_shape, oplan.x.dtype)
     for y0, y1 in stripes(kplan):
         op_stripe(be, oplan, kernel_stripe(be, kplan, src, y0, y1, out_mask), y0, out)
     return out, (out_mask if kplan.mask is not None else None)
@@ -296,7 +335,7 @@ def fused_backward(be, kplan, oplan, g, needs, pool=False):
     src = centre_source(be, kplan)
     kb = KernelBackward(be, kplan, src, (need_g, need_a, need_l, need_s))
     ob = OpBackward(be, oplan, g, need_x, kb.wanted, need_w, need_b)
-    scratch_mask = new_output_mask(kplan)
+    scratch_mask = new_output_mask(be, kplan)
     if need_x or need_w or need_b or kb.wanted:
         for y0, y1 in stripes(kplan):
             K = kernel_stripe(be, kplan, src, y0, y1, scratch_mask)

@@ -28,9 +28,9 @@ Implementations (the ``impl`` parameter):
 * ``torch_dense`` — plain ``conv2d`` / ``conv_transpose2d`` / ``avg_pool2d`` of the same shape,
   no adaptive kernel: the practical floor.
 
-Backends (the ``backend`` parameter): ``numpy`` (CPU), ``cupy`` (skipped until cupy and pacnp's
-CUDA backend are installed). A runner that cannot run raises NotImplementedError, which asv
-reports as skipped (``n/a``).
+Backends (the ``backend`` parameter): ``numpy`` (CPU), ``cupy`` (pacnp's CUDA backend on CuPy
+arrays; skipped where cupy, numba-cuda or a CUDA GPU is missing). A runner that cannot run
+raises NotImplementedError, which asv reports as skipped (``n/a``).
 
 This module is also imported by ``python -m pacnp.bench`` and ``tests/test_bench.py`` (from the
 source tree), so the ratio table and asv time exactly the same calls.
@@ -220,7 +220,15 @@ class CupyBackend(Backend):
             raise NotImplementedError("cupy is not installed")
         if importlib.util.find_spec("pacnp.cuda") is None:
             raise NotImplementedError("pacnp has no CUDA backend (pacnp.cuda) yet")
+        if importlib.util.find_spec("numba_cuda") is None:
+            raise NotImplementedError("numba-cuda (pacnp's CUDA backend) is not installed")
         import cupy
+        try:  # a CuPy wheel installs fine on a machine without a GPU or driver
+            n_gpus = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # cupy's CUDARuntimeError, or a missing libcuda
+            raise NotImplementedError(f"no usable CUDA GPU ({exc})") from None
+        if n_gpus < 1:
+            raise NotImplementedError("no CUDA GPU")
         self.cp = cupy
 
     def asarray(self, a):

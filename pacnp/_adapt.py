@@ -1,0 +1,64 @@
+"""Framework-free helpers shared by the adapters ``pacnp.torch`` and ``pacnp.jax``.
+
+Both adapters must tell their framework the shape of a result *before* pacnp computes it (torch's
+fake/meta implementations for ``torch.compile``, JAX's ``pure_callback`` result spec). The sizes
+come from ``pacnp._core``'s own output-size formulas, so the adapters hold no geometry of their
+own; everything else (validation included) is left to the public pacnp function they call.
+"""
+from __future__ import annotations
+
+from . import _core
+
+#: the geometry keywords, in the order the adapters pass them around
+GEOMETRY = ("kernel_size", "stride", "padding", "output_padding", "dilation")
+
+
+def pairs(fn, **values):
+    """Each geometry value as a list of two ints, checked by pacnp's own ``_core.pair``.
+
+    Frameworks need plain int lists (a torch op schema, a hashable JAX static argument); an
+    int or an ``(h, w)`` pair becomes ``[h, w]``. Range checks (odd, positive) stay with pacnp.
+    """
+    return {name: list(_core.pair(v, name, fn)) for name, v in values.items()}
+
+
+def op_out_hw(op, hw, kernel_size, stride, padding, output_padding, dilation):
+    """Output (H, W) of ``op`` in {"conv", "transpose", "pool"} (torch's formulas)."""
+    if op == "transpose":
+        return tuple(_core.conv_transpose_out_size(hw[a], kernel_size[a], stride[a], padding[a],
+                                                   output_padding[a], dilation[a])
+                     for a in range(2))
+    return tuple(_core.conv_out_size(hw[a], kernel_size[a], stride[a], padding[a], dilation[a])
+                 for a in range(2))
+
+
+def op_out_channels(op, in_channels, weight_shape, shared_filters):
+    """C_out of a PAC op: the input's for pooling and shared filters, else the weight's."""
+    if op == "pool" or shared_filters:
+        return in_channels
+    return weight_shape[1] if op == "transpose" else weight_shape[0]
+
+
+def kernel_shape(guide_shape, kernel_size, stride, padding, dilation, channel_wise, transposed):
+    """Shape of ``packernel2d``'s K: ``[B, 1 or Cg, kh, kw, Ho, Wo]``."""
+    B, Cg, H, W = guide_shape
+    if transposed:  # the guide already lives at the output resolution
+        out = (H, W)
+    else:
+        out = op_out_hw("conv", (H, W), kernel_size, stride, padding, (0, 0), dilation)
+    return (B, Cg if channel_wise else 1, kernel_size[0], kernel_size[1]) + tuple(out)
+
+
+def smooth_for_pacnp(smooth_kernel_type, smooth_kernel):
+    """Map the 2019 reference code's smoothing convention onto pacnp's.
+
+    The reference code smooths with whatever ``smooth_kernel`` it is handed for every type but
+    ``'none'`` (its layers keep the fixed ``gaussian`` / ``average_N`` kernels as buffers and pass
+    them along); pacnp builds those fixed kernels itself and takes an array only for ``full_N``.
+    A kernel handed in with a fixed type is therefore passed on as ``full_N`` — the same numbers,
+    so the same result — and stays differentiable if the caller made it so.
+    """
+    if smooth_kernel is not None and isinstance(smooth_kernel_type, str) and (
+            smooth_kernel_type == "gaussian" or smooth_kernel_type.startswith("average_")):
+        return f"full_{int(smooth_kernel.shape[-1])}", smooth_kernel
+    return smooth_kernel_type, smooth_kernel

@@ -1,0 +1,151 @@
+"""Launch plumbing shared by the CUDA kernel modules: the stream and device of the current call,
+launch shapes, index width, and uploads of the small host tables the drivers pass.
+
+The drivers in ``pacnp._ops`` are backend-agnostic: they hand the kernels the same arguments on
+both backends — the big arrays (input, guide, K, gradients) already on the device, and small
+host tables (tap tables, α, λ, weight matrices, smoothing kernels) computed by ``pacnp._core``.
+A launcher here uploads those tables once per public call (``upload`` caches by identity for
+the duration of a ``launch`` context, so the fused path's many stripes do not upload again) and
+runs its kernels on the caller's stream.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+from numba import cuda
+
+from .. import config
+
+from numba.cuda.core import config as _cuda_config
+
+#: numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1): kernels run as Python threads on the host
+SIMULATOR = bool(_cuda_config.ENABLE_CUDASIM)
+
+_state = threading.local()
+
+
+class _Call:
+    """Stream of one public call, and the uploads made during it (kept alive with it)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.uploads = {}
+
+
+def _current() -> _Call:
+    call = getattr(_state, "call", None)
+    if call is None:  # a launcher called outside ``launch``: numba's default stream
+        call = _Call(cuda.default_stream())
+    return call
+
+
+def stream():
+    return _current().stream
+
+
+@contextlib.contextmanager
+def launch(stream_, device=None):
+    """Run the enclosed launches on ``stream_`` and (if given) device index ``device``.
+
+    Re-entrant: a nested context with the same stream keeps the outer one's upload cache.
+    """
+    prev = getattr(_state, "call", None)
+    call = prev if prev is not None and prev.stream is stream_ else _Call(stream_)
+    _state.call = call
+    try:
+        if device is None or device < 0:
+            yield call
+        else:
+            with cuda.gpus[device]:
+                yield call
+    finally:
+        _state.call = prev
+
+
+def stream_from_pointer(ptr):
+    """numba stream for a raw ``cudaStream_t`` of the caller's library (CuPy / torch).
+
+    0 is the legacy default stream, which numba's ``default_stream()`` already is.
+    """
+    if not ptr:
+        return cuda.default_stream()
+    return cuda.external_stream(int(ptr))
+
+
+def grid(n):
+    """(blocks, threads) for ``n`` work items; kernels grid-stride, so any shape is correct."""
+    if SIMULATOR:
+        tpb, cap = config.CUDA_SIM_THREADS_PER_BLOCK, config.CUDA_SIM_MAX_BLOCKS
+    else:
+        tpb, cap = config.CUDA_THREADS_PER_BLOCK, config.CUDA_MAX_BLOCKS
+    blocks = max(1, min(cap, -(-int(n) // tpb)))
+    return blocks, tpb
+
+
+def run(kernel, n, *args):
+    """Launch ``kernel`` over ``n`` work items on the current stream (nothing if n == 0)."""
+    if n <= 0:
+        return
+    blocks, tpb = grid(n)
+    kernel[blocks, tpb, stream()](*args)
+
+
+def index_dtype(*sizes):
+    """int32 tables when every flat size fits in 31 bits, else int64: 32-bit index maths halves
+    the integer work and register use of the kernels (numba compiles each width once)."""
+    return np.int32 if max((int(s) for s in sizes), default=0) < 2**31 - 1 else np.int64
+
+
+def upload(a, dtype=None):
+    """The device copy of host array ``a`` (device arrays pass through), cached per call.
+
+    A zero-size array (an argument a kernel does not use, e.g. dK when it is not needed) becomes
+    a one-element dummy of the same rank: zero-size device buffers are not portable kernel
+    arguments.
+    """
+    if a is None:
+        return None
+    if is_device(a):
+        if a.size == 0:
+            return cuda.device_array((1,) * a.ndim, dtype=a.dtype, stream=stream())
+        return a
+    call = _current()
+    key = (id(a), None if dtype is None else np.dtype(dtype).str)
+    hit = call.uploads.get(key)
+    if hit is not None and hit[0] is a:
+        return hit[1]
+    host = np.asarray(a)
+    if dtype is not None:
+        host = host.astype(dtype)
+    if host.size == 0:
+        host = np.zeros((1,) * max(host.ndim, 1), dtype=host.dtype)
+    host = np.ascontiguousarray(host)
+    dev = cuda.to_device(host, stream=call.stream)
+    # keeps ``a`` alive (its id is not reused during the call) and the staging copy until the
+    # call ends, in case the stream reads it after to_device returns
+    call.uploads[key] = (a, dev, host)
+    return dev
+
+
+def derived(key, source, make):
+    """A device table derived from host array ``source`` by ``make`` (e.g. inverse taps),
+    computed and uploaded once per call."""
+    call = _current()
+    k = (key, id(source))
+    hit = call.uploads.get(k)
+    if hit is not None and hit[0] is source:
+        return hit[1]
+    host = np.ascontiguousarray(make(source))
+    dev = cuda.to_device(host, stream=call.stream)
+    call.uploads[k] = (source, dev, host)
+    return dev
+
+
+def is_device(a) -> bool:
+    return not isinstance(a, (np.ndarray, np.generic)) and hasattr(a, "copy_to_host")
+
+
+def dummy(ndim, dtype):
+    return cuda.device_array((1,) * ndim, dtype=dtype, stream=stream())

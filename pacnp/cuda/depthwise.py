@@ -1,0 +1,162 @@
+"""Depthwise PAC (pacpool2d, and pacconv2d / pacconv_transpose2d with shared_filters) on the GPU:
+the twin of ``pacnp.cpu.depthwise`` (same launcher names and arguments):
+
+    out[b, c, y, x] = Σ_{i,j} w[i, j] · K[b, c|0, i, j, y, x] · x[b, c, ty[i,y], tx[j,x]]
+
+One thread per output element; dK one thread per element; dx a gather over the taps that read
+an input element (inverse tap tables); dw fixed chunks of rows into partial buffers (one thread
+per (chunk, tap)), summed in chunk order by the driver — deterministic, no atomics.
+"""
+import numpy as np
+from numba import cuda
+
+from .._core import inverse_taps
+from ._launch import derived, index_dtype, run, upload
+
+
+@cuda.jit
+def _forward(x, K, w, ty, tx, out, y0, zero):
+    B, C = x.shape[0], x.shape[1]
+    Wo = out.shape[3]
+    KC, kh, kw, n = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
+    for t in range(cuda.grid(1), B * C * n * Wo, cuda.gridsize(1)):
+        xo = t % Wo
+        r = t // Wo
+        yk = r % n
+        r //= n
+        c = r % C
+        b = r // C
+        kc = c if KC > 1 else 0
+        y = y0 + yk
+        acc = zero
+        for i in range(kh):
+            iy = ty[i, y]
+            if iy < 0:
+                continue
+            for j in range(kw):
+                ix = tx[j, xo]
+                if ix >= 0:
+                    acc += w[i, j] * K[b, kc, i, j, yk, xo] * x[b, c, iy, ix]
+        out[b, c, y, xo] = acc
+
+
+def pac_depthwise_forward(x, K, w, ty, tx, out, y0):
+    """Output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel)."""
+    B, C = x.shape[0], x.shape[1]
+    n = K.shape[4]
+    it = index_dtype(x.size, K.size, out.size)
+    run(_forward, B * C * n * out.shape[3], x, K, upload(w), upload(ty, it), upload(tx, it), out,
+        y0, out.dtype.type(0))
+
+
+@cuda.jit
+def _backward_kernel(g, x, w, ty, tx, dK, y0, zero):
+    """dK[b, kc, i, j, y, x] = w[i, j] · Σ_{c of kc} g[b, c, y, x] · x[b, c, tap]."""
+    C = x.shape[1]
+    B, KC, kh, kw, n, Wo = dK.shape
+    for t in range(cuda.grid(1), B * KC * kh * kw * n * Wo, cuda.gridsize(1)):
+        xo = t % Wo
+        r = t // Wo
+        yk = r % n
+        r //= n
+        j = r % kw
+        r //= kw
+        i = r % kh
+        r //= kh
+        kc = r % KC
+        b = r // KC
+        y = y0 + yk
+        iy = ty[i, y]
+        ix = tx[j, xo]
+        acc = zero
+        if iy >= 0 and ix >= 0:
+            c0 = kc if KC > 1 else 0
+            c1 = kc + 1 if KC > 1 else C
+            for c in range(c0, c1):
+                acc += g[b, c, y, xo] * x[b, c, iy, ix]
+        dK[b, kc, i, j, yk, xo] = w[i, j] * acc
+
+
+@cuda.jit
+def _backward_weight(g, x, K, ty, tx, dw_parts, n_chunks, y0, zero):
+    """dw_parts[ch, i, j] += Σ over the rows of chunk ch, x and c of K · g · x."""
+    B, C = x.shape[0], x.shape[1]
+    Wo = g.shape[3]
+    KC, kh, kw, n = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
+    rows = B * n
+    for t in range(cuda.grid(1), n_chunks * kh * kw, cuda.gridsize(1)):
+        j = t % kw
+        r = t // kw
+        i = r % kh
+        ch = r // kh
+        acc = zero
+        for q in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
+            b = q // n
+            yk = q % n
+            y = y0 + yk
+            iy = ty[i, y]
+            if iy < 0:
+                continue
+            for xo in range(Wo):
+                ix = tx[j, xo]
+                if ix < 0:
+                    continue
+                if KC > 1:
+                    for c in range(C):
+                        acc += K[b, c, i, j, yk, xo] * (g[b, c, y, xo] * x[b, c, iy, ix])
+                else:
+                    s = zero
+                    for c in range(C):
+                        s += g[b, c, y, xo] * x[b, c, iy, ix]
+                    acc += K[b, 0, i, j, yk, xo] * s
+        dw_parts[ch, i, j] += acc
+
+
+def pac_depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, y0, need_k,
+                                  need_w):
+    """dK (one writer per element) and dw (partial buffers per chunk of rows)."""
+    zero = g.dtype.type(0)
+    it = index_dtype(x.size, K.size, g.size)
+    ty_d, tx_d = upload(ty, it), upload(tx, it)
+    if need_k:
+        run(_backward_kernel, dK.size, g, x, upload(w), ty_d, tx_d, dK, y0, zero)
+    if need_w:
+        kh, kw = K.shape[2], K.shape[3]
+        run(_backward_weight, n_chunks * kh * kw, g, x, K, ty_d, tx_d, dw_parts, n_chunks, y0,
+            zero)
+
+
+@cuda.jit
+def _backward_input(g, K, w, iy_inv, inv_x, dx, y0, n0, n1, zero):
+    B, C, _, Win = dx.shape
+    KC, kh, kw, nk = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
+    m_rows = n1 - n0
+    for t in range(cuda.grid(1), B * C * m_rows * Win, cuda.gridsize(1)):
+        m = t % Win
+        r = t // Win
+        nn = n0 + r % m_rows
+        r //= m_rows
+        c = r % C
+        b = r // C
+        kc = c if KC > 1 else 0
+        acc = zero
+        for i in range(kh):
+            y = iy_inv[i, nn]
+            if y < 0 or y < y0 or y >= y0 + nk:
+                continue
+            for j in range(kw):
+                xo = inv_x[j, m]
+                if xo >= 0:
+                    acc += w[i, j] * K[b, kc, i, j, y - y0, xo] * g[b, c, y, xo]
+        dx[b, c, nn, m] += acc
+
+
+def pac_depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1):
+    """dx += the gradient flowing from the output rows K covers, for input rows n0 ≤ n < n1:
+    one thread per input element gathers over its taps."""
+    B, C, _, Win = dx.shape
+    it = index_dtype(dx.size, K.size, g.size)
+    inv_x = derived(("inv", Win, np.dtype(it).str), tx,
+                    lambda tab: inverse_taps(tab, Win).astype(it))
+    run(_backward_input, B * C * (n1 - n0) * Win, g, K, upload(w), upload(iy_inv, it), inv_x, dx,
+        y0, n0, n1, g.dtype.type(0))

@@ -1,0 +1,392 @@
+"""JAX adapter: pacnp's kernels as differentiable JAX functions (``jax.custom_vjp``).
+
+Each function runs pacnp's public forward through ``jax.pure_callback`` and registers pacnp's
+public backward as its VJP, so it works eagerly, under ``jax.jit``, ``jax.grad`` / ``jax.vjp``
+and (one call per batch element) ``jax.vmap``. The callback hands pacnp NumPy views of JAX's CPU
+buffers (no copy on the way in); ``pure_callback`` copies the results into JAX's buffers once.
+
+Signatures are pacnp's (``docs/semantics.md``): arrays positional, options keyword-only, the
+geometry and kernel options static (Python values; they select the computation). ``inv_alpha`` /
+``inv_lambda`` may be Python numbers (static, not differentiated) or arrays (differentiated).
+Validation is pacnp's own; an error raised inside the callback reaches the caller as a
+``jax.errors.JaxRuntimeError`` whose message contains pacnp's message. float16/bfloat16 inputs
+are computed in float32 and the result cast back. Float64 needs ``jax_enable_x64``.
+"""
+from __future__ import annotations
+
+import functools
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _adapt, _api
+
+__all__ = [
+    "packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
+    "pacconv2d_fused", "pacconv_transpose2d_fused", "pacpool2d_fused",
+]
+
+_REDUCED = (jnp.float16, jnp.bfloat16)
+
+
+def _call(fn, specs, *args):
+    """Run the pacnp function ``fn`` on NumPy views of ``args``; results as ``specs``.
+
+    ``fn`` returns a tuple of arrays or Nones; the Nones (outputs not asked for, or not
+    differentiable) are dropped here, and ``specs`` lists only the others.
+    """
+    def host(*arrays):
+        out = [np.asarray(a) for a in fn(*arrays) if a is not None]
+        return tuple(out)
+    return jax.pure_callback(host, tuple(specs), *args, vmap_method="sequential")
+
+
+def _spec(shape, dtype):
+    return jax.ShapeDtypeStruct(tuple(shape), dtype)
+
+
+def _up(a):
+    if a is None:
+        return None
+    a = jnp.asarray(a)
+    return a.astype(jnp.float32) if a.dtype in _REDUCED else a
+
+
+def _down(out, like):
+    return out.astype(like.dtype) if like.dtype in _REDUCED else out
+
+
+def _static_param(v):
+    """α/λ: a Python number is static (hashable); an array is a differentiable argument."""
+    if v is None or isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
+        return v, None
+    return None, _up(v)
+
+
+def _zeros_or(g, like):
+    """A cotangent for every array argument: pacnp's gradient, or zeros where pacnp says None
+    (not differentiable, e.g. α/λ with ``_fixed``); None for absent arguments."""
+    if like is None:
+        return None
+    return jnp.zeros_like(like) if g is None else g
+
+
+# --------------------------------------------------------------------------- packernel2d
+@functools.lru_cache(maxsize=None)
+def _kernel_fn(static):
+    """The custom_vjp function of ``packernel2d`` for one set of static options."""
+    opts = dict(static)
+    k_alpha, k_lambda = opts.pop("inv_alpha"), opts.pop("inv_lambda")
+    geo = {name: opts.pop(name) for name in _adapt.GEOMETRY}
+    kernel_size = geo.pop("kernel_size")
+
+    def kw(smooth_kernel, inv_alpha, inv_lambda, mask):
+        return dict(geo, **opts, smooth_kernel=smooth_kernel, mask=mask,
+                    inv_alpha=k_alpha if inv_alpha is None else inv_alpha,
+                    inv_lambda=k_lambda if inv_lambda is None else inv_lambda)
+
+    def forward(guide, mask, smooth_kernel, inv_alpha, inv_lambda):
+        shape = _adapt.kernel_shape(guide.shape, kernel_size, geo["stride"], geo["padding"],
+                                    geo["dilation"], opts["channel_wise"], opts["transposed"])
+        specs = [_spec(shape, guide.dtype)]
+        if mask is not None:
+            specs.append(_spec((shape[0], 1) + shape[4:], guide.dtype))
+
+        def host(g, m, s, a, lam):
+            return _api.packernel2d(g, kernel_size, **kw(s, a, lam, m))
+        out = _call(host, specs, guide, mask, smooth_kernel, inv_alpha, inv_lambda)
+        return out[0], (out[1] if mask is not None else None)
+
+    f = jax.custom_vjp(forward)
+
+    def fwd(guide, mask, smooth_kernel, inv_alpha, inv_lambda):
+        res = (guide, mask, smooth_kernel, inv_alpha, inv_lambda)
+        return forward(*res), res
+
+    def bwd(res, cts):
+        guide, mask, smooth_kernel, inv_alpha, inv_lambda = res
+        grad_K = cts[0]
+        # pacnp's order: (guide, inv_alpha, inv_lambda, smooth_kernel)
+        likes = (guide, inv_alpha, inv_lambda, smooth_kernel)
+        needs = tuple(a is not None for a in likes)
+
+        def host(gk, g, m, s, a, lam):
+            grads = _api.packernel2d_backward(gk, g, kernel_size, needs=needs,
+                                              **kw(s, a, lam, m))
+            return tuple(_host_fill(grads, (g, a, lam, s), needs))
+        out = iter(_call(host, [_spec(a.shape, a.dtype) for a in likes if a is not None],
+                         grad_K, guide, mask, smooth_kernel, inv_alpha, inv_lambda))
+        d_guide, d_alpha, d_lambda, d_smooth = (next(out) if a is not None else None
+                                                for a in likes)
+        d_mask = None if mask is None else jnp.zeros_like(mask)
+        return d_guide, d_mask, d_smooth, d_alpha, d_lambda
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def _host_fill(grads, likes, needs):
+    """On the host: pacnp's gradients of the needed inputs, zeros where pacnp gave None."""
+    return [np.zeros_like(like) if g is None else g
+            for g, like, need in zip(grads, likes, needs) if need]
+
+
+def _kernel_static(fn, kernel_size, stride, padding, output_padding, dilation, kernel_type,
+                   smooth_kernel_type, inv_alpha, inv_lambda, channel_wise, normalize_kernel,
+                   transposed=False):
+    geo = _adapt.pairs(fn, kernel_size=kernel_size, stride=stride, padding=padding,
+                       output_padding=output_padding, dilation=dilation)
+    return dict({k: tuple(v) for k, v in geo.items()}, kernel_type=kernel_type,
+                smooth_kernel_type=smooth_kernel_type, inv_alpha=inv_alpha,
+                inv_lambda=inv_lambda, channel_wise=channel_wise,
+                normalize_kernel=normalize_kernel, transposed=transposed)
+
+
+def _mask(mask, like):
+    # a 0/1 mask in the compute dtype: a float primal gets an ordinary (zero) cotangent
+    return None if mask is None else jnp.asarray(mask).astype(like.dtype)
+
+
+def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, dilation=1,
+                kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
+                inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
+                mask=None, transposed=False):
+    """:func:`pacnp.packernel2d` for JAX arrays, differentiable in ``guide``, array
+    ``inv_alpha`` / ``inv_lambda`` and ``smooth_kernel``.
+
+    Returns
+    -------
+    (K, output_mask or None)
+        K is (B, 1 or Cg, kh, kw, Ho, Wo); see :func:`pacnp.packernel2d`.
+    """
+    g = _up(guide)
+    a_static, a_arr = _static_param(inv_alpha)
+    l_static, l_arr = _static_param(inv_lambda)
+    skt, sk = _adapt.smooth_for_pacnp(smooth_kernel_type, _up(smooth_kernel))
+    static = _kernel_static("packernel2d", kernel_size, stride, padding, output_padding,
+                            dilation, kernel_type, skt, a_static, l_static, channel_wise,
+                            normalize_kernel, transposed)
+    K, out_mask = _kernel_fn(tuple(static.items()))(g, _mask(mask, g), sk, a_arr, l_arr)
+    return _down(K, jnp.asarray(guide)), out_mask
+
+
+# --------------------------------------------------------------------------- two-step ops
+_OP_FNS = {
+    "conv": (_api.pacconv2d, _api.pacconv2d_backward),
+    "transpose": (_api.pacconv_transpose2d, _api.pacconv_transpose2d_backward),
+    "pool": (_api.pacpool2d, _api.pacpool2d_backward),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _op_fn(op, static):
+    """The custom_vjp function of one two-step op for one set of static options."""
+    opts = dict(static)
+    forward_fn, backward_fn = _OP_FNS[op]
+    kernel_size = opts.pop("kernel_size")
+    output_padding = opts.pop("output_padding")
+    shared_filters = opts.pop("shared_filters")
+    if op == "transpose":
+        opts["output_padding"] = output_padding
+    if op != "pool":
+        opts["shared_filters"] = shared_filters
+    pool = op == "pool"
+    pos = (kernel_size,) if pool else ()
+
+    def arrays(x, k, w, b):
+        return (x, k) if pool else (x, k, w, b)
+
+    def forward(x, k, w, b):
+        hw = _adapt.op_out_hw(op, x.shape[2:], kernel_size, opts["stride"], opts["padding"],
+                              output_padding, opts["dilation"])
+        c = _adapt.op_out_channels(op, x.shape[1], None if w is None else w.shape,
+                                   shared_filters)
+        return _call(lambda *a: (forward_fn(*a, *pos, **opts),),
+                     [_spec((x.shape[0], c) + tuple(hw), x.dtype)], *arrays(x, k, w, b))[0]
+
+    f = jax.custom_vjp(forward)
+
+    def fwd(x, k, w, b):
+        return forward(x, k, w, b), (x, k, w, b)
+
+    def bwd(res, grad):
+        likes = arrays(*res)
+        needs = tuple(a is not None for a in likes)
+
+        def host(g, *a):
+            grads = backward_fn(g, *a, *pos, needs=needs, **opts)
+            return tuple(_host_fill(grads, a, needs))
+        out = iter(_call(host, [_spec(a.shape, a.dtype) for a in likes if a is not None],
+                         grad, *likes))
+        grads = tuple(next(out) if a is not None else None for a in likes)
+        return grads + (None, None) if pool else grads
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def _op(fn, op, input, kernel, weight, bias, kernel_size, stride, padding, output_padding,
+        dilation, shared_filters):
+    x = jnp.asarray(input)
+    if op != "pool":
+        weight = jnp.asarray(weight)
+        kernel_size = tuple(weight.shape[-2:]) if weight.ndim >= 2 else 1
+    geo = _adapt.pairs(fn, kernel_size=kernel_size, stride=stride, padding=padding,
+                       output_padding=output_padding, dilation=dilation)
+    static = tuple({k: tuple(v) for k, v in geo.items()}.items()) + (
+        ("shared_filters", shared_filters),)
+    out = _op_fn(op, static)(_up(x), _up(kernel), _up(weight), _up(bias))
+    return _down(out, x)
+
+
+def pacconv2d(input, kernel, weight, bias=None, *, stride=1, padding=0, dilation=1,
+              shared_filters=False):
+    """:func:`pacnp.pacconv2d` for JAX arrays; differentiable in every array argument."""
+    return _op("pacconv2d", "conv", input, kernel, weight, bias, None, stride, padding, 0,
+               dilation, shared_filters)
+
+
+def pacconv_transpose2d(input, kernel, weight, bias=None, *, stride=1, padding=0,
+                        output_padding=0, dilation=1, shared_filters=False):
+    """:func:`pacnp.pacconv_transpose2d` for JAX arrays (weights in ``conv_transpose``
+    orientation, (C_in, C_out, kh, kw)); differentiable in every array argument."""
+    return _op("pacconv_transpose2d", "transpose", input, kernel, weight, bias, None, stride,
+               padding, output_padding, dilation, shared_filters)
+
+
+def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
+    """:func:`pacnp.pacpool2d` for JAX arrays; differentiable in ``input`` and ``kernel``."""
+    return _op("pacpool2d", "pool", input, kernel, None, None, kernel_size, stride, padding, 0,
+               dilation, False)
+
+
+# --------------------------------------------------------------------------- fused ops
+_FUSED_FNS = {
+    "conv": (_api.pacconv2d_fused, _api.pacconv2d_fused_backward),
+    "transpose": (_api.pacconv_transpose2d_fused, _api.pacconv_transpose2d_fused_backward),
+    "pool": (_api.pacpool2d_fused, _api.pacpool2d_fused_backward),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_fn(op, static):
+    opts = dict(static)
+    forward_fn, backward_fn = _FUSED_FNS[op]
+    k_alpha, k_lambda = opts.pop("inv_alpha"), opts.pop("inv_lambda")
+    kernel_size = opts.pop("kernel_size")
+    output_padding = opts.pop("output_padding")
+    shared_filters = opts.pop("shared_filters")
+    opts.pop("transposed")
+    pool = op == "pool"
+    if op == "transpose":
+        opts["output_padding"] = output_padding
+    if not pool:
+        opts["shared_filters"] = shared_filters
+
+    def call_args(x, g, w, b):
+        return (x, g, kernel_size) if pool else (x, g, w, b)
+
+    def kw(s, a, lam, m):
+        return dict(opts, smooth_kernel=s, mask=m,
+                    inv_alpha=k_alpha if a is None else a,
+                    inv_lambda=k_lambda if lam is None else lam)
+
+    def forward(x, g, w, b, s, a, lam, m):
+        hw = tuple(_adapt.op_out_hw(op, x.shape[2:], kernel_size, opts["stride"],
+                                    opts["padding"], output_padding, opts["dilation"]))
+        c = _adapt.op_out_channels(op, x.shape[1], None if w is None else w.shape,
+                                   shared_filters)
+        specs = [_spec((x.shape[0], c) + hw, x.dtype)]
+        if m is not None:
+            specs.append(_spec((x.shape[0], 1) + hw, x.dtype))
+
+        def host(x_, g_, w_, b_, s_, a_, l_, m_):
+            return forward_fn(*call_args(x_, g_, w_, b_), **kw(s_, a_, l_, m_))
+        out = _call(host, specs, x, g, w, b, s, a, lam, m)
+        return out[0], (out[1] if m is not None else None)
+
+    f = jax.custom_vjp(forward)
+
+    def fwd(*args):
+        return forward(*args), args
+
+    def bwd(res, cts):
+        x, g, w, b, s, a, lam, m = res
+        # pacnp's order: (x, guide, [weight, bias,] inv_alpha, inv_lambda, smooth_kernel)
+        likes = (x, g, a, lam, s) if pool else (x, g, w, b, a, lam, s)
+        needs = tuple(v is not None for v in likes)
+
+        def host(gr, x_, g_, w_, b_, s_, a_, l_, m_):
+            grads = backward_fn(gr, *call_args(x_, g_, w_, b_), needs=needs,
+                                **kw(s_, a_, l_, m_))
+            host_likes = (x_, g_, a_, l_, s_) if pool else (x_, g_, w_, b_, a_, l_, s_)
+            return tuple(_host_fill(grads, host_likes, needs))
+        out = iter(_call(host, [_spec(v.shape, v.dtype) for v in likes if v is not None],
+                         cts[0], x, g, w, b, s, a, lam, m))
+        grads = [next(out) if v is not None else None for v in likes]
+        if pool:
+            d_x, d_g, d_a, d_l, d_s = grads
+            d_w = d_b = None
+        else:
+            d_x, d_g, d_w, d_b, d_a, d_l, d_s = grads
+        d_m = None if m is None else jnp.zeros_like(m)
+        return d_x, d_g, d_w, d_b, d_s, d_a, d_l, d_m
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def _fused(fn, op, input, guide, weight, bias, kernel_size, stride, padding, output_padding,
+           dilation, shared_filters, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha,
+           inv_lambda, channel_wise, normalize_kernel, mask):
+    x = jnp.asarray(input)
+    g = _up(guide)
+    if op != "pool":
+        weight = jnp.asarray(weight)
+        kernel_size = tuple(weight.shape[-2:]) if weight.ndim >= 2 else 1
+    a_static, a_arr = _static_param(inv_alpha)
+    l_static, l_arr = _static_param(inv_lambda)
+    skt, sk = _adapt.smooth_for_pacnp(smooth_kernel_type, _up(smooth_kernel))
+    static = _kernel_static(fn, kernel_size, stride, padding, output_padding, dilation,
+                            kernel_type, skt, a_static, l_static, channel_wise,
+                            normalize_kernel)
+    static["shared_filters"] = shared_filters
+    out, out_mask = _fused_fn(op, tuple(static.items()))(
+        _up(x), g, _up(weight), _up(bias), sk, a_arr, l_arr, _mask(mask, g))
+    return _down(out, x), out_mask
+
+
+def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dilation=1,
+                    shared_filters=False, kernel_type="gaussian", smooth_kernel_type="none",
+                    smooth_kernel=None, inv_alpha=None, inv_lambda=None, channel_wise=False,
+                    normalize_kernel=False, mask=None):
+    """:func:`pacnp.pacconv2d_fused` for JAX arrays: ``(output, output_mask or None)``,
+    differentiable in input, guide, weight, bias, array α/λ and ``smooth_kernel``."""
+    return _fused("pacconv2d_fused", "conv", input, guide, weight, bias, None, stride, padding,
+                  0, dilation, shared_filters, kernel_type, smooth_kernel_type, smooth_kernel,
+                  inv_alpha, inv_lambda, channel_wise, normalize_kernel, mask)
+
+
+def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0,
+                              output_padding=0, dilation=1, shared_filters=False,
+                              kernel_type="gaussian", smooth_kernel_type="none",
+                              smooth_kernel=None, inv_alpha=None, inv_lambda=None,
+                              channel_wise=False, normalize_kernel=False, mask=None):
+    """:func:`pacnp.pacconv_transpose2d_fused` for JAX arrays (guide at the output
+    resolution): ``(output, output_mask or None)``."""
+    return _fused("pacconv_transpose2d_fused", "transpose", input, guide, weight, bias, None,
+                  stride, padding, output_padding, dilation, shared_filters, kernel_type,
+                  smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise,
+                  normalize_kernel, mask)
+
+
+def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=1,
+                    kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
+                    inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
+                    mask=None):
+    """:func:`pacnp.pacpool2d_fused` for JAX arrays: ``(output, output_mask or None)``."""
+    return _fused("pacpool2d_fused", "pool", input, guide, None, None, kernel_size, stride,
+                  padding, 0, dilation, False, kernel_type, smooth_kernel_type, smooth_kernel,
+                  inv_alpha, inv_lambda, channel_wise, normalize_kernel, mask)
