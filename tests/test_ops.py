@@ -358,3 +358,35 @@ def test_random_configurations_two_step_path(data):
     g = rng.standard_normal(out.shape)
     for a, b in zip(bwd(g, *args, **okw), rbwd(g, *args, **okw)):
         assert_close(a, b, "gradient")
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_dense_forward_in_column_tiles_vs_reference(transposed):
+    """Wide rows with Cout·C·k² large enough that the dense forward multiplies each row in
+    column tiles (pacnp.cpu.conv.gemm_tile; config.GEMM_SMALL_MNK), stride-1 runs and the
+    phases of a transposed convolution alike."""
+    from pacnp import config
+    rng = np.random.default_rng(11)
+    C, Cout, k = 16, 32, 5
+    m = C * k * k
+    tile = (config.GEMM_SMALL_MNK // (Cout * m)) // config.GEMM_MIN_TILE * config.GEMM_MIN_TILE
+    W = 2 * tile + 7  # two full tiles and a ragged one
+    if transposed:
+        x = rng.standard_normal((1, C, 3, (W + 1) // 2))
+        kw = dict(stride=2, padding=2, output_padding=W % 2 == 0 and 1 or 0)
+        guide_hw = (5, 2 * ((W + 1) // 2) - 1 + kw["output_padding"])
+        guide = rng.standard_normal((1, 2) + guide_hw)
+        K = pacnp.packernel2d(guide, k, transposed=True, **kw)[0]
+        weight = rng.standard_normal((C, Cout, k, k))
+        out = pacnp.pacconv_transpose2d(x, K, weight, None, **kw)
+        expect = R.pacconv_transpose2d(x, K, weight, None, **kw)
+    else:
+        x = rng.standard_normal((1, C, 3, W))
+        guide = rng.standard_normal((1, 2, 3, W))
+        K = pacnp.packernel2d(guide, k, padding=2)[0]
+        weight = rng.standard_normal((Cout, C, k, k))
+        bias = rng.standard_normal(Cout)
+        out = pacnp.pacconv2d(x, K, weight, bias, padding=2)
+        expect = R.pacconv2d(x, K, weight, bias, padding=2)
+    assert tile >= config.GEMM_MIN_TILE and out.shape[-1] > 2 * tile
+    assert_close(out, expect, "tiled dense forward", rtol=1e-10, atol=1e-10)

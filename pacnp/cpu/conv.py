@@ -19,6 +19,8 @@ _par = dict(parallel=True, cache=config.CACHE, fastmath=config.FASTMATH, nogil=T
 _seq = dict(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
 GROUP_BYTES = config.PARAM_GROUP_BYTES
 ROW_BLOCKS = config.ROW_BLOCKS
+GEMM_SMALL_MNK = config.GEMM_SMALL_MNK
+GEMM_MIN_TILE = config.GEMM_MIN_TILE
 
 
 @njit(**_seq)
@@ -48,16 +50,17 @@ def modulate_run(cols, row, col0, K, x, b, kc, c, i, j, yk, iy, lo, hi, base):
 
 
 @njit(**_seq)
-def phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph, itaps, n_i, buf,
-                  idx):
-    """The column block of output row y, phase ph: only the taps that can be valid there.
+def phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph, q0, q1, itaps,
+                  n_i, buf, idx):
+    """The column block of output row y, phase ph, phase columns q0 ≤ q < q1: only the taps
+    that can be valid there.
 
     Output columns are grouped into phases (for a transposed convolution of stride s, the
     columns X ≡ ph mod s; for a convolution, one phase holding every column); a phase's columns
     share their valid column taps ``ptaps[ph]``, and the row's valid row taps are ``itaps``.
-    Writes cols[(c,ii,jj), q] = K[b,c|0,i,j,yk,X] · x[b,c,ty[i,y],tx[j,X]] for X = pcols[ph,q]
-    into ``buf`` (as an (m × nx) block, returned) and the matching column of Wm into ``idx``.
-    ``jrun``: common.unit_runs of ``tx`` (used when there is one phase).
+    Writes cols[(c,ii,jj), q - q0] = K[b,c|0,i,j,yk,X] · x[b,c,ty[i,y],tx[j,X]] for
+    X = pcols[ph,q] into ``buf`` (as an (m × (q1-q0)) block, returned) and the matching column
+    of Wm into ``idx``. ``jrun``: common.unit_runs of ``tx`` (used when there is one phase).
     Skipping the taps that fall between the samples of a zero-inserted input saves s² of the
     work of a transposed convolution, and keeps a non-finite weight out of outputs it never
     reaches (no NaN·0).
@@ -66,11 +69,11 @@ def phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph
     kc_many = K.shape[1] > 1
     kw = tx.shape[0]
     kk = ty.shape[0] * kw
-    nx = pncols[ph]
+    nt = q1 - q0
     nj = pntaps[ph]
     one_phase = pncols.shape[0] == 1
     m = C * n_i * nj
-    cols = buf[:m * nx].reshape(m, nx)
+    cols = buf[:m * nt].reshape(m, nt)
     # Two passes: the table-driven taps and the zero edges of the unit-stride runs first, then
     # the runs themselves. With the edge zeroing in the same loop body as a run, LLVM leaves
     # the run's loop scalar (measured: 2.5× slower).
@@ -85,18 +88,20 @@ def phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph
                 idx[row] = c * kk + i * kw + j
                 lo, hi = jrun[j, 0], jrun[j, 1]
                 if one_phase and lo >= 0:
-                    for q in range(lo):
+                    lo = min(max(lo, q0), q1)  # the run, clipped to the tile
+                    hi = min(max(hi, lo), q1)
+                    for q in range(lo - q0):
                         cols[row, q] = 0.0
-                    for q in range(hi, nx):
+                    for q in range(hi - q0, nt):
                         cols[row, q] = 0.0
                     continue
-                for q in range(nx):
+                for q in range(q0, q1):
                     X = pcols[ph, q]
                     ix = tx[j, X]
                     if ix < 0:
-                        cols[row, q] = 0.0
+                        cols[row, q - q0] = 0.0
                     else:
-                        cols[row, q] = K[b, kc, i, j, yk, X] * x[b, c, iy, ix]
+                        cols[row, q - q0] = K[b, kc, i, j, yk, X] * x[b, c, iy, ix]
     if not one_phase:
         return cols
     for c in range(C):
@@ -108,9 +113,21 @@ def phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph
                 j = ptaps[ph, jj]
                 lo, hi, base = jrun[j, 0], jrun[j, 1], jrun[j, 2]
                 if lo >= 0:
-                    modulate_run(cols, (c * n_i + ii) * nj + jj, 0, K, x, b, kc, c, i, j, yk,
+                    lo = min(max(lo, q0), q1)
+                    hi = min(max(hi, lo), q1)
+                    modulate_run(cols, (c * n_i + ii) * nj + jj, -q0, K, x, b, kc, c, i, j, yk,
                                  iy, lo, hi, base)
     return cols
+
+
+@njit(**_seq)
+def gemm_tile(Cout, m, n):
+    """Output columns per GEMM: all n, unless a narrower tile keeps Cout·m·cols within
+    OpenBLAS's small-matrix path (config.GEMM_SMALL_MNK), which runs ~1.6× faster there."""
+    t = GEMM_SMALL_MNK // max(1, Cout * m)
+    if t < GEMM_MIN_TILE or t >= n:
+        return max(n, 1)
+    return t // GEMM_MIN_TILE * GEMM_MIN_TILE
 
 
 @njit(**_seq)
@@ -173,6 +190,7 @@ def pac_dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out,
     one_phase = pncols.shape[0] == 1
     rows = B * n
     blocks = min(rows, ROW_BLOCKS)
+    tile = gemm_tile(Cout, C * kk, pcols.shape[1])
     for blk in prange(blocks):  # blocks of rows: the scratch buffers once per block
         buf = np.empty(C * kk * Wo, dtype=x.dtype)
         wbuf = np.empty(Cout * C * kk, dtype=x.dtype)
@@ -184,32 +202,36 @@ def pac_dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out,
             y = y0 + yk
             n_i = row_taps(ty, y, itaps)
             for ph in range(pncols.shape[0]):
-                cols = phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk,
-                                     ph, itaps, n_i, buf, idx)
-                m, nx = cols.shape
-                if m == 0:
-                    for o in range(Cout):
-                        for q in range(nx):
-                            out[b, o, y, pcols[ph, q]] = bias[o] if has_bias else np.float32(0.0)
-                    continue
-                if m == C * kk:
-                    res = np.dot(Wm, cols)
-                else:
-                    Wsub = wbuf[:Cout * m].reshape(Cout, m)
-                    for o in range(Cout):
-                        for row in range(m):
-                            Wsub[o, row] = Wm[o, idx[row]]
-                    res = np.dot(Wsub, cols)
-                for o in range(Cout):
-                    # a float32 zero keeps float32 sums in float32 (a 0.0 literal would
-                    # promote them to float64)
-                    bo = bias[o] if has_bias else np.float32(0.0)
-                    if one_phase:
-                        for q in range(nx):
-                            out[b, o, y, q] = res[o, q] + bo
+                nx = pncols[ph]
+                for q0 in range(0, nx, tile):
+                    q1 = min(q0 + tile, nx)
+                    cols = phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y,
+                                         yk, ph, q0, q1, itaps, n_i, buf, idx)
+                    m = cols.shape[0]
+                    if m == 0:
+                        for o in range(Cout):
+                            for q in range(q0, q1):
+                                out[b, o, y, pcols[ph, q]] = (bias[o] if has_bias
+                                                              else np.float32(0.0))
+                        continue
+                    if m == C * kk:
+                        res = np.dot(Wm, cols)
                     else:
-                        for q in range(nx):
-                            out[b, o, y, pcols[ph, q]] = res[o, q] + bo
+                        Wsub = wbuf[:Cout * m].reshape(Cout, m)
+                        for o in range(Cout):
+                            for row in range(m):
+                                Wsub[o, row] = Wm[o, idx[row]]
+                        res = np.dot(Wsub, cols)
+                    for o in range(Cout):
+                        # a float32 zero keeps float32 sums in float32 (a 0.0 literal would
+                        # promote them to float64)
+                        bo = bias[o] if has_bias else np.float32(0.0)
+                        if one_phase:
+                            for q in range(q1 - q0):
+                                out[b, o, y, q0 + q] = res[o, q] + bo
+                        else:
+                            for q in range(q0, q1):
+                                out[b, o, y, pcols[ph, q]] = res[o, q - q0] + bo
 
 
 @njit(**_par)
