@@ -18,20 +18,24 @@ ROW_BLOCKS = config.ROW_BLOCKS
 
 
 @njit(**_seq, inline="always")
-def accumulate_run(acc, wv, K, x, b, kc, c, i, j, yk, iy, lo, hi, base):
-    """acc[X] += w·K·x over the unit-stride run lo ≤ X < hi of tap (i, j) (input column
+def accumulate_run(acc, c, wv, K, x, b, kc, i, j, yk, iy, lo, hi, base):
+    """acc[c, X] += w·K·x over the unit-stride run lo ≤ X < hi of tap (i, j) (input column
     base + X), in the loop form LLVM vectorises (see pacnp.cpu.conv.modulate_run)."""
     n = hi - lo
     ox = base + lo
     if lo < 0 or ox < 0 or iy < 0:
         return
     for t in range(n):
-        acc[lo + t] += wv * K[b, kc, i, j, yk, lo + t] * x[b, c, iy, ox + t]
+        acc[c, lo + t] += wv * K[b, kc, i, j, yk, lo + t] * x[b, c, iy, ox + t]
 
 
 @njit(**_par)
 def pac_depthwise_forward(x, K, w, ty, tx, out, y0):
-    """Output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel)."""
+    """Output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel).
+
+    One (image, output row) per iteration with every channel in it, tap-major: a tap's K row is
+    read once and used for all channels while it sits in L1 (a channel-major loop re-reads
+    the whole k²·W_out kernel of the row once per channel)."""
     B, C = x.shape[0], x.shape[1]
     Wo = out.shape[3]
     n = K.shape[4]
@@ -39,18 +43,17 @@ def pac_depthwise_forward(x, K, w, ty, tx, out, y0):
     kc_many = K.shape[1] > 1
     jrun = np.empty((kw, 3), dtype=np.int64)
     unit_runs(tx, jrun)
-    rows = B * C * n
+    rows = B * n
     blocks = min(rows, ROW_BLOCKS)
     for blk in prange(blocks):
-        acc = np.empty(Wo, dtype=out.dtype)
+        acc = np.empty((C, Wo), dtype=out.dtype)
         for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
-            b = r // (C * n)
-            c = (r // n) % C
+            b = r // n
             yk = r % n
             y = y0 + yk
-            kc = c if kc_many else 0
-            for xo in range(Wo):
-                acc[xo] = 0.0
+            for c in range(C):
+                for xo in range(Wo):
+                    acc[c, xo] = 0.0
             for i in range(kh):
                 iy = ty[i, y]
                 if iy < 0:
@@ -58,15 +61,18 @@ def pac_depthwise_forward(x, K, w, ty, tx, out, y0):
                 for j in range(kw):
                     wv = w[i, j]
                     lo, hi, base = jrun[j, 0], jrun[j, 1], jrun[j, 2]
-                    if lo >= 0:
-                        accumulate_run(acc, wv, K, x, b, kc, c, i, j, yk, iy, lo, hi, base)
-                        continue
-                    for xo in range(Wo):
-                        ix = tx[j, xo]
-                        if ix >= 0:
-                            acc[xo] += wv * K[b, kc, i, j, yk, xo] * x[b, c, iy, ix]
-            for xo in range(Wo):
-                out[b, c, y, xo] = acc[xo]
+                    for c in range(C):
+                        kc = c if kc_many else 0
+                        if lo >= 0:
+                            accumulate_run(acc, c, wv, K, x, b, kc, i, j, yk, iy, lo, hi, base)
+                            continue
+                        for xo in range(Wo):
+                            ix = tx[j, xo]
+                            if ix >= 0:
+                                acc[c, xo] += wv * K[b, kc, i, j, yk, xo] * x[b, c, iy, ix]
+            for c in range(C):
+                for xo in range(Wo):
+                    out[b, c, y, xo] = acc[c, xo]
 
 
 @njit(**_par)
