@@ -1,0 +1,426 @@
+"""The classic filters that pixel-adaptive convolution generalises, for ordinary images.
+
+Every filter here is one call of pacnp's public PAC operations (Su et al. 2019, Sec. 3.2), so it
+runs wherever they run — NumPy arrays on the CPU, CuPy arrays on the GPU:
+
+``joint_bilateral_filter`` / ``bilateral_filter``
+    out_i = Σ_j w_s(p_i − p_j) · w_c(g_i − g_j) · v_j / Σ_j w_s(p_i − p_j) · w_c(g_i − g_j)
+
+    with exact Gaussians w_s(δ) = exp(−|δ|²/2σ_s²) (pixels) and w_c(Δ) = exp(−‖Δ‖²/2σ_c²)
+    (Euclidean distance over the guide's channels, in the guide's units), over the square
+    window |p_i − p_j|∞ ≤ radius. PAC form: K = packernel2d(guide / σ_c) (its gaussian is
+    exp(−½‖Δ‖²)), W = w_s as a shared filter, and the denominator is the same PAC applied to a
+    channel of ones — one ``pacconv2d_fused`` call computes numerator and denominator together,
+    K once per (pixel, tap) for all channels and never stored whole.
+``joint_bilateral_upsample``
+    Kopf et al.'s joint bilateral upsampling as one transposed PAC: low-res sample n sits at
+    high-res pixel n·f + (f−1)//2, every high-res pixel averages the samples within
+    ``radius`` high-res pixels, weighted by w_s of the distance and w_c of the colour difference
+    between the pixel and the sample's pixel in the high-res guide.
+``detail_preserving_pool``
+    Detail-preserving pooling (Saeedan et al. 2018) as PAC pooling: weights
+    α + (‖v_j − ṽ_i‖² + ε²)^λ per channel, ṽ the 3 × 3 binomial smoothing of the input at the
+    window centre, normalised over the window.
+
+Borders (``border``): ``reflect`` (… c b | a b c … : the edge pixel is not repeated; OpenCV's
+BORDER_REFLECT_101, kornia's and ``numpy.pad``'s ``reflect``), ``nearest`` (edge pixel
+repeated), ``constant`` (zeros, for the image and the guide), ``renormalize`` (taps outside the
+image are left out and the weights of the others renormalised — partial-window averaging).
+
+Layout (``channel_axis`` as in scikit-image): None — the last two axes are the image, any axes
+before them are a batch; an integer — that axis holds the channels, the last two *other* axes
+are the image and any remaining axes a batch. The guide shares the image's spatial and batch
+axes; its channels (any number) are on ``guide_channel_axis`` (default: the image's
+``channel_axis`` when both have the same number of axes, else no channel axis: a grey guide).
+
+dtypes: uint8 and uint16 in, the same dtype out (rounded to nearest, clipped); float32 and
+float64 computed in their own precision; float16 through float32. ``sigma_color`` is in the
+guide's units (0–255 for a uint8 guide).
+"""
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+
+from . import _api
+
+__all__ = ["bilateral_filter", "joint_bilateral_filter", "joint_bilateral_upsample",
+           "detail_preserving_pool", "default_radius", "BORDERS"]
+
+BORDERS = ("reflect", "nearest", "constant", "renormalize")
+_PAD_MODE = {"reflect": "reflect", "nearest": "edge", "constant": "constant"}
+#: window radius in units of σ_s when none is given: the Gaussian is below 1.2 % beyond 3σ
+RADIUS_PER_SIGMA = 3.0
+
+
+# --------------------------------------------------------------------------- helpers
+def _xp(a):
+    """NumPy or CuPy, whichever holds ``a`` (CuPy detected without importing it)."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        import cupy
+        return cupy
+    return np
+
+
+_DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
+
+
+def _as_array(fn, name, a):
+    """(array module, array): NumPy or CuPy arrays as they are, anything else through NumPy."""
+    if a is None:
+        raise TypeError(f"{fn}: {name} is required, got None")
+    xp = _xp(a)
+    if xp is np and not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(a)
+        except Exception as e:  # noqa: BLE001 - re-raised with the argument's name
+            raise TypeError(f"{fn}: {name} must be an array, got {type(a).__name__}") from e
+    if a.dtype not in _DTYPES:
+        raise TypeError(f"{fn}: {name} has dtype {a.dtype}; expected one of uint8, uint16, "
+                        f"float16, float32, float64")
+    return xp, a
+
+
+def _compute_dtype(dtype):
+    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+
+
+def _positive(fn, name, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: {name} must be a positive number, got {value!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{fn}: {name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def _radius(fn, radius, sigma_spatial):
+    if radius is None:
+        return default_radius(sigma_spatial)
+    try:
+        r = operator.index(radius)
+    except TypeError:
+        raise TypeError(f"{fn}: radius must be an integer >= 0, got {radius!r}") from None
+    if r < 0:
+        raise ValueError(f"{fn}: radius must be an integer >= 0, got {radius!r}")
+    return r
+
+
+def default_radius(sigma_spatial):
+    """The window radius used when none is given: ⌈3σ_s⌉ (window 2·radius + 1)."""
+    return max(1, int(math.ceil(RADIUS_PER_SIGMA * float(sigma_spatial) - 1e-9)))
+
+
+def _border(fn, border, allowed=BORDERS):
+    if border not in allowed:
+        raise ValueError(f"{fn}: border must be one of {list(allowed)}, got {border!r}")
+    return border
+
+
+def _axis(fn, name, axis, ndim):
+    try:
+        a = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"{fn}: {name} must be an integer or None, got {axis!r}") from None
+    if not -ndim <= a < ndim:
+        raise ValueError(f"{fn}: {name}={axis} is out of range for an array with {ndim} axes")
+    return a % ndim
+
+
+class _Layout:
+    """Moves an image between the caller's layout and PAC's [B, C, H, W] and back."""
+
+    def __init__(self, fn, name, a, channel_axis):
+        self.shape = a.shape
+        nd = a.ndim
+        if channel_axis is None:
+            if nd < 2:
+                raise ValueError(f"{fn}: {name} must have at least 2 axes (H, W), got shape "
+                                 f"{a.shape}")
+            self.caxis = None
+        else:
+            if nd < 3:
+                raise ValueError(f"{fn}: {name} with channel_axis={channel_axis} needs at least 3"
+                                 f" axes (channels, H, W), got shape {a.shape}")
+            self.caxis = _axis(fn, "channel_axis", channel_axis, nd)
+        others = [i for i in range(nd) if i != self.caxis]
+        self.spatial = others[-2:]
+        self.batch = others[:-2]
+        self.order = self.batch + ([self.caxis] if self.caxis is not None else []) + self.spatial
+        if min(a.shape[i] for i in self.spatial) < 1:
+            raise ValueError(f"{fn}: {name} has an empty image, shape {a.shape}")
+
+    def to_bchw(self, xp, a):
+        t = xp.transpose(a, self.order)
+        nb = int(np.prod([self.shape[i] for i in self.batch], dtype=np.int64))
+        c = self.shape[self.caxis] if self.caxis is not None else 1
+        return t.reshape((nb, c) + tuple(self.shape[i] for i in self.spatial))
+
+    def from_bchw(self, xp, t, hw=None):
+        """Back to the caller's layout; ``hw``: new spatial size (pooling, upsampling)."""
+        shape = list(self.shape)
+        if hw is not None:
+            shape[self.spatial[0]], shape[self.spatial[1]] = hw
+        sizes = [shape[i] for i in self.order]
+        t = t.reshape(sizes)
+        inverse = np.argsort(self.order)
+        return xp.transpose(t, tuple(int(i) for i in inverse))
+
+
+def _guide_layout(fn, image_layout, image, guide, guide_channel_axis):
+    if guide_channel_axis == "auto":
+        if guide.ndim == image.ndim:
+            guide_channel_axis = image_layout.caxis
+        elif guide.ndim == image.ndim - 1 and image_layout.caxis is not None:
+            guide_channel_axis = None
+        else:
+            raise ValueError(
+                f"{fn}: guide has {guide.ndim} axes, image {image.ndim}: give guide_channel_axis "
+                f"(the guide must share the image's batch and spatial axes)")
+    lay = _Layout(fn, "guide", guide, guide_channel_axis)
+    ishape = [image.shape[i] for i in image_layout.batch + image_layout.spatial]
+    gshape = [guide.shape[i] for i in lay.batch + lay.spatial]
+    if ishape != gshape:
+        raise ValueError(
+            f"{fn}: guide batch and spatial sizes {tuple(gshape)} do not match the image's "
+            f"{tuple(ishape)} (image shape {image.shape}, guide shape {guide.shape})")
+    return lay
+
+
+def _finish(xp, out, dtype):
+    """Back to the input dtype: integers rounded to nearest and clipped to their range."""
+    if dtype.kind == "u":
+        info = np.iinfo(dtype)
+        return xp.clip(xp.rint(out), info.min, info.max).astype(dtype)
+    return out.astype(dtype, copy=False)
+
+
+def _gaussian_1d(radius, sigma, dtype):
+    d = np.arange(-radius, radius + 1, dtype=np.float64)
+    return np.exp(-0.5 * (d / sigma) ** 2).astype(dtype)
+
+
+def _weighted_sum(fn, xp, x, guide, w2d, border, radius, ct):
+    """Σ_j W·K·[x_j, 1] for every pixel: ``x`` [B, C, H, W], ``guide`` [B, Cg, H, W] already
+    divided by σ_c; returns (numerator [B, C, H, W], denominator [B, 1, H, W])."""
+    B, C, H, W = x.shape
+    ones = xp.ones((B, 1, H, W), dtype=ct)
+    xx = xp.concatenate([x.astype(ct, copy=False), ones], axis=1)
+    if border == "renormalize":
+        pad = radius
+    else:
+        widths = ((0, 0), (0, 0), (radius, radius), (radius, radius))
+        mode = _PAD_MODE[border]
+        if mode == "reflect" and (H == 1 or W == 1):
+            mode = "edge"  # a 1-pixel axis has nothing to reflect
+        xx = xp.pad(xx, widths, mode=mode)
+        guide = xp.pad(guide, widths, mode=mode)
+        if border == "constant":
+            xx[:, C:] = 1  # the padded pixels still count in the denominator
+        pad = 0
+    weight = xp.asarray(w2d.reshape(1, 1, *w2d.shape).astype(ct))
+    out, _ = _api.pacconv2d_fused(xp.ascontiguousarray(xx), xp.ascontiguousarray(guide), weight,
+                                  padding=pad, shared_filters=True, kernel_type="gaussian")
+    return out[:, :C], out[:, C:]
+
+
+# --------------------------------------------------------------------------- public filters
+def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None, radius=None,
+                           border="reflect", channel_axis=None, guide_channel_axis="auto"):
+    """Joint (cross) bilateral filter of ``image`` with edges taken from ``guide``.
+
+    Parameters
+    ----------
+    image : array
+        uint8, uint16, float16/32/64; layout set by ``channel_axis`` (module docstring).
+    guide : array
+        Same batch and spatial sizes as ``image``, any number of channels.
+    sigma_spatial : float
+        σ_s in pixels of the spatial Gaussian.
+    sigma_color : float or None
+        σ_c in guide units of the colour Gaussian (Euclidean distance over guide channels).
+        None: the standard deviation of the guide.
+    radius : int or None
+        Window half-size (square window of side 2·radius + 1); None: ⌈3σ_s⌉.
+    border : {'reflect', 'nearest', 'constant', 'renormalize'}
+    channel_axis, guide_channel_axis : int or None
+        See the module docstring.
+
+    Returns
+    -------
+    array of ``image``'s shape, dtype and library.
+    """
+    fn = "joint_bilateral_filter"
+    xp, image = _as_array(fn, "image", image)
+    xpg, guide = _as_array(fn, "guide", guide)
+    if xpg is not xp:
+        raise TypeError(f"{fn}: image is a {xp.__name__} array but guide a {xpg.__name__} array")
+    sigma_spatial = _positive(fn, "sigma_spatial", sigma_spatial)
+    sigma_color = _positive(fn, "sigma_color", sigma_color, allow_none=True)
+    r = _radius(fn, radius, sigma_spatial)
+    border = _border(fn, border)
+    lay = _Layout(fn, "image", image, channel_axis)
+    glay = _guide_layout(fn, lay, image, guide, guide_channel_axis)
+    ct = _compute_dtype(image.dtype)
+    x = lay.to_bchw(xp, image)
+    g = glay.to_bchw(xp, guide).astype(ct)
+    if sigma_color is None:
+        sigma_color = float(g.std())
+        if not sigma_color > 0:
+            sigma_color = 1.0  # a constant guide: every weight is 1 whatever σ_c is
+    g = g / ct.type(sigma_color)
+    ws = _gaussian_1d(r, sigma_spatial, ct)
+    num, den = _weighted_sum(fn, xp, x, g, np.outer(ws, ws), border, r, ct)
+    # den ≥ the centre tap's weight w_s(0)·w_c(0) = 1 > 0 for every border mode
+    return _finish(xp, lay.from_bchw(xp, num / den), image.dtype)
+
+
+def bilateral_filter(image, *, sigma_spatial=1.0, sigma_color=None, radius=None,
+                     border="reflect", channel_axis=None):
+    """Bilateral filter: :func:`joint_bilateral_filter` guided by the image itself."""
+    return joint_bilateral_filter(image, image, sigma_spatial=sigma_spatial,
+                                  sigma_color=sigma_color, radius=radius, border=border,
+                                  channel_axis=channel_axis)
+
+
+def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_color=None,
+                             radius=None, border="renormalize", channel_axis=None,
+                             guide_channel_axis="auto", confidence=None):
+    """Joint bilateral upsampling (Kopf et al. 2007) of ``low`` by an integer ``factor``,
+    guided by the high-resolution ``guide``.
+
+    Low-res sample n stands for high-res pixel n·f + (f−1)//2 (point sampling). Output pixel Y
+    averages the samples n with |n·f + (f−1)//2 − Y|∞ ≤ radius (high-res pixels), weighted by
+    w_s(Y − n·f − (f−1)//2) · w_c(guide[Y] − guide[n·f + (f−1)//2]) (and ``confidence[n]``).
+
+    Parameters
+    ----------
+    low : array
+        [..., h, w] image (layout as in :func:`joint_bilateral_filter`).
+    guide : array
+        [..., h·factor, w·factor] guide (any number of channels).
+    factor : int ≥ 2
+    sigma_spatial : float or None
+        σ_s in high-res pixels; None: factor / 2 (half the sample spacing).
+    sigma_color : float or None
+        σ_c in guide units; None: the guide's standard deviation.
+    radius : int or None
+        None: ⌊3·factor / 2⌋ (1.5 sample spacings).
+    border : 'renormalize'
+        Samples beyond the image are left out. Reflected or repeated samples would pair a
+        value with the colour of a pixel it was not measured at, so no padding mode is offered.
+    confidence : array or None
+        Per-sample weights ≥ 0 of ``low``'s batch and spatial shape (0: missing sample); where a
+        pixel receives no weight at all the result is NaN for float inputs (0 for integers).
+    """
+    fn = "joint_bilateral_upsample"
+    xp, low = _as_array(fn, "low", low)
+    _, guide = _as_array(fn, "guide", guide)
+    try:
+        f = operator.index(factor)
+    except TypeError:
+        raise TypeError(f"{fn}: factor must be an integer >= 2, got {factor!r}") from None
+    if f < 2:
+        raise ValueError(f"{fn}: factor must be an integer >= 2, got {factor!r}")
+    sigma_spatial = _positive(fn, "sigma_spatial", f / 2 if sigma_spatial is None
+                              else sigma_spatial)
+    sigma_color = _positive(fn, "sigma_color", sigma_color, allow_none=True)
+    r = 3 * f // 2 if radius is None else _radius(fn, radius, sigma_spatial)
+    o = (f - 1) // 2
+    if r < f - 1 - o:
+        raise ValueError(f"{fn}: radius={r} leaves high-res pixels without a sample in reach; "
+                         f"need radius >= {f - 1 - o} for factor {f}")
+    _border(fn, border, ("renormalize",))
+    lay = _Layout(fn, "low", low, channel_axis)
+    ct = _compute_dtype(low.dtype)
+    x = lay.to_bchw(xp, low).astype(ct)
+    B, C, h, w = x.shape
+    H, W = h * f, w * f
+    if guide_channel_axis == "auto":
+        guide_channel_axis = lay.caxis if guide.ndim == low.ndim else None
+    g = _Layout(fn, "guide", guide, guide_channel_axis).to_bchw(xp, guide).astype(ct)
+    if g.shape[0] != B or tuple(g.shape[2:]) != (H, W):
+        raise ValueError(f"{fn}: guide has shape {guide.shape}: batch and spatial sizes "
+                         f"{(g.shape[0],) + tuple(g.shape[2:])}, expected {(B, H, W)} "
+                         f"(low {low.shape} times factor {f})")
+    if confidence is None:
+        conf = xp.ones((B, 1, h, w), dtype=ct)
+    else:
+        _, confidence = _as_array(fn, "confidence", confidence)
+        conf = xp.asarray(confidence, dtype=ct).reshape(B, 1, h, w)
+        if bool((conf < 0).any()):
+            raise ValueError(f"{fn}: confidence must be >= 0")
+    if sigma_color is None:
+        sigma_color = float(g.std()) or 1.0
+    g = g / ct.type(sigma_color)
+    # transposed PAC geometry: kernel k = 2r+1 on the output grid, sample n at n·f + o
+    k = 2 * r + 1
+    p = r - o
+    op = (f - 1) % 2
+    ws = _gaussian_1d(r, sigma_spatial, ct)  # w_s(j − r): the tap j's offset from its sample
+    weight = xp.asarray(np.outer(ws, ws).reshape(1, 1, k, k))
+    xx = xp.concatenate([x * conf, conf], axis=1)
+    out, _ = _api.pacconv_transpose2d_fused(xp.ascontiguousarray(xx), xp.ascontiguousarray(g),
+                                            weight, stride=f, padding=p, output_padding=op,
+                                            shared_filters=True, kernel_type="gaussian")
+    num, den = out[:, :C], out[:, C:]
+    tiny = np.finfo(ct).tiny
+    res = xp.where(den >= tiny, num / xp.where(den >= tiny, den, 1), xp.nan)
+    if low.dtype.kind == "u":
+        res = xp.nan_to_num(res, nan=0.0)
+    return _finish(xp, lay.from_bchw(xp, res, (H, W)), low.dtype)
+
+
+def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0,
+                           border="renormalize", channel_axis=None):
+    """Detail-preserving pooling (Saeedan et al. 2018) as PAC pooling.
+
+    out_i = Σ_j D_ij v_j / Σ_j D_ij, D_ij = α + (‖v_j − ṽ_i‖² + ε²)^λ per channel, over the
+    kernel_size² window of output i (stride ``stride``, centred, ``padding = kernel_size // 2``);
+    ṽ: the input smoothed by the 3 × 3 binomial filter [1 2 1]ᵀ[1 2 1]/16 (pacnp's 'gaussian'
+    smoothing), ε = 0.01 (pacnp's fixed ε² = 10⁻⁴). λ > 0 favours pixels unlike their
+    neighbourhood (details), λ < 0 smooth regions; α ≥ 0 blends in average pooling.
+    ``border``: 'renormalize' (outside taps left out) or a padding mode.
+    """
+    fn = "detail_preserving_pool"
+    xp, image = _as_array(fn, "image", image)
+    try:
+        k = operator.index(kernel_size)
+        s = operator.index(stride)
+    except TypeError:
+        raise TypeError(f"{fn}: kernel_size and stride must be integers, got {kernel_size!r}, "
+                        f"{stride!r}") from None
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"{fn}: kernel_size must be an odd integer >= 1, got {kernel_size!r}")
+    if s < 1:
+        raise ValueError(f"{fn}: stride must be an integer >= 1, got {stride!r}")
+    try:
+        alpha, lam = float(alpha), float(lam)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: alpha and lam must be numbers, got {alpha!r}, {lam!r}") from None
+    if not (alpha >= 0 and math.isfinite(alpha) and math.isfinite(lam)):
+        raise ValueError(f"{fn}: need a finite alpha >= 0 and a finite lam, got {alpha}, {lam}")
+    border = _border(fn, border)
+    lay = _Layout(fn, "image", image, channel_axis)
+    ct = _compute_dtype(image.dtype)
+    x = xp.ascontiguousarray(lay.to_bchw(xp, image).astype(ct))
+    r = k // 2
+    pad = r
+    if border != "renormalize":
+        widths = ((0, 0), (0, 0), (r, r), (r, r))
+        mode = _PAD_MODE[border]
+        if mode == "reflect" and min(x.shape[2:]) == 1:
+            mode = "edge"
+        x = xp.ascontiguousarray(xp.pad(x, widths, mode=mode))
+        pad = 0
+    # pacnp's inverse kernel is α + (s + ε²)^(λ'/2) with s = ‖Δ‖²: λ' = 2λ
+    out, _ = _api.pacpool2d_fused(x, x, k, stride=s, padding=pad,
+                                  kernel_type=f"inv_{alpha!r}_{2 * lam!r}_fixed",
+                                  smooth_kernel_type="gaussian", channel_wise=True,
+                                  normalize_kernel=True)
+    return _finish(xp, lay.from_bchw(xp, out, out.shape[2:]), image.dtype)
