@@ -209,8 +209,11 @@ def _weighted_sum(fn, xp, x, guide, w2d, border, radius, ct):
     """Σ_j W·K·[x_j, 1] for every pixel: ``x`` [B, C, H, W], ``guide`` [B, Cg, H, W] already
     divided by σ_c; returns (numerator [B, C, H, W], denominator [B, 1, H, W])."""
     B, C, H, W = x.shape
-    ones = xp.ones((B, 1, H, W), dtype=ct)
-    xx = xp.concatenate([x.astype(ct, copy=False), ones], axis=1)
+    # one copy into [x, 1] (x is usually a transposed view of an H×W×C image: this copy is the
+    # transposition); concatenate() would copy twice
+    xx = xp.empty((B, C + 1, H, W), dtype=ct)
+    xx[:, :C] = x
+    xx[:, C] = 1
     if border == "renormalize":
         pad = radius
     else:
