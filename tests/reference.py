@@ -593,3 +593,119 @@ def pacpool2d_backward(grad_output, x, kernel, kernel_size, *, stride=1, padding
         dK[:, :, i, j] = np.sum(g * xs, axis=1, keepdims=True) if K.shape[1] == 1 else g * xs
         _scatter_add(dx, rows, cols, v2, g * K[:, :, i, j])
     return dx, dK
+
+
+# ----------------------------------------------------------------------------- mean-field CRF
+# The CRF of the paper's Sec. 5 (pacnp/crf.py's module docstring), written from the update
+#   L_t = w_u·U − Σ_m w_m · μ_m(Up_m(P_m(Down_m(softmax(L_{t−1})))))
+# with the pooling and the bilinear upsampling written from torch's definitions
+# (avg_pool2d(count_include_pad=False), interpolate(mode="bilinear", align_corners=False)),
+# independently of pacnp's transposed-convolution formulation of them.
+
+CRF_COMPAT_TYPES = ("na", "2d", "4d", "potts")
+
+
+def crf_blur_pad(n, b):
+    """Per-axis padding that makes an axis of n pixels a multiple of b, split over both sides."""
+    return ((-n) % b + 1) // 2
+
+
+def crf_avg_pool(x, b):
+    """b×b mean over the pixels inside the image, stride b, padding ``crf_blur_pad``."""
+    x = _f64(x, 4, "x")
+    B, C, H, W = x.shape
+    ph, pw = crf_blur_pad(H, b), crf_blur_pad(W, b)
+    mh, mw = (H + 2 * ph - b) // b + 1, (W + 2 * pw - b) // b + 1
+    out = np.zeros((B, C, mh, mw))
+    for y in range(mh):
+        r0, r1 = max(y * b - ph, 0), min(y * b - ph + b, H)
+        for xx in range(mw):
+            c0, c1 = max(xx * b - pw, 0), min(xx * b - pw + b, W)
+            out[:, :, y, xx] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+    return out
+
+
+def _bilinear_matrix(n_in, n_out, s):
+    """A[Y, i]: torch's align_corners=False weights, source ``max((Y + ½)/s − ½, 0)``."""
+    A = np.zeros((n_out, n_in))
+    for Y in range(n_out):
+        src = max((Y + 0.5) / s - 0.5, 0.0)
+        i0 = int(np.floor(src))
+        i1 = min(i0 + 1, n_in - 1)
+        lam = src - i0
+        A[Y, i0] += 1.0 - lam
+        A[Y, i1] += lam
+    return A
+
+
+def crf_upsample(z, b, out_hw):
+    """Bilinear upsampling by b, then the crop ``[pad : pad + H]`` back to ``out_hw``."""
+    z = _f64(z, 4, "z")
+    H, W = out_hw
+    mh, mw = z.shape[2:]
+    Ay = _bilinear_matrix(mh, mh * b, b)
+    Ax = _bilinear_matrix(mw, mw * b, b)
+    up = np.einsum("Yi,bcij,Xj->bcYX", Ay, z, Ax)
+    ph, pw = crf_blur_pad(H, b), crf_blur_pad(W, b)
+    return up[:, :, ph:ph + H, pw:pw + W]
+
+
+def _crf_field(term, name, default=None):
+    if isinstance(term, dict):
+        return term.get(name, default)
+    return getattr(term, name, default)
+
+
+def _crf_softmax(L):
+    e = np.exp(L - L.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def crf_message(Q, feat, term):
+    """``μ(Up(P(Down(Q))))`` of one pairwise term (without its weight)."""
+    kind = _crf_field(term, "compat_type")
+    assert kind in CRF_COMPAT_TYPES, kind
+    filt = _f64(_crf_field(term, "filter"), 4, "filter")
+    d = int(_crf_field(term, "dilation", 1))
+    b = int(_crf_field(term, "blur", 1))
+    kh, kw = filt.shape[2:]
+    pad = (d * (kh - 1) // 2, d * (kw - 1) // 2)
+    X = Q if b == 1 else crf_avg_pool(Q, b)
+    if kind == "na":  # no adaptive kernel: K ≡ 1
+        K = np.ones((X.shape[0], 1, kh, kw) + X.shape[2:])
+    else:
+        f = _f64(feat, 4, "feat")
+        if b > 1:
+            f = crf_avg_pool(f, b)
+        K, _ = packernel2d(f, (kh, kw), padding=pad, dilation=d)
+    Y = pacconv2d(X, K, filt, padding=pad, dilation=d, shared_filters=kind in ("2d", "potts"))
+    if kind == "2d":
+        Y = np.einsum("oc,bchw->bohw", _f64(_crf_field(term, "compat"), 2, "compat"), Y)
+    elif kind == "potts":
+        Y = -Y
+    return Y if b == 1 else crf_upsample(Y, b, Q.shape[2:])
+
+
+def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output="log_Q",
+           logQ=None):
+    """Mean-field inference, float64: ``num_steps`` updates from ``logQ`` (default ``unary``),
+    then ``final_output`` ∈ {log_Q, softmax, log_softmax}. ``edge_feat``: one array for all
+    terms or a list (one per term)."""
+    U = _f64(unary, 4, "unary")
+    feats = list(edge_feat) if isinstance(edge_feat, (list, tuple)) else [edge_feat] * len(terms)
+    L = U if logQ is None else _f64(logQ, 4, "logQ")
+    for _ in range(num_steps):
+        Q = _crf_softmax(L)
+        L = float(unary_weight) * U
+        for term, f in zip(terms, feats):
+            L = L - float(_crf_field(term, "weight", 1.0)) * crf_message(Q, f, term)
+    if final_output == "softmax":
+        return _crf_softmax(L)
+    if final_output == "log_softmax":
+        s = L - L.max(axis=1, keepdims=True)
+        return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+    assert final_output == "log_Q", final_output
+    return L
+
+
+__all__ += ["crf_avg_pool", "crf_upsample", "crf_message", "paccrf"]

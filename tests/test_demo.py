@@ -186,6 +186,7 @@ def test_colorize_maps_the_range_and_blacks_out_invalid():
 def test_main_rejects_bad_arguments(capsys):
     assert demo.main(["--factors", "1"]) == 2
     assert demo.main(["--downsample", "bicubic"]) == 2
+    assert demo.main(["--only", "sharpening"]) == 2
     assert "usage" in capsys.readouterr().err
     with pytest.raises(ValueError, match="factor"):
         demo.pac_geometry(1)
@@ -199,7 +200,8 @@ def test_main_on_the_real_data_factor_8(tmp_path, capsys):
     (about 2 s here once numba has cached its kernels)."""
     from PIL import Image
 
-    assert demo.main(["--out", str(tmp_path), "--factors", "8"]) == 0
+    assert demo.main(["--out", str(tmp_path), "--factors", "8", "--only", "upsampling"]) == 0
+    assert not (tmp_path / "denoising.png").exists()  # --only ran one part
     png = tmp_path / "upsampling_x8.png"
     assert png.is_file()
     with Image.open(png) as im:
@@ -209,3 +211,26 @@ def test_main_on_the_real_data_factor_8(tmp_path, capsys):
     assert len(row) == 1
     rmse_bilinear, rmse_pac = float(row[0][2]), float(row[0][3])
     assert rmse_pac < rmse_bilinear
+
+
+def test_psnr():
+    a = np.zeros((4, 4))
+    assert demo.psnr(a, a) == float("inf")
+    assert demo.psnr(a + 255.0, a) == pytest.approx(0.0)
+    assert demo.psnr(a + 25.5, a) == pytest.approx(20.0)
+
+
+def test_tour_denoising_raises_the_psnr(tmp_path):
+    """Bilateral filtering of the noisy astronaut: the PSNR must rise by several dB."""
+    p0, p1, _, png = demo.run_denoise(tmp_path, log=lambda *a: None)
+    assert png.is_file()
+    assert 20.0 < p0 < 25.0  # σ_n = 20 noise: ~22.7 dB
+    assert p1 > p0 + 5.0  # measured 30.0 dB
+
+
+def test_tour_crf_raises_the_accuracy(tmp_path):
+    """crf_refine on the speckled per-pixel segmentation of the noisy coffee photo."""
+    acc0, acc1, _, png = demo.run_crf(tmp_path, log=lambda *a: None)
+    assert png.is_file()
+    assert 0.7 < acc0 < 0.85  # measured 78.5 %
+    assert acc1 > acc0 + 0.08  # measured 91.3 %

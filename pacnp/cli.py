@@ -1,0 +1,974 @@
+"""The ``pacnp`` command line: pixel-adaptive filters on image files.
+
+::
+
+    pacnp filter IN -o OUT [--guide G] [--sigma-spatial S] [--sigma-color S] [--radius R]
+                           [--border B]
+    pacnp upsample LOW --guide RGB --factor N -o OUT [--confidence C]
+    pacnp crf PROBS --image RGB -o LABELS
+    pacnp demo [demo options]       (python -m pacnp.demo)
+    pacnp bench [bench options]     (python -m pacnp.bench: the ratio table)
+
+with ``--backend cpu|cuda``, ``--threads N`` and ``--quiet`` on every computing command (before
+or after the subcommand). ``python -m pacnp`` is the same program.
+
+Files: PNG (8 and 16 bit, grey, grey+alpha, RGB, RGBA), TIFF (anything tifffile reads and
+writes, stacks included), ``.npy``, ``.npz`` (the first array, or ``--key``). The format is the
+file name's extension. Integer images stay integer: pacnp.filters returns the input's dtype.
+
+Layout: a 2-D array is one grey image; a 3-D array is H×W×C and a 4-D one N×H×W×C (a batch)
+unless ``--channel-axis`` says otherwise (``none``: no channel axis, the last two axes are the
+image and any before them a batch; an integer: that axis holds the channels).
+
+Work is split into batches and horizontal tiles of ``--tile-rows`` output rows, each computed
+with the halo of input rows its window reaches, so that the result is exactly the untiled
+call's; the tiles drive a progress bar on stderr that appears once a command has run for a
+second (``PACNP_PROGRESS_DELAY`` seconds; ``--quiet`` turns it off).
+
+Errors are one line, ``pacnp: error: ...``, and exit status 2 for a bad command line (argument
+values, unknown extensions, an output that is also an input) or 1 for a failure while running
+(missing or unreadable file, shapes that do not fit, a file that cannot be written). Outputs are
+written to a temporary file beside the target and renamed over it, so a failed or interrupted
+run never leaves half a file, and an input is never overwritten.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import struct
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import numba
+import numpy as np
+
+__all__ = ["main"]
+
+PROG = "pacnp"
+#: extension → format; the only files the command line reads and writes
+FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".npz": "npz"}
+#: what pacnp.filters accepts (and returns unchanged)
+IMAGE_DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
+#: a tile holds about this many output pixels when --tile-rows is not given: big enough that
+#: the halo rows computed twice cost a few percent, small enough that a megapixel image
+#: shows progress
+TILE_PIXELS = 1 << 18
+PROGRESS_DELAY_ENV = "PACNP_PROGRESS_DELAY"
+
+
+class CLIError(Exception):
+    """A problem the user can fix, reported as one line; ``code`` is the exit status."""
+
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.code = code
+
+
+def _one_line(exc):
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# --------------------------------------------------------------------------- progress
+class Progress:
+    """A progress bar on stderr for ``total`` steps.
+
+    Nothing is drawn until ``delay`` seconds have passed (work that ends sooner stays silent),
+    and nothing at all when disabled (``--quiet``). On a terminal the bar is redrawn in place
+    (at most 10 times a second); in a log file or a pipe, where carriage returns pile up, it is
+    a line at every tenth of the work instead.
+    """
+
+    def __init__(self, label, total, unit, *, enabled=True, stream=None, delay=None):
+        self.label, self.total, self.unit = label, max(int(total), 1), unit
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = enabled
+        if delay is None:
+            try:
+                delay = float(os.environ.get(PROGRESS_DELAY_ENV, "1"))
+            except ValueError:
+                delay = 1.0
+        self.delay = delay
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.t0 = time.monotonic()
+        self.done = 0
+        self.shown = False
+        self._last_draw = -math.inf
+        self._last_tenth = -1
+
+    def advance(self, n=1):
+        self.done = min(self.done + n, self.total)
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        elapsed = now - self.t0
+        if elapsed < self.delay:
+            return
+        finished = self.done >= self.total
+        if self.tty:
+            if finished or now - self._last_draw >= 0.1:
+                self.stream.write("\r" + self._line(elapsed))
+                self._last_draw = now
+                self.shown = True
+        else:
+            tenth = self.done * 10 // self.total
+            if tenth > self._last_tenth or finished:
+                self.stream.write(self._line(elapsed) + "\n")
+                self._last_tenth = tenth
+                self.shown = True
+        self.stream.flush()
+
+    def _line(self, elapsed):
+        frac = self.done / self.total
+        width = 24
+        fill = int(round(frac * width))
+        eta = ""
+        if 0 < self.done < self.total:
+            eta = f", {elapsed / self.done * (self.total - self.done):.1f}s left"
+        return (f"{self.label} [{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
+                f"{self.unit} {frac:4.0%} {elapsed:.1f}s{eta}")
+
+    def close(self):
+        if self.shown and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --------------------------------------------------------------------------- PNG codec
+# Pillow reads and writes 8-bit PNGs and 16-bit grey ones, but reads a 16-bit RGB(A) PNG as
+# 8-bit (silently dropping the low byte) and cannot write one. PNG itself is simple (zlib
+# stream of filtered rows, RFC 2083), so 16-bit colour goes through this small codec, and all
+# writing does, so that every PNG the command line writes takes one path.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}      # colour type → samples per pixel
+_PNG_COLOUR = {v: k for k, v in _PNG_CHANNELS.items()}
+
+
+def _png_chunk(tag, data):
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def png_encode(a):
+    """PNG bytes of an H×W or H×W×C (C = 1…4) uint8/uint16 array (non-interlaced)."""
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    h, w = a.shape[:2]
+    c = 1 if a.ndim == 2 else a.shape[2]
+    depth = 8 * a.dtype.itemsize
+    raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder(">")).view(np.uint8)
+    raw = raw.reshape(h, w * c * a.dtype.itemsize)
+    bpp = c * a.dtype.itemsize
+    # filter type 1 (Sub) on every row: each byte minus the same byte of the pixel to its left,
+    # modulo 256 — cheap to vectorise and it lets zlib compress smooth images far better
+    filtered = raw.copy()
+    filtered[:, bpp:] -= raw[:, :-bpp]
+    rows = np.concatenate([np.ones((h, 1), np.uint8), filtered], axis=1)
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, _PNG_COLOUR[c], 0, 0, 0)
+    return (_PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr)
+            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + _png_chunk(b"IEND", b""))
+
+
+@numba.njit(cache=True)
+def _png_unfilter(rows, bpp):
+    """Undo the PNG row filters (RFC 2083 Sec. 6); a sequential recurrence along each row, so
+    a compiled loop rather than NumPy. Returns (bytes, index of a row with a bad filter or -1)."""
+    h, n = rows.shape
+    stride = n - 1
+    out = np.zeros((h, stride), np.uint8)
+    for y in range(h):
+        ft = rows[y, 0]
+        if ft > 4:
+            return out, y
+        for i in range(stride):
+            x = np.int64(rows[y, i + 1])
+            a = np.int64(out[y, i - bpp]) if i >= bpp else np.int64(0)
+            b = np.int64(out[y - 1, i]) if y > 0 else np.int64(0)
+            c = np.int64(out[y - 1, i - bpp]) if (y > 0 and i >= bpp) else np.int64(0)
+            if ft == 1:
+                x += a
+            elif ft == 2:
+                x += b
+            elif ft == 3:
+                x += (a + b) // 2
+            elif ft == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                if pa <= pb and pa <= pc:
+                    x += a
+                elif pb <= pc:
+                    x += b
+                else:
+                    x += c
+            out[y, i] = x & 0xFF
+    return out, -1
+
+
+def _png_header(data):
+    """(width, height, bit depth, colour type, interlace) from the IHDR chunk, or None."""
+    if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    return w, h, depth, colour, interlace
+
+
+def png_decode16(data):
+    """H×W×C uint16 array of a non-interlaced 16-bit colour PNG (colour types 2, 4, 6)."""
+    w, h, depth, colour, interlace = _png_header(data)
+    if interlace:
+        raise ValueError("interlaced 16-bit colour PNGs are not supported; save it without "
+                         "interlacing or as TIFF")
+    c = _PNG_CHANNELS[colour]
+    idat, pos = [], 8
+    while pos + 8 <= len(data):
+        (length,), tag = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        if len(body) != length:
+            raise ValueError(f"truncated PNG chunk {tag!r}")
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length] or b"\0" * 4)
+        if zlib.crc32(tag + body) != crc:
+            raise ValueError(f"corrupt PNG: bad CRC in chunk {tag.decode('latin-1')!r}")
+        if tag == b"IDAT":
+            idat.append(body)
+        elif tag == b"IEND":
+            break
+        pos += 12 + length
+    bpp = c * depth // 8
+    raw = zlib.decompress(b"".join(idat))
+    if len(raw) != h * (1 + w * bpp):
+        raise ValueError(f"corrupt PNG: {len(raw)} bytes of pixel data for {w}x{h}x{c} 16-bit")
+    rows = np.frombuffer(raw, np.uint8).reshape(h, 1 + w * bpp)
+    out, bad = _png_unfilter(rows, bpp)
+    if bad >= 0:
+        raise ValueError(f"corrupt PNG: unknown filter type {rows[bad, 0]} in row {bad}")
+    return out.view(">u2").astype(np.uint16).reshape(h, w, c)
+
+
+def _read_png(path):
+    data = Path(path).read_bytes()
+    head = _png_header(data)
+    if head is None:
+        raise ValueError("not a PNG file")
+    if head[2] == 16 and head[3] in (2, 4, 6):
+        return png_decode16(data)
+    from PIL import Image  # a dependency of scikit-image and of the cli extra
+
+    with Image.open(path) as im:
+        im.load()
+        if im.mode == "P":  # palette: the colours, not the indices
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif im.mode == "1":
+            im = im.convert("L")
+        a = np.array(im)
+    if a.dtype.kind == "i" and a.dtype.itemsize > 2:  # Pillow's 'I' mode of a 16-bit grey PNG
+        a = a.astype(np.uint16)
+    return a
+
+
+# --------------------------------------------------------------------------- files
+def _format(path, what):
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise CLIError(f"{what} {path}: unknown extension {Path(path).suffix or '(none)'!r}; "
+                       f"use one of {' '.join(sorted(set(FORMATS)))}", code=2)
+    return fmt
+
+
+def read_array(path, *, key=None, what="input"):
+    """The array stored in ``path`` (format from the extension), in native byte order."""
+    fmt = _format(path, what)
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"{what} {path}: no such file")
+    if p.is_dir():
+        raise CLIError(f"{what} {path}: is a directory, not a file")
+    try:
+        if fmt == "npy":
+            a = np.load(p, allow_pickle=False)
+            if not isinstance(a, np.ndarray):  # an .npz archive under an .npy name
+                a.close()
+                raise ValueError("not an .npy file (an .npz archive? rename it)")
+        elif fmt == "npz":
+            with np.load(p, allow_pickle=False) as z:
+                names = list(z.files)
+                if not names:
+                    raise CLIError(f"{what} {path}: the archive holds no arrays")
+                if key is None:
+                    key = names[0]
+                elif key not in names:
+                    raise CLIError(f"{what} {path} has no array {key!r}; it holds "
+                                   f"{', '.join(names)}")
+                a = z[key]
+        elif fmt == "tiff":
+            import tifffile
+            a = tifffile.imread(p)
+        else:
+            a = _read_png(p)
+    except CLIError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to decode is "unreadable"
+        raise CLIError(f"cannot read {what} {path}: {_one_line(exc)}") from None
+    a = np.asarray(a)
+    if a.dtype.byteorder not in "=|":  # big-endian TIFF/npy: the kernels want native order
+        a = a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+def _check_writable(path, dtype, shape, what="output"):
+    """Fail before computing if ``path``'s format cannot hold the result."""
+    fmt = _format(path, what)
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise CLIError(f"{what} {path}: folder {parent} does not exist")
+    if Path(path).is_dir():
+        raise CLIError(f"{what} {path}: is a directory")
+    if fmt == "png":
+        if np.dtype(dtype) not in (np.uint8, np.uint16):
+            raise CLIError(f"{what} {path}: PNG holds uint8 or uint16 images but the result is "
+                           f"{np.dtype(dtype)}; write .tif, .npy or .npz instead")
+        if not (len(shape) == 2 or (len(shape) == 3 and 1 <= shape[2] <= 4)):
+            raise CLIError(f"{what} {path}: PNG holds one H×W image with 1 to 4 channels "
+                           f"(channels last) but the result has shape {tuple(shape)}; write "
+                           f".tif, .npy or .npz instead")
+    return fmt
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_array(path, a, *, key="arr_0", what="output"):
+    """Write ``a`` to ``path`` atomically: a temporary file in the same folder (same file
+    system, so the rename is atomic), flushed to disk, then renamed over ``path``."""
+    fmt = _check_writable(path, a.dtype, a.shape, what)
+    p = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    except OSError as exc:
+        raise CLIError(f"cannot write {what} {path}: {_one_line(exc)}") from None
+    os.close(fd)  # reopened by name: tifffile wants a file object whose name is a path
+    try:
+        with open(tmp, "wb") as f:
+            if fmt == "npy":
+                np.save(f, a, allow_pickle=False)
+            elif fmt == "npz":
+                np.savez_compressed(f, **{key: a})
+            elif fmt == "tiff":
+                import tifffile
+                # channels-last colour as RGB(A) so that viewers show it; anything else as
+                # grey pages (tifffile's shape metadata brings any shape back as written)
+                rgb = a.ndim >= 3 and a.shape[-1] in (3, 4)
+                tifffile.imwrite(f, a, photometric="rgb" if rgb else "minisblack",
+                                 planarconfig="contig" if rgb else None)
+            else:
+                f.write(png_encode(a))
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, p)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, Exception):
+            raise CLIError(f"cannot write {what} {path}: {_one_line(exc)}") from None
+        raise
+
+
+def _refuse_overwrite(output, inputs):
+    """An output path naming one of the inputs (after resolving links and ``..``) is refused."""
+    out = Path(output)
+    for name, path in inputs:
+        if path is None:
+            continue
+        same = out.resolve() == Path(path).resolve()
+        if not same and out.exists() and Path(path).exists():
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(out, path)  # hard links
+        if same:
+            raise CLIError(f"-o {output} is the {name} {path}; pacnp never overwrites an input, "
+                           f"choose another output path", code=2)
+
+
+# --------------------------------------------------------------------------- layouts
+class Layout:
+    """A user's array seen as N×H×W×C (batch, image, channels last) and back."""
+
+    def __init__(self, a, channel_axis, what, path):
+        nd = a.ndim
+        if channel_axis == "auto":
+            channel_axis = None if nd == 2 else -1
+        if channel_axis is None:
+            if nd < 2:
+                raise CLIError(f"{what} {path} has shape {a.shape}: an image needs 2 axes")
+            self.axis = None
+            moved = a[..., None]
+        else:
+            if not -nd <= channel_axis < nd or nd < 3:
+                raise CLIError(f"{what} {path} has shape {a.shape}: no channel axis "
+                               f"{channel_axis} beside two image axes (see --channel-axis)")
+            self.axis = channel_axis % nd
+            moved = np.moveaxis(a, self.axis, -1)
+        self.moved_shape = moved.shape
+        self.nhwc = moved.reshape((-1,) + moved.shape[-3:])
+        n, h, w, c = self.nhwc.shape
+        if h < 1 or w < 1:
+            raise CLIError(f"{what} {path} has shape {a.shape}: an empty image")
+
+    @property
+    def hw(self):
+        return self.nhwc.shape[1:3]
+
+    def restore(self, out):
+        """``out`` (N×H'×W'×C') back in the user's layout."""
+        shape = self.moved_shape[:-3] + out.shape[1:]
+        o = out.reshape(shape)
+        return o[..., 0] if self.axis is None else np.moveaxis(o, -1, self.axis)
+
+
+def _size(hw):
+    return f"{hw[1]}x{hw[0]}"
+
+
+def _check_image_dtype(a, what, path):
+    if a.dtype.name not in IMAGE_DTYPES:
+        raise CLIError(f"{what} {path} has dtype {a.dtype}; pacnp filters take "
+                       f"{', '.join(IMAGE_DTYPES)}")
+
+
+def _compute_dtype(dtype):
+    """pacnp.filters computes in float64 for float64 images and in float32 otherwise."""
+    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
+
+
+def _guide_sigma(guide, dtype):
+    """The default σ_c of pacnp.filters — the guide's standard deviation, computed in the
+    image's compute dtype over the channels-first copy the library makes — evaluated once
+    over the whole guide so that every tile uses the value the untiled call would."""
+    g = np.ascontiguousarray(np.moveaxis(guide, -1, 1)).astype(_compute_dtype(dtype))
+    s = float(g.std())
+    return s if s > 0 else 1.0  # a constant guide: every colour weight is 1 whatever σ_c is
+
+
+def _row_tiles(height, rows):
+    rows = height if rows <= 0 else rows
+    return [(y, min(y + rows, height)) for y in range(0, height, rows)]
+
+
+def _tile_rows(args, width, reach):
+    if args.tile_rows is not None:
+        return args.tile_rows
+    return max(-(-TILE_PIXELS // width), 8 * reach)
+
+
+# --------------------------------------------------------------------------- devices
+class Device:
+    """Where the filters run: NumPy arrays on the CPU, or CuPy arrays on the GPU."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        if backend == "cuda":
+            try:
+                import cupy
+            except ImportError:
+                raise CLIError("--backend cuda needs CuPy and numba-cuda: pip install "
+                               "'pacnp[cupy]' (or the CuPy wheel of your CUDA, e.g. "
+                               "cupy-cuda12x)") from None
+            try:
+                count = cupy.cuda.runtime.getDeviceCount()
+            except Exception as exc:  # noqa: BLE001 - CuPy raises its own runtime errors
+                raise CLIError(f"--backend cuda: no usable CUDA GPU ({_one_line(exc)})") from None
+            if count < 1:
+                raise CLIError("--backend cuda: no CUDA GPU found")
+            self._cupy = cupy
+
+    def put(self, a):
+        if a is None or self.backend == "cpu":
+            return a
+        return self._cupy.asarray(np.ascontiguousarray(a))
+
+    def get(self, a):
+        return a if self.backend == "cpu" else self._cupy.asnumpy(a)
+
+
+def _set_threads(n):
+    if n is None:
+        return
+    try:
+        numba.set_num_threads(n)
+    except ValueError as exc:
+        raise CLIError(f"--threads {n}: {_one_line(exc)} (NUMBA_NUM_THREADS="
+                       f"{numba.config.NUMBA_NUM_THREADS})", code=2) from None
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_filter(args, device, progress):
+    from . import filters
+
+    image = read_array(args.input, key=args.key, what="input")
+    _check_image_dtype(image, "input", args.input)
+    lay = Layout(image, args.channel_axis, "input", args.input)
+    if args.guide is None:
+        glay = lay
+    else:
+        guide = read_array(args.guide, key=args.guide_key, what="guide")
+        _check_image_dtype(guide, "guide", args.guide)
+        gaxis = args.guide_channel_axis
+        if gaxis == "auto" and args.channel_axis != "auto" and guide.ndim == image.ndim:
+            gaxis = args.channel_axis  # the same layout as the image, as pacnp.filters does
+        glay = Layout(guide, gaxis, "guide", args.guide)
+        if glay.hw != lay.hw:
+            raise CLIError(f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but "
+                           f"input {args.input} is {_size(lay.hw)} (shapes {guide.shape} and "
+                           f"{image.shape}); the guide must have the image's size")
+        if glay.nhwc.shape[0] not in (1, lay.nhwc.shape[0]):
+            raise CLIError(f"shape mismatch: guide {args.guide} holds {glay.nhwc.shape[0]} "
+                           f"images but input {args.input} {lay.nhwc.shape[0]}; give one guide "
+                           f"or one per image")
+    _check_writable(args.output, image.dtype, image.shape)
+
+    x, g = lay.nhwc, glay.nhwc
+    n, h, w, _ = x.shape
+    radius = filters.default_radius(args.sigma_spatial) if args.radius is None else args.radius
+    sigma_color = args.sigma_color if args.sigma_color is not None else _guide_sigma(g, x.dtype)
+    opts = dict(sigma_spatial=args.sigma_spatial, sigma_color=sigma_color, radius=radius,
+                border=args.border, channel_axis=-1, guide_channel_axis=-1)
+    out = np.empty_like(x)
+    tiles = _row_tiles(h, _tile_rows(args, w, radius))
+    with progress("pacnp filter", n * len(tiles), "tiles") as bar:
+        for b in range(n):
+            gb = b if g.shape[0] > 1 else 0
+            for y0, y1 in tiles:
+                # output rows y0..y1 see input rows within the radius: compute on those and
+                # keep the middle; the halo's own border handling never reaches kept rows
+                lo, hi = max(0, y0 - radius), min(h, y1 + radius)
+                res = filters.joint_bilateral_filter(device.put(x[b, lo:hi]),
+                                                     device.put(g[gb, lo:hi]), **opts)
+                out[b, y0:y1] = device.get(res)[y0 - lo:y1 - lo]
+                bar.advance()
+    write_array(args.output, lay.restore(out), key=args.key or "image")
+    return 0
+
+
+def cmd_upsample(args, device, progress):
+    from . import filters
+
+    f = args.factor
+    low = read_array(args.input, key=args.key, what="input")
+    _check_image_dtype(low, "input", args.input)
+    lay = Layout(low, args.channel_axis, "input", args.input)
+    guide = read_array(args.guide, key=args.guide_key, what="guide")
+    _check_image_dtype(guide, "guide", args.guide)
+    gaxis = args.guide_channel_axis
+    if gaxis == "auto" and args.channel_axis != "auto" and guide.ndim == low.ndim:
+        gaxis = args.channel_axis
+    glay = Layout(guide, gaxis, "guide", args.guide)
+    h, w = lay.hw
+    H, W = h * f, w * f
+    if glay.hw != (H, W):
+        raise CLIError(f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but input "
+                       f"{args.input} ({_size(lay.hw)}) times --factor {f} is {_size((H, W))}")
+    n = lay.nhwc.shape[0]
+    if glay.nhwc.shape[0] not in (1, n):
+        raise CLIError(f"shape mismatch: guide {args.guide} holds {glay.nhwc.shape[0]} images "
+                       f"but input {args.input} {n}; give one guide or one per image")
+    conf = None
+    if args.confidence is not None:
+        c = read_array(args.confidence, key=args.confidence_key, what="confidence")
+        if c.dtype == bool:
+            c = c.astype(np.uint8)
+        _check_image_dtype(c, "confidence", args.confidence)
+        conf = Layout(c, None, "confidence", args.confidence).nhwc[..., 0]
+        if conf.shape != (n, h, w):
+            raise CLIError(f"shape mismatch: confidence {args.confidence} has shape {c.shape} "
+                           f"but input {args.input} has {n} image(s) of {_size((h, w))} pixels")
+    out_shape = lay.restore(np.empty((n, H, W, lay.nhwc.shape[3]), np.uint8)).shape
+    _check_writable(args.output, low.dtype, out_shape)
+
+    x, g = lay.nhwc, glay.nhwc
+    r = 3 * f // 2 if args.radius is None else args.radius
+    o = (f - 1) // 2  # low-res sample m sits at high-res pixel m·f + o
+    if r < f - 1 - o:
+        raise CLIError(f"--radius {r} leaves high-res pixels without a sample in reach; need "
+                       f"--radius >= {f - 1 - o} for --factor {f}", code=2)
+    sigma_color = args.sigma_color if args.sigma_color is not None else _guide_sigma(g, x.dtype)
+    opts = dict(sigma_spatial=args.sigma_spatial, sigma_color=sigma_color, radius=r,
+                channel_axis=-1, guide_channel_axis=-1)
+    out = np.empty((n, H, W, x.shape[3]), x.dtype)
+    tiles = _row_tiles(H, _tile_rows(args, W, r))
+    with progress("pacnp upsample", n * len(tiles), "tiles") as bar:
+        for b in range(n):
+            gb = b if g.shape[0] > 1 else 0
+            for y0, y1 in tiles:
+                # the samples m with |m·f + o − y| <= r for some output row y in [y0, y1);
+                # samples beyond them are out of reach, so leaving them out changes nothing
+                m0 = max(0, (y0 - r - o) // f)
+                m1 = min(h, (y1 - 1 + r - o) // f + 1)
+                res = filters.joint_bilateral_upsample(
+                    device.put(x[b, m0:m1]), device.put(g[gb, m0 * f:m1 * f]), f,
+                    confidence=None if conf is None else device.put(conf[b, m0:m1]), **opts)
+                out[b, y0:y1] = device.get(res)[y0 - m0 * f:y1 - m0 * f]
+                bar.advance()
+    write_array(args.output, lay.restore(out), key=args.key or "image")
+    return 0
+
+
+def cmd_crf(args, device, progress):
+    from . import crf
+
+    probs = read_array(args.input, key=args.key, what="probabilities")
+    if probs.dtype.kind not in "fu":
+        raise CLIError(f"probabilities {args.input} have dtype {probs.dtype}; expected floats "
+                       f"(class probabilities) or unsigned integer scores")
+    play = Layout(probs, args.channel_axis, "probabilities", args.input)
+    image = read_array(args.image, key=args.image_key, what="image")
+    _check_image_dtype(image, "image", args.image)
+    ilay = Layout(image, "auto", "image", args.image)
+    p, im = play.nhwc, ilay.nhwc
+    n, h, w, classes = p.shape
+    if ilay.hw != (h, w):
+        raise CLIError(f"shape mismatch: image {args.image} is {_size(ilay.hw)} pixels but "
+                       f"probabilities {args.input} are {_size((h, w))} (shapes {image.shape} "
+                       f"and {probs.shape}; see --channel-axis)")
+    if im.shape[0] not in (1, n):
+        raise CLIError(f"shape mismatch: image {args.image} holds {im.shape[0]} images but "
+                       f"probabilities {args.input} {n}")
+    if classes < 2:
+        raise CLIError(f"probabilities {args.input} have shape {probs.shape}: {classes} class "
+                       f"along the channel axis; expected 2 or more (see --channel-axis)")
+    label_dtype = np.uint8 if classes <= 256 else np.uint16
+    # the probabilities' shape without the class axis (classes >= 2: there is one)
+    label_shape = tuple(s for i, s in enumerate(probs.shape) if i != play.axis)
+    _check_writable(args.output, label_dtype, label_shape)
+    refined_dtype = np.float64 if probs.dtype == np.float64 else np.float32  # crf_refine's
+    if args.probabilities_out is not None:
+        _check_writable(args.probabilities_out, refined_dtype, probs.shape,
+                        "--probabilities-out")
+
+    options = {name: getattr(args, name) for name in CRF_OPTIONS
+               if getattr(args, name) is not None}
+    # crf_refine reports no progress within one call: the bar counts images
+    labels = np.empty((n, h, w), label_dtype)
+    refined = np.empty(p.shape, refined_dtype) if args.probabilities_out is not None else None
+    with progress("pacnp crf", n, "images") as bar:
+        for b in range(n):
+            q = crf.crf_refine(device.put(np.moveaxis(p[b], -1, 0)),  # crf_refine: C×H×W
+                               device.put(im[b if im.shape[0] > 1 else 0]), channel_axis=-1,
+                               **options)
+            q = np.moveaxis(np.asarray(device.get(q)), 0, -1)
+            labels[b] = np.argmax(q, axis=-1)
+            if refined is not None:
+                refined[b] = q
+            bar.advance()
+    write_array(args.output, labels.reshape(label_shape), key=args.key or "labels")
+    if refined is not None:
+        write_array(args.probabilities_out, play.restore(refined), key="probabilities",
+                    what="--probabilities-out")
+    return 0
+
+
+def _delegate(fn, argv):
+    """Run another module's ``main(argv)`` (demo, bench) and return its exit status."""
+    try:
+        code = fn(argv)
+    except SystemExit as exc:  # its own --help or usage error
+        code = exc.code
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
+
+
+# --------------------------------------------------------------------------- arguments
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``PROG: error: MESSAGE (see PROG --help)``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind, low, strict, what):
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(v) and (v > low if strict else v >= low)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+_POSITIVE = _number(float, 0, True, "a positive number")
+_RADIUS = _number(int, 0, False, "an integer >= 0")
+_FACTOR = _number(int, 2, False, "an integer >= 2")
+_COUNT = _number(int, 1, False, "an integer >= 1")
+_FINITE = _number(float, -math.inf, True, "a finite number")
+
+
+def _axis(text):
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or an integer, got {text!r}") \
+            from None
+
+
+EXAMPLES_MAIN = """\
+examples:
+  pacnp filter photo.png -o smooth.png --sigma-spatial 3 --sigma-color 20
+  pacnp filter depth.tif --guide rgb.png -o depth_jbf.tif --radius 5 --border nearest
+  pacnp upsample depth_low.npy --guide rgb.png --factor 8 -o depth.npy
+  pacnp crf probs.npy --image rgb.png -o labels.png
+  pacnp demo --factors 4 8
+  pacnp bench --quick
+
+Every command: pacnp COMMAND --help. Files: .png (8/16 bit), .tif/.tiff, .npy, .npz.
+"""
+
+EXAMPLES_FILTER = """\
+examples:
+  bilateral filter (the image guides itself), σ_s = 3 px, σ_c = 20 grey levels:
+    pacnp filter photo.png -o smooth.png --sigma-spatial 3 --sigma-color 20
+  joint bilateral filter of a 16-bit depth map with the edges of a colour photo:
+    pacnp filter depth16.png --guide rgb.png -o depth_jbf.png --sigma-color 12
+  a batch of float images N×H×W×3 stored under 'images' in an .npz, on the GPU:
+    pacnp filter stack.npz --key images -o out.npz --backend cuda
+  a planar C×H×W TIFF:
+    pacnp filter planar.tif --channel-axis 0 -o out.tif
+
+σ_c is in the guide's units (0-255 for 8-bit, 0-65535 for 16-bit); the default is the
+guide's standard deviation. The window is (2·radius + 1)², radius ⌈3σ_s⌉ by default.
+"""
+
+EXAMPLES_UPSAMPLE = """\
+examples:
+  8× joint bilateral upsampling of a low-res depth map guided by the full-res photo:
+    pacnp upsample depth_60x40.png --guide rgb_480x320.png --factor 8 -o depth.png
+  missing samples (confidence 0) are left out, float output as .npy:
+    pacnp upsample lidar.npy --confidence valid.npy --guide rgb.png --factor 4 -o dense.npy
+
+The guide must be exactly --factor times the input's size. Low-res sample m stands for
+high-res pixel m·f + (f-1)//2. σ_s defaults to f/2 high-res pixels, the radius to ⌊3f/2⌋.
+"""
+
+EXAMPLES_CRF = """\
+examples:
+  refine a network's H×W×C class probabilities with the photo, labels as an 8-bit PNG:
+    pacnp crf probs.npy --image rgb.png -o labels.png
+  C×H×W probabilities in an .npz, keep the refined probabilities too:
+    pacnp crf scores.npz --key probs --channel-axis 0 --image rgb.png -o labels.npy \\
+        --probabilities-out refined.npy
+
+Labels are the argmax over classes: uint8 for up to 256 classes, uint16 beyond.
+"""
+
+
+def _common_options():
+    """--backend / --threads / --quiet, accepted before and after the subcommand; SUPPRESS
+    keeps a subcommand's unset option from overwriting a value given before it."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("running")
+    g.add_argument("--backend", choices=("cpu", "cuda"), default=argparse.SUPPRESS,
+                   help="cpu (numba kernels, the default) or cuda (CuPy arrays on the GPU)")
+    g.add_argument("--threads", type=_COUNT, default=argparse.SUPPRESS, metavar="N",
+                   help="numba threads for the CPU kernels (default: all cores)")
+    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress bar")
+    return p
+
+
+def _add_io(p, what):
+    p.add_argument("input", metavar=what, help=f"{what} file (.png .tif .tiff .npy .npz)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output file; its extension picks the format; never an input")
+    p.add_argument("--key", default=None,
+                   help=f"array of an .npz {what} (default: its first), and the name in an .npz "
+                        f"output")
+    p.add_argument("--channel-axis", type=_axis, default="auto", metavar="AXIS",
+                   help="axis of the channels: auto (2-D grey, 3-D H×W×C, 4-D N×H×W×C), none "
+                        "(no channels; axes before the last two are a batch) or an integer")
+
+
+def _add_filter_params(p, sigma_default, sigma_help):
+    g = p.add_argument_group("filter")
+    g.add_argument("--sigma-spatial", type=_POSITIVE, default=sigma_default, metavar="S",
+                   help=sigma_help)
+    g.add_argument("--sigma-color", type=_POSITIVE, default=None, metavar="S",
+                   help="σ_c of the colour Gaussian in guide units (default: the guide's "
+                        "standard deviation)")
+    g.add_argument("--radius", type=_RADIUS, default=None, metavar="R",
+                   help="window radius in pixels (window 2R+1)")
+    g.add_argument("--tile-rows", type=_RADIUS, default=None, metavar="ROWS",
+                   help="output rows per tile (0: whole images); tiles give the same result and "
+                        f"drive the progress bar (default: about {TILE_PIXELS} pixels a tile)")
+
+
+def build_parser():
+    from .filters import BORDERS
+
+    common = _common_options()
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog=PROG, formatter_class=fmt, parents=[common], epilog=EXAMPLES_MAIN,
+                     description="Pixel-adaptive convolution filters on image files: (joint) "
+                                 "bilateral filtering, joint bilateral upsampling, CRF "
+                                 "refinement of segmentations; plus the demo and benchmarks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
+
+    p = sub.add_parser("filter", parents=[common], formatter_class=fmt, epilog=EXAMPLES_FILTER,
+                       help="(joint) bilateral filter of an image",
+                       description="Bilateral filter of IN, or joint bilateral filter with the "
+                                   "edges of --guide: exact Gaussian weights "
+                                   "exp(-|p_i-p_j|²/2σ_s²)·exp(-‖g_i-g_j‖²/2σ_c²), normalised.")
+    _add_io(p, "IN")
+    p.add_argument("--guide", default=None, metavar="G",
+                   help="guide image of the same size, any number of channels (default: IN)")
+    p.add_argument("--guide-key", default=None, help="array of an .npz guide")
+    p.add_argument("--guide-channel-axis", type=_axis, default="auto", metavar="AXIS",
+                   help="like --channel-axis, for the guide")
+    _add_filter_params(p, 1.0, "σ_s of the spatial Gaussian in pixels (default: 1)")
+    p.add_argument("--border", choices=BORDERS, default="reflect",
+                   help="reflect (default; edge pixel not repeated), nearest, constant (zeros) "
+                        "or renormalize (outside taps left out)")
+    p.set_defaults(run=cmd_filter)
+
+    p = sub.add_parser("upsample", parents=[common], formatter_class=fmt,
+                       epilog=EXAMPLES_UPSAMPLE, help="joint bilateral upsampling",
+                       description="Joint bilateral upsampling (Kopf et al. 2007) of LOW by an "
+                                   "integer factor, guided by the full-resolution --guide.")
+    _add_io(p, "LOW")
+    p.add_argument("--guide", required=True, metavar="RGB",
+                   help="full-resolution guide, exactly --factor times LOW's size")
+    p.add_argument("--guide-key", default=None, help="array of an .npz guide")
+    p.add_argument("--guide-channel-axis", type=_axis, default="auto", metavar="AXIS",
+                   help="like --channel-axis, for the guide")
+    p.add_argument("--factor", type=_FACTOR, required=True, metavar="N",
+                   help="integer upsampling factor >= 2")
+    p.add_argument("--confidence", default=None, metavar="C",
+                   help="per-sample weights >= 0 of LOW's size (0: missing sample)")
+    p.add_argument("--confidence-key", default=None, help="array of an .npz confidence")
+    _add_filter_params(p, None, "σ_s in high-res pixels (default: factor/2)")
+    p.set_defaults(run=cmd_upsample)
+
+    p = sub.add_parser("crf", parents=[common], formatter_class=fmt, epilog=EXAMPLES_CRF,
+                       help="CRF refinement of segmentation probabilities",
+                       description="Mean-field CRF refinement (pacnp.crf.crf_refine) of class "
+                                   "probabilities PROBS with the edges of an RGB --image; "
+                                   "writes the label map.")
+    _add_io(p, "PROBS")
+    p.set_defaults(channel_axis=-1)
+    p.add_argument("--image", required=True, metavar="RGB", help="the RGB image, same size")
+    p.add_argument("--image-key", default=None, help="array of an .npz image")
+    p.add_argument("--probabilities-out", default=None, metavar="FILE",
+                   help="also write the refined probabilities (PROBS's layout; .npy .npz .tif)")
+    _add_crf_params(p)
+    p.set_defaults(run=cmd_crf)
+
+    for name, text in (("demo", "the joint depth upsampling demo (python -m pacnp.demo)"),
+                       ("bench", "the performance ratio table (python -m pacnp.bench)")):
+        p = sub.add_parser(name, add_help=False, help=text,
+                           description=f"{text}; every option after '{name}' is its own: "
+                                       f"pacnp {name} --help")
+        p.set_defaults(run=None)
+    return parser
+
+
+#: options of pacnp.crf.crf_refine the command line passes on: name → (type, help)
+CRF_OPTIONS = {
+    "num_steps": (_COUNT, "mean-field steps"),
+    "kernel_size": (_COUNT, "window of the appearance (colour) term, odd"),
+    "dilation": (_COUNT, "spacing of the appearance window's taps, pixels"),
+    "sigma_xy": (_POSITIVE, "spatial bandwidth of both terms, pixels"),
+    "sigma_color": (_POSITIVE, "colour bandwidth on the 0-1 scale (0.1 ≈ 25 of 255)"),
+    "weight": (_FINITE, "weight of the appearance term"),
+    "smoothness_weight": (_FINITE, "weight of the smoothness term (0: off)"),
+    "smoothness_kernel_size": (_COUNT, "window of the smoothness term, odd"),
+    "unary_weight": (_FINITE, "weight of the unary (the input probabilities)"),
+    "blur": (_COUNT, "pass appearance messages on a grid this many times coarser"),
+}
+
+
+def _add_crf_params(p):
+    import inspect
+
+    from .crf import crf_refine
+
+    # the defaults shown are crf_refine's own, read from its signature so they cannot drift
+    params = inspect.signature(crf_refine).parameters
+    g = p.add_argument_group("CRF (pacnp.crf.crf_refine; unset options keep its defaults)")
+    for name, (kind, text) in CRF_OPTIONS.items():
+        default = params[name].default if name in params else None
+        g.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                       metavar=name.split("_")[-1].upper(),
+                       help=f"{text} (default: {default})")
+
+
+def main(argv=None):
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed on one line
+        return exc.code if isinstance(exc.code, int) else 2
+    backend = getattr(args, "backend", "cpu")
+    threads = getattr(args, "threads", None)
+    quiet = getattr(args, "quiet", False)
+    try:
+        _set_threads(threads)
+        if args.run is None:  # demo / bench: their options are their own
+            if args.command == "demo":
+                from . import demo
+                return _delegate(demo.main, extra)
+            from . import bench
+            if threads is not None and not any(a.startswith("--threads") for a in extra):
+                extra += ["--threads", str(threads)]
+            return _delegate(bench.main, extra)
+        if extra:
+            sub = parser._subparsers._group_actions[0].choices[args.command]
+            sub.error(f"unrecognized arguments: {' '.join(extra)}")
+        _refuse_overwrite(args.output, [(k, getattr(args, a, None)) for k, a in (
+            ("input", "input"), ("guide", "guide"), ("confidence", "confidence"),
+            ("image", "image"))])
+        if getattr(args, "probabilities_out", None) is not None:
+            _refuse_overwrite(args.probabilities_out, [("input", args.input),
+                                                       ("image", args.image),
+                                                       ("output", args.output)])
+        device = Device(backend)
+
+        def progress(label, total, unit):
+            return Progress(label, total, unit, enabled=not quiet)
+
+        return args.run(args, device, progress)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    except CLIError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except (ValueError, TypeError, OSError, MemoryError) as exc:
+        # pacnp's own argument checks name the function and the argument
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
