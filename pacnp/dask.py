@@ -43,7 +43,6 @@ moved to the block's device first. (Not exercised by the tests: the project's ma
 from __future__ import annotations
 
 import functools
-import math
 import operator
 import os
 
@@ -53,6 +52,8 @@ from dask.array.utils import meta_from_array
 
 from . import _api
 from . import filters as _filters
+# the filters' own argument checks, so that both layers accept and reject exactly the same values
+from .filters import _border, _compute_dtype, _positive, _radius
 
 __all__ = ["joint_bilateral_filter", "bilateral_filter", "joint_bilateral_upsample",
            "detail_preserving_pool", "pacconv2d_fused", "pacconv_transpose2d_fused",
@@ -473,37 +474,6 @@ def _xp(a):
         import cupy
         return cupy
     return np
-
-
-def _compute_dtype(dtype):
-    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
-
-
-def _positive(fn, name, value):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{fn}: {name} must be a positive number, got {value!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise ValueError(f"{fn}: {name} must be a positive finite number, got {value!r}")
-    return v
-
-
-def _radius(fn, radius, sigma_spatial):
-    if radius is None:
-        return _filters.default_radius(sigma_spatial)
-    try:
-        r = operator.index(radius)
-    except TypeError:
-        raise TypeError(f"{fn}: radius must be an integer >= 0, got {radius!r}") from None
-    if r < 0:
-        raise ValueError(f"{fn}: radius must be an integer >= 0, got {radius!r}")
-    return r
-
-
-def _border(fn, border, allowed=_filters.BORDERS):
-    if border not in allowed:
-        raise ValueError(f"{fn}: border must be one of {list(allowed)}, got {border!r}")
 
 
 def _canonical(fn, name, a, channel_axis):
