@@ -131,12 +131,15 @@ def phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph
 
 @njit(**_seq)
 def gemm_tile(Cout, m, n):
-    """Output columns per GEMM: all n, unless a narrower tile keeps Cout·m·cols within
-    OpenBLAS's small-matrix path (config.GEMM_SMALL_MNK), which runs ~1.6× faster there."""
-    t = GEMM_SMALL_MNK // max(1, Cout * m)
-    if t < GEMM_MIN_TILE or t >= n:
+    """Output columns per GEMM: all n, unless narrower tiles keep Cout·m·cols within
+    OpenBLAS's small-matrix path (config.GEMM_SMALL_MNK), which runs ~1.6× faster there. Tiles
+    are balanced: 256 columns under a cap of 80 → 4 × 64, not 3 × 80 + 16."""
+    cap = GEMM_SMALL_MNK // max(1, Cout * m) // GEMM_MIN_TILE * GEMM_MIN_TILE
+    if cap < GEMM_MIN_TILE or cap >= n:
         return max(n, 1)
-    return t // GEMM_MIN_TILE * GEMM_MIN_TILE
+    tiles = -(-n // cap)
+    t = -(-n // tiles)
+    return min(cap, -(-t // GEMM_MIN_TILE) * GEMM_MIN_TILE)
 
 
 @njit(**_seq)
