@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import math
 import os
 import struct
@@ -660,19 +661,20 @@ def cmd_crf(args, device, progress):
 
     options = {name: getattr(args, name) for name in CRF_OPTIONS
                if getattr(args, name) is not None}
-    # crf_refine reports no progress within one call: the bar counts images
+    # the bar counts mean-field steps over all images (crf_refine reports each step)
+    steps = options.get("num_steps", inspect.signature(crf.crf_refine).parameters["num_steps"]
+                        .default)
     labels = np.empty((n, h, w), label_dtype)
     refined = np.empty(p.shape, refined_dtype) if args.probabilities_out is not None else None
-    with progress("pacnp crf", n, "images") as bar:
+    with progress("pacnp crf", n * max(int(steps), 1), "steps") as bar:
         for b in range(n):
             q = crf.crf_refine(device.put(np.moveaxis(p[b], -1, 0)),  # crf_refine: C×H×W
                                device.put(im[b if im.shape[0] > 1 else 0]), channel_axis=-1,
-                               **options)
+                               on_step=lambda done, total: bar.advance(), **options)
             q = np.moveaxis(np.asarray(device.get(q)), 0, -1)
             labels[b] = np.argmax(q, axis=-1)
             if refined is not None:
                 refined[b] = q
-            bar.advance()
     write_array(args.output, labels.reshape(label_shape), key=args.key or "labels")
     if refined is not None:
         write_array(args.probabilities_out, play.restore(refined), key="probabilities",

@@ -623,14 +623,14 @@ class _Run:
             t.K, _ = pac.packernel2d(t.feat, t.k, padding=t.pad, dilation=t.dilation)
 
     # ------------------------------------------------------------ the loop
-    def forward(self, save=False, keep_R=False):
+    def forward(self, save=False, keep_R=False, on_step=None):
         """L_T, and (``save``) what the backward needs: per step Q, per term the coarse
         input X, the message Y (2d) and (``keep_R``, for the weight gradients) the term's
-        contribution R = Up(μ'(Y))."""
+        contribution R = Up(μ'(Y)). ``on_step(done, total)`` is called after every step."""
         xp, U = self.xp, self.U
         L = U if self.L0 is None else self.L0
         saved = []
-        for _ in range(self.T):
+        for step_no in range(self.T):
             Q = _softmax(xp, L)
             unit = isinstance(self.wu, numbers.Real) and self.wu == 1.0
             L = U if unit else U * self.wu  # w_u = 1 (the usual case) saves a pass
@@ -657,6 +657,8 @@ class _Run:
                     step["R"].append(R if keep_R else None)
             if save:
                 saved.append(step)
+            if on_step is not None:
+                on_step(step_no + 1, self.T)
         return L, saved
 
     def backward(self, grad, needs):
@@ -804,7 +806,7 @@ def _check_needs(fn, needs):
 
 
 def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output="log_Q",
-           logQ=None, kernels=None):
+           logQ=None, kernels=None, on_step=None):
     """Mean-field inference of a CRF with PAC pairwise terms (the module docstring has the
     update ``L ← w_u·U − Σ_m w_m·μ_m(Up_m(P_m(Down_m(softmax(L)))))`` and its conventions).
 
@@ -830,15 +832,19 @@ def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output
     kernels : list of arrays, optional
         Precomputed K per term (``packernel2d`` output at the term's coarse resolution; None for
         ``'na'``) instead of ``edge_feat``.
+    on_step : callable, optional
+        Called as ``on_step(done, num_steps)`` after every mean-field step (progress bars).
 
     Returns
     -------
     array (B, C, H, W)
         In the caller's array library.
     """
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"paccrf: on_step must be callable or None, got {on_step!r}")
     run = _Run("paccrf", unary, edge_feat, terms, num_steps, unary_weight, final_output, logQ,
                kernels)
-    L, _ = run.forward()
+    L, _ = run.forward(on_step=on_step)
     return run.space.out(_final(run.xp, final_output, L))
 
 
@@ -1244,7 +1250,7 @@ def _image_to_chw(fn, sp, image, channel_axis, batched, dtype):
 
 def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, sigma_xy=3.0,
                sigma_color=0.1, weight=8.0, smoothness_weight=1.0, smoothness_kernel_size=3,
-               unary_weight=1.0, blur=1, channel_axis=-1, eps=1e-6):
+               unary_weight=1.0, blur=1, channel_axis=-1, eps=1e-6, on_step=None):
     """Dense-CRF-style refinement of segmentation probabilities guided by an image, in one call.
 
     A mean-field CRF (:func:`paccrf`) with the unary ``log(max(p, eps))`` and two Potts terms
@@ -1295,6 +1301,8 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
         Axis of the image's channels.
     eps : float
         Floor of the probabilities before the logarithm.
+    on_step : callable, optional
+        Called as ``on_step(done, num_steps)`` after every mean-field step (progress bars).
 
     Returns
     -------
@@ -1357,7 +1365,7 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
                                 dtype))
     unary = xp.log(xp.maximum(P, sp.asarray(eps, dtype)))
     out = paccrf(unary, feats, terms, num_steps=num_steps, unary_weight=float(unary_weight),
-                 final_output="softmax")
+                 final_output="softmax", on_step=on_step)
     if not batched:
         out = out[0]
     return sp.out(out)

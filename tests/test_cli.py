@@ -269,6 +269,15 @@ def test_progress_on_stderr_and_quiet(files, tmp_path):
     assert res.stdout == "" and res.stderr == ""
 
 
+def test_crf_progress_counts_mean_field_steps(files, tmp_path):
+    p = _probabilities(files)
+    np.save(tmp_path / "probs.npy", p)  # H×W×C
+    res = _ok(run_cli(tmp_path, "crf", "probs.npy", "--image", files["dir"] / "rgb8.png", "-o",
+                      "labels.npy", "--num-steps", "4", env={cli.PROGRESS_DELAY_ENV: "0"}))
+    lines = res.stderr.splitlines()
+    assert lines and lines[-1].startswith("pacnp crf [") and "4/4 steps" in lines[-1]
+
+
 def test_progress_waits_for_its_delay_and_redraws_on_a_tty():
     class Tty:
         def __init__(self):

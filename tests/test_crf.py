@@ -460,3 +460,15 @@ def test_benchmark_torch_peer_computes_the_same():
     ref = R.paccrf(U, f, [dict(compat_type="4d", filter=filt, weight=1.0, dilation=2)],
                    num_steps=3, final_output="log_softmax")
     np.testing.assert_allclose(pac, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_on_step_reports_every_mean_field_step():
+    rng = np.random.default_rng(3)
+    probs = rng.random((3, 6, 7)).astype(np.float32)
+    image = rng.random((6, 7, 3)).astype(np.float32)
+    seen = []
+    out = crf.crf_refine(probs, image, num_steps=3, on_step=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    np.testing.assert_array_equal(out, crf.crf_refine(probs, image, num_steps=3))
+    with pytest.raises(TypeError, match="on_step"):
+        crf.crf_refine(probs, image, on_step=5)
