@@ -149,3 +149,29 @@ def is_device(a) -> bool:
 
 def dummy(ndim, dtype):
     return cuda.device_array((1,) * ndim, dtype=dtype, stream=stream())
+
+
+# --------------------------------------------------------------------------- flat indices
+# Every kernel walks a row-major flat index with a grid-stride loop; these split it back.
+@cuda.jit(device=True)
+def unravel4(t, n1, n2, n3):
+    """(i0, i1, i2, i3) of the flat index t of a row-major (·, n1, n2, n3) grid."""
+    i3 = t % n3
+    r = t // n3
+    i2 = r % n2
+    r //= n2
+    return r // n1, r % n1, i2, i3
+
+
+@cuda.jit(device=True)
+def unravel6(t, n1, n2, n3, n4, n5):
+    """(i0, …, i5) of the flat index t of a row-major (·, n1, n2, n3, n4, n5) grid."""
+    i5 = t % n5
+    r = t // n5
+    i4 = r % n4
+    r //= n4
+    i3 = r % n3
+    r //= n3
+    i2 = r % n2
+    r //= n2
+    return r // n1, r % n1, i2, i3, i4, i5

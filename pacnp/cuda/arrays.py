@@ -12,7 +12,7 @@ import numpy as np
 from numba import cuda
 
 from .._core import FLOAT_DTYPES
-from ._launch import index_dtype, run, stream, upload
+from ._launch import index_dtype, run, stream, unravel4, unravel6, upload
 
 
 # --------------------------------------------------------------------------- kernels
@@ -39,26 +39,16 @@ def _copy2(src, dst):
 def _copy4(src, dst):
     n0, n1, n2, n3 = dst.shape
     for t in range(cuda.grid(1), n0 * n1 * n2 * n3, cuda.gridsize(1)):
-        i3 = t % n3
-        r = t // n3
-        i2 = r % n2
-        r //= n2
-        dst[r // n1, r % n1, i2, i3] = src[r // n1, r % n1, i2, i3]
+        i0, i1, i2, i3 = unravel4(t, n1, n2, n3)
+        dst[i0, i1, i2, i3] = src[i0, i1, i2, i3]
 
 
 @cuda.jit
 def _copy6(src, dst):
     n0, n1, n2, n3, n4, n5 = dst.shape
     for t in range(cuda.grid(1), n0 * n1 * n2 * n3 * n4 * n5, cuda.gridsize(1)):
-        i5 = t % n5
-        r = t // n5
-        i4 = r % n4
-        r //= n4
-        i3 = r % n3
-        r //= n3
-        i2 = r % n2
-        r //= n2
-        dst[r // n1, r % n1, i2, i3, i4, i5] = src[r // n1, r % n1, i2, i3, i4, i5]
+        i0, i1, i2, i3, i4, i5 = unravel6(t, n1, n2, n3, n4, n5)
+        dst[i0, i1, i2, i3, i4, i5] = src[i0, i1, i2, i3, i4, i5]
 
 
 _COPY = {1: _copy1, 2: _copy2, 4: _copy4, 6: _copy6}

@@ -15,7 +15,7 @@ import numpy as np
 from numba import cuda
 
 from .._core import inverse_taps
-from ._launch import derived, index_dtype, run, upload
+from ._launch import derived, index_dtype, run, unravel4, unravel6, upload
 
 
 @cuda.jit
@@ -25,12 +25,7 @@ def _forward(x, K, Wm, bias, ty, tx, out, y0, has_bias, zero):
     KC, kh, kw, n = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
     kk = kh * kw
     for t in range(cuda.grid(1), B * Cout * n * Wo, cuda.gridsize(1)):
-        xo = t % Wo
-        r = t // Wo
-        yk = r % n
-        r //= n
-        o = r % Cout
-        b = r // Cout
+        b, o, yk, xo = unravel4(t, Cout, n, Wo)
         y = y0 + yk
         acc = zero
         for c in range(C):
@@ -130,16 +125,7 @@ def _backward_kernel(g, x, WmT, ty, tx, dK, y0, zero):
     KC, kh, kw, n, Wo = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4], dK.shape[5]
     kk = kh * kw
     for t in range(cuda.grid(1), B * KC * kk * n * Wo, cuda.gridsize(1)):
-        xo = t % Wo
-        r = t // Wo
-        yk = r % n
-        r //= n
-        j = r % kw
-        r //= kw
-        i = r % kh
-        r //= kh
-        kc = r % KC
-        b = r // KC
+        b, kc, i, j, yk, xo = unravel6(t, KC, kh, kw, n, Wo)
         y = y0 + yk
         iy = ty[i, y]
         ix = tx[j, xo]
@@ -165,12 +151,7 @@ def _backward_input(g, K, WmT, inv_y, inv_x, dx, y0, zero):
     KC, kh, kw, nk = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
     kk = kh * kw
     for t in range(cuda.grid(1), B * C * Hin * Win, cuda.gridsize(1)):
-        m = t % Win
-        r = t // Win
-        nn = r % Hin
-        r //= Hin
-        c = r % C
-        b = r // C
+        b, c, nn, m = unravel4(t, C, Hin, Win)
         kc = c if KC > 1 else 0
         acc = zero
         for i in range(kh):

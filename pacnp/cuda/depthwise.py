@@ -11,7 +11,7 @@ import numpy as np
 from numba import cuda
 
 from .._core import inverse_taps
-from ._launch import derived, index_dtype, run, upload
+from ._launch import derived, index_dtype, run, unravel4, unravel6, upload
 
 
 @cuda.jit
@@ -20,12 +20,7 @@ def _forward(x, K, w, ty, tx, out, y0, zero):
     Wo = out.shape[3]
     KC, kh, kw, n = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
     for t in range(cuda.grid(1), B * C * n * Wo, cuda.gridsize(1)):
-        xo = t % Wo
-        r = t // Wo
-        yk = r % n
-        r //= n
-        c = r % C
-        b = r // C
+        b, c, yk, xo = unravel4(t, C, n, Wo)
         kc = c if KC > 1 else 0
         y = y0 + yk
         acc = zero
@@ -55,16 +50,7 @@ def _backward_kernel(g, x, w, ty, tx, dK, y0, zero):
     C = x.shape[1]
     B, KC, kh, kw, n, Wo = dK.shape
     for t in range(cuda.grid(1), B * KC * kh * kw * n * Wo, cuda.gridsize(1)):
-        xo = t % Wo
-        r = t // Wo
-        yk = r % n
-        r //= n
-        j = r % kw
-        r //= kw
-        i = r % kh
-        r //= kh
-        kc = r % KC
-        b = r // KC
+        b, kc, i, j, yk, xo = unravel6(t, KC, kh, kw, n, Wo)
         y = y0 + yk
         iy = ty[i, y]
         ix = tx[j, xo]

@@ -16,7 +16,7 @@ from numba import cuda
 
 from .. import config
 from .._core import inverse_taps
-from ._launch import derived, index_dtype, run, upload
+from ._launch import derived, index_dtype, run, unravel4, upload
 from .arrays import empty
 
 EPS = config.INV_EPS
@@ -64,12 +64,7 @@ def _forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize
     B, Cg = guide.shape[0], guide.shape[1]
     KC, kh, kw, n, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
     for t in range(cuda.grid(1), B * KC * n * Wo, cuda.gridsize(1)):
-        xo = t % Wo
-        r = t // Wo
-        yk = r % n
-        r //= n
-        kc = r % KC
-        b = r // KC
+        b, kc, yk, xo = unravel4(t, KC, n, Wo)
         y = y0 + yk
         qy = cy[y]
         qx = cx[xo]
@@ -123,12 +118,7 @@ def _backward_pixels(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asy
     B, Cg = guide.shape[0], guide.shape[1]
     KC, kh, kw, n, Wo = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4], dK.shape[5]
     for t in range(cuda.grid(1), B * KC * n * Wo, cuda.gridsize(1)):
-        xo = t % Wo
-        r = t // Wo
-        yk = r % n
-        r //= n
-        kc = r % KC
-        b = r // KC
+        b, kc, yk, xo = unravel4(t, KC, n, Wo)
         y = y0 + yk
         qy = cy[y]
         qx = cx[xo]
@@ -207,12 +197,7 @@ def _backward_guide(G2, guide, src, inv_y, inv_x, cy, cx, asym, dguide, y0):
     B, Cg, H, W = guide.shape
     KC, kh, kw, n = G2.shape[1], G2.shape[2], G2.shape[3], G2.shape[4]
     for t in range(cuda.grid(1), B * Cg * H * W, cuda.gridsize(1)):
-        px = t % W
-        r = t // W
-        py = r % H
-        r //= H
-        c = r % Cg
-        b = r // Cg
+        b, c, py, px = unravel4(t, Cg, H, W)
         kc = c if KC > 1 else 0
         acc = 0.0
         for i in range(kh):

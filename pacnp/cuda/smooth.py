@@ -6,7 +6,7 @@ thread per (chunk, u, v), summed in chunk order by the driver — deterministic,
 """
 from numba import cuda
 
-from ._launch import run, upload
+from ._launch import run, unravel4, upload
 
 
 @cuda.jit
@@ -15,12 +15,7 @@ def _forward(g, S, out, zero):
     N = S.shape[0]
     m = N // 2
     for t in range(cuda.grid(1), B * C * H * W, cuda.gridsize(1)):
-        X = t % W
-        r = t // W
-        Y = r % H
-        r //= H
-        c = r % C
-        b = r // C
+        b, c, Y, X = unravel4(t, C, H, W)
         acc = zero
         for u in range(N):
             yy = Y + u - m
