@@ -53,7 +53,7 @@ from dask.array.utils import meta_from_array
 from . import _api
 from . import filters as _filters
 # the filters' own argument checks, so that both layers accept and reject exactly the same values
-from .filters import _border, _compute_dtype, _positive, _radius
+from .filters import _border, _compute_dtype, _positive, _radius, _upsample_params
 
 __all__ = ["joint_bilateral_filter", "bilateral_filter", "joint_bilateral_upsample",
            "detail_preserving_pool", "pacconv2d_fused", "pacconv_transpose2d_fused",
@@ -597,16 +597,7 @@ def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_co
     fn = "pacnp.dask.joint_bilateral_upsample"
     low = _as_dask(fn, "low", low)
     guide = _as_dask(fn, "guide", guide)
-    try:
-        f = operator.index(factor)
-    except TypeError:
-        raise TypeError(f"{fn}: factor must be an integer >= 2, got {factor!r}") from None
-    if f < 2:
-        raise ValueError(f"{fn}: factor must be an integer >= 2, got {factor!r}")
-    sigma_spatial = _positive(fn, "sigma_spatial", f / 2 if sigma_spatial is None
-                              else sigma_spatial)
-    r = 3 * f // 2 if radius is None else _radius(fn, radius, sigma_spatial)
-    _border(fn, border, ("renormalize",))
+    f, sigma_spatial, r = _upsample_params(fn, factor, sigma_spatial, radius, border)
     x, back = _canonical(fn, "low", low, channel_axis)
     if guide_channel_axis == "auto":
         guide_channel_axis = channel_axis if guide.ndim == low.ndim else None

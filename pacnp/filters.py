@@ -291,6 +291,25 @@ def bilateral_filter(image, *, sigma_spatial=1.0, sigma_color=None, radius=None,
                                   channel_axis=channel_axis)
 
 
+def _upsample_params(fn, factor, sigma_spatial, radius, border):
+    """(factor, σ_s, radius) of joint_bilateral_upsample, checked, defaults filled in."""
+    try:
+        f = operator.index(factor)
+    except TypeError:
+        raise TypeError(f"{fn}: factor must be an integer >= 2, got {factor!r}") from None
+    if f < 2:
+        raise ValueError(f"{fn}: factor must be an integer >= 2, got {factor!r}")
+    sigma_spatial = _positive(fn, "sigma_spatial", f / 2 if sigma_spatial is None
+                              else sigma_spatial)
+    r = 3 * f // 2 if radius is None else _radius(fn, radius, sigma_spatial)
+    o = (f - 1) // 2
+    if r < f - 1 - o:
+        raise ValueError(f"{fn}: radius={r} leaves high-res pixels without a sample in reach; "
+                         f"need radius >= {f - 1 - o} for factor {f}")
+    _border(fn, border, ("renormalize",))
+    return f, sigma_spatial, r
+
+
 def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_color=None,
                              radius=None, border="renormalize", channel_axis=None,
                              guide_channel_axis="auto", confidence=None):
@@ -324,21 +343,9 @@ def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_co
     fn = "joint_bilateral_upsample"
     xp, low = _as_array(fn, "low", low)
     _, guide = _as_array(fn, "guide", guide)
-    try:
-        f = operator.index(factor)
-    except TypeError:
-        raise TypeError(f"{fn}: factor must be an integer >= 2, got {factor!r}") from None
-    if f < 2:
-        raise ValueError(f"{fn}: factor must be an integer >= 2, got {factor!r}")
-    sigma_spatial = _positive(fn, "sigma_spatial", f / 2 if sigma_spatial is None
-                              else sigma_spatial)
+    f, sigma_spatial, r = _upsample_params(fn, factor, sigma_spatial, radius, border)
     sigma_color = _positive(fn, "sigma_color", sigma_color, allow_none=True)
-    r = 3 * f // 2 if radius is None else _radius(fn, radius, sigma_spatial)
     o = (f - 1) // 2
-    if r < f - 1 - o:
-        raise ValueError(f"{fn}: radius={r} leaves high-res pixels without a sample in reach; "
-                         f"need radius >= {f - 1 - o} for factor {f}")
-    _border(fn, border, ("renormalize",))
     lay = _Layout(fn, "low", low, channel_axis)
     ct = _compute_dtype(low.dtype)
     x = lay.to_bchw(xp, low).astype(ct)
