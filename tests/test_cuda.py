@@ -27,7 +27,7 @@ import pacnp  # noqa: E402
 import reference as R  # noqa: E402
 from conftest import CASE_LABELS, FORWARD_LABELS, as_tuple, make_case, tolerances  # noqa: E402
 from pacnp import config  # noqa: E402
-from test_fused import fused_grid  # noqa: E402
+from test_fused import fused_case, fused_grid  # noqa: E402
 from test_ops import KERNEL_GRID, OPS, kernel_case, op_case, op_grid  # noqa: E402
 
 
@@ -164,27 +164,8 @@ def test_fused_vs_reference(monkeypatch, stripes, op, k, s, d, kt, smooth, cw, n
     if stripes == "many stripes":
         monkeypatch.setattr(config, "STRIPE_BYTES", 1)
     rng = np.random.default_rng(k * 1000 + s * 100 + d * 10 + len(kt) + len(op))
-    C = 2
-    guide, kw = kernel_case(rng, k, s, d, kt, smooth, cw, norm, masked, op == "transpose",
-                            B=1, C=C)
-    geo = {n: kw.pop(n) for n in ("stride", "padding", "dilation")}
-    op_pad = kw.pop("output_padding")
-    kw.pop("transposed")
-    H, W = guide.shape[2:]
-    if op == "transpose":
-        geo["output_padding"] = op_pad
-        r = d * (k - 1) // 2
-        p = geo["padding"]
-        H = (H - 1 + 2 * p - 2 * r - op_pad) // s + 1
-        W = (W - 1 + 2 * p - 2 * r - op_pad) // s + 1
-    x = rng.standard_normal((1, C, H, W))
-    w = b = None
-    if op != "pool":
-        geo["shared_filters"] = shared
-        w = rng.standard_normal((1, 1, k, k) if shared else
-                                ((C, 3, k, k) if op == "transpose" else (3, C, k, k)))
-        b = rng.standard_normal(C if shared else 3)
-    lead = (x, guide, k) if op == "pool" else (x, guide, w, b)
+    x, guide, w, b, geo, kw, lead = fused_case(rng, op, k, s, d, kt, smooth, cw, norm, masked,
+                                               shared, B=1, C=2, Cout=3)
     out, om = on_device(FUSED[op][0], *lead, **geo, **kw)
     g = rng.standard_normal(out.shape)
     ref_out, ref_om, ref_grads = reference_two_step(op, x, guide, w, b, k, geo, kw, g)

@@ -47,12 +47,11 @@ def two_step(op, x, guide, w, b, k, geo, kkw, g):
     return out, om, (dx, dg, dW, db, da, dl, dS)
 
 
-@pytest.mark.parametrize("op,k,s,d,kt,smooth,cw,norm,masked,shared", fused_grid())
-def test_fused_equals_two_step(stripe_budget, op, k, s, d, kt, smooth, cw, norm, masked, shared):
-    rng = np.random.default_rng(k * 1000 + s * 100 + d * 10 + len(kt) + len(op))
-    C = 3
+def fused_case(rng, op, k, s, d, kt, smooth, cw, norm, masked, shared, B, C, Cout):
+    """Random inputs of one fused-path configuration (also used by tests/test_cuda.py):
+    (x, guide, weight, bias, geometry keywords, kernel keywords, leading positional args)."""
     guide, kw = kernel_case(rng, k, s, d, kt, smooth, cw, norm, masked, op == "transpose",
-                            B=2, C=C)
+                            B=B, C=C)
     geo = {n: kw.pop(n) for n in ("stride", "padding", "dilation")}
     op_pad = kw.pop("output_padding")
     kw.pop("transposed")
@@ -63,20 +62,28 @@ def test_fused_equals_two_step(stripe_budget, op, k, s, d, kt, smooth, cw, norm,
         p = geo["padding"]
         H = (H - 1 + 2 * p - 2 * r - op_pad) // s + 1
         W = (W - 1 + 2 * p - 2 * r - op_pad) // s + 1
-    x = rng.standard_normal((2, C, H, W))
+    x = rng.standard_normal((B, C, H, W))
     w = b = None
     if op != "pool":
         geo["shared_filters"] = shared
         if shared:
             w = rng.standard_normal((1, 1, k, k))
         else:
-            w = rng.standard_normal((C, 4, k, k) if op == "transpose" else (4, C, k, k))
-        b = rng.standard_normal(C if shared else 4)
+            w = rng.standard_normal((C, Cout, k, k) if op == "transpose" else (Cout, C, k, k))
+        b = rng.standard_normal(C if shared else Cout)
+    lead = (x, guide, k) if op == "pool" else (x, guide, w, b)
+    return x, guide, w, b, geo, kw, lead
+
+
+@pytest.mark.parametrize("op,k,s,d,kt,smooth,cw,norm,masked,shared", fused_grid())
+def test_fused_equals_two_step(stripe_budget, op, k, s, d, kt, smooth, cw, norm, masked, shared):
+    rng = np.random.default_rng(k * 1000 + s * 100 + d * 10 + len(kt) + len(op))
+    x, guide, w, b, geo, kw, lead = fused_case(rng, op, k, s, d, kt, smooth, cw, norm, masked,
+                                               shared, B=2, C=3, Cout=4)
     fused = {"conv": (pacnp.pacconv2d_fused, pacnp.pacconv2d_fused_backward),
              "transpose": (pacnp.pacconv_transpose2d_fused,
                            pacnp.pacconv_transpose2d_fused_backward),
              "pool": (pacnp.pacpool2d_fused, pacnp.pacpool2d_fused_backward)}[op]
-    lead = (x, guide, k) if op == "pool" else (x, guide, w, b)
     out, om = fused[0](*lead, **geo, **kw)
     g = rng.standard_normal(out.shape)
     ref_out, ref_om, ref_grads = two_step(op, x, guide, w, b, k, geo, kw, g)
