@@ -219,7 +219,8 @@ class KernelGeometry:
     """Where the windows of packernel2d read the guide.
 
     gy[i, y] / gx[j, x]: guide row/column of tap (i, j) of output (y, x), -1 for an invalid tap;
-    cy[y] / cx[x]: guide row/column of the window centre.
+    cy[y] / cx[x]: guide row/column of the window centre; stride, padding, dilation: the
+    op's, per axis; transposed: windows of a transposed op (centres at every guide pixel).
     """
     guide_hw: tuple
     out_hw: tuple
@@ -227,6 +228,10 @@ class KernelGeometry:
     gx: np.ndarray
     cy: np.ndarray
     cx: np.ndarray
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+    transposed: bool = False
 
 
 def kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
@@ -248,7 +253,7 @@ def _kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry
         geo = op_geometry(fn, "guide", guide_hw, k, s, p, d)
         cy = np.arange(geo.out_hw[0], dtype=np.int64) * s[0] - p[0] + r[0]
         cx = np.arange(geo.out_hw[1], dtype=np.int64) * s[1] - p[1] + r[1]
-        return KernelGeometry(tuple(guide_hw), geo.out_hw, geo.ty, geo.tx, cy, cx)
+        return KernelGeometry(tuple(guide_hw), geo.out_hw, geo.ty, geo.tx, cy, cx, s, p, d)
     check_output_padding(fn, op, s, d)
     n_in = []
     for a in range(2):
@@ -269,7 +274,8 @@ def _kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry
         tabs.append(np.where(valid, y - r[a] + i * d[a], -1).astype(np.int64))
     cy = np.arange(guide_hw[0], dtype=np.int64)
     cx = np.arange(guide_hw[1], dtype=np.int64)
-    return KernelGeometry(tuple(guide_hw), tuple(guide_hw), tabs[0], tabs[1], cy, cx)
+    return KernelGeometry(tuple(guide_hw), tuple(guide_hw), tabs[0], tabs[1], cy, cx, s, p, d,
+                          True)
 
 
 # --------------------------------------------------------------------------- kernel options
@@ -613,3 +619,49 @@ def check_fused(fn, kplan: KernelPlan, oplan: OpPlan, transposed: bool) -> None:
     if kplan.KC not in (1, x.shape[1]):
         raise ValueError(f"{fn}: channel_wise=True gives one kernel per guide channel "
                          f"({kplan.KC}), but input has {x.shape[1]} channels; they must match")
+
+
+@dataclass(frozen=True)
+class PairGeometry:
+    """The fused depthwise op as a sum over pairs of pixels (see :func:`pair_geometry`).
+
+    dy[t], dx[t]: offset of tap t = i·kw + j from the window centre (taps after the centre,
+    t > kh·kw // 2, are the half plane dy > 0 or dy = 0 < dx; tap kh·kw − 1 − t mirrors t);
+    oy0, ox0: image row/column of output pixel (0, 0)'s centre (R − padding ≥ 0, R the
+    window's reach dilation·(k − 1)/2).
+    """
+    dy: np.ndarray
+    dx: np.ndarray
+    oy0: int
+    ox0: int
+
+
+def pair_geometry(kplan: KernelPlan, oplan: OpPlan) -> PairGeometry | None:
+    """The pair geometry of a fused op whose tap weights are symmetric, else None.
+
+    out_i = Σ_δ w(δ) K(f_i, f_(i+δ)) v_(i+δ) with K(f, g) = K(g, f) and w(δ) = w(−δ) weighs the
+    pixel pair {i, i + δ} once for both of its outputs: half the kernel evaluations of the
+    window form. That needs a symmetric K (gaussian or inv, not asym, one kernel channel, no
+    smoothing of the centre features, no mask, no normalisation — each of those makes K depend
+    on which end is the centre), a depthwise filter with w[i, j] = w[kh−1−i, kw−1−j] (pooling's
+    w ≡ 1 included), a forward convolution of stride 1 (so every window centre is an image
+    pixel and a neighbour of one is a centre too, unless it lies in the border band). The
+    bilateral filters are exactly this case.
+    """
+    geo = kplan.geo
+    if (oplan.dense or oplan.transposed or geo.transposed or geo.stride != (1, 1)
+            or kplan.KC != 1 or kplan.asym or kplan.mask is not None or kplan.normalize
+            or kplan.S is not None or kplan.kind not in (_KIND_GAUSSIAN, _KIND_INV)):
+        return None
+    w = np.asarray(oplan.w)
+    if not np.array_equal(w, w[::-1, ::-1]):
+        return None
+    return _pair_geometry(tuple(int(k) for k in w.shape), geo.dilation, geo.padding)
+
+
+@functools.lru_cache(maxsize=256)
+def _pair_geometry(k, d, p) -> PairGeometry:
+    i, j = np.divmod(np.arange(k[0] * k[1], dtype=np.int64), k[1])
+    dy = (i - (k[0] - 1) // 2) * d[0]
+    dx = (j - (k[1] - 1) // 2) * d[1]
+    return PairGeometry(dy, dx, d[0] * (k[0] - 1) // 2 - p[0], d[1] * (k[1] - 1) // 2 - p[1])

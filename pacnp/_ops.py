@@ -20,7 +20,7 @@ import numba
 import numpy as np
 
 from . import config
-from ._core import conflict_free_rounds, inverse_taps
+from ._core import conflict_free_rounds, inverse_taps, pair_geometry
 
 
 class HostArrays:
@@ -314,8 +314,33 @@ def op_backward(be, plan, g, needs, pool=False):
 
 
 # --------------------------------------------------------------------------- fused path
+def pair_blocks(B, out_hw, reach):
+    """(rows, cols) of the pair form's blocks (config.PAIR_ROWS_PER_REACH, PAIR_BLOCK_COLS), with
+    at least config.ROW_BLOCKS blocks when the rows allow it."""
+    Ho, Wo = out_hw
+    rows = max(config.PAIR_ROWS_PER_REACH * reach, -(-B * Ho // config.ROW_BLOCKS), 1)
+    return min(rows, max(Ho, 1)), max(min(config.PAIR_BLOCK_COLS, Wo), 1)
+
+
+def pair_forward(be, kplan, oplan, pairs):
+    """The fused depthwise op in pair form (``pacnp._core.pair_geometry``): one pass, each
+    kernel value computed once for the two outputs it weighs."""
+    out = _xp(be).empty(oplan.out_shape, oplan.x.dtype)
+    rows, cols = pair_blocks(out.shape[0], out.shape[2:], int(pairs.dy[-1]))
+    be.depthwise.pac_depthwise_symmetric_forward(
+        oplan.x, kplan.guide, oplan.w, pairs.dy, pairs.dx, pairs.oy0, pairs.ox0, kplan.kind,
+        kplan.alpha[0], kplan.lam[0], rows, cols, out)
+    if oplan.bias is not None:
+        _xp(be).add_bias(out, oplan.bias, 0, out.shape[2])
+    return out
+
+
 def fused_forward(be, kplan, oplan):
-    """The op's output straight from the guide, K computed stripe by stripe."""
+    """The op's output straight from the guide: in pair form when K and the filter are
+    symmetric, else K computed stripe by stripe."""
+    pairs = pair_geometry(kplan, oplan)
+    if pairs is not None:
+        return pair_forward(be, kplan, oplan, pairs), None
     src = centre_source(be, kplan)
     out_mask = new_output_mask(be, kplan)
     out = _xp(be).empty(oplan.out_shape, oplan.x.dtype)

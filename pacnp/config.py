@@ -54,3 +54,18 @@ ROW_BLOCKS = 64
 #: per row. Set GEMM_SMALL_MNK = 0 to always multiply whole rows.
 GEMM_SMALL_MNK = 1_000_000
 GEMM_MIN_TILE = 16
+
+#: The pair form of the fused depthwise op (``pacnp.cpu.depthwise.pac_depthwise_symmetric_forward``)
+#: splits the output into blocks of rows × columns. Each block also evaluates the pairs reaching
+#: it from the ``reach`` = dilation·(kh − 1)/2 rows above it, so a block has at least
+#: PAIR_ROWS_PER_REACH · reach rows (halo work ≤ ~1/(2·PAIR_ROWS_PER_REACH) of the block's), and
+#: at most PAIR_BLOCK_COLS columns, which keeps the reach + 1 rows of input, guide and output
+#: that one row of pairs touches in a core's L2 cache. The result does not depend on either.
+PAIR_ROWS_PER_REACH = 4
+PAIR_BLOCK_COLS = 1024
+
+#: fastmath flags of the pair-form kernel: multiply-add contraction only (a·b + c may round
+#: once, as an FMA). Unlike the other fastmath flags it keeps every NaN/inf semantics of
+#: FASTMATH = False; it made this kernel 10–20 % faster (its exp polynomial and its scatter are
+#: chains of multiply-adds), where the GEMM-bound kernels showed no measurable gain.
+PAIR_FASTMATH = {"contract"}

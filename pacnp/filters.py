@@ -205,30 +205,62 @@ def _gaussian_1d(radius, sigma, dtype):
     return np.exp(-0.5 * (d / sigma) ** 2).astype(dtype)
 
 
-def _weighted_sum(fn, xp, x, guide, w2d, border, radius, ct):
-    """Σ_j W·K·[x_j, 1] for every pixel: ``x`` [B, C, H, W], ``guide`` [B, Cg, H, W] already
-    divided by σ_c; returns (numerator [B, C, H, W], denominator [B, 1, H, W])."""
+def _fill_border(xp, a, r, mode):
+    """Fill the r-pixel band around the interior of ``a`` [..., H + 2r, W + 2r] in place, as
+    ``numpy.pad(interior, r, mode)`` would (modes 'reflect', 'edge', 'constant' = zeros).
+
+    Padding into a preallocated array instead of ``pad``-ing a copy saves the filters a pass
+    over the image per padded array: the band is all that is written."""
+    H, W = a.shape[-2] - 2 * r, a.shape[-1] - 2 * r
+    if r == 0:
+        return
+    if mode == "reflect" and (H <= r or W <= r):  # repeated reflections: numpy.pad's
+        a[...] = xp.pad(a[..., r:r + H, r:r + W], [(0, 0)] * (a.ndim - 2) + [(r, r)] * 2,
+                        mode="reflect")
+        return
+    rows = (Ellipsis, slice(r, r + H))
+    if mode == "constant":
+        a[rows + (slice(0, r),)] = 0
+        a[rows + (slice(r + W, None),)] = 0
+        a[..., :r, :] = 0
+        a[..., r + H:, :] = 0
+    elif mode == "edge":
+        a[rows + (slice(0, r),)] = a[rows + (slice(r, r + 1),)]
+        a[rows + (slice(r + W, None),)] = a[rows + (slice(r + W - 1, r + W),)]
+        a[..., :r, :] = a[..., r:r + 1, :]
+        a[..., r + H:, :] = a[..., r + H - 1:r + H, :]
+    else:  # reflect: padded index r − 1 − k mirrors r + 1 + k (the edge pixel not repeated)
+        a[rows + (slice(0, r),)] = a[rows + (slice(2 * r, r, -1),)]
+        a[rows + (slice(r + W, None),)] = a[rows + (slice(r + W - 2, W - 2, -1),)]
+        a[..., :r, :] = a[..., 2 * r:r:-1, :]
+        a[..., r + H:, :] = a[..., r + H - 2:H - 2:-1, :]
+
+
+def _weighted_sum(fn, xp, x, guide, sigma_color, w2d, border, radius, ct):
+    """Σ_j W·K·[x_j, 1] for every pixel: ``x`` [B, C, H, W], ``guide`` [B, Cg, H, W] (views in
+    any dtype; the guide is divided by σ_c on the way in; None: x guides itself); returns
+    (numerator [B, C, H, W], denominator [B, 1, H, W])."""
     B, C, H, W = x.shape
-    # one copy into [x, 1] (x is usually a transposed view of an H×W×C image: this copy is the
-    # transposition); concatenate() would copy twice
-    xx = xp.empty((B, C + 1, H, W), dtype=ct)
-    xx[:, :C] = x
-    xx[:, C] = 1
-    if border == "renormalize":
-        pad = radius
+    r = 0 if border == "renormalize" else radius  # renormalize: PAC's zero padding
+    mode = _PAD_MODE.get(border)  # reflecting a 1-pixel axis repeats its pixel (numpy.pad)
+    # [x, 1] and guide / σ_c written straight into their padded arrays (x is usually a
+    # transposed view of an H×W×C image: this copy is the transposition)
+    xx = xp.empty((B, C + 1, H + 2 * r, W + 2 * r), dtype=ct)
+    inner = (slice(None), slice(None), slice(r, r + H), slice(r, r + W))
+    xx[:, :C][inner] = x
+    xx[:, C] = 1  # the ones channel, border included: padded pixels count in the denominator
+    if r:
+        _fill_border(xp, xx[:, :C], r, mode)
+    if guide is None:  # from the padded copy: contiguous, border done
+        gg = xp.divide(xx[:, :C], ct.type(sigma_color))
     else:
-        widths = ((0, 0), (0, 0), (radius, radius), (radius, radius))
-        mode = _PAD_MODE[border]
-        if mode == "reflect" and (H == 1 or W == 1):
-            mode = "edge"  # a 1-pixel axis has nothing to reflect
-        xx = xp.pad(xx, widths, mode=mode)
-        guide = xp.pad(guide, widths, mode=mode)
-        if border == "constant":
-            xx[:, C:] = 1  # the padded pixels still count in the denominator
-        pad = 0
+        gg = xp.empty((B, guide.shape[1], H + 2 * r, W + 2 * r), dtype=ct)
+        xp.divide(guide, ct.type(sigma_color), out=gg[inner])
+        if r:
+            _fill_border(xp, gg, r, mode)
     weight = xp.asarray(w2d.reshape(1, 1, *w2d.shape).astype(ct))
-    out, _ = _api.pacconv2d_fused(xp.ascontiguousarray(xx), xp.ascontiguousarray(guide), weight,
-                                  padding=pad, shared_filters=True, kernel_type="gaussian")
+    out, _ = _api.pacconv2d_fused(xx, gg, weight, padding=radius - r, shared_filters=True,
+                                  kernel_type="gaussian")
     return out[:, :C], out[:, C:]
 
 
@@ -271,14 +303,15 @@ def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
     glay = _guide_layout(fn, lay, image, guide, guide_channel_axis)
     ct = _compute_dtype(image.dtype)
     x = lay.to_bchw(xp, image)
-    g = glay.to_bchw(xp, guide).astype(ct)
+    g = glay.to_bchw(xp, guide)
     if sigma_color is None:
-        sigma_color = float(g.std())
+        sigma_color = float(g.astype(ct).std())
         if not sigma_color > 0:
             sigma_color = 1.0  # a constant guide: every weight is 1 whatever σ_c is
-    g = g / ct.type(sigma_color)
     ws = _gaussian_1d(r, sigma_spatial, ct)
-    num, den = _weighted_sum(fn, xp, x, g, np.outer(ws, ws), border, r, ct)
+    if guide is image and glay.order == lay.order:
+        g = None  # the bilateral filter: the image guides itself
+    num, den = _weighted_sum(fn, xp, x, g, sigma_color, np.outer(ws, ws), border, r, ct)
     # den ≥ the centre tap's weight w_s(0)·w_c(0) = 1 > 0 for every border mode
     return _finish(xp, lay.from_bchw(xp, num / den), image.dtype)
 
@@ -423,10 +456,7 @@ def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0
     pad = r
     if border != "renormalize":
         widths = ((0, 0), (0, 0), (r, r), (r, r))
-        mode = _PAD_MODE[border]
-        if mode == "reflect" and min(x.shape[2:]) == 1:
-            mode = "edge"
-        x = xp.ascontiguousarray(xp.pad(x, widths, mode=mode))
+        x = xp.ascontiguousarray(xp.pad(x, widths, mode=_PAD_MODE[border]))
         pad = 0
     # pacnp's inverse kernel is α + (s + ε²)^(λ'/2) with s = ‖Δ‖²: λ' = 2λ
     out, _ = _api.pacpool2d_fused(x, x, k, stride=s, padding=pad,

@@ -27,7 +27,7 @@ import pacnp  # noqa: E402
 import reference as R  # noqa: E402
 from conftest import CASE_LABELS, FORWARD_LABELS, as_tuple, make_case, tolerances  # noqa: E402
 from pacnp import config  # noqa: E402
-from test_fused import fused_case, fused_grid  # noqa: E402
+from test_fused import PAIR_GRID, fused_case, fused_grid, pair_case, pair_fused  # noqa: E402
 from test_ops import KERNEL_GRID, OPS, kernel_case, op_case, op_grid  # noqa: E402
 
 
@@ -178,6 +178,21 @@ def test_fused_vs_reference(monkeypatch, stripes, op, k, s, d, kt, smooth, cw, n
     for name, a, r in zip(("input", "guide", "weight", "bias", "alpha", "lambda", "smooth"),
                           grads, ref_grads):
         assert_close(a, r, name, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("op,k,d,p,kt,Cg,C,hw", PAIR_GRID[::2] + PAIR_GRID[-3:-2])
+def test_pair_form_vs_reference(monkeypatch, op, k, d, p, kt, Cg, C, hw):
+    """The GPU twin of the pair form (symmetric K and filter) against the reference."""
+    from pacnp.cuda import depthwise
+    calls = []
+    real = depthwise.pac_depthwise_symmetric_forward
+    monkeypatch.setattr(depthwise, "pac_depthwise_symmetric_forward",
+                        lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(sum(k) * 100 + d * 10 + Cg + C)
+    args, kw, ref = pair_case(rng, op, k, d, p, kt, Cg, C, hw, B=1)
+    out, om = on_device(pair_fused(op), *args, **kw)
+    assert calls == [1] and om is None
+    assert_close(out, ref, "output", rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- dtypes, layouts

@@ -57,6 +57,36 @@ def test_bilateral_is_joint_with_itself_and_defaults():
     np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("border", F.BORDERS)
+@pytest.mark.parametrize("hw", [(7, 9), (2, 3), (1, 5)])
+def test_bilateral_rgb_guided_by_itself(border, hw):
+    """The image as its own guide (one padded copy serves both) with an RGB guide (the pair
+    form's single-pass distance), small images included (radius ≥ the image: numpy's repeated
+    reflection)."""
+    rng = np.random.default_rng(3)
+    img = rng.random(hw + (3,))
+    out = F.bilateral_filter(img, sigma_spatial=1.1, sigma_color=0.3, radius=3, border=border,
+                             channel_axis=-1)
+    expect = brute_joint_bilateral(img, img, 1.1, 0.3, 3, border)
+    np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
+    out32 = F.bilateral_filter(img.astype(np.float32), sigma_spatial=1.1, sigma_color=0.3,
+                               radius=3, border=border, channel_axis=-1)
+    assert out32.dtype == np.float32
+    np.testing.assert_allclose(out32, expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge", "constant"])
+def test_fill_border_is_numpy_pad(mode):
+    rng = np.random.default_rng(4)
+    for h, w, r in [(5, 6, 0), (5, 6, 2), (4, 4, 3), (2, 7, 1), (1, 1, 2), (3, 2, 5)]:
+        inner = rng.random((2, 3, h, w))
+        a = np.full((2, 3, h + 2 * r, w + 2 * r), np.nan)
+        a[..., r:r + h, r:r + w] = inner
+        F._fill_border(np, a, r, mode)
+        np.testing.assert_array_equal(a, np.pad(inner, ((0, 0), (0, 0), (r, r), (r, r)),
+                                                mode=mode), err_msg=f"{(h, w, r)}")
+
+
 @pytest.mark.parametrize("layout", ["HW", "HWC", "CHW", "NHWC", "NCHW"])
 def test_layouts_and_batches_agree(layout):
     rng = np.random.default_rng(3)

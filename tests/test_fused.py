@@ -133,3 +133,150 @@ def test_fused_rejects_a_guide_that_does_not_fit():
                                         np.zeros((2, 3, 3, 3)), stride=2, padding=1)
     with pytest.raises(TypeError, match="pacpool2d_fused: guide has dtype float32"):
         pacnp.pacpool2d_fused(x, np.zeros((1, 1, 8, 8), np.float32), 3, padding=1)
+
+
+# --------------------------------------------------------------------------- pair form
+# (op, kernel size, dilation, padding, kernel type, guide channels, channels, image size):
+# fused depthwise ops with a symmetric K and filter, which take the pair form
+# (pacnp._core.pair_geometry) — one K evaluation per pair of pixels, used at both ends.
+PAIR_GRID = [
+    ("conv", (3, 3), 1, 1, "gaussian", 3, 4, (11, 9)),
+    ("conv", (5, 5), 1, 2, "gaussian", 1, 2, (12, 13)),
+    ("conv", (5, 3), 2, (4, 1), "gaussian", 2, 3, (14, 8)),
+    ("conv", (3, 5), 1, 0, "inv_0.5_-1", 3, 1, (9, 10)),
+    ("conv", (7, 7), 1, (3, 2), "inv_0.3_0.7_fixed", 4, 2, (13, 12)),
+    ("conv", (1, 1), 1, 0, "gaussian", 3, 2, (5, 6)),
+    ("conv", (7, 5), 3, (9, 6), "gaussian", 5, 2, (4, 3)),  # window wider than the image
+    ("conv", (3, 3), 1, 1, "gaussian", 1, 1, (1, 1)),
+    ("pool", (3, 3), 1, 1, "gaussian", 3, 2, (10, 11)),
+    ("pool", (5, 5), 2, (4, 3), "inv_1_0.7", 1, 3, (12, 10)),
+]
+
+
+def pair_case(rng, op, k, d, p, kt, Cg, C, hw, B=2):
+    """Random inputs of a PAIR_GRID case (also used by tests/test_cuda.py): (fused function
+    arguments, keywords, reference output from tests/reference.py in float64)."""
+    import reference as R
+    x = rng.standard_normal((B, C) + hw)
+    guide = rng.standard_normal((B, Cg) + hw)
+    kw = dict(padding=p, dilation=d, kernel_type=kt)
+    K, _ = R.packernel2d(guide, k, **kw)
+    if op == "pool":
+        return (x, guide, k), kw, R.pacpool2d(x, K, k, padding=p, dilation=d)
+    w = rng.standard_normal((1, 1) + k)
+    w = w + w[:, :, ::-1, ::-1]  # w[i, j] = w[kh-1-i, kw-1-j]
+    b = rng.standard_normal(C)
+    kw["shared_filters"] = True
+    ref = R.pacconv2d(x, K, w, b, padding=p, dilation=d, shared_filters=True)
+    return (x, guide, w, b), kw, ref
+
+
+def pair_fused(op):
+    return pacnp.pacpool2d_fused if op == "pool" else pacnp.pacconv2d_fused
+
+
+@pytest.fixture(params=["default blocks", "tiny blocks"])
+def pair_blocks(request, monkeypatch):
+    """Default blocking, or blocks of one row × a few columns: every block border and halo."""
+    if request.param == "tiny blocks":
+        monkeypatch.setattr(config, "PAIR_ROWS_PER_REACH", 0)
+        monkeypatch.setattr(config, "ROW_BLOCKS", 10 ** 9)
+        monkeypatch.setattr(config, "PAIR_BLOCK_COLS", 2)
+    return request.param
+
+
+@pytest.fixture
+def pair_calls(monkeypatch):
+    """Counts the calls of the pair-form kernel (to prove a case took it)."""
+    from pacnp.cpu import depthwise
+    calls = []
+    real = depthwise.pac_depthwise_symmetric_forward
+
+    def spy(*args):
+        calls.append(args[-1].shape)
+        return real(*args)
+    monkeypatch.setattr(depthwise, "pac_depthwise_symmetric_forward", spy)
+    return calls
+
+
+@pytest.mark.parametrize("op,k,d,p,kt,Cg,C,hw", PAIR_GRID)
+def test_pair_form_vs_reference(pair_blocks, pair_calls, op, k, d, p, kt, Cg, C, hw):
+    rng = np.random.default_rng(sum(k) * 100 + d * 10 + Cg + C)
+    args, kw, ref = pair_case(rng, op, k, d, p, kt, Cg, C, hw)
+    before = [a.copy() for a in args if isinstance(a, np.ndarray)]
+    out, om = pair_fused(op)(*args, **kw)
+    assert pair_calls == [ref.shape], "the case did not take the pair form"
+    assert om is None
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    for a, a0 in zip([a for a in args if isinstance(a, np.ndarray)], before):
+        np.testing.assert_array_equal(a, a0)  # inputs untouched
+
+
+def test_pair_form_float32_and_nonfinite_values(pair_calls):
+    """float32 against the float64 reference; a NaN or inf in the guide or the input reaches
+    exactly the outputs whose windows hold it, as in the window form."""
+    rng = np.random.default_rng(7)
+    args, kw, ref = pair_case(rng, "conv", (5, 5), 1, 2, "gaussian", 3, 4, (16, 15))
+    out32, _ = pacnp.pacconv2d_fused(*(a.astype(np.float32) for a in args), **kw)
+    assert out32.dtype == np.float32
+    np.testing.assert_allclose(out32, ref, rtol=2e-5, atol=2e-5)
+    x, guide, w, b = args
+    guide[0, 1, 7, 3] = np.nan
+    x[1, 2, 4, 12] = np.inf
+    out, _ = pacnp.pacconv2d_fused(x, guide, w, b, **kw)
+    K, _ = pacnp.packernel2d(guide, 5, padding=2)
+    two = pacnp.pacconv2d(x, K, w, b, padding=2, shared_filters=True)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(two))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(two))
+    assert np.isnan(out[0, :, 5:10, 1:6]).all() and np.isinf(out[1, 2, 2:7, 10:15]).all()
+    fin = np.isfinite(two)
+    np.testing.assert_allclose(out[fin], two[fin], rtol=1e-12, atol=1e-12)
+    assert len(pair_calls) == 2
+
+
+def _plans(op="conv", w=None, stride=1, transposed=False, shared=True, **kernel_kw):
+    from pacnp import _core
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 9, 8))
+    guide = rng.standard_normal((1, 2, 9, 8))
+    if w is None:
+        w = np.ones((1, 1, 3, 3)) if shared else np.ones((2, 2, 3, 3))
+    opts = dict(stride=stride, padding=1, dilation=1)
+    if transposed:
+        oplan = _core.plan_op("f", x, None, w, None, output_padding=0, transposed=True,
+                              shared_filters=shared, **opts)
+        gh = oplan.geo.out_hw
+        guide = rng.standard_normal((1, 2) + tuple(gh))
+    elif op == "pool":
+        oplan = _core.plan_op("f", x, None, None, None, kernel_size=3, **opts)
+    else:
+        oplan = _core.plan_op("f", x, None, w, None, shared_filters=shared, **opts)
+    kw = dict(kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
+              inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
+              mask=None)
+    kw.update(kernel_kw)
+    kplan = _core.plan_packernel("f", guide, (3, 3), output_padding=0, transposed=transposed,
+                                 **opts, **kw)
+    return kplan, oplan
+
+
+def test_pair_form_only_where_k_and_the_filter_are_symmetric():
+    from pacnp._core import pair_geometry
+    assert pair_geometry(*_plans()) is not None
+    assert pair_geometry(*_plans("pool")) is not None
+    assert pair_geometry(*_plans(kernel_type="inv_0.5_-1")) is not None
+    w = np.arange(9.0).reshape(1, 1, 3, 3)
+    assert pair_geometry(*_plans(w=w + w[..., ::-1, ::-1])) is not None
+    not_symmetric = [
+        _plans(w=w),                                  # w(δ) ≠ w(−δ)
+        _plans(shared=False),                         # a dense filter
+        _plans(stride=2),                             # centres skip pixels
+        _plans(transposed=True),
+        _plans(kernel_type="inv_0.5_-1_asym"),        # max(Δ, 0): direction matters
+        _plans(channel_wise=True),
+        _plans(normalize_kernel=True),                # per-centre normalisation
+        _plans(smooth_kernel_type="gaussian"),        # centre features smoothed
+        _plans(mask=np.ones((1, 1, 9, 8))),
+    ]
+    for plans in not_symmetric:
+        assert pair_geometry(*plans) is None

@@ -91,11 +91,32 @@ def vexp(x):
     return math.exp(x)
 
 
-@overload(vexp, inline="always")
+# Not inline="always": numba's IR inliner then warns (NumbaIRAssumptionWarning, a pedantic SSA
+# check) when one function calls vexp at several sites. LLVM inlines the call anyway, so the
+# loops still vectorise.
+@overload(vexp)
 def _vexp_overload(x):
     if x == types.float32:
         return lambda x: exp_f32(x)
     return lambda x: math.exp(x)
+
+
+# --------------------------------------------------------------------------- indexing
+def nowrap(i):
+    """``i`` as an unsigned index: numba applies negative-index wraparound (``a[-1]``) only to
+    signed indices, so ``a[nowrap(base + t)]`` is a plain address computation.
+
+    Where a loop's index is ``base + t`` with a run-time ``base``, LLVM must prove
+    ``base + t ≥ 0`` to drop the wraparound select; a guard on ``base`` before the loop usually
+    suffices, but not once the loop is inlined into a larger nest (the guard gets hoisted and
+    the proof lost): the loop then compiles to gathers, 4× slower. Callers guarantee the index
+    is in range (as everywhere in numba, there is no bounds check)."""
+    return np.uint64(i)
+
+
+@overload(nowrap, inline="always")
+def _nowrap_overload(i):
+    return lambda i: np.uint64(i)
 
 
 # --------------------------------------------------------------------------- tap runs

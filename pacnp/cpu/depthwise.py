@@ -5,12 +5,16 @@ and backward:
 
 Pooling is w ≡ 1. Tap tables as in ``pacnp._core``; transposed ops pass conv-transpose tables
 and the spatially flipped filter.
+
+``pac_depthwise_symmetric_forward`` is the fused op (K computed in the same pass) for a
+symmetric K and filter (``pacnp._core.pair_geometry``), evaluated once per pair of pixels.
 """
 import numpy as np
 from numba import njit, prange
 
 from .. import config
-from .common import unit_runs
+from .common import nowrap, unit_runs, vexp
+from .kernel import GAUSSIAN, kernel_value
 
 _par = dict(parallel=True, cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
 _seq = dict(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
@@ -148,3 +152,150 @@ def pac_depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1):
                         acc[ix] += wv * K[b, kc, i, j, yk, xo] * g[b, c, y, xo]
         for ix in range(Win):
             dx[b, c, n, ix] += acc[ix]
+
+
+# --------------------------------------------------------------------------- pair form
+@njit(**_seq, inline="always")
+def diff_sq(guide, b, c, s, s2, i1, i2):
+    """(f[b, c, s, i1] − f[b, c, s2, i2])² (indices in range: no wraparound)."""
+    d = guide[b, c, s, nowrap(i1)] - guide[b, c, s2, nowrap(i2)]
+    return d * d
+
+
+@njit(**_seq, inline="always")
+def pair_weights(e, guide, b, s, s2, lo, dx, n, wv, kind, alpha, lam):
+    """e[t] = wv · K(f[b, :, s, lo + t], f[b, :, s2, lo + dx + t]) for 0 ≤ t < n.
+
+    Loops run with the column innermost (contiguous, vectorised): the squared differences of
+    all channels but the last are summed into e, one pass per channel, and the last pass adds
+    the last channel's and evaluates K. An RGB guide with the gaussian (the bilateral filter)
+    takes a single pass: each pass over e costs about as much as a channel's arithmetic."""
+    o2 = lo + dx
+    if n <= 0 or lo < 0 or o2 < 0:
+        return
+    last = guide.shape[1] - 1
+    if kind == GAUSSIAN and last == 2:
+        for t in range(n):
+            e[nowrap(t)] = wv * vexp((diff_sq(guide, b, 0, s, s2, lo + t, o2 + t)
+                                      + diff_sq(guide, b, 1, s, s2, lo + t, o2 + t)
+                                      + diff_sq(guide, b, 2, s, s2, lo + t, o2 + t))
+                                     * np.float32(-0.5))
+        return
+    for c in range(last):
+        if c == 0:
+            for t in range(n):
+                e[nowrap(t)] = diff_sq(guide, b, 0, s, s2, lo + t, o2 + t)
+        else:
+            for t in range(n):
+                e[nowrap(t)] += diff_sq(guide, b, c, s, s2, lo + t, o2 + t)
+    if last < 0:  # no guide channels: every distance is 0
+        for t in range(n):
+            e[nowrap(t)] = wv * kernel_value(0.0 * wv, kind, alpha, lam)
+    elif kind == GAUSSIAN and last == 0:
+        for t in range(n):
+            e[nowrap(t)] = wv * vexp(diff_sq(guide, b, 0, s, s2, lo + t, o2 + t)
+                                     * np.float32(-0.5))
+    elif kind == GAUSSIAN:
+        for t in range(n):
+            e[nowrap(t)] = wv * vexp((e[nowrap(t)] + diff_sq(guide, b, last, s, s2, lo + t,
+                                                             o2 + t)) * np.float32(-0.5))
+    elif last == 0:
+        for t in range(n):
+            e[nowrap(t)] = wv * kernel_value(diff_sq(guide, b, 0, s, s2, lo + t, o2 + t), kind,
+                                             alpha, lam)
+    else:
+        for t in range(n):
+            e[nowrap(t)] = wv * kernel_value(e[nowrap(t)] + diff_sq(guide, b, last, s, s2, lo + t,
+                                                                    o2 + t), kind, alpha, lam)
+
+
+@njit(**_seq, inline="always")
+def scatter_run(out, b, orow, ocol, e, eo, x, xrow, xcol, n):
+    """out[b, :, orow, ocol + t] += e[eo + t] · x[b, :, xrow, xcol + t] for 0 ≤ t < n."""
+    if n <= 0 or ocol < 0 or eo < 0 or xcol < 0:
+        return
+    for c in range(x.shape[1]):
+        for t in range(n):
+            out[b, c, orow, nowrap(ocol + t)] += e[nowrap(eo + t)] * x[b, c, xrow,
+                                                                         nowrap(xcol + t)]
+
+
+@njit(**_seq, inline="always")
+def store_run(out, b, orow, ocol, e, x, xrow, xcol, n):
+    """out[b, :, orow, ocol + t] = e[t] · x[b, :, xrow, xcol + t] for 0 ≤ t < n."""
+    if n <= 0 or ocol < 0 or xcol < 0:
+        return
+    for c in range(x.shape[1]):
+        for t in range(n):
+            out[b, c, orow, nowrap(ocol + t)] = e[nowrap(t)] * x[b, c, xrow, nowrap(xcol + t)]
+
+
+@njit(**dict(_par, fastmath=config.PAIR_FASTMATH))
+def pac_depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, rows, cols,
+                                    out):
+    """The fused depthwise op for a symmetric K and filter, pair by pair (Su et al. 2019, Eq. 3
+    with K(f_a, f_b) = K(f_b, f_a) and w(δ) = w(−δ)):
+
+        out[a] = w(0) K(f_a, f_a) v_a + Σ_{δ in the half plane} e_δ(a) v_(a+δ) + e_δ(a−δ) v_(a−δ),
+        e_δ(a) = w(δ) K(f_a, f_(a+δ)),
+
+    so each pair weight e is computed once and added to both of its ends that are window
+    centres (a pair with an end outside the image contributes nothing: K = 0 or v = 0 there in
+    the window form). x, guide: [B, C|Cg, H, W], the image itself (the op's zero padding is
+    implicit); dy, dx, oy0, ox0: ``pacnp._core.PairGeometry``; out: [B, C, Ho, Wo], pixel
+    (y, q) centred at image pixel (y + oy0, q + ox0).
+
+    Blocks of ``rows`` × ``cols`` outputs run in parallel. A block evaluates the pairs of its
+    centres with the half plane below them, and the pairs whose lower end is one of its centres
+    from the ``dy`` rows above it (a halo recomputed by the block: every output element keeps
+    one writer, no reduction). The per-row working set (reach + 1 rows of x, out and the guide
+    at ``cols`` columns) stays in L2.
+    """
+    B, C, H, W = x.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    kw = w.shape[1]
+    T = dy.shape[0]
+    tc = T // 2
+    reach = dy[T - 1]
+    nby = -(-Ho // rows)
+    nbx = -(-Wo // cols)
+    for blk in prange(B * nby * nbx):
+        b = blk // (nby * nbx)
+        r0 = (blk // nbx) % nby * rows
+        q0 = blk % nbx * cols
+        r1 = min(r0 + rows, Ho)
+        q1 = min(q0 + cols, Wo)
+        c0, c1 = r0 + oy0, r1 + oy0  # image rows of the block's centres
+        x0, x1 = q0 + ox0, q1 + ox0  # and image columns
+        e = np.empty(x1 - x0 + dx[T - 1], dtype=out.dtype)
+        wc = w[tc // kw, tc % kw]
+        for s in range(c0, c1):
+            pair_weights(e, guide, b, s, s, x0, 0, x1 - x0, wc, kind, alpha, lam)
+            store_run(out, b, s - oy0, q0, e, x, s, x0, x1 - x0)
+        for s in range(max(c0 - reach, 0), c1):
+            for t in range(tc + 1, T):
+                s2 = s + dy[t]
+                if s2 >= H:
+                    break  # dy never decreases with t
+                at_a = s >= c0  # the upper end (s, X) is one of the block's centres
+                at_b = s2 >= c0 and s2 < c1  # the lower end (s2, X + δx) is
+                ox = dx[t]
+                # the columns X where each end is a centre of the block and the other end
+                # an image pixel
+                alo, ahi = max(x0, -ox), min(x1, W - ox)
+                blo, bhi = max(x0 - ox, 0), min(x1 - ox, W)
+                lo, hi = W, 0
+                if at_a and ahi > alo:
+                    lo, hi = alo, ahi
+                if at_b and bhi > blo:
+                    lo, hi = min(lo, blo), max(hi, bhi)
+                if hi <= lo:
+                    continue
+                pair_weights(e, guide, b, s, s2, lo, ox, hi - lo, w[t // kw, t % kw], kind,
+                             alpha, lam)
+                if at_a:
+                    scatter_run(out, b, s - oy0, alo - ox0, e, alo - lo, x, s2, alo + ox,
+                                ahi - alo)
+                if at_b:
+                    scatter_run(out, b, s2 - oy0, blo + ox - ox0, e, blo - lo, x, s, blo,
+                                bhi - blo)

@@ -6,12 +6,16 @@ the twin of ``pacnp.cpu.depthwise`` (same launcher names and arguments):
 One thread per output element; dK one thread per element; dx a gather over the taps that read
 an input element (inverse tap tables); dw fixed chunks of rows into partial buffers (one thread
 per (chunk, tap)), summed in chunk order by the driver — deterministic, no atomics.
+
+``pac_depthwise_symmetric_forward``: the fused op for a symmetric K and filter, one thread per
+output pixel.
 """
 import numpy as np
 from numba import cuda
 
 from .._core import inverse_taps
 from ._launch import derived, index_dtype, run, unravel4, unravel6, upload
+from .kernel import distance, kernel_value
 
 
 @cuda.jit
@@ -146,3 +150,43 @@ def pac_depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1):
                     lambda tab: inverse_taps(tab, Win).astype(it))
     run(_backward_input, B * C * (n1 - n0) * Win, g, K, upload(w), upload(iy_inv, it), inv_x, dx,
         y0, n0, n1, g.dtype.type(0))
+
+
+@cuda.jit
+def _symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, out):
+    B, C, H, W = x.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    kw = w.shape[1]
+    T = dy.shape[0]
+    tc = T // 2
+    for t in range(cuda.grid(1), B * Ho * Wo, cuda.gridsize(1)):
+        b, _, yo, xo = unravel4(t, 1, Ho, Wo)
+        qy = yo + oy0
+        qx = xo + ox0
+        for k in range(T):
+            tap = (tc + k) % T  # the centre first: it initialises the output
+            py = qy + dy[tap]
+            px = qx + dx[tap]
+            if py < 0 or py >= H or px < 0 or px >= W:
+                continue
+            v = w[tap // kw, tap % kw] * kernel_value(
+                distance(guide, guide, b, 0, guide.shape[1], py, px, qy, qx, False), kind,
+                alpha, lam)
+            for c in range(C):
+                if k == 0:
+                    out[b, c, yo, xo] = v * x[b, c, py, px]
+                else:
+                    out[b, c, yo, xo] += v * x[b, c, py, px]
+
+
+def pac_depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, rows, cols,
+                                    out):
+    """The twin of ``pacnp.cpu.depthwise.pac_depthwise_symmetric_forward`` (same result): one
+    thread per output pixel evaluates K once per tap for all channels. The CPU pairs the taps
+    to halve its exps, its bottleneck; a GPU thread owning one pixel has no cheap way to share
+    a weight with the pixel at the other end, and has exps to spare. ``rows`` and ``cols``
+    (the CPU's blocking) are unused."""
+    B, _, Ho, Wo = out.shape
+    it = index_dtype(x.size, guide.size, out.size)
+    run(_symmetric_forward, B * Ho * Wo, x, guide, upload(w), upload(dy, it), upload(dx, it),
+        oy0, ox0, kind, alpha, lam, out)
