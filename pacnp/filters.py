@@ -11,7 +11,8 @@ runs wherever they run — NumPy arrays on the CPU, CuPy arrays on the GPU:
     window |p_i − p_j|∞ ≤ radius. PAC form: K = packernel2d(guide / σ_c) (its gaussian is
     exp(−½‖Δ‖²)), W = w_s as a shared filter, and the denominator is the same PAC applied to a
     channel of ones — one ``pacconv2d_fused`` call computes numerator and denominator together,
-    K once per (pixel, tap) for all channels and never stored whole.
+    K once per pair of pixels for all channels (the symmetric K and w_s take the fused op's
+    pair form) and never stored.
 ``joint_bilateral_upsample``
     Kopf et al.'s joint bilateral upsampling as one transposed PAC: low-res sample n sits at
     high-res pixel n·f + (f−1)//2, every high-res pixel averages the samples within
