@@ -27,7 +27,8 @@ import pacnp  # noqa: E402
 import reference as R  # noqa: E402
 from conftest import CASE_LABELS, FORWARD_LABELS, as_tuple, make_case, tolerances  # noqa: E402
 from pacnp import config  # noqa: E402
-from test_fused import PAIR_GRID, fused_case, fused_grid, pair_case, pair_fused  # noqa: E402
+from test_fused import (PAIR_GRID, fused_case, fused_grid, pair_case, pair_fused,  # noqa: E402
+                        two_step)
 from test_ops import KERNEL_GRID, OPS, kernel_case, op_case, op_grid  # noqa: E402
 
 
@@ -132,24 +133,6 @@ def test_op_grid_vs_reference(op, k, s, d, shared, kc_many, with_bias):
 
 
 # --------------------------------------------------------------------------- fused path
-def reference_two_step(op, x, guide, w, b, k, geo, kkw, g):
-    """The fused op's forward and gradients through the reference's packernel2d + op."""
-    kernel_kw = dict(kkw, **{n: geo[n] for n in ("stride", "padding", "dilation")},
-                     output_padding=geo.get("output_padding", 0), transposed=op == "transpose")
-    K, om = R.packernel2d(guide, k, **kernel_kw)
-    if op == "pool":
-        out = R.pacpool2d(x, K, k, **geo)
-        dx, dK = R.pacpool2d_backward(g, x, K, k, **geo)
-        dW = db = None
-    else:
-        fwd = R.pacconv2d if op == "conv" else R.pacconv_transpose2d
-        bwd = R.pacconv2d_backward if op == "conv" else R.pacconv_transpose2d_backward
-        out = fwd(x, K, w, b, **geo)
-        dx, dK, dW, db = bwd(g, x, K, w, b, **geo)
-    dg, da, dl, dS = R.packernel2d_backward(dK, guide, k, **kernel_kw)
-    return out, om, (dx, dg, dW, db, da, dl, dS)
-
-
 FUSED = {"conv": (pacnp.pacconv2d_fused, pacnp.pacconv2d_fused_backward),
          "transpose": (pacnp.pacconv_transpose2d_fused, pacnp.pacconv_transpose2d_fused_backward),
          "pool": (pacnp.pacpool2d_fused, pacnp.pacpool2d_fused_backward)}
@@ -168,7 +151,7 @@ def test_fused_vs_reference(monkeypatch, stripes, op, k, s, d, kt, smooth, cw, n
                                                shared, B=1, C=2, Cout=3)
     out, om = on_device(FUSED[op][0], *lead, **geo, **kw)
     g = rng.standard_normal(out.shape)
-    ref_out, ref_om, ref_grads = reference_two_step(op, x, guide, w, b, k, geo, kw, g)
+    ref_out, ref_om, ref_grads = two_step(op, x, guide, w, b, k, geo, kw, g, lib=R)
     assert_close(out, ref_out, "output")
     assert_close(om, ref_om, "output_mask")
     grads = on_device(FUSED[op][1], g, *lead, **geo, **kw)

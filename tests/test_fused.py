@@ -29,21 +29,22 @@ def fused_grid():
     return cases
 
 
-def two_step(op, x, guide, w, b, k, geo, kkw, g):
-    """Forward and all gradients through packernel2d + op + their backwards."""
+def two_step(op, x, guide, w, b, k, geo, kkw, g, lib=pacnp):
+    """Forward and all gradients through packernel2d + op + their backwards, of pacnp or of a
+    module with the same functions (tests/reference.py)."""
     kernel_kw = dict(kkw, **{n: geo[n] for n in ("stride", "padding", "dilation")},
                      output_padding=geo.get("output_padding", 0), transposed=op == "transpose")
-    K, om = pacnp.packernel2d(guide, k, **kernel_kw)
+    K, om = lib.packernel2d(guide, k, **kernel_kw)
     if op == "pool":
-        out = pacnp.pacpool2d(x, K, k, **geo)
-        dx, dK = pacnp.pacpool2d_backward(g, x, K, k, **geo)
+        out = lib.pacpool2d(x, K, k, **geo)
+        dx, dK = lib.pacpool2d_backward(g, x, K, k, **geo)
         dW = db = None
     else:
-        fwd = pacnp.pacconv2d if op == "conv" else pacnp.pacconv_transpose2d
-        bwd = pacnp.pacconv2d_backward if op == "conv" else pacnp.pacconv_transpose2d_backward
+        fwd = lib.pacconv2d if op == "conv" else lib.pacconv_transpose2d
+        bwd = lib.pacconv2d_backward if op == "conv" else lib.pacconv_transpose2d_backward
         out = fwd(x, K, w, b, **geo)
         dx, dK, dW, db = bwd(g, x, K, w, b, **geo)
-    dg, da, dl, dS = pacnp.packernel2d_backward(dK, guide, k, **kernel_kw)
+    dg, da, dl, dS = lib.packernel2d_backward(dK, guide, k, **kernel_kw)
     return out, om, (dx, dg, dW, db, da, dl, dS)
 
 
