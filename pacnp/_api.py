@@ -1,10 +1,11 @@
 """The public, array-API style functions: arrays of any array library in, arrays of the
 caller's library (and device) out.
 
-Each public function names its array arguments, converts them to NumPy views (``np.asarray``
-for NumPy, DLPack for torch / JAX / array-API libraries — zero-copy where the layout allows),
-validates in ``_core``, runs a backend through ``_ops`` and hands the results back through the
-caller's namespace (``from_dlpack`` again, zero-copy).
+Each public function names its array arguments in a ``pacnp._namespace.Namespace`` (the one
+module that knows array libraries and devices), which converts them to NumPy views (DLPack for
+torch / JAX / array-API libraries — zero-copy where the layout allows); the function validates
+in ``_core``, runs a backend through ``_ops`` and hands the results back through the namespace
+(``from_dlpack`` again, zero-copy).
 
 Arrays on a CUDA device (CuPy, torch CUDA tensors, numba device arrays, JAX GPU arrays) take the
 CUDA backend instead: they become numba device views (``__cuda_array_interface__``, zero-copy),
@@ -14,13 +15,12 @@ the same device — go back to the caller's library zero-copy. ``pacnp.cuda`` (a
 """
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import numbers
 
 import numpy as np
 
 from . import _core, _ops
+from ._namespace import Namespace
 
 __all__ = [
     "packernel2d", "packernel2d_backward", "pacconv2d", "pacconv2d_backward",
@@ -29,244 +29,8 @@ __all__ = [
     "pacconv_transpose2d_fused_backward", "pacpool2d_fused", "pacpool2d_fused_backward",
 ]
 
-_DLPACK_CUDA = (2, 13)      # kDLCUDA, kDLCUDAManaged
-_DLPACK_HOST = (1, 3)       # kDLCPU, kDLCUDAHost (pinned host memory)
 
-
-# --------------------------------------------------------------------------- namespaces
-def _library(a):
-    """Name of the array library of ``a`` without importing any library."""
-    if isinstance(a, (np.ndarray, np.generic)):
-        return "numpy"
-    mod = type(a).__module__.split(".")[0]
-    if mod in ("torch", "jax", "jaxlib", "numba"):
-        # before the generic checks: numba's simulated device arrays forward every attribute
-        # (``__array_namespace__`` and ``__dlpack__`` included) to a host NumPy array
-        return "jax" if mod == "jaxlib" else mod
-    if hasattr(a, "__array_namespace__"):
-        return a.__array_namespace__().__name__
-    if hasattr(a, "__dlpack__"):
-        return mod
-    return None
-
-
-def _device_of(a, fn, name):
-    """CUDA device index of ``a`` (-1: numba's current device), or None for host memory —
-    without importing any library."""
-    if type(a).__module__.startswith("numba.cuda.simulator"):
-        return 0  # numba's CUDA simulator: "device" arrays that live in host memory
-    if hasattr(a, "__dlpack_device__"):
-        kind, index = (int(v) for v in a.__dlpack_device__())
-        if kind in _DLPACK_CUDA:
-            return index
-        if kind in _DLPACK_HOST:
-            return None
-        raise TypeError(f"{fn}: {name} lives on DLPack device type {kind} (index {index}); "
-                        f"pacnp runs on the CPU and on NVIDIA GPUs (CUDA) only")
-    try:
-        cai = a.__cuda_array_interface__  # numba device arrays (no DLPack device query)
-    except Exception:  # torch raises for CPU tensors; anything else is host memory
-        return None
-    return -1 if cai is not None else None
-
-
-def _cuda_backend(fn, name):
-    """``pacnp.cuda``, or an ImportError that says what to install."""
-    if importlib.util.find_spec("numba_cuda") is None:
-        raise ImportError(
-            f"{fn}: {name} lives on a CUDA device; pacnp's CUDA backend needs the numba-cuda "
-            f"package: pip install numba-cuda (or pip install 'pacnp[cuda]'), or move the "
-            f"arrays to the host"
-        )
-    from . import cuda
-    return cuda
-
-
-class _Namespace:
-    """The caller's array library and device, and the conversions to and from the backend's
-    arrays (NumPy arrays on the CPU, numba device arrays on a GPU)."""
-
-    def __init__(self, fn, arrays):
-        self.fn = fn
-        libs = {}
-        devices = {}
-        for name, a in arrays.items():
-            if a is None:
-                continue
-            lib = _library(a)
-            if lib is None:
-                raise TypeError(
-                    f"{fn}: {name} must be an array (NumPy, or any library supporting DLPack or "
-                    f"the array API), got {type(a).__name__}"
-                )
-            libs[name] = (lib, a)
-            devices[name] = _device_of(a, fn, name)
-        on_dev = [n for n, d in devices.items() if d is not None]
-        on_host = [n for n, d in devices.items() if d is None]
-        if on_dev and on_host:
-            raise TypeError(
-                f"{fn}: arrays on a CUDA device and on the host cannot be mixed (on the device: "
-                f"{', '.join(on_dev)}; on the host: {', '.join(on_host)}); move them to one place "
-                f"first"
-            )
-        kinds = {lib for lib, _ in libs.values()}
-        if len(kinds) > 1:
-            seen = ", ".join(f"{n}: {lib}" for n, (lib, _) in libs.items())
-            raise TypeError(f"{fn}: arrays from different libraries cannot be mixed ({seen}); "
-                            f"convert them to one library first")
-        self.lib = kinds.pop() if kinds else "numpy"
-        self.sample = next(iter(libs.values()))[1] if libs else None
-        self.device = None  # CUDA device index (-1: numba's current one); None: the CPU
-        self.half = None    # float16 / bfloat16 inputs: computed in float32, returned in this
-        if on_dev:
-            indices = {devices[n] for n in on_dev} - {-1}
-            if len(indices) > 1:
-                seen = ", ".join(f"{n}: cuda:{devices[n]}" for n in on_dev)
-                raise TypeError(f"{fn}: arrays on different CUDA devices cannot be mixed ({seen})")
-            self.device = indices.pop() if indices else -1
-            self.be = _cuda_backend(fn, on_dev[0])
-            self.stream = self._caller_stream()
-            self._io_dtypes = {}
-        else:
-            self.be = None
-
-    # ---------------------------------------------------------------- CUDA
-    def _caller_stream(self):
-        """The caller's current stream, so that pacnp's kernels are ordered after the work
-        that produced the inputs and before the work that consumes the results."""
-        with self.be.launch(None, self.device):
-            if self.lib == "cupy":
-                import cupy
-                return self.be.stream_from_pointer(cupy.cuda.get_current_stream().ptr)
-            if self.lib == "torch":
-                import torch
-                dev = self.device if self.device >= 0 else None
-                return self.be.stream_from_pointer(torch.cuda.current_stream(dev).cuda_stream)
-            stream = getattr(self.sample, "stream", 0) if self.lib == "numba" else 0
-            # numba arrays: the stream they are bound to; JAX exposes no stream, so its inputs
-            # are waited for (``to_backend``) and results synchronised (``from_backend``)
-            return stream or self.be.stream_from_pointer(0)
-
-    def on_device(self):
-        """Context: the caller's device and stream for the CUDA work of this call."""
-        if self.be is None:
-            return contextlib.nullcontext()
-        return self.be.launch(self.stream, self.device)
-
-    def _to_device(self, a, name, small):
-        xp = self.be.xp
-        half = None
-        if self.lib == "torch":
-            if a.requires_grad:
-                a = a.detach()
-            if str(a.dtype) == "torch.bfloat16":  # no bfloat16 in __cuda_array_interface__
-                half, a = "bfloat16", a.float()
-        elif self.lib == "jax":
-            a.block_until_ready()  # JAX has no stream to order on: wait for the producer
-            if str(a.dtype) == "bfloat16":
-                half, a = "bfloat16", a.astype("float32")
-        if type(a).__module__.startswith("numba"):
-            arr = a
-        else:
-            from numba import cuda
-            # sync=False: the kernels run on the caller's current stream, which orders them
-            # after the work that produced ``a``
-            arr = cuda.as_cuda_array(a, sync=False)
-        if str(arr.dtype) == "float16":
-            half = "float16"
-            arr = xp.contiguous(arr, np.float32)  # float32 accumulation; float16 results
-        if name != "mask" and np.dtype(arr.dtype).kind == "f":
-            self._io_dtypes[name] = half or str(arr.dtype)
-            seen = set(self._io_dtypes.values())
-            if half or self.half:
-                if len(seen) > 1:
-                    got = ", ".join(f"{n}: {d}" for n, d in self._io_dtypes.items())
-                    raise TypeError(f"{self.fn}: floating arrays of one call must share a dtype "
-                                    f"({got}); pass all of them in one dtype")
-                self.half = half or self.half
-        if small:  # weights, α, λ, S and the mask: _core checks them on the host
-            return xp.to_host(arr)
-        return xp.contiguous(arr)
-
-    def to_backend(self, a, name, small=False):
-        """``a`` as the backend's array: a NumPy array, or (device) a contiguous numba device
-        array — a host NumPy copy for the ``small`` parameter arrays _core validates."""
-        if a is None:
-            return None
-        if self.be is not None:
-            with self.on_device():
-                return self._to_device(a, name, small)
-        return self.to_numpy(a, name)
-
-    def to_numpy(self, a, name):
-        if a is None:
-            return None
-        if self.lib == "numpy":
-            return np.asarray(a)
-        if self.lib == "torch" and getattr(a, "requires_grad", False):
-            a = a.detach()
-        try:
-            return np.from_dlpack(a)
-        except (BufferError, TypeError, RuntimeError) as exc:
-            raise TypeError(
-                f"{self.fn}: cannot read {name} (dtype {getattr(a, 'dtype', '?')}) through "
-                f"DLPack ({exc}); expected float32 or float64"
-            ) from None
-
-    def from_backend(self, a):
-        """A result in the caller's library, on the caller's device (zero-copy)."""
-        if a is None or self.be is None:
-            return self.from_numpy(a)
-        with self.on_device():
-            if self.half == "float16" and a.dtype.kind == "f":
-                a = self.be.xp.cast(a, np.float16)
-            if self.lib == "numba":
-                return a
-            if self.lib == "cupy":
-                import cupy
-                return cupy.asarray(a)
-            if self.lib == "torch":
-                import torch
-                dev = f"cuda:{self.device}" if self.device >= 0 else "cuda"
-                out = torch.as_tensor(a, device=dev)
-                return out.to(torch.bfloat16) if self.half == "bfloat16" else out
-            if self.lib == "jax":
-                return self._to_jax(a)
-        raise TypeError(f"{self.fn}: cannot hand a CUDA result back to {self.lib} arrays; "
-                        f"pass CuPy, torch, JAX or numba device arrays")
-
-    def _to_jax(self, a):
-        """JAX reads DLPack only; CuPy bridges a numba device array to DLPack (zero-copy)."""
-        if importlib.util.find_spec("cupy") is None:
-            raise ImportError(f"{self.fn}: results on a CUDA device go back to JAX through "
-                              f"CuPy's DLPack export: pip install cupy-cuda12x (or "
-                              f"pip install 'pacnp[cupy]')")
-        import cupy
-        import jax.numpy as jnp
-        self.stream.synchronize()  # JAX cannot order its work after a foreign stream
-        out = jnp.from_dlpack(cupy.asarray(a))
-        return out.astype(jnp.bfloat16) if self.half == "bfloat16" else out
-
-    def from_numpy(self, a):
-        if a is None or self.lib == "numpy":
-            return a
-        if self.lib == "torch":
-            import torch
-            return torch.from_dlpack(a)
-        if self.lib == "jax":
-            import jax.numpy as jnp
-            return jnp.from_dlpack(a)
-        ns = self.sample.__array_namespace__()
-        device = getattr(self.sample, "device", None)
-        try:
-            out = ns.from_dlpack(a)
-        except Exception:  # a library whose from_dlpack rejects NumPy producers
-            out = ns.asarray(a)
-        if device is not None and getattr(out, "device", device) != device:
-            out = ns.asarray(out, device=device)  # results stay on the caller's device
-        return out
-
-
+# --------------------------------------------------------------------------- conversions
 def _prepare(ns, a, name, dtype=None, small=False):
     """C-contiguous, native-byte-order, writeable NumPy array of the compute dtype (on a GPU:
     a contiguous device array; a host copy for the ``small`` parameter arrays).
@@ -392,7 +156,7 @@ def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, di
               smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
               channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
               transposed=transposed)
-    ns = _Namespace("packernel2d", dict(guide=guide, **_kernel_arrays(kw)))
+    ns = Namespace("packernel2d", dict(guide=guide, **_kernel_arrays(kw)))
     plan = _kernel_plan("packernel2d", ns, guide, kernel_size, kw)
     K, out_mask = _run(ns, _ops.packernel_forward, plan)
     return ns.from_backend(K), ns.from_backend(out_mask)
@@ -418,7 +182,7 @@ def packernel2d_backward(grad_kernel, guide, kernel_size, *, stride=1, padding=0
               smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
               channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
               transposed=transposed)
-    ns = _Namespace(fn, dict(guide=guide, grad_kernel=grad_kernel, **_kernel_arrays(kw)))
+    ns = Namespace(fn, dict(guide=guide, grad_kernel=grad_kernel, **_kernel_arrays(kw)))
     plan = _kernel_plan(fn, ns, guide, kernel_size, kw)
     dK = _prepare(ns, grad_kernel, "grad_kernel", plan.guide.dtype)
     _core.check_grad(fn, "grad_kernel", dK, plan.out_shape, plan.guide.dtype)
@@ -445,7 +209,7 @@ def _op_call(fn, arrays, grad=None, **opts):
     all_arrays = dict(arrays)
     if grad is not None:
         all_arrays["grad_output"] = grad
-    ns = _Namespace(fn, all_arrays)
+    ns = Namespace(fn, all_arrays)
     plan, g = _op_plan(fn, ns, arrays, grad, **opts)
     return ns, plan, g
 
@@ -550,7 +314,7 @@ def _fused(fn, op, input, guide, weight, bias, kernel_size, geometry, kernel_kw,
         op_arrays.update(weight=weight, bias=bias)
     if grad is not None:
         arrays["grad_output"] = grad
-    ns = _Namespace(fn, arrays)
+    ns = Namespace(fn, arrays)
     opts = dict(stride=geometry["stride"], padding=geometry["padding"],
                 dilation=geometry["dilation"])
     if op == "pool":

@@ -52,8 +52,8 @@ from dask.array.utils import meta_from_array
 
 from . import _api
 from . import filters as _filters
-# the filters' own argument checks, so that both layers accept and reject exactly the same values
-from .filters import _border, _compute_dtype, _positive, _radius, _upsample_params
+from ._namespace import array_module as _xp
+from ._namespace import like as _like_block
 
 __all__ = ["joint_bilateral_filter", "bilateral_filter", "joint_bilateral_upsample",
            "detail_preserving_pool", "pacconv2d_fused", "pacconv_transpose2d_fused",
@@ -88,17 +88,6 @@ def _run_with_threads(n, call):
         return call()
     finally:
         numba.set_num_threads(before)
-
-
-def _like_block(block, value):
-    """``value`` (a host parameter: weight, bias, α, λ, smoothing kernel) in ``block``'s library:
-    pacnp rejects host and device arrays in one call, so CuPy blocks get CuPy parameters."""
-    if value is None or np.isscalar(value):
-        return value
-    if type(block).__module__.split(".")[0] == "cupy":
-        import cupy
-        return cupy.asarray(value)
-    return value
 
 
 # --------------------------------------------------------------------------- chunk plans
@@ -466,57 +455,19 @@ def _kernel_kw(fn, given):
 
 
 # --------------------------------------------------------------------------- filters
-# The wrappers check their scalar arguments up front (the chunks would only fail at compute
-# time), with the in-memory filters' rules and messages.
-def _xp(a):
-    """NumPy or CuPy, whichever holds ``a`` (CuPy detected without importing it)."""
-    if type(a).__module__.split(".")[0] == "cupy":
-        import cupy
-        return cupy
-    return np
+# Each wrapper asks the in-memory filter for its plan (pacnp.filters.plan_*): the same checks
+# and messages, the same layout, radius, border and σ_c rule; then runs the filter's own
+# keywords (FilterPlan.chunk_kwargs) on every extended chunk.
+def _canonical(plan, a):
+    """The planned image as [B, C, H, W] (batch axes folded) and the function that puts an
+    output of that form back into the caller's layout."""
+    lay = plan.layout
+    t = lay.to_canonical(da, a)
+    batch = t.shape[:-3]
 
-
-def _canonical(fn, name, a, channel_axis):
-    """``a`` as (*batch, C, H, W) (a channel axis of 1 added when there is none) and the
-    function that puts an output of that form back into ``a``'s layout."""
-    nd = a.ndim
-    if channel_axis is None:
-        if nd < 2:
-            raise ValueError(f"{fn}: {name} must have at least 2 axes (H, W), got shape "
-                             f"{a.shape}")
-        return a[..., None, :, :], lambda t: t[..., 0, :, :]
-    try:
-        ax = operator.index(channel_axis)
-    except TypeError:
-        raise TypeError(f"{fn}: channel_axis must be an integer or None, got "
-                        f"{channel_axis!r}") from None
-    if nd < 3 or not -nd <= ax < nd:
-        raise ValueError(f"{fn}: channel_axis={channel_axis} does not fit {name} of shape "
-                         f"{a.shape} (need a channel axis and two image axes)")
-    ax %= nd
-    return da.moveaxis(a, ax, -3), lambda t: da.moveaxis(t, -3, ax)
-
-
-def _guide_canonical(fn, image, guide, channel_axis, guide_channel_axis):
-    if guide_channel_axis == "auto":
-        # the in-memory filters' rule (pacnp.filters module docstring)
-        if guide.ndim == image.ndim:
-            guide_channel_axis = channel_axis
-        elif guide.ndim == image.ndim - 1 and channel_axis is not None:
-            guide_channel_axis = None
-        else:
-            raise ValueError(f"{fn}: guide has {guide.ndim} axes, image {image.ndim}: give "
-                             f"guide_channel_axis")
-    return _canonical(fn, "guide", guide, guide_channel_axis)[0]
-
-
-def _sigma_color(guide, ct, sigma_color):
-    """σ_c given, or the guide's standard deviation in the compute dtype (one Dask pass), with
-    the in-memory filters' fallback of 1 for a constant guide."""
-    if sigma_color is not None:
-        return sigma_color
-    v = float(guide.astype(ct).std().compute())
-    return v if v > 0 else 1.0
+    def back(out):
+        return lay.from_canonical(da, out.reshape(batch + out.shape[1:]))
+    return _flat(t), back
 
 
 def _spatial_rechunk(a, plans, guide=False):
@@ -550,29 +501,24 @@ def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
     fn = "pacnp.dask.joint_bilateral_filter"
     image = _as_dask(fn, "image", image)
     guide = _as_dask(fn, "guide", guide)
-    r = _radius(fn, radius, _positive(fn, "sigma_spatial", sigma_spatial))
-    _border(fn, border)
-    x, back = _canonical(fn, "image", image, channel_axis)
-    g = _guide_canonical(fn, image, guide, channel_axis, guide_channel_axis)
-    if g.shape[:-3] != x.shape[:-3] or g.shape[-2:] != x.shape[-2:]:
-        raise ValueError(f"{fn}: guide batch and spatial sizes {g.shape[:-3] + g.shape[-2:]} do "
-                         f"not match the image's {x.shape[:-3] + x.shape[-2:]}")
-    ct = _compute_dtype(image.dtype)
-    sigma_color = _sigma_color(g, ct, sigma_color)
-    batch_shape = x.shape[:-3]
-    x, g = _flat(x), _flat(g)
-    plans = [_forward_axis(x.shape[2 + a], x.chunks[2 + a], 1, r, r, r) for a in range(2)]
-    x = _spatial_rechunk(x, plans)
-    g = _spatial_rechunk(g, plans).rechunk({0: x.chunks[0]})
+    plan = _filters.plan_joint_bilateral_filter(
+        image, guide, sigma_spatial=sigma_spatial, sigma_color=sigma_color, radius=radius,
+        border=border, channel_axis=channel_axis, guide_channel_axis=guide_channel_axis, fn=fn)
+    x, back = _canonical(plan, image)
+    g = _flat(plan.guide_layout.to_canonical(da, guide))
+    plan = plan.resolve_sigma_color(da, g)
+    kw = plan.chunk_kwargs()
+    r = plan.halo
+    axes = [_forward_axis(x.shape[2 + a], x.chunks[2 + a], 1, r, r, r) for a in range(2)]
+    x = _spatial_rechunk(x, axes)
+    g = _spatial_rechunk(g, axes).rechunk({0: x.chunks[0]})
 
     def call(xb, gb):
-        return _filters.joint_bilateral_filter(xb, gb, sigma_spatial=sigma_spatial,
-                                               sigma_color=sigma_color, radius=r, border=border,
-                                               channel_axis=1, guide_channel_axis=1)
+        return _filters.joint_bilateral_filter(xb, gb, **kw)
 
-    out = _map(call, [x, g], ["in", "in"], plans, (x.chunks[0], (x.shape[1],)), image.dtype,
+    out = _map(call, [x, g], ["in", "in"], axes, (x.chunks[0], (x.shape[1],)), image.dtype,
                numba_threads)
-    return back(out.reshape(batch_shape + out.shape[1:]))
+    return back(out)
 
 
 def bilateral_filter(image, *, sigma_spatial=1.0, sigma_color=None, radius=None,
@@ -597,42 +543,39 @@ def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_co
     fn = "pacnp.dask.joint_bilateral_upsample"
     low = _as_dask(fn, "low", low)
     guide = _as_dask(fn, "guide", guide)
-    f, sigma_spatial, r = _upsample_params(fn, factor, sigma_spatial, radius, border)
-    x, back = _canonical(fn, "low", low, channel_axis)
-    if guide_channel_axis == "auto":
-        guide_channel_axis = channel_axis if guide.ndim == low.ndim else None
-    g = _canonical(fn, "guide", guide, guide_channel_axis)[0]
-    if g.shape[:-3] != x.shape[:-3] or g.shape[-2:] != (x.shape[-2] * f, x.shape[-1] * f):
-        raise ValueError(f"{fn}: guide has shape {guide.shape}; expected the batch of low "
-                         f"{low.shape} and spatial size {(x.shape[-2] * f, x.shape[-1] * f)}")
-    ct = _compute_dtype(low.dtype)
-    if sigma_color is None:
-        sigma_color = float(g.astype(ct).std().compute()) or 1.0
-    batch_shape = x.shape[:-3]
-    x, g = _flat(x), _flat(g)
+    if confidence is not None:
+        confidence = _as_dask(fn, "confidence", confidence)
+    plan = _filters.plan_joint_bilateral_upsample(
+        low, guide, factor, sigma_spatial=sigma_spatial, sigma_color=sigma_color,
+        radius=radius, border=border, channel_axis=channel_axis,
+        guide_channel_axis=guide_channel_axis, confidence=confidence, fn=fn)
+    f, r = plan.factor, plan.radius
+    x, back = _canonical(plan, low)
+    g = _flat(plan.guide_layout.to_canonical(da, guide))
+    plan = plan.resolve_sigma_color(da, g)
+    kw = plan.chunk_kwargs()
     # the in-memory geometry (pacnp.filters): kernel 2r+1, stride f, padding r − o,
     # output_padding (f − 1) % 2 — the output is exactly f× the input
     o = (f - 1) // 2
-    plans = [_transposed_axis(x.shape[2 + a], x.chunks[2 + a], f, r - o, r, (f - 1) % 2, r)
-             for a in range(2)]
-    x = _spatial_rechunk(x, plans)
-    g = _spatial_rechunk(g, plans, guide=True).rechunk({0: x.chunks[0]})
+    axes = [_transposed_axis(x.shape[2 + a], x.chunks[2 + a], f, r - o, r, (f - 1) % 2, r)
+            for a in range(2)]
+    x = _spatial_rechunk(x, axes)
+    g = _spatial_rechunk(g, axes, guide=True).rechunk({0: x.chunks[0]})
     arrays, depths = [x, g], ["in", "guide"]
     if confidence is not None:
-        confidence = _as_dask(fn, "confidence", confidence)
-        cf = da.broadcast_to(confidence, batch_shape + tuple(x.shape[-2:]))
+        cf = confidence
+        if cf.size != x.shape[0] * x.shape[-2] * x.shape[-1]:
+            cf = da.broadcast_to(cf, plan.layout.batch_shape + plan.layout.hw)
         cf = cf.reshape((x.shape[0], 1) + tuple(x.shape[-2:]))
-        arrays.append(_spatial_rechunk(cf, plans).rechunk({0: x.chunks[0]}))
+        arrays.append(_spatial_rechunk(cf, axes).rechunk({0: x.chunks[0]}))
         depths.append("in")
 
     def call(xb, gb, cb=None):
-        return _filters.joint_bilateral_upsample(
-            xb, gb, f, sigma_spatial=sigma_spatial, sigma_color=sigma_color, radius=r,
-            border=border, channel_axis=1, guide_channel_axis=1, confidence=cb)
+        return _filters.joint_bilateral_upsample(xb, gb, f, confidence=cb, **kw)
 
-    out = _map(call, arrays, depths, plans, (x.chunks[0], (x.shape[1],)), low.dtype,
+    out = _map(call, arrays, depths, axes, (x.chunks[0], (x.shape[1],)), low.dtype,
                numba_threads)
-    return back(out.reshape(batch_shape + out.shape[1:]))
+    return back(out)
 
 
 def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0,
@@ -645,30 +588,22 @@ def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0
     """
     fn = "pacnp.dask.detail_preserving_pool"
     image = _as_dask(fn, "image", image)
-    try:
-        k, s = operator.index(kernel_size), operator.index(stride)
-    except TypeError:
-        raise TypeError(f"{fn}: kernel_size and stride must be integers, got {kernel_size!r}, "
-                        f"{stride!r}") from None
-    if k < 1 or k % 2 == 0 or s < 1:
-        raise ValueError(f"{fn}: need an odd kernel_size >= 1 and a stride >= 1, got "
-                         f"{kernel_size!r}, {stride!r}")
-    _border(fn, border)
-    x, back = _canonical(fn, "image", image, channel_axis)
-    batch_shape = x.shape[:-3]
-    x = _flat(x)
-    r = k // 2
-    plans = [_forward_axis(x.shape[2 + a], x.chunks[2 + a], s, r, r, max(r, 1))
-             for a in range(2)]
-    x = _spatial_rechunk(x, plans)
+    plan = _filters.plan_detail_preserving_pool(image, kernel_size, stride=stride, alpha=alpha,
+                                                lam=lam, border=border,
+                                                channel_axis=channel_axis, fn=fn)
+    x, back = _canonical(plan, image)
+    k, s, r = plan.kernel_size, plan.stride, plan.radius
+    kw = plan.chunk_kwargs()
+    axes = [_forward_axis(x.shape[2 + a], x.chunks[2 + a], s, r, r, plan.halo)
+            for a in range(2)]
+    x = _spatial_rechunk(x, axes)
 
     def call(xb):
-        return _filters.detail_preserving_pool(xb, k, stride=s, alpha=alpha, lam=lam,
-                                               border=border, channel_axis=1)
+        return _filters.detail_preserving_pool(xb, k, **kw)
 
-    out = _map(call, [x], ["in"], plans, (x.chunks[0], (x.shape[1],)), image.dtype,
+    out = _map(call, [x], ["in"], axes, (x.chunks[0], (x.shape[1],)), image.dtype,
                numba_threads)
-    return back(out.reshape(batch_shape + out.shape[1:]))
+    return back(out)
 
 
 # --------------------------------------------------------------------------- CRF

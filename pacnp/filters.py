@@ -40,15 +40,20 @@ guide's units (0–255 for a uint8 guide).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 
 import numpy as np
 
 from . import _api
+from ._namespace import array_module as _array_module
+from ._namespace import delegate
 
 __all__ = ["bilateral_filter", "joint_bilateral_filter", "joint_bilateral_upsample",
-           "detail_preserving_pool", "default_radius", "BORDERS"]
+           "detail_preserving_pool", "default_radius", "default_sigma_color", "BORDERS",
+           "Layout", "FilterPlan", "plan_joint_bilateral_filter", "plan_joint_bilateral_upsample",
+           "plan_detail_preserving_pool", "compute_dtype"]
 
 BORDERS = ("reflect", "nearest", "constant", "renormalize")
 _PAD_MODE = {"reflect": "reflect", "nearest": "edge", "constant": "constant"}
@@ -56,36 +61,26 @@ _PAD_MODE = {"reflect": "reflect", "nearest": "edge", "constant": "constant"}
 RADIUS_PER_SIGMA = 3.0
 
 
-# --------------------------------------------------------------------------- helpers
-def _xp(a):
-    """NumPy or CuPy, whichever holds ``a`` (CuPy detected without importing it)."""
-    if type(a).__module__.split(".")[0] == "cupy":
-        import cupy
-        return cupy
-    return np
-
-
+# --------------------------------------------------------------------------- checks
 _DTYPES = (np.uint8, np.uint16, np.float16, np.float32, np.float64)
 
 
-def _as_array(fn, name, a):
-    """(array module, array): NumPy or CuPy arrays as they are, anything else through NumPy."""
+def _check_dtype(fn, name, a):
+    """``a``'s dtype is one the filters take (any array with ``shape`` and ``dtype``: NumPy,
+    CuPy, Dask)."""
     if a is None:
         raise TypeError(f"{fn}: {name} is required, got None")
-    xp = _xp(a)
-    if xp is np and not isinstance(a, np.ndarray):
-        try:
-            a = np.asarray(a)
-        except Exception as e:  # noqa: BLE001 - re-raised with the argument's name
-            raise TypeError(f"{fn}: {name} must be an array, got {type(a).__name__}") from e
-    if a.dtype not in _DTYPES:
+    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
+        raise TypeError(f"{fn}: {name} must be an array, got {type(a).__name__}")
+    if np.dtype(a.dtype) not in _DTYPES:
         raise TypeError(f"{fn}: {name} has dtype {a.dtype}; expected one of uint8, uint16, "
                         f"float16, float32, float64")
-    return xp, a
 
 
-def _compute_dtype(dtype):
-    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+def compute_dtype(dtype):
+    """The dtype the filters compute in for images of ``dtype``: float64 for float64, else
+    float32 (integers, float16)."""
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
 
 
 def _positive(fn, name, value, allow_none=False):
@@ -133,63 +128,115 @@ def _axis(fn, name, axis, ndim):
     return a % ndim
 
 
-class _Layout:
-    """Moves an image between the caller's layout and PAC's [B, C, H, W] and back."""
+def default_sigma_color(xp, guide, dtype):
+    """σ_c when none is given — the one rule of the filters, ``pacnp.dask`` and the command
+    line: the standard deviation of the guide's values in the compute ``dtype``, over its
+    finite values when it holds NaN or ±inf (those pixels get NaN results either way; they
+    must not set the colour scale of the others), and 1 when that is 0 or there is no finite
+    value (a constant guide: every colour weight is 1 whatever σ_c is).
 
-    def __init__(self, fn, name, a, channel_axis):
-        self.shape = a.shape
-        nd = a.ndim
+    ``xp``: the guide's array module (NumPy, CuPy or ``dask.array``)."""
+    g = guide.astype(dtype)
+    s = float(g.std())
+    if not math.isfinite(s):  # NaN or inf somewhere: the scale of the finite values
+        finite = xp.isfinite(g)
+        n = float(finite.sum())
+        if n > 0:
+            mean = float(xp.where(finite, g, 0).sum(dtype=np.float64)) / n
+            d = xp.where(finite, g - dtype.type(mean), 0)
+            s = math.sqrt(float((d * d).sum(dtype=np.float64)) / n)
+    return s if s > 0 and math.isfinite(s) else 1.0
+
+
+# --------------------------------------------------------------------------- layouts
+class Layout:
+    """Where an image's batch, channel and spatial axes are (``channel_axis`` as in
+    scikit-image; module docstring), and the moves between that layout and the canonical
+    ``(*batch, C, H, W)`` the PAC operations take. Built from the shape alone, so the filters,
+    ``pacnp.dask`` and the command line share it; the moves work on NumPy, CuPy and Dask
+    arrays (``xp``: their module)."""
+
+    def __init__(self, fn, name, shape, channel_axis):
+        self.shape = tuple(int(n) for n in shape)
+        nd = len(self.shape)
         if channel_axis is None:
             if nd < 2:
                 raise ValueError(f"{fn}: {name} must have at least 2 axes (H, W), got shape "
-                                 f"{a.shape}")
+                                 f"{self.shape}")
             self.caxis = None
         else:
             if nd < 3:
                 raise ValueError(f"{fn}: {name} with channel_axis={channel_axis} needs at least 3"
-                                 f" axes (channels, H, W), got shape {a.shape}")
-            self.caxis = _axis(fn, "channel_axis", channel_axis, nd)
+                                 f" axes (channels, H, W), got shape {self.shape}")
+            self.caxis = _axis(fn, "channel_axis" if name != "guide" else "guide_channel_axis",
+                               channel_axis, nd)
         others = [i for i in range(nd) if i != self.caxis]
         self.spatial = others[-2:]
         self.batch = others[:-2]
         self.order = self.batch + ([self.caxis] if self.caxis is not None else []) + self.spatial
-        if min(a.shape[i] for i in self.spatial) < 1:
-            raise ValueError(f"{fn}: {name} has an empty image, shape {a.shape}")
+        if min(self.shape[i] for i in self.spatial) < 1:
+            raise ValueError(f"{fn}: {name} has an empty image, shape {self.shape}")
 
-    def to_bchw(self, xp, a):
+    @property
+    def batch_shape(self):
+        return tuple(self.shape[i] for i in self.batch)
+
+    @property
+    def hw(self):
+        return tuple(self.shape[i] for i in self.spatial)
+
+    @property
+    def channels(self):
+        return self.shape[self.caxis] if self.caxis is not None else 1
+
+    def to_canonical(self, xp, a):
+        """``a`` as ``(*batch, C, H, W)`` (C = 1 without a channel axis); a view."""
         t = xp.transpose(a, self.order)
-        nb = int(np.prod([self.shape[i] for i in self.batch], dtype=np.int64))
-        c = self.shape[self.caxis] if self.caxis is not None else 1
-        return t.reshape((nb, c) + tuple(self.shape[i] for i in self.spatial))
+        return t if self.caxis is not None else t[..., None, :, :]
 
-    def from_bchw(self, xp, t, hw=None):
-        """Back to the caller's layout; ``hw``: new spatial size (pooling, upsampling)."""
-        shape = list(self.shape)
-        if hw is not None:
-            shape[self.spatial[0]], shape[self.spatial[1]] = hw
-        sizes = [shape[i] for i in self.order]
-        t = t.reshape(sizes)
+    def from_canonical(self, xp, t):
+        """A canonical ``(*batch, C', H', W')`` result back in this layout (C' and H', W' may
+        differ from the input's: pooling, upsampling)."""
+        if self.caxis is None:
+            t = t[..., 0, :, :]
         inverse = np.argsort(self.order)
         return xp.transpose(t, tuple(int(i) for i in inverse))
 
+    def to_bchw(self, xp, a):
+        """``a`` as ``[B, C, H, W]``, the batch axes folded into one."""
+        t = self.to_canonical(xp, a)
+        nb = int(np.prod(self.batch_shape, dtype=np.int64))
+        return t.reshape((nb,) + tuple(t.shape[-3:]))
 
-def _guide_layout(fn, image_layout, image, guide, guide_channel_axis):
+    def from_bchw(self, xp, t, hw=None):
+        """Back to the caller's layout; ``hw``: new spatial size (pooling, upsampling)."""
+        hw = self.hw if hw is None else tuple(hw)
+        t = t.reshape(self.batch_shape + (t.shape[1],) + hw)
+        return self.from_canonical(xp, t)
+
+
+def _guide_layout(fn, image_layout, guide, guide_channel_axis, scale=1):
+    """The guide's layout: the image's batch axes, its spatial axes ``scale`` times larger, any
+    number of channels."""
+    ndim = len(guide.shape)
+    inum = len(image_layout.shape)
     if guide_channel_axis == "auto":
-        if guide.ndim == image.ndim:
+        if ndim == inum:
             guide_channel_axis = image_layout.caxis
-        elif guide.ndim == image.ndim - 1 and image_layout.caxis is not None:
+        elif ndim == inum - 1 and image_layout.caxis is not None:
             guide_channel_axis = None
         else:
             raise ValueError(
-                f"{fn}: guide has {guide.ndim} axes, image {image.ndim}: give guide_channel_axis "
+                f"{fn}: guide has {ndim} axes, image {inum}: give guide_channel_axis "
                 f"(the guide must share the image's batch and spatial axes)")
-    lay = _Layout(fn, "guide", guide, guide_channel_axis)
-    ishape = [image.shape[i] for i in image_layout.batch + image_layout.spatial]
-    gshape = [guide.shape[i] for i in lay.batch + lay.spatial]
-    if ishape != gshape:
+    lay = Layout(fn, "guide", guide.shape, guide_channel_axis)
+    want = image_layout.batch_shape + tuple(n * scale for n in image_layout.hw)
+    got = lay.batch_shape + lay.hw
+    if want != got:
+        what = "" if scale == 1 else f" ({scale}× the image's spatial size)"
         raise ValueError(
-            f"{fn}: guide batch and spatial sizes {tuple(gshape)} do not match the image's "
-            f"{tuple(ishape)} (image shape {image.shape}, guide shape {guide.shape})")
+            f"{fn}: guide has shape {tuple(guide.shape)}; the guide batch and spatial sizes {got} do "
+            f"not match the image's {want}{what} (image shape {image_layout.shape})")
     return lay
 
 
@@ -199,6 +246,174 @@ def _finish(xp, out, dtype):
         info = np.iinfo(dtype)
         return xp.clip(xp.rint(out), info.min, info.max).astype(dtype)
     return out.astype(dtype, copy=False)
+
+
+def _fits(shape, want):
+    """``shape`` holds ``want``'s values: the same shape with axes of length 1 added or left
+    out, or a shape that broadcasts to it."""
+    if [n for n in shape if n != 1] == [n for n in want if n != 1]:
+        return True
+    try:
+        return np.broadcast_shapes(shape, want) == want
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- plans
+@dataclasses.dataclass(frozen=True)
+class FilterPlan:
+    """Everything a filter decides before it computes: made once from the arguments' shapes
+    and dtypes (so from NumPy, CuPy or Dask arrays alike) by :func:`plan_joint_bilateral_filter`,
+    :func:`plan_joint_bilateral_upsample` or :func:`plan_detail_preserving_pool`, then used by
+    the in-memory filter, by ``pacnp.dask`` (chunks and halos) and by the command line (row
+    tiles).
+
+    ``halo``: the input pixels of context an output region needs on each side (in input
+    pixels; for upsampling, low-resolution samples).
+    """
+
+    fn: str
+    op: str                         # "bilateral", "upsample" or "pool"
+    layout: Layout                  # the image's (the low-res image's for upsampling)
+    guide_layout: Layout | None     # None: no guide (pooling) or the image guides itself
+    dtype: np.dtype                 # the image's, and the result's
+    compute_dtype: np.dtype
+    border: str
+    radius: int                     # window half-size, in output pixels
+    halo: int
+    sigma_spatial: float | None = None
+    sigma_color: float | None = None  # None: default_sigma_color of the guide
+    factor: int = 1
+    kernel_size: int = 1
+    stride: int = 1
+    alpha: float = 0.0
+    lam: float = 0.0
+
+    @property
+    def out_hw(self):
+        h, w = self.layout.hw
+        if self.op == "upsample":
+            return h * self.factor, w * self.factor
+        if self.op == "pool":
+            return -(-h // self.stride), -(-w // self.stride)
+        return h, w
+
+    @property
+    def out_shape(self):
+        shape = list(self.layout.shape)
+        for ax, n in zip(self.layout.spatial, self.out_hw):
+            shape[ax] = n
+        return tuple(shape)
+
+    def resolve_sigma_color(self, xp, guide_canonical):
+        """This plan with σ_c fixed: the given one, else :func:`default_sigma_color` of the
+        guide (canonical layout; its module ``xp``)."""
+        if self.sigma_color is not None or self.op == "pool":
+            return self
+        s = default_sigma_color(xp, guide_canonical, self.compute_dtype)
+        return dataclasses.replace(self, sigma_color=s)
+
+    def chunk_kwargs(self):
+        """Keywords that make the in-memory filter repeat this plan's decisions on one
+        ``[B, C, H, W]`` tile or chunk (σ_c resolved first)."""
+        if self.op == "pool":
+            return dict(stride=self.stride, alpha=self.alpha, lam=self.lam, border=self.border,
+                        channel_axis=1)
+        assert self.sigma_color is not None, "resolve_sigma_color first"
+        kw = dict(sigma_spatial=self.sigma_spatial, sigma_color=self.sigma_color,
+                  radius=self.radius, border=self.border, channel_axis=1)
+        if self.op == "bilateral" and self.guide_layout is None:
+            return kw
+        return dict(kw, guide_channel_axis=1)
+
+
+def plan_joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
+                                radius=None, border="reflect", channel_axis=None,
+                                guide_channel_axis="auto", fn="joint_bilateral_filter"):
+    """Check the arguments of :func:`joint_bilateral_filter` (``guide=None``: of
+    :func:`bilateral_filter`) and return its :class:`FilterPlan`. Only the arrays' ``shape``
+    and ``dtype`` are read."""
+    _check_dtype(fn, "image", image)
+    sigma_spatial = _positive(fn, "sigma_spatial", sigma_spatial)
+    sigma_color = _positive(fn, "sigma_color", sigma_color, allow_none=True)
+    r = _radius(fn, radius, sigma_spatial)
+    border = _border(fn, border)
+    lay = Layout(fn, "image", image.shape, channel_axis)
+    glay = None
+    if guide is not None:
+        _check_dtype(fn, "guide", guide)
+        glay = _guide_layout(fn, lay, guide, guide_channel_axis)
+    return FilterPlan(fn, "bilateral", lay, glay, np.dtype(image.dtype),
+                      compute_dtype(image.dtype), border, r, r, sigma_spatial, sigma_color)
+
+
+def plan_joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_color=None,
+                                  radius=None, border="renormalize", channel_axis=None,
+                                  guide_channel_axis="auto", confidence=None,
+                                  fn="joint_bilateral_upsample"):
+    """Check the arguments of :func:`joint_bilateral_upsample` and return its
+    :class:`FilterPlan` (``halo`` in low-resolution samples)."""
+    _check_dtype(fn, "low", low)
+    _check_dtype(fn, "guide", guide)
+    try:
+        f = operator.index(factor)
+    except TypeError:
+        raise TypeError(f"{fn}: factor must be an integer >= 2, got {factor!r}") from None
+    if f < 2:
+        raise ValueError(f"{fn}: factor must be an integer >= 2, got {factor!r}")
+    sigma_spatial = _positive(fn, "sigma_spatial", f / 2 if sigma_spatial is None
+                              else sigma_spatial)
+    r = 3 * f // 2 if radius is None else _radius(fn, radius, sigma_spatial)
+    o = (f - 1) // 2  # low-res sample n sits at high-res pixel n·f + o
+    if r < f - 1 - o:
+        raise ValueError(f"{fn}: radius={r} leaves high-res pixels without a sample in reach; "
+                         f"need radius >= {f - 1 - o} for factor {f}")
+    _border(fn, border, ("renormalize",))
+    sigma_color = _positive(fn, "sigma_color", sigma_color, allow_none=True)
+    lay = Layout(fn, "low", low.shape, channel_axis)
+    if guide_channel_axis == "auto" and len(guide.shape) != len(low.shape):
+        guide_channel_axis = None
+    glay = _guide_layout(fn, lay, guide, guide_channel_axis, scale=f)
+    if confidence is not None:
+        _check_dtype(fn, "confidence", confidence)
+        want = lay.batch_shape + lay.hw
+        fits = _fits(tuple(confidence.shape), want)
+        if not fits:
+            raise ValueError(f"{fn}: confidence has shape {tuple(confidence.shape)}; expected "
+                             f"low's batch and spatial shape {want} (axes of length 1 aside, "
+                             f"or a shape that broadcasts to it)")
+    halo = -(-(r + o) // f) + 1  # the samples an output row's window reaches, either side
+    return FilterPlan(fn, "upsample", lay, glay, np.dtype(low.dtype), compute_dtype(low.dtype),
+                      border, r, halo, sigma_spatial, sigma_color, factor=f)
+
+
+def plan_detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0,
+                                border="renormalize", channel_axis=None,
+                                fn="detail_preserving_pool"):
+    """Check the arguments of :func:`detail_preserving_pool` and return its
+    :class:`FilterPlan` (``halo``: the window and the 3 × 3 smoothing of its centre)."""
+    _check_dtype(fn, "image", image)
+    try:
+        k = operator.index(kernel_size)
+        s = operator.index(stride)
+    except TypeError:
+        raise TypeError(f"{fn}: kernel_size and stride must be integers, got {kernel_size!r}, "
+                        f"{stride!r}") from None
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"{fn}: kernel_size must be an odd integer >= 1, got {kernel_size!r}")
+    if s < 1:
+        raise ValueError(f"{fn}: stride must be an integer >= 1, got {stride!r}")
+    try:
+        alpha, lam = float(alpha), float(lam)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: alpha and lam must be numbers, got {alpha!r}, {lam!r}") from None
+    if not (alpha >= 0 and math.isfinite(alpha) and math.isfinite(lam)):
+        raise ValueError(f"{fn}: need a finite alpha >= 0 and a finite lam, got {alpha}, {lam}")
+    border = _border(fn, border)
+    lay = Layout(fn, "image", image.shape, channel_axis)
+    r = k // 2
+    return FilterPlan(fn, "pool", lay, None, np.dtype(image.dtype), compute_dtype(image.dtype),
+                      border, r, max(r, 1), kernel_size=k, stride=s, alpha=alpha, lam=lam)
 
 
 def _gaussian_1d(radius, sigma, dtype):
@@ -265,7 +480,87 @@ def _weighted_sum(fn, xp, x, guide, sigma_color, w2d, border, radius, ct):
     return out[:, :C], out[:, C:]
 
 
+# --------------------------------------------------------------------------- compute
+def _xp_of(a):
+    return np if isinstance(a, np.ndarray) else _array_module(a)
+
+
+def bilateral(plan, image, guide=None):
+    """The computing half of the (joint) bilateral filter: ``plan`` from
+    :func:`plan_joint_bilateral_filter`, ``image`` / ``guide`` NumPy or CuPy arrays of the
+    planned shapes (``guide`` None: the image guides itself)."""
+    xp = _xp_of(image)
+    lay, ct = plan.layout, plan.compute_dtype
+    x = lay.to_bchw(xp, image)
+    g = x if guide is None else plan.guide_layout.to_bchw(xp, guide)
+    plan = plan.resolve_sigma_color(xp, g)
+    ws = _gaussian_1d(plan.radius, plan.sigma_spatial, ct)
+    num, den = _weighted_sum(plan.fn, xp, x, None if guide is None else g, plan.sigma_color,
+                             np.outer(ws, ws), plan.border, plan.radius, ct)
+    # den ≥ the centre tap's weight w_s(0)·w_c(0) = 1 > 0 for every border mode
+    return _finish(xp, lay.from_bchw(xp, num / den), plan.dtype)
+
+
+def upsample(plan, low, guide, confidence=None):
+    """The computing half of :func:`joint_bilateral_upsample` (``plan`` from
+    :func:`plan_joint_bilateral_upsample`; NumPy or CuPy arrays)."""
+    xp = _xp_of(low)
+    lay, ct, f, r = plan.layout, plan.compute_dtype, plan.factor, plan.radius
+    o = (f - 1) // 2
+    x = lay.to_bchw(xp, low).astype(ct)
+    B, C, h, w = x.shape
+    H, W = h * f, w * f
+    g = plan.guide_layout.to_bchw(xp, guide).astype(ct)
+    if confidence is None:
+        conf = xp.ones((B, 1, h, w), dtype=ct)
+    else:
+        want = lay.batch_shape + lay.hw
+        conf = xp.asarray(confidence, dtype=ct)
+        if conf.size != B * h * w:
+            conf = xp.broadcast_to(conf, want)
+        conf = conf.reshape(B, 1, h, w)
+        if bool((conf < 0).any()):
+            raise ValueError(f"{plan.fn}: confidence must be >= 0")
+    plan = plan.resolve_sigma_color(xp, g)
+    g = g / ct.type(plan.sigma_color)
+    # transposed PAC geometry: kernel k = 2r+1 on the output grid, sample n at n·f + o
+    k = 2 * r + 1
+    ws = _gaussian_1d(r, plan.sigma_spatial, ct)  # w_s(j − r): tap j's offset from its sample
+    weight = xp.asarray(np.outer(ws, ws).reshape(1, 1, k, k))
+    xx = xp.concatenate([x * conf, conf], axis=1)
+    out, _ = _api.pacconv_transpose2d_fused(xp.ascontiguousarray(xx), xp.ascontiguousarray(g),
+                                            weight, stride=f, padding=r - o,
+                                            output_padding=(f - 1) % 2, shared_filters=True,
+                                            kernel_type="gaussian")
+    num, den = out[:, :C], out[:, C:]
+    tiny = np.finfo(ct).tiny
+    res = xp.where(den >= tiny, num / xp.where(den >= tiny, den, 1), xp.nan)
+    if plan.dtype.kind == "u":
+        res = xp.nan_to_num(res, nan=0.0)
+    return _finish(xp, lay.from_bchw(xp, res, (H, W)), plan.dtype)
+
+
+def pool(plan, image):
+    """The computing half of :func:`detail_preserving_pool` (``plan`` from
+    :func:`plan_detail_preserving_pool`; a NumPy or CuPy array)."""
+    xp = _xp_of(image)
+    lay, k, r = plan.layout, plan.kernel_size, plan.radius
+    x = xp.ascontiguousarray(lay.to_bchw(xp, image).astype(plan.compute_dtype))
+    pad = r
+    if plan.border != "renormalize":
+        widths = ((0, 0), (0, 0), (r, r), (r, r))
+        x = xp.ascontiguousarray(xp.pad(x, widths, mode=_PAD_MODE[plan.border]))
+        pad = 0
+    # pacnp's inverse kernel is α + (s + ε²)^(λ'/2) with s = ‖Δ‖²: λ' = 2λ
+    out, _ = _api.pacpool2d_fused(x, x, k, stride=plan.stride, padding=pad,
+                                  kernel_type=f"inv_{plan.alpha!r}_{2 * plan.lam!r}_fixed",
+                                  smooth_kernel_type="gaussian", channel_wise=True,
+                                  normalize_kernel=True)
+    return _finish(xp, lay.from_bchw(xp, out, out.shape[2:]), plan.dtype)
+
+
 # --------------------------------------------------------------------------- public filters
+@delegate("image", "guide", coerce=True)
 def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None, radius=None,
                            border="reflect", channel_axis=None, guide_channel_axis="auto"):
     """Joint (cross) bilateral filter of ``image`` with edges taken from ``guide``.
@@ -291,59 +586,25 @@ def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
     -------
     array of ``image``'s shape, dtype and library.
     """
-    fn = "joint_bilateral_filter"
-    xp, image = _as_array(fn, "image", image)
-    xpg, guide = _as_array(fn, "guide", guide)
-    if xpg is not xp:
-        raise TypeError(f"{fn}: image is a {xp.__name__} array but guide a {xpg.__name__} array")
-    sigma_spatial = _positive(fn, "sigma_spatial", sigma_spatial)
-    sigma_color = _positive(fn, "sigma_color", sigma_color, allow_none=True)
-    r = _radius(fn, radius, sigma_spatial)
-    border = _border(fn, border)
-    lay = _Layout(fn, "image", image, channel_axis)
-    glay = _guide_layout(fn, lay, image, guide, guide_channel_axis)
-    ct = _compute_dtype(image.dtype)
-    x = lay.to_bchw(xp, image)
-    g = glay.to_bchw(xp, guide)
-    if sigma_color is None:
-        sigma_color = float(g.astype(ct).std())
-        if not sigma_color > 0:
-            sigma_color = 1.0  # a constant guide: every weight is 1 whatever σ_c is
-    ws = _gaussian_1d(r, sigma_spatial, ct)
-    if guide is image and glay.order == lay.order:
-        g = None  # the bilateral filter: the image guides itself
-    num, den = _weighted_sum(fn, xp, x, g, sigma_color, np.outer(ws, ws), border, r, ct)
-    # den ≥ the centre tap's weight w_s(0)·w_c(0) = 1 > 0 for every border mode
-    return _finish(xp, lay.from_bchw(xp, num / den), image.dtype)
+    plan = plan_joint_bilateral_filter(image, guide, sigma_spatial=sigma_spatial,
+                                       sigma_color=sigma_color, radius=radius, border=border,
+                                       channel_axis=channel_axis,
+                                       guide_channel_axis=guide_channel_axis)
+    self_guided = guide is image and plan.guide_layout.order == plan.layout.order
+    return bilateral(plan, image, None if self_guided else guide)
 
 
+@delegate("image", coerce=True)
 def bilateral_filter(image, *, sigma_spatial=1.0, sigma_color=None, radius=None,
                      border="reflect", channel_axis=None):
     """Bilateral filter: :func:`joint_bilateral_filter` guided by the image itself."""
-    return joint_bilateral_filter(image, image, sigma_spatial=sigma_spatial,
-                                  sigma_color=sigma_color, radius=radius, border=border,
-                                  channel_axis=channel_axis)
+    plan = plan_joint_bilateral_filter(image, None, sigma_spatial=sigma_spatial,
+                                       sigma_color=sigma_color, radius=radius, border=border,
+                                       channel_axis=channel_axis, fn="bilateral_filter")
+    return bilateral(plan, image)
 
 
-def _upsample_params(fn, factor, sigma_spatial, radius, border):
-    """(factor, σ_s, radius) of joint_bilateral_upsample, checked, defaults filled in."""
-    try:
-        f = operator.index(factor)
-    except TypeError:
-        raise TypeError(f"{fn}: factor must be an integer >= 2, got {factor!r}") from None
-    if f < 2:
-        raise ValueError(f"{fn}: factor must be an integer >= 2, got {factor!r}")
-    sigma_spatial = _positive(fn, "sigma_spatial", f / 2 if sigma_spatial is None
-                              else sigma_spatial)
-    r = 3 * f // 2 if radius is None else _radius(fn, radius, sigma_spatial)
-    o = (f - 1) // 2
-    if r < f - 1 - o:
-        raise ValueError(f"{fn}: radius={r} leaves high-res pixels without a sample in reach; "
-                         f"need radius >= {f - 1 - o} for factor {f}")
-    _border(fn, border, ("renormalize",))
-    return f, sigma_spatial, r
-
-
+@delegate("low", "guide", "confidence", coerce=True)
 def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_color=None,
                              radius=None, border="renormalize", channel_axis=None,
                              guide_channel_axis="auto", confidence=None):
@@ -374,52 +635,15 @@ def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_co
         Per-sample weights ≥ 0 of ``low``'s batch and spatial shape (0: missing sample); where a
         pixel receives no weight at all the result is NaN for float inputs (0 for integers).
     """
-    fn = "joint_bilateral_upsample"
-    xp, low = _as_array(fn, "low", low)
-    _, guide = _as_array(fn, "guide", guide)
-    f, sigma_spatial, r = _upsample_params(fn, factor, sigma_spatial, radius, border)
-    sigma_color = _positive(fn, "sigma_color", sigma_color, allow_none=True)
-    o = (f - 1) // 2
-    lay = _Layout(fn, "low", low, channel_axis)
-    ct = _compute_dtype(low.dtype)
-    x = lay.to_bchw(xp, low).astype(ct)
-    B, C, h, w = x.shape
-    H, W = h * f, w * f
-    if guide_channel_axis == "auto":
-        guide_channel_axis = lay.caxis if guide.ndim == low.ndim else None
-    g = _Layout(fn, "guide", guide, guide_channel_axis).to_bchw(xp, guide).astype(ct)
-    if g.shape[0] != B or tuple(g.shape[2:]) != (H, W):
-        raise ValueError(f"{fn}: guide has shape {guide.shape}: batch and spatial sizes "
-                         f"{(g.shape[0],) + tuple(g.shape[2:])}, expected {(B, H, W)} "
-                         f"(low {low.shape} times factor {f})")
-    if confidence is None:
-        conf = xp.ones((B, 1, h, w), dtype=ct)
-    else:
-        _, confidence = _as_array(fn, "confidence", confidence)
-        conf = xp.asarray(confidence, dtype=ct).reshape(B, 1, h, w)
-        if bool((conf < 0).any()):
-            raise ValueError(f"{fn}: confidence must be >= 0")
-    if sigma_color is None:
-        sigma_color = float(g.std()) or 1.0
-    g = g / ct.type(sigma_color)
-    # transposed PAC geometry: kernel k = 2r+1 on the output grid, sample n at n·f + o
-    k = 2 * r + 1
-    p = r - o
-    op = (f - 1) % 2
-    ws = _gaussian_1d(r, sigma_spatial, ct)  # w_s(j − r): the tap j's offset from its sample
-    weight = xp.asarray(np.outer(ws, ws).reshape(1, 1, k, k))
-    xx = xp.concatenate([x * conf, conf], axis=1)
-    out, _ = _api.pacconv_transpose2d_fused(xp.ascontiguousarray(xx), xp.ascontiguousarray(g),
-                                            weight, stride=f, padding=p, output_padding=op,
-                                            shared_filters=True, kernel_type="gaussian")
-    num, den = out[:, :C], out[:, C:]
-    tiny = np.finfo(ct).tiny
-    res = xp.where(den >= tiny, num / xp.where(den >= tiny, den, 1), xp.nan)
-    if low.dtype.kind == "u":
-        res = xp.nan_to_num(res, nan=0.0)
-    return _finish(xp, lay.from_bchw(xp, res, (H, W)), low.dtype)
+    plan = plan_joint_bilateral_upsample(low, guide, factor, sigma_spatial=sigma_spatial,
+                                         sigma_color=sigma_color, radius=radius, border=border,
+                                         channel_axis=channel_axis,
+                                         guide_channel_axis=guide_channel_axis,
+                                         confidence=confidence)
+    return upsample(plan, low, guide, confidence)
 
 
+@delegate("image", coerce=True)
 def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0,
                            border="renormalize", channel_axis=None):
     """Detail-preserving pooling (Saeedan et al. 2018) as PAC pooling.
@@ -431,37 +655,6 @@ def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0
     neighbourhood (details), λ < 0 smooth regions; α ≥ 0 blends in average pooling.
     ``border``: 'renormalize' (outside taps left out) or a padding mode.
     """
-    fn = "detail_preserving_pool"
-    xp, image = _as_array(fn, "image", image)
-    try:
-        k = operator.index(kernel_size)
-        s = operator.index(stride)
-    except TypeError:
-        raise TypeError(f"{fn}: kernel_size and stride must be integers, got {kernel_size!r}, "
-                        f"{stride!r}") from None
-    if k < 1 or k % 2 == 0:
-        raise ValueError(f"{fn}: kernel_size must be an odd integer >= 1, got {kernel_size!r}")
-    if s < 1:
-        raise ValueError(f"{fn}: stride must be an integer >= 1, got {stride!r}")
-    try:
-        alpha, lam = float(alpha), float(lam)
-    except (TypeError, ValueError):
-        raise TypeError(f"{fn}: alpha and lam must be numbers, got {alpha!r}, {lam!r}") from None
-    if not (alpha >= 0 and math.isfinite(alpha) and math.isfinite(lam)):
-        raise ValueError(f"{fn}: need a finite alpha >= 0 and a finite lam, got {alpha}, {lam}")
-    border = _border(fn, border)
-    lay = _Layout(fn, "image", image, channel_axis)
-    ct = _compute_dtype(image.dtype)
-    x = xp.ascontiguousarray(lay.to_bchw(xp, image).astype(ct))
-    r = k // 2
-    pad = r
-    if border != "renormalize":
-        widths = ((0, 0), (0, 0), (r, r), (r, r))
-        x = xp.ascontiguousarray(xp.pad(x, widths, mode=_PAD_MODE[border]))
-        pad = 0
-    # pacnp's inverse kernel is α + (s + ε²)^(λ'/2) with s = ‖Δ‖²: λ' = 2λ
-    out, _ = _api.pacpool2d_fused(x, x, k, stride=s, padding=pad,
-                                  kernel_type=f"inv_{alpha!r}_{2 * lam!r}_fixed",
-                                  smooth_kernel_type="gaussian", channel_wise=True,
-                                  normalize_kernel=True)
-    return _finish(xp, lay.from_bchw(xp, out, out.shape[2:]), image.dtype)
+    plan = plan_detail_preserving_pool(image, kernel_size, stride=stride, alpha=alpha, lam=lam,
+                                       border=border, channel_axis=channel_axis)
+    return pool(plan, image)
