@@ -316,9 +316,11 @@ class Namespace:
 
     def from_numpy(self, a):
         """A host NumPy result as an array of the caller's library (zero-copy via DLPack)."""
-        if a is None or self.lib == "numpy":
-            return a
+        if a is None:
+            return None
         a = np.asarray(a)  # NumPy scalars (0-d results of reductions) as 0-d arrays
+        if self.lib == "numpy":
+            return a
         if self.lib == "torch":
             import torch
             return torch.from_dlpack(a)
