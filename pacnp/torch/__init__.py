@@ -23,8 +23,9 @@ One module per concern, each built on the one before it:
 
 This package holds public names only; import them from here (``import pacnp.torch as pac``).
 """
-# Absolute ``import torch`` in the submodules is PyTorch, not this package: Python 3 imports are
-# absolute, and this package is only reachable as ``pacnp.torch``.
+# ``import torch`` in the submodules is PyTorch, not this package: Python 3 imports are absolute
+# and this package is ``pacnp.torch``. (Only a sys.path entry of pacnp/ itself, e.g. running a
+# file of pacnp/ as a script, would make it ``torch``; so it was with the one-file module.)
 from .checkpoints import convert_reference_state_dict, load_reference_state_dict
 from .crf import PacCRF, PacCRFLoose, create_position_feats, create_YXRGB
 from .functional import (

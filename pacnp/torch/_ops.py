@@ -26,6 +26,9 @@ from torch import Tensor
 
 from .. import _adapt, _api
 
+# what ``functional`` calls; the backward ops are reached only through the autograd formulas
+__all__ = ["packernel2d_op", "pac_op", "pac_fused_op"]
+
 
 def _empty(like):
     return like.new_empty((0,))
