@@ -361,6 +361,24 @@ def test_reference_checkpoint_converter(gen):
         x, torch.ones(1, 1, 3, 3, 6, 8, dtype=D), w_ref, net.up.bias, 2, 1, 1), ref)
 
 
+def test_whole_model_pickles_name_the_public_module(gen):
+    """A pickled model names its classes by module: ``pacnp.torch.PacConv2d``, as when
+    pacnp.torch was one file, so models saved then load under a weights_only allowlist."""
+    import io
+
+    assert {getattr(pt, n).__module__ for n in pt.__all__} == {"pacnp.torch"}
+    layer = pt.PacConv2d(2, 2, 3, padding=1).double()
+    buf = io.BytesIO()
+    torch.save(layer, buf)
+    buf.seek(0)
+    with torch.serialization.safe_globals([pt.PacConv2d]):
+        loaded = torch.load(buf, weights_only=True)
+    assert type(loaded) is pt.PacConv2d
+    x = torch.randn(1, 2, 4, 5, generator=gen, dtype=D)
+    g = torch.randn(1, 3, 4, 5, generator=gen, dtype=D)
+    torch.testing.assert_close(loaded(x, g), layer(x, g), rtol=0, atol=0)
+
+
 # =========================================================================== torch.compile
 class _SmallNet(nn.Module):
     def __init__(self):

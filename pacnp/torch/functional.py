@@ -1,0 +1,226 @@
+"""Functional PAC for torch tensors, with the 2019 reference code's signatures.
+
+``packernel2d``, ``pacconv2d``, ``pacconv_transpose2d``, ``pacpool2d`` keep the reference code's
+argument names and order (``native_impl`` accepted and ignored); ``pacconv2d_fused``,
+``pacconv_transpose2d_fused``, ``pacpool2d_fused`` go from the guide straight to the output.
+
+These functions only convert, then call a custom op of ``_ops``: they check that tensor
+arguments are tensors, turn geometry into int pairs, float16/bfloat16 into float32 (autocast;
+the result is cast back) and Python-number α/λ into 0-d tensors. All other validation is
+pacnp's own, inside the op: its ``ValueError`` / ``TypeError`` propagate unchanged.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import _adapt
+from ._ops import pac_fused_op, pac_op, packernel2d_op
+
+__all__ = [
+    "packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
+    "pacconv2d_fused", "pacconv_transpose2d_fused", "pacpool2d_fused",
+]
+
+# pacnp's kernels compute in float32 or float64; these dtypes are computed in float32
+_REDUCED = (torch.float16, torch.bfloat16)
+
+
+def _tensor(fn, name, value, optional=True):
+    if value is None and optional:
+        return None
+    if not isinstance(value, Tensor):
+        raise TypeError(f"pacnp.torch.{fn}: {name} must be a torch.Tensor"
+                        + (" or None" if optional else "") + f", got {type(value).__name__}")
+    return value
+
+
+def _up(t):
+    """float16/bfloat16 → float32 (autocast): pacnp's kernels accumulate in float32 at least.
+    The cast is a torch op, so autograd casts the gradient back: no dtype mismatch in backward."""
+    return t.float() if t is not None and t.dtype in _REDUCED else t
+
+
+def _down(out, like):
+    """A result back in the caller's reduced precision (``like`` is the data input)."""
+    return out.to(like.dtype) if like.dtype in _REDUCED else out
+
+
+def _param(fn, name, value, like):
+    """α/λ: a Python number becomes a 0-d tensor (op schemas take tensors); tensors pass."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        dtype = torch.float32 if like.dtype in _REDUCED else like.dtype
+        return torch.tensor(float(value), dtype=dtype, device=like.device)
+    return _up(_tensor(fn, name, value))
+
+
+def _kernel_tensors(fn, guide, mask, smooth_kernel, inv_alpha, inv_lambda, smooth_kernel_type):
+    smooth_kernel_type, smooth_kernel = _adapt.smooth_for_pacnp(
+        smooth_kernel_type, _up(_tensor(fn, "smooth_kernel", smooth_kernel)))
+    mask = _tensor(fn, "mask", mask)
+    if mask is not None and mask.dtype in _REDUCED:
+        mask = mask.float()
+    return (mask, smooth_kernel, _param(fn, "inv_alpha", inv_alpha, guide),
+            _param(fn, "inv_lambda", inv_lambda, guide), smooth_kernel_type)
+
+
+def _mask_or_none(out_mask, mask):
+    return None if mask is None else out_mask
+
+
+def packernel2d(input, mask=None, kernel_size=0, stride=1, padding=0, output_padding=0,
+                dilation=1, kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
+                inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
+                transposed=False, native_impl=False):
+    """The adapting kernel K of a PAC layer, differentiable (reference-code signature).
+
+    Parameters
+    ----------
+    input : Tensor (B, Cg, H, W)
+        Guidance features (the reference code's name for the guide).
+    mask : Tensor (B, 1, H, W) of 0/1, optional
+        Masked-out guide pixels do not contribute; see docs/semantics.md.
+    kernel_size, stride, padding, output_padding, dilation : int or (int, int)
+    kernel_type : str
+        ``'gaussian'`` or ``'inv_{alpha}_{lambda}[_asym][_fixed]'``.
+    smooth_kernel_type : str
+        ``'none'``, ``'gaussian'``, ``'average_N'`` or ``'full_N'``. As in the reference code, a
+        ``smooth_kernel`` passed with any type but ``'none'`` is the kernel that is used.
+    smooth_kernel : Tensor (N, N) or (1, 1, N, N), optional
+    inv_alpha, inv_lambda : float or Tensor, optional
+        Scalars (or one per channel with ``channel_wise``); default: the numbers in the string.
+    channel_wise, normalize_kernel, transposed : bool
+    native_impl : bool
+        Accepted for compatibility with the reference code and ignored.
+
+    Returns
+    -------
+    K : Tensor (B, 1 or Cg, kh, kw, Ho, Wo)
+    output_mask : Tensor (B, 1, Ho, Wo) or None
+        None without ``mask``. (The reference code returned it as (B, ·, 1, 1, Ho, Wo).)
+    """
+    fn = "packernel2d"
+    guide = _tensor(fn, "input", input, optional=False)
+    g = _up(guide)
+    mask, sk, a, lam, skt = _kernel_tensors(fn, g, mask, smooth_kernel, inv_alpha, inv_lambda,
+                                            smooth_kernel_type)
+    geo = _adapt.pairs(fn, kernel_size=kernel_size, stride=stride, padding=padding,
+                       output_padding=output_padding, dilation=dilation)
+    K, out_mask = packernel2d_op(g, mask, sk, a, lam, geo["kernel_size"], geo["stride"],
+                                 geo["padding"], geo["output_padding"], geo["dilation"],
+                                 kernel_type, skt, channel_wise, normalize_kernel, transposed)
+    return _down(K, guide), _mask_or_none(_down(out_mask, guide), mask)
+
+
+def _op(fn, op, input, kernel, weight, bias, kernel_size, stride, padding, output_padding,
+        dilation, shared_filters):
+    x = _tensor(fn, "input", input, optional=False)
+    kernel = _tensor(fn, "kernel", kernel, optional=False)
+    if op == "pool":
+        ks = kernel_size
+    else:
+        weight = _tensor(fn, "weight", weight, optional=False)
+        # pacnp takes the kernel size from the weight; the fake implementation needs it here
+        ks = tuple(weight.shape[-2:]) if weight.dim() >= 2 else 1
+    geo = _adapt.pairs(fn, kernel_size=ks, stride=stride, padding=padding,
+                       output_padding=output_padding, dilation=dilation)
+    out = pac_op(_up(x), _up(kernel), _up(weight), _up(_tensor(fn, "bias", bias)), op,
+                 geo["kernel_size"], geo["stride"], geo["padding"], geo["output_padding"],
+                 geo["dilation"], shared_filters)
+    return _down(out, x)
+
+
+def pacconv2d(input, kernel, weight, bias=None, stride=1, padding=0, dilation=1,
+              shared_filters=False, native_impl=False):
+    """Pixel-adaptive convolution with a precomputed ``kernel`` (reference-code signature).
+
+    ``input`` (B, C_in, H, W), ``kernel`` (B, 1 or C_in, kh, kw, Ho, Wo) from
+    :func:`packernel2d`, ``weight`` (C_out, C_in, kh, kw) or (1, 1, kh, kw) with
+    ``shared_filters``, ``bias`` (C_out,). ``native_impl`` is accepted and ignored.
+    Returns the (B, C_out, Ho, Wo) output; differentiable in every tensor argument.
+    """
+    return _op("pacconv2d", "conv", input, kernel, weight, bias, None, stride, padding, 0,
+               dilation, shared_filters)
+
+
+def pacconv_transpose2d(input, kernel, weight, bias=None, stride=1, padding=0, output_padding=0,
+                        dilation=1, shared_filters=False, native_impl=False):
+    """Pixel-adaptive transposed convolution (reference-code signature).
+
+    ``weight`` is (C_in, C_out, kh, kw) **in torch's ``ConvTranspose2d`` orientation**: with
+    K ≡ 1 the result is ``F.conv_transpose2d`` with the same weight. The reference code applied
+    its weights flipped; convert such weights with ``weight.flip(-2, -1)`` (or a whole checkpoint
+    with :func:`convert_reference_state_dict`). ``native_impl`` is accepted and ignored.
+    """
+    return _op("pacconv_transpose2d", "transpose", input, kernel, weight, bias, None, stride,
+               padding, output_padding, dilation, shared_filters)
+
+
+def pacpool2d(input, kernel, kernel_size, stride=1, padding=0, dilation=1, native_impl=False):
+    """Pixel-adaptive pooling ``Σ_taps K·x`` (reference-code signature; ``native_impl``
+    ignored). With a normalised kernel from a constant guide this is
+    ``F.avg_pool2d(..., count_include_pad=False)``."""
+    return _op("pacpool2d", "pool", input, kernel, None, None, kernel_size, stride, padding, 0,
+               dilation, False)
+
+
+def _fused(fn, op, input, guide, weight, bias, kernel_size, stride, padding, output_padding,
+           dilation, shared_filters, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha,
+           inv_lambda, channel_wise, normalize_kernel, mask):
+    x = _tensor(fn, "input", input, optional=False)
+    g = _up(_tensor(fn, "guide", guide, optional=False))
+    if op == "pool":
+        ks = kernel_size
+    else:
+        weight = _tensor(fn, "weight", weight, optional=False)
+        ks = tuple(weight.shape[-2:]) if weight.dim() >= 2 else 1
+    mask, sk, a, lam, skt = _kernel_tensors(fn, g, mask, smooth_kernel, inv_alpha, inv_lambda,
+                                            smooth_kernel_type)
+    geo = _adapt.pairs(fn, kernel_size=ks, stride=stride, padding=padding,
+                       output_padding=output_padding, dilation=dilation)
+    out, out_mask = pac_fused_op(
+        _up(x), g, _up(weight), _up(_tensor(fn, "bias", bias)), sk, a, lam, mask, op,
+        geo["kernel_size"], geo["stride"], geo["padding"], geo["output_padding"],
+        geo["dilation"], shared_filters, kernel_type, skt, channel_wise, normalize_kernel)
+    return _down(out, x), _mask_or_none(_down(out_mask, x), mask)
+
+
+def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dilation=1,
+                    shared_filters=False, kernel_type="gaussian", smooth_kernel_type="none",
+                    smooth_kernel=None, inv_alpha=None, inv_lambda=None, channel_wise=False,
+                    normalize_kernel=False, mask=None):
+    """:func:`packernel2d` + :func:`pacconv2d` in one op, K never materialised whole.
+
+    ``guide`` is (B, Cg, H, W) at the input's resolution; the kernel keywords are
+    :func:`packernel2d`'s. Returns ``(output, output_mask or None)``. Differentiable in input,
+    guide, weight, bias, α/λ tensors and the smoothing kernel; the backward recomputes K.
+    """
+    return _fused("pacconv2d_fused", "conv", input, guide, weight, bias, None, stride, padding,
+                  0, dilation, shared_filters, kernel_type, smooth_kernel_type, smooth_kernel,
+                  inv_alpha, inv_lambda, channel_wise, normalize_kernel, mask)
+
+
+def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0,
+                              output_padding=0, dilation=1, shared_filters=False,
+                              kernel_type="gaussian", smooth_kernel_type="none",
+                              smooth_kernel=None, inv_alpha=None, inv_lambda=None,
+                              channel_wise=False, normalize_kernel=False, mask=None):
+    """:func:`pacconv_transpose2d` straight from the guide (at the *output* resolution).
+    Returns ``(output, output_mask or None)``."""
+    return _fused("pacconv_transpose2d_fused", "transpose", input, guide, weight, bias, None,
+                  stride, padding, output_padding, dilation, shared_filters, kernel_type,
+                  smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise,
+                  normalize_kernel, mask)
+
+
+def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=1,
+                    kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
+                    inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
+                    mask=None):
+    """:func:`pacpool2d` straight from the guide. Returns ``(output, output_mask or None)``."""
+    return _fused("pacpool2d_fused", "pool", input, guide, None, None, kernel_size, stride,
+                  padding, 0, dilation, False, kernel_type, smooth_kernel_type, smooth_kernel,
+                  inv_alpha, inv_lambda, channel_wise, normalize_kernel, mask)

@@ -1,0 +1,385 @@
+"""PAC layers for torch: ``PacConv2d``, ``PacConvTranspose2d``, ``PacPool2d``.
+
+Constructors, defaults, fillers and parameter/buffer names are the 2019 reference code's, so its
+models build unchanged and its state dicts line up name for name (``checkpoints`` handles the one
+orientation difference). ``from_conv`` turns a trained ``nn.Conv2d`` / ``nn.ConvTranspose2d``
+into the equivalent PAC layer (the paper's Sec. 6 hot-swap). ``forward`` runs the fused op when no
+precomputed kernel is given, so K is never materialised whole.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import Parameter
+
+from .. import _core
+from .functional import (
+    packernel2d,
+    pacconv2d,
+    pacconv2d_fused,
+    pacconv_transpose2d,
+    pacconv_transpose2d_fused,
+    pacpool2d,
+    pacpool2d_fused,
+)
+
+__all__ = ["PacConv2d", "PacConvTranspose2d", "PacPool2d"]
+
+_FILLERS = ("uniform", "linear", "crf", "crf_perturbed", "pool", "crf_pool")
+
+
+def _gaussian_2d(width):
+    """Truncated Gaussian of σ = width/4, normalised to sum 1 (the CRF filler's spatial term)."""
+    r = np.arange(width, dtype=np.float64) - width // 2
+    g = np.exp(-0.5 * (r / (width / 4.0)) ** 2)
+    g2 = np.outer(g, g)
+    return g2 / g2.sum()
+
+
+def _linear_taps(k, s, normalize):
+    """One axis of bilinear upsampling by ``s`` as a transposed-convolution filter of ``k`` taps:
+    the triangle ``1 - |t|/s`` (width 2s−1) centred in the window. With ``normalize_kernel`` the
+    layer divides by the sum of K over the valid taps (1 per valid tap for a constant guide); the
+    taps valid together are those congruent mod s, so each tap is multiplied by their count."""
+    r = k // 2
+    t = np.arange(k) - r
+    w = np.clip(1.0 - np.abs(t) / s, 0.0, None)
+    if normalize:
+        j = np.arange(k)
+        w = w * (j // s + (k - 1 - j) // s + 1)
+    return w
+
+
+class _PacConvNd(nn.Module):
+    """Shared construction of the PAC layers: parameters and buffers under the reference code's
+    names (``weight``, ``bias``, ``inv_alpha``, ``inv_lambda``, ``smooth_kernel``), so state dicts
+    map one to one; argument checks reuse pacnp's own parsers."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                 transposed, output_padding, bias, pool_only, kernel_type, smooth_kernel_type,
+                 channel_wise, normalize_kernel, shared_filters, filler):
+        super().__init__()
+        fn = type(self).__name__
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _core.pair(kernel_size, "kernel_size", fn, minimum=1, odd=True)
+        self.stride = _core.pair(stride, "stride", fn, minimum=1)
+        self.padding = _core.pair(padding, "padding", fn)
+        self.dilation = _core.pair(dilation, "dilation", fn, minimum=1)
+        self.output_padding = _core.pair(output_padding, "output_padding", fn)
+        self.transposed = transposed
+        self.pool_only = pool_only
+        self.kernel_type = kernel_type
+        self.smooth_kernel_type = smooth_kernel_type
+        self.channel_wise = channel_wise
+        self.normalize_kernel = normalize_kernel
+        self.shared_filters = shared_filters
+        self.filler = filler
+        kh, kw = self.kernel_size
+        if not pool_only:
+            if filler not in _FILLERS:
+                raise ValueError(f"{fn}: filler={filler!r}; expected one of {list(_FILLERS)}")
+            if shared_filters and in_channels != out_channels:
+                raise ValueError(f"{fn}: shared_filters=True applies one filter to every channel, "
+                                 f"so in_channels ({in_channels}) must equal out_channels "
+                                 f"({out_channels})")
+            if filler in ("pool", "crf_pool"):
+                if not shared_filters:
+                    raise ValueError(f"{fn}: filler={filler!r} is a fixed pooling filter and "
+                                     f"needs shared_filters=True")
+                # fixed, not learnt (a buffer, as in the reference code)
+                self.register_buffer("weight", torch.ones(1, 1, kh, kw))
+            elif shared_filters:
+                self.weight = Parameter(torch.empty(1, 1, kh, kw))
+            elif transposed:
+                self.weight = Parameter(torch.empty(in_channels, out_channels, kh, kw))
+            else:
+                self.weight = Parameter(torch.empty(out_channels, in_channels, kh, kw))
+            if bias:
+                self.bias = Parameter(torch.empty(out_channels))
+            else:
+                self.register_parameter("bias", None)
+        spec = _core.parse_kernel_type(kernel_type, fn)
+        self._inv_init = None
+        if spec.kind == 1:  # inv_{α}_{λ}: α, λ start from the numbers in the string
+            if spec.alpha is None:
+                raise ValueError(f"{fn}: kernel_type={kernel_type!r} needs the initial α and λ "
+                                 f"in the string, e.g. 'inv_0.5_-1'")
+            self._inv_init = (spec.alpha, spec.lam)
+            shape = ()
+            if channel_wise and not spec.fixed:
+                if out_channels is None or out_channels <= 0:
+                    raise ValueError(f"{fn}: channel_wise=True with a learnable {kernel_type!r} "
+                                     f"kernel needs out_channels (one α, λ per channel), got "
+                                     f"out_channels={out_channels}")
+                shape = (out_channels,)
+            alpha = torch.full(shape, spec.alpha)
+            lam = torch.full(shape, spec.lam)
+            if spec.fixed:
+                self.register_buffer("inv_alpha", alpha)
+                self.register_buffer("inv_lambda", lam)
+            else:
+                self.inv_alpha = Parameter(alpha)
+                self.inv_lambda = Parameter(lam)
+        kind, n = _core.parse_smooth_type(smooth_kernel_type, fn)
+        if kind == "full":
+            self.smooth_kernel = Parameter(torch.empty(1, 1, n, n))
+        elif kind != "none":
+            fixed = _core.smoothing_kernel(kind, n, np.float32).reshape(1, 1, n, n)
+            self.register_buffer("smooth_kernel", torch.from_numpy(fixed.copy()))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Initialise the weights with the layer's ``filler`` (and α/λ, smoothing kernel)."""
+        fn = type(self).__name__
+        with torch.no_grad():
+            if not self.pool_only:
+                self._fill(fn)
+            if isinstance(getattr(self, "inv_alpha", None), Parameter):
+                self.inv_alpha.fill_(self._inv_init[0])
+                self.inv_lambda.fill_(self._inv_init[1])
+            if isinstance(getattr(self, "smooth_kernel", None), Parameter):
+                self.smooth_kernel.fill_(1.0 / self.smooth_kernel[0, 0].numel())
+
+    def _fill(self, fn):
+        kh, kw = self.kernel_size
+        w = self.weight
+        if self.filler == "pool":
+            w.fill_(1.0)
+        elif self.filler == "crf_pool":
+            w.fill_(1.0)
+            w[0, 0, kh // 2, kw // 2] = 0.0  # no message from a pixel to itself (DenseCRF)
+        elif self.filler == "uniform":
+            # as nn.Conv2d's classic init: U(±1/√fan_in); a shared filter sees one channel
+            bound = 1.0 / math.sqrt(self.in_channels * kh * kw)
+            if self.shared_filters:
+                bound *= self.in_channels
+            w.uniform_(-bound, bound)
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
+        elif self.filler == "linear":
+            if not self.transposed or self.in_channels != self.out_channels:
+                raise ValueError(f"{fn}: filler='linear' (bilinear upsampling) needs a transposed "
+                                 f"layer with in_channels == out_channels, got transposed="
+                                 f"{self.transposed}, {self.in_channels} → {self.out_channels}")
+            if any(k < 2 * s - 1 for k, s in zip(self.kernel_size, self.stride)):
+                raise ValueError(f"{fn}: filler='linear' needs kernel_size >= 2*stride-1, got "
+                                 f"kernel_size={self.kernel_size}, stride={self.stride}")
+            taps = [_linear_taps(k, s, self.normalize_kernel)
+                    for k, s in zip(self.kernel_size, self.stride)]
+            filt = torch.from_numpy(np.outer(*taps)).to(w)
+            w.zero_()
+            for c in range(1 if self.shared_filters else self.in_channels):
+                w[c, c] = filt
+            if self.bias is not None:
+                self.bias.zero_()
+        else:  # crf, crf_perturbed: Gaussian spatial filter, no self-message, Potts compat.
+            if kh != kw or self.in_channels != self.out_channels:
+                raise ValueError(f"{fn}: filler={self.filler!r} needs a square kernel and "
+                                 f"in_channels == out_channels, got kernel_size="
+                                 f"{self.kernel_size}, {self.in_channels} → {self.out_channels}")
+            g = _gaussian_2d(kh) * kh * kw
+            g[kh // 2, kw // 2] = 0.0
+            g = torch.from_numpy(g).to(w)
+            if self.shared_filters:
+                w[0, 0] = g
+            else:
+                compat = 1.0 - torch.eye(self.in_channels, dtype=w.dtype, device=w.device)
+                w.copy_(compat[:, :, None, None] * g)
+            if self.filler == "crf_perturbed":
+                w.add_((torch.rand_like(w) - 0.5) * 1e-3)
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def _kernel_kwargs(self):
+        return dict(kernel_type=self.kernel_type, smooth_kernel_type=self.smooth_kernel_type,
+                    smooth_kernel=getattr(self, "smooth_kernel", None),
+                    inv_alpha=getattr(self, "inv_alpha", None),
+                    inv_lambda=getattr(self, "inv_lambda", None),
+                    channel_wise=self.channel_wise, normalize_kernel=self.normalize_kernel)
+
+    def compute_kernel(self, input_for_kernel, input_mask=None):
+        """K (and the output mask, or None) of this layer for a guide, as :func:`packernel2d`."""
+        return packernel2d(input_for_kernel, input_mask, kernel_size=self.kernel_size,
+                           stride=self.stride, padding=self.padding,
+                           output_padding=self.output_padding, dilation=self.dilation,
+                           transposed=self.transposed, **self._kernel_kwargs())
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}" \
+            if not self.pool_only else f"kernel_size={self.kernel_size}"
+        s += f", kernel_type={self.kernel_type}"
+        for name, default in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1)),
+                              ("output_padding", (0, 0))):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        if not self.pool_only and self.bias is None:
+            s += ", bias=False"
+        if self.smooth_kernel_type != "none":
+            s += f", smooth_kernel_type={self.smooth_kernel_type}"
+        for flag in ("channel_wise", "normalize_kernel", "shared_filters"):
+            if getattr(self, flag):
+                s += f", {flag}=True"
+        return s
+
+
+def _from_conv_args(fn, conv, transposed):
+    """Constructor arguments of a PAC layer equivalent to ``conv`` (an nn.Conv2d or
+    nn.ConvTranspose2d); the hot-swap of the paper's Sec. 6."""
+    cls = nn.ConvTranspose2d if transposed else nn.Conv2d
+    if not isinstance(conv, cls):  # (ConvTranspose2d is not a Conv2d subclass)
+        raise TypeError(f"{fn}: conv must be a torch.nn.{cls.__name__}, got "
+                        f"{type(conv).__name__}")
+    if conv.groups != 1:
+        raise ValueError(f"{fn}: conv has groups={conv.groups}; only groups=1 has a PAC "
+                         f"equivalent")
+    if conv.padding_mode != "zeros":
+        raise ValueError(f"{fn}: conv has padding_mode={conv.padding_mode!r}; PAC pads with "
+                         f"zeros, so only padding_mode='zeros' keeps the output identical")
+    padding = conv.padding
+    if isinstance(padding, str):  # 'valid' / 'same' (odd kernels: 'same' is symmetric)
+        padding = (0, 0) if padding == "valid" else tuple(
+            d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))
+    kw = dict(in_channels=conv.in_channels, out_channels=conv.out_channels,
+              kernel_size=conv.kernel_size, stride=conv.stride, padding=padding,
+              dilation=conv.dilation, bias=conv.bias is not None)
+    if transposed:
+        kw["output_padding"] = conv.output_padding
+    return kw
+
+
+def _copy_from_conv(layer, conv):
+    layer = layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(conv.weight)
+        if conv.bias is not None:
+            layer.bias.copy_(conv.bias)
+    return layer
+
+
+class PacConv2d(_PacConvNd):
+    """Pixel-adaptive convolution layer (reference-code constructor and defaults).
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, dilation, bias
+        As ``nn.Conv2d`` (odd kernel sizes; ``padding <= dilation*(kernel_size-1)/2``).
+    kernel_type : str
+        ``'gaussian'`` | ``'inv_{alpha}_{lambda}[_asym][_fixed]'`` (α, λ learnable unless
+        ``_fixed``). Default ``'gaussian'``.
+    smooth_kernel_type : str
+        ``'none'`` | ``'gaussian'`` | ``'average_N'`` | ``'full_N'`` (learnable N×N).
+    normalize_kernel, shared_filters : bool
+    filler : str
+        Weight initialisation: ``'uniform'`` (default), ``'crf'``, ``'crf_perturbed'``,
+        ``'pool'``, ``'crf_pool'`` (the last two: fixed filters, need ``shared_filters``).
+    native_impl : bool
+        Accepted for compatibility and ignored.
+
+    ``forward(input, guide, kernel=None, mask=None)`` returns the output, or
+    ``(output, output_mask)`` when a mask is given and the kernel computed here. Without a
+    precomputed ``kernel`` the fused path runs (K is never materialised whole).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=True, kernel_type="gaussian", smooth_kernel_type="none",
+                 normalize_kernel=False, shared_filters=False, filler="uniform",
+                 native_impl=False):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False,
+                         0, bias, False, kernel_type, smooth_kernel_type, False, normalize_kernel,
+                         shared_filters, filler)
+        self.native_impl = native_impl
+
+    def forward(self, input, guide, kernel=None, mask=None):
+        if kernel is not None:
+            return pacconv2d(input, kernel, self.weight, self.bias, self.stride, self.padding,
+                             self.dilation, self.shared_filters)
+        out, out_mask = pacconv2d_fused(input, guide, self.weight, self.bias,
+                                        stride=self.stride, padding=self.padding,
+                                        dilation=self.dilation,
+                                        shared_filters=self.shared_filters, mask=mask,
+                                        **self._kernel_kwargs())
+        return out if out_mask is None else (out, out_mask)
+
+    @classmethod
+    def from_conv(cls, conv, *, kernel_type="gaussian", smooth_kernel_type="none",
+                  normalize_kernel=False):
+        """A PAC layer initialised from ``conv`` (``nn.Conv2d``, groups=1, zero padding).
+
+        Its weight and bias are copies of ``conv``'s; with a constant guide (K ≡ 1 at every
+        valid tap, ``normalize_kernel=False``) the output equals ``conv``'s to float rounding,
+        so a trained network can be made pixel-adaptive layer by layer (paper, Sec. 6).
+        """
+        kw = _from_conv_args("PacConv2d.from_conv", conv, False)
+        layer = cls(**kw, kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
+                    normalize_kernel=normalize_kernel)
+        return _copy_from_conv(layer, conv)
+
+
+class PacConvTranspose2d(_PacConvNd):
+    """Pixel-adaptive transposed convolution layer (reference-code constructor and defaults;
+    ``filler`` also ``'linear'``: bilinear upsampling).
+
+    The weight is (in_channels, out_channels, kh, kw) in ``nn.ConvTranspose2d``'s orientation;
+    checkpoints of the reference code, which applied it flipped, load through
+    :func:`load_reference_state_dict`. ``forward(input, guide, kernel=None, mask=None)``: the
+    guide is at the *output* resolution.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, dilation=1, bias=True, kernel_type="gaussian",
+                 smooth_kernel_type="none", normalize_kernel=False, shared_filters=False,
+                 filler="uniform", native_impl=False):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True,
+                         output_padding, bias, False, kernel_type, smooth_kernel_type, False,
+                         normalize_kernel, shared_filters, filler)
+        self.native_impl = native_impl
+
+    def forward(self, input, guide, kernel=None, mask=None):
+        if kernel is not None:
+            return pacconv_transpose2d(input, kernel, self.weight, self.bias, self.stride,
+                                       self.padding, self.output_padding, self.dilation,
+                                       self.shared_filters)
+        out, out_mask = pacconv_transpose2d_fused(
+            input, guide, self.weight, self.bias, stride=self.stride, padding=self.padding,
+            output_padding=self.output_padding, dilation=self.dilation,
+            shared_filters=self.shared_filters, mask=mask, **self._kernel_kwargs())
+        return out if out_mask is None else (out, out_mask)
+
+    @classmethod
+    def from_conv(cls, conv, *, kernel_type="gaussian", smooth_kernel_type="none",
+                  normalize_kernel=False):
+        """A PAC layer initialised from ``conv`` (``nn.ConvTranspose2d``, groups=1); with a
+        constant guide its output equals ``conv``'s to float rounding."""
+        kw = _from_conv_args("PacConvTranspose2d.from_conv", conv, True)
+        layer = cls(**kw, kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
+                    normalize_kernel=normalize_kernel)
+        return _copy_from_conv(layer, conv)
+
+
+class PacPool2d(_PacConvNd):
+    """Pixel-adaptive pooling layer (reference-code constructor and defaults).
+
+    ``out_channels`` is needed only for ``channel_wise`` learnable ``inv_*`` kernels (one α, λ
+    per channel). ``forward(input, guide, kernel=None, mask=None)``.
+    """
+
+    def __init__(self, kernel_size, stride=1, padding=0, dilation=1, kernel_type="gaussian",
+                 smooth_kernel_type="none", channel_wise=False, normalize_kernel=False,
+                 out_channels=-1, native_impl=False):
+        super().__init__(-1, out_channels, kernel_size, stride, padding, dilation, False, 0,
+                         False, True, kernel_type, smooth_kernel_type, channel_wise,
+                         normalize_kernel, False, None)
+        self.native_impl = native_impl
+
+    def forward(self, input, guide, kernel=None, mask=None):
+        if kernel is not None:
+            return pacpool2d(input, kernel, self.kernel_size, self.stride, self.padding,
+                             self.dilation)
+        out, out_mask = pacpool2d_fused(input, guide, self.kernel_size, stride=self.stride,
+                                        padding=self.padding, dilation=self.dilation, mask=mask,
+                                        **self._kernel_kwargs())
+        return out if out_mask is None else (out, out_mask)
