@@ -31,6 +31,14 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- conversions
+def _required(fn, name, a):
+    """A backward's output gradient must be given: without it the call would be a forward."""
+    if a is None:
+        raise TypeError(f"{fn}: {name} is required (the gradient of the forward's output), "
+                        f"got None")
+    return a
+
+
 def _prepare(ns, a, name, dtype=None, small=False):
     """C-contiguous, native-byte-order, writeable NumPy array of the compute dtype (on a GPU:
     a contiguous device array; a host copy for the ``small`` parameter arrays).
@@ -176,6 +184,7 @@ def packernel2d_backward(grad_kernel, guide, kernel_size, *, stride=1, padding=0
         differentiable (α/λ with ``_fixed`` or not passed as arguments; fixed smoothing).
     """
     fn = "packernel2d_backward"
+    _required(fn, "grad_kernel", grad_kernel)
     needs = _core.check_needs(fn, needs, ("guide", "inv_alpha", "inv_lambda", "smooth_kernel"))
     kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
               kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
@@ -241,6 +250,7 @@ def pacconv2d_backward(grad_output, input, kernel, weight, bias=None, *, stride=
                        dilation=1, shared_filters=False, needs=None):
     """Gradients ``(d_input, d_kernel, d_weight, d_bias)`` of :func:`pacconv2d`."""
     fn = "pacconv2d_backward"
+    _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, ("input", "kernel", "weight", "bias"))
     ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel, weight=weight, bias=bias),
                            grad_output, stride=stride, padding=padding, dilation=dilation,
@@ -268,6 +278,7 @@ def pacconv_transpose2d_backward(grad_output, input, kernel, weight, bias=None, 
                                  needs=None):
     """Gradients ``(d_input, d_kernel, d_weight, d_bias)`` of :func:`pacconv_transpose2d`."""
     fn = "pacconv_transpose2d_backward"
+    _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, ("input", "kernel", "weight", "bias"))
     ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel, weight=weight, bias=bias),
                            grad_output, stride=stride, padding=padding,
@@ -290,6 +301,7 @@ def pacpool2d_backward(grad_output, input, kernel, kernel_size, *, stride=1, pad
                        dilation=1, needs=None):
     """Gradients ``(d_input, d_kernel)`` of :func:`pacpool2d`."""
     fn = "pacpool2d_backward"
+    _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, ("input", "kernel"))
     ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel), grad_output, stride=stride,
                            padding=padding, dilation=dilation, kernel_size=kernel_size)
@@ -371,6 +383,7 @@ def pacconv2d_fused_backward(grad_output, input, guide, weight, bias=None, *, st
     """Gradients of :func:`pacconv2d_fused`: ``(d_input, d_guide, d_weight, d_bias,
     d_inv_alpha, d_inv_lambda, d_smooth_kernel)``; ``needs`` selects them (7 bools)."""
     fn = "pacconv2d_fused_backward"
+    _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, _FUSED_NEEDS)
     kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
                      smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
@@ -406,6 +419,7 @@ def pacconv_transpose2d_fused_backward(grad_output, input, guide, weight, bias=N
                                        normalize_kernel=False, mask=None, needs=None):
     """Gradients of :func:`pacconv_transpose2d_fused`, as :func:`pacconv2d_fused_backward`."""
     fn = "pacconv_transpose2d_fused_backward"
+    _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, _FUSED_NEEDS)
     kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
                      smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
@@ -436,6 +450,7 @@ def pacpool2d_fused_backward(grad_output, input, guide, kernel_size, *, stride=1
     """Gradients of :func:`pacpool2d_fused`: ``(d_input, d_guide, d_inv_alpha, d_inv_lambda,
     d_smooth_kernel)``; ``needs`` selects them (5 bools)."""
     fn = "pacpool2d_fused_backward"
+    _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, _FUSED_POOL_NEEDS)
     kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
                      smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
