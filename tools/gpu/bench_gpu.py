@@ -26,7 +26,7 @@ autotuning: the first call's time is reported apart), then ``--repeats`` times, 
 two CUDA events on the current stream with the device synchronised after it; the table gives the
 medians (and the minimum). ``rel err`` is ‖pacnp − unfold‖ / ‖unfold‖ of the forward output.
 
-``--dry-run`` (= ``--device cpu --tiny --repeats 2 --warmup 1``) runs the same code on the CPU
+``--dry-run`` (= ``--device cpu --tiny --repeats 1 --warmup 1``) runs the same code on the CPU
 (NumPy arrays for pacnp, CPU tensors for the peers) on tiny shapes in seconds, so that the script
 cannot rot without a GPU (``tests/test_gpu_check.py``): its figures are not measurements.
 
@@ -514,7 +514,7 @@ def parse_args(argv=None):
                          "cpu: NumPy arrays and CPU tensors")
     ap.add_argument("--tiny", action="store_true", help="tiny shapes (seconds on a CPU)")
     ap.add_argument("--dry-run", action="store_true",
-                    help="--device cpu --tiny --repeats 2 --warmup 1: the same code on the CPU")
+                    help="--device cpu --tiny --repeats 1 --warmup 1: the same code on the CPU")
     ap.add_argument("--repeats", type=int, default=30, help="timed calls per row (default 30)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
     ap.add_argument("--budget", type=float, default=150.0,
@@ -525,14 +525,14 @@ def parse_args(argv=None):
     ap.add_argument("--json", help="write every figure here")
     args = ap.parse_args(argv)
     if args.dry_run:
-        args.device, args.tiny, args.repeats, args.warmup = "cpu", True, 2, 1
+        args.device, args.tiny, args.repeats, args.warmup = "cpu", True, 1, 1
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.device == "cpu":
-        common.set_threads(min(2, os.cpu_count() or 1))
+        common.set_threads(1)  # tiny shapes: one thread is fastest, and the CPU is shared
     bench = Bench(args)
     print(bench.dev.describe(), flush=True)
     bench.run(args.only)
