@@ -98,3 +98,12 @@ def test_report_reads_pytest_results(tmp_path):
                    "FAILED tests/test_cuda.py::test_x - boom\n")
     line, fails = check.junit_summary(tmp_path / "missing.xml", log)
     assert line == "3 failed, 10 passed in 99.0s" and fails == ["tests/test_cuda.py::test_x - boom"]
+
+
+def test_a_step_past_its_limit_is_stopped_and_its_log_kept(tmp_path):
+    check = load("gpu_check")
+    step = check.Step("slow", [sys.executable, "-c", "import time; print('started', flush=True); "
+                               "time.sleep(60)"], "slow.log", budget=1)
+    check.run_step(step, tmp_path, None, timeout=1.0)
+    assert step.status == "TIMED OUT after 1 s" and step.seconds < 10
+    assert "started" in (tmp_path / "slow.log").read_text()

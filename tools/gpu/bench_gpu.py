@@ -141,9 +141,10 @@ class Device:
         if self.name == "cuda":
             self.torch.cuda.synchronize()  # device-wide: CuPy's and torch's streams alike
 
-    def time(self, fn, repeats, warmup):
+    def time(self, fn, repeats, warmup, max_s=math.inf):
         """(first call s, [per-call ms by events or the host clock], [wall ms], the last
-        call's result)."""
+        call's result). The timed calls stop early (after at least 3) once they took ``max_s``:
+        one slow implementation must not eat the whole budget."""
         t0 = time.perf_counter()
         fn()
         self.sync()
@@ -153,7 +154,10 @@ class Device:
         self.sync()
         ev, wall, out = [], [], None
         cuda = self.name == "cuda"
+        t_loop = time.perf_counter()
         for _ in range(repeats):
+            if len(ev) >= 3 and time.perf_counter() - t_loop > max_s:
+                break
             if cuda:
                 start = self.torch.cuda.Event(enable_timing=True)
                 end = self.torch.cuda.Event(enable_timing=True)
@@ -382,7 +386,8 @@ class Bench:
             return row
         try:
             fn = self.callable(wl, pass_, impl)
-            first, ev, wall, out = self.dev.time(fn, self.args.repeats, self.args.warmup)
+            first, ev, wall, out = self.dev.time(fn, self.args.repeats, self.args.warmup,
+                                                 self.args.row_seconds)
             row.first_s = first
             row.median_ms, row.min_ms = statistics.median(ev), min(ev)
             row.wall_median_ms = statistics.median(wall)
@@ -517,6 +522,8 @@ def parse_args(argv=None):
                     help="--device cpu --tiny --repeats 1 --warmup 1: the same code on the CPU")
     ap.add_argument("--repeats", type=int, default=30, help="timed calls per row (default 30)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    ap.add_argument("--row-seconds", type=float, default=4.0,
+                    help="stop a row's timed calls after this long (at least 3 calls; 4)")
     ap.add_argument("--budget", type=float, default=150.0,
                     help="seconds; rows not started by then are reported as skipped (150)")
     ap.add_argument("--only", nargs="*", choices=("W1", "W2", "W5", "W7"),
