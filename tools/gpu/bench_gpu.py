@@ -120,6 +120,7 @@ class Device:
         else:
             self.torch_device = torch.device("cpu")
             self.backend = "numpy"
+            torch.set_num_threads(1)  # tiny shapes: one thread is fastest, and the CPU is shared
 
     def describe(self):
         t = self.torch
@@ -499,7 +500,8 @@ class Bench:
         if a.json:
             rows = []
             for r in self.rows:
-                d = dict(r.__dict__)
+                d = {k: None if isinstance(v, float) and math.isnan(v) else v  # strict JSON
+                     for k, v in r.__dict__.items()}
                 d["pass"] = d.pop("pass_")
                 rows.append(d)
             Path(a.json).write_text(json.dumps(
