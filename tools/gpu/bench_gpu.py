@@ -43,7 +43,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +97,6 @@ class Row:
     wall_median_ms: float = math.nan
     repeats: int = 0
     rel_err: float = math.nan    # forward output vs the unfold peer
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- device

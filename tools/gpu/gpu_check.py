@@ -70,7 +70,8 @@ print("numba.cuda.is_available():", ok)
 if ok:
     cuda.detect()
     try:
-        print("CUDA runtime", cuda.runtime.get_version(), "driver", cuda.driver.driver.get_version())
+        from numba.cuda.cudadrv import driver
+        print("CUDA runtime", cuda.runtime.get_version(), "driver", driver.driver.get_version())
     except Exception as exc:
         print("versions:", type(exc).__name__, exc)
     import numpy as np
@@ -189,7 +190,7 @@ def report(args, out, steps, started):
     results = {}
     for s in steps:
         res = ""
-        if s.junit is not None:
+        if s.junit is not None and s.rc is not None:
             res, fails = junit_summary(s.junit, out / s.log)
             results[s.name] = (res, fails)
         lines.append(f"| {s.name} | {s.status} | {s.seconds:.0f} ({s.budget:.0f}) | {res} | "
@@ -206,6 +207,13 @@ def report(args, out, steps, started):
             lines += [f"- {f}" for f in fails[:40]]
             if len(fails) > 40:
                 lines.append(f"- … and {len(fails) - 40} more (see the log)")
+    for s in steps:  # what a failed step said last, so the report alone shows why
+        log = out / (s.log or "env.txt")
+        if s.status not in ("ok", "not run") and not s.status.startswith(("not asked",
+                                                                          "skipped")) \
+                and log.is_file():
+            tail = log.read_text(errors="replace").splitlines()[-25:]
+            lines += ["", f"## {s.name}: the end of {log.name}", "", "```", *tail, "```"]
     bench_md = Path(args.tmp) / "bench.md"
     lines += ["", "## Benchmarks", ""]
     lines.append(bench_md.read_text() if bench_md.is_file() else "no benchmark table (see "
