@@ -17,7 +17,8 @@ BENCH_ARGS ?=
 # the asv benchmarks the smoke runs once each (W1, pacnp's own implementations)
 SMOKE_BENCH := "PacConv2d\.time_forward_backward\('numpy', 'W1', 'pacnp|PacConv2dMemBackward.*'W1', 'pacnp"
 
-.PHONY: test test-cuda-sim demo venv clean bench bench-smoke asv asv-machine asv-publish
+.PHONY: test test-cuda-sim demo venv clean bench bench-smoke asv asv-machine asv-publish \
+	gpu-wheels gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +67,22 @@ bench-smoke: asv-machine
 	cd asv_benchmarks && $(ASV) run --python=same --quick --dry-run --show-stderr \
 		-b $(SMOKE_BENCH)
 	$(PY) -m pacnp.bench --quick --repeats 1
+
+# ---- the GPU machine (tools/gpu/README.md: the device tool's call)
+# `make gpu-wheels` (here, network to PyPI): the wheels of tools/gpu/wheels.txt into .whl/, which
+# git ignores (.git/info/exclude) and the device tool carries (`carry: [".whl"]`).
+# `make gpu-check` (there, no venv, its own python3): install what it lacks, tests/test_cuda.py and
+# tests/test_device_interop.py on the GPU, the GPU benchmarks; report and logs to $OUT.
+# `make gpu-check GPU_CHECK_ARGS=--dry-run PYTHON=.venv/bin/python` runs every step here.
+GPU_CHECK_ARGS ?=
+
+gpu-wheels:
+	@x="$$(git rev-parse --git-path info/exclude)"; mkdir -p "$$(dirname "$$x")"; \
+	grep -qxF '/.whl/' "$$x" 2>/dev/null || { echo '/.whl/' >> "$$x"; echo "added /.whl/ to $$x"; }
+	$(PYTHON) tools/gpu/wheels.py download --dest .whl
+
+gpu-check:
+	$(PYTHON) tools/gpu/gpu_check.py --out "$${OUT:-/tmp/gpu-check-out}" $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info asv_benchmarks/.asv
