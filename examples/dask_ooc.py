@@ -1,8 +1,8 @@
 """Out-of-core proof: a joint bilateral filter of an RGB image larger than a worker's memory.
 
-``python -m pacnp.dask_ooc --size 16384`` writes a synthetic 16384×16384 RGB float32 image
-(3 GiB) to a chunked Zarr store (``--source zarr``) or a ``.npy`` file read through a memory map
-(``--source npy``), filters it with :func:`pacnp.dask.joint_bilateral_filter` guided by its own
+``python examples/dask_ooc.py --size 16384`` (needs ``pip install 'pacnp[dask]'``) writes a
+synthetic 16384×16384 RGB float32 image (3 GiB) to a chunked Zarr store (``--source zarr``) or
+a ``.npy`` file read through a memory map (``--source npy``), filters it with :func:`pacnp.dask.joint_bilateral_filter` guided by its own
 luminance (computed chunk by chunk on the fly), and writes the result to a chunked Zarr store,
 on a ``distributed.LocalCluster`` of single-threaded worker processes (``--scheduler
 distributed``, the default) or on the threaded scheduler of this process (``--scheduler
@@ -86,7 +86,7 @@ class _PeakRSS:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m pacnp.dask_ooc", description=__doc__.split(
+    ap = argparse.ArgumentParser(prog="python examples/dask_ooc.py", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=16384, help="image side in pixels (16384)")
     ap.add_argument("--chunk", type=int, default=1024, help="chunk side in pixels (1024)")
@@ -110,8 +110,8 @@ def main(argv=None):
     import dask.array as da
     import zarr
 
-    from . import dask as pdask
-    from . import filters
+    from pacnp import dask as pdask
+    from pacnp import filters
 
     n, c = args.size, args.chunk
     os.makedirs(args.workdir, exist_ok=True)
