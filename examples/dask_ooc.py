@@ -2,9 +2,9 @@
 
 ``python examples/dask_ooc.py --size 16384`` (needs ``pip install 'pacnp[dask]'``) writes a
 synthetic 16384×16384 RGB float32 image (3 GiB) to a chunked Zarr store (``--source zarr``) or
-a ``.npy`` file read through a memory map (``--source npy``), filters it with :func:`pacnp.dask.joint_bilateral_filter` guided by its own
-luminance (computed chunk by chunk on the fly), and writes the result to a chunked Zarr store,
-on a ``distributed.LocalCluster`` of single-threaded worker processes (``--scheduler
+a ``.npy`` file read through a memory map (``--source npy``), filters it with
+:func:`pacnp.dask.joint_bilateral_filter` guided by its own luminance (computed chunk by chunk
+on the fly), and writes the result to a chunked Zarr store, on a ``distributed.LocalCluster`` of single-threaded worker processes (``--scheduler
 distributed``, the default) or on the threaded scheduler of this process (``--scheduler
 threads``). It shows a progress bar (``distributed.progress``, or ``dask.diagnostics
 .ProgressBar`` for the threaded scheduler) and prints the wall time and the peak resident memory
