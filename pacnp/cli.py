@@ -46,7 +46,7 @@ import numpy as np
 
 # the commands below read and write through these; the underscored names are the ones they
 # had when the file code lived here
-from ._imageio import FORMATS, ImageFileError, read_array, write_array  # noqa: F401
+from ._imageio import ImageFileError, read_array, write_array
 from ._imageio import check_writable as _check_writable
 from ._imageio import refuse_overwrite as _refuse_overwrite
 
