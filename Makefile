@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 # `make asv ASV_ARGS='-b W1'`: any `asv run` arguments (default: the whole suite, saved to
 # asv_benchmarks/.asv/results; `make asv-publish` then builds the HTML report)
 ASV_ARGS ?=
-# `make bench BENCH_ARGS='--markdown'`: options of `python -m pacnp.bench`
+# `make bench BENCH_ARGS='--markdown'`: options of the ratio table, asv_benchmarks/ratio_table.py
 BENCH_ARGS ?=
 # the asv benchmarks the smoke runs once each (W1, pacnp's own implementations)
 SMOKE_BENCH := "PacConv2d\.time_forward_backward\('numpy', 'W1', 'pacnp|PacConv2dMemBackward.*'W1', 'pacnp"
@@ -49,7 +49,7 @@ demo: $(VENV)/.installed-demo
 
 # ---- benchmarks
 bench: $(VENV)/.installed-test
-	$(PY) -m pacnp.bench $(BENCH_ARGS)
+	$(PY) asv_benchmarks/ratio_table.py $(BENCH_ARGS)
 
 asv-machine: $(VENV)/.installed-test
 	cd asv_benchmarks && $(ASV) machine --yes > /dev/null
@@ -66,7 +66,7 @@ bench-smoke: asv-machine
 	cd asv_benchmarks && $(ASV) check --python=same
 	cd asv_benchmarks && $(ASV) run --python=same --quick --dry-run --show-stderr \
 		-b $(SMOKE_BENCH)
-	$(PY) -m pacnp.bench --quick --repeats 1
+	$(PY) asv_benchmarks/ratio_table.py --quick --repeats 1
 
 # ---- the GPU machine (tools/gpu/README.md: the device tool's call)
 # `make gpu-wheels` (here, network to PyPI): the wheels of tools/gpu/wheels.txt into .whl/, which

@@ -7,14 +7,14 @@
     pacnp upsample LOW --guide RGB --factor N -o OUT [--confidence C]
     pacnp crf PROBS --image RGB -o LABELS
     pacnp demo [demo options]       (python -m pacnp.demo)
-    pacnp bench [bench options]     (python -m pacnp.bench: the ratio table)
 
 with ``--backend cpu|cuda``, ``--threads N`` and ``--quiet`` on every computing command (before
 or after the subcommand). ``python -m pacnp`` is the same program.
 
-Files: PNG (8 and 16 bit, grey, grey+alpha, RGB, RGBA), TIFF (anything tifffile reads and
-writes, stacks included), ``.npy``, ``.npz`` (the first array, or ``--key``). The format is the
-file name's extension. Integer images stay integer: pacnp.filters returns the input's dtype.
+Files (``pacnp._imageio``): PNG (8 and 16 bit, grey, grey+alpha, RGB, RGBA), TIFF (anything
+tifffile reads and writes, stacks included), ``.npy``, ``.npz`` (the first array, or ``--key``).
+The format is the file name's extension. Integer images stay integer: pacnp.filters returns the
+input's dtype.
 
 Layout: a 2-D array is one grey image; a 3-D array is H×W×C and a 4-D one N×H×W×C (a batch)
 unless ``--channel-axis`` says otherwise (``none``: no channel axis, the last two axes are the
@@ -22,8 +22,9 @@ image and any before them a batch; an integer: that axis holds the channels).
 
 Work is split into batches and horizontal tiles of ``--tile-rows`` output rows, each computed
 with the halo of input rows its window reaches, so that the result is exactly the untiled
-call's; the tiles drive a progress bar on stderr that appears once a command has run for a
-second (``PACNP_PROGRESS_DELAY`` seconds; ``--quiet`` turns it off).
+call's; the tiles drive a progress bar (tqdm) on stderr that appears once a command has run
+for a second (``PACNP_PROGRESS_DELAY`` seconds) when stderr is a terminal; ``--quiet`` turns it
+off, and logs and pipes never get it.
 
 Errors are one line, ``pacnp: error: ...``, and exit status 2 for a bad command line (argument
 values, unknown extensions, an output that is also an input) or 1 for a failure while running
@@ -38,21 +39,20 @@ import contextlib
 import inspect
 import math
 import os
-import struct
 import sys
-import tempfile
-import time
-import zlib
-from pathlib import Path
 
 import numba
 import numpy as np
 
+# the commands below read and write through these; the underscored names are the ones they
+# had when the file code lived here
+from ._imageio import ImageFileError, read_array, write_array
+from ._imageio import check_writable as _check_writable
+from ._imageio import refuse_overwrite as _refuse_overwrite
+
 __all__ = ["main"]
 
 PROG = "pacnp"
-#: extension → format; the only files the command line reads and writes
-FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".npz": "npz"}
 #: what pacnp.filters accepts (and returns unchanged)
 IMAGE_DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
 #: a tile holds about this many output pixels when --tile-rows is not given: big enough that
@@ -76,332 +76,39 @@ def _one_line(exc):
 
 
 # --------------------------------------------------------------------------- progress
-class Progress:
-    """A progress bar on stderr for ``total`` steps.
+#: what the bar looks like: ``pacnp filter [#####...] 3/8 tiles  38% 00:02<00:03``
+_BAR_FORMAT = ("{desc} [{bar:24}] {n_fmt}/{total_fmt} {unit} {percentage:3.0f}% "
+               "{elapsed}<{remaining}")
 
-    Nothing is drawn until ``delay`` seconds have passed (work that ends sooner stays silent),
-    and nothing at all when disabled (``--quiet``). On a terminal the bar is redrawn in place
-    (at most 10 times a second); in a log file or a pipe, where carriage returns pile up, it is
-    a line at every tenth of the work instead.
+
+def progress_bar(label, total, unit, *, enabled=True, stream=None, delay=None):
+    """A tqdm progress bar on stderr for ``total`` steps (advance it with ``update()``).
+
+    Nothing is drawn until ``delay`` seconds have passed (``PACNP_PROGRESS_DELAY``, default 1:
+    work that ends sooner stays silent), and nothing at all when disabled (``--quiet``) or when
+    the stream is not a terminal: in a log file or a pipe the redraws would pile up. On a
+    terminal the bar is redrawn in place, at most 10 times a second.
     """
-
-    def __init__(self, label, total, unit, *, enabled=True, stream=None, delay=None):
-        self.label, self.total, self.unit = label, max(int(total), 1), unit
-        self.stream = sys.stderr if stream is None else stream
-        self.enabled = enabled
-        if delay is None:
-            try:
-                delay = float(os.environ.get(PROGRESS_DELAY_ENV, "1"))
-            except ValueError:
-                delay = 1.0
-        self.delay = delay
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.t0 = time.monotonic()
-        self.done = 0
-        self.shown = False
-        self._last_draw = -math.inf
-        self._last_tenth = -1
-
-    def advance(self, n=1):
-        self.done = min(self.done + n, self.total)
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        elapsed = now - self.t0
-        if elapsed < self.delay:
-            return
-        finished = self.done >= self.total
-        if self.tty:
-            if finished or now - self._last_draw >= 0.1:
-                self.stream.write("\r" + self._line(elapsed))
-                self._last_draw = now
-                self.shown = True
-        else:
-            tenth = self.done * 10 // self.total
-            if tenth > self._last_tenth or finished:
-                self.stream.write(self._line(elapsed) + "\n")
-                self._last_tenth = tenth
-                self.shown = True
-        self.stream.flush()
-
-    def _line(self, elapsed):
-        frac = self.done / self.total
-        width = 24
-        fill = int(round(frac * width))
-        eta = ""
-        if 0 < self.done < self.total:
-            eta = f", {elapsed / self.done * (self.total - self.done):.1f}s left"
-        return (f"{self.label} [{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
-                f"{self.unit} {frac:4.0%} {elapsed:.1f}s{eta}")
-
-    def close(self):
-        if self.shown and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-# --------------------------------------------------------------------------- PNG codec
-# Pillow reads and writes 8-bit PNGs and 16-bit grey ones, but reads a 16-bit RGB(A) PNG as
-# 8-bit (silently dropping the low byte) and cannot write one. PNG itself is simple (zlib
-# stream of filtered rows, RFC 2083), so 16-bit colour goes through this small codec, and all
-# writing does, so that every PNG the command line writes takes one path.
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}      # colour type → samples per pixel
-_PNG_COLOUR = {v: k for k, v in _PNG_CHANNELS.items()}
-
-
-def _png_chunk(tag, data):
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-
-def png_encode(a):
-    """PNG bytes of an H×W or H×W×C (C = 1…4) uint8/uint16 array (non-interlaced)."""
-    a = np.asarray(a)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    h, w = a.shape[:2]
-    c = 1 if a.ndim == 2 else a.shape[2]
-    depth = 8 * a.dtype.itemsize
-    raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder(">")).view(np.uint8)
-    raw = raw.reshape(h, w * c * a.dtype.itemsize)
-    bpp = c * a.dtype.itemsize
-    # filter type 1 (Sub) on every row: each byte minus the same byte of the pixel to its left,
-    # modulo 256 — cheap to vectorise and it lets zlib compress smooth images far better
-    filtered = raw.copy()
-    filtered[:, bpp:] -= raw[:, :-bpp]
-    rows = np.concatenate([np.ones((h, 1), np.uint8), filtered], axis=1)
-    ihdr = struct.pack(">IIBBBBB", w, h, depth, _PNG_COLOUR[c], 0, 0, 0)
-    return (_PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr)
-            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + _png_chunk(b"IEND", b""))
-
-
-@numba.njit(cache=True)
-def _png_unfilter(rows, bpp):
-    """Undo the PNG row filters (RFC 2083 Sec. 6); a sequential recurrence along each row, so
-    a compiled loop rather than NumPy. Returns (bytes, index of a row with a bad filter or -1)."""
-    h, n = rows.shape
-    stride = n - 1
-    out = np.zeros((h, stride), np.uint8)
-    for y in range(h):
-        ft = rows[y, 0]
-        if ft > 4:
-            return out, y
-        for i in range(stride):
-            x = np.int64(rows[y, i + 1])
-            a = np.int64(out[y, i - bpp]) if i >= bpp else np.int64(0)
-            b = np.int64(out[y - 1, i]) if y > 0 else np.int64(0)
-            c = np.int64(out[y - 1, i - bpp]) if (y > 0 and i >= bpp) else np.int64(0)
-            if ft == 1:
-                x += a
-            elif ft == 2:
-                x += b
-            elif ft == 3:
-                x += (a + b) // 2
-            elif ft == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                if pa <= pb and pa <= pc:
-                    x += a
-                elif pb <= pc:
-                    x += b
-                else:
-                    x += c
-            out[y, i] = x & 0xFF
-    return out, -1
-
-
-def _png_header(data):
-    """(width, height, bit depth, colour type, interlace) from the IHDR chunk, or None."""
-    if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
-        return None
-    w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
-    return w, h, depth, colour, interlace
-
-
-def png_decode16(data):
-    """H×W×C uint16 array of a non-interlaced 16-bit colour PNG (colour types 2, 4, 6)."""
-    w, h, depth, colour, interlace = _png_header(data)
-    if interlace:
-        raise ValueError("interlaced 16-bit colour PNGs are not supported; save it without "
-                         "interlacing or as TIFF")
-    c = _PNG_CHANNELS[colour]
-    idat, pos = [], 8
-    while pos + 8 <= len(data):
-        (length,), tag = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
-        if len(body) != length:
-            raise ValueError(f"truncated PNG chunk {tag!r}")
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length] or b"\0" * 4)
-        if zlib.crc32(tag + body) != crc:
-            raise ValueError(f"corrupt PNG: bad CRC in chunk {tag.decode('latin-1')!r}")
-        if tag == b"IDAT":
-            idat.append(body)
-        elif tag == b"IEND":
-            break
-        pos += 12 + length
-    bpp = c * depth // 8
-    raw = zlib.decompress(b"".join(idat))
-    if len(raw) != h * (1 + w * bpp):
-        raise ValueError(f"corrupt PNG: {len(raw)} bytes of pixel data for {w}x{h}x{c} 16-bit")
-    rows = np.frombuffer(raw, np.uint8).reshape(h, 1 + w * bpp)
-    out, bad = _png_unfilter(rows, bpp)
-    if bad >= 0:
-        raise ValueError(f"corrupt PNG: unknown filter type {rows[bad, 0]} in row {bad}")
-    return out.view(">u2").astype(np.uint16).reshape(h, w, c)
-
-
-def _read_png(path):
-    data = Path(path).read_bytes()
-    head = _png_header(data)
-    if head is None:
-        raise ValueError("not a PNG file")
-    if head[2] == 16 and head[3] in (2, 4, 6):
-        return png_decode16(data)
-    from PIL import Image  # a dependency of scikit-image and of the cli extra
-
-    with Image.open(path) as im:
-        im.load()
-        if im.mode == "P":  # palette: the colours, not the indices
-            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        elif im.mode == "1":
-            im = im.convert("L")
-        a = np.array(im)
-    if a.dtype.kind == "i" and a.dtype.itemsize > 2:  # Pillow's 'I' mode of a 16-bit grey PNG
-        a = a.astype(np.uint16)
-    return a
-
-
-# --------------------------------------------------------------------------- files
-def _format(path, what):
-    fmt = FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise CLIError(f"{what} {path}: unknown extension {Path(path).suffix or '(none)'!r}; "
-                       f"use one of {' '.join(sorted(set(FORMATS)))}", code=2)
-    return fmt
-
-
-def read_array(path, *, key=None, what="input"):
-    """The array stored in ``path`` (format from the extension), in native byte order."""
-    fmt = _format(path, what)
-    p = Path(path)
-    if not p.exists():
-        raise CLIError(f"{what} {path}: no such file")
-    if p.is_dir():
-        raise CLIError(f"{what} {path}: is a directory, not a file")
-    try:
-        if fmt == "npy":
-            a = np.load(p, allow_pickle=False)
-            if not isinstance(a, np.ndarray):  # an .npz archive under an .npy name
-                a.close()
-                raise ValueError("not an .npy file (an .npz archive? rename it)")
-        elif fmt == "npz":
-            with np.load(p, allow_pickle=False) as z:
-                names = list(z.files)
-                if not names:
-                    raise CLIError(f"{what} {path}: the archive holds no arrays")
-                if key is None:
-                    key = names[0]
-                elif key not in names:
-                    raise CLIError(f"{what} {path} has no array {key!r}; it holds "
-                                   f"{', '.join(names)}")
-                a = z[key]
-        elif fmt == "tiff":
-            import tifffile
-            a = tifffile.imread(p)
-        else:
-            a = _read_png(p)
-    except CLIError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure to decode is "unreadable"
-        raise CLIError(f"cannot read {what} {path}: {_one_line(exc)}") from None
-    a = np.asarray(a)
-    if a.dtype.byteorder not in "=|":  # big-endian TIFF/npy: the kernels want native order
-        a = a.astype(a.dtype.newbyteorder("="))
-    return a
-
-
-def _check_writable(path, dtype, shape, what="output"):
-    """Fail before computing if ``path``'s format cannot hold the result."""
-    fmt = _format(path, what)
-    parent = Path(path).parent
-    if not parent.is_dir():
-        raise CLIError(f"{what} {path}: folder {parent} does not exist")
-    if Path(path).is_dir():
-        raise CLIError(f"{what} {path}: is a directory")
-    if fmt == "png":
-        if np.dtype(dtype) not in (np.uint8, np.uint16):
-            raise CLIError(f"{what} {path}: PNG holds uint8 or uint16 images but the result is "
-                           f"{np.dtype(dtype)}; write .tif, .npy or .npz instead")
-        if not (len(shape) == 2 or (len(shape) == 3 and 1 <= shape[2] <= 4)):
-            raise CLIError(f"{what} {path}: PNG holds one H×W image with 1 to 4 channels "
-                           f"(channels last) but the result has shape {tuple(shape)}; write "
-                           f".tif, .npy or .npz instead")
-    return fmt
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_array(path, a, *, key="arr_0", what="output"):
-    """Write ``a`` to ``path`` atomically: a temporary file in the same folder (same file
-    system, so the rename is atomic), flushed to disk, then renamed over ``path``."""
-    fmt = _check_writable(path, a.dtype, a.shape, what)
-    p = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-    except OSError as exc:
-        raise CLIError(f"cannot write {what} {path}: {_one_line(exc)}") from None
-    os.close(fd)  # reopened by name: tifffile wants a file object whose name is a path
-    try:
-        with open(tmp, "wb") as f:
-            if fmt == "npy":
-                np.save(f, a, allow_pickle=False)
-            elif fmt == "npz":
-                np.savez_compressed(f, **{key: a})
-            elif fmt == "tiff":
-                import tifffile
-                # channels-last colour as RGB(A) so that viewers show it; anything else as
-                # grey pages (tifffile's shape metadata brings any shape back as written)
-                rgb = a.ndim >= 3 and a.shape[-1] in (3, 4)
-                tifffile.imwrite(f, a, photometric="rgb" if rgb else "minisblack",
-                                 planarconfig="contig" if rgb else None)
-            else:
-                f.write(png_encode(a))
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, Exception):
-            raise CLIError(f"cannot write {what} {path}: {_one_line(exc)}") from None
-        raise
-
-
-def _refuse_overwrite(output, inputs):
-    """An output path naming one of the inputs (after resolving links and ``..``) is refused."""
-    out = Path(output)
-    for name, path in inputs:
-        if path is None:
-            continue
-        same = out.resolve() == Path(path).resolve()
-        if not same and out.exists() and Path(path).exists():
-            with contextlib.suppress(OSError):
-                same = os.path.samefile(out, path)  # hard links
-        if same:
-            raise CLIError(f"-o {output} is the {name} {path}; pacnp never overwrites an input, "
-                           f"choose another output path", code=2)
+    try:  # the cli extra; imported here so that --help needs nothing more
+        from tqdm import tqdm
+    except ImportError:
+        raise CLIError("the progress bar needs tqdm: pip install 'pacnp[cli]'") from None
+    stream = sys.stderr if stream is None else stream
+    if delay is None:
+        try:
+            delay = float(os.environ.get(PROGRESS_DELAY_ENV, "1"))
+        except ValueError:
+            delay = 1.0
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    size = {}  # tqdm asks the terminal
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        if tty and os.get_terminal_size(stream.fileno()).columns == 0:
+            # a terminal that reports no size (a pty nobody sized): tqdm would take it for
+            # 0 columns and -1 rows and draw nothing
+            size = dict(ncols=80, nrows=24)
+    return tqdm(total=max(int(total), 1), desc=label, unit=unit, file=stream, delay=delay,
+                disable=not (enabled and tty), mininterval=0.1, ascii=".#",
+                bar_format=_BAR_FORMAT, leave=True, **size)
 
 
 # --------------------------------------------------------------------------- layouts
@@ -559,7 +266,7 @@ def cmd_filter(args, device, progress):
                 res = filters.joint_bilateral_filter(device.put(x[b, lo:hi]),
                                                      device.put(g[gb, lo:hi]), **opts)
                 out[b, y0:y1] = device.get(res)[y0 - lo:y1 - lo]
-                bar.advance()
+                bar.update()
     write_array(args.output, lay.restore(out), key=args.key or "image")
     return 0
 
@@ -622,7 +329,7 @@ def cmd_upsample(args, device, progress):
                     device.put(x[b, m0:m1]), device.put(g[gb, m0 * f:m1 * f]), f,
                     confidence=None if conf is None else device.put(conf[b, m0:m1]), **opts)
                 out[b, y0:y1] = device.get(res)[y0 - m0 * f:y1 - m0 * f]
-                bar.advance()
+                bar.update()
     write_array(args.output, lay.restore(out), key=args.key or "image")
     return 0
 
@@ -670,7 +377,7 @@ def cmd_crf(args, device, progress):
         for b in range(n):
             q = crf.crf_refine(device.put(np.moveaxis(p[b], -1, 0)),  # crf_refine: C×H×W
                                device.put(im[b if im.shape[0] > 1 else 0]), channel_axis=-1,
-                               on_step=lambda done, total: bar.advance(), **options)
+                               on_step=lambda done, total: bar.update(), **options)
             q = np.moveaxis(np.asarray(device.get(q)), 0, -1)
             labels[b] = np.argmax(q, axis=-1)
             if refined is not None:
@@ -683,7 +390,7 @@ def cmd_crf(args, device, progress):
 
 
 def _delegate(fn, argv):
-    """Run another module's ``main(argv)`` (demo, bench) and return its exit status."""
+    """Run another module's ``main(argv)`` (the demo) and return its exit status."""
     try:
         code = fn(argv)
     except SystemExit as exc:  # its own --help or usage error
@@ -738,7 +445,6 @@ examples:
   pacnp upsample depth_low.npy --guide rgb.png --factor 8 -o depth.npy
   pacnp crf probs.npy --image rgb.png -o labels.png
   pacnp demo --factors 4 8
-  pacnp bench --quick
 
 Every command: pacnp COMMAND --help. Files: .png (8/16 bit), .tif/.tiff, .npy, .npz.
 """
@@ -829,7 +535,7 @@ def build_parser():
     parser = _Parser(prog=PROG, formatter_class=fmt, parents=[common], epilog=EXAMPLES_MAIN,
                      description="Pixel-adaptive convolution filters on image files: (joint) "
                                  "bilateral filtering, joint bilateral upsampling, CRF "
-                                 "refinement of segmentations; plus the demo and benchmarks.")
+                                 "refinement of segmentations; plus the demo.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
 
@@ -882,12 +588,13 @@ def build_parser():
     _add_crf_params(p)
     p.set_defaults(run=cmd_crf)
 
-    for name, text in (("demo", "the joint depth upsampling demo (python -m pacnp.demo)"),
-                       ("bench", "the performance ratio table (python -m pacnp.bench)")):
-        p = sub.add_parser(name, add_help=False, help=text,
-                           description=f"{text}; every option after '{name}' is its own: "
-                                       f"pacnp {name} --help")
-        p.set_defaults(run=None)
+    # the benchmarks' ratio table is no command: it needs the asv suite of a source checkout
+    # (asv_benchmarks/ratio_table.py, `make bench`), which an installed pacnp does not have
+    text = "the joint depth upsampling demo (python -m pacnp.demo)"
+    p = sub.add_parser("demo", add_help=False, help=text,
+                       description=f"{text}; every option after 'demo' is its own: "
+                                   f"pacnp demo --help")
+    p.set_defaults(run=None)
     return parser
 
 
@@ -934,14 +641,9 @@ def main(argv=None):
     quiet = getattr(args, "quiet", False)
     try:
         _set_threads(threads)
-        if args.run is None:  # demo / bench: their options are their own
-            if args.command == "demo":
-                from . import demo
-                return _delegate(demo.main, extra)
-            from . import bench
-            if threads is not None and not any(a.startswith("--threads") for a in extra):
-                extra += ["--threads", str(threads)]
-            return _delegate(bench.main, extra)
+        if args.run is None:  # demo: its options are its own
+            from . import demo
+            return _delegate(demo.main, extra)
         if extra:
             sub = parser._subparsers._group_actions[0].choices[args.command]
             sub.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -955,7 +657,7 @@ def main(argv=None):
         device = Device(backend)
 
         def progress(label, total, unit):
-            return Progress(label, total, unit, enabled=not quiet)
+            return progress_bar(label, total, unit, enabled=not quiet)
 
         return args.run(args, device, progress)
     except SystemExit as exc:
@@ -963,6 +665,9 @@ def main(argv=None):
     except CLIError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.code
+    except ImageFileError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2 if exc.usage else 1
     except (ValueError, TypeError, OSError, MemoryError) as exc:
         # pacnp's own argument checks name the function and the argument
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
