@@ -112,39 +112,21 @@ def progress_bar(label, total, unit, *, enabled=True, stream=None, delay=None):
 
 
 # --------------------------------------------------------------------------- layouts
-class Layout:
-    """A user's array seen as N×H×W×C (batch, image, channels last) and back."""
+def _layout(a, channel_axis, what, path):
+    """``a``'s layout (pacnp.filters.Layout, the one layout class of the filters, Dask and
+    this command line); ``auto``: a 2-D array is one grey image, more axes end in channels."""
+    from .filters import Layout
 
-    def __init__(self, a, channel_axis, what, path):
-        nd = a.ndim
-        if channel_axis == "auto":
-            channel_axis = None if nd == 2 else -1
+    if channel_axis == "auto":
+        channel_axis = None if a.ndim == 2 else -1
+    try:
+        return Layout(PROG, what, a.shape, channel_axis)
+    except ValueError:
         if channel_axis is None:
-            if nd < 2:
-                raise CLIError(f"{what} {path} has shape {a.shape}: an image needs 2 axes")
-            self.axis = None
-            moved = a[..., None]
-        else:
-            if not -nd <= channel_axis < nd or nd < 3:
-                raise CLIError(f"{what} {path} has shape {a.shape}: no channel axis "
-                               f"{channel_axis} beside two image axes (see --channel-axis)")
-            self.axis = channel_axis % nd
-            moved = np.moveaxis(a, self.axis, -1)
-        self.moved_shape = moved.shape
-        self.nhwc = moved.reshape((-1,) + moved.shape[-3:])
-        n, h, w, c = self.nhwc.shape
-        if h < 1 or w < 1:
-            raise CLIError(f"{what} {path} has shape {a.shape}: an empty image")
-
-    @property
-    def hw(self):
-        return self.nhwc.shape[1:3]
-
-    def restore(self, out):
-        """``out`` (N×H'×W'×C') back in the user's layout."""
-        shape = self.moved_shape[:-3] + out.shape[1:]
-        o = out.reshape(shape)
-        return o[..., 0] if self.axis is None else np.moveaxis(o, -1, self.axis)
+            raise CLIError(f"{what} {path} has shape {a.shape}: an image needs 2 non-empty "
+                           f"axes") from None
+        raise CLIError(f"{what} {path} has shape {a.shape}: no channel axis {channel_axis} "
+                       f"beside two non-empty image axes (see --channel-axis)") from None
 
 
 def _size(hw):
@@ -157,18 +139,24 @@ def _check_image_dtype(a, what, path):
                        f"{', '.join(IMAGE_DTYPES)}")
 
 
-def _compute_dtype(dtype):
-    """pacnp.filters computes in float64 for float64 images and in float32 otherwise."""
-    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
+def _planned(make):
+    """A filter plan; its argument errors are command-line errors (exit status 2)."""
+    try:
+        return make()
+    except ValueError as exc:
+        raise CLIError(_one_line(exc), code=2) from None
 
 
-def _guide_sigma(guide, dtype):
-    """The default σ_c of pacnp.filters — the guide's standard deviation, computed in the
-    image's compute dtype over the channels-first copy the library makes — evaluated once
-    over the whole guide so that every tile uses the value the untiled call would."""
-    g = np.ascontiguousarray(np.moveaxis(guide, -1, 1)).astype(_compute_dtype(dtype))
-    s = float(g.std())
-    return s if s > 0 else 1.0  # a constant guide: every colour weight is 1 whatever σ_c is
+def _guide_batch(glay, lay, args):
+    """The guide's images as [N or 1, Cg, H, W]: one guide for every image, or one each."""
+    if glay.hw != lay.hw:
+        raise CLIError(f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but "
+                       f"input {args.input} is {_size(lay.hw)} (shapes {glay.shape} and "
+                       f"{lay.shape}); the guide must have the image's size")
+    n, ng = (int(np.prod(x.batch_shape, dtype=np.int64)) for x in (lay, glay))
+    if ng not in (1, n):
+        raise CLIError(f"shape mismatch: guide {args.guide} holds {ng} images but input "
+                       f"{args.input} {n}; give one guide or one per image")
 
 
 def _row_tiles(height, rows):
@@ -228,46 +216,43 @@ def cmd_filter(args, device, progress):
 
     image = read_array(args.input, key=args.key, what="input")
     _check_image_dtype(image, "input", args.input)
-    lay = Layout(image, args.channel_axis, "input", args.input)
+    lay = _layout(image, args.channel_axis, "input", args.input)
+    x = lay.to_bchw(np, image)
     if args.guide is None:
-        glay = lay
+        g = x
     else:
         guide = read_array(args.guide, key=args.guide_key, what="guide")
         _check_image_dtype(guide, "guide", args.guide)
         gaxis = args.guide_channel_axis
         if gaxis == "auto" and args.channel_axis != "auto" and guide.ndim == image.ndim:
             gaxis = args.channel_axis  # the same layout as the image, as pacnp.filters does
-        glay = Layout(guide, gaxis, "guide", args.guide)
-        if glay.hw != lay.hw:
-            raise CLIError(f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but "
-                           f"input {args.input} is {_size(lay.hw)} (shapes {guide.shape} and "
-                           f"{image.shape}); the guide must have the image's size")
-        if glay.nhwc.shape[0] not in (1, lay.nhwc.shape[0]):
-            raise CLIError(f"shape mismatch: guide {args.guide} holds {glay.nhwc.shape[0]} "
-                           f"images but input {args.input} {lay.nhwc.shape[0]}; give one guide "
-                           f"or one per image")
+        glay = _layout(guide, gaxis, "guide", args.guide)
+        _guide_batch(glay, lay, args)
+        g = glay.to_bchw(np, guide)
     _check_writable(args.output, image.dtype, image.shape)
 
-    x, g = lay.nhwc, glay.nhwc
-    n, h, w, _ = x.shape
-    radius = filters.default_radius(args.sigma_spatial) if args.radius is None else args.radius
-    sigma_color = args.sigma_color if args.sigma_color is not None else _guide_sigma(g, x.dtype)
-    opts = dict(sigma_spatial=args.sigma_spatial, sigma_color=sigma_color, radius=radius,
-                border=args.border, channel_axis=-1, guide_channel_axis=-1)
+    n, _, h, w = x.shape
+    # one plan for the whole batch (radius, border, σ_c over the whole guide), repeated on
+    # every tile through its keywords: the tiles compute exactly what the untiled call would
+    plan = _planned(lambda: filters.plan_joint_bilateral_filter(
+        x, np.broadcast_to(g, (n,) + g.shape[1:]), sigma_spatial=args.sigma_spatial,
+        sigma_color=args.sigma_color, radius=args.radius, border=args.border, channel_axis=1,
+        guide_channel_axis=1, fn="pacnp filter"))
+    opts = plan.resolve_sigma_color(np, g).chunk_kwargs()
     out = np.empty_like(x)
-    tiles = _row_tiles(h, _tile_rows(args, w, radius))
+    tiles = _row_tiles(h, _tile_rows(args, w, plan.halo))
     with progress("pacnp filter", n * len(tiles), "tiles") as bar:
         for b in range(n):
             gb = b if g.shape[0] > 1 else 0
             for y0, y1 in tiles:
-                # output rows y0..y1 see input rows within the radius: compute on those and
+                # output rows y0..y1 see input rows within the halo: compute on those and
                 # keep the middle; the halo's own border handling never reaches kept rows
-                lo, hi = max(0, y0 - radius), min(h, y1 + radius)
-                res = filters.joint_bilateral_filter(device.put(x[b, lo:hi]),
-                                                     device.put(g[gb, lo:hi]), **opts)
-                out[b, y0:y1] = device.get(res)[y0 - lo:y1 - lo]
+                lo, hi = max(0, y0 - plan.halo), min(h, y1 + plan.halo)
+                res = filters.joint_bilateral_filter(device.put(x[b:b + 1, :, lo:hi]),
+                                                     device.put(g[gb:gb + 1, :, lo:hi]), **opts)
+                out[b, :, y0:y1] = device.get(res)[0, :, y0 - lo:y1 - lo]
                 bar.update()
-    write_array(args.output, lay.restore(out), key=args.key or "image")
+    write_array(args.output, lay.from_bchw(np, out), key=args.key or "image")
     return 0
 
 
@@ -277,21 +262,23 @@ def cmd_upsample(args, device, progress):
     f = args.factor
     low = read_array(args.input, key=args.key, what="input")
     _check_image_dtype(low, "input", args.input)
-    lay = Layout(low, args.channel_axis, "input", args.input)
+    lay = _layout(low, args.channel_axis, "input", args.input)
     guide = read_array(args.guide, key=args.guide_key, what="guide")
     _check_image_dtype(guide, "guide", args.guide)
     gaxis = args.guide_channel_axis
     if gaxis == "auto" and args.channel_axis != "auto" and guide.ndim == low.ndim:
         gaxis = args.channel_axis
-    glay = Layout(guide, gaxis, "guide", args.guide)
+    glay = _layout(guide, gaxis, "guide", args.guide)
     h, w = lay.hw
     H, W = h * f, w * f
     if glay.hw != (H, W):
         raise CLIError(f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but input "
                        f"{args.input} ({_size(lay.hw)}) times --factor {f} is {_size((H, W))}")
-    n = lay.nhwc.shape[0]
-    if glay.nhwc.shape[0] not in (1, n):
-        raise CLIError(f"shape mismatch: guide {args.guide} holds {glay.nhwc.shape[0]} images "
+    x = lay.to_bchw(np, low)
+    g = glay.to_bchw(np, guide)
+    n = x.shape[0]
+    if g.shape[0] not in (1, n):
+        raise CLIError(f"shape mismatch: guide {args.guide} holds {g.shape[0]} images "
                        f"but input {args.input} {n}; give one guide or one per image")
     conf = None
     if args.confidence is not None:
@@ -299,23 +286,20 @@ def cmd_upsample(args, device, progress):
         if c.dtype == bool:
             c = c.astype(np.uint8)
         _check_image_dtype(c, "confidence", args.confidence)
-        conf = Layout(c, None, "confidence", args.confidence).nhwc[..., 0]
+        conf = _layout(c, None, "confidence", args.confidence).to_bchw(np, c)[:, 0]
         if conf.shape != (n, h, w):
             raise CLIError(f"shape mismatch: confidence {args.confidence} has shape {c.shape} "
                            f"but input {args.input} has {n} image(s) of {_size((h, w))} pixels")
-    out_shape = lay.restore(np.empty((n, H, W, lay.nhwc.shape[3]), np.uint8)).shape
+    out_shape = lay.from_bchw(np, np.empty((n, x.shape[1], H, W), np.uint8), (H, W)).shape
     _check_writable(args.output, low.dtype, out_shape)
 
-    x, g = lay.nhwc, glay.nhwc
-    r = 3 * f // 2 if args.radius is None else args.radius
-    o = (f - 1) // 2  # low-res sample m sits at high-res pixel m·f + o
-    if r < f - 1 - o:
-        raise CLIError(f"--radius {r} leaves high-res pixels without a sample in reach; need "
-                       f"--radius >= {f - 1 - o} for --factor {f}", code=2)
-    sigma_color = args.sigma_color if args.sigma_color is not None else _guide_sigma(g, x.dtype)
-    opts = dict(sigma_spatial=args.sigma_spatial, sigma_color=sigma_color, radius=r,
-                channel_axis=-1, guide_channel_axis=-1)
-    out = np.empty((n, H, W, x.shape[3]), x.dtype)
+    plan = _planned(lambda: filters.plan_joint_bilateral_upsample(
+        x, np.broadcast_to(g, (n,) + g.shape[1:]), f, sigma_spatial=args.sigma_spatial,
+        sigma_color=args.sigma_color, radius=args.radius, channel_axis=1, guide_channel_axis=1,
+        confidence=conf, fn="pacnp upsample"))
+    opts = plan.resolve_sigma_color(np, g).chunk_kwargs()
+    r, o = plan.radius, (f - 1) // 2  # low-res sample m sits at high-res pixel m·f + o
+    out = np.empty((n, x.shape[1], H, W), x.dtype)
     tiles = _row_tiles(H, _tile_rows(args, W, r))
     with progress("pacnp upsample", n * len(tiles), "tiles") as bar:
         for b in range(n):
@@ -326,11 +310,12 @@ def cmd_upsample(args, device, progress):
                 m0 = max(0, (y0 - r - o) // f)
                 m1 = min(h, (y1 - 1 + r - o) // f + 1)
                 res = filters.joint_bilateral_upsample(
-                    device.put(x[b, m0:m1]), device.put(g[gb, m0 * f:m1 * f]), f,
-                    confidence=None if conf is None else device.put(conf[b, m0:m1]), **opts)
-                out[b, y0:y1] = device.get(res)[y0 - m0 * f:y1 - m0 * f]
+                    device.put(x[b:b + 1, :, m0:m1]), device.put(g[gb:gb + 1, :, m0 * f:m1 * f]),
+                    f, confidence=None if conf is None else device.put(conf[b:b + 1, m0:m1]),
+                    **opts)
+                out[b, :, y0:y1] = device.get(res)[0, :, y0 - m0 * f:y1 - m0 * f]
                 bar.update()
-    write_array(args.output, lay.restore(out), key=args.key or "image")
+    write_array(args.output, lay.from_bchw(np, out, (H, W)), key=args.key or "image")
     return 0
 
 
@@ -341,12 +326,12 @@ def cmd_crf(args, device, progress):
     if probs.dtype.kind not in "fu":
         raise CLIError(f"probabilities {args.input} have dtype {probs.dtype}; expected floats "
                        f"(class probabilities) or unsigned integer scores")
-    play = Layout(probs, args.channel_axis, "probabilities", args.input)
+    play = _layout(probs, args.channel_axis, "probabilities", args.input)
     image = read_array(args.image, key=args.image_key, what="image")
     _check_image_dtype(image, "image", args.image)
-    ilay = Layout(image, "auto", "image", args.image)
-    p, im = play.nhwc, ilay.nhwc
-    n, h, w, classes = p.shape
+    ilay = _layout(image, "auto", "image", args.image)
+    p, im = play.to_bchw(np, probs), ilay.to_bchw(np, image)
+    n, classes, h, w = p.shape
     if ilay.hw != (h, w):
         raise CLIError(f"shape mismatch: image {args.image} is {_size(ilay.hw)} pixels but "
                        f"probabilities {args.input} are {_size((h, w))} (shapes {image.shape} "
@@ -359,7 +344,7 @@ def cmd_crf(args, device, progress):
                        f"along the channel axis; expected 2 or more (see --channel-axis)")
     label_dtype = np.uint8 if classes <= 256 else np.uint16
     # the probabilities' shape without the class axis (classes >= 2: there is one)
-    label_shape = tuple(s for i, s in enumerate(probs.shape) if i != play.axis)
+    label_shape = tuple(s for i, s in enumerate(probs.shape) if i != play.caxis)
     _check_writable(args.output, label_dtype, label_shape)
     refined_dtype = np.float64 if probs.dtype == np.float64 else np.float32  # crf_refine's
     if args.probabilities_out is not None:
@@ -375,16 +360,16 @@ def cmd_crf(args, device, progress):
     refined = np.empty(p.shape, refined_dtype) if args.probabilities_out is not None else None
     with progress("pacnp crf", n * max(int(steps), 1), "steps") as bar:
         for b in range(n):
-            q = crf.crf_refine(device.put(np.moveaxis(p[b], -1, 0)),  # crf_refine: C×H×W
-                               device.put(im[b if im.shape[0] > 1 else 0]), channel_axis=-1,
+            q = crf.crf_refine(device.put(p[b]),  # crf_refine: C×H×W
+                               device.put(im[b if im.shape[0] > 1 else 0]), channel_axis=0,
                                on_step=lambda done, total: bar.update(), **options)
-            q = np.moveaxis(np.asarray(device.get(q)), 0, -1)
-            labels[b] = np.argmax(q, axis=-1)
+            q = np.asarray(device.get(q))
+            labels[b] = np.argmax(q, axis=0)
             if refined is not None:
                 refined[b] = q
     write_array(args.output, labels.reshape(label_shape), key=args.key or "labels")
     if refined is not None:
-        write_array(args.probabilities_out, play.restore(refined), key="probabilities",
+        write_array(args.probabilities_out, play.from_bchw(np, refined), key="probabilities",
                     what="--probabilities-out")
     return 0
 

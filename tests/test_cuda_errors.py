@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pacnp
-from pacnp import _api
+from pacnp import _namespace
 
 
 class FakeDeviceArray:
@@ -37,10 +37,10 @@ def test_import_pacnp_does_not_import_numba_cuda():
 
 
 def test_device_of_recognises_cuda_and_host_arrays():
-    assert _api._device_of(FakeDeviceArray((1,), 3), "f", "x") == 3
-    assert _api._device_of(np.zeros(2), "f", "x") is None
+    assert _namespace.device_of(FakeDeviceArray((1,), 3), "f", "x") == 3
+    assert _namespace.device_of(np.zeros(2), "f", "x") is None
     torch = pytest.importorskip("torch")
-    assert _api._device_of(torch.zeros(2), "f", "x") is None
+    assert _namespace.device_of(torch.zeros(2), "f", "x") is None
 
 
 def test_other_devices_are_a_type_error():
