@@ -72,6 +72,14 @@ class Backend:
         """``small`` in the simulator, ``full`` elsewhere (the CPU and real GPUs)."""
         return small if self.simulator else full
 
+    def tol(self, dtype):
+        """:func:`assert_close` keywords for this backend's results in ``dtype``: the CUDA twins'
+        float32 within 1e-4 (their own float32 exp and summation order); otherwise nothing,
+        i.e. :func:`tolerances`."""
+        if self.name == "cuda" and np.dtype(dtype) == np.float32:
+            return dict(rtol=1e-4, atol=1e-4)
+        return {}
+
     def put(self, a):
         """A NumPy argument as the backend's array (anything else as it is)."""
         if self.name == "cuda" and isinstance(a, np.ndarray):

@@ -32,7 +32,8 @@ def directional_fd(f, args, index, direction, eps=1e-6):
                          simulator_grid(KERNEL_GRID, SMALL_KERNEL_GRID))
 def test_packernel2d_forward_backward_vs_reference(backend, k, s, d, kt, smooth, cw, norm, masked,
                                                    tr):
-    rng = np.random.default_rng(zlib.crc32(repr((k, s, d, kt, smooth, cw, norm, masked, tr)).encode()))
+    rng = np.random.default_rng(zlib.crc32(repr((k, s, d, kt, smooth, cw, norm, masked,
+                                                 tr)).encode()))
     guide, kw = kernel_case(rng, k, s, d, kt, smooth, cw, norm, masked, tr,
                             **backend.pick(dict(B=2, C=3), dict(B=1, C=2)))
     K, om = backend.call(pacnp.packernel2d, guide, k, **kw)
@@ -96,7 +97,8 @@ def test_packernel2d_gradients_present_exactly_when_differentiable():
 @pytest.mark.parametrize("op,k,s,d,shared,kc_many,with_bias",
                          simulator_grid(OP_GRID, SMALL_OP_GRID))
 def test_op_forward_backward_vs_reference(backend, op, k, s, d, shared, kc_many, with_bias):
-    rng = np.random.default_rng(zlib.crc32(repr((op, k, s, d, shared, kc_many, with_bias)).encode()))
+    rng = np.random.default_rng(zlib.crc32(repr((op, k, s, d, shared, kc_many,
+                                                 with_bias)).encode()))
     args, kw = op_case(rng, op, k, s, d, shared, kc_many, with_bias,
                        **backend.pick(dict(B=2, C=3, Co=4), dict(B=1, C=2, Co=3)))
     fwd, bwd, rfwd, rbwd = OPS[op]
