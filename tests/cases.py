@@ -137,7 +137,8 @@ def tolerances(dtype, expected):
     return 1e-10, 1e-12 * scale
 
 
-#: float64 results of the ops against the float64 reference, unscaled
+#: float64 results of the ops against the float64 reference, unscaled (the CUDA twins met it
+#: in the simulator; before the shared bodies their copy had the scaled :func:`tolerances`)
 F64 = dict(rtol=1e-10, atol=1e-12)
 #: two computations of one thing with the same arithmetic (fused vs two-step, identities)
 EXACT = dict(rtol=1e-12, atol=1e-12)

@@ -9,8 +9,10 @@ from hypothesis import given, settings, strategies as st
 
 import pacnp
 import reference as R
-from cases import (F64, KERNEL_GRID, KERNEL_TYPES, OP_GRID, OPS, SMALL_KERNEL_GRID, SMALL_OP_GRID,
-                   SMOOTH_TYPES, assert_close, kernel_case, op_case, simulator_grid)
+from cases import (CASE_LABELS, F64, FUSED_GRID, KERNEL_GRID, KERNEL_TYPES, OP_GRID, OPS, PAIR_GRID,
+                   SMALL_CASE_LABELS, SMALL_FUSED_GRID, SMALL_KERNEL_GRID, SMALL_OP_GRID,
+                   SMALL_PAIR_GRID, SMOOTH_TYPES, assert_close, kernel_case, op_case,
+                   simulator_grid)
 
 
 # --------------------------------------------------------------------------- finite differences
@@ -25,6 +27,17 @@ def directional_fd(f, args, index, direction, eps=1e-6):
             kw[index] = np.asarray(kw[index]) + sign * eps * direction
         return np.asarray(f(*a, **kw))
     return (shifted(1) - shifted(-1)) / (2 * eps)
+
+
+def test_simulator_grids_keep_their_small_subsets():
+    """simulator_grid finds a small grid's entries in the full grid by identity: a small grid
+    rebuilt from copies would leave the CUDA simulator nothing to run, silently."""
+    for grid, small in ((KERNEL_GRID, SMALL_KERNEL_GRID), (OP_GRID, SMALL_OP_GRID),
+                        (FUSED_GRID, SMALL_FUSED_GRID), (PAIR_GRID, SMALL_PAIR_GRID),
+                        (CASE_LABELS, SMALL_CASE_LABELS)):
+        params = simulator_grid(grid, small)
+        unmarked = [p for p in params if not isinstance(p, type(pytest.param(0)))]
+        assert len(params) == len(grid) and 0 < len(unmarked) == len(small) < len(grid)
 
 
 # --------------------------------------------------------------------------- packernel2d
