@@ -43,7 +43,8 @@ test: $(VENV)/.installed-test
 # before numba.cuda is first imported (README "GPU (CUDA)"). `-m cuda` selects the "cuda"
 # parameter of the `backend` fixture (tests/conftest.py) -- the same test bodies as the CPU's,
 # on the small grid and small shapes -- and tests/test_cuda.py. About a minute.
-CUDA_SIM_TESTS := tests/test_ops.py tests/test_fused.py tests/test_arrays.py tests/test_cuda.py
+CUDA_SIM_TESTS := tests/test_ops.py tests/test_fused.py tests/test_arrays.py tests/test_cuda.py \
+	tests/test_contract.py
 test-cuda-sim: $(VENV)/.installed-test
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cuda $(CUDA_SIM_TESTS)
 
