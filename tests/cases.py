@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import itertools
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -603,3 +606,21 @@ def pair_case(rng, op, k, d, p, kt, Cg, C, hw, B=2):
 
 def pair_fused(op):
     return pacnp.pacpool2d_fused if op == "pool" else pacnp.pacconv2d_fused
+
+
+# --------------------------------------------------------------------------- the asv suite
+#: the ratio table is a script of the source tree, beside the asv suite: loaded by its path
+RATIO_TABLE = Path(__file__).resolve().parents[1] / "asv_benchmarks" / "ratio_table.py"
+
+
+def load_ratio_table():
+    """``asv_benchmarks/ratio_table.py`` as a module (it loads the asv suite with
+    ``load_suite()``): the benchmark tests and the peers' correctness tests share it."""
+    name = "_pacnp_ratio_table"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, RATIO_TABLE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
