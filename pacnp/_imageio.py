@@ -18,12 +18,21 @@ JPEG, zstd …, which tifffile alone cannot decode), so one dependency serves bo
 The alternatives: pypng is pure Python (slow on large images, rarely released); OpenCV is a
 large wheel and stores colour as BGR.
 
-Safety. A PNG header can announce far more pixels than its few bytes hold (a "decompression
-bomb"); the size is checked before decoding against ``MAX_PNG_PIXELS`` (Pillow's limit, which
-the command line had while its 8-bit PNGs went through Pillow; ``PACNP_MAX_IMAGE_PIXELS``
-raises it). Outputs are written to a temporary ``.part`` file beside the target, flushed and
-renamed over it, so a failed or interrupted write never leaves half a file, and
-``refuse_overwrite`` keeps an output from naming one of the inputs.
+Safety. A file's header can announce far more data than its few bytes hold (a "decompression
+bomb": a PNG or an ``.npz`` of compressed zeros, a TIFF or ``.npy`` whose header claims a huge
+shape). Every reader takes the shape and sample type from the header first and refuses, before
+anything is decoded or allocated, a file whose decoded array would hold more than
+``MAX_IMAGE_BYTES`` bytes: one limit for every format, bit depth and channel count (716 MB, the
+size of an 8-bit RGBA image at Pillow's decompression-bomb limit of 178,956,970 pixels, which the
+command line had while its 8-bit PNGs went through Pillow; a 16-bit or float image reaches it at
+fewer pixels, as its memory does). ``PACNP_MAX_IMAGE_BYTES`` raises it for trusted files.
+
+Outputs are written to a temporary ``.part`` file beside the target, flushed and renamed over
+it, so a failed or interrupted write never leaves half a file: an exception, Ctrl-C
+(``KeyboardInterrupt``) or, in the main thread, SIGTERM, SIGHUP or SIGXFSZ removes the ``.part``
+file first; a signal is then handed on to the handler that was there before (by default it ends
+the process, status 128 + N in a shell). ``refuse_overwrite`` keeps an output from naming one of
+the inputs.
 
 Every problem is an :class:`ImageFileError` with a one-line message that names the file;
 ``usage`` marks the ones a corrected command line fixes (an unknown extension, an output that
@@ -33,24 +42,29 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
+import signal
+import threading
 import struct
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMATS", "MAX_PNG_PIXELS", "ImageFileError", "check_writable", "file_format",
+__all__ = ["FORMATS", "MAX_IMAGE_BYTES", "ImageFileError", "check_writable", "file_format",
            "read_array", "refuse_overwrite", "write_array"]
 
 #: extension → format; the only files read and written
 FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".npz": "npz"}
-#: a PNG announcing more pixels than this is refused before decoding: Pillow's
-#: decompression-bomb limit (2 × Image.MAX_IMAGE_PIXELS)
-MAX_PNG_PIXELS = 2 * 89_478_485
-MAX_PIXELS_ENV = "PACNP_MAX_IMAGE_PIXELS"
+#: a file whose header announces a decoded array of more bytes than this is refused before
+#: decoding: an 8-bit RGBA image at Pillow's decompression-bomb limit (2 × 89,478,485 pixels)
+MAX_IMAGE_BYTES = 4 * 2 * 89_478_485
+MAX_BYTES_ENV = "PACNP_MAX_IMAGE_BYTES"
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: PNG colour type → samples a pixel once decoded (a palette becomes RGB, or RGBA with a tRNS
+#: chunk: counted as 4, the larger)
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}
 
 
 class ImageFileError(Exception):
@@ -85,28 +99,113 @@ def file_format(path, what="input"):
 
 
 # --------------------------------------------------------------------------- reading
-def _max_png_pixels():
+def _max_image_bytes():
+    text = os.environ.get(MAX_BYTES_ENV)
+    if text is None or not text.strip():
+        return MAX_IMAGE_BYTES
     try:
-        return int(os.environ.get(MAX_PIXELS_ENV, MAX_PNG_PIXELS))
+        limit = int(text)
     except ValueError:
-        return MAX_PNG_PIXELS
+        limit = -1
+    if limit < 0:
+        raise ImageFileError(f"{MAX_BYTES_ENV}={text!r} is not a number of bytes >= 0; unset it "
+                             f"for the default limit of {MAX_IMAGE_BYTES}", usage=True)
+    return limit
 
 
-def _read_png(path):
+def _gib(n):
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
+def _check_size(path, what, shape, dtype, claim="header", image=None):
+    """Refuse ``path`` if its header's ``shape`` × ``dtype`` is more bytes than the limit: called
+    before anything is decoded or allocated (Python integers: a claimed shape cannot overflow).
+    ``image``: (width, height, samples a pixel), to say the size as an image does."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(int(n) for n in shape) * dtype.itemsize
+    limit = _max_image_bytes()
+    if nbytes > limit:
+        if image is None:
+            size = f"an array of shape {tuple(int(n) for n in shape)} and type {dtype}"
+        else:
+            w, h, c = image
+            size = f"{w}x{h} = {w * h} pixels of {c} × {dtype}"
+        raise ImageFileError(
+            f"{what} {path}: its {claim} claims {size} = {nbytes} bytes ({_gib(nbytes)}) once "
+            f"decoded, more than the limit of {limit} bytes ({_gib(limit)}; a decompression "
+            f"bomb?); if the file is trusted, raise the limit: {MAX_BYTES_ENV}={nbytes}")
+
+
+def _read_png(path, what):
     imagecodecs = _library("imagecodecs")
     data = Path(path).read_bytes()
     if not imagecodecs.png_check(data[:8]):
         raise ValueError("not a PNG file")
-    # the image size sits at a fixed place of the first chunk (IHDR); checking it here keeps a
-    # small file that announces a giant image from taking the memory before libpng notices
-    if len(data) >= 24 and data[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", data[16:24])
-        limit = _max_png_pixels()
-        if width * height > limit:
-            raise ValueError(f"the image is {width}x{height} = {width * height} pixels, more than "
-                             f"the limit of {limit} (a decompression bomb?); if the file is "
-                             f"trusted, set {MAX_PIXELS_ENV} to allow it")
+    # the size sits at a fixed place of the first chunk (IHDR): checking it here keeps a small
+    # file that announces a giant image from taking the memory before libpng notices
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise ValueError("no IHDR chunk after the signature (a damaged PNG)")
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    samples = _PNG_SAMPLES.get(colour, 4)
+    # as libpng decodes it: 16-bit samples stay 16-bit, 1/2/4/8-bit ones become uint8
+    dtype = np.uint16 if depth == 16 else np.uint8
+    _check_size(path, what, (height, width, samples), dtype, claim="PNG header",
+                image=(width, height, samples))
     return imagecodecs.png_decode(data)
+
+
+def _read_tiff(path, what):
+    tifffile = _library("tifffile")
+    with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise ValueError("the TIFF holds no image")
+        # what imread returns: the first series, shape and type from the page headers
+        series = tif.series[0]
+        _check_size(path, what, series.shape, series.dtype, claim="TIFF header")
+        return tif.asarray()
+
+
+def _npy_header(f):
+    """(shape, dtype) from the header of the .npy data at ``f``'s position, nothing more read."""
+    version = np.lib.format.read_magic(f)
+    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+              else np.lib.format.read_array_header_2_0)  # 2.0 and 3.0: the same layout
+    shape, _, dtype = reader(f)
+    return shape, dtype
+
+
+def _read_npy(path, what):
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04":  # an .npz archive (a zip file) under an .npy name
+            raise ValueError("not an .npy file (an .npz archive? rename it)")
+        f.seek(0)
+        shape, dtype = _npy_header(f)
+        _check_size(path, what, shape, dtype, claim=".npy header")
+        f.seek(0)
+        return np.load(f, allow_pickle=False)
+
+
+def _read_npz(path, key, what):
+    with np.load(path, allow_pickle=False) as z:
+        names = list(z.files)
+        if not names:
+            raise ImageFileError(f"{what} {path}: the archive holds no arrays")
+        if key is None:
+            key = names[0]
+        elif key not in names:
+            raise ImageFileError(f"{what} {path} has no array {key!r}; it holds "
+                                 f"{', '.join(names)}")
+        # NpzFile's own rule: the member of that very name, else the name plus .npy
+        member = key if key in z.zip.namelist() else key + ".npy"
+        # the member's own .npy header, read through the zip stream: np.load would allocate
+        # the claimed shape at once and fill it from compressed zeros
+        with z.zip.open(member) as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise ValueError(f"member {member} is not an .npy array")
+            f.seek(0)
+            shape, dtype = _npy_header(f)
+        _check_size(path, what, shape, dtype, claim=f"member {member}'s header")
+        return z[key]
 
 
 def read_array(path, *, key=None, what="input"):
@@ -123,25 +222,13 @@ def read_array(path, *, key=None, what="input"):
         raise ImageFileError(f"{what} {path}: is a directory, not a file")
     try:
         if fmt == "npy":
-            a = np.load(p, allow_pickle=False)
-            if not isinstance(a, np.ndarray):  # an .npz archive under an .npy name
-                a.close()
-                raise ValueError("not an .npy file (an .npz archive? rename it)")
+            a = _read_npy(p, what)
         elif fmt == "npz":
-            with np.load(p, allow_pickle=False) as z:
-                names = list(z.files)
-                if not names:
-                    raise ImageFileError(f"{what} {path}: the archive holds no arrays")
-                if key is None:
-                    key = names[0]
-                elif key not in names:
-                    raise ImageFileError(f"{what} {path} has no array {key!r}; it holds "
-                                         f"{', '.join(names)}")
-                a = z[key]
+            a = _read_npz(p, key, what)
         elif fmt == "tiff":
-            a = _library("tifffile").imread(p)
+            a = _read_tiff(p, what)
         else:
-            a = _read_png(p)
+            a = _read_png(p, what)
     except ImageFileError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to decode is "unreadable"
