@@ -285,39 +285,126 @@ def _umask():
     return mask
 
 
+#: signals that can end the process while an output is written (SIGXFSZ: the file-size
+#: limit reached); SIGINT's KeyboardInterrupt would clean up anyway, it is caught too so that
+#: it waits while the temporary file is being created
+_CLEANUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP",
+                                                            "SIGXFSZ")
+                         if hasattr(signal, name))
+
+
+class _Signalled(BaseException):
+    """Unwinds a write on a signal so that its ``.part`` file is removed; never escapes
+    :class:`_CleanupOnSignals`."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _CleanupOnSignals:
+    """For the length of a write: SIGINT, SIGTERM, SIGHUP and SIGXFSZ raise
+    :class:`_Signalled`, so that the write's ``except`` removes its ``.part`` file as it does on
+    an exception.
+    On leaving, the previous handlers come back and a signal that arrived is raised again, for
+    them: by default the process then ends by that signal (SIGINT: ``KeyboardInterrupt``), as it
+    would have without pacnp; a handler that returns leaves an :class:`ImageFileError`
+    (nothing was written).
+
+    Python runs signal handlers in the main thread only and lets only it set them. A write in
+    another thread installs nothing: there a signal does what the main thread's handler says
+    (the default ends the process at once and can leave the ``.part`` file, which the next
+    write never reads: the names are random). An ignored signal stays ignored.
+
+    ``defer`` holds a signal back while the temporary file's name is not yet known (between
+    its creation and the ``try`` that removes it); :meth:`armed` then raises it.
+    """
+
+    def __init__(self, what, path):
+        self.what, self.path = what, path
+        self.previous = {}
+        self.defer = True
+        self.pending = None
+
+    def _handler(self, signum, frame):
+        if self.defer:
+            self.pending = self.pending or signum
+            return
+        raise _Signalled(signum)
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for signum in _CLEANUP_SIGNALS:
+            old = signal.getsignal(signum)
+            if old is None or old == signal.SIG_IGN:  # None: set outside Python, kept as is
+                continue
+            try:
+                signal.signal(signum, self._handler)
+            except (ValueError, OSError):  # not the main interpreter: nothing to install
+                continue
+            self.previous[signum] = old
+        return self
+
+    def armed(self):
+        """The ``.part`` file is known from here on: a signal unwinds the write."""
+        self.defer = False
+        if self.pending is not None:
+            raise _Signalled(self.pending)
+
+    def __exit__(self, kind, exc, tb):
+        self.defer = True  # no second unwinding while the handlers are put back
+        for signum, old in self.previous.items():
+            signal.signal(signum, old)
+        signum = exc.signum if isinstance(exc, _Signalled) else self.pending
+        if signum is None:
+            return False
+        signal.raise_signal(signum)  # the previous handler's turn: by default the end
+        name = signal.Signals(signum).name
+        raise ImageFileError(f"writing {self.what} {self.path} was interrupted by {name}; "
+                             f"nothing was written") from None
+
+
 def write_array(path, a, *, key="arr_0", what="output"):
     """Write ``a`` to ``path`` atomically: a temporary ``.part`` file in the same folder (same
     file system, so the rename is atomic), flushed to disk, then renamed over ``path``.
-    ``key`` names the array in an ``.npz``."""
+    ``key`` names the array in an ``.npz``.
+
+    The ``.part`` file is removed on any exception, on Ctrl-C and, when called from the main
+    thread, on SIGTERM, SIGHUP and SIGXFSZ, which are then handed on to the handlers that were
+    there before (see :class:`_CleanupOnSignals`)."""
     a = np.asarray(a)
     fmt = check_writable(path, a.dtype, a.shape, what)
     p = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-    except OSError as exc:
-        raise ImageFileError(f"cannot write {what} {path}: {_one_line(exc)}") from None
-    os.close(fd)  # reopened by name: tifffile wants a file object whose name is a path
-    try:
-        with open(tmp, "wb") as f:
-            if fmt == "npy":
-                np.save(f, a, allow_pickle=False)
-            elif fmt == "npz":
-                np.savez_compressed(f, **{key: a})
-            elif fmt == "tiff":
-                _write_tiff(f, a)
-            else:
-                f.write(_encode_png(a))
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, Exception):
+    with _CleanupOnSignals(what, path) as guard:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+        except OSError as exc:
             raise ImageFileError(f"cannot write {what} {path}: {_one_line(exc)}") from None
-        raise
+        os.close(fd)  # reopened by name: tifffile wants a file object whose name is a path
+        try:
+            guard.armed()
+            with open(tmp, "wb") as f:
+                if fmt == "npy":
+                    np.save(f, a, allow_pickle=False)
+                elif fmt == "npz":
+                    np.savez_compressed(f, **{key: a})
+                elif fmt == "tiff":
+                    _write_tiff(f, a)
+                else:
+                    f.write(_encode_png(a))
+                f.flush()
+                os.fsync(f.fileno())
+            # mkstemp makes the file private (0600); give it the permissions open() would
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, p)
+        except BaseException as exc:
+            guard.defer = True  # a second signal must not skip the removal
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, Exception):
+                raise ImageFileError(f"cannot write {what} {path}: {_one_line(exc)}") from None
+            raise
 
 
 def refuse_overwrite(output, inputs):

@@ -30,7 +30,10 @@ Errors are one line, ``pacnp: error: ...``, and exit status 2 for a bad command 
 values, unknown extensions, an output that is also an input) or 1 for a failure while running
 (missing or unreadable file, shapes that do not fit, a file that cannot be written). Outputs are
 written to a temporary file beside the target and renamed over it, so a failed or interrupted
-run never leaves half a file, and an input is never overwritten.
+run never leaves half a file, and an input is never overwritten: Ctrl-C removes the temporary
+file and exits with status 130; SIGTERM and SIGHUP remove it too, then end the process by that
+signal (status 143 and 129 in a shell), as any program killed so. Files whose header announces
+more than ``PACNP_MAX_IMAGE_BYTES`` bytes of decoded data (716 MB) are refused unread.
 """
 from __future__ import annotations
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 import functools
 import io
 import os
+import signal
 import struct
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -460,3 +463,125 @@ def test_output_naming_an_input_is_refused(tmp_path):
             _imageio.refuse_overwrite(out, [("guide", None), ("input", tmp_path / "in.png")])
         assert info.value.usage
     _imageio.refuse_overwrite(tmp_path / "out.png", [("input", tmp_path / "in.png")])
+
+
+# --------------------------------------------------------------------------- signals
+_ENCODE_PNG = _imageio._encode_png
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raising_mid_write(monkeypatch, signum):
+    """Make the PNG encoder raise ``signum`` at this process, as a kill would mid-write."""
+    def encode(a):
+        data = _ENCODE_PNG(a)
+        signal.raise_signal(signum)
+        return data
+
+    monkeypatch.setattr(_imageio, "_encode_png", encode)
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_signal_mid_write_removes_the_part_file_then_reaches_the_previous_handler(
+        tmp_path, monkeypatch, name):
+    """The handler that was there before sees the signal after the .part file is gone, and is
+    put back: here one that raises (as a server's shutdown handler would)."""
+    signum = getattr(signal, name, None)
+    if signum is None:
+        pytest.skip(f"no {name} here")
+    seen = []
+
+    def previous(s, frame):
+        seen.append(s)
+        raise _Stop(s)
+
+    old = signal.signal(signum, previous)
+    try:
+        _raising_mid_write(monkeypatch, signum)
+        (tmp_path / "out.png").write_bytes(b"previous result")
+        with pytest.raises(_Stop):
+            write_array(tmp_path / "out.png", np.zeros((4, 4), np.uint8))
+        assert seen == [signum]
+        assert signal.getsignal(signum) is previous
+    finally:
+        signal.signal(signum, old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+    assert (tmp_path / "out.png").read_bytes() == b"previous result"
+
+
+def test_a_signal_whose_handler_returns_is_an_error_and_sigint_is_keyboardinterrupt(
+        tmp_path, monkeypatch):
+    old = signal.signal(signal.SIGTERM, lambda s, frame: None)
+    try:
+        _raising_mid_write(monkeypatch, signal.SIGTERM)
+        with pytest.raises(ImageFileError, match="writing output .*out.png was interrupted by "
+                                                 "SIGTERM; nothing was written"):
+            write_array(tmp_path / "out.png", np.zeros((4, 4), np.uint8))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    _raising_mid_write(monkeypatch, signal.SIGINT)  # Python's own handler: Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        write_array(tmp_path / "out.png", np.zeros((4, 4), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_handlers_are_restored_and_other_threads_install_none(tmp_path):
+    before = {s: signal.getsignal(s) for s in _imageio._CLEANUP_SIGNALS}
+    write_array(tmp_path / "a.npy", np.zeros(3))
+    assert {s: signal.getsignal(s) for s in _imageio._CLEANUP_SIGNALS} == before
+    errors = []
+
+    def write():
+        try:
+            write_array(tmp_path / "b.npy", np.ones(3))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=write)
+    t.start()
+    t.join()
+    assert errors == []
+    np.testing.assert_array_equal(read_array(tmp_path / "b.npy"), np.ones(3))
+    assert {s: signal.getsignal(s) for s in _imageio._CLEANUP_SIGNALS} == before
+
+
+def _wait_for_part(folder, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parts = [p for p in folder.iterdir() if p.name.endswith(".part")]
+        if parts:
+            return parts
+        if proc.poll() is not None:
+            break
+        time.sleep(0.005)
+    proc.kill()
+    raise AssertionError(f"no .part file appeared: {proc.communicate()}")
+
+
+@pytest.mark.parametrize("name, delay", [("SIGTERM", 0.3), ("SIGHUP", 0.3), ("SIGTERM", 0.0)])
+def test_killed_mid_write_leaves_no_part_file(tmp_path, name, delay):
+    """A process writing a large compressed output, killed while the .part file exists (at
+    once: the signal may come while the file is being created; or well into the deflating):
+    it removes the file, then ends by the signal (status 128 + N in a shell)."""
+    signum = getattr(signal, name, None)
+    if signum is None:
+        pytest.skip(f"no {name} here")
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from pacnp._imageio import write_array
+        a = np.random.default_rng(0).random((2000, 4000))  # 64 MB, seconds to deflate
+        write_array({str(tmp_path / 'out.npz')!r}, a)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    _wait_for_part(tmp_path, proc)
+    time.sleep(delay)
+    assert proc.poll() is None, "the write ended before the signal: make it larger"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signum, err
+    assert list(tmp_path.iterdir()) == []
