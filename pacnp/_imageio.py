@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import math
 import os
 import signal
 import threading
+import warnings
 import struct
 import tempfile
 from pathlib import Path
@@ -154,15 +156,59 @@ def _read_png(path, what):
     return imagecodecs.png_decode(data)
 
 
+class _TiffLog(logging.Filter):
+    """Keeps tifffile's log messages about a file being read in this thread (damaged tags,
+    unknown compression …) out of the root logger, which prints them on stderr without a word
+    of which file or program: a failed read names the first of them in its one-line error, a
+    successful one turns it into a warning. Attached once; a thread-local list, so that reads
+    in other threads keep their own."""
+
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record):
+        kept = getattr(self.local, "records", None)
+        if kept is None:
+            return True  # not one of ours: tifffile's usual logging
+        kept.append(_one_line(record.getMessage()))
+        return False
+
+    @contextlib.contextmanager
+    def collect(self):
+        self.local.records = kept = []
+        try:
+            yield kept
+        finally:
+            self.local.records = None
+
+
+_TIFF_LOG = _TiffLog()
+logging.getLogger("tifffile").addFilter(_TIFF_LOG)
+
+
 def _read_tiff(path, what):
     tifffile = _library("tifffile")
-    with tifffile.TiffFile(path) as tif:
-        if not tif.series:
-            raise ValueError("the TIFF holds no image")
-        # what imread returns: the first series, shape and type from the page headers
-        series = tif.series[0]
-        _check_size(path, what, series.shape, series.dtype, claim="TIFF header")
-        return tif.asarray()
+    with _TIFF_LOG.collect() as logged:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                if not tif.series:
+                    raise ValueError("the TIFF holds no image")
+                # what imread returns: the first series, shape and type from the page headers
+                series = tif.series[0]
+                _check_size(path, what, series.shape, series.dtype, claim="TIFF header")
+                a = tif.asarray()
+        except ImageFileError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - read_array makes it "cannot read"
+            if logged:
+                raise ValueError(f"{_one_line(exc)} (tifffile: {logged[0]})") from None
+            raise
+    if logged:
+        warnings.warn(f"{what} {path} was read but tifffile reports: {logged[0]}"
+                      + (f" (and {len(logged) - 1} more)" if len(logged) > 1 else ""),
+                      stacklevel=3)
+    return a
 
 
 def _npy_header(f):
