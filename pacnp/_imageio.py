@@ -46,10 +46,10 @@ import logging
 import math
 import os
 import signal
-import threading
-import warnings
 import struct
 import tempfile
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -200,7 +200,7 @@ def _read_tiff(path, what):
                 a = tif.asarray()
         except ImageFileError:
             raise
-        except Exception as exc:  # noqa: BLE001 - read_array makes it "cannot read"
+        except Exception as exc:  # read_array makes it "cannot read"
             if logged:
                 raise ValueError(f"{_one_line(exc)} (tifffile: {logged[0]})") from None
             raise

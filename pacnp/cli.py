@@ -689,7 +689,7 @@ def _main(argv):
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - a user gets one line, never a traceback
+    except Exception as exc:  # a user gets one line, never a traceback
         if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
             raise
         print(f"{PROG}: error: unexpected {type(exc).__name__}: {_one_line(exc)} (a bug: "
