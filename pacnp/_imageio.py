@@ -140,19 +140,21 @@ def _check_size(path, what, shape, dtype, claim="header", image=None):
 
 def _read_png(path, what):
     imagecodecs = _library("imagecodecs")
-    data = Path(path).read_bytes()
-    if not imagecodecs.png_check(data[:8]):
-        raise ValueError("not a PNG file")
-    # the size sits at a fixed place of the first chunk (IHDR): checking it here keeps a small
-    # file that announces a giant image from taking the memory before libpng notices
-    if len(data) < 33 or data[12:16] != b"IHDR":
-        raise ValueError("no IHDR chunk after the signature (a damaged PNG)")
-    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
-    samples = _PNG_SAMPLES.get(colour, 4)
-    # as libpng decodes it: 16-bit samples stay 16-bit, 1/2/4/8-bit ones become uint8
-    dtype = np.uint16 if depth == 16 else np.uint8
-    _check_size(path, what, (height, width, samples), dtype, claim="PNG header",
-                image=(width, height, samples))
+    with open(path, "rb") as f:
+        head = f.read(33)  # signature and IHDR chunk: nothing more is read before the check
+        if not imagecodecs.png_check(head[:8]):
+            raise ValueError("not a PNG file")
+        # the size sits at a fixed place of the first chunk (IHDR): checking it here keeps a
+        # small file that announces a giant image from taking the memory before libpng notices
+        if len(head) < 33 or head[12:16] != b"IHDR":
+            raise ValueError("no IHDR chunk after the signature (a damaged PNG)")
+        width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+        samples = _PNG_SAMPLES.get(colour, 4)
+        # as libpng decodes it: 16-bit samples stay 16-bit, 1/2/4/8-bit ones become uint8
+        dtype = np.uint16 if depth == 16 else np.uint8
+        _check_size(path, what, (height, width, samples), dtype, claim="PNG header",
+                    image=(width, height, samples))
+        data = head + f.read()
     return imagecodecs.png_decode(data)
 
 
