@@ -354,3 +354,18 @@ def test_decompression_bomb_through_the_command_line_stays_small(pool, tmp_path)
     _, _, baseline = _peak_rss(["filter", pool / "missing.png", "-o", "o.png"], tmp_path)
     assert peak < baseline + (32 << 20), (peak, baseline)
     assert list(tmp_path.iterdir()) == []
+
+
+DEMO_CASES = [["--bogus"], ["--factors", "1"], ["--factors", "abc"], ["--downsample", "cubic"],
+              ["--only", "x"], ["--factors", "99999999999999999999"]]
+
+
+@pytest.mark.parametrize("extra", DEMO_CASES, ids=[" ".join(c) for c in DEMO_CASES])
+def test_demo_refuses_bad_options_before_any_work(extra):
+    """``pacnp demo`` hands its options to pacnp.demo, whose own parser reports them (its
+    usage text included: that module's format, not the one-line errors of the commands
+    above): status 2, no traceback, nothing on stdout."""
+    code, stdout, stderr = _run_in_process(["demo", *extra])
+    assert code == 2, stderr
+    assert "Traceback" not in stderr and stdout == ""
+    assert "error" in stderr.splitlines()[-1] or "pacnp.demo:" in stderr.splitlines()[-1]
