@@ -81,8 +81,9 @@ def check_frozen():
 
 
 class KernelCacheWarning(RuntimeWarning):
-    """numba cannot keep pacnp's compiled kernels on disk in this process: they are compiled in
-    memory (every process pays the compile again); the message says where a cache could go."""
+    """numba's on-disk cache of pacnp's kernels does not work as configured: no writable
+    directory (the kernels are compiled in memory, in every process; the message says where a
+    cache could go), or a NUMBA_CACHE_DIR that numba passed over."""
 
 
 #: Where numba looks for a writable cache directory, in its order (``numba.core.caching``):
@@ -201,7 +202,7 @@ def _keyed_cache(py_func):
         nconfig.reload_config()
         _env_read = True
     try:
-        return _cache_type()(py_func)
+        cache = _cache_type()(py_func)
     except RuntimeError as exc:
         # numba's CacheImpl raises RuntimeError("cannot cache function ...: no locator
         # available ...") when no locator finds a writable directory; anything else is not ours
@@ -210,6 +211,14 @@ def _keyed_cache(py_func):
             raise
         _warn_once(_no_locator_message(py_func))
         return None
+    from numba.core import config as nconfig
+    from numba.core.caching import UserProvidedCacheLocator
+    if nconfig.CACHE_DIR and not isinstance(cache._impl.locator, UserProvidedCacheLocator):
+        # numba passes over a NUMBA_CACHE_DIR it cannot write without a word: say where the
+        # kernels went instead of the directory the user asked for
+        _warn_once(f"pacnp: NUMBA_CACHE_DIR={nconfig.CACHE_DIR} is not a writable directory; "
+                   f"numba caches pacnp's kernels in {cache.cache_path} instead")
+    return cache
 
 
 def njit(*, parallel=False, inline=None, fastmath=None):

@@ -209,6 +209,23 @@ def test_honours_numba_cache_dir_set_after_importing_numba(monkeypatch, tmp_path
     assert nconfig.CACHE_DIR == os.environ.get("NUMBA_CACHE_DIR", "")
 
 
+def test_an_unusable_numba_cache_dir_is_named(monkeypatch, tmp_path):
+    """numba passes over a NUMBA_CACHE_DIR it cannot write (here a file) for the next
+    directory: one warning says so, and the kernel still runs."""
+    from numba.core import config as nconfig
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    monkeypatch.setattr(_jit, "_warned", False)
+    monkeypatch.setattr(_jit, "_env_read", True)
+    monkeypatch.setattr(nconfig, "CACHE_DIR", str(not_a_dir))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        kernel = _jit.njit()(_double)
+        assert kernel(np.float32(1.0)) == 2.0
+    messages = [str(w.message) for w in seen if issubclass(w.category, _jit.KernelCacheWarning)]
+    assert len(messages) == 1 and f"NUMBA_CACHE_DIR={not_a_dir}" in messages[0], messages
+
+
 def test_a_failed_cache_write_leaves_the_kernel_in_memory(monkeypatch, tmp_path):
     """A cache directory that accepts the locator but fails the write (a full disk, a quota):
     the call still returns its result, with one warning."""
