@@ -165,7 +165,7 @@ def no_cache_dir(monkeypatch):
     from numba.core import caching
     monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
     monkeypatch.setattr(_jit, "_warned", False)
-    monkeypatch.setattr(_jit, "_env_read", True)     # the subprocess tests cover that reload
+    monkeypatch.setattr(_jit, "_env_read", True)     # test_honours_... covers that reload
     monkeypatch.delenv("NUMBA_CACHE_LOCATOR_CLASSES", raising=False)
 
 
