@@ -22,6 +22,8 @@ from ._api import (
     pacpool2d_fused_backward,
 )
 
+from ._jit import KernelCacheWarning
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -29,4 +31,5 @@ __all__ = [
     "pacconv_transpose2d", "pacconv_transpose2d_backward", "pacpool2d", "pacpool2d_backward",
     "pacconv2d_fused", "pacconv2d_fused_backward", "pacconv_transpose2d_fused",
     "pacconv_transpose2d_fused_backward", "pacpool2d_fused", "pacpool2d_fused_backward",
+    "KernelCacheWarning",
 ]
