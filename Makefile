@@ -17,7 +17,7 @@ BENCH_ARGS ?=
 # the asv benchmarks the smoke runs once each (W1, pacnp's own implementations)
 SMOKE_BENCH := "PacConv2d\.time_forward_backward\('numpy', 'W1', 'pacnp|PacConv2dMemBackward.*'W1', 'pacnp"
 
-.PHONY: test test-cuda-sim demo venv clean bench bench-smoke asv asv-machine asv-publish
+.PHONY: test test-cuda-sim doctest demo venv clean bench bench-smoke asv asv-machine asv-publish docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ $(PY):
 
 $(VENV)/.installed-test: $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-docs: $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	touch $@
 
 $(VENV)/.installed-demo: $(PY) setup.cfg pyproject.toml
@@ -35,6 +39,7 @@ venv: $(VENV)/.installed-test
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory doctest
 	$(MAKE) --no-print-directory test-cuda-sim
 	$(MAKE) --no-print-directory bench-smoke
 
@@ -42,6 +47,20 @@ test: $(VENV)/.installed-test
 # before numba.cuda is first imported (README "GPU (CUDA)"). Tiny shapes; about a minute.
 test-cuda-sim: $(VENV)/.installed-test
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/test_cuda.py
+
+# The Examples sections of the public docstrings, run as doctests (docs/api pages show them).
+# Tiny shapes, printed shapes/dtypes/rounded numbers: deterministic, well under a minute.
+DOCTEST_MODULES := pacnp/_api.py pacnp/filters.py pacnp/crf/__init__.py pacnp/crf/_functional.py \
+	pacnp/crf/_model.py pacnp/crf/_refine.py pacnp/crf/_features.py pacnp/crf/_terms.py \
+	pacnp/torch/functional.py pacnp/torch/layers.py pacnp/torch/crf.py \
+	pacnp/torch/checkpoints.py pacnp/jax.py pacnp/dask.py
+doctest: $(VENV)/.installed-test
+	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules $(DOCTEST_MODULES)
+
+# The documentation site (docs/): Sphinx + numpydoc + sphinx-gallery, offline, warnings are
+# errors; the gallery's scripts run here. Output in docs/_build/html.
+docs: $(VENV)/.installed-docs
+	$(PY) -m sphinx -b html -W --keep-going -q -j 1 docs docs/_build/html
 
 demo: $(VENV)/.installed-demo
 	$(PY) -m pacnp.demo --out demo-output
@@ -68,4 +87,5 @@ bench-smoke: asv-machine
 	$(PY) -m pacnp.bench --quick --repeats 1
 
 clean:
-	rm -rf $(VENV) demo-output build *.egg-info asv_benchmarks/.asv
+	rm -rf $(VENV) demo-output build *.egg-info asv_benchmarks/.asv \
+		docs/_build docs/api docs/auto_examples docs/sg_execution_times.rst
