@@ -1,5 +1,6 @@
 # The two entry points of the README: `make test` and `make demo`.
-# Both create (or reuse) .venv and install what they need into it.
+# Both create (or reuse) .venv and install what they need into it. `make docs` builds the
+# documentation site (docs/, Sphinx) into docs/_build/html; CI runs it after `make test`.
 # Benchmarks (asv_benchmarks/README.md): `make bench` prints the ratio table of the performance
 # targets, `make asv` runs the asv suite on the current venv; `make bench-smoke` (part of
 # `make test`) keeps both from rotting.
@@ -39,7 +40,6 @@ venv: $(VENV)/.installed-test
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
-	$(MAKE) --no-print-directory doctest
 	$(MAKE) --no-print-directory test-cuda-sim
 	$(MAKE) --no-print-directory bench-smoke
 
@@ -48,14 +48,11 @@ test: $(VENV)/.installed-test
 test-cuda-sim: $(VENV)/.installed-test
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/test_cuda.py
 
-# The Examples sections of the public docstrings, run as doctests (docs/api pages show them).
-# Tiny shapes, printed shapes/dtypes/rounded numbers: deterministic, well under a minute.
-DOCTEST_MODULES := pacnp/_api.py pacnp/filters.py pacnp/crf/__init__.py pacnp/crf/_functional.py \
-	pacnp/crf/_model.py pacnp/crf/_refine.py pacnp/crf/_features.py pacnp/crf/_terms.py \
-	pacnp/torch/functional.py pacnp/torch/layers.py pacnp/torch/crf.py \
-	pacnp/torch/checkpoints.py pacnp/jax.py pacnp/dask.py
+# The Examples sections of the public docstrings, run as doctests (tests/test_doctests.py
+# collects them by public name, so `make test`'s `pytest tests` runs them too; this target runs
+# only them). Tiny shapes, printed shapes/dtypes/rounded numbers: deterministic, a few seconds.
 doctest: $(VENV)/.installed-test
-	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules $(DOCTEST_MODULES)
+	$(PY) -m pytest -q tests/test_doctests.py
 
 # The documentation site (docs/): Sphinx + numpydoc + sphinx-gallery, offline, warnings are
 # errors; the gallery's scripts run here. Output in docs/_build/html.
