@@ -30,6 +30,16 @@ def convert_reference_state_dict(state_dict, model):
     -------
     dict
         A new state dict for ``model.load_state_dict``; the input is not modified.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> model = torch.nn.Sequential(pac.PacConvTranspose2d(1, 1, 3))
+    >>> saved = {k: v.clone() for k, v in model.state_dict().items()}   # as the 2019 code saved
+    >>> converted = pac.convert_reference_state_dict(saved, model)
+    >>> bool(torch.equal(converted["0.weight"], saved["0.weight"].flip(-2, -1)))
+    True
     """
     out = type(state_dict)(state_dict) if isinstance(state_dict, dict) else dict(state_dict)
     for name, module in model.named_modules():
