@@ -261,8 +261,8 @@ def pacconv2d(input, kernel, weight, bias=None, *, stride=1, padding=0, dilation
     Parameters
     ----------
     *arrays, **options
-        As :func:`pacnp.pacconv2d`: jax.Array arguments (CPU), geometry and kernel options as
-        static Python values.
+        As :func:`pacnp.pacconv2d`: jax.Array arguments (CPU); geometry and
+        kernel options are static Python values.
 
     Returns
     -------
@@ -299,8 +299,8 @@ def pacconv_transpose2d(input, kernel, weight, bias=None, *, stride=1, padding=0
     Parameters
     ----------
     *arrays, **options
-        As :func:`pacnp.pacconv_transpose2d`: jax.Array arguments (CPU), geometry and kernel options as
-        static Python values.
+        As :func:`pacnp.pacconv_transpose2d`: jax.Array arguments (CPU); geometry and
+        kernel options are static Python values.
 
     Returns
     -------
@@ -332,8 +332,8 @@ def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
     Parameters
     ----------
     *arrays, **options
-        As :func:`pacnp.pacpool2d`: jax.Array arguments (CPU), geometry and kernel options as
-        static Python values.
+        As :func:`pacnp.pacpool2d`: jax.Array arguments (CPU); geometry and
+        kernel options are static Python values.
 
     Returns
     -------
@@ -465,8 +465,8 @@ def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dil
     Parameters
     ----------
     *arrays, **options
-        As :func:`pacnp.pacconv2d_fused`: jax.Array arguments (CPU), geometry and kernel options as
-        static Python values.
+        As :func:`pacnp.pacconv2d_fused`: jax.Array arguments (CPU); geometry and
+        kernel options are static Python values.
 
     Returns
     -------
@@ -510,8 +510,8 @@ def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padd
     Parameters
     ----------
     *arrays, **options
-        As :func:`pacnp.pacconv_transpose2d_fused`: jax.Array arguments (CPU), geometry and kernel options as
-        static Python values.
+        As :func:`pacnp.pacconv_transpose2d_fused`: jax.Array arguments (CPU); geometry and
+        kernel options are static Python values.
 
     Returns
     -------
@@ -549,8 +549,8 @@ def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=
     Parameters
     ----------
     *arrays, **options
-        As :func:`pacnp.pacpool2d_fused`: jax.Array arguments (CPU), geometry and kernel options as
-        static Python values.
+        As :func:`pacnp.pacpool2d_fused`: jax.Array arguments (CPU); geometry and
+        kernel options are static Python values.
 
     Returns
     -------
