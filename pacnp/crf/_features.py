@@ -27,7 +27,7 @@ def create_position_feats(shape, scales=None, bs=1, device=None, *, dtype=np.flo
 
     Returns
     -------
-    array (bs, len(shape), *shape)
+    array, shape ``(bs, len(shape), *shape)``
 
     Examples
     --------
