@@ -23,7 +23,7 @@ torch.manual_seed(0)
 torch.set_num_threads(2)
 
 # %%
-# A grey 128 × 128 crop of the camera man, with noise σ = 0.1 on [0, 1].
+# A grey 128 × 128 crop of scikit-image's camera photo, with noise σ = 0.1 on [0, 1].
 
 clean = torch.from_numpy(data.camera()[96:224, 192:320].astype(np.float32) / 255)[None, None]
 noisy = clean + 0.1 * torch.randn_like(clean)

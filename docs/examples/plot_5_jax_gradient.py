@@ -17,7 +17,8 @@ from skimage import data
 import pacnp.jax as pj
 
 # %%
-# A grey 96 × 96 crop of scikit-image's camera man with noise σ = 0.1 on [0, 1], as (1, 1, H, W).
+# A grey 96 × 96 crop of scikit-image's camera photo with noise σ = 0.1 on [0, 1], as
+# (1, 1, H, W).
 
 clean = jnp.asarray(data.camera()[100:196, 200:296] / 255.0, jnp.float32)[None, None]
 noisy = clean + 0.1 * jax.random.normal(jax.random.PRNGKey(0), clean.shape)
