@@ -51,5 +51,28 @@ def convert_reference_state_dict(state_dict, model):
 
 
 def load_reference_state_dict(model, state_dict, strict=True):
-    """``model.load_state_dict(convert_reference_state_dict(state_dict, model), strict)``."""
+    """``model.load_state_dict(convert_reference_state_dict(state_dict, model), strict)``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model built from pacnp.torch layers.
+    state_dict : Mapping[str, Tensor]
+        As saved by the 2019 reference code.
+    strict : bool, optional
+        As ``nn.Module.load_state_dict``.
+
+    Returns
+    -------
+    NamedTuple
+        ``load_state_dict``'s ``(missing_keys, unexpected_keys)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> model = torch.nn.Sequential(pac.PacConv2d(1, 2, 3, padding=1))
+    >>> pac.load_reference_state_dict(model, model.state_dict())
+    <All keys matched successfully>
+    """
     return model.load_state_dict(convert_reference_state_dict(state_dict, model), strict=strict)

@@ -305,7 +305,19 @@ class PacCRF(nn.Module):
 
 class PacCRFLoose(nn.Module):
     """:class:`PacCRF` with separate parameters for every mean-field step (``num_steps``
-    one-step CRFs in a row); same arguments."""
+    one-step CRFs in a row); same arguments.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> crf = pac.PacCRFLoose(3, num_steps=2, final_output="softmax")
+    >>> crf.add_pairwise_kernel(kernel_size=3, compat_type="potts")
+    >>> feats = pac.create_YXRGB(torch.rand(1, 3, 8, 8), yx_scale=3.0, rgb_scale=0.2)
+    >>> q = crf(torch.randn(1, 3, 8, 8), feats)
+    >>> tuple(q.shape), bool(torch.allclose(q.sum(1), torch.ones(1, 8, 8)))
+    ((1, 3, 8, 8), True)
+    """
 
     def __init__(self, channels, num_steps, final_output="log_Q", perturbed_init=True,
                  native_impl=False, fixed_weighting=False, unary_weight=1.0,
