@@ -31,6 +31,14 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- conversions
+def _required(fn, name, a):
+    """A backward's output gradient must be given: without it the call would be a forward."""
+    if a is None:
+        raise TypeError(f"{fn}: {name} is required (the gradient of the forward's output), "
+                        f"got None")
+    return a
+
+
 def _prepare(ns, a, name, dtype=None, small=False):
     """C-contiguous, native-byte-order, writeable NumPy array of the compute dtype (on a GPU:
     a contiguous device array; a host copy for the ``small`` parameter arrays).
@@ -64,17 +72,20 @@ def _scalar_or_array(ns, v, name, dtype):
 
 
 def _backend(ns):
+    """``pacnp.cpu`` or ``pacnp.cuda`` (both ``pacnp._backend.Backend``)."""
     if ns.be is not None:
         return ns.be
     from . import cpu
-    from .cpu import conv, depthwise, kernel, smooth  # noqa: F401  (backend modules)
     return cpu
 
 
 def _run(ns, driver, *args):
     """Run a driver of ``_ops`` on the backend of the caller's arrays (on a GPU: on the
-    caller's device and stream)."""
+    caller's device and stream), after checking that no compile-time tunable of ``config``
+    changed since the kernels were built (``pacnp._jit``)."""
+    from ._jit import check_frozen
     be = _backend(ns)
+    check_frozen()
     with be.blas_guard(), ns.on_device():
         return driver(be, *args)
 
@@ -239,6 +250,7 @@ def packernel2d_backward(grad_kernel, guide, kernel_size, *, stride=1, padding=0
     ((1, 2, 6, 6), None, None)
     """
     fn = "packernel2d_backward"
+    _required(fn, "grad_kernel", grad_kernel)
     needs = _core.check_needs(fn, needs, ("guide", "inv_alpha", "inv_lambda", "smooth_kernel"))
     kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
               kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
@@ -383,6 +395,7 @@ def pacconv2d_backward(grad_output, input, kernel, weight, bias=None, *, stride=
     (True, (3, 2, 3, 3))
     """
     fn = "pacconv2d_backward"
+    _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, ("input", "kernel", "weight", "bias"))
     ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel, weight=weight, bias=bias),
                            grad_output, stride=stride, padding=padding, dilation=dilation,
@@ -484,6 +497,7 @@ def pacconv_transpose2d_backward(grad_output, input, kernel, weight, bias=None, 
     [(1, 2, 4, 4), (1, 1, 3, 3, 8, 8), (2, 3, 3, 3), None]
     """
     fn = "pacconv_transpose2d_backward"
+    _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, ("input", "kernel", "weight", "bias"))
     ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel, weight=weight, bias=bias),
                            grad_output, stride=stride, padding=padding,
@@ -575,6 +589,7 @@ def pacpool2d_backward(grad_output, input, kernel, kernel_size, *, stride=1, pad
            [4., 6., 6., 4.]])
     """
     fn = "pacpool2d_backward"
+    _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, ("input", "kernel"))
     ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel), grad_output, stride=stride,
                            padding=padding, dilation=dilation, kernel_size=kernel_size)
@@ -735,6 +750,7 @@ def pacconv2d_fused_backward(grad_output, input, guide, weight, bias=None, *, st
     [(1, 2, 6, 6), (1, 3, 6, 6), (2, 2, 3, 3), None, None, None, None]
     """
     fn = "pacconv2d_fused_backward"
+    _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, _FUSED_NEEDS)
     kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
                      smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
@@ -844,6 +860,7 @@ def pacconv_transpose2d_fused_backward(grad_output, input, guide, weight, bias=N
     [(1, 1, 4, 4), (1, 3, 8, 8), None, None, None, None, None]
     """
     fn = "pacconv_transpose2d_fused_backward"
+    _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, _FUSED_NEEDS)
     kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
                      smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
@@ -944,6 +961,7 @@ def pacpool2d_fused_backward(grad_output, input, guide, kernel_size, *, stride=1
     [(1, 2, 6, 6), (1, 1, 6, 6), None, None, None]
     """
     fn = "pacpool2d_fused_backward"
+    _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, _FUSED_POOL_NEEDS)
     kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
                      smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,

@@ -170,6 +170,7 @@ class Namespace:
             seen = ", ".join(f"{n}: {lib}" for n, (lib, _) in libs.items())
             raise TypeError(f"{fn}: arrays from different libraries cannot be mixed ({seen}); "
                             f"convert them to one library first")
+        self._inputs = []   # the work arrays handed out (results must not alias them)
         self.lib = kinds.pop() if kinds else "numpy"
         self.sample = next(iter(libs.values()))[1] if libs else None
         self.device = None  # CUDA device index (-1: numba's current one); None: the CPU
@@ -358,7 +359,16 @@ class Namespace:
         if a is None:
             return None
         if self.be is None:
-            return self.to_numpy(a, name)
+            w = self.to_numpy(a, name)
+            if not w.dtype.isnative:  # byte-swapped: the compute wants native numbers
+                w = w.astype(w.dtype.newbyteorder("="))
+            self._inputs.append(w)
+            return w
+        w = self._device_work(a, name)
+        self._inputs.append(w)
+        return w
+
+    def _device_work(self, a, name):
         xp = self.xp
         if library(a) == "cupy":
             return a
@@ -370,12 +380,23 @@ class Namespace:
                 return xp.from_dlpack(a)
             return xp.asarray(a)  # __cuda_array_interface__: torch, numba
 
+    def _unaliased(self, a):
+        """``a``, or a copy of it where it shares memory with an input: a result never aliases
+        the caller's arrays (a later write to one must not change the other)."""
+        xp = np if isinstance(a, (np.ndarray, np.generic)) else self.xp
+        for w in self._inputs:
+            if xp.may_share_memory(a, w):
+                return a.copy()
+        return a
+
     def from_work(self, a):
         """A work array as an array of the caller's library and device. Anything that is not
         a work array (None, Python numbers, strings) passes through unchanged."""
         if a is None or isinstance(a, (numbers.Number, str, bool)) and not isinstance(
                 a, np.generic):
             return a
+        if hasattr(a, "shape"):
+            a = self._unaliased(a)
         if self.be is None:
             return self.from_numpy(a) if isinstance(a, (np.ndarray, np.generic)) else a
         if not hasattr(a, "shape"):

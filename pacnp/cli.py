@@ -7,14 +7,14 @@
     pacnp upsample LOW --guide RGB --factor N -o OUT [--confidence C]
     pacnp crf PROBS --image RGB -o LABELS
     pacnp demo [demo options]       (python -m pacnp.demo)
-    pacnp bench [bench options]     (python -m pacnp.bench: the ratio table)
 
 with ``--backend cpu|cuda``, ``--threads N`` and ``--quiet`` on every computing command (before
 or after the subcommand). ``python -m pacnp`` is the same program.
 
-Files: PNG (8 and 16 bit, grey, grey+alpha, RGB, RGBA), TIFF (anything tifffile reads and
-writes, stacks included), ``.npy``, ``.npz`` (the first array, or ``--key``). The format is the
-file name's extension. Integer images stay integer: pacnp.filters returns the input's dtype.
+Files (``pacnp._imageio``): PNG (8 and 16 bit, grey, grey+alpha, RGB, RGBA), TIFF (anything
+tifffile reads and writes, stacks included), ``.npy``, ``.npz`` (the first array, or ``--key``).
+The format is the file name's extension. Integer images stay integer: pacnp.filters returns the
+input's dtype.
 
 Layout: a 2-D array is one grey image; a 3-D array is H×W×C and a 4-D one N×H×W×C (a batch)
 unless ``--channel-axis`` says otherwise (``none``: no channel axis, the last two axes are the
@@ -22,8 +22,9 @@ image and any before them a batch; an integer: that axis holds the channels).
 
 Work is split into batches and horizontal tiles of ``--tile-rows`` output rows, each computed
 with the halo of input rows its window reaches, so that the result is exactly the untiled
-call's; the tiles drive a progress bar on stderr that appears once a command has run for a
-second (``PACNP_PROGRESS_DELAY`` seconds; ``--quiet`` turns it off).
+call's; the tiles drive a progress bar (tqdm) on stderr that appears once a command has run
+for a second (``PACNP_PROGRESS_DELAY`` seconds) when stderr is a terminal; ``--quiet`` turns it
+off, and logs and pipes never get it.
 
 Errors are one line, ``pacnp: error: ...``, and exit status 2 for a bad command line (argument
 values, unknown extensions, an output that is also an input) or 1 for a failure while running
@@ -38,21 +39,20 @@ import contextlib
 import inspect
 import math
 import os
-import struct
 import sys
-import tempfile
-import time
-import zlib
-from pathlib import Path
 
 import numba
 import numpy as np
 
+# the commands below read and write through these; the underscored names are the ones they
+# had when the file code lived here
+from ._imageio import ImageFileError, read_array, write_array
+from ._imageio import check_writable as _check_writable
+from ._imageio import refuse_overwrite as _refuse_overwrite
+
 __all__ = ["main"]
 
 PROG = "pacnp"
-#: extension → format; the only files the command line reads and writes
-FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".npz": "npz"}
 #: what pacnp.filters accepts (and returns unchanged)
 IMAGE_DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
 #: a tile holds about this many output pixels when --tile-rows is not given: big enough that
@@ -76,368 +76,57 @@ def _one_line(exc):
 
 
 # --------------------------------------------------------------------------- progress
-class Progress:
-    """A progress bar on stderr for ``total`` steps.
+#: what the bar looks like: ``pacnp filter [#####...] 3/8 tiles  38% 00:02<00:03``
+_BAR_FORMAT = ("{desc} [{bar:24}] {n_fmt}/{total_fmt} {unit} {percentage:3.0f}% "
+               "{elapsed}<{remaining}")
 
-    Nothing is drawn until ``delay`` seconds have passed (work that ends sooner stays silent),
-    and nothing at all when disabled (``--quiet``). On a terminal the bar is redrawn in place
-    (at most 10 times a second); in a log file or a pipe, where carriage returns pile up, it is
-    a line at every tenth of the work instead.
+
+def progress_bar(label, total, unit, *, enabled=True, stream=None, delay=None):
+    """A tqdm progress bar on stderr for ``total`` steps (advance it with ``update()``).
+
+    Nothing is drawn until ``delay`` seconds have passed (``PACNP_PROGRESS_DELAY``, default 1:
+    work that ends sooner stays silent), and nothing at all when disabled (``--quiet``) or when
+    the stream is not a terminal: in a log file or a pipe the redraws would pile up. On a
+    terminal the bar is redrawn in place, at most 10 times a second.
     """
-
-    def __init__(self, label, total, unit, *, enabled=True, stream=None, delay=None):
-        self.label, self.total, self.unit = label, max(int(total), 1), unit
-        self.stream = sys.stderr if stream is None else stream
-        self.enabled = enabled
-        if delay is None:
-            try:
-                delay = float(os.environ.get(PROGRESS_DELAY_ENV, "1"))
-            except ValueError:
-                delay = 1.0
-        self.delay = delay
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.t0 = time.monotonic()
-        self.done = 0
-        self.shown = False
-        self._last_draw = -math.inf
-        self._last_tenth = -1
-
-    def advance(self, n=1):
-        self.done = min(self.done + n, self.total)
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        elapsed = now - self.t0
-        if elapsed < self.delay:
-            return
-        finished = self.done >= self.total
-        if self.tty:
-            if finished or now - self._last_draw >= 0.1:
-                self.stream.write("\r" + self._line(elapsed))
-                self._last_draw = now
-                self.shown = True
-        else:
-            tenth = self.done * 10 // self.total
-            if tenth > self._last_tenth or finished:
-                self.stream.write(self._line(elapsed) + "\n")
-                self._last_tenth = tenth
-                self.shown = True
-        self.stream.flush()
-
-    def _line(self, elapsed):
-        frac = self.done / self.total
-        width = 24
-        fill = int(round(frac * width))
-        eta = ""
-        if 0 < self.done < self.total:
-            eta = f", {elapsed / self.done * (self.total - self.done):.1f}s left"
-        return (f"{self.label} [{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
-                f"{self.unit} {frac:4.0%} {elapsed:.1f}s{eta}")
-
-    def close(self):
-        if self.shown and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-# --------------------------------------------------------------------------- PNG codec
-# Pillow reads and writes 8-bit PNGs and 16-bit grey ones, but reads a 16-bit RGB(A) PNG as
-# 8-bit (silently dropping the low byte) and cannot write one. PNG itself is simple (zlib
-# stream of filtered rows, RFC 2083), so 16-bit colour goes through this small codec, and all
-# writing does, so that every PNG the command line writes takes one path.
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}      # colour type → samples per pixel
-_PNG_COLOUR = {v: k for k, v in _PNG_CHANNELS.items()}
-
-
-def _png_chunk(tag, data):
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-
-def png_encode(a):
-    """PNG bytes of an H×W or H×W×C (C = 1…4) uint8/uint16 array (non-interlaced)."""
-    a = np.asarray(a)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    h, w = a.shape[:2]
-    c = 1 if a.ndim == 2 else a.shape[2]
-    depth = 8 * a.dtype.itemsize
-    raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder(">")).view(np.uint8)
-    raw = raw.reshape(h, w * c * a.dtype.itemsize)
-    bpp = c * a.dtype.itemsize
-    # filter type 1 (Sub) on every row: each byte minus the same byte of the pixel to its left,
-    # modulo 256 — cheap to vectorise and it lets zlib compress smooth images far better
-    filtered = raw.copy()
-    filtered[:, bpp:] -= raw[:, :-bpp]
-    rows = np.concatenate([np.ones((h, 1), np.uint8), filtered], axis=1)
-    ihdr = struct.pack(">IIBBBBB", w, h, depth, _PNG_COLOUR[c], 0, 0, 0)
-    return (_PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr)
-            + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + _png_chunk(b"IEND", b""))
-
-
-@numba.njit(cache=True)
-def _png_unfilter(rows, bpp):
-    """Undo the PNG row filters (RFC 2083 Sec. 6); a sequential recurrence along each row, so
-    a compiled loop rather than NumPy. Returns (bytes, index of a row with a bad filter or -1)."""
-    h, n = rows.shape
-    stride = n - 1
-    out = np.zeros((h, stride), np.uint8)
-    for y in range(h):
-        ft = rows[y, 0]
-        if ft > 4:
-            return out, y
-        for i in range(stride):
-            x = np.int64(rows[y, i + 1])
-            a = np.int64(out[y, i - bpp]) if i >= bpp else np.int64(0)
-            b = np.int64(out[y - 1, i]) if y > 0 else np.int64(0)
-            c = np.int64(out[y - 1, i - bpp]) if (y > 0 and i >= bpp) else np.int64(0)
-            if ft == 1:
-                x += a
-            elif ft == 2:
-                x += b
-            elif ft == 3:
-                x += (a + b) // 2
-            elif ft == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                if pa <= pb and pa <= pc:
-                    x += a
-                elif pb <= pc:
-                    x += b
-                else:
-                    x += c
-            out[y, i] = x & 0xFF
-    return out, -1
-
-
-def _png_header(data):
-    """(width, height, bit depth, colour type, interlace) from the IHDR chunk, or None."""
-    if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
-        return None
-    w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
-    return w, h, depth, colour, interlace
-
-
-def png_decode16(data):
-    """H×W×C uint16 array of a non-interlaced 16-bit colour PNG (colour types 2, 4, 6)."""
-    w, h, depth, colour, interlace = _png_header(data)
-    if interlace:
-        raise ValueError("interlaced 16-bit colour PNGs are not supported; save it without "
-                         "interlacing or as TIFF")
-    c = _PNG_CHANNELS[colour]
-    idat, pos = [], 8
-    while pos + 8 <= len(data):
-        (length,), tag = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
-        if len(body) != length:
-            raise ValueError(f"truncated PNG chunk {tag!r}")
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length] or b"\0" * 4)
-        if zlib.crc32(tag + body) != crc:
-            raise ValueError(f"corrupt PNG: bad CRC in chunk {tag.decode('latin-1')!r}")
-        if tag == b"IDAT":
-            idat.append(body)
-        elif tag == b"IEND":
-            break
-        pos += 12 + length
-    bpp = c * depth // 8
-    raw = zlib.decompress(b"".join(idat))
-    if len(raw) != h * (1 + w * bpp):
-        raise ValueError(f"corrupt PNG: {len(raw)} bytes of pixel data for {w}x{h}x{c} 16-bit")
-    rows = np.frombuffer(raw, np.uint8).reshape(h, 1 + w * bpp)
-    out, bad = _png_unfilter(rows, bpp)
-    if bad >= 0:
-        raise ValueError(f"corrupt PNG: unknown filter type {rows[bad, 0]} in row {bad}")
-    return out.view(">u2").astype(np.uint16).reshape(h, w, c)
-
-
-def _read_png(path):
-    data = Path(path).read_bytes()
-    head = _png_header(data)
-    if head is None:
-        raise ValueError("not a PNG file")
-    if head[2] == 16 and head[3] in (2, 4, 6):
-        return png_decode16(data)
-    from PIL import Image  # a dependency of scikit-image and of the cli extra
-
-    with Image.open(path) as im:
-        im.load()
-        if im.mode == "P":  # palette: the colours, not the indices
-            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        elif im.mode == "1":
-            im = im.convert("L")
-        a = np.array(im)
-    if a.dtype.kind == "i" and a.dtype.itemsize > 2:  # Pillow's 'I' mode of a 16-bit grey PNG
-        a = a.astype(np.uint16)
-    return a
-
-
-# --------------------------------------------------------------------------- files
-def _format(path, what):
-    fmt = FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise CLIError(f"{what} {path}: unknown extension {Path(path).suffix or '(none)'!r}; "
-                       f"use one of {' '.join(sorted(set(FORMATS)))}", code=2)
-    return fmt
-
-
-def read_array(path, *, key=None, what="input"):
-    """The array stored in ``path`` (format from the extension), in native byte order."""
-    fmt = _format(path, what)
-    p = Path(path)
-    if not p.exists():
-        raise CLIError(f"{what} {path}: no such file")
-    if p.is_dir():
-        raise CLIError(f"{what} {path}: is a directory, not a file")
-    try:
-        if fmt == "npy":
-            a = np.load(p, allow_pickle=False)
-            if not isinstance(a, np.ndarray):  # an .npz archive under an .npy name
-                a.close()
-                raise ValueError("not an .npy file (an .npz archive? rename it)")
-        elif fmt == "npz":
-            with np.load(p, allow_pickle=False) as z:
-                names = list(z.files)
-                if not names:
-                    raise CLIError(f"{what} {path}: the archive holds no arrays")
-                if key is None:
-                    key = names[0]
-                elif key not in names:
-                    raise CLIError(f"{what} {path} has no array {key!r}; it holds "
-                                   f"{', '.join(names)}")
-                a = z[key]
-        elif fmt == "tiff":
-            import tifffile
-            a = tifffile.imread(p)
-        else:
-            a = _read_png(p)
-    except CLIError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure to decode is "unreadable"
-        raise CLIError(f"cannot read {what} {path}: {_one_line(exc)}") from None
-    a = np.asarray(a)
-    if a.dtype.byteorder not in "=|":  # big-endian TIFF/npy: the kernels want native order
-        a = a.astype(a.dtype.newbyteorder("="))
-    return a
-
-
-def _check_writable(path, dtype, shape, what="output"):
-    """Fail before computing if ``path``'s format cannot hold the result."""
-    fmt = _format(path, what)
-    parent = Path(path).parent
-    if not parent.is_dir():
-        raise CLIError(f"{what} {path}: folder {parent} does not exist")
-    if Path(path).is_dir():
-        raise CLIError(f"{what} {path}: is a directory")
-    if fmt == "png":
-        if np.dtype(dtype) not in (np.uint8, np.uint16):
-            raise CLIError(f"{what} {path}: PNG holds uint8 or uint16 images but the result is "
-                           f"{np.dtype(dtype)}; write .tif, .npy or .npz instead")
-        if not (len(shape) == 2 or (len(shape) == 3 and 1 <= shape[2] <= 4)):
-            raise CLIError(f"{what} {path}: PNG holds one H×W image with 1 to 4 channels "
-                           f"(channels last) but the result has shape {tuple(shape)}; write "
-                           f".tif, .npy or .npz instead")
-    return fmt
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_array(path, a, *, key="arr_0", what="output"):
-    """Write ``a`` to ``path`` atomically: a temporary file in the same folder (same file
-    system, so the rename is atomic), flushed to disk, then renamed over ``path``."""
-    fmt = _check_writable(path, a.dtype, a.shape, what)
-    p = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-    except OSError as exc:
-        raise CLIError(f"cannot write {what} {path}: {_one_line(exc)}") from None
-    os.close(fd)  # reopened by name: tifffile wants a file object whose name is a path
-    try:
-        with open(tmp, "wb") as f:
-            if fmt == "npy":
-                np.save(f, a, allow_pickle=False)
-            elif fmt == "npz":
-                np.savez_compressed(f, **{key: a})
-            elif fmt == "tiff":
-                import tifffile
-                # channels-last colour as RGB(A) so that viewers show it; anything else as
-                # grey pages (tifffile's shape metadata brings any shape back as written)
-                rgb = a.ndim >= 3 and a.shape[-1] in (3, 4)
-                tifffile.imwrite(f, a, photometric="rgb" if rgb else "minisblack",
-                                 planarconfig="contig" if rgb else None)
-            else:
-                f.write(png_encode(a))
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, Exception):
-            raise CLIError(f"cannot write {what} {path}: {_one_line(exc)}") from None
-        raise
-
-
-def _refuse_overwrite(output, inputs):
-    """An output path naming one of the inputs (after resolving links and ``..``) is refused."""
-    out = Path(output)
-    for name, path in inputs:
-        if path is None:
-            continue
-        same = out.resolve() == Path(path).resolve()
-        if not same and out.exists() and Path(path).exists():
-            with contextlib.suppress(OSError):
-                same = os.path.samefile(out, path)  # hard links
-        if same:
-            raise CLIError(f"-o {output} is the {name} {path}; pacnp never overwrites an input, "
-                           f"choose another output path", code=2)
+    try:  # the cli extra; imported here so that --help needs nothing more
+        from tqdm import tqdm
+    except ImportError:
+        raise CLIError("the progress bar needs tqdm: pip install 'pacnp[cli]'") from None
+    stream = sys.stderr if stream is None else stream
+    if delay is None:
+        try:
+            delay = float(os.environ.get(PROGRESS_DELAY_ENV, "1"))
+        except ValueError:
+            delay = 1.0
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    size = {}  # tqdm asks the terminal
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        if tty and os.get_terminal_size(stream.fileno()).columns == 0:
+            # a terminal that reports no size (a pty nobody sized): tqdm would take it for
+            # 0 columns and -1 rows and draw nothing
+            size = dict(ncols=80, nrows=24)
+    return tqdm(total=max(int(total), 1), desc=label, unit=unit, file=stream, delay=delay,
+                disable=not (enabled and tty), mininterval=0.1, ascii=".#",
+                bar_format=_BAR_FORMAT, leave=True, **size)
 
 
 # --------------------------------------------------------------------------- layouts
-class Layout:
-    """A user's array seen as N×H×W×C (batch, image, channels last) and back."""
+def _layout(a, channel_axis, what, path):
+    """``a``'s layout (pacnp.filters.Layout, the one layout class of the filters, Dask and
+    this command line); ``auto``: a 2-D array is one grey image, more axes end in channels."""
+    from .filters import Layout
 
-    def __init__(self, a, channel_axis, what, path):
-        nd = a.ndim
-        if channel_axis == "auto":
-            channel_axis = None if nd == 2 else -1
+    if channel_axis == "auto":
+        channel_axis = None if a.ndim == 2 else -1
+    try:
+        return Layout(PROG, what, a.shape, channel_axis)
+    except ValueError:
         if channel_axis is None:
-            if nd < 2:
-                raise CLIError(f"{what} {path} has shape {a.shape}: an image needs 2 axes")
-            self.axis = None
-            moved = a[..., None]
-        else:
-            if not -nd <= channel_axis < nd or nd < 3:
-                raise CLIError(f"{what} {path} has shape {a.shape}: no channel axis "
-                               f"{channel_axis} beside two image axes (see --channel-axis)")
-            self.axis = channel_axis % nd
-            moved = np.moveaxis(a, self.axis, -1)
-        self.moved_shape = moved.shape
-        self.nhwc = moved.reshape((-1,) + moved.shape[-3:])
-        n, h, w, c = self.nhwc.shape
-        if h < 1 or w < 1:
-            raise CLIError(f"{what} {path} has shape {a.shape}: an empty image")
-
-    @property
-    def hw(self):
-        return self.nhwc.shape[1:3]
-
-    def restore(self, out):
-        """``out`` (N×H'×W'×C') back in the user's layout."""
-        shape = self.moved_shape[:-3] + out.shape[1:]
-        o = out.reshape(shape)
-        return o[..., 0] if self.axis is None else np.moveaxis(o, -1, self.axis)
+            raise CLIError(f"{what} {path} has shape {a.shape}: an image needs 2 non-empty "
+                           f"axes") from None
+        raise CLIError(f"{what} {path} has shape {a.shape}: no channel axis {channel_axis} "
+                       f"beside two non-empty image axes (see --channel-axis)") from None
 
 
 def _size(hw):
@@ -450,18 +139,24 @@ def _check_image_dtype(a, what, path):
                        f"{', '.join(IMAGE_DTYPES)}")
 
 
-def _compute_dtype(dtype):
-    """pacnp.filters computes in float64 for float64 images and in float32 otherwise."""
-    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
+def _planned(make):
+    """A filter plan; its argument errors are command-line errors (exit status 2)."""
+    try:
+        return make()
+    except ValueError as exc:
+        raise CLIError(_one_line(exc), code=2) from None
 
 
-def _guide_sigma(guide, dtype):
-    """The default σ_c of pacnp.filters — the guide's standard deviation, computed in the
-    image's compute dtype over the channels-first copy the library makes — evaluated once
-    over the whole guide so that every tile uses the value the untiled call would."""
-    g = np.ascontiguousarray(np.moveaxis(guide, -1, 1)).astype(_compute_dtype(dtype))
-    s = float(g.std())
-    return s if s > 0 else 1.0  # a constant guide: every colour weight is 1 whatever σ_c is
+def _guide_batch(glay, lay, args):
+    """The guide's images as [N or 1, Cg, H, W]: one guide for every image, or one each."""
+    if glay.hw != lay.hw:
+        raise CLIError(f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but "
+                       f"input {args.input} is {_size(lay.hw)} (shapes {glay.shape} and "
+                       f"{lay.shape}); the guide must have the image's size")
+    n, ng = (int(np.prod(x.batch_shape, dtype=np.int64)) for x in (lay, glay))
+    if ng not in (1, n):
+        raise CLIError(f"shape mismatch: guide {args.guide} holds {ng} images but input "
+                       f"{args.input} {n}; give one guide or one per image")
 
 
 def _row_tiles(height, rows):
@@ -521,46 +216,43 @@ def cmd_filter(args, device, progress):
 
     image = read_array(args.input, key=args.key, what="input")
     _check_image_dtype(image, "input", args.input)
-    lay = Layout(image, args.channel_axis, "input", args.input)
+    lay = _layout(image, args.channel_axis, "input", args.input)
+    x = lay.to_bchw(np, image)
     if args.guide is None:
-        glay = lay
+        g = x
     else:
         guide = read_array(args.guide, key=args.guide_key, what="guide")
         _check_image_dtype(guide, "guide", args.guide)
         gaxis = args.guide_channel_axis
         if gaxis == "auto" and args.channel_axis != "auto" and guide.ndim == image.ndim:
             gaxis = args.channel_axis  # the same layout as the image, as pacnp.filters does
-        glay = Layout(guide, gaxis, "guide", args.guide)
-        if glay.hw != lay.hw:
-            raise CLIError(f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but "
-                           f"input {args.input} is {_size(lay.hw)} (shapes {guide.shape} and "
-                           f"{image.shape}); the guide must have the image's size")
-        if glay.nhwc.shape[0] not in (1, lay.nhwc.shape[0]):
-            raise CLIError(f"shape mismatch: guide {args.guide} holds {glay.nhwc.shape[0]} "
-                           f"images but input {args.input} {lay.nhwc.shape[0]}; give one guide "
-                           f"or one per image")
+        glay = _layout(guide, gaxis, "guide", args.guide)
+        _guide_batch(glay, lay, args)
+        g = glay.to_bchw(np, guide)
     _check_writable(args.output, image.dtype, image.shape)
 
-    x, g = lay.nhwc, glay.nhwc
-    n, h, w, _ = x.shape
-    radius = filters.default_radius(args.sigma_spatial) if args.radius is None else args.radius
-    sigma_color = args.sigma_color if args.sigma_color is not None else _guide_sigma(g, x.dtype)
-    opts = dict(sigma_spatial=args.sigma_spatial, sigma_color=sigma_color, radius=radius,
-                border=args.border, channel_axis=-1, guide_channel_axis=-1)
+    n, _, h, w = x.shape
+    # one plan for the whole batch (radius, border, σ_c over the whole guide), repeated on
+    # every tile through its keywords: the tiles compute exactly what the untiled call would
+    plan = _planned(lambda: filters.plan_joint_bilateral_filter(
+        x, np.broadcast_to(g, (n,) + g.shape[1:]), sigma_spatial=args.sigma_spatial,
+        sigma_color=args.sigma_color, radius=args.radius, border=args.border, channel_axis=1,
+        guide_channel_axis=1, fn="pacnp filter"))
+    opts = plan.resolve_sigma_color(np, g).chunk_kwargs()
     out = np.empty_like(x)
-    tiles = _row_tiles(h, _tile_rows(args, w, radius))
+    tiles = _row_tiles(h, _tile_rows(args, w, plan.halo))
     with progress("pacnp filter", n * len(tiles), "tiles") as bar:
         for b in range(n):
             gb = b if g.shape[0] > 1 else 0
             for y0, y1 in tiles:
-                # output rows y0..y1 see input rows within the radius: compute on those and
+                # output rows y0..y1 see input rows within the halo: compute on those and
                 # keep the middle; the halo's own border handling never reaches kept rows
-                lo, hi = max(0, y0 - radius), min(h, y1 + radius)
-                res = filters.joint_bilateral_filter(device.put(x[b, lo:hi]),
-                                                     device.put(g[gb, lo:hi]), **opts)
-                out[b, y0:y1] = device.get(res)[y0 - lo:y1 - lo]
-                bar.advance()
-    write_array(args.output, lay.restore(out), key=args.key or "image")
+                lo, hi = max(0, y0 - plan.halo), min(h, y1 + plan.halo)
+                res = filters.joint_bilateral_filter(device.put(x[b:b + 1, :, lo:hi]),
+                                                     device.put(g[gb:gb + 1, :, lo:hi]), **opts)
+                out[b, :, y0:y1] = device.get(res)[0, :, y0 - lo:y1 - lo]
+                bar.update()
+    write_array(args.output, lay.from_bchw(np, out), key=args.key or "image")
     return 0
 
 
@@ -570,21 +262,23 @@ def cmd_upsample(args, device, progress):
     f = args.factor
     low = read_array(args.input, key=args.key, what="input")
     _check_image_dtype(low, "input", args.input)
-    lay = Layout(low, args.channel_axis, "input", args.input)
+    lay = _layout(low, args.channel_axis, "input", args.input)
     guide = read_array(args.guide, key=args.guide_key, what="guide")
     _check_image_dtype(guide, "guide", args.guide)
     gaxis = args.guide_channel_axis
     if gaxis == "auto" and args.channel_axis != "auto" and guide.ndim == low.ndim:
         gaxis = args.channel_axis
-    glay = Layout(guide, gaxis, "guide", args.guide)
+    glay = _layout(guide, gaxis, "guide", args.guide)
     h, w = lay.hw
     H, W = h * f, w * f
     if glay.hw != (H, W):
         raise CLIError(f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but input "
                        f"{args.input} ({_size(lay.hw)}) times --factor {f} is {_size((H, W))}")
-    n = lay.nhwc.shape[0]
-    if glay.nhwc.shape[0] not in (1, n):
-        raise CLIError(f"shape mismatch: guide {args.guide} holds {glay.nhwc.shape[0]} images "
+    x = lay.to_bchw(np, low)
+    g = glay.to_bchw(np, guide)
+    n = x.shape[0]
+    if g.shape[0] not in (1, n):
+        raise CLIError(f"shape mismatch: guide {args.guide} holds {g.shape[0]} images "
                        f"but input {args.input} {n}; give one guide or one per image")
     conf = None
     if args.confidence is not None:
@@ -592,23 +286,20 @@ def cmd_upsample(args, device, progress):
         if c.dtype == bool:
             c = c.astype(np.uint8)
         _check_image_dtype(c, "confidence", args.confidence)
-        conf = Layout(c, None, "confidence", args.confidence).nhwc[..., 0]
+        conf = _layout(c, None, "confidence", args.confidence).to_bchw(np, c)[:, 0]
         if conf.shape != (n, h, w):
             raise CLIError(f"shape mismatch: confidence {args.confidence} has shape {c.shape} "
                            f"but input {args.input} has {n} image(s) of {_size((h, w))} pixels")
-    out_shape = lay.restore(np.empty((n, H, W, lay.nhwc.shape[3]), np.uint8)).shape
+    out_shape = lay.from_bchw(np, np.empty((n, x.shape[1], H, W), np.uint8), (H, W)).shape
     _check_writable(args.output, low.dtype, out_shape)
 
-    x, g = lay.nhwc, glay.nhwc
-    r = 3 * f // 2 if args.radius is None else args.radius
-    o = (f - 1) // 2  # low-res sample m sits at high-res pixel m·f + o
-    if r < f - 1 - o:
-        raise CLIError(f"--radius {r} leaves high-res pixels without a sample in reach; need "
-                       f"--radius >= {f - 1 - o} for --factor {f}", code=2)
-    sigma_color = args.sigma_color if args.sigma_color is not None else _guide_sigma(g, x.dtype)
-    opts = dict(sigma_spatial=args.sigma_spatial, sigma_color=sigma_color, radius=r,
-                channel_axis=-1, guide_channel_axis=-1)
-    out = np.empty((n, H, W, x.shape[3]), x.dtype)
+    plan = _planned(lambda: filters.plan_joint_bilateral_upsample(
+        x, np.broadcast_to(g, (n,) + g.shape[1:]), f, sigma_spatial=args.sigma_spatial,
+        sigma_color=args.sigma_color, radius=args.radius, channel_axis=1, guide_channel_axis=1,
+        confidence=conf, fn="pacnp upsample"))
+    opts = plan.resolve_sigma_color(np, g).chunk_kwargs()
+    r, o = plan.radius, (f - 1) // 2  # low-res sample m sits at high-res pixel m·f + o
+    out = np.empty((n, x.shape[1], H, W), x.dtype)
     tiles = _row_tiles(H, _tile_rows(args, W, r))
     with progress("pacnp upsample", n * len(tiles), "tiles") as bar:
         for b in range(n):
@@ -619,11 +310,12 @@ def cmd_upsample(args, device, progress):
                 m0 = max(0, (y0 - r - o) // f)
                 m1 = min(h, (y1 - 1 + r - o) // f + 1)
                 res = filters.joint_bilateral_upsample(
-                    device.put(x[b, m0:m1]), device.put(g[gb, m0 * f:m1 * f]), f,
-                    confidence=None if conf is None else device.put(conf[b, m0:m1]), **opts)
-                out[b, y0:y1] = device.get(res)[y0 - m0 * f:y1 - m0 * f]
-                bar.advance()
-    write_array(args.output, lay.restore(out), key=args.key or "image")
+                    device.put(x[b:b + 1, :, m0:m1]), device.put(g[gb:gb + 1, :, m0 * f:m1 * f]),
+                    f, confidence=None if conf is None else device.put(conf[b:b + 1, m0:m1]),
+                    **opts)
+                out[b, :, y0:y1] = device.get(res)[0, :, y0 - m0 * f:y1 - m0 * f]
+                bar.update()
+    write_array(args.output, lay.from_bchw(np, out, (H, W)), key=args.key or "image")
     return 0
 
 
@@ -634,12 +326,12 @@ def cmd_crf(args, device, progress):
     if probs.dtype.kind not in "fu":
         raise CLIError(f"probabilities {args.input} have dtype {probs.dtype}; expected floats "
                        f"(class probabilities) or unsigned integer scores")
-    play = Layout(probs, args.channel_axis, "probabilities", args.input)
+    play = _layout(probs, args.channel_axis, "probabilities", args.input)
     image = read_array(args.image, key=args.image_key, what="image")
     _check_image_dtype(image, "image", args.image)
-    ilay = Layout(image, "auto", "image", args.image)
-    p, im = play.nhwc, ilay.nhwc
-    n, h, w, classes = p.shape
+    ilay = _layout(image, "auto", "image", args.image)
+    p, im = play.to_bchw(np, probs), ilay.to_bchw(np, image)
+    n, classes, h, w = p.shape
     if ilay.hw != (h, w):
         raise CLIError(f"shape mismatch: image {args.image} is {_size(ilay.hw)} pixels but "
                        f"probabilities {args.input} are {_size((h, w))} (shapes {image.shape} "
@@ -652,7 +344,7 @@ def cmd_crf(args, device, progress):
                        f"along the channel axis; expected 2 or more (see --channel-axis)")
     label_dtype = np.uint8 if classes <= 256 else np.uint16
     # the probabilities' shape without the class axis (classes >= 2: there is one)
-    label_shape = tuple(s for i, s in enumerate(probs.shape) if i != play.axis)
+    label_shape = tuple(s for i, s in enumerate(probs.shape) if i != play.caxis)
     _check_writable(args.output, label_dtype, label_shape)
     refined_dtype = np.float64 if probs.dtype == np.float64 else np.float32  # crf_refine's
     if args.probabilities_out is not None:
@@ -668,22 +360,22 @@ def cmd_crf(args, device, progress):
     refined = np.empty(p.shape, refined_dtype) if args.probabilities_out is not None else None
     with progress("pacnp crf", n * max(int(steps), 1), "steps") as bar:
         for b in range(n):
-            q = crf.crf_refine(device.put(np.moveaxis(p[b], -1, 0)),  # crf_refine: C×H×W
-                               device.put(im[b if im.shape[0] > 1 else 0]), channel_axis=-1,
-                               on_step=lambda done, total: bar.advance(), **options)
-            q = np.moveaxis(np.asarray(device.get(q)), 0, -1)
-            labels[b] = np.argmax(q, axis=-1)
+            q = crf.crf_refine(device.put(p[b]),  # crf_refine: C×H×W
+                               device.put(im[b if im.shape[0] > 1 else 0]), channel_axis=0,
+                               on_step=lambda done, total: bar.update(), **options)
+            q = np.asarray(device.get(q))
+            labels[b] = np.argmax(q, axis=0)
             if refined is not None:
                 refined[b] = q
     write_array(args.output, labels.reshape(label_shape), key=args.key or "labels")
     if refined is not None:
-        write_array(args.probabilities_out, play.restore(refined), key="probabilities",
+        write_array(args.probabilities_out, play.from_bchw(np, refined), key="probabilities",
                     what="--probabilities-out")
     return 0
 
 
 def _delegate(fn, argv):
-    """Run another module's ``main(argv)`` (demo, bench) and return its exit status."""
+    """Run another module's ``main(argv)`` (the demo) and return its exit status."""
     try:
         code = fn(argv)
     except SystemExit as exc:  # its own --help or usage error
@@ -738,7 +430,6 @@ examples:
   pacnp upsample depth_low.npy --guide rgb.png --factor 8 -o depth.npy
   pacnp crf probs.npy --image rgb.png -o labels.png
   pacnp demo --factors 4 8
-  pacnp bench --quick
 
 Every command: pacnp COMMAND --help. Files: .png (8/16 bit), .tif/.tiff, .npy, .npz.
 """
@@ -829,7 +520,7 @@ def build_parser():
     parser = _Parser(prog=PROG, formatter_class=fmt, parents=[common], epilog=EXAMPLES_MAIN,
                      description="Pixel-adaptive convolution filters on image files: (joint) "
                                  "bilateral filtering, joint bilateral upsampling, CRF "
-                                 "refinement of segmentations; plus the demo and benchmarks.")
+                                 "refinement of segmentations; plus the demo.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
 
@@ -882,12 +573,13 @@ def build_parser():
     _add_crf_params(p)
     p.set_defaults(run=cmd_crf)
 
-    for name, text in (("demo", "the joint depth upsampling demo (python -m pacnp.demo)"),
-                       ("bench", "the performance ratio table (python -m pacnp.bench)")):
-        p = sub.add_parser(name, add_help=False, help=text,
-                           description=f"{text}; every option after '{name}' is its own: "
-                                       f"pacnp {name} --help")
-        p.set_defaults(run=None)
+    # the benchmarks' ratio table is no command: it needs the asv suite of a source checkout
+    # (asv_benchmarks/ratio_table.py, `make bench`), which an installed pacnp does not have
+    text = "the joint depth upsampling demo (python -m pacnp.demo)"
+    p = sub.add_parser("demo", add_help=False, help=text,
+                       description=f"{text}; every option after 'demo' is its own: "
+                                   f"pacnp demo --help")
+    p.set_defaults(run=None)
     return parser
 
 
@@ -934,14 +626,9 @@ def main(argv=None):
     quiet = getattr(args, "quiet", False)
     try:
         _set_threads(threads)
-        if args.run is None:  # demo / bench: their options are their own
-            if args.command == "demo":
-                from . import demo
-                return _delegate(demo.main, extra)
-            from . import bench
-            if threads is not None and not any(a.startswith("--threads") for a in extra):
-                extra += ["--threads", str(threads)]
-            return _delegate(bench.main, extra)
+        if args.run is None:  # demo: its options are its own
+            from . import demo
+            return _delegate(demo.main, extra)
         if extra:
             sub = parser._subparsers._group_actions[0].choices[args.command]
             sub.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -955,7 +642,7 @@ def main(argv=None):
         device = Device(backend)
 
         def progress(label, total, unit):
-            return Progress(label, total, unit, enabled=not quiet)
+            return progress_bar(label, total, unit, enabled=not quiet)
 
         return args.run(args, device, progress)
     except SystemExit as exc:
@@ -963,6 +650,9 @@ def main(argv=None):
     except CLIError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.code
+    except ImageFileError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2 if exc.usage else 1
     except (ValueError, TypeError, OSError, MemoryError) as exc:
         # pacnp's own argument checks name the function and the argument
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)

@@ -72,7 +72,7 @@ def _check_dtype(fn, name, a):
         raise TypeError(f"{fn}: {name} is required, got None")
     if not hasattr(a, "dtype") or not hasattr(a, "shape"):
         raise TypeError(f"{fn}: {name} must be an array, got {type(a).__name__}")
-    if np.dtype(a.dtype) not in _DTYPES:
+    if np.dtype(a.dtype).newbyteorder("=") not in _DTYPES:  # byte-swapped arrays are fine
         raise TypeError(f"{fn}: {name} has dtype {a.dtype}; expected one of uint8, uint16, "
                         f"float16, float32, float64")
 
@@ -168,7 +168,9 @@ def default_sigma_color(xp, guide, dtype):
     value (a constant guide: every colour weight is 1 whatever σ_c is).
 
     ``xp``: the guide's array module (NumPy, CuPy or ``dask.array``)."""
-    g = guide.astype(dtype)
+    # C order first: the sum's order — and so the last bits of σ_c — must not depend on the
+    # memory layout of the caller's array (``astype`` alone keeps a Fortran-ordered layout)
+    g = guide.astype(dtype, order="C")
     s = float(g.std())
     if not math.isfinite(s):  # NaN or inf somewhere: the scale of the finite values
         finite = xp.isfinite(g)
@@ -345,6 +347,13 @@ class FilterPlan:
         s = default_sigma_color(xp, guide_canonical, self.compute_dtype)
         return dataclasses.replace(self, sigma_color=s)
 
+    def sigma_color_in(self, dtype):
+        """σ_c as a scalar of the compute ``dtype``, at least its smallest normal number: a σ_c
+        that underflows to 0 there (1e-300 in float32) would make the centre tap 0/0 = NaN;
+        at the floor every colour difference the dtype can hold still weighs exp(−∞) = 0, the
+        limit the tiny σ_c asks for."""
+        return dtype.type(max(self.sigma_color, float(np.finfo(dtype).tiny)))
+
     def chunk_kwargs(self):
         """Keywords that make the in-memory filter repeat this plan's decisions on one
         ``[B, C, H, W]`` tile or chunk (σ_c resolved first)."""
@@ -500,10 +509,10 @@ def _weighted_sum(fn, xp, x, guide, sigma_color, w2d, border, radius, ct):
     if r:
         _fill_border(xp, xx[:, :C], r, mode)
     if guide is None:  # from the padded copy: contiguous, border done
-        gg = xp.divide(xx[:, :C], ct.type(sigma_color))
+        gg = xp.divide(xx[:, :C], sigma_color)
     else:
         gg = xp.empty((B, guide.shape[1], H + 2 * r, W + 2 * r), dtype=ct)
-        xp.divide(guide, ct.type(sigma_color), out=gg[inner])
+        xp.divide(guide, sigma_color, out=gg[inner])
         if r:
             _fill_border(xp, gg, r, mode)
     weight = xp.asarray(w2d.reshape(1, 1, *w2d.shape).astype(ct))
@@ -527,7 +536,8 @@ def bilateral(plan, image, guide=None):
     g = x if guide is None else plan.guide_layout.to_bchw(xp, guide)
     plan = plan.resolve_sigma_color(xp, g)
     ws = _gaussian_1d(plan.radius, plan.sigma_spatial, ct)
-    num, den = _weighted_sum(plan.fn, xp, x, None if guide is None else g, plan.sigma_color,
+    num, den = _weighted_sum(plan.fn, xp, x, None if guide is None else g,
+                             plan.sigma_color_in(ct),
                              np.outer(ws, ws), plan.border, plan.radius, ct)
     # den ≥ the centre tap's weight w_s(0)·w_c(0) = 1 > 0 for every border mode
     return _finish(xp, lay.from_bchw(xp, num / den), plan.dtype)
@@ -554,7 +564,7 @@ def upsample(plan, low, guide, confidence=None):
         if bool((conf < 0).any()):
             raise ValueError(f"{plan.fn}: confidence must be >= 0")
     plan = plan.resolve_sigma_color(xp, g)
-    g = g / ct.type(plan.sigma_color)
+    g = g / plan.sigma_color_in(ct)
     # transposed PAC geometry: kernel k = 2r+1 on the output grid, sample n at n·f + o
     k = 2 * r + 1
     ws = _gaussian_1d(r, plan.sigma_spatial, ct)  # w_s(j − r): tap j's offset from its sample

@@ -8,21 +8,22 @@ from __future__ import annotations
 import configparser
 import importlib.util
 import os
+import pty
+import select
 import stat
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pacnp import cli, filters
+from pacnp import _imageio, cli, filters
 
 skimage_data = pytest.importorskip("skimage.data")
 tifffile = pytest.importorskip("tifffile")
 Image = pytest.importorskip("PIL.Image")
+imagecodecs = pytest.importorskip("imagecodecs")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def files(tmp_path_factory):
         rgb8.shape) % 251  # low bytes that an 8-bit reader would lose
     grey16 = (rgb16.astype(np.float64) @ [0.299, 0.587, 0.114]).astype(np.uint16)
     Image.fromarray(rgb8).save(d / "rgb8.png")  # written by Pillow, not by pacnp
-    (d / "rgb16.png").write_bytes(cli.png_encode(rgb16))
+    (d / "rgb16.png").write_bytes(imagecodecs.png_encode(rgb16))  # by libpng, not by pacnp
     tifffile.imwrite(d / "grey16.tif", grey16)
     np.save(d / "rgbf32.npy", rgb8.astype(np.float32) / 255)
     np.savez(d / "stack.npz", first=np.zeros((2, 2)), images=np.stack([rgb8, rgb8[::-1]]))
@@ -68,9 +69,10 @@ def _ok(res):
 # --------------------------------------------------------------------------- help, entry points
 def test_help_lists_every_command_with_examples(files):
     res = _ok(run_cli(files["dir"], "--help"))
-    for word in ("filter", "upsample", "crf", "demo", "bench", "--backend", "--threads",
+    for word in ("filter", "upsample", "crf", "demo", "--backend", "--threads",
                  "--quiet", "examples:", "pacnp upsample depth_low.npy"):
         assert word in res.stdout
+    assert "bench" not in res.stdout  # the ratio table needs a source checkout: no command
 
 
 @pytest.mark.parametrize("command, example", [
@@ -102,11 +104,17 @@ def test_console_script_is_declared():
     assert "pacnp = pacnp.cli:main" in [s.strip() for s in scripts.splitlines()]
 
 
-def test_demo_and_bench_options_pass_through(files):
+def test_demo_options_pass_through(files):
     assert "--factors" in _ok(run_cli(files["dir"], "demo", "--help")).stdout
-    assert "--quick" in _ok(run_cli(files["dir"], "bench", "--help")).stdout
     res = run_cli(files["dir"], "demo", "--factors", "1")  # the demo's own usage error
     assert res.returncode == 2 and "factor" in res.stderr
+
+
+def test_bench_is_not_a_command(files):
+    """The ratio table lives beside the asv suite (asv_benchmarks/ratio_table.py); an installed
+    pacnp has no suite to run it on."""
+    res = run_cli(files["dir"], "bench", "--quick")
+    assert res.returncode == 2 and "invalid choice" in res.stderr and "bench" in res.stderr
 
 
 # --------------------------------------------------------------------------- filter
@@ -121,8 +129,8 @@ def test_filter_writes_what_the_library_computes(files, tmp_path, name, guide, e
     out = tmp_path / ("out" + Path(name).suffix)
     args = ["filter", d / name, "-o", out] + (["--guide", d / guide] if guide else []) + extra
     _ok(run_cli(tmp_path, *args))
-    image = cli.read_array(d / name)
-    g = image if guide is None else cli.read_array(d / guide)
+    image = _imageio.read_array(d / name)
+    g = image if guide is None else _imageio.read_array(d / guide)
     opts = dict(zip([a.lstrip("-").replace("-", "_") for a in extra[::2]], extra[1::2]))
     opts.pop("tile_rows", None)
     kw = dict(sigma_spatial=float(opts.get("sigma_spatial", 1.0)),
@@ -132,7 +140,7 @@ def test_filter_writes_what_the_library_computes(files, tmp_path, name, guide, e
               channel_axis=-1 if image.ndim == 3 else None,
               guide_channel_axis=-1 if g.ndim == 3 else None)
     expected = filters.joint_bilateral_filter(image, g, **kw)
-    got = cli.read_array(out)
+    got = _imageio.read_array(out)
     assert got.dtype == image.dtype and got.shape == image.shape
     np.testing.assert_array_equal(got, expected)
     assert not np.array_equal(got, image)  # it did filter
@@ -209,10 +217,10 @@ def test_upsample_writes_what_the_library_computes(files, tmp_path, factor, tile
 def test_upsample_keeps_uint16_png(files, tmp_path):
     guide = files["rgb8"]
     low = files["grey16"][1::4, 1::4]
-    (tmp_path / "low16.png").write_bytes(cli.png_encode(low))
+    (tmp_path / "low16.png").write_bytes(imagecodecs.png_encode(np.ascontiguousarray(low)))
     _ok(run_cli(tmp_path, "upsample", "low16.png", "--guide", files["dir"] / "rgb8.png",
                 "--factor", "4", "-o", "up16.png"))
-    got = cli.read_array(tmp_path / "up16.png")
+    got = _imageio.read_array(tmp_path / "up16.png")
     assert got.dtype == np.uint16
     expected = filters.joint_bilateral_upsample(low, guide, 4, guide_channel_axis=-1)
     np.testing.assert_array_equal(got, expected)
@@ -238,7 +246,7 @@ def test_crf_writes_labels_of_crf_refine(files, tmp_path):
                 "--image", files["dir"] / "rgb8.png", "-o", "labels.png", "--num-steps", "3",
                 "--probabilities-out", "refined.npy"))
     q = crf_refine(np.moveaxis(p, -1, 0), files["rgb8"], num_steps=3)
-    labels = cli.read_array(tmp_path / "labels.png")
+    labels = _imageio.read_array(tmp_path / "labels.png")
     assert labels.dtype == np.uint8 and labels.shape == p.shape[:2]
     np.testing.assert_array_equal(labels, np.argmax(q, axis=0))
     refined = np.load(tmp_path / "refined.npy")
@@ -253,56 +261,109 @@ def test_crf_many_classes_give_uint16_labels(files, tmp_path):
     Image.fromarray(files["rgb8"][:12, :16]).save(tmp_path / "img.png")
     assert cli.main(["crf", str(tmp_path / "p.npy"), "--image", str(tmp_path / "img.png"),
                      "-o", str(tmp_path / "labels.png"), "--num-steps", "1", "-q"]) == 0
-    labels = cli.read_array(tmp_path / "labels.png")
+    labels = _imageio.read_array(tmp_path / "labels.png")
     assert labels.dtype == np.uint16 and labels.max() < 300
 
 
 # --------------------------------------------------------------------------- progress
-def test_progress_on_stderr_and_quiet(files, tmp_path):
+def run_cli_on_a_terminal(cwd, *args, env=None):
+    """``python -m pacnp ARGS`` with stderr on a pseudo-terminal (stdout a pipe), as a user at
+    a terminal runs it; returns (exit status, stdout, what the terminal received)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "pacnp", *map(str, args)], cwd=cwd, env=e,
+                            stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)  # the child holds its copy; EOF (EIO) once it exits
+    received = b""
+    while True:  # drain as it comes: a full terminal buffer would block the child
+        ready, _, _ = select.select([leader], [], [], 300)
+        if not ready:
+            proc.kill()
+            break
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(leader)
+    out = proc.stdout.read().decode()
+    proc.stdout.close()
+    code = proc.wait(timeout=300)
+    # the terminal turns "\n" into "\r\n" (onlcr); undo it to see what pacnp wrote
+    return code, out, received.decode().replace("\r\n", "\n")
+
+
+def _last_draw(text):
+    """The bar as a terminal shows it at the end: what follows the last carriage return."""
+    return text.rstrip("\n").split("\r")[-1]
+
+
+def test_progress_on_a_terminal_and_quiet(files, tmp_path):
     args = ["filter", files["dir"] / "rgb8.png", "-o", "out.png", "--tile-rows", "8"]
-    res = _ok(run_cli(tmp_path, *args, env={cli.PROGRESS_DELAY_ENV: "0"}))
-    assert res.stdout == ""
-    lines = res.stderr.splitlines()
-    assert lines[-1].startswith("pacnp filter [") and "6/6 tiles" in lines[-1]
-    assert "100%" in lines[-1] and len(lines) == 6  # not a tty: one line per tenth, here a tile
-    res = _ok(run_cli(tmp_path, *args, "--quiet", env={cli.PROGRESS_DELAY_ENV: "0"}))
+    code, out, term = run_cli_on_a_terminal(tmp_path, *args, env={cli.PROGRESS_DELAY_ENV: "0"})
+    assert code == 0 and out == "", term
+    last = _last_draw(term)
+    assert last.startswith("pacnp filter [") and "6/6 tiles" in last and "100%" in last, term
+    assert term.endswith("\n") and term.count("\n") == 1  # redrawn in place, one line
+    code, out, term = run_cli_on_a_terminal(tmp_path, *args, "--quiet",
+                                            env={cli.PROGRESS_DELAY_ENV: "0"})
+    assert code == 0 and out == "" and term == ""
+
+
+def test_progress_stays_out_of_logs(files, tmp_path):
+    """stderr a pipe or a file (a log): no bar, whatever the delay."""
+    res = _ok(run_cli(tmp_path, "filter", files["dir"] / "rgb8.png", "-o", "out.png",
+                      "--tile-rows", "8", env={cli.PROGRESS_DELAY_ENV: "0"}))
     assert res.stdout == "" and res.stderr == ""
 
 
 def test_crf_progress_counts_mean_field_steps(files, tmp_path):
     p = _probabilities(files)
     np.save(tmp_path / "probs.npy", p)  # H×W×C
-    res = _ok(run_cli(tmp_path, "crf", "probs.npy", "--image", files["dir"] / "rgb8.png", "-o",
-                      "labels.npy", "--num-steps", "4", env={cli.PROGRESS_DELAY_ENV: "0"}))
-    lines = res.stderr.splitlines()
-    assert lines and lines[-1].startswith("pacnp crf [") and "4/4 steps" in lines[-1]
+    code, _, term = run_cli_on_a_terminal(tmp_path, "crf", "probs.npy", "--image",
+                                          files["dir"] / "rgb8.png", "-o", "labels.npy",
+                                          "--num-steps", "4", env={cli.PROGRESS_DELAY_ENV: "0"})
+    assert code == 0, term
+    last = _last_draw(term)
+    assert last.startswith("pacnp crf [") and "4/4 steps" in last, term
+
+
+class _Tty:
+    """A stream that says it is a terminal and keeps what is written to it."""
+
+    def __init__(self, tty=True):
+        self.text, self.tty = "", tty
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
 
 
 def test_progress_waits_for_its_delay_and_redraws_on_a_tty():
-    class Tty:
-        def __init__(self):
-            self.text = ""
-
-        def isatty(self):
-            return True
-
-        def write(self, s):
-            self.text += s
-
-        def flush(self):
-            pass
-
-    quiet_start = Tty()
-    with cli.Progress("x", 3, "tiles", stream=quiet_start, delay=3600) as bar:
+    quiet_start = _Tty()
+    with cli.progress_bar("x", 3, "tiles", stream=quiet_start, delay=3600) as bar:
         for _ in range(3):
-            bar.advance()
+            bar.update()
     assert quiet_start.text == ""  # finished before the delay: never drawn
-    tty = Tty()
-    with cli.Progress("x", 3, "tiles", stream=tty, delay=0) as bar:
+    tty = _Tty()
+    with cli.progress_bar("x", 3, "tiles", stream=tty, delay=0) as bar:
         for _ in range(3):
-            bar.advance()
+            bar.update()
     assert tty.text.startswith("\rx [") and "3/3 tiles 100%" in tty.text
     assert tty.text.endswith("\n") and tty.text.count("\n") == 1  # redrawn in place
+    for stream, enabled in ((_Tty(), False), (_Tty(tty=False), True)):  # --quiet; a log
+        with cli.progress_bar("x", 3, "tiles", stream=stream, delay=0, enabled=enabled) as bar:
+            for _ in range(3):
+                bar.update()
+        assert stream.text == ""
 
 
 # --------------------------------------------------------------------------- errors
@@ -361,7 +422,7 @@ def test_output_through_a_link_to_an_input_is_refused(files, tmp_path):
     (tmp_path / "link.png").symlink_to(files["dir"] / "rgb8.png")
     res = run_cli(tmp_path, "filter", files["dir"] / "rgb8.png", "-o", "link.png")
     assert res.returncode == 2 and "never overwrites" in res.stderr
-    assert cli.read_array(files["dir"] / "rgb8.png").tobytes() == files["rgb8"].tobytes()
+    assert _imageio.read_array(files["dir"] / "rgb8.png").tobytes() == files["rgb8"].tobytes()
 
 
 def test_cuda_backend(files, tmp_path):
@@ -373,7 +434,7 @@ def test_cuda_backend(files, tmp_path):
     if res.returncode == 0:
         assert has_cupy
         cpu = filters.bilateral_filter(files["rgb8"], sigma_color=30.0, channel_axis=-1)
-        diff = np.abs(cli.read_array(tmp_path / "gpu.png").astype(int) - cpu)
+        diff = np.abs(_imageio.read_array(tmp_path / "gpu.png").astype(int) - cpu)
         assert diff.max() <= 1
     else:
         assert res.returncode == 1 and len(res.stderr.splitlines()) == 1
@@ -388,7 +449,7 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(files, tmp_path, monk
     def broken(a):
         raise OSError("disk full")
 
-    monkeypatch.setattr(cli, "png_encode", broken)
+    monkeypatch.setattr(_imageio, "_encode_png", broken)
     code = cli.main(["filter", str(files["dir"] / "rgb8.png"), "-o", str(out), "-q"])
     assert code == 1
     assert out.read_bytes() == b"previous result"
@@ -398,90 +459,7 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(files, tmp_path, monk
 def test_written_files_get_ordinary_permissions(files, tmp_path):
     mask = os.umask(0o022)
     try:
-        cli.write_array(tmp_path / "a.npy", np.zeros((2, 2)))
+        _imageio.write_array(tmp_path / "a.npy", np.zeros((2, 2)))
     finally:
         os.umask(mask)
     assert stat.S_IMODE((tmp_path / "a.npy").stat().st_mode) == 0o644
-
-
-# --------------------------------------------------------------------------- image files
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-@pytest.mark.parametrize("channels", [0, 1, 2, 3, 4])
-@pytest.mark.parametrize("fmt", [".png", ".tif", ".npy", ".npz"])
-def test_files_round_trip(tmp_path, dtype, channels, fmt):
-    rng = np.random.default_rng(channels)
-    shape = (5, 7) if channels == 0 else (5, 7, channels)
-    a = rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
-    cli.write_array(tmp_path / ("a" + fmt), a)
-    b = cli.read_array(tmp_path / ("a" + fmt))
-    assert b.dtype == dtype
-    np.testing.assert_array_equal(b, a[..., 0] if (fmt == ".png" and channels == 1) else a)
-
-
-@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
-def test_pillow_reads_our_8bit_pngs(tmp_path, mode):
-    c = len(mode)
-    a = np.random.default_rng(c).integers(0, 256, (6, 9, c), dtype=np.uint8)
-    (tmp_path / "a.png").write_bytes(cli.png_encode(a))
-    with Image.open(tmp_path / "a.png") as im:
-        assert im.mode == mode
-        np.testing.assert_array_equal(np.array(im).reshape(a.shape), a)
-
-
-def _png_with_every_filter(a, chunks=2):
-    """PNG bytes of a 16-bit colour image whose rows use filter types 0, 1, 2, 3, 4 in turn
-    (RFC 2083 Sec. 6), with the compressed data split over ``chunks`` IDAT chunks."""
-    h, w, c = a.shape
-    raw = a.astype(">u2").view(np.uint8).reshape(h, w * c * 2).astype(np.int64)
-    bpp = 2 * c
-    left = np.zeros_like(raw)
-    left[:, bpp:] = raw[:, :-bpp]
-    up = np.zeros_like(raw)
-    up[1:] = raw[:-1]
-    upleft = np.zeros_like(raw)
-    upleft[:, bpp:] = up[:, :-bpp]
-    p = left + up - upleft
-    pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upleft)
-    paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
-    predictors = [np.zeros_like(raw), left, up, (left + up) // 2, paeth]
-    rows = []
-    for y in range(h):
-        ft = y % 5
-        rows.append(bytes([ft]) + ((raw[y] - predictors[ft][y]) % 256).astype(np.uint8).tobytes())
-    data = zlib.compress(b"".join(rows))
-
-    def chunk(tag, body):
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
-
-    colour = {2: 4, 3: 2, 4: 6}[c]
-    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0))
-    step = -(-len(data) // chunks)
-    for i in range(0, len(data), step):
-        out += chunk(b"IDAT", data[i:i + step])
-    return out + chunk(b"IEND", b"")
-
-
-@pytest.mark.parametrize("channels", [2, 3, 4])
-def test_16bit_colour_png_decoder_handles_every_row_filter(tmp_path, channels):
-    a = np.random.default_rng(channels).integers(0, 65536, (11, 13, channels)).astype(np.uint16)
-    a[:, :4] = (40000 + np.arange(4, dtype=np.uint16))[None, :, None]  # smooth runs too
-    (tmp_path / "f.png").write_bytes(_png_with_every_filter(a, chunks=3))
-    np.testing.assert_array_equal(cli.read_array(tmp_path / "f.png"), a)
-
-
-def test_16bit_rgb_png_from_opencv_is_read_exactly(tmp_path):
-    """An independent writer (OpenCV's libpng, adaptive filters) where it is installed; the
-    decoder's own test above does not depend on it."""
-    cv2 = pytest.importorskip("cv2")
-    a = (_astronaut().astype(np.uint16) * 257 + 3).astype(np.uint16)
-    assert cv2.imwrite(str(tmp_path / "cv.png"), a[..., ::-1])  # OpenCV stores BGR
-    np.testing.assert_array_equal(cli.read_array(tmp_path / "cv.png"), a)
-
-
-def test_corrupt_16bit_png_is_an_error(tmp_path):
-    a = np.zeros((4, 4, 3), np.uint16)
-    data = bytearray(cli.png_encode(a))
-    data[-20] ^= 0xFF  # inside the IDAT chunk: its CRC no longer matches
-    (tmp_path / "bad.png").write_bytes(bytes(data))
-    with pytest.raises(cli.CLIError, match="cannot read.*CRC"):
-        cli.read_array(tmp_path / "bad.png")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pacnp
-from pacnp import _api
+from pacnp import _namespace
 
 
 class FakeDeviceArray:
@@ -37,10 +37,10 @@ def test_import_pacnp_does_not_import_numba_cuda():
 
 
 def test_device_of_recognises_cuda_and_host_arrays():
-    assert _api._device_of(FakeDeviceArray((1,), 3), "f", "x") == 3
-    assert _api._device_of(np.zeros(2), "f", "x") is None
+    assert _namespace.device_of(FakeDeviceArray((1,), 3), "f", "x") == 3
+    assert _namespace.device_of(np.zeros(2), "f", "x") is None
     torch = pytest.importorskip("torch")
-    assert _api._device_of(torch.zeros(2), "f", "x") is None
+    assert _namespace.device_of(torch.zeros(2), "f", "x") is None
 
 
 def test_other_devices_are_a_type_error():
@@ -61,7 +61,7 @@ def test_mixing_host_and_device_arrays_is_a_type_error_naming_them():
 
 
 def test_arrays_on_two_devices_are_a_type_error(monkeypatch):
-    monkeypatch.setattr(_api, "_cuda_backend", lambda fn, name: pytest.fail("backend loaded"))
+    monkeypatch.setattr(_namespace, "_cuda_backend", lambda fn, name: pytest.fail("backend loaded"))
     with pytest.raises(TypeError, match=r"pacpool2d: arrays on different CUDA devices cannot be "
                                         r"mixed \(input: cuda:0, kernel: cuda:1\)"):
         pacnp.pacpool2d(FakeDeviceArray((1, 1, 3, 3), 0), FakeDeviceArray((1, 1, 3, 3, 3, 3), 1),
@@ -69,8 +69,8 @@ def test_arrays_on_two_devices_are_a_type_error(monkeypatch):
 
 
 def test_device_array_without_numba_cuda_says_what_to_install(monkeypatch):
-    real = _api.importlib.util.find_spec
-    monkeypatch.setattr(_api.importlib.util, "find_spec",
+    real = _namespace.importlib.util.find_spec
+    monkeypatch.setattr(_namespace.importlib.util, "find_spec",
                         lambda name, *a: None if name == "numba_cuda" else real(name, *a))
     with pytest.raises(ImportError, match=r"pacpool2d: input lives on a CUDA device; pacnp's "
                                           r"CUDA backend needs the numba-cuda package: "

@@ -32,8 +32,8 @@ Backends (the ``backend`` parameter): ``numpy`` (CPU), ``cupy`` (pacnp's CUDA ba
 arrays; skipped where cupy, numba-cuda or a CUDA GPU is missing). A runner that cannot run
 raises NotImplementedError, which asv reports as skipped (``n/a``).
 
-This module is also imported by ``python -m pacnp.bench`` and ``tests/test_bench.py`` (from the
-source tree), so the ratio table and asv time exactly the same calls.
+This module is also imported by the ratio table (``../ratio_table.py``, ``make bench``) and
+``tests/test_bench.py``, so the ratio table and asv time exactly the same calls.
 """
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ import gc
 import importlib.util
 import re
 import sys
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -577,9 +579,11 @@ class Gemm:
 
 # --------------------------------------------------------------------------- peak memory
 _M_MMAP_THRESHOLD = -3
+#: allocations from this size on are served by mmap while memory is measured
+MMAP_THRESHOLD = 64 * 1024
 
 
-def fix_malloc_threshold(nbytes=64 * 1024):
+def fix_malloc_threshold(nbytes=MMAP_THRESHOLD):
     """glibc: serve every allocation ≥ ``nbytes`` by mmap and give it back on free, so that RSS
     follows the live buffers (glibc's dynamic threshold would otherwise keep freed buffers in the
     heap after a warm-up call, and a second call would reuse them unseen). No-op elsewhere."""
@@ -622,6 +626,50 @@ def measure_extra_peak(fn):
     result = fn()
     peak = _status_kib("VmHWM")
     return (peak - before) * 1024, result
+
+
+def measure_extra_sampled(fn, interval=5e-4):
+    """Peak resident memory that ``fn()`` adds, in bytes, and its result, where Linux's
+    high-water mark cannot be reset: RSS sampled every ``interval`` s while ``fn`` runs (the
+    kernels release the GIL); a lower bound of the peak."""
+    import resource
+
+    gc.collect()
+    fix_malloc_threshold()
+
+    def rss():
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * resource.getpagesize()
+        except OSError:
+            return 0
+
+    before = rss()
+    peak = [before]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(interval)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        result = fn()
+    finally:
+        stop.set()
+        th.join()
+    peak[0] = max(peak[0], rss())
+    return peak[0] - before, result
+
+
+def measure_extra(fn):
+    """(bytes, result, method) of the best memory probe available: ``measure_extra_peak``
+    (method "VmHWM") or ``measure_extra_sampled`` ("sampled")."""
+    if peak_rss_supported():
+        return (*measure_extra_peak(fn), "VmHWM")
+    return (*measure_extra_sampled(fn), "sampled")
 
 
 # --------------------------------------------------------------------------- asv base classes

@@ -1,16 +1,17 @@
 """Out-of-core proof: a joint bilateral filter of an RGB image larger than a worker's memory.
 
-``python -m pacnp.dask_ooc --size 16384`` writes a synthetic 16384×16384 RGB float32 image
-(3 GiB) to a chunked Zarr store (``--source zarr``) or a ``.npy`` file read through a memory map
-(``--source npy``), filters it with :func:`pacnp.dask.joint_bilateral_filter` guided by its own
-luminance (computed chunk by chunk on the fly), and writes the result to a chunked Zarr store,
-on a ``distributed.LocalCluster`` of single-threaded worker processes (``--scheduler
-distributed``, the default) or on the threaded scheduler of this process (``--scheduler
-threads``). It shows a progress bar (``distributed.progress``, or ``dask.diagnostics
-.ProgressBar`` for the threaded scheduler) and prints the wall time and the peak resident memory
-(RSS) of every worker process, sampled from outside every 50 ms with psutil. Finally it checks
-tiles of the output that straddle chunk seams against the in-memory filter (``--check``
-tiles), so the run also proves that the chunked result is the in-memory one.
+``python examples/dask_ooc.py --size 16384`` (needs ``pip install 'pacnp[dask]'``) writes a
+synthetic 16384×16384 RGB float32 image (3 GiB) to a chunked Zarr store (``--source zarr``) or a
+``.npy`` file read through a memory map (``--source npy``), filters it with
+:func:`pacnp.dask.joint_bilateral_filter` guided by its own luminance (computed chunk by chunk on
+the fly), and writes the result to a chunked Zarr store, on a ``distributed.LocalCluster`` of
+single-threaded worker processes (``--scheduler distributed``, the default) or on the threaded
+scheduler of this process (``--scheduler threads``). It shows a progress bar
+(``distributed.progress``, or ``dask.diagnostics.ProgressBar`` for the threaded scheduler) and
+prints the wall time and the peak resident memory (RSS) of every worker process, sampled from
+outside every 50 ms with psutil. Finally it checks tiles of the output that straddle chunk seams
+against the in-memory filter (``--check`` tiles), so the run also proves that the chunked result
+is the in-memory one.
 
 Nothing here holds the image: the source is generated block by block, read block by block and
 the output written block by block; the memory a worker needs is a few chunks with their halos.
@@ -86,7 +87,7 @@ class _PeakRSS:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m pacnp.dask_ooc", description=__doc__.split(
+    ap = argparse.ArgumentParser(prog="python examples/dask_ooc.py", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=16384, help="image side in pixels (16384)")
     ap.add_argument("--chunk", type=int, default=1024, help="chunk side in pixels (1024)")
@@ -110,8 +111,8 @@ def main(argv=None):
     import dask.array as da
     import zarr
 
-    from . import dask as pdask
-    from . import filters
+    from pacnp import dask as pdask
+    from pacnp import filters
 
     n, c = args.size, args.chunk
     os.makedirs(args.workdir, exist_ok=True)

@@ -1,9 +1,10 @@
-"""``python -m pacnp.bench``: the performance table of pacnp, target by target.
+"""The performance table of pacnp, target by target: ``python asv_benchmarks/ratio_table.py``
+(``make bench``).
 
 Runs, in one process (plus fresh subprocesses for memory and start-up), the measurements of the
-performance targets on the workloads W1–W4 of the asv suite (``asv_benchmarks/benchmarks``, which
-this module loads from the source tree: the table and asv time exactly the same calls), and prints
-one row per ratio with its target and PASS/MISS:
+performance targets on the workloads W1–W4 of the asv suite (``benchmarks/`` beside this script,
+whose workloads, runners and memory probes it uses: the table and asv time exactly the same
+calls), and prints one row per ratio with its target and PASS/MISS:
 
 * pacnp vs one NumPy float32 GEMM of the equivalent im2col shape (forward ≤ 2×, forward+backward
   ≤ 6×; W1 and W2);
@@ -22,7 +23,9 @@ for the fused path (``pacnp.pacconv2d_fused`` …) appear when it exists.
 
 Options: ``--quick`` (few repeats, target rows only, no start-up: the CI smoke), ``--markdown`` (a
 table to paste in the README), ``--threads N``, ``--strict`` (exit 1 on a MISS), ``--json FILE``.
-Needs only NumPy and numba; torch (the peers) is optional — its rows then read ``n/a``.
+Needs pacnp (installed or importable), NumPy and numba; torch (the peers) is optional — its rows
+then read ``n/a``. A script of the source tree, not of the package: it needs the suite beside it,
+which an installed pacnp does not have.
 """
 from __future__ import annotations
 
@@ -38,14 +41,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-SUITE_ENV = "PACNP_BENCH_SUITE"
+#: the asv suite this table measures with
+SUITE_DIR = Path(__file__).resolve().parent / "benchmarks"
+#: the suite is imported under this private name (``benchmarks`` is too common a name to claim)
 _SUITE_MODULE = "_pacnp_bench_suite"
 MIB = 2 ** 20
 
@@ -58,23 +62,11 @@ PASS_LABEL = {"forward": "fwd", "backward": "bwd", "forward_backward": "fwd+bwd"
 
 # --------------------------------------------------------------------------- the suite
 def find_suite_dir(explicit=None) -> Path:
-    """``asv_benchmarks/benchmarks`` of the source tree (or ``explicit`` / $PACNP_BENCH_SUITE)."""
-    candidates = []
-    if explicit:
-        candidates.append(Path(explicit))
-    if os.environ.get(SUITE_ENV):
-        candidates.append(Path(os.environ[SUITE_ENV]))
-    here = Path(__file__).resolve().parent
-    candidates += [here.parent / "asv_benchmarks" / "benchmarks",
-                   Path.cwd() / "asv_benchmarks" / "benchmarks"]
-    for c in candidates:
-        if (c / "common.py").is_file():
-            return c.resolve()
-    raise FileNotFoundError(
-        "pacnp.bench needs the asv suite of the source tree (asv_benchmarks/benchmarks with "
-        f"common.py); looked in {', '.join(map(str, candidates))}. Run it from a checkout of "
-        f"pacnp, or pass --suite DIR / set ${SUITE_ENV}."
-    )
+    """The asv suite: ``benchmarks/`` beside this script, or ``explicit``."""
+    path = Path(explicit) if explicit else SUITE_DIR
+    if not (path / "common.py").is_file():
+        raise FileNotFoundError(f"no asv suite (common.py) in {path}")
+    return path.resolve()
 
 
 def load_suite(path=None):
@@ -248,21 +240,37 @@ def _ms(t):
 
 
 # --------------------------------------------------------------------------- subprocess probes
-def _probe_env(extra=None):
+def _probe_env(common, extra=None):
     env = dict(os.environ)
-    env["MALLOC_MMAP_THRESHOLD_"] = str(64 * 1024)  # freed buffers leave RSS (see common.py)
+    # glibc's mmap threshold from the start (freed buffers leave RSS), as the suite's
+    # fix_malloc_threshold sets it once the probe runs
+    env["MALLOC_MMAP_THRESHOLD_"] = str(common.MMAP_THRESHOLD)
     env.update(extra or {})
     return env
 
 
+#: a probe process: ``import pacnp`` timed first, then this script loaded by its path
+_PROBE_CODE = """\
+import sys, time
+t0 = time.perf_counter()
+import pacnp
+t_import = time.perf_counter() - t0
+import importlib.util
+spec = importlib.util.spec_from_file_location("_pacnp_ratio_table", sys.argv[3])
+table = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = table
+spec.loader.exec_module(table)
+table._probe_main(sys.argv[1], sys.argv[2], t_import)
+"""
+
+
 def _run_probe(kind, spec, cfg, env_extra=None):
     """Run a probe in a fresh interpreter; returns (its JSON result, wall seconds)."""
-    code = ("import sys, time; t0 = time.perf_counter(); import pacnp; "
-            "t_import = time.perf_counter() - t0; from pacnp.bench import _probe_main; "
-            "_probe_main(sys.argv[1], sys.argv[2], t_import)")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, kind, json.dumps(spec)],
-                          capture_output=True, text=True, env=_probe_env(env_extra),
+    proc = subprocess.run([sys.executable, "-c", _PROBE_CODE, kind, json.dumps(spec),
+                           str(Path(__file__).resolve())],
+                          capture_output=True, text=True,
+                          env=_probe_env(load_suite(spec["suite"]), env_extra),
                           timeout=cfg.subprocess_timeout)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -296,50 +304,13 @@ def _probe_main(kind, spec_json, t_import):
         runner.warm_up((which,))
         if which == "backward":
             runner.prepare_backward()
-        if common.peak_rss_supported():
-            extra, result = common.measure_extra_peak(lambda: runner.run(which))
-            out["method"] = "VmHWM"
-        else:
-            extra, result = _measure_extra_sampled(common, lambda: runner.run(which))
-            out["method"] = "sampled"
+        extra, result, out["method"] = common.measure_extra(lambda: runner.run(which))
         del result
         out.update(extra=extra, output_bytes=runner.output_bytes[which],
                    kernel_bytes=runner.kernel_bytes)
     else:
         raise ValueError(kind)
     print(json.dumps(out), flush=True)
-
-
-def _measure_extra_sampled(common, fn, interval=5e-4):
-    """Fallback without /proc/self/clear_refs: RSS sampled every ``interval`` s while fn runs
-    (the kernels release the GIL); a lower bound of the peak."""
-    import resource
-    gc.collect()
-    common.fix_malloc_threshold()
-
-    def rss():
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * resource.getpagesize()
-        except OSError:
-            return 0
-    before = rss()
-    peak = [before]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss())
-            time.sleep(interval)
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    try:
-        result = fn()
-    finally:
-        stop.set()
-        th.join()
-    peak[0] = max(peak[0], rss())
-    return peak[0] - before, result
 
 
 # --------------------------------------------------------------------------- other load
@@ -722,9 +693,9 @@ def format_times(table):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
-        prog="python -m pacnp.bench",
+        prog="python asv_benchmarks/ratio_table.py",
         description="The performance table of pacnp, target by target, with PASS/MISS per row "
-                    "(what each row measures: python -m pydoc pacnp.bench).")
+                    "(what each row measures: the docstring of this script).")
     ap.add_argument("--quick", action="store_true",
                     help="few repeats, target rows only, no start-up probes (CI smoke)")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -754,7 +725,7 @@ def main(argv=None):
     if args.times:
         text += "\n" + format_times(table)
     print(text)
-    print(f"\n(measured in {time.perf_counter() - t0:.0f} s: python -m pacnp.bench"
+    print(f"\n(measured in {time.perf_counter() - t0:.0f} s: python asv_benchmarks/ratio_table.py"
           f"{' ' + ' '.join(argv if argv is not None else sys.argv[1:])})")
     if args.json:
         with open(args.json, "w") as f:
