@@ -62,7 +62,7 @@ print(f"max |PacConv2d - Conv2d| with a constant guide: {float((same - out_conv)
 guide = noisy / 1.0
 K, _ = pac.packernel2d(guide, kernel_size=5, padding=2)
 opt = torch.optim.Adam(layer.parameters(), lr=3e-3)
-for step in range(40):
+for _ in range(40):
     opt.zero_grad()
     loss = torch.mean((layer(noisy, guide) - clean) ** 2)
     loss.backward()

@@ -46,7 +46,7 @@ value_and_grad = jax.jit(jax.value_and_grad(loss))
 # every neighbour looks like an edge and the filter barely smooths.
 
 log_sigma, history = jnp.float32(np.log(0.05)), []
-for step in range(20):
+for _ in range(20):
     value, g = value_and_grad(log_sigma)
     history.append((float(jnp.exp(log_sigma)), float(value)))
     log_sigma = log_sigma - 150.0 * g
