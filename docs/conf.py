@@ -2,6 +2,7 @@
 
 Builds offline: no intersphinx, no remote images, the theme's assets are vendored in its wheel.
 """
+
 import os
 import sys
 import time
@@ -30,24 +31,31 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py",
-                    "auto_examples/*.zip", "auto_examples/*.json", "examples",
-                    "**/*.codeobj.json", "sg_execution_times.rst"]
+exclude_patterns = [
+    "_build",
+    "auto_examples/*.ipynb",
+    "auto_examples/*.py",
+    "auto_examples/*.zip",
+    "auto_examples/*.json",
+    "examples",
+    "**/*.codeobj.json",
+    "sg_execution_times.rst",
+]
 
 # ---- API reference: one page per function/class, from the numpydoc docstrings.
 # The module pages are written here from each module's __all__, so that every public function
 # and class is documented without a second list to keep in step.
 API_MODULES = {
     "pacnp": "The PAC functions: the adapting kernel, convolution, transposed convolution and "
-             "pooling, forward and backward, two-step and fused.",
+    "pooling, forward and backward, two-step and fused.",
     "pacnp.filters": "Image filters on the fused PAC ops: (joint) bilateral filtering, joint "
-                     "bilateral upsampling, detail-preserving pooling, and their plans.",
+    "bilateral upsampling, detail-preserving pooling, and their plans.",
     "pacnp.crf": "Mean-field CRF inference whose messages are PAC convolutions (the paper's "
-                 "Sec. 5), and DenseCRF-style refinement of a segmentation.",
+    "Sec. 5), and DenseCRF-style refinement of a segmentation.",
     "pacnp.torch": "PyTorch custom ops, the layers of the 2019 reference code, checkpoints, "
-                   "and the CRF modules.",
+    "and the CRF modules.",
     "pacnp.jax": "JAX functions (``jax.custom_vjp``) that run pacnp under ``jit``, ``grad`` "
-                 "and ``vmap``.",
+    "and ``vmap``.",
     "pacnp.dask": "The filters, fused ops and CRF on Dask arrays (images larger than memory).",
 }
 
@@ -58,22 +66,44 @@ def _write_api_pages(srcdir):
 
     here = os.path.join(srcdir, "api")
     os.makedirs(here, exist_ok=True)
-    index = ["API reference", "=============", "",
-             "Every public function and class, one page each, from its numpydoc docstring.", "",
-             ".. toctree::", "   :maxdepth: 1", ""]
+    index = [
+        "API reference",
+        "=============",
+        "",
+        "Every public function and class, one page each, from its numpydoc docstring.",
+        "",
+        ".. toctree::",
+        "   :maxdepth: 1",
+        "",
+    ]
     for name, blurb in API_MODULES.items():
         mod = importlib.import_module(name)
         funcs = [n for n in mod.__all__ if inspect.isfunction(getattr(mod, n))]
         classes = [n for n in mod.__all__ if inspect.isclass(getattr(mod, n))]
         data = [n for n in mod.__all__ if n not in funcs and n not in classes]
         # .. module:: (not automodule): the module docstrings are notes for maintainers
-        page = [f"``{name}``", "=" * (len(name) + 4), "", f".. module:: {name}", "",
-                f".. currentmodule:: {name}", "", blurb, ""]
-        for title, names, tmpl in (("Functions", funcs, "function"), ("Classes", classes,
-                                                                        "class")):
+        page = [
+            f"``{name}``",
+            "=" * (len(name) + 4),
+            "",
+            f".. module:: {name}",
+            "",
+            f".. currentmodule:: {name}",
+            "",
+            blurb,
+            "",
+        ]
+        for title, names, tmpl in (("Functions", funcs, "function"), ("Classes", classes, "class")):
             if names:
-                page += [title, "-" * len(title), "", ".. autosummary::",
-                         "   :toctree: generated", f"   :template: {tmpl}.rst", ""]
+                page += [
+                    title,
+                    "-" * len(title),
+                    "",
+                    ".. autosummary::",
+                    "   :toctree: generated",
+                    f"   :template: {tmpl}.rst",
+                    "",
+                ]
                 page += [f"   {n}" for n in names] + [""]
         if data:
             page += ["Constants", "---------", ""]

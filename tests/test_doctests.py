@@ -6,6 +6,7 @@ contract's ``delegate`` wraps the public functions, which hides them from
 ``pytest --doctest-modules``'s finder). The examples use tiny arrays and print shapes, dtypes
 and rounded numbers, so they are deterministic and quick once numba's cache is warm.
 """
+
 import doctest
 import importlib
 import inspect
@@ -25,8 +26,11 @@ def _public(modname):
         except ImportError:
             return []
     mod = importlib.import_module(modname)
-    return [(modname, name) for name in mod.__all__
-            if inspect.isfunction(getattr(mod, name)) or inspect.isclass(getattr(mod, name))]
+    return [
+        (modname, name)
+        for name in mod.__all__
+        if inspect.isfunction(getattr(mod, name)) or inspect.isclass(getattr(mod, name))
+    ]
 
 
 CASES = [case for modname in MODULES for case in _public(modname)]
@@ -56,19 +60,26 @@ def test_docstring_examples(modname, name):
 
 def test_main_functions_have_examples():
     """The main entry point of every documented module shows how it is called."""
-    main = {"pacnp": ["packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
-                      "pacconv2d_fused"],
-            "pacnp.filters": ["bilateral_filter", "joint_bilateral_filter",
-                              "joint_bilateral_upsample"],
-            "pacnp.crf": ["crf_refine", "paccrf", "PacCRF"],
-            "pacnp.torch": ["PacConv2d", "pacconv2d"],
-            "pacnp.jax": ["pacconv2d_fused"],
-            "pacnp.dask": ["joint_bilateral_filter"]}
+    main = {
+        "pacnp": [
+            "packernel2d",
+            "pacconv2d",
+            "pacconv_transpose2d",
+            "pacpool2d",
+            "pacconv2d_fused",
+        ],
+        "pacnp.filters": ["bilateral_filter", "joint_bilateral_filter", "joint_bilateral_upsample"],
+        "pacnp.crf": ["crf_refine", "paccrf", "PacCRF"],
+        "pacnp.torch": ["PacConv2d", "pacconv2d"],
+        "pacnp.jax": ["pacconv2d_fused"],
+        "pacnp.dask": ["joint_bilateral_filter"],
+    }
     missing = []
     for modname, names in main.items():
         if (modname, names[0]) not in CASES:
             continue  # an adapter whose library is not installed
         mod = importlib.import_module(modname)
-        missing += [f"{modname}.{n}" for n in names
-                    if not _doctests(getattr(mod, n), f"{modname}.{n}")]
+        missing += [
+            f"{modname}.{n}" for n in names if not _doctests(getattr(mod, n), f"{modname}.{n}")
+        ]
     assert not missing, f"no Examples section: {missing}"

@@ -28,13 +28,15 @@ noisy = np.clip(clean + rng.normal(0.0, 20.0, clean.shape), 0, 255).astype(np.ui
 
 t0 = time.perf_counter()
 smooth = filters.bilateral_filter(noisy, sigma_spatial=2.0, sigma_color=50.0, channel_axis=-1)
-print(f"bilateral_filter: {smooth.shape} {smooth.dtype} in {time.perf_counter() - t0:.2f} s "
-      "(numba compiles on first use)")
+print(
+    f"bilateral_filter: {smooth.shape} {smooth.dtype} in {time.perf_counter() - t0:.2f} s "
+    "(numba compiles on first use)"
+)
 
 
 def psnr(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0 ** 2 / mse)
+    return 10 * np.log10(255.0**2 / mse)
 
 
 print(f"PSNR noisy {psnr(noisy, clean):.2f} dB -> filtered {psnr(smooth, clean):.2f} dB")
@@ -44,9 +46,15 @@ print(f"PSNR noisy {psnr(noisy, clean):.2f} dB -> filtered {psnr(smooth, clean):
 
 crop = np.s_[60:260, 150:350]
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), layout="constrained")
-for ax, img, title in zip(axes, (clean, noisy, smooth),
-                          ("clean", f"noisy ({psnr(noisy, clean):.1f} dB)",
-                           f"bilateral_filter ({psnr(smooth, clean):.1f} dB)")):
+for ax, img, title in zip(
+    axes,
+    (clean, noisy, smooth),
+    (
+        "clean",
+        f"noisy ({psnr(noisy, clean):.1f} dB)",
+        f"bilateral_filter ({psnr(smooth, clean):.1f} dB)",
+    ),
+):
     ax.imshow(img[crop])
     ax.set_title(title)
     ax.axis("off")

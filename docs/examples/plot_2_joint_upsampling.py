@@ -21,7 +21,7 @@ from pacnp import filters
 
 left, _, disparity = data.stereo_motorcycle()
 f = 8
-H, W = (s // f * f for s in disparity.shape)          # a multiple of the factor
+H, W = (s // f * f for s in disparity.shape)  # a multiple of the factor
 rgb, disparity = left[:H, :W], disparity[:H, :W]
 valid = np.isfinite(disparity)
 print(f"photo {rgb.shape} {rgb.dtype}, disparity {disparity.shape}, {valid.mean():.1%} valid")
@@ -39,10 +39,12 @@ print(f"low-res input {low.shape}")
 # Guided by the photo (σ_c = 25 grey levels) and, for comparison, by a constant guide: with no
 # colour information the same call is a plain Gaussian interpolation of the samples.
 
-guided = filters.joint_bilateral_upsample(low, rgb, f, sigma_color=25.0, channel_axis=None,
-                                          guide_channel_axis=-1, confidence=confidence)
-flat = filters.joint_bilateral_upsample(low, np.zeros(rgb.shape[:2], np.float32), f,
-                                        sigma_color=25.0, confidence=confidence)
+guided = filters.joint_bilateral_upsample(
+    low, rgb, f, sigma_color=25.0, channel_axis=None, guide_channel_axis=-1, confidence=confidence
+)
+flat = filters.joint_bilateral_upsample(
+    low, np.zeros(rgb.shape[:2], np.float32), f, sigma_color=25.0, confidence=confidence
+)
 
 
 def rmse(pred):
@@ -55,8 +57,12 @@ print(f"RMSE on the valid pixels: unguided {rmse(flat):.3f}, PAC guided {rmse(gu
 # %%
 lo, hi = np.percentile(disparity[valid], [1, 99])
 fig, axes = plt.subplots(1, 4, figsize=(13, 2.9), layout="constrained")
-panels = [(rgb, "guide (left photo)"), (np.where(valid, disparity, np.nan), "ground truth"),
-          (flat, f"unguided, RMSE {rmse(flat):.2f}"), (guided, f"PAC, RMSE {rmse(guided):.2f}")]
+panels = [
+    (rgb, "guide (left photo)"),
+    (np.where(valid, disparity, np.nan), "ground truth"),
+    (flat, f"unguided, RMSE {rmse(flat):.2f}"),
+    (guided, f"PAC, RMSE {rmse(guided):.2f}"),
+]
 for ax, (img, title) in zip(axes, panels):
     ax.imshow(img, cmap=None if img.ndim == 3 else "magma", vmin=lo, vmax=hi)
     ax.set_title(title)

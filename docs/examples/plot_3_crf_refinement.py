@@ -20,19 +20,20 @@ from pacnp import crf
 # nearest-centre labels are the reference.
 
 photo = transform.rescale(data.coffee(), 0.5, channel_axis=-1, anti_aliasing=True)
-photo = (photo * 255).astype(np.float64)                       # (200, 300, 3)
+photo = (photo * 255).astype(np.float64)  # (200, 300, 3)
 smooth = transform.resize(transform.rescale(photo, 0.2, channel_axis=-1), photo.shape)
 rng = np.random.default_rng(0)
 pixels = smooth.reshape(-1, 3)[::17]
 centres = pixels[rng.choice(len(pixels), 4, replace=False)]
 for _ in range(20):
     nearest = np.argmin(((pixels[:, None] - centres) ** 2).sum(-1), axis=1)
-    centres = np.array([pixels[nearest == c].mean(0) if np.any(nearest == c) else centres[c]
-                        for c in range(4)])
+    centres = np.array(
+        [pixels[nearest == c].mean(0) if np.any(nearest == c) else centres[c] for c in range(4)]
+    )
 
 
 def sq_dist(img):
-    return ((img[..., None, :] - centres) ** 2).sum(-1)            # (H, W, 4)
+    return ((img[..., None, :] - centres) ** 2).sum(-1)  # (H, W, 4)
 
 
 truth = np.argmin(sq_dist(smooth), axis=-1)
@@ -41,7 +42,7 @@ noisy = np.clip(photo + rng.normal(0.0, 30.0, photo.shape), 0, 255).astype(np.ui
 # %%
 # A soft nearest-centre classifier gives the per-pixel probabilities, (C, H, W).
 
-logits = -sq_dist(noisy.astype(np.float64)) / (2 * 60.0 ** 2)
+logits = -sq_dist(noisy.astype(np.float64)) / (2 * 60.0**2)
 p = np.exp(logits - logits.max(-1, keepdims=True))
 probs = (p / p.sum(-1, keepdims=True)).transpose(2, 0, 1).astype(np.float32)
 
@@ -54,10 +55,12 @@ print(f"pixel accuracy {np.mean(before == truth):.1%} -> {np.mean(after == truth
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(13, 2.7), layout="constrained")
 colours = np.clip(centres, 0, 255).astype(np.uint8)
-panels = [(noisy, "noisy photo (the guide)"),
-          (colours[before], f"per pixel: {np.mean(before == truth):.1%}"),
-          (colours[after], f"crf_refine: {np.mean(after == truth):.1%}"),
-          (colours[truth], "reference")]
+panels = [
+    (noisy, "noisy photo (the guide)"),
+    (colours[before], f"per pixel: {np.mean(before == truth):.1%}"),
+    (colours[after], f"crf_refine: {np.mean(after == truth):.1%}"),
+    (colours[truth], "reference"),
+]
 for ax, (img, title) in zip(axes, panels):
     ax.imshow(img)
     ax.set_title(title)

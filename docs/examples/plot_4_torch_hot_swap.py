@@ -37,7 +37,7 @@ def psnr(x):
 # layer, without the wait.
 
 conv = torch.nn.Conv2d(1, 1, 5, padding=2)
-patches = torch.nn.functional.unfold(noisy, 5, padding=2)[0].T           # (H·W, 25)
+patches = torch.nn.functional.unfold(noisy, 5, padding=2)[0].T  # (H·W, 25)
 design = torch.cat([patches, torch.ones(len(patches), 1)], 1).double()
 solution = torch.linalg.lstsq(design, clean.reshape(-1, 1).double()).solution.float()
 with torch.no_grad():
@@ -78,10 +78,12 @@ print(f"PacConv2d after 40 steps: PSNR {psnr(out_pac):.2f} dB")
 # mechanics — an exact swap, and gradients into the new layer.
 
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.3), layout="constrained")
-panels = [(noisy[0, 0], f"noisy {psnr(noisy):.1f} dB", "gray", (0, 1)),
-          (out_conv[0, 0], f"trained Conv2d {psnr(out_conv):.2f} dB", "gray", (0, 1)),
-          (K[0, 0].mean((0, 1)), "mean K per window", "viridis", (None, None)),
-          (out_pac[0, 0], f"swapped + fine-tuned {psnr(out_pac):.2f} dB", "gray", (0, 1))]
+panels = [
+    (noisy[0, 0], f"noisy {psnr(noisy):.1f} dB", "gray", (0, 1)),
+    (out_conv[0, 0], f"trained Conv2d {psnr(out_conv):.2f} dB", "gray", (0, 1)),
+    (K[0, 0].mean((0, 1)), "mean K per window", "viridis", (None, None)),
+    (out_pac[0, 0], f"swapped + fine-tuned {psnr(out_pac):.2f} dB", "gray", (0, 1)),
+]
 for ax, (img, title, cmap, (lo, hi)) in zip(axes, panels):
     ax.imshow(img.detach().numpy(), cmap=cmap, vmin=lo, vmax=hi)
     ax.set_title(title)

@@ -25,7 +25,7 @@ noisy = clean + 0.1 * jax.random.normal(jax.random.PRNGKey(0), clean.shape)
 
 # a 7×7 Gaussian spatial filter (σ_s = 1.5 px), applied to [x, 1] to normalise the weights
 r = jnp.arange(-3, 4, dtype=jnp.float32)
-w = jnp.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * 1.5 ** 2))[None, None]
+w = jnp.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * 1.5**2))[None, None]
 
 
 def bilateral(x, log_sigma):
@@ -50,8 +50,10 @@ for _ in range(20):
     value, g = value_and_grad(log_sigma)
     history.append((float(jnp.exp(log_sigma)), float(value)))
     log_sigma = log_sigma - 150.0 * g
-print(f"sigma_c {history[0][0]:.3f} -> {float(jnp.exp(log_sigma)):.3f}, "
-      f"MSE {history[0][1]:.5f} -> {float(loss(log_sigma)):.5f}")
+print(
+    f"sigma_c {history[0][0]:.3f} -> {float(jnp.exp(log_sigma)):.3f}, "
+    f"MSE {history[0][1]:.5f} -> {float(loss(log_sigma)):.5f}"
+)
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.1), layout="constrained")
@@ -59,10 +61,14 @@ axes[0].plot([s for s, _ in history], [v for _, v in history], "o-")
 axes[0].set_xlabel("σ_c")
 axes[0].set_ylabel("MSE")
 axes[0].set_title("gradient descent")
-for ax, (img, title) in zip(axes[1:], [(noisy, "noisy"),
-                                        (bilateral(noisy, np.log(0.05)), "σ_c = 0.05"),
-                                        (bilateral(noisy, log_sigma),
-                                         f"learnt σ_c = {float(jnp.exp(log_sigma)):.2f}")]):
+for ax, (img, title) in zip(
+    axes[1:],
+    [
+        (noisy, "noisy"),
+        (bilateral(noisy, np.log(0.05)), "σ_c = 0.05"),
+        (bilateral(noisy, log_sigma), f"learnt σ_c = {float(jnp.exp(log_sigma)):.2f}"),
+    ],
+):
     ax.imshow(np.asarray(img)[0, 0], cmap="gray", vmin=0, vmax=1)
     ax.set_title(title)
     ax.axis("off")

@@ -24,7 +24,7 @@ from pacnp import filters
 # A 1024 × 1344 RGB mosaic of scikit-image photos, as a Dask array of 256 × 256 chunks.
 
 tiles = [data.astronaut(), data.coffee(), data.chelsea()]
-row = np.concatenate([t[:256, :448] for t in tiles], axis=1)            # (256, 1344, 3)
+row = np.concatenate([t[:256, :448] for t in tiles], axis=1)  # (256, 1344, 3)
 mosaic = np.concatenate([row, row[::-1], row[:, ::-1], row[::-1, ::-1]], axis=0)
 image = da.from_array(mosaic, chunks=(256, 256, 3))
 print(f"{image.shape} {image.dtype}, {image.npartitions} chunks of {image.chunksize}")
@@ -45,8 +45,10 @@ print(f"max |dask - in memory| = {int(np.abs(result.astype(int) - direct).max())
 # The chunk seams (dotted) leave no trace in the result.
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
-for ax, img, title in ((axes[0], mosaic, "input (256 × 256 chunks)"),
-                       (axes[1], result, "pacnp.dask.bilateral_filter")):
+for ax, img, title in (
+    (axes[0], mosaic, "input (256 × 256 chunks)"),
+    (axes[1], result, "pacnp.dask.bilateral_filter"),
+):
     ax.imshow(img)
     for y in range(256, mosaic.shape[0], 256):
         ax.axhline(y - 0.5, color="w", lw=0.6, ls=":")
