@@ -1,5 +1,6 @@
 # The two entry points of the README: `make test` and `make demo`.
-# Both create (or reuse) .venv and install what they need into it.
+# Both create (or reuse) .venv and install what they need into it. `make docs` builds the
+# documentation site (docs/, Sphinx) into docs/_build/html; CI runs it after `make test`.
 # Benchmarks (asv_benchmarks/README.md): `make bench` prints the ratio table of the performance
 # targets, `make asv` runs the asv suite on the current venv; `make bench-smoke` (part of
 # `make test`) keeps both from rotting.
@@ -17,8 +18,8 @@ BENCH_ARGS ?=
 # the asv benchmarks the smoke runs once each (W1, pacnp's own implementations)
 SMOKE_BENCH := "PacConv2d\.time_forward_backward\('numpy', 'W1', 'pacnp|PacConv2dMemBackward.*'W1', 'pacnp"
 
-.PHONY: test test-cuda-sim demo venv clean bench bench-smoke asv asv-machine asv-publish \
-	gpu-wheels gpu-check
+.PHONY: test test-cuda-sim doctest demo venv clean bench bench-smoke asv asv-machine asv-publish \
+	gpu-wheels gpu-check docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,10 @@ $(PY):
 
 $(VENV)/.installed-test: $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-docs: $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	touch $@
 
 $(VENV)/.installed-demo: $(PY) setup.cfg pyproject.toml
@@ -47,6 +52,17 @@ CUDA_SIM_TESTS := tests/test_ops.py tests/test_fused.py tests/test_arrays.py tes
 	tests/test_contract.py
 test-cuda-sim: $(VENV)/.installed-test
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cuda $(CUDA_SIM_TESTS)
+
+# The Examples sections of the public docstrings, run as doctests (tests/test_doctests.py
+# collects them by public name, so `make test`'s `pytest tests` runs them too; this target runs
+# only them). Tiny shapes, printed shapes/dtypes/rounded numbers: deterministic, a few seconds.
+doctest: $(VENV)/.installed-test
+	$(PY) -m pytest -q tests/test_doctests.py
+
+# The documentation site (docs/): Sphinx + numpydoc + sphinx-gallery, offline, warnings are
+# errors; the gallery's scripts run here. Output in docs/_build/html.
+docs: $(VENV)/.installed-docs
+	$(PY) -m sphinx -b html -W --keep-going -q -j 1 docs docs/_build/html
 
 demo: $(VENV)/.installed-demo
 	$(PY) -m pacnp.demo --out demo-output
@@ -89,4 +105,5 @@ gpu-check:
 	$(PYTHON) tools/gpu/gpu_check.py --out "$${OUT:-/tmp/gpu-check-out}" $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf $(VENV) demo-output build *.egg-info asv_benchmarks/.asv
+	rm -rf $(VENV) demo-output build *.egg-info asv_benchmarks/.asv \
+		docs/_build docs/api docs/auto_examples docs/sg_execution_times.rst

@@ -157,10 +157,42 @@ def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, di
     Returns
     -------
     K : array, shape (B, 1 or Cg, kh, kw, H_out, W_out)
+        In the guide's library, device and dtype.
     output_mask : array, shape (B, 1, H_out, W_out), or None without ``mask``
         1 where the window held any masked-in tap.
 
-    See docs/semantics.md for the exact geometry.
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    See Also
+    --------
+    pacconv2d, pacconv_transpose2d, pacpool2d : the operations that take K.
+    pacconv2d_fused : K computed on the fly, never stored.
+
+    Notes
+    -----
+    The exact geometry (valid taps, centres, the transposed case) is in the documentation's
+    *Semantics* page.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> guide = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
+    >>> K, mask = pacnp.packernel2d(guide, 3, padding=1)
+    >>> K.shape, K.dtype, mask
+    ((1, 1, 3, 3, 8, 8), dtype('float32'), None)
+    >>> float(K[0, 0, 1, 1, 4, 4])        # the centre tap compares a pixel with itself
+    1.0
+    >>> K, _ = pacnp.packernel2d(guide, 3, padding=1, normalize_kernel=True)
+    >>> round(float(K[0, 0, :, :, 4, 4].sum()), 6)
+    1.0
     """
     kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
               kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
@@ -180,11 +212,42 @@ def packernel2d_backward(grad_kernel, guide, kernel_size, *, stride=1, padding=0
                          transposed=False, needs=None):
     """Gradients of :func:`packernel2d` given the gradient of K.
 
+    Parameters
+    ----------
+    grad_kernel : array, shape of K
+        Gradient of a loss with respect to the K that :func:`packernel2d` returned.
+    guide, kernel_size, **options
+        Exactly the arguments and keywords of the forward call.
+    needs : tuple of 4 bool, optional
+        Which gradients to compute (None: all); the others come back as None.
+
     Returns
     -------
-    (d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel)
-        Each None where not asked for in ``needs`` (a tuple of four bools) or not
-        differentiable (α/λ with ``_fixed`` or not passed as arguments; fixed smoothing).
+    d_guide : array or None
+    d_inv_alpha, d_inv_lambda : array or None
+        None unless α / λ were passed as arrays and the kernel type is not ``_fixed``.
+    d_smooth_kernel : array or None
+        None unless ``smooth_kernel_type="full_N"``.
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> guide = np.random.default_rng(0).random((1, 2, 6, 6))
+    >>> K, _ = pacnp.packernel2d(guide, 3, padding=1)
+    >>> d_guide, d_alpha, d_lambda, d_smooth = pacnp.packernel2d_backward(
+    ...     np.ones_like(K), guide, 3, padding=1)
+    >>> d_guide.shape, d_alpha, d_smooth
+    ((1, 2, 6, 6), None, None)
     """
     fn = "packernel2d_backward"
     _required(fn, "grad_kernel", grad_kernel)
@@ -235,13 +298,52 @@ def pacconv2d(input, kernel, weight, bias=None, *, stride=1, padding=0, dilation
 
     Parameters
     ----------
-    input : array (B, C_in, H, W)
-    kernel : array (B, 1 or C_in, kh, kw, H_out, W_out), from :func:`packernel2d`
-    weight : array (C_out, C_in, kh, kw), or (1, 1, kh, kw) with ``shared_filters``
-    bias : array (C_out,), optional
-    stride, padding, dilation : int or (int, int)
-    shared_filters : bool
+    input : array, shape (B, C_in, H, W), float32 or float64
+    kernel : array, shape (B, 1 or C_in, kh, kw, H_out, W_out)
+        From :func:`packernel2d` with the same geometry.
+    weight : array, shape (C_out, C_in, kh, kw), or (1, 1, kh, kw) with ``shared_filters``
+    bias : array, shape (C_out,), optional
+    stride, padding, dilation : int or (int, int), optional
+        Geometry, as in ``torch.nn.functional.conv2d`` (zero padding). Default 1, 0, 1.
+    shared_filters : bool, optional
         One kh×kw filter applied to every channel separately (C_out = C_in).
+
+    Returns
+    -------
+    out : array, shape (B, C_out, H_out, W_out)
+        In the caller's library and device; sizes as ``conv2d``'s.
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    See Also
+    --------
+    pacconv2d_fused : the same from the guide, without storing K.
+    pacconv2d_backward : its gradients.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.random((1, 2, 8, 8), dtype=np.float32)
+    >>> K, _ = pacnp.packernel2d(rng.random((1, 3, 8, 8), dtype=np.float32), 3, padding=1)
+    >>> out = pacnp.pacconv2d(x, K, np.ones((4, 2, 3, 3), np.float32), padding=1)
+    >>> out.shape, out.dtype
+    ((1, 4, 8, 8), dtype('float32'))
+
+    With K ≡ 1 it is an ordinary convolution:
+
+    >>> ones = np.ones_like(K)
+    >>> w = np.zeros((1, 2, 3, 3), np.float32); w[0, :, 1, 1] = 1   # sum of the channels
+    >>> bool(np.allclose(pacnp.pacconv2d(x, ones, w, padding=1)[0, 0], x[0].sum(0)))
+    True
     """
     ns, plan, _ = _op_call("pacconv2d", dict(input=input, kernel=kernel, weight=weight, bias=bias),
                            stride=stride, padding=padding, dilation=dilation,
@@ -251,7 +353,47 @@ def pacconv2d(input, kernel, weight, bias=None, *, stride=1, padding=0, dilation
 
 def pacconv2d_backward(grad_output, input, kernel, weight, bias=None, *, stride=1, padding=0,
                        dilation=1, shared_filters=False, needs=None):
-    """Gradients ``(d_input, d_kernel, d_weight, d_bias)`` of :func:`pacconv2d`."""
+    """Gradients ``(d_input, d_kernel, d_weight, d_bias)`` of :func:`pacconv2d`.
+
+    Parameters
+    ----------
+    grad_output : array, shape (B, C_out, H_out, W_out)
+        Gradient of a loss with respect to the output of :func:`pacconv2d`.
+    input, kernel, weight, bias, **options
+        Exactly the arguments and keywords of the forward call.
+    needs : tuple of 4 bool, optional
+        Which gradients to compute (None: all); the others come back as None.
+
+    Returns
+    -------
+    d_input, d_kernel, d_weight, d_bias : array or None
+        Shaped like the arguments; ``d_bias`` is None when ``bias`` is None.
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.random((1, 2, 6, 6)), rng.random((3, 2, 3, 3))
+    >>> K, _ = pacnp.packernel2d(rng.random((1, 1, 6, 6)), 3, padding=1)
+    >>> g = np.ones((1, 3, 6, 6))
+    >>> dx, dK, dw, db = pacnp.pacconv2d_backward(g, x, K, w, padding=1)
+    >>> dx.shape, dK.shape, dw.shape, db
+    ((1, 2, 6, 6), (1, 1, 3, 3, 6, 6), (3, 2, 3, 3), None)
+    >>> dx, dK, dw, db = pacnp.pacconv2d_backward(g, x, K, w, padding=1,
+    ...                                           needs=(False, False, True, False))
+    >>> dx is None, dw.shape
+    (True, (3, 2, 3, 3))
+    """
     fn = "pacconv2d_backward"
     _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, ("input", "kernel", "weight", "bias"))
@@ -265,9 +407,48 @@ def pacconv_transpose2d(input, kernel, weight, bias=None, *, stride=1, padding=0
                         output_padding=0, dilation=1, shared_filters=False):
     """Pixel-adaptive transposed convolution (``torch.nn.functional.conv_transpose2d`` layout).
 
-    ``weight`` is (C_in, C_out, kh, kw), or (1, 1, kh, kw) with ``shared_filters``; ``kernel`` is
-    (B, 1 or C_in, kh, kw, H_out, W_out), from ``packernel2d(..., transposed=True)``. With K ≡ 1
-    the result equals ``conv_transpose2d`` with the same weights.
+    With K ≡ 1 the result equals ``conv_transpose2d`` with the same weights (the 2019
+    reference code applied them flipped: see the migration guide).
+
+    Parameters
+    ----------
+    input : array, shape (B, C_in, H, W), float32 or float64
+    kernel : array, shape (B, 1 or C_in, kh, kw, H_out, W_out)
+        From ``packernel2d(guide, ..., transposed=True)`` with a guide at the output resolution.
+    weight : array, shape (C_in, C_out, kh, kw), or (1, 1, kh, kw) with ``shared_filters``
+    bias : array, shape (C_out,), optional
+    stride, padding, output_padding, dilation : int or (int, int), optional
+        As ``conv_transpose2d``'s.
+    shared_filters : bool, optional
+        One kh×kw filter applied to every channel separately.
+
+    Returns
+    -------
+    out : array, shape (B, C_out, H_out, W_out)
+        ``H_out = (H - 1)·stride - 2·padding + dilation·(kh - 1) + output_padding + 1``.
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.random((1, 2, 4, 4), dtype=np.float32)
+    >>> guide = rng.random((1, 3, 8, 8), dtype=np.float32)      # at the output resolution
+    >>> K, _ = pacnp.packernel2d(guide, 3, stride=2, padding=1, output_padding=1,
+    ...                          transposed=True)
+    >>> w = rng.random((2, 5, 3, 3), dtype=np.float32)
+    >>> out = pacnp.pacconv_transpose2d(x, K, w, stride=2, padding=1, output_padding=1)
+    >>> out.shape
+    (1, 5, 8, 8)
     """
     ns, plan, _ = _op_call("pacconv_transpose2d",
                            dict(input=input, kernel=kernel, weight=weight, bias=bias),
@@ -279,7 +460,42 @@ def pacconv_transpose2d(input, kernel, weight, bias=None, *, stride=1, padding=0
 def pacconv_transpose2d_backward(grad_output, input, kernel, weight, bias=None, *, stride=1,
                                  padding=0, output_padding=0, dilation=1, shared_filters=False,
                                  needs=None):
-    """Gradients ``(d_input, d_kernel, d_weight, d_bias)`` of :func:`pacconv_transpose2d`."""
+    """Gradients ``(d_input, d_kernel, d_weight, d_bias)`` of :func:`pacconv_transpose2d`.
+
+    Parameters
+    ----------
+    grad_output : array, shape (B, C_out, H_out, W_out)
+    input, kernel, weight, bias, **options
+        Exactly the arguments and keywords of the forward call.
+    needs : tuple of 4 bool, optional
+        Which gradients to compute (None: all).
+
+    Returns
+    -------
+    d_input, d_kernel, d_weight, d_bias : array or None
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.random((1, 2, 4, 4)), rng.random((2, 3, 3, 3))
+    >>> K, _ = pacnp.packernel2d(rng.random((1, 1, 8, 8)), 3, stride=2, padding=1,
+    ...                          output_padding=1, transposed=True)
+    >>> grads = pacnp.pacconv_transpose2d_backward(np.ones((1, 3, 8, 8)), x, K, w, stride=2,
+    ...                                            padding=1, output_padding=1)
+    >>> [None if g is None else g.shape for g in grads]
+    [(1, 2, 4, 4), (1, 1, 3, 3, 8, 8), (2, 3, 3, 3), None]
+    """
     fn = "pacconv_transpose2d_backward"
     _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, ("input", "kernel", "weight", "bias"))
@@ -294,6 +510,40 @@ def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
     """Pixel-adaptive pooling: ``out[b,c,y,x] = Σ_{i,j} K[b,c|0,i,j,y,x] · input[b,c,·]``.
 
     With a normalised kernel from a constant guide this is ``avg_pool2d(count_include_pad=False)``.
+
+    Parameters
+    ----------
+    input : array, shape (B, C, H, W), float32 or float64
+    kernel : array, shape (B, 1 or C, kh, kw, H_out, W_out)
+        From :func:`packernel2d` with the same geometry.
+    kernel_size : int or (int, int)
+        The window (odd), as K's.
+    stride, padding, dilation : int or (int, int), optional
+        Geometry, as in ``torch.nn.functional.conv2d`` (zero padding). Default 1, 0, 1.
+
+    Returns
+    -------
+    out : array, shape (B, C, H_out, W_out)
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> K, _ = pacnp.packernel2d(np.zeros((1, 1, 4, 4)), 3, stride=2, padding=1,
+    ...                          normalize_kernel=True)
+    >>> pacnp.pacpool2d(x, K, 3, stride=2, padding=1)      # avg_pool2d, padding not counted
+    array([[[[ 2.5,  4. ],
+             [ 8.5, 10. ]]]])
     """
     ns, plan, _ = _op_call("pacpool2d", dict(input=input, kernel=kernel), stride=stride,
                            padding=padding, dilation=dilation, kernel_size=kernel_size)
@@ -302,7 +552,42 @@ def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
 
 def pacpool2d_backward(grad_output, input, kernel, kernel_size, *, stride=1, padding=0,
                        dilation=1, needs=None):
-    """Gradients ``(d_input, d_kernel)`` of :func:`pacpool2d`."""
+    """Gradients ``(d_input, d_kernel)`` of :func:`pacpool2d`.
+
+    Parameters
+    ----------
+    grad_output : array, shape (B, C, H_out, W_out)
+    input, kernel, kernel_size, **options
+        Exactly the arguments and keywords of the forward call.
+    needs : tuple of 2 bool, optional
+        Which gradients to compute (None: both).
+
+    Returns
+    -------
+    d_input, d_kernel : array or None
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> x = np.ones((1, 1, 4, 4))
+    >>> K, _ = pacnp.packernel2d(np.zeros((1, 1, 4, 4)), 3, padding=1)
+    >>> dx, dK = pacnp.pacpool2d_backward(np.ones((1, 1, 4, 4)), x, K, 3, padding=1)
+    >>> dx[0, 0]                 # how many windows read each pixel
+    array([[4., 6., 6., 4.],
+           [6., 9., 9., 6.],
+           [6., 9., 9., 6.],
+           [4., 6., 6., 4.]])
+    """
     fn = "pacpool2d_backward"
     _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, ("input", "kernel"))
@@ -365,9 +650,55 @@ def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dil
     """:func:`pacconv2d` straight from the guide: ``packernel2d`` + ``pacconv2d`` in one call,
     K computed on the fly, one stripe of rows at a time, never materialised whole.
 
-    ``guide`` is ``[B, Cg, H, W]`` at the input's resolution; the kernel size is the weight's;
-    the kernel keywords are :func:`packernel2d`'s. Returns ``(output, output_mask or None)``,
-    equal to the two-step path to float rounding.
+    The result equals the two-step path to float rounding. Symmetric cases (a Gaussian or
+    ``inv`` kernel on one channel and a point-symmetric shared filter, stride 1: the bilateral
+    filters) run in the pair form, which evaluates each pair of pixels once.
+
+    Parameters
+    ----------
+    input : array, shape (B, C_in, H, W), float32 or float64
+    guide : array, shape (B, Cg, H, W)
+        Guidance features at the input's resolution.
+    weight : array, shape (C_out, C_in, kh, kw), or (1, 1, kh, kw) with ``shared_filters``
+        The kernel size is the weight's.
+    bias : array, shape (C_out,), optional
+    stride, padding, dilation : int or (int, int), optional
+        Geometry, as in ``torch.nn.functional.conv2d`` (zero padding). Default 1, 0, 1.
+    shared_filters : bool, optional
+        One kh×kw filter applied to every channel separately.
+    **kernel_options
+        The kernel keywords of :func:`packernel2d` (``kernel_type``, ``smooth_kernel_type``,
+        ``smooth_kernel``, ``inv_alpha``, ``inv_lambda``, ``channel_wise``,
+        ``normalize_kernel``, ``mask``): K is computed from ``guide`` with them.
+
+    Returns
+    -------
+    out : array, shape (B, C_out, H_out, W_out)
+    output_mask : array, shape (B, 1, H_out, W_out), or None without ``mask``
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.random((1, 2, 8, 8), dtype=np.float32)
+    >>> guide = rng.random((1, 3, 8, 8), dtype=np.float32)
+    >>> w = rng.random((4, 2, 3, 3), dtype=np.float32)
+    >>> out, mask = pacnp.pacconv2d_fused(x, guide, w, padding=1)
+    >>> out.shape, mask
+    ((1, 4, 8, 8), None)
+    >>> K, _ = pacnp.packernel2d(guide, 3, padding=1)            # the two-step path
+    >>> bool(np.allclose(out, pacnp.pacconv2d(x, K, w, padding=1), atol=1e-5))
+    True
     """
     kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
                      smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
@@ -383,8 +714,41 @@ def pacconv2d_fused_backward(grad_output, input, guide, weight, bias=None, *, st
                              kernel_type="gaussian", smooth_kernel_type="none",
                              smooth_kernel=None, inv_alpha=None, inv_lambda=None,
                              channel_wise=False, normalize_kernel=False, mask=None, needs=None):
-    """Gradients of :func:`pacconv2d_fused`: ``(d_input, d_guide, d_weight, d_bias,
-    d_inv_alpha, d_inv_lambda, d_smooth_kernel)``; ``needs`` selects them (7 bools)."""
+    """Gradients of :func:`pacconv2d_fused`.
+
+    Parameters
+    ----------
+    grad_output : array, shape (B, C_out, H_out, W_out)
+    input, guide, weight, bias, **options
+        Exactly the arguments and keywords of the forward call.
+    needs : tuple of 7 bool, optional
+        Which gradients to compute (None: all).
+
+    Returns
+    -------
+    d_input, d_guide, d_weight, d_bias, d_inv_alpha, d_inv_lambda, d_smooth_kernel : array or None
+        None where not asked for or not differentiable (``bias=None``; α / λ not passed as
+        arrays or ``_fixed``; no learnable smoothing kernel).
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> rng = np.random.default_rng(0)
+    >>> x, guide, w = rng.random((1, 2, 6, 6)), rng.random((1, 3, 6, 6)), rng.random((2, 2, 3, 3))
+    >>> grads = pacnp.pacconv2d_fused_backward(np.ones((1, 2, 6, 6)), x, guide, w, padding=1)
+    >>> [None if g is None else g.shape for g in grads]
+    [(1, 2, 6, 6), (1, 3, 6, 6), (2, 2, 3, 3), None, None, None, None]
+    """
     fn = "pacconv2d_fused_backward"
     _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, _FUSED_NEEDS)
@@ -404,7 +768,47 @@ def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padd
                               channel_wise=False, normalize_kernel=False, mask=None):
     """:func:`pacconv_transpose2d` straight from the guide (at the *output* resolution):
     ``packernel2d(..., transposed=True)`` + ``pacconv_transpose2d`` fused.
-    Returns ``(output, output_mask or None)``."""
+
+    Parameters
+    ----------
+    input : array, shape (B, C_in, H, W), float32 or float64
+    guide : array, shape (B, Cg, H_out, W_out)
+        Guidance features at the output's resolution.
+    weight : array, shape (C_in, C_out, kh, kw), or (1, 1, kh, kw) with ``shared_filters``
+    bias : array, shape (C_out,), optional
+    stride, padding, output_padding, dilation : int or (int, int), optional
+        As ``conv_transpose2d``'s.
+    shared_filters : bool, optional
+    **kernel_options
+        The kernel keywords of :func:`packernel2d` (``kernel_type``, ``smooth_kernel_type``,
+        ``smooth_kernel``, ``inv_alpha``, ``inv_lambda``, ``channel_wise``,
+        ``normalize_kernel``, ``mask``): K is computed from ``guide`` with them.
+
+    Returns
+    -------
+    out : array, shape (B, C_out, H_out, W_out)
+    output_mask : array, shape (B, 1, H_out, W_out), or None without ``mask``
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> rng = np.random.default_rng(0)
+    >>> x, guide = rng.random((1, 1, 4, 4)), rng.random((1, 3, 8, 8))
+    >>> out, _ = pacnp.pacconv_transpose2d_fused(x, guide, np.ones((1, 1, 3, 3)), stride=2,
+    ...                                          padding=1, output_padding=1)
+    >>> out.shape
+    (1, 1, 8, 8)
+    """
     kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
                      smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
                      channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
@@ -420,7 +824,41 @@ def pacconv_transpose2d_fused_backward(grad_output, input, guide, weight, bias=N
                                        smooth_kernel_type="none", smooth_kernel=None,
                                        inv_alpha=None, inv_lambda=None, channel_wise=False,
                                        normalize_kernel=False, mask=None, needs=None):
-    """Gradients of :func:`pacconv_transpose2d_fused`, as :func:`pacconv2d_fused_backward`."""
+    """Gradients of :func:`pacconv_transpose2d_fused`, as :func:`pacconv2d_fused_backward`.
+
+    Parameters
+    ----------
+    grad_output : array, shape (B, C_out, H_out, W_out)
+    input, guide, weight, bias, **options
+        Exactly the arguments and keywords of the forward call.
+    needs : tuple of 7 bool, optional
+        Which gradients to compute (None: all).
+
+    Returns
+    -------
+    d_input, d_guide, d_weight, d_bias, d_inv_alpha, d_inv_lambda, d_smooth_kernel : array or None
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> rng = np.random.default_rng(0)
+    >>> x, guide = rng.random((1, 1, 4, 4)), rng.random((1, 3, 8, 8))
+    >>> grads = pacnp.pacconv_transpose2d_fused_backward(
+    ...     np.ones((1, 1, 8, 8)), x, guide, np.ones((1, 1, 3, 3)), stride=2, padding=1,
+    ...     output_padding=1, needs=(True, True, False, False, False, False, False))
+    >>> [None if g is None else g.shape for g in grads]
+    [(1, 1, 4, 4), (1, 3, 8, 8), None, None, None, None, None]
+    """
     fn = "pacconv_transpose2d_fused_backward"
     _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, _FUSED_NEEDS)
@@ -437,7 +875,46 @@ def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=
                     kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
                     inv_alpha=None, inv_lambda=None, channel_wise=False,
                     normalize_kernel=False, mask=None):
-    """:func:`pacpool2d` straight from the guide. Returns ``(output, output_mask or None)``."""
+    """:func:`pacpool2d` straight from the guide, K computed on the fly.
+
+    Parameters
+    ----------
+    input : array, shape (B, C, H, W), float32 or float64
+    guide : array, shape (B, Cg, H, W)
+    kernel_size : int or (int, int)
+        The window (odd).
+    stride, padding, dilation : int or (int, int), optional
+        Geometry, as in ``torch.nn.functional.conv2d`` (zero padding). Default 1, 0, 1.
+    **kernel_options
+        The kernel keywords of :func:`packernel2d` (``kernel_type``, ``smooth_kernel_type``,
+        ``smooth_kernel``, ``inv_alpha``, ``inv_lambda``, ``channel_wise``,
+        ``normalize_kernel``, ``mask``): K is computed from ``guide`` with them.
+
+    Returns
+    -------
+    out : array, shape (B, C, H_out, W_out)
+    output_mask : array, shape (B, 1, H_out, W_out), or None without ``mask``
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> out, _ = pacnp.pacpool2d_fused(x, np.zeros((1, 1, 4, 4)), 3, stride=2, padding=1,
+    ...                                normalize_kernel=True)
+    >>> out
+    array([[[[ 2.5,  4. ],
+             [ 8.5, 10. ]]]])
+    """
     kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
                      smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
                      channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
@@ -450,8 +927,39 @@ def pacpool2d_fused_backward(grad_output, input, guide, kernel_size, *, stride=1
                              dilation=1, kernel_type="gaussian", smooth_kernel_type="none",
                              smooth_kernel=None, inv_alpha=None, inv_lambda=None,
                              channel_wise=False, normalize_kernel=False, mask=None, needs=None):
-    """Gradients of :func:`pacpool2d_fused`: ``(d_input, d_guide, d_inv_alpha, d_inv_lambda,
-    d_smooth_kernel)``; ``needs`` selects them (5 bools)."""
+    """Gradients of :func:`pacpool2d_fused`.
+
+    Parameters
+    ----------
+    grad_output : array, shape (B, C, H_out, W_out)
+    input, guide, kernel_size, **options
+        Exactly the arguments and keywords of the forward call.
+    needs : tuple of 5 bool, optional
+        Which gradients to compute (None: all).
+
+    Returns
+    -------
+    d_input, d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel : array or None
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries or devices in one call, or a dtype other than float32 /
+        float64 (all floating arrays of a call share one dtype).
+    ValueError
+        A shape, size or option that does not fit the others; the message names the function,
+        the argument, what was seen and what was expected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pacnp
+    >>> rng = np.random.default_rng(0)
+    >>> x, guide = rng.random((1, 2, 6, 6)), rng.random((1, 1, 6, 6))
+    >>> grads = pacnp.pacpool2d_fused_backward(np.ones((1, 2, 6, 6)), x, guide, 3, padding=1)
+    >>> [None if g is None else g.shape for g in grads]
+    [(1, 2, 6, 6), (1, 1, 6, 6), None, None, None]
+    """
     fn = "pacpool2d_fused_backward"
     _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, _FUSED_POOL_NEEDS)

@@ -213,6 +213,13 @@ def plan_chunks(kind, shape, chunks, **geometry):
     -------
     dict with ``input_chunks``, ``input_depth``, ``guide_chunks``, ``guide_depth``,
     ``output_chunks``.
+
+    Examples
+    --------
+    >>> import pacnp.dask as pd
+    >>> plan = pd.plan_chunks("forward", 4096, (1000,) * 4 + (96,), stride=2, radius=3)
+    >>> plan["input_chunks"], plan["output_chunks"]
+    ((1000, 1000, 1000, 1000, 96), (499, 500, 500, 500, 46))
     """
     s = geometry.get("stride", 1)
     p = geometry.get("padding", 0)
@@ -404,6 +411,23 @@ def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dil
     (output, output_mask or None) : dask arrays
         Equal to the in-memory call to float rounding. Compute both together
         (``dask.compute(out, mask)``): they come from the same tasks.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import pacnp
+    >>> import pacnp.dask as pd
+    >>> rng = np.random.default_rng(0)
+    >>> x, guide = rng.random((1, 2, 32, 32)), rng.random((1, 3, 32, 32))
+    >>> w = rng.random((4, 2, 5, 5))
+    >>> out, mask = pd.pacconv2d_fused(da.from_array(x, chunks=(1, 2, 8, 8)),
+    ...                                da.from_array(guide, chunks=(1, 3, 8, 8)), w, padding=2)
+    >>> out.shape, mask
+    ((1, 4, 32, 32), None)
+    >>> direct, _ = pacnp.pacconv2d_fused(x, guide, w, padding=2)
+    >>> bool(np.allclose(out.compute(scheduler="sync"), direct))
+    True
     """
     fn = "pacnp.dask.pacconv2d_fused"
     kernel_kw = _kernel_kw(fn, kernel_kw)
@@ -423,6 +447,18 @@ def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padd
     rechunked so that each holds at least the halo; the guide is rechunked to the output chunks
     (input chunk boundaries times the stride). Parameters and return value as
     :func:`pacconv2d_fused`.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import pacnp.dask as pd
+    >>> x = da.ones((1, 1, 16, 16), chunks=(1, 1, 8, 8))
+    >>> guide = da.zeros((1, 3, 32, 32), chunks=(1, 3, 16, 16))
+    >>> out, _ = pd.pacconv_transpose2d_fused(x, guide, np.ones((1, 1, 3, 3)), stride=2,
+    ...                                       padding=1, output_padding=1)
+    >>> out.shape
+    (1, 1, 32, 32)
     """
     fn = "pacnp.dask.pacconv_transpose2d_fused"
     kernel_kw = _kernel_kw(fn, kernel_kw)
@@ -439,6 +475,16 @@ def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=
 
     Spatial chunk boundaries are moved onto multiples of ``stride`` (so every chunk samples the
     global output grid). Parameters and return value as :func:`pacconv2d_fused`.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import pacnp.dask as pd
+    >>> x = da.ones((1, 2, 32, 32), chunks=(1, 2, 10, 10))
+    >>> out, _ = pd.pacpool2d_fused(x, da.zeros((1, 1, 32, 32), chunks=(1, 1, 10, 10)), 3,
+    ...                             stride=2, padding=1, normalize_kernel=True)
+    >>> out.shape, float(out.mean().compute(scheduler="sync"))
+    ((1, 2, 16, 16), 1.0)
     """
     fn = "pacnp.dask.pacpool2d_fused"
     kernel_kw = _kernel_kw(fn, kernel_kw)
@@ -497,6 +543,28 @@ def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
     Returns
     -------
     dask.array.Array of ``image``'s shape and dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As the in-memory filter, when the graph is built (shapes and dtypes are known).
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import pacnp.dask as pd
+    >>> from pacnp import filters
+    >>> img = np.random.default_rng(0).random((64, 48, 3), dtype=np.float32)
+    >>> lazy = pd.joint_bilateral_filter(da.from_array(img, chunks=(16, 16, 3)),
+    ...                                  da.from_array(img.mean(-1), chunks=16),
+    ...                                  sigma_spatial=2, sigma_color=0.2, channel_axis=-1)
+    >>> lazy.shape, lazy.chunks[:2]
+    ((64, 48, 3), ((16, 16, 16, 16), (16, 16, 16)))
+    >>> direct = filters.joint_bilateral_filter(img, img.mean(-1), sigma_spatial=2,
+    ...                                         sigma_color=0.2, channel_axis=-1)
+    >>> float(abs(lazy.compute(scheduler="sync") - direct).max()) < 1e-6
+    True
     """
     fn = "pacnp.dask.joint_bilateral_filter"
     image = _as_dask(fn, "image", image)
@@ -523,7 +591,22 @@ def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
 
 def bilateral_filter(image, *, sigma_spatial=1.0, sigma_color=None, radius=None,
                      border="reflect", channel_axis=None, numba_threads=None):
-    """Bilateral filter on Dask arrays: :func:`joint_bilateral_filter` guided by the image."""
+    """Bilateral filter on Dask arrays: :func:`joint_bilateral_filter` guided by the image.
+
+    Returns
+    -------
+    dask.array.Array of ``image``'s shape and dtype.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import pacnp.dask as pd
+    >>> img = da.from_array(np.zeros((40, 40), np.uint8), chunks=10)
+    >>> out = pd.bilateral_filter(img, sigma_spatial=1.5, sigma_color=20)
+    >>> out.dtype, out.numblocks, int(out.max().compute(scheduler="sync"))
+    (dtype('uint8'), (4, 4), 0)
+    """
     return joint_bilateral_filter(image, image, sigma_spatial=sigma_spatial,
                                   sigma_color=sigma_color, radius=radius, border=border,
                                   channel_axis=channel_axis, numba_threads=numba_threads)
@@ -539,6 +622,22 @@ def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_co
     ``factor``× larger high-res block; the guide is rechunked to those blocks, so its chunk
     boundaries are multiples of ``factor``. ``confidence`` (optional) is a Dask array of
     ``low``'s batch and spatial shape. Other parameters as the in-memory function.
+
+    Returns
+    -------
+    dask.array.Array
+        ``low``'s layout and dtype at the guide's spatial size.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import pacnp.dask as pd
+    >>> low = da.ones((8, 8), np.float32, chunks=4)
+    >>> guide = da.zeros((32, 32), np.float32, chunks=16)
+    >>> up = pd.joint_bilateral_upsample(low, guide, 4, sigma_color=0.1)
+    >>> up.shape, float(up.mean().compute(scheduler="sync"))
+    ((32, 32), 1.0)
     """
     fn = "pacnp.dask.joint_bilateral_upsample"
     low = _as_dask(fn, "low", low)
@@ -585,6 +684,21 @@ def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0
     The halo is max(kernel_size // 2, 1) — the window, and the 3 × 3 smoothing of the window
     centre — rounded up to a multiple of ``stride``; chunk boundaries are moved onto multiples
     of ``stride``. Output size ⌈H/stride⌉ × ⌈W/stride⌉ as in memory.
+
+    Returns
+    -------
+    dask.array.Array
+        ``image``'s dtype, spatial size ⌈H/stride⌉ × ⌈W/stride⌉.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import pacnp.dask as pd
+    >>> img = da.from_array(np.random.default_rng(0).random((3, 32, 32)), chunks=(3, 10, 10))
+    >>> out = pd.detail_preserving_pool(img, 3, stride=2, channel_axis=0)
+    >>> out.shape, out.chunks[1]                      # boundaries moved onto the stride grid
+    ((3, 16, 16), (5, 5, 5, 1))
     """
     fn = "pacnp.dask.detail_preserving_pool"
     image = _as_dask(fn, "image", image)
@@ -632,6 +746,22 @@ def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output
     Returns
     -------
     dask.array.Array ``(B, C, H, W)``.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import pacnp.dask as pd
+    >>> from pacnp import crf
+    >>> rng = np.random.default_rng(0)
+    >>> unary = rng.standard_normal((1, 3, 32, 32))
+    >>> feats = crf.create_YXRGB(rng.random((1, 3, 32, 32)), yx_scale=3.0, rgb_scale=0.2)
+    >>> term = crf.PairwiseTerm("potts", filter=np.ones((1, 1, 3, 3)), weight=1.0)
+    >>> lazy = pd.paccrf(da.from_array(unary, chunks=(1, 3, 16, 16)),
+    ...                  da.from_array(feats, chunks=(1, 5, 16, 16)), [term], num_steps=2)
+    >>> direct = crf.paccrf(unary, feats, [term], num_steps=2)
+    >>> bool(np.allclose(lazy.compute(scheduler="sync"), direct))
+    True
     """
     from . import crf
     fn = "pacnp.dask.paccrf"

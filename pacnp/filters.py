@@ -79,7 +79,23 @@ def _check_dtype(fn, name, a):
 
 def compute_dtype(dtype):
     """The dtype the filters compute in for images of ``dtype``: float64 for float64, else
-    float32 (integers, float16)."""
+    float32 (integers, float16).
+
+    Parameters
+    ----------
+    dtype : numpy dtype or type
+
+    Returns
+    -------
+    numpy.dtype
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import filters
+    >>> filters.compute_dtype(np.uint8), filters.compute_dtype(np.float64)
+    (dtype('float32'), dtype('float64'))
+    """
     return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
 
 
@@ -108,7 +124,23 @@ def _radius(fn, radius, sigma_spatial):
 
 
 def default_radius(sigma_spatial):
-    """The window radius used when none is given: ⌈3σ_s⌉ (window 2·radius + 1)."""
+    """The window radius used when none is given: ⌈3σ_s⌉ (window 2·radius + 1).
+
+    Parameters
+    ----------
+    sigma_spatial : float
+        σ_s in pixels.
+
+    Returns
+    -------
+    radius : int
+
+    Examples
+    --------
+    >>> from pacnp import filters
+    >>> filters.default_radius(2.0), filters.default_radius(0.5)
+    (6, 2)
+    """
     return max(1, int(math.ceil(RADIUS_PER_SIGMA * float(sigma_spatial) - 1e-9)))
 
 
@@ -575,26 +607,68 @@ def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
                            border="reflect", channel_axis=None, guide_channel_axis="auto"):
     """Joint (cross) bilateral filter of ``image`` with edges taken from ``guide``.
 
+    ``out_i = Σ_j w_s(p_i − p_j) w_c(g_i − g_j) v_j / Σ_j w_s(p_i − p_j) w_c(g_i − g_j)`` over
+    the square window ``|p_i − p_j|∞ ≤ radius``, with exact Gaussians of σ_s (pixels) and σ_c
+    (Euclidean distance over the guide's channels). One fused PAC call computes numerator and
+    denominator together; NumPy arrays run on the CPU, CuPy arrays on the GPU.
+
     Parameters
     ----------
     image : array
-        uint8, uint16, float16/32/64; layout set by ``channel_axis`` (module docstring).
+        uint8, uint16, float16, float32 or float64; layout set by ``channel_axis``.
     guide : array
         Same batch and spatial sizes as ``image``, any number of channels.
-    sigma_spatial : float
-        σ_s in pixels of the spatial Gaussian.
-    sigma_color : float or None
-        σ_c in guide units of the colour Gaussian (Euclidean distance over guide channels).
+    sigma_spatial : float, optional
+        σ_s in pixels of the spatial Gaussian. Default 1.
+    sigma_color : float or None, optional
+        σ_c in guide units (0–255 for a uint8 guide) of the colour Gaussian.
         None: the standard deviation of the guide.
-    radius : int or None
+    radius : int or None, optional
         Window half-size (square window of side 2·radius + 1); None: ⌈3σ_s⌉.
-    border : {'reflect', 'nearest', 'constant', 'renormalize'}
-    channel_axis, guide_channel_axis : int or None
-        See the module docstring.
+    border : {'reflect', 'nearest', 'constant', 'renormalize'}, optional
+        ``reflect`` (default; the edge pixel is not repeated, OpenCV's BORDER_REFLECT_101),
+        ``nearest`` (edge repeated), ``constant`` (zeros, image and guide), ``renormalize``
+        (taps outside the image left out, the others renormalised).
+    channel_axis : int or None, optional
+        The image's channel axis (as in scikit-image): None — a grey image, the last two axes
+        are the image and any before them a batch; an integer — that axis holds the
+        channels, the last two *other* axes are the image, the rest a batch.
+    guide_channel_axis : int, None or 'auto', optional
+        The guide's channel axis; 'auto': ``channel_axis`` when image and guide have the same
+        number of axes, else None (a grey guide).
 
     Returns
     -------
-    array of ``image``'s shape, dtype and library.
+    out : array
+        ``image``'s shape, dtype and library (integers rounded to nearest and clipped).
+
+    Raises
+    ------
+    TypeError
+        A dtype other than uint8, uint16, float16, float32, float64, or arrays of different
+        libraries.
+    ValueError
+        Shapes that do not fit together, a σ or radius out of range, an unknown ``border``.
+
+    See Also
+    --------
+    bilateral_filter : guided by the image itself.
+    pacnp.dask.joint_bilateral_filter : the same on Dask arrays, chunk by chunk.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import filters
+    >>> rng = np.random.default_rng(0)
+    >>> guide = np.zeros((16, 16), np.float32); guide[:, 8:] = 1      # a vertical edge
+    >>> noisy = guide + 0.1 * rng.standard_normal((16, 16), dtype=np.float32)
+    >>> out = filters.joint_bilateral_filter(noisy, guide, sigma_spatial=2, sigma_color=0.1)
+    >>> out.shape, out.dtype
+    ((16, 16), dtype('float32'))
+    >>> float(out[:, 8:].mean() - out[:, :8].mean()) > 0.9        # the edge is kept
+    True
+    >>> float(out[:, :7].std()) < float(noisy[:, :7].std()) / 2   # the noise is not
+    True
     """
     plan = plan_joint_bilateral_filter(image, guide, sigma_spatial=sigma_spatial,
                                        sigma_color=sigma_color, radius=radius, border=border,
@@ -607,7 +681,48 @@ def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
 @delegate("image", coerce=True)
 def bilateral_filter(image, *, sigma_spatial=1.0, sigma_color=None, radius=None,
                      border="reflect", channel_axis=None):
-    """Bilateral filter: :func:`joint_bilateral_filter` guided by the image itself."""
+    """Bilateral filter: :func:`joint_bilateral_filter` guided by the image itself.
+
+    Parameters
+    ----------
+    image : array
+        uint8, uint16, float16, float32 or float64; layout set by ``channel_axis``.
+    sigma_spatial : float, optional
+        σ_s in pixels. Default 1.
+    sigma_color : float or None, optional
+        σ_c in the image's units (0–255 for uint8); None: the image's standard deviation.
+    radius : int or None, optional
+        Window half-size; None: ⌈3σ_s⌉.
+    border : {'reflect', 'nearest', 'constant', 'renormalize'}, optional
+        As in :func:`joint_bilateral_filter`.
+    channel_axis : int or None, optional
+        The image's channel axis (as in scikit-image): None — a grey image, the last two axes
+        are the image and any before them a batch; an integer — that axis holds the
+        channels, the last two *other* axes are the image, the rest a batch.
+
+    Returns
+    -------
+    out : array
+        ``image``'s shape, dtype and library.
+
+    Raises
+    ------
+    TypeError
+        A dtype other than uint8, uint16, float16, float32, float64, or arrays of different
+        libraries.
+    ValueError
+        Shapes that do not fit together, a σ or radius out of range, an unknown ``border``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import filters
+    >>> rng = np.random.default_rng(0)
+    >>> photo = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)        # HWC, like skimage
+    >>> out = filters.bilateral_filter(photo, sigma_spatial=2, sigma_color=25, channel_axis=-1)
+    >>> out.shape, out.dtype
+    ((32, 48, 3), dtype('uint8'))
+    """
     plan = plan_joint_bilateral_filter(image, None, sigma_spatial=sigma_spatial,
                                        sigma_color=sigma_color, radius=radius, border=border,
                                        channel_axis=channel_axis, fn="bilateral_filter")
@@ -621,29 +736,64 @@ def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_co
     """Joint bilateral upsampling (Kopf et al. 2007) of ``low`` by an integer ``factor``,
     guided by the high-resolution ``guide``.
 
-    Low-res sample n stands for high-res pixel n·f + (f−1)//2 (point sampling). Output pixel Y
-    averages the samples n with |n·f + (f−1)//2 − Y|∞ ≤ radius (high-res pixels), weighted by
-    w_s(Y − n·f − (f−1)//2) · w_c(guide[Y] − guide[n·f + (f−1)//2]) (and ``confidence[n]``).
+    Low-res sample n stands for high-res pixel ``n·f + (f−1)//2`` (point sampling). Output pixel
+    Y averages the samples n with ``|n·f + (f−1)//2 − Y|∞ ≤ radius`` (high-res pixels), weighted
+    by ``w_s(Y − n·f − (f−1)//2) · w_c(guide[Y] − guide[n·f + (f−1)//2])`` (and
+    ``confidence[n]``): one transposed PAC.
 
     Parameters
     ----------
     low : array
-        [..., h, w] image (layout as in :func:`joint_bilateral_filter`).
+        ``[..., h, w]`` image (layout as in :func:`joint_bilateral_filter`).
     guide : array
-        [..., h·factor, w·factor] guide (any number of channels).
-    factor : int ≥ 2
-    sigma_spatial : float or None
+        ``[..., h·factor, w·factor]`` guide (any number of channels).
+    factor : int
+        The upsampling factor, ≥ 2.
+    sigma_spatial : float or None, optional
         σ_s in high-res pixels; None: factor / 2 (half the sample spacing).
-    sigma_color : float or None
+    sigma_color : float or None, optional
         σ_c in guide units; None: the guide's standard deviation.
-    radius : int or None
+    radius : int or None, optional
         None: ⌊3·factor / 2⌋ (1.5 sample spacings).
-    border : 'renormalize'
+    border : 'renormalize', optional
         Samples beyond the image are left out. Reflected or repeated samples would pair a
         value with the colour of a pixel it was not measured at, so no padding mode is offered.
-    confidence : array or None
+    channel_axis : int or None, optional
+        The image's channel axis (as in scikit-image): None — a grey image, the last two axes
+        are the image and any before them a batch; an integer — that axis holds the
+        channels, the last two *other* axes are the image, the rest a batch.
+    guide_channel_axis : int, None or 'auto', optional
+        As in :func:`joint_bilateral_filter`.
+    confidence : array or None, optional
         Per-sample weights ≥ 0 of ``low``'s batch and spatial shape (0: missing sample); where a
         pixel receives no weight at all the result is NaN for float inputs (0 for integers).
+
+    Returns
+    -------
+    out : array
+        ``low``'s layout and dtype at the guide's spatial size.
+
+    Raises
+    ------
+    TypeError
+        A dtype other than uint8, uint16, float16, float32, float64, or arrays of different
+        libraries.
+    ValueError
+        Shapes that do not fit together, a σ or radius out of range, an unknown ``border``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import filters
+    >>> rgb = np.zeros((32, 32, 3), np.uint8); rgb[:, 16:] = 200        # the photo's edge
+    >>> depth = np.where(np.arange(32) < 16, 1.0, 5.0)[None].repeat(32, 0).astype(np.float32)
+    >>> low = depth[1::4, 1::4]                                          # 8 × 8 samples
+    >>> up = filters.joint_bilateral_upsample(low, rgb, 4, sigma_color=10,
+    ...                                       guide_channel_axis=-1)
+    >>> up.shape, up.dtype
+    ((32, 32), dtype('float32'))
+    >>> np.round(up[0, 13:19], 3)                 # a sharp step, where the photo has it
+    array([1., 1., 1., 5., 5., 5.], dtype=float32)
     """
     plan = plan_joint_bilateral_upsample(low, guide, factor, sigma_spatial=sigma_spatial,
                                          sigma_color=sigma_color, radius=radius, border=border,
@@ -658,12 +808,51 @@ def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0
                            border="renormalize", channel_axis=None):
     """Detail-preserving pooling (Saeedan et al. 2018) as PAC pooling.
 
-    out_i = Σ_j D_ij v_j / Σ_j D_ij, D_ij = α + (‖v_j − ṽ_i‖² + ε²)^λ per channel, over the
-    kernel_size² window of output i (stride ``stride``, centred, ``padding = kernel_size // 2``);
-    ṽ: the input smoothed by the 3 × 3 binomial filter [1 2 1]ᵀ[1 2 1]/16 (pacnp's 'gaussian'
-    smoothing), ε = 0.01 (pacnp's fixed ε² = 10⁻⁴). λ > 0 favours pixels unlike their
-    neighbourhood (details), λ < 0 smooth regions; α ≥ 0 blends in average pooling.
-    ``border``: 'renormalize' (outside taps left out) or a padding mode.
+    ``out_i = Σ_j D_ij v_j / Σ_j D_ij``, ``D_ij = α + (‖v_j − ṽ_i‖² + ε²)^λ`` per channel, over
+    the kernel_size² window of output i (stride ``stride``, centred, ``padding =
+    kernel_size // 2``); ṽ: the input smoothed by the 3 × 3 binomial filter
+    ``[1 2 1]ᵀ[1 2 1]/16`` (pacnp's 'gaussian' smoothing), ε = 0.01 (pacnp's fixed
+    ε² = 10⁻⁴). λ > 0 favours pixels unlike their neighbourhood (details), λ < 0 smooth
+    regions; α ≥ 0 blends in average pooling.
+
+    Parameters
+    ----------
+    image : array
+        uint8, uint16, float16, float32 or float64; layout set by ``channel_axis``.
+    kernel_size : int, optional
+        The odd window size. Default 3.
+    stride : int, optional
+        Default 2.
+    alpha, lam : float, optional
+        α and λ. Default 1, 1.
+    border : {'renormalize', 'reflect', 'nearest', 'constant'}, optional
+        'renormalize' (outside taps left out; default) or a padding mode.
+    channel_axis : int or None, optional
+        The image's channel axis (as in scikit-image): None — a grey image, the last two axes
+        are the image and any before them a batch; an integer — that axis holds the
+        channels, the last two *other* axes are the image, the rest a batch.
+
+    Returns
+    -------
+    out : array
+        ``image``'s dtype, spatial size ⌈H / stride⌉ × ⌈W / stride⌉.
+
+    Raises
+    ------
+    TypeError
+        A dtype other than uint8, uint16, float16, float32, float64, or arrays of different
+        libraries.
+    ValueError
+        Shapes that do not fit together, a σ or radius out of range, an unknown ``border``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import filters
+    >>> img = np.random.default_rng(0).random((3, 16, 16), dtype=np.float32)   # CHW
+    >>> out = filters.detail_preserving_pool(img, 3, stride=2, channel_axis=0)
+    >>> out.shape, out.dtype
+    ((3, 8, 8), dtype('float32'))
     """
     plan = plan_detail_preserving_pool(image, kernel_size, stride=stride, alpha=alpha, lam=lam,
                                        border=border, channel_axis=channel_axis)

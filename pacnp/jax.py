@@ -160,6 +160,19 @@ def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, di
     -------
     (K, output_mask or None)
         K is (B, 1 or Cg, kh, kw, Ho, Wo); see :func:`pacnp.packernel2d`.
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> guide = jax.random.uniform(jax.random.PRNGKey(0), (1, 3, 8, 8))
+    >>> K, mask = pj.packernel2d(guide, 3, padding=1)
+    >>> K.shape, K.dtype, mask
+    ((1, 1, 3, 3, 8, 8), dtype('float32'), None)
+    >>> g = jax.grad(lambda f: pj.packernel2d(f, 3, padding=1)[0].sum())(guide)
+    >>> g.shape
+    (1, 3, 8, 8)
     """
     g = _up(guide)
     a_static, a_arr = _static_param(inv_alpha)
@@ -243,7 +256,37 @@ def _op(fn, op, input, kernel, weight, bias, kernel_size, stride, padding, outpu
 
 def pacconv2d(input, kernel, weight, bias=None, *, stride=1, padding=0, dilation=1,
               shared_filters=False):
-    """:func:`pacnp.pacconv2d` for JAX arrays; differentiable in every array argument."""
+    """:func:`pacnp.pacconv2d` for JAX arrays; differentiable in every array argument.
+
+    Parameters
+    ----------
+    *arrays, **options
+        As :func:`pacnp.pacconv2d`: jax.Array arguments (CPU); geometry and
+        kernel options are static Python values.
+
+    Returns
+    -------
+    Array (B, C_out, Ho, Wo)
+
+    Raises
+    ------
+    jax.errors.JaxRuntimeError
+        Carrying pacnp's ``TypeError`` / ``ValueError`` message when an argument is wrong
+        (the error is raised inside the host callback).
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> x, guide = jnp.ones((1, 2, 8, 8)), jnp.zeros((1, 1, 8, 8))
+    >>> K, _ = pj.packernel2d(guide, 3, padding=1)
+    >>> pj.pacconv2d(x, K, jnp.ones((4, 2, 3, 3)), padding=1).shape
+    (1, 4, 8, 8)
+    >>> dw = jax.grad(lambda w: pj.pacconv2d(x, K, w, padding=1).sum())(jnp.ones((4, 2, 3, 3)))
+    >>> dw.shape
+    (4, 2, 3, 3)
+    """
     return _op("pacconv2d", "conv", input, kernel, weight, bias, None, stride, padding, 0,
                dilation, shared_filters)
 
@@ -251,13 +294,67 @@ def pacconv2d(input, kernel, weight, bias=None, *, stride=1, padding=0, dilation
 def pacconv_transpose2d(input, kernel, weight, bias=None, *, stride=1, padding=0,
                         output_padding=0, dilation=1, shared_filters=False):
     """:func:`pacnp.pacconv_transpose2d` for JAX arrays (weights in ``conv_transpose``
-    orientation, (C_in, C_out, kh, kw)); differentiable in every array argument."""
+    orientation, (C_in, C_out, kh, kw)); differentiable in every array argument.
+
+    Parameters
+    ----------
+    *arrays, **options
+        As :func:`pacnp.pacconv_transpose2d`: jax.Array arguments (CPU); geometry and
+        kernel options are static Python values.
+
+    Returns
+    -------
+    Array (B, C_out, Ho, Wo)
+
+    Raises
+    ------
+    jax.errors.JaxRuntimeError
+        Carrying pacnp's ``TypeError`` / ``ValueError`` message when an argument is wrong
+        (the error is raised inside the host callback).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> K, _ = pj.packernel2d(jnp.zeros((1, 1, 8, 8)), 3, stride=2, padding=1,
+    ...                       output_padding=1, transposed=True)
+    >>> pj.pacconv_transpose2d(jnp.ones((1, 2, 4, 4)), K, jnp.ones((2, 3, 3, 3)), stride=2,
+    ...                        padding=1, output_padding=1).shape
+    (1, 3, 8, 8)
+    """
     return _op("pacconv_transpose2d", "transpose", input, kernel, weight, bias, None, stride,
                padding, output_padding, dilation, shared_filters)
 
 
 def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
-    """:func:`pacnp.pacpool2d` for JAX arrays; differentiable in ``input`` and ``kernel``."""
+    """:func:`pacnp.pacpool2d` for JAX arrays; differentiable in ``input`` and ``kernel``.
+
+    Parameters
+    ----------
+    *arrays, **options
+        As :func:`pacnp.pacpool2d`: jax.Array arguments (CPU); geometry and
+        kernel options are static Python values.
+
+    Returns
+    -------
+    Array (B, C, Ho, Wo)
+
+    Raises
+    ------
+    jax.errors.JaxRuntimeError
+        Carrying pacnp's ``TypeError`` / ``ValueError`` message when an argument is wrong
+        (the error is raised inside the host callback).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> K, _ = pj.packernel2d(jnp.zeros((1, 1, 4, 4)), 3, stride=2, padding=1,
+    ...                       normalize_kernel=True)
+    >>> pj.pacpool2d(jnp.arange(16.0).reshape(1, 1, 4, 4), K, 3, stride=2, padding=1)[0, 0]
+    Array([[ 2.5,  4. ],
+           [ 8.5, 10. ]], dtype=float32)
+    """
     return _op("pacpool2d", "pool", input, kernel, None, None, kernel_size, stride, padding, 0,
                dilation, False)
 
@@ -363,7 +460,40 @@ def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dil
                     smooth_kernel=None, inv_alpha=None, inv_lambda=None, channel_wise=False,
                     normalize_kernel=False, mask=None):
     """:func:`pacnp.pacconv2d_fused` for JAX arrays: ``(output, output_mask or None)``,
-    differentiable in input, guide, weight, bias, array α/λ and ``smooth_kernel``."""
+    differentiable in input, guide, weight, bias, array α/λ and ``smooth_kernel``.
+
+    Parameters
+    ----------
+    *arrays, **options
+        As :func:`pacnp.pacconv2d_fused`: jax.Array arguments (CPU); geometry and
+        kernel options are static Python values.
+
+    Returns
+    -------
+    output : Array (B, C_out, Ho, Wo)
+    output_mask : Array (B, 1, Ho, Wo) or None
+
+    Raises
+    ------
+    jax.errors.JaxRuntimeError
+        Carrying pacnp's ``TypeError`` / ``ValueError`` message when an argument is wrong
+        (the error is raised inside the host callback).
+
+    Examples
+    --------
+    A gradient with respect to the colour bandwidth, through the guide:
+
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> x = jax.random.uniform(jax.random.PRNGKey(0), (1, 1, 8, 8))
+    >>> def loss(sigma):
+    ...     out, _ = pj.pacconv2d_fused(x, x / sigma, jnp.ones((1, 1, 3, 3)), padding=1)
+    ...     return jnp.mean(out)
+    >>> g = jax.jit(jax.grad(loss))(jnp.float32(0.5))
+    >>> g.shape, g.dtype, bool(g > 0)                 # a wider σ keeps more of every window
+    ((), dtype('float32'), True)
+    """
     return _fused("pacconv2d_fused", "conv", input, guide, weight, bias, None, stride, padding,
                   0, dilation, shared_filters, kernel_type, smooth_kernel_type, smooth_kernel,
                   inv_alpha, inv_lambda, channel_wise, normalize_kernel, mask)
@@ -375,7 +505,35 @@ def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padd
                               smooth_kernel=None, inv_alpha=None, inv_lambda=None,
                               channel_wise=False, normalize_kernel=False, mask=None):
     """:func:`pacnp.pacconv_transpose2d_fused` for JAX arrays (guide at the output
-    resolution): ``(output, output_mask or None)``."""
+    resolution): ``(output, output_mask or None)``.
+
+    Parameters
+    ----------
+    *arrays, **options
+        As :func:`pacnp.pacconv_transpose2d_fused`: jax.Array arguments (CPU); geometry and
+        kernel options are static Python values.
+
+    Returns
+    -------
+    output : Array (B, C_out, Ho, Wo)
+    output_mask : Array (B, 1, Ho, Wo) or None
+
+    Raises
+    ------
+    jax.errors.JaxRuntimeError
+        Carrying pacnp's ``TypeError`` / ``ValueError`` message when an argument is wrong
+        (the error is raised inside the host callback).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> out, _ = pj.pacconv_transpose2d_fused(jnp.ones((1, 1, 4, 4)), jnp.zeros((1, 3, 8, 8)),
+    ...                                       jnp.ones((1, 1, 3, 3)), stride=2, padding=1,
+    ...                                       output_padding=1)
+    >>> out.shape
+    (1, 1, 8, 8)
+    """
     return _fused("pacconv_transpose2d_fused", "transpose", input, guide, weight, bias, None,
                   stride, padding, output_padding, dilation, shared_filters, kernel_type,
                   smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise,
@@ -386,7 +544,34 @@ def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=
                     kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
                     inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
                     mask=None):
-    """:func:`pacnp.pacpool2d_fused` for JAX arrays: ``(output, output_mask or None)``."""
+    """:func:`pacnp.pacpool2d_fused` for JAX arrays: ``(output, output_mask or None)``.
+
+    Parameters
+    ----------
+    *arrays, **options
+        As :func:`pacnp.pacpool2d_fused`: jax.Array arguments (CPU); geometry and
+        kernel options are static Python values.
+
+    Returns
+    -------
+    output : Array (B, C, Ho, Wo)
+    output_mask : Array (B, 1, Ho, Wo) or None
+
+    Raises
+    ------
+    jax.errors.JaxRuntimeError
+        Carrying pacnp's ``TypeError`` / ``ValueError`` message when an argument is wrong
+        (the error is raised inside the host callback).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> out, _ = pj.pacpool2d_fused(jnp.ones((1, 2, 8, 8)), jnp.zeros((1, 1, 8, 8)), 3,
+    ...                             stride=2, padding=1, normalize_kernel=True)
+    >>> out.shape, float(out.mean())
+    ((1, 2, 4, 4), 1.0)
+    """
     return _fused("pacpool2d_fused", "pool", input, guide, None, None, kernel_size, stride,
                   padding, 0, dilation, False, kernel_type, smooth_kernel_type, smooth_kernel,
                   inv_alpha, inv_lambda, channel_wise, normalize_kernel, mask)

@@ -24,6 +24,20 @@ def create_position_feats(shape, scales=None, bs=1, device=None, *, dtype=np.flo
     dtype : dtype
     xp : namespace, optional
         Array library of the result (default NumPy).
+
+    Returns
+    -------
+    array, shape ``(bs, len(shape), *shape)``
+
+    Examples
+    --------
+    >>> from pacnp import crf
+    >>> p = crf.create_position_feats((2, 3), scales=(1.0, 0.5))
+    >>> p.shape, p.dtype
+    ((1, 2, 2, 3), dtype('float32'))
+    >>> p[0, 1]
+    array([[0., 2., 4.],
+           [0., 2., 4.]], dtype=float32)
     """
     shape = tuple(int(n) for n in shape)
     mesh = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape],
@@ -59,6 +73,16 @@ def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
     Returns
     -------
     array (B, 2 + C, H, W) in the image's array library.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import crf
+    >>> f = crf.create_YXRGB(np.zeros((3, 4, 5), np.uint8), yx_scale=2.0, rgb_scale=13.0)
+    >>> f.shape, f.dtype
+    ((1, 5, 4, 5), dtype('float32'))
+    >>> f[0, 1, 0]                                    # x / 2
+    array([0. , 0.5, 1. , 1.5, 2. ], dtype=float32)
     """
     fn = "create_YXRGB"
     sp = _Space(fn, dict(img=img))

@@ -40,6 +40,33 @@ def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output
     -------
     array (B, C, H, W)
         In the caller's array library.
+
+    Raises
+    ------
+    TypeError
+        Arrays of different libraries, or dtypes other than float32 / float64.
+    ValueError
+        Shapes that do not fit (labels, features, filters), an unknown ``compat_type`` or
+        ``final_output``, a negative ``num_steps``.
+
+    See Also
+    --------
+    paccrf_backward : its gradients.
+    PacCRF : the object form, with the 2019 constructor.
+    crf_refine : a ready-made CRF for refining a segmentation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import crf
+    >>> rng = np.random.default_rng(0)
+    >>> unary = rng.standard_normal((1, 3, 12, 12)).astype(np.float32)      # 3 labels
+    >>> image = rng.random((1, 3, 12, 12)).astype(np.float32)
+    >>> feats = crf.create_YXRGB(image, yx_scale=3.0, rgb_scale=0.1)        # (1, 5, 12, 12)
+    >>> potts = crf.PairwiseTerm("potts", filter=np.ones((1, 1, 5, 5), np.float32), weight=1.0)
+    >>> q = crf.paccrf(unary, feats, [potts], num_steps=3, final_output="softmax")
+    >>> q.shape, q.dtype, bool(np.allclose(q.sum(axis=1), 1))
+    ((1, 3, 12, 12), dtype('float32'), True)
     """
     if on_step is not None and not callable(on_step):
         raise TypeError(f"paccrf: on_step must be callable or None, got {on_step!r}")
@@ -72,6 +99,24 @@ def paccrf_backward(grad_output, unary, edge_feat, terms, *, num_steps, unary_we
         with respect to them), and vice versa; ``logQ`` is None unless ``logQ`` was given
         (otherwise its gradient is part of ``unary``'s); ``compats`` entries are None except
         for ``'2d'`` terms.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`paccrf`, and for a ``grad_output`` whose shape is not the output's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import crf
+    >>> rng = np.random.default_rng(0)
+    >>> unary = rng.standard_normal((1, 2, 8, 8))
+    >>> feats = crf.create_YXRGB(rng.random((1, 3, 8, 8)), yx_scale=2.0, rgb_scale=0.2)
+    >>> term = crf.PairwiseTerm("potts", filter=np.ones((1, 1, 3, 3)), weight=0.5)
+    >>> out = crf.paccrf(unary, feats, [term], num_steps=2)
+    >>> grads = crf.paccrf_backward(np.ones_like(out), unary, feats, [term], num_steps=2)
+    >>> grads.unary.shape, grads.edge_feat.shape, grads.filters[0].shape, grads.logQ
+    ((1, 2, 8, 8), (1, 5, 8, 8), (1, 1, 3, 3), None)
     """
     fn = "paccrf_backward"
     needs = _check_needs(fn, needs)

@@ -65,6 +65,22 @@ class PacCRF:
     ``spatial_filter=False`` a box of ones without the centre; ``'2d'`` compatibility ``1 − I``. ``'na'`` filters start as
     ``(1 − I) ⊗ G`` too (the 2019 code left ``nn.Conv2d``'s random initialisation, useless
     without training). Every weight takes part in the update (as in ``pacnp.torch.PacCRF``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import crf
+    >>> rng = np.random.default_rng(0)
+    >>> model = crf.PacCRF(4, num_steps=3, final_output="log_softmax", seed=0)
+    >>> model.add_pairwise_kernel(5, compat_type="4d", pairwise_weight=1.0)
+    >>> feats = crf.create_YXRGB(rng.random((1, 3, 10, 10), dtype=np.float32), 3.0, 0.2)
+    >>> unary = rng.standard_normal((1, 4, 10, 10)).astype(np.float32)
+    >>> logp = model(unary, feats)
+    >>> logp.shape, len(model.terms), model.terms[0].filter.shape
+    ((1, 4, 10, 10), 1, (4, 4, 5, 5))
+    >>> Ks = model.compute_kernels(feats)                 # K once, for several calls
+    >>> bool(np.allclose(model(unary, edge_kernel=Ks), logp))
+    True
     """
 
     def __init__(self, channels, num_steps, final_output="log_Q", perturbed_init=True,

@@ -117,6 +117,34 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
     array, the shape of ``probabilities``
         Refined probabilities (they sum to 1 over the labels); ``argmax`` over the label axis
         gives the labels. Float64 inputs give float64, anything else float32.
+
+    Raises
+    ------
+    TypeError
+        An image or probabilities of an unsupported dtype, or of different libraries.
+    ValueError
+        Sizes of image and probabilities that differ, an even kernel size, a negative σ.
+
+    See Also
+    --------
+    paccrf : the general mean-field CRF this is built on.
+
+    Examples
+    --------
+    Two labels on a two-colour image, with a quarter of the pixels labelled wrongly:
+
+    >>> import numpy as np
+    >>> from pacnp import crf
+    >>> rng = np.random.default_rng(0)
+    >>> truth = np.zeros((24, 24), int); truth[:, 12:] = 1
+    >>> image = np.where(truth[..., None] == 1, 200, 40).repeat(3, -1).astype(np.uint8)
+    >>> noisy = np.where(rng.random((24, 24)) < 0.25, 1 - truth, truth)
+    >>> probs = np.stack([noisy == 0, noisy == 1]).astype(np.float32) * 0.4 + 0.3
+    >>> refined = crf.crf_refine(probs, image)
+    >>> refined.shape, refined.dtype
+    ((2, 24, 24), dtype('float32'))
+    >>> float(np.mean(noisy == truth)) < 0.8, float(np.mean(refined.argmax(0) == truth))
+    (True, 1.0)
     """
     fn = "crf_refine"
     sp = _Space(fn, dict(probabilities=probabilities, image=image))

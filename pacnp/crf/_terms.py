@@ -27,6 +27,15 @@ class PairwiseTerm:
     dilation : int
     blur : int
         Messages on a grid ``blur`` times coarser (1: none).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import crf
+    >>> term = crf.PairwiseTerm("2d", filter=np.ones((1, 1, 3, 3)), weight=2.0,
+    ...                         compat=1 - np.eye(4), dilation=2)
+    >>> term.compat_type, term.dilation, term.blur
+    ('2d', 2, 1)
     """
 
     compat_type: str

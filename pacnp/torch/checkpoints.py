@@ -30,6 +30,16 @@ def convert_reference_state_dict(state_dict, model):
     -------
     dict
         A new state dict for ``model.load_state_dict``; the input is not modified.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> model = torch.nn.Sequential(pac.PacConvTranspose2d(1, 1, 3))
+    >>> saved = {k: v.clone() for k, v in model.state_dict().items()}   # as the 2019 code saved
+    >>> converted = pac.convert_reference_state_dict(saved, model)
+    >>> bool(torch.equal(converted["0.weight"], saved["0.weight"].flip(-2, -1)))
+    True
     """
     out = type(state_dict)(state_dict) if isinstance(state_dict, dict) else dict(state_dict)
     for name, module in model.named_modules():
@@ -41,5 +51,28 @@ def convert_reference_state_dict(state_dict, model):
 
 
 def load_reference_state_dict(model, state_dict, strict=True):
-    """``model.load_state_dict(convert_reference_state_dict(state_dict, model), strict)``."""
+    """``model.load_state_dict(convert_reference_state_dict(state_dict, model), strict)``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model built from pacnp.torch layers.
+    state_dict : Mapping[str, Tensor]
+        As saved by the 2019 reference code.
+    strict : bool, optional
+        As ``nn.Module.load_state_dict``.
+
+    Returns
+    -------
+    NamedTuple
+        ``load_state_dict``'s ``(missing_keys, unexpected_keys)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> model = torch.nn.Sequential(pac.PacConv2d(1, 2, 3, padding=1))
+    >>> pac.load_reference_state_dict(model, model.state_dict())
+    <All keys matched successfully>
+    """
     return model.load_state_dict(convert_reference_state_dict(state_dict, model), strict=strict)

@@ -23,7 +23,15 @@ __all__ = ["PacCRF", "PacCRFLoose", "create_YXRGB", "create_position_feats"]
 
 def create_position_feats(shape, scales=None, bs=1, device=None):
     """Pixel coordinates as features: ``[bs, len(shape), *shape]`` float32, coordinate ``a`` of
-    every pixel divided by ``scales[a]`` (no scaling when None)."""
+    every pixel divided by ``scales[a]`` (no scaling when None).
+
+    Examples
+    --------
+    >>> import pacnp.torch as pac
+    >>> pac.create_position_feats((2, 3), scales=(1.0, 0.5))[0, 1]
+    tensor([[0., 2., 4.],
+            [0., 2., 4.]])
+    """
     axes = [torch.arange(n, dtype=torch.float32, device=device) for n in shape]
     mesh = torch.stack(torch.meshgrid(*axes, indexing="ij"))
     if scales is not None:
@@ -37,6 +45,13 @@ def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
 
     ``img`` is (B, C, H, W) (or (C, H, W)); ``scales`` = ``yx_scale + rgb_scale`` in one
     sequence (give either it or the two parts). Returns (B, 2 + C, H, W).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> tuple(pac.create_YXRGB(torch.rand(2, 3, 4, 5), yx_scale=2.0, rgb_scale=0.1).shape)
+    (2, 5, 4, 5)
     """
     img = img.reshape(-1, *img.shape[-3:])
     if scales is not None:
@@ -123,6 +138,17 @@ class PacCRF(nn.Module):
     learnable Parameter unless ``fixed_weighting``. (The reference code kept the weight of most
     kernel kinds at its initial value while still declaring it a Parameter; a checkpoint of it
     holds that initial value, so it loads and computes the same here.)
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> crf = pac.PacCRF(3, num_steps=2, final_output="log_softmax")
+    >>> crf.add_pairwise_kernel(kernel_size=5, compat_type="potts")
+    >>> feats = pac.create_YXRGB(torch.rand(1, 3, 12, 12), yx_scale=3.0, rgb_scale=0.2)
+    >>> logp = crf(torch.randn(1, 3, 12, 12), feats)
+    >>> tuple(logp.shape)
+    (1, 3, 12, 12)
     """
 
     def __init__(self, channels, num_steps, final_output="log_Q", perturbed_init=True,
@@ -279,7 +305,19 @@ class PacCRF(nn.Module):
 
 class PacCRFLoose(nn.Module):
     """:class:`PacCRF` with separate parameters for every mean-field step (``num_steps``
-    one-step CRFs in a row); same arguments."""
+    one-step CRFs in a row); same arguments.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> crf = pac.PacCRFLoose(3, num_steps=2, final_output="softmax")
+    >>> crf.add_pairwise_kernel(kernel_size=3, compat_type="potts")
+    >>> feats = pac.create_YXRGB(torch.rand(1, 3, 8, 8), yx_scale=3.0, rgb_scale=0.2)
+    >>> q = crf(torch.randn(1, 3, 8, 8), feats)
+    >>> tuple(q.shape), bool(torch.allclose(q.sum(1), torch.ones(1, 8, 8)))
+    ((1, 3, 8, 8), True)
+    """
 
     def __init__(self, channels, num_steps, final_output="log_Q", perturbed_init=True,
                  native_impl=False, fixed_weighting=False, unary_weight=1.0,

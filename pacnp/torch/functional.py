@@ -101,6 +101,17 @@ def packernel2d(input, mask=None, kernel_size=0, stride=1, padding=0, output_pad
     K : Tensor (B, 1 or Cg, kh, kw, Ho, Wo)
     output_mask : Tensor (B, 1, Ho, Wo) or None
         None without ``mask``. (The reference code returned it as (B, ·, 1, 1, Ho, Wo).)
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> guide = torch.rand(1, 3, 8, 8, requires_grad=True)
+    >>> K, mask = pac.packernel2d(guide, kernel_size=3, padding=1)
+    >>> tuple(K.shape), K.dtype, mask
+    ((1, 1, 3, 3, 8, 8), torch.float32, None)
+    >>> K.sum().backward(); tuple(guide.grad.shape)
+    (1, 3, 8, 8)
     """
     fn = "packernel2d"
     guide = _tensor(fn, "input", input, optional=False)
@@ -141,6 +152,23 @@ def pacconv2d(input, kernel, weight, bias=None, stride=1, padding=0, dilation=1,
     :func:`packernel2d`, ``weight`` (C_out, C_in, kh, kw) or (1, 1, kh, kw) with
     ``shared_filters``, ``bias`` (C_out,). ``native_impl`` is accepted and ignored.
     Returns the (B, C_out, Ho, Wo) output; differentiable in every tensor argument.
+
+    Returns
+    -------
+    Tensor (B, C_out, Ho, Wo)
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> x, guide = torch.rand(1, 2, 8, 8), torch.rand(1, 3, 8, 8)
+    >>> K, _ = pac.packernel2d(guide, kernel_size=3, padding=1)
+    >>> w = torch.rand(4, 2, 3, 3, requires_grad=True)
+    >>> out = pac.pacconv2d(x, K, w, padding=1)
+    >>> tuple(out.shape)
+    (1, 4, 8, 8)
+    >>> out.sum().backward(); tuple(w.grad.shape)
+    (4, 2, 3, 3)
     """
     return _op("pacconv2d", "conv", input, kernel, weight, bias, None, stride, padding, 0,
                dilation, shared_filters)
@@ -154,6 +182,22 @@ def pacconv_transpose2d(input, kernel, weight, bias=None, stride=1, padding=0, o
     K ≡ 1 the result is ``F.conv_transpose2d`` with the same weight. The reference code applied
     its weights flipped; convert such weights with ``weight.flip(-2, -1)`` (or a whole checkpoint
     with :func:`convert_reference_state_dict`). ``native_impl`` is accepted and ignored.
+
+    Returns
+    -------
+    Tensor (B, C_out, Ho, Wo)
+        Sizes as ``F.conv_transpose2d``'s.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> K, _ = pac.packernel2d(torch.rand(1, 3, 8, 8), kernel_size=3, stride=2, padding=1,
+    ...                        output_padding=1, transposed=True)
+    >>> out = pac.pacconv_transpose2d(torch.rand(1, 2, 4, 4), K, torch.rand(2, 5, 3, 3),
+    ...                               stride=2, padding=1, output_padding=1)
+    >>> tuple(out.shape)
+    (1, 5, 8, 8)
     """
     return _op("pacconv_transpose2d", "transpose", input, kernel, weight, bias, None, stride,
                padding, output_padding, dilation, shared_filters)
@@ -162,7 +206,22 @@ def pacconv_transpose2d(input, kernel, weight, bias=None, stride=1, padding=0, o
 def pacpool2d(input, kernel, kernel_size, stride=1, padding=0, dilation=1, native_impl=False):
     """Pixel-adaptive pooling ``Σ_taps K·x`` (reference-code signature; ``native_impl``
     ignored). With a normalised kernel from a constant guide this is
-    ``F.avg_pool2d(..., count_include_pad=False)``."""
+    ``F.avg_pool2d(..., count_include_pad=False)``.
+
+    Returns
+    -------
+    Tensor (B, C, Ho, Wo)
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> K, _ = pac.packernel2d(torch.zeros(1, 1, 4, 4), kernel_size=3, stride=2, padding=1,
+    ...                        normalize_kernel=True)
+    >>> pac.pacpool2d(torch.arange(16.0).reshape(1, 1, 4, 4), K, 3, stride=2, padding=1)
+    tensor([[[[ 2.5000,  4.0000],
+              [ 8.5000, 10.0000]]]])
+    """
     return _op("pacpool2d", "pool", input, kernel, None, None, kernel_size, stride, padding, 0,
                dilation, False)
 
@@ -197,6 +256,23 @@ def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dil
     ``guide`` is (B, Cg, H, W) at the input's resolution; the kernel keywords are
     :func:`packernel2d`'s. Returns ``(output, output_mask or None)``. Differentiable in input,
     guide, weight, bias, α/λ tensors and the smoothing kernel; the backward recomputes K.
+
+    Returns
+    -------
+    output : Tensor (B, C_out, Ho, Wo)
+    output_mask : Tensor (B, 1, Ho, Wo) or None
+        None without ``mask``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> x, guide = torch.rand(1, 2, 8, 8), torch.rand(1, 3, 8, 8, requires_grad=True)
+    >>> out, mask = pac.pacconv2d_fused(x, guide, torch.rand(4, 2, 3, 3), padding=1)
+    >>> tuple(out.shape), mask
+    ((1, 4, 8, 8), None)
+    >>> out.sum().backward(); tuple(guide.grad.shape)
+    (1, 3, 8, 8)
     """
     return _fused("pacconv2d_fused", "conv", input, guide, weight, bias, None, stride, padding,
                   0, dilation, shared_filters, kernel_type, smooth_kernel_type, smooth_kernel,
@@ -209,7 +285,18 @@ def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padd
                               smooth_kernel=None, inv_alpha=None, inv_lambda=None,
                               channel_wise=False, normalize_kernel=False, mask=None):
     """:func:`pacconv_transpose2d` straight from the guide (at the *output* resolution).
-    Returns ``(output, output_mask or None)``."""
+    Returns ``(output, output_mask or None)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> out, _ = pac.pacconv_transpose2d_fused(torch.rand(1, 1, 4, 4), torch.rand(1, 3, 8, 8),
+    ...                                        torch.ones(1, 1, 3, 3), stride=2, padding=1,
+    ...                                        output_padding=1)
+    >>> tuple(out.shape)
+    (1, 1, 8, 8)
+    """
     return _fused("pacconv_transpose2d_fused", "transpose", input, guide, weight, bias, None,
                   stride, padding, output_padding, dilation, shared_filters, kernel_type,
                   smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise,
@@ -220,7 +307,17 @@ def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=
                     kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
                     inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
                     mask=None):
-    """:func:`pacpool2d` straight from the guide. Returns ``(output, output_mask or None)``."""
+    """:func:`pacpool2d` straight from the guide. Returns ``(output, output_mask or None)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> out, _ = pac.pacpool2d_fused(torch.rand(1, 2, 8, 8), torch.rand(1, 3, 8, 8), 3,
+    ...                              stride=2, padding=1)
+    >>> tuple(out.shape)
+    (1, 2, 4, 4)
+    """
     return _fused("pacpool2d_fused", "pool", input, guide, None, None, kernel_size, stride,
                   padding, 0, dilation, False, kernel_type, smooth_kernel_type, smooth_kernel,
                   inv_alpha, inv_lambda, channel_wise, normalize_kernel, mask)

@@ -282,6 +282,24 @@ class PacConv2d(_PacConvNd):
     ``forward(input, guide, kernel=None, mask=None)`` returns the output, or
     ``(output, output_mask)`` when a mask is given and the kernel computed here. Without a
     precomputed ``kernel`` the fused path runs (K is never materialised whole).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> layer = pac.PacConv2d(2, 4, 5, padding=2)
+    >>> x, guide = torch.rand(1, 2, 16, 16), torch.rand(1, 3, 16, 16)
+    >>> tuple(layer(x, guide).shape)
+    (1, 4, 16, 16)
+
+    Hot-swapping a trained convolution: with a constant guide the PAC layer computes what the
+    convolution did.
+
+    >>> conv = torch.nn.Conv2d(2, 4, 3, padding=1)
+    >>> swapped = pac.PacConv2d.from_conv(conv)
+    >>> out = swapped(x, torch.zeros(1, 1, 16, 16))
+    >>> bool(torch.allclose(out, conv(x), atol=1e-5))
+    True
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
@@ -327,6 +345,16 @@ class PacConvTranspose2d(_PacConvNd):
     checkpoints of the reference code, which applied it flipped, load through
     :func:`load_reference_state_dict`. ``forward(input, guide, kernel=None, mask=None)``: the
     guide is at the *output* resolution.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> up = pac.PacConvTranspose2d(2, 2, 5, stride=2, padding=2, output_padding=1,
+    ...                             normalize_kernel=True, filler="linear")
+    >>> out = up(torch.rand(1, 2, 8, 8), torch.rand(1, 3, 16, 16))    # guide at 16 × 16
+    >>> tuple(out.shape)
+    (1, 2, 16, 16)
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -365,6 +393,14 @@ class PacPool2d(_PacConvNd):
 
     ``out_channels`` is needed only for ``channel_wise`` learnable ``inv_*`` kernels (one α, λ
     per channel). ``forward(input, guide, kernel=None, mask=None)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> pool = pac.PacPool2d(3, stride=2, padding=1, normalize_kernel=True)
+    >>> tuple(pool(torch.rand(1, 4, 8, 8), torch.rand(1, 3, 8, 8)).shape)
+    (1, 4, 4, 4)
     """
 
     def __init__(self, kernel_size, stride=1, padding=0, dilation=1, kernel_type="gaussian",
