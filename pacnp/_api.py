@@ -39,6 +39,15 @@ def _required(fn, name, a):
     return a
 
 
+def _given(fn, **arrays):
+    """Arrays a function cannot run without: None is a TypeError naming the argument (inside,
+    ``kernel=None`` means "the fused path" and ``weight=None`` "pooling": a caller's None must
+    not select either)."""
+    for name, a in arrays.items():
+        if a is None:
+            raise TypeError(f"{fn}: {name} is required (an array), got None")
+
+
 def _prepare(ns, a, name, dtype=None, small=False):
     """C-contiguous, native-byte-order, writeable NumPy array of the compute dtype (on a GPU:
     a contiguous device array; a host copy for the ``small`` parameter arrays).
@@ -164,6 +173,7 @@ def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, di
               smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
               channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
               transposed=transposed)
+    _given("packernel2d", guide=guide)
     ns = Namespace("packernel2d", dict(guide=guide, **_kernel_arrays(kw)))
     plan = _kernel_plan("packernel2d", ns, guide, kernel_size, kw)
     K, out_mask = _run(ns, _ops.packernel_forward, plan)
@@ -185,6 +195,7 @@ def packernel2d_backward(grad_kernel, guide, kernel_size, *, stride=1, padding=0
     """
     fn = "packernel2d_backward"
     _required(fn, "grad_kernel", grad_kernel)
+    _given(fn, guide=guide)
     needs = _core.check_needs(fn, needs, ("guide", "inv_alpha", "inv_lambda", "smooth_kernel"))
     kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
               kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
@@ -215,6 +226,7 @@ def _op_plan(fn, ns, arrays, grad=None, **opts):
 
 
 def _op_call(fn, arrays, grad=None, **opts):
+    _given(fn, **{n: a for n, a in arrays.items() if n != "bias"})
     all_arrays = dict(arrays)
     if grad is not None:
         all_arrays["grad_output"] = grad
@@ -319,6 +331,7 @@ def _fused(fn, op, input, guide, weight, bias, kernel_size, geometry, kernel_kw,
            needs=None):
     """Validate a fused call; run its forward, or its backward when ``grad`` is given."""
     transposed = op == "transpose"
+    _given(fn, input=input, guide=guide, **({} if op == "pool" else dict(weight=weight)))
     arrays = dict(input=input, guide=guide, **_kernel_arrays(kernel_kw))
     op_arrays = dict(input=input)
     if op != "pool":

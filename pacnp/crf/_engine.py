@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _api as pac
 from ._blur import _Blur
-from ._checks import _check_positive_int, _odd_pair
+from ._checks import _check_positive_int, _check_reach, _check_steps, _odd_pair
 from ._space import _is_float, _is_numpy, _Space
 from ._terms import COMPAT_TYPES, FINAL_OUTPUTS, CRFGrads, PairwiseTerm
 
@@ -85,6 +85,7 @@ class _Term:
         run.check_dtype(filt, f"{where}.filter")
         self.filter = filt
         self.k = tuple(int(v) for v in filt.shape[2:])
+        _check_reach(fn, where, self.k, self.dilation, self.blur)
         self.pad = tuple(self.dilation * (k - 1) // 2 for k in self.k)
         compat = sp.inp(term.compat, f"{where}.compat")
         if kind == "2d":
@@ -174,10 +175,7 @@ class _Run:
         self.dtype = U.dtype
         self.B, self.C, H, W = (int(v) for v in U.shape)
         self.hw = (H, W)
-        if isinstance(num_steps, (bool, np.bool_)) or not isinstance(num_steps, numbers.Integral) \
-                or num_steps < 0:
-            raise ValueError(f"{fn}: num_steps must be an int >= 0, got {num_steps!r}")
-        self.T = int(num_steps)
+        self.T = _check_steps(fn, num_steps)
         if final_output not in FINAL_OUTPUTS:
             raise ValueError(f"{fn}: final_output={final_output!r}; expected one of "
                              f"{list(FINAL_OUTPUTS)}")
