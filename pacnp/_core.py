@@ -29,7 +29,8 @@ SMOOTH_TYPES = ("none", "gaussian", "average_N", "full_N")
 KERNEL_TYPES = ("gaussian", "inv_{alpha}_{lambda}[_asym][_fixed]")
 
 #: The largest stride, padding, dilation, kernel size, radius or factor pacnp takes. Index maths
-#: runs in int64: with every size below 2**31, ``y·stride − padding + i·dilation`` cannot overflow.
+#: runs in int64: with every size below 2**31, ``y·stride − padding + i·dilation`` cannot
+#: overflow.
 MAX_SIZE = 2**31 - 1
 #: The most taps a window (kernel_size², a smoothing kernel's N², a filter's (2·radius + 1)²)
 #: may have: 8192 × 8192. The work is taps × pixels, so a larger window is years of compute on
@@ -481,7 +482,10 @@ def _param_vector(fn, name, value, from_string, KC, Cg, channel_wise, dtype, fix
 
 def plan_packernel(fn, guide, kernel_size, *, stride, padding, output_padding, dilation,
                    kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda,
-                   channel_wise, normalize_kernel, mask, transposed) -> KernelPlan:
+                   channel_wise, normalize_kernel, mask, transposed, values=True) -> KernelPlan:
+    """Validate a packernel2d call. ``values=False``: check shapes, dtypes and options only
+    (the adapters' checks on shape-only stand-ins; the mask's 0/1 values are checked when the
+    call runs)."""
     check_array(guide, "guide", fn, ndim=4)
     dtype = compute_dtype(guide, "guide", fn)
     k = pair(kernel_size, "kernel_size", fn, minimum=1, odd=True)
@@ -538,14 +542,21 @@ def plan_packernel(fn, guide, kernel_size, *, stride, padding, output_padding, d
                              f"{(B, 1, H, W)} (batch, 1, guide height, guide width)")
         if mask.dtype.kind not in "biuf":
             raise TypeError(f"{fn}: mask must be bool or numeric 0/1, got dtype {mask.dtype}")
-        mf = mask.astype(dtype, copy=False)
-        if not np.all((mf == 0) | (mf == 1)):
-            raise ValueError(f"{fn}: mask must hold only 0 and 1 (found other values, "
-                             f"e.g. {float(mf[(mf != 0) & (mf != 1)].flat[0])!r})")
-        m3 = np.ascontiguousarray(mf.reshape(B, H, W))
+        if values:
+            m3 = _mask_values(fn, mask, dtype)
     geo = kernel_geometry(fn, (H, W), k, s, p, op, d, transposed)
     return KernelPlan(guide, geo, k, KC, spec.kind, spec.asym, alpha, lam, a_shape, l_shape,
                       S, S_shape, m3, normalize)
+
+
+def _mask_values(fn, mask, dtype):
+    """The 0/1 mask as [B, H, W] in the compute dtype."""
+    B, _, H, W = mask.shape
+    mf = mask.astype(dtype, copy=False)
+    if not np.all((mf == 0) | (mf == 1)):
+        raise ValueError(f"{fn}: mask must hold only 0 and 1 (found other values, "
+                         f"e.g. {float(mf[(mf != 0) & (mf != 1)].flat[0])!r})")
+    return np.ascontiguousarray(mf.reshape(B, H, W))
 
 
 @dataclass

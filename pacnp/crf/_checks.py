@@ -33,9 +33,10 @@ def _check_steps(fn, v):
 def _check_reach(fn, where, k, dilation, blur):
     """A term's window (``k`` taps of ``dilation``) and coarse grid (``blur``: a b- or
     (b+1)-tap pooling window down, a (2b+1)-tap filter up) are windows pacnp takes."""
+    pre = f"{where}." if where else ""
     for kk in k:
-        _core.check_size(fn, f"{where}.dilation", dilation * (kk - 1) // 2, dilation)
-    _core.check_window(fn, f"{where}.blur", blur, (2 * blur + 1) ** 2)
+        _core.check_size(fn, f"{pre}dilation", dilation * (kk - 1) // 2, dilation)
+    _core.check_window(fn, f"{pre}blur", blur, (2 * blur + 1) ** 2)
 
 
 def _odd_pair(fn, name, shape):

@@ -2,8 +2,6 @@
 parameters."""
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from .. import _api as pac
@@ -123,8 +121,9 @@ class PacCRF:
                              f"{kernel_size!r}")
         spec = dict(kernel_size=k, dilation=_check_positive_int(fn, "dilation", dilation),
                     blur=_check_positive_int(fn, "blur", blur), compat_type=compat_type,
-                    spatial_filter=bool(spatial_filter), pairwise_weight=_check_real(fn, "pairwise_weight", pairwise_weight))
-        _check_reach(fn, "pairwise kernel", (k,), spec["dilation"], spec["blur"])
+                    spatial_filter=bool(spatial_filter),
+                    pairwise_weight=_check_real(fn, "pairwise_weight", pairwise_weight))
+        _check_reach(fn, "", (k,), spec["dilation"], spec["blur"])
         _core.check_window(fn, "kernel_size", kernel_size, k * k)
         self._specs.append(spec)
         self.terms.append(None)
