@@ -378,11 +378,39 @@ def _fused(fn, op, input, guide, weight, bias, kernel_size, geometry, kernel_kw,
     ns = Namespace(fn, arrays)
     kplan, oplan, g = _fused_plans(fn, op, ns, input, guide, weight, bias, kernel_size,
                                    geometry, kernel_kw, grad)
+    if oplan.x.shape[0] == 0:
+        out = _empty_batch(_backend(ns), kplan, oplan, grad is not None, needs, op == "pool")
+        return tuple(ns.from_backend(a) for a in out)
     if grad is None:
         out, out_mask = _run(ns, _ops.fused_forward, kplan, oplan)
         return ns.from_backend(out), ns.from_backend(out_mask)
     grads = _run(ns, _ops.fused_backward, kplan, oplan, g, needs, op == "pool")
     return tuple(ns.from_backend(a) for a in grads)
+
+
+def _empty_batch(be, kplan, oplan, backward, needs, pool):
+    """A fused call on an empty batch: empty results, zero parameter gradients (no pixel
+    contributes); the same Nones as the drivers (``_ops``) give."""
+    xp = getattr(be, "xp", _ops.HostArrays)
+    dt = oplan.x.dtype
+    if not backward:
+        B, _, Ho, Wo = oplan.out_shape
+        mask = xp.zeros((B, 1, Ho, Wo), dt) if kplan.mask is not None else None
+        return xp.zeros(oplan.out_shape, dt), mask
+    if pool:
+        need_x, need_g, need_a, need_l, need_s = needs
+        need_w = need_b = False
+    else:
+        need_x, need_g, need_w, need_b, need_a, need_l, need_s = needs
+
+    def zeros(need, shape):
+        return xp.zeros(shape, dt) if need and shape is not None else None
+    grads = (zeros(need_x, oplan.x.shape), zeros(need_g, kplan.guide.shape),
+             zeros(need_w, oplan.weight_shape),
+             zeros(need_b, None if oplan.bias is None else oplan.bias.shape),
+             zeros(need_a, kplan.alpha_shape), zeros(need_l, kplan.lam_shape),
+             zeros(need_s, kplan.S_shape))
+    return grads[:2] + grads[4:] if pool else grads
 
 
 def _fused_plans(fn, op, ns, input, guide, weight, bias, kernel_size, geometry, kernel_kw,

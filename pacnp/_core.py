@@ -275,6 +275,19 @@ class KernelGeometry:
     transposed: bool = False
 
 
+def check_padding_reach(fn, k, p, d):
+    """packernel2d's padding is at most the window's reach r = dilation·(kernel_size − 1)/2
+    (a window centre must be a guide pixel); returns r."""
+    r = tuple(d[a] * (k[a] - 1) // 2 for a in range(2))
+    for a in range(2):
+        if p[a] > r[a]:
+            raise ValueError(
+                f"{fn}: padding={p} exceeds dilation*(kernel_size-1)/2={r} "
+                f"(kernel_size={k}, dilation={d}); a window centre would fall outside the guide"
+            )
+    return r
+
+
 def kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
     """Where packernel2d's windows read the guide (memoised like op_geometry)."""
     return _kernel_geometry(fn, _ints(guide_hw), _ints(k), _ints(s), _ints(p), _ints(op), _ints(d),
@@ -283,13 +296,7 @@ def kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
 
 @functools.lru_cache(maxsize=256)
 def _kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
-    r = tuple(d[a] * (k[a] - 1) // 2 for a in range(2))
-    for a in range(2):
-        if p[a] > r[a]:
-            raise ValueError(
-                f"{fn}: padding={p} exceeds dilation*(kernel_size-1)/2={r} "
-                f"(kernel_size={k}, dilation={d}); a window centre would fall outside the guide"
-            )
+    r = check_padding_reach(fn, k, p, d)
     if not transposed:
         geo = op_geometry(fn, "guide", guide_hw, k, s, p, d)
         cy = np.arange(geo.out_hw[0], dtype=np.int64) * s[0] - p[0] + r[0]
@@ -504,8 +511,10 @@ def plan_packernel(fn, guide, kernel_size, *, stride, padding, output_padding, d
     KC = Cg if channel_wise else 1
     # K's size before anything of it (or of its tap tables) is allocated; empty axes count as
     # one, so an empty batch cannot hide an absurd geometry
+    check_padding_reach(fn, k, p, d)
     out = (H, W) if transposed else out_hw(fn, "guide", (H, W), k, s, p, d)
-    check_elements(fn, "K", (max(B, 1), max(KC, 1)) + k + tuple(max(v, 1) for v in out))
+    check_elements(fn, f"K (guide {(H, W)}, kernel_size={k}, stride={s}, padding={p}, "
+                   f"dilation={d})", (max(B, 1), max(KC, 1)) + k + tuple(max(v, 1) for v in out))
     if spec.kind == _KIND_GAUSSIAN:
         for name, v in (("inv_alpha", inv_alpha), ("inv_lambda", inv_lambda)):
             if v is not None:
@@ -655,8 +664,12 @@ def plan_op(fn, x, kernel, weight, bias, *, stride, padding, dilation, output_pa
             Wm = np.ascontiguousarray(Wm).reshape(Cout, C * k[0] * k[1])
     # sizes first (Python ints), tap tables after: K's shape and the output's size are
     # checked before anything of the geometry's size is allocated
+    if kernel is None:  # the fused path: K's padding rule, before any table of the op's size
+        check_padding_reach(fn, k, p, d)
     out = out_hw(fn, "input", (H, W), k, s, p, d, op)
-    check_elements(fn, "the output", (max(B, 1), max(Cout, 1)) + tuple(max(v, 1) for v in out))
+    check_elements(fn, f"the output (input {(H, W)}, kernel_size={k}, stride={s}, "
+                   f"padding={p}, dilation={d})",
+                   (max(B, 1), max(Cout, 1)) + tuple(max(v, 1) for v in out))
     hint = f"stride={s}, padding={p}, dilation={d}" + (f", output_padding={op}" if op else "")
     if kernel is not None:  # None: the fused path computes K itself
         _check_kernel_shape(fn, kernel, B, C, k, out, dtype, hint)

@@ -43,6 +43,7 @@ moved to the block's device first. (Not exercised by the tests: the project's ma
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 
 import dask.array as da
@@ -63,17 +64,20 @@ ENV_NUMBA_THREADS = "PACNP_DASK_NUMBA_THREADS"
 
 
 # --------------------------------------------------------------------------- threads, devices
-def _numba_threads(requested):
+def _numba_threads(requested, fn="pacnp.dask"):
     """Threads for one chunk: the argument, else the environment variable, else 1."""
     if requested is None:
         requested = os.environ.get(ENV_NUMBA_THREADS, 1)
+    elif isinstance(requested, (bool, np.bool_)) or not isinstance(requested, numbers.Integral):
+        raise TypeError(f"{fn}: numba_threads must be a positive integer or None, got "
+                        f"{requested!r}")
     try:
         n = int(requested)
     except (TypeError, ValueError):
-        raise ValueError(f"pacnp.dask: numba_threads (or ${ENV_NUMBA_THREADS}) must be a "
+        raise ValueError(f"{fn}: numba_threads (or ${ENV_NUMBA_THREADS}) must be a "
                          f"positive integer, got {requested!r}") from None
     if n < 1:
-        raise ValueError(f"pacnp.dask: numba_threads must be >= 1, got {n}")
+        raise ValueError(f"{fn}: numba_threads must be >= 1, got {n}")
     return n
 
 
@@ -301,6 +305,7 @@ _KERNEL_DEFAULTS = dict(kernel_type="gaussian", smooth_kernel_type="none", smoot
 
 
 def _fused_call(fn, op, x, guide, mask, params, geometry, kernel_kw, numba_threads):
+    numba_threads = _numba_threads(numba_threads, fn)
     x = _as_dask(fn, "input", x)
     guide = _as_dask(fn, "guide", guide)
     if mask is not None:
@@ -486,6 +491,7 @@ def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
     dask.array.Array of ``image``'s shape and dtype.
     """
     fn = "pacnp.dask.joint_bilateral_filter"
+    numba_threads = _numba_threads(numba_threads, fn)
     image = _as_dask(fn, "image", image)
     guide = _as_dask(fn, "guide", guide)
     plan = _filters.plan_joint_bilateral_filter(
@@ -528,6 +534,7 @@ def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_co
     ``low``'s batch and spatial shape. Other parameters as the in-memory function.
     """
     fn = "pacnp.dask.joint_bilateral_upsample"
+    numba_threads = _numba_threads(numba_threads, fn)
     low = _as_dask(fn, "low", low)
     guide = _as_dask(fn, "guide", guide)
     if confidence is not None:
@@ -574,6 +581,7 @@ def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0
     of ``stride``. Output size ⌈H/stride⌉ × ⌈W/stride⌉ as in memory.
     """
     fn = "pacnp.dask.detail_preserving_pool"
+    numba_threads = _numba_threads(numba_threads, fn)
     image = _as_dask(fn, "image", image)
     plan = _filters.plan_detail_preserving_pool(image, kernel_size, stride=stride, alpha=alpha,
                                                 lam=lam, border=border,
@@ -622,9 +630,21 @@ def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output
     """
     from . import crf
     fn = "pacnp.dask.paccrf"
+    numba_threads = _numba_threads(numba_threads, fn)
     unary = _as_dask(fn, "unary", unary)
-    if unary.ndim != 4:
-        raise ValueError(f"{fn}: unary must be (B, C, H, W), got shape {unary.shape}")
+    if unary.ndim != 4 or 0 in unary.shape:
+        raise ValueError(f"{fn}: unary must be a non-empty (B, C, H, W) array, got shape "
+                         f"{unary.shape}")
+    for name, a in ([("logQ", logQ)] if logQ is not None else []) + [
+            (f"edge_feat[{i}]" if isinstance(edge_feat, (list, tuple)) else "edge_feat", f)
+            for i, f in enumerate(edge_feat if isinstance(edge_feat, (list, tuple))
+                                  else [edge_feat]) if f is not None]:
+        a = _as_dask(fn, name, a)
+        want = unary.shape if name == "logQ" else (unary.shape[0], "F") + unary.shape[2:]
+        if a.ndim != 4 or a.shape[0] != unary.shape[0] or a.shape[2:] != unary.shape[2:] or (
+                name == "logQ" and a.shape != unary.shape):
+            raise ValueError(f"{fn}: {name} has shape {a.shape}; expected {want}, the "
+                             f"unary's batch and image size")
     from .crf._checks import _check_positive_int, _check_reach, _check_steps
     steps = _check_steps(fn, num_steps)
     if isinstance(terms, (crf.PairwiseTerm, dict)):

@@ -54,8 +54,11 @@ def _check_needs(fn, needs):
         return (True,) * len(_NEED_NAMES)
     if isinstance(needs, str):
         needs = (needs,)
-    items = tuple(needs)
-    if items and all(isinstance(v, str) for v in items):
+    try:
+        items = tuple(needs)
+    except TypeError:
+        items = (needs,)  # not a collection: the message below names it
+    if items and all(isinstance(v, str) for v in items) and not isinstance(needs, dict):
         bad = [v for v in items if v not in _NEED_NAMES]
         if bad:
             raise ValueError(f"{fn}: needs names {bad} that are not gradients; expected names "

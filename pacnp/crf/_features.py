@@ -64,6 +64,9 @@ def _position_feats(fn, name, shape, scales, bs, device, dtype, xp):
         shape = tuple(shape)
     except TypeError:
         raise TypeError(f"{fn}: shape must be a tuple of ints, got {shape!r}") from None
+    if isinstance(shape, (str, bytes)) or not shape:
+        raise ValueError(f"{fn}: shape must be a non-empty tuple of ints, e.g. (H, W), got "
+                         f"{shape!r}")
     shape = tuple(_count(fn, "shape", n, 0) for n in shape)
     bs = _count(fn, "bs", bs, 0)
     _core.check_elements(fn, "the features", (max(bs, 1), max(len(shape), 1))
@@ -113,12 +116,15 @@ def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
         if yx_scale is not None or rgb_scale is not None:
             raise ValueError(f"{fn}: give scales or yx_scale/rgb_scale, not both")
         scales = list(_scales(fn, "scales", scales, np.size(scales)))
+        if len(scales) < 3:
+            raise ValueError(f"{fn}: scales has {len(scales)} values; expected yx_scale's 2 "
+                             f"then rgb_scale's (1, or one per channel)")
         yx_scale, rgb_scale = scales[:2], scales[2:]
     dtype = a.dtype if _is_float(a.dtype) else xp.float32
     a = xp.astype(a, dtype) if a.dtype != dtype else a
     B, C, H, W = (int(v) for v in a.shape)
     if rgb_scale is not None:
-        s = _scales(fn, "rgb_scale", rgb_scale, C)
+        s = _scales(fn, "rgb_scale" if scales is None else "scales", rgb_scale, C)
         a = a / sp.asarray(s.reshape(1, C, 1, 1), dtype)
     pos = sp.asarray(_position_feats(fn, "yx_scale", (H, W), yx_scale, B, None, np.float64,
                                      None), dtype)
