@@ -693,7 +693,8 @@ def check_fused(fn, kplan: KernelPlan, oplan: OpPlan, transposed: bool) -> None:
         want = oplan.geo.out_hw if transposed else x.shape[2:]
         raise ValueError(f"{fn}: guide has spatial size {tuple(g.shape[2:])}; expected "
                          f"{tuple(want)}, {where} (the guide lives at the "
-                         f"{'output' if transposed else 'input'} resolution)")
+                         f"{'output' if transposed else 'input'} resolution; guide has shape "
+                         f"{tuple(g.shape)}, input {tuple(x.shape)})")
     if kplan.KC not in (1, x.shape[1]):
         raise ValueError(f"{fn}: channel_wise=True gives one kernel per guide channel "
                          f"({kplan.KC}), but input has {x.shape[1]} channels; they must match")

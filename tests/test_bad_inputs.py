@@ -495,8 +495,10 @@ def check_call(fam, target, arg, value):
                 f"the function: {msg!r}")
             # the argument itself; or, when a (possibly valid) value makes the arrays
             # disagree, the array whose shape no longer fits
-            wanted = (arg,) + tuple(target.alias.get(arg, ())) + target.arrays
-            for a in target.arrays:
+            arrays = target.arrays + tuple(k for k, v in target.args.items()
+                                           if hasattr(v, "shape"))
+            wanted = (arg,) + tuple(target.alias.get(arg, ())) + arrays
+            for a in arrays:
                 wanted += tuple(target.alias.get(a, ()))
             assert _named(msg, wanted), (
                 f"{fam}.{target.name}({arg}={value!r}): {type(exc).__name__} names none of "
@@ -533,40 +535,49 @@ SETTINGS = dict(deadline=datetime.timedelta(seconds=20), database=None, derandom
                                        HealthCheck.function_scoped_fixture])
 
 
-@settings(max_examples=400, **SETTINGS)
+@settings(max_examples=1000, **SETTINGS)
 @given(data=st.data())
 def test_core(targets, data):
     _family_test("core", targets, data)
 
 
-@settings(max_examples=250, **SETTINGS)
+@settings(max_examples=500, **SETTINGS)
 @given(data=st.data())
 def test_filters(targets, data):
     _family_test("filters", targets, data)
 
 
-@settings(max_examples=300, **SETTINGS)
+@settings(max_examples=500, **SETTINGS)
 @given(data=st.data())
 def test_crf(targets, data):
     _family_test("crf", targets, data)
 
 
-@settings(max_examples=250, **SETTINGS)
+@settings(max_examples=500, **SETTINGS)
 @given(data=st.data())
 def test_torch(targets, data):
     _family_test("torch", targets, data)
 
 
-@settings(max_examples=200, **SETTINGS)
+@settings(max_examples=350, **SETTINGS)
 @given(data=st.data())
 def test_jax(targets, data):
     _family_test("jax", targets, data)
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=250, **SETTINGS)
 @given(data=st.data())
 def test_dask(targets, data):
     _family_test("dask", targets, data)
+
+
+def test_allocation_guard_fails_fast():
+    """The guard the examples run under turns a 2 GiB allocation into a MemoryError."""
+    if resource is None or not sys.platform.startswith("linux"):
+        pytest.skip("RLIMIT_AS is Linux-only")
+    with allocation_guard(), pytest.raises(MemoryError):
+        np.ones(1 << 31, np.uint8)
+    assert np.ones(1 << 20, np.uint8).sum() == 1 << 20  # and is lifted afterwards
 
 
 # --------------------------------------------------------------------------- pinned examples

@@ -174,6 +174,9 @@ class _Run:
         self.U = U
         self.dtype = U.dtype
         self.B, self.C, H, W = (int(v) for v in U.shape)
+        if min(self.C, H, W) < 1:
+            raise ValueError(f"{fn}: unary has shape {tuple(U.shape)}; it needs at least one "
+                             f"label and a non-empty image")
         self.hw = (H, W)
         self.T = _check_steps(fn, num_steps)
         if final_output not in FINAL_OUTPUTS:

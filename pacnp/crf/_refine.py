@@ -140,6 +140,9 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
     if not batched:
         P = xp.reshape(P, (1,) + tuple(P.shape))
     B, C, H, W = (int(v) for v in P.shape)
+    if min(C, H, W) < 1:
+        raise ValueError(f"{fn}: probabilities has shape {tuple(P.shape)}; it "
+                         f"needs at least one label and a non-empty image")
     if bool(xp.any(P < 0)) or bool(xp.any(xp.isnan(P))):
         raise ValueError(f"{fn}: probabilities must be >= 0 and not NaN (got a minimum of "
                          f"{float(xp.min(P))}); pass probabilities, e.g. softmax(scores)")
