@@ -39,10 +39,14 @@ test: $(VENV)/.installed-test
 	$(MAKE) --no-print-directory test-cuda-sim
 	$(MAKE) --no-print-directory bench-smoke
 
-# The CUDA kernels under numba's simulator, in a process of their own: the simulator must be on
-# before numba.cuda is first imported (README "GPU (CUDA)"). Tiny shapes; about a minute.
+# The CUDA backend under numba's simulator, in a process of their own: the simulator must be on
+# before numba.cuda is first imported (README "GPU (CUDA)"). `-m cuda` selects the "cuda"
+# parameter of the `backend` fixture (tests/conftest.py) -- the same test bodies as the CPU's,
+# on the small grid and small shapes -- and tests/test_cuda.py. About a minute.
+CUDA_SIM_TESTS := tests/test_ops.py tests/test_fused.py tests/test_arrays.py tests/test_cuda.py \
+	tests/test_contract.py
 test-cuda-sim: $(VENV)/.installed-test
-	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/test_cuda.py
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cuda $(CUDA_SIM_TESTS)
 
 demo: $(VENV)/.installed-demo
 	$(PY) -m pacnp.demo --out demo-output

@@ -119,17 +119,20 @@ def _scalar_or_array(ns, v, name, dtype):
 
 
 def _backend(ns):
+    """``pacnp.cpu`` or ``pacnp.cuda`` (both ``pacnp._backend.Backend``)."""
     if ns.be is not None:
         return ns.be
     from . import cpu
-    from .cpu import conv, depthwise, kernel, smooth  # noqa: F401  (backend modules)
     return cpu
 
 
 def _run(ns, driver, *args):
     """Run a driver of ``_ops`` on the backend of the caller's arrays (on a GPU: on the
-    caller's device and stream)."""
+    caller's device and stream), after checking that no compile-time tunable of ``config``
+    changed since the kernels were built (``pacnp._jit``)."""
+    from ._jit import check_frozen
     be = _backend(ns)
+    check_frozen()
     with be.blas_guard(), ns.on_device():
         return driver(be, *args)
 

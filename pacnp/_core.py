@@ -5,10 +5,10 @@ CPU and CUDA kernels can share it. The kernels never see strides, paddings or di
 per-axis *tap tables* ``tab[i, y]`` giving the input (or guide) index read by tap ``i`` of output
 position ``y``, or -1 where that tap falls on padding (or, for transposed convolution, between the
 samples of the zero-inserted input). Their inverses ``inv[i, n]`` give the output position whose tap
-``i`` reads index ``n`` (or -1), which lets a backward be written as a gather; the backwards that
-scatter instead run in rounds of output rows (``conflict_free_rounds``) that touch disjoint input
-rows. Either way each gradient element is written by one thread at a time, in a fixed order:
-no races, no atomics, deterministic results.
+``i`` reads index ``n`` (or -1), which lets a backward be written as a gather. How a backend walks
+a geometry (the CPU's scatter rounds, column phases and blocks, the GPU's inverse tables) is its
+own business (``pacnp.cpu.schedule``, ``pacnp.cuda``); either way each gradient element is
+written by one thread at a time, in a fixed order: no races, no atomics, deterministic results.
 """
 from __future__ import annotations
 
@@ -185,50 +185,26 @@ def inverse_taps(tab: np.ndarray, n_in: int) -> np.ndarray:
     return inv
 
 
-def conflict_free_rounds(tab: np.ndarray) -> int:
-    """Smallest R such that output rows y and y' with y' - y ≥ R never read the same input row
-    through ``tab`` (rows in one round y ≡ r mod R can then scatter gradients without races)."""
-    k, n_out = tab.shape
-    big = np.iinfo(np.int64).max
-    lo = np.where(tab >= 0, tab, big).min(axis=0)
-    hi = tab.max(axis=0)
-    suffix_lo = np.minimum.accumulate(lo[::-1])[::-1]
-    for R in range(1, n_out):
-        if np.all(hi[: n_out - R] < suffix_lo[R:]):
-            return R
-    return max(n_out, 1)
-
-
-def column_phases(tx: np.ndarray, period: int):
-    """Group output columns by X mod ``period``; per phase the column taps that can be valid.
-
-    Returns (pcols [P, n], pncols [P], ptaps [P, kw], pntaps [P]), rows padded with -1.
-    """
-    kw, n_out = tx.shape
-    P = max(1, min(period, n_out))
-    pcols = np.full((P, -(-n_out // P)), -1, dtype=np.int64)
-    pncols = np.zeros(P, dtype=np.int64)
-    ptaps = np.full((P, kw), -1, dtype=np.int64)
-    pntaps = np.zeros(P, dtype=np.int64)
-    for ph in range(P):
-        cols = np.arange(ph, n_out, P)
-        pcols[ph, :cols.size] = cols
-        pncols[ph] = cols.size
-        taps = np.nonzero((tx[:, cols] >= 0).any(axis=1))[0]
-        ptaps[ph, :taps.size] = taps
-        pntaps[ph] = taps.size
-    return pcols, pncols, ptaps, pntaps
+def reached_rows(tab: np.ndarray, y0: int, y1: int) -> tuple[int, int]:
+    """[lo, hi) of the input (or guide) rows that output rows y0..y1-1 read through ``tab``."""
+    part = tab[:, y0:y1]
+    valid = part[part >= 0]
+    if valid.size == 0:
+        return 0, 0
+    return int(valid.min()), int(valid.max()) + 1
 
 
 @dataclass(frozen=True)
 class OpGeometry:
-    """Tap tables of one spatial op (conv, transposed conv or pool) for both axes, and the
-    column phases (see column_phases; stride-many for a transposed convolution, else one)."""
+    """Tap tables of one spatial op (conv, transposed conv or pool) for both axes; stride and
+    transposed tell a backend how the taps repeat (the CPU groups a transposed convolution's
+    output columns by X mod stride)."""
     in_hw: tuple
     out_hw: tuple
     ty: np.ndarray   # [kh, Ho] input row per (tap, output row), -1 invalid
     tx: np.ndarray   # [kw, Wo]
-    phases: tuple
+    stride: tuple = (1, 1)
+    transposed: bool = False
 
 
 def _ints(t):
@@ -247,12 +223,10 @@ def _op_geometry(fn, what, in_hw, k, s, p, d, op) -> OpGeometry:
     if op is None:
         ty = conv_taps(in_hw[0], out[0], k[0], s[0], p[0], d[0])
         tx = conv_taps(in_hw[1], out[1], k[1], s[1], p[1], d[1])
-        period = 1
     else:
         ty = conv_transpose_taps(in_hw[0], out[0], k[0], s[0], p[0], d[0])
         tx = conv_transpose_taps(in_hw[1], out[1], k[1], s[1], p[1], d[1])
-        period = s[1]
-    return OpGeometry(tuple(in_hw), out, ty, tx, column_phases(tx, period))
+    return OpGeometry(tuple(in_hw), out, ty, tx, s, op is not None)
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,21 @@ JPEG, zstd …, which tifffile alone cannot decode), so one dependency serves bo
 The alternatives: pypng is pure Python (slow on large images, rarely released); OpenCV is a
 large wheel and stores colour as BGR.
 
-Safety. A PNG header can announce far more pixels than its few bytes hold (a "decompression
-bomb"); the size is checked before decoding against ``MAX_PNG_PIXELS`` (Pillow's limit, which
-the command line had while its 8-bit PNGs went through Pillow; ``PACNP_MAX_IMAGE_PIXELS``
-raises it). Outputs are written to a temporary ``.part`` file beside the target, flushed and
-renamed over it, so a failed or interrupted write never leaves half a file, and
-``refuse_overwrite`` keeps an output from naming one of the inputs.
+Safety. A file's header can announce far more data than its few bytes hold (a "decompression
+bomb": a PNG or an ``.npz`` of compressed zeros, a TIFF or ``.npy`` whose header claims a huge
+shape). Every reader takes the shape and sample type from the header first and refuses, before
+anything is decoded or allocated, a file whose decoded array would hold more than
+``MAX_IMAGE_BYTES`` bytes: one limit for every format, bit depth and channel count (716 MB, the
+size of an 8-bit RGBA image at Pillow's decompression-bomb limit of 178,956,970 pixels, which the
+command line had while its 8-bit PNGs went through Pillow; a 16-bit or float image reaches it at
+fewer pixels, as its memory does). ``PACNP_MAX_IMAGE_BYTES`` raises it for trusted files.
+
+Outputs are written to a temporary ``.part`` file beside the target, flushed and renamed over
+it, so a failed or interrupted write never leaves half a file: an exception, Ctrl-C
+(``KeyboardInterrupt``) or, in the main thread, SIGTERM, SIGHUP or SIGXFSZ removes the ``.part``
+file first; a signal is then handed on to the handler that was there before (by default it ends
+the process, status 128 + N in a shell). ``refuse_overwrite`` keeps an output from naming one of
+the inputs.
 
 Every problem is an :class:`ImageFileError` with a one-line message that names the file;
 ``usage`` marks the ones a corrected command line fixes (an unknown extension, an output that
@@ -33,24 +42,31 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
+import math
 import os
+import signal
 import struct
 import tempfile
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMATS", "MAX_PNG_PIXELS", "ImageFileError", "check_writable", "file_format",
+__all__ = ["FORMATS", "MAX_IMAGE_BYTES", "ImageFileError", "check_writable", "file_format",
            "read_array", "refuse_overwrite", "write_array"]
 
 #: extension → format; the only files read and written
 FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".npz": "npz"}
-#: a PNG announcing more pixels than this is refused before decoding: Pillow's
-#: decompression-bomb limit (2 × Image.MAX_IMAGE_PIXELS)
-MAX_PNG_PIXELS = 2 * 89_478_485
-MAX_PIXELS_ENV = "PACNP_MAX_IMAGE_PIXELS"
+#: a file whose header announces a decoded array of more bytes than this is refused before
+#: decoding: an 8-bit RGBA image at Pillow's decompression-bomb limit (2 × 89,478,485 pixels)
+MAX_IMAGE_BYTES = 4 * 2 * 89_478_485
+MAX_BYTES_ENV = "PACNP_MAX_IMAGE_BYTES"
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: PNG colour type → samples a pixel once decoded (a palette becomes RGB, or RGBA with a tRNS
+#: chunk: counted as 4, the larger)
+_PNG_SAMPLES = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}
 
 
 class ImageFileError(Exception):
@@ -85,28 +101,159 @@ def file_format(path, what="input"):
 
 
 # --------------------------------------------------------------------------- reading
-def _max_png_pixels():
+def _max_image_bytes():
+    text = os.environ.get(MAX_BYTES_ENV)
+    if text is None or not text.strip():
+        return MAX_IMAGE_BYTES
     try:
-        return int(os.environ.get(MAX_PIXELS_ENV, MAX_PNG_PIXELS))
+        limit = int(text)
     except ValueError:
-        return MAX_PNG_PIXELS
+        limit = -1
+    if limit < 0:
+        raise ImageFileError(f"{MAX_BYTES_ENV}={text!r} is not a number of bytes >= 0; unset it "
+                             f"for the default limit of {MAX_IMAGE_BYTES}", usage=True)
+    return limit
 
 
-def _read_png(path):
+def _gib(n):
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
+def _check_size(path, what, shape, dtype, claim="header", image=None):
+    """Refuse ``path`` if its header's ``shape`` × ``dtype`` is more bytes than the limit: called
+    before anything is decoded or allocated (Python integers: a claimed shape cannot overflow).
+    ``image``: (width, height, samples a pixel), to say the size as an image does."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(int(n) for n in shape) * dtype.itemsize
+    limit = _max_image_bytes()
+    if nbytes > limit:
+        if image is None:
+            size = f"an array of shape {tuple(int(n) for n in shape)} and type {dtype}"
+        else:
+            w, h, c = image
+            size = f"{w}x{h} = {w * h} pixels of {c} × {dtype}"
+        raise ImageFileError(
+            f"{what} {path}: its {claim} claims {size} = {nbytes} bytes ({_gib(nbytes)}) once "
+            f"decoded, more than the limit of {limit} bytes ({_gib(limit)}; a decompression "
+            f"bomb?); if the file is trusted, raise the limit: {MAX_BYTES_ENV}={nbytes}")
+
+
+def _read_png(path, what):
     imagecodecs = _library("imagecodecs")
-    data = Path(path).read_bytes()
-    if not imagecodecs.png_check(data[:8]):
-        raise ValueError("not a PNG file")
-    # the image size sits at a fixed place of the first chunk (IHDR); checking it here keeps a
-    # small file that announces a giant image from taking the memory before libpng notices
-    if len(data) >= 24 and data[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", data[16:24])
-        limit = _max_png_pixels()
-        if width * height > limit:
-            raise ValueError(f"the image is {width}x{height} = {width * height} pixels, more than "
-                             f"the limit of {limit} (a decompression bomb?); if the file is "
-                             f"trusted, set {MAX_PIXELS_ENV} to allow it")
+    with open(path, "rb") as f:
+        head = f.read(33)  # signature and IHDR chunk: nothing more is read before the check
+        if not imagecodecs.png_check(head[:8]):
+            raise ValueError("not a PNG file")
+        # the size sits at a fixed place of the first chunk (IHDR): checking it here keeps a
+        # small file that announces a giant image from taking the memory before libpng notices
+        if len(head) < 33 or head[12:16] != b"IHDR":
+            raise ValueError("no IHDR chunk after the signature (a damaged PNG)")
+        width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+        samples = _PNG_SAMPLES.get(colour, 4)
+        # as libpng decodes it: 16-bit samples stay 16-bit, 1/2/4/8-bit ones become uint8
+        dtype = np.uint16 if depth == 16 else np.uint8
+        _check_size(path, what, (height, width, samples), dtype, claim="PNG header",
+                    image=(width, height, samples))
+        data = head + f.read()
     return imagecodecs.png_decode(data)
+
+
+class _TiffLog(logging.Filter):
+    """Keeps tifffile's log messages about a file being read in this thread (damaged tags,
+    unknown compression …) out of the root logger, which prints them on stderr without a word
+    of which file or program: a failed read names the first of them in its one-line error, a
+    successful one turns it into a warning. Attached once; a thread-local list, so that reads
+    in other threads keep their own."""
+
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record):
+        kept = getattr(self.local, "records", None)
+        if kept is None:
+            return True  # not one of ours: tifffile's usual logging
+        kept.append(_one_line(record.getMessage()))
+        return False
+
+    @contextlib.contextmanager
+    def collect(self):
+        self.local.records = kept = []
+        try:
+            yield kept
+        finally:
+            self.local.records = None
+
+
+_TIFF_LOG = _TiffLog()
+logging.getLogger("tifffile").addFilter(_TIFF_LOG)
+
+
+def _read_tiff(path, what):
+    tifffile = _library("tifffile")
+    with _TIFF_LOG.collect() as logged:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                if not tif.series:
+                    raise ValueError("the TIFF holds no image")
+                # what imread returns: the first series, shape and type from the page headers
+                series = tif.series[0]
+                _check_size(path, what, series.shape, series.dtype, claim="TIFF header")
+                a = tif.asarray()
+        except ImageFileError:
+            raise
+        except Exception as exc:  # read_array makes it "cannot read"
+            if logged:
+                raise ValueError(f"{_one_line(exc)} (tifffile: {logged[0]})") from None
+            raise
+    if logged:
+        warnings.warn(f"{what} {path} was read but tifffile reports: {logged[0]}"
+                      + (f" (and {len(logged) - 1} more)" if len(logged) > 1 else ""),
+                      stacklevel=3)
+    return a
+
+
+def _npy_header(f):
+    """(shape, dtype) from the header of the .npy data at ``f``'s position, nothing more read."""
+    version = np.lib.format.read_magic(f)
+    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+              else np.lib.format.read_array_header_2_0)  # 2.0 and 3.0: the same layout
+    shape, _, dtype = reader(f)
+    return shape, dtype
+
+
+def _read_npy(path, what):
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04":  # an .npz archive (a zip file) under an .npy name
+            raise ValueError("not an .npy file (an .npz archive? rename it)")
+        f.seek(0)
+        shape, dtype = _npy_header(f)
+        _check_size(path, what, shape, dtype, claim=".npy header")
+        f.seek(0)
+        return np.load(f, allow_pickle=False)
+
+
+def _read_npz(path, key, what):
+    with np.load(path, allow_pickle=False) as z:
+        names = list(z.files)
+        if not names:
+            raise ImageFileError(f"{what} {path}: the archive holds no arrays")
+        if key is None:
+            key = names[0]
+        elif key not in names:
+            raise ImageFileError(f"{what} {path} has no array {key!r}; it holds "
+                                 f"{', '.join(names)}")
+        # NpzFile's own rule: the member of that very name, else the name plus .npy
+        member = key if key in z.zip.namelist() else key + ".npy"
+        # the member's own .npy header, read through the zip stream: np.load would allocate
+        # the claimed shape at once and fill it from compressed zeros
+        with z.zip.open(member) as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise ValueError(f"member {member} is not an .npy array")
+            f.seek(0)
+            shape, dtype = _npy_header(f)
+        _check_size(path, what, shape, dtype, claim=f"member {member}'s header")
+        return z[key]
 
 
 def read_array(path, *, key=None, what="input"):
@@ -123,25 +270,13 @@ def read_array(path, *, key=None, what="input"):
         raise ImageFileError(f"{what} {path}: is a directory, not a file")
     try:
         if fmt == "npy":
-            a = np.load(p, allow_pickle=False)
-            if not isinstance(a, np.ndarray):  # an .npz archive under an .npy name
-                a.close()
-                raise ValueError("not an .npy file (an .npz archive? rename it)")
+            a = _read_npy(p, what)
         elif fmt == "npz":
-            with np.load(p, allow_pickle=False) as z:
-                names = list(z.files)
-                if not names:
-                    raise ImageFileError(f"{what} {path}: the archive holds no arrays")
-                if key is None:
-                    key = names[0]
-                elif key not in names:
-                    raise ImageFileError(f"{what} {path} has no array {key!r}; it holds "
-                                         f"{', '.join(names)}")
-                a = z[key]
+            a = _read_npz(p, key, what)
         elif fmt == "tiff":
-            a = _library("tifffile").imread(p)
+            a = _read_tiff(p, what)
         else:
-            a = _read_png(p)
+            a = _read_png(p, what)
     except ImageFileError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to decode is "unreadable"
@@ -198,39 +333,126 @@ def _umask():
     return mask
 
 
+#: signals that can end the process while an output is written (SIGXFSZ: the file-size
+#: limit reached); SIGINT's KeyboardInterrupt would clean up anyway, it is caught too so that
+#: it waits while the temporary file is being created
+_CLEANUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP",
+                                                            "SIGXFSZ")
+                         if hasattr(signal, name))
+
+
+class _Signalled(BaseException):
+    """Unwinds a write on a signal so that its ``.part`` file is removed; never escapes
+    :class:`_CleanupOnSignals`."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _CleanupOnSignals:
+    """For the length of a write: SIGINT, SIGTERM, SIGHUP and SIGXFSZ raise
+    :class:`_Signalled`, so that the write's ``except`` removes its ``.part`` file as it does on
+    an exception.
+    On leaving, the previous handlers come back and a signal that arrived is raised again, for
+    them: by default the process then ends by that signal (SIGINT: ``KeyboardInterrupt``), as it
+    would have without pacnp; a handler that returns leaves an :class:`ImageFileError`
+    (nothing was written).
+
+    Python runs signal handlers in the main thread only and lets only it set them. A write in
+    another thread installs nothing: there a signal does what the main thread's handler says
+    (the default ends the process at once and can leave the ``.part`` file, which the next
+    write never reads: the names are random). An ignored signal stays ignored.
+
+    ``defer`` holds a signal back while the temporary file's name is not yet known (between
+    its creation and the ``try`` that removes it); :meth:`armed` then raises it.
+    """
+
+    def __init__(self, what, path):
+        self.what, self.path = what, path
+        self.previous = {}
+        self.defer = True
+        self.pending = None
+
+    def _handler(self, signum, frame):
+        if self.defer:
+            self.pending = self.pending or signum
+            return
+        raise _Signalled(signum)
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for signum in _CLEANUP_SIGNALS:
+            old = signal.getsignal(signum)
+            if old is None or old == signal.SIG_IGN:  # None: set outside Python, kept as is
+                continue
+            try:
+                signal.signal(signum, self._handler)
+            except (ValueError, OSError):  # not the main interpreter: nothing to install
+                continue
+            self.previous[signum] = old
+        return self
+
+    def armed(self):
+        """The ``.part`` file is known from here on: a signal unwinds the write."""
+        self.defer = False
+        if self.pending is not None:
+            raise _Signalled(self.pending)
+
+    def __exit__(self, kind, exc, tb):
+        self.defer = True  # no second unwinding while the handlers are put back
+        for signum, old in self.previous.items():
+            signal.signal(signum, old)
+        signum = exc.signum if isinstance(exc, _Signalled) else self.pending
+        if signum is None:
+            return False
+        signal.raise_signal(signum)  # the previous handler's turn: by default the end
+        name = signal.Signals(signum).name
+        raise ImageFileError(f"writing {self.what} {self.path} was interrupted by {name}; "
+                             f"nothing was written") from None
+
+
 def write_array(path, a, *, key="arr_0", what="output"):
     """Write ``a`` to ``path`` atomically: a temporary ``.part`` file in the same folder (same
     file system, so the rename is atomic), flushed to disk, then renamed over ``path``.
-    ``key`` names the array in an ``.npz``."""
+    ``key`` names the array in an ``.npz``.
+
+    The ``.part`` file is removed on any exception, on Ctrl-C and, when called from the main
+    thread, on SIGTERM, SIGHUP and SIGXFSZ, which are then handed on to the handlers that were
+    there before (see :class:`_CleanupOnSignals`)."""
     a = np.asarray(a)
     fmt = check_writable(path, a.dtype, a.shape, what)
     p = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-    except OSError as exc:
-        raise ImageFileError(f"cannot write {what} {path}: {_one_line(exc)}") from None
-    os.close(fd)  # reopened by name: tifffile wants a file object whose name is a path
-    try:
-        with open(tmp, "wb") as f:
-            if fmt == "npy":
-                np.save(f, a, allow_pickle=False)
-            elif fmt == "npz":
-                np.savez_compressed(f, **{key: a})
-            elif fmt == "tiff":
-                _write_tiff(f, a)
-            else:
-                f.write(_encode_png(a))
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, Exception):
+    with _CleanupOnSignals(what, path) as guard:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+        except OSError as exc:
             raise ImageFileError(f"cannot write {what} {path}: {_one_line(exc)}") from None
-        raise
+        os.close(fd)  # reopened by name: tifffile wants a file object whose name is a path
+        try:
+            guard.armed()
+            with open(tmp, "wb") as f:
+                if fmt == "npy":
+                    np.save(f, a, allow_pickle=False)
+                elif fmt == "npz":
+                    np.savez_compressed(f, **{key: a})
+                elif fmt == "tiff":
+                    _write_tiff(f, a)
+                else:
+                    f.write(_encode_png(a))
+                f.flush()
+                os.fsync(f.fileno())
+            # mkstemp makes the file private (0600); give it the permissions open() would
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, p)
+        except BaseException as exc:
+            guard.defer = True  # a second signal must not skip the removal
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, Exception):
+                raise ImageFileError(f"cannot write {what} {path}: {_one_line(exc)}") from None
+            raise
 
 
 def refuse_overwrite(output, inputs):

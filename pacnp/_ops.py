@@ -1,10 +1,12 @@
 """Drivers: allocate outputs, call a backend's kernels for a validated plan, fold partial sums.
 
-A backend is a namespace with the kernel modules ``conv``, ``depthwise``, ``kernel``, ``smooth``
-(``pacnp.cpu``, or ``pacnp.cuda`` with the same module and function names), ``blas_guard`` and
-optionally ``xp``, its array module (``HostArrays`` when absent): every allocation and every fold
-of partial sums goes through it, so device arrays never travel to the host. Small tables (tap
-tables, α, λ, weight matrices, smoothing kernels) stay NumPy on either backend; the CUDA
+A backend (``pacnp.cpu`` or ``pacnp.cuda``; the interface is written down in ``pacnp._backend``)
+has the kernel modules ``conv``, ``depthwise``, ``kernel``, ``smooth`` and its array module
+``arrays``: every allocation and every fold of partial sums goes through it, so device arrays
+never travel to the host. The drivers hand the kernels a geometry (``pacnp._core``: tap tables
+and sizes) and a stripe of output rows; each backend derives its own schedule from the geometry
+(the CPU's scatter rounds, column phases and blocks, the GPU's inverse tables). Small tables
+(tap tables, α, λ, weight matrices, smoothing kernels) stay NumPy on either backend; the CUDA
 launchers upload them.
 
 Every kernel works on a *stripe* of output rows ``y0 ≤ y < y1``: the K (and dK) it sees hold only
@@ -20,63 +22,11 @@ import numba
 import numpy as np
 
 from . import config
-from ._core import conflict_free_rounds, inverse_taps, pair_geometry
-
-
-class HostArrays:
-    """The drivers' array operations on the CPU backend (NumPy); ``pacnp.cuda.arrays`` has the
-    same names for device arrays."""
-    empty = staticmethod(np.empty)
-    zeros = staticmethod(np.zeros)
-    empty_like = staticmethod(np.empty_like)
-    zeros_like = staticmethod(np.zeros_like)
-
-    @staticmethod
-    def sum0(parts):
-        return parts.sum(axis=0)
-
-    @staticmethod
-    def iadd(a, b):
-        a += b
-        return a
-
-    @staticmethod
-    def add_bias(out, bias, y0, n):
-        out[:, :, y0:y0 + n] += bias[None, :, None, None]
-
-    @staticmethod
-    def channel_sum(g, n_chunks):
-        return g.sum(axis=(0, 2, 3))
-
-    @staticmethod
-    def weight_grad(plan, dW):
-        return plan.weight_grad(dW)
-
-    @staticmethod
-    def fold_param(rows, shape):
-        return _fold_param(rows, shape)
-
-
-def _xp(be):
-    return getattr(be, "xp", HostArrays)
+from ._core import pair_geometry
 
 
 def _chunks(rows: int) -> int:
     return max(1, min(config.REDUCTION_CHUNKS, rows))
-
-
-def _blocks(rows: int) -> int:
-    """Row blocks for kernels without reductions: a few per thread, for load balance."""
-    return max(1, min(rows, 4 * numba.get_num_threads()))
-
-
-def _reached(tab, y0, y1):
-    """[lo, hi) of the input (or guide) rows that output rows y0..y1-1 read through ``tab``."""
-    part = tab[:, y0:y1]
-    valid = part[part >= 0]
-    if valid.size == 0:
-        return 0, 0
-    return int(valid.min()), int(valid.max()) + 1
 
 
 def stripes(plan):
@@ -95,7 +45,7 @@ def centre_source(be, plan):
     """The array the centre features are read from: the guide, or the smoothed guide."""
     if plan.S is None:
         return plan.guide
-    src = _xp(be).empty_like(plan.guide)
+    src = be.arrays.empty_like(plan.guide)
     be.smooth.smooth_forward(plan.guide, plan.S, src)
     return src
 
@@ -110,12 +60,10 @@ def kernel_stripe(be, plan, src, y0, y1, out_mask):
     """K of the output rows y0..y1-1; writes those rows of ``out_mask`` (if masked)."""
     g = plan.guide
     B = g.shape[0]
-    K = _xp(be).empty((B, plan.KC, plan.k[0], plan.k[1], y1 - y0, plan.geo.out_hw[1]), g.dtype)
+    K = be.arrays.empty((B, plan.KC, plan.k[0], plan.k[1], y1 - y0, plan.geo.out_hw[1]), g.dtype)
     mask, has_mask = _mask_arg(plan)
-    be.kernel.packernel_forward(g, src, plan.geo.gy, plan.geo.gx, plan.geo.cy, plan.geo.cx, mask,
-                                plan.alpha, plan.lam,
-                                plan.kind, plan.asym, plan.normalize, has_mask, K, out_mask,
-                                _blocks(B * (y1 - y0)), y0)
+    be.kernel.packernel_forward(g, src, plan.geo, mask, plan.alpha, plan.lam, plan.kind,
+                                plan.asym, plan.normalize, has_mask, K, out_mask, y0)
     return K
 
 
@@ -123,7 +71,7 @@ def new_output_mask(be, plan):
     B = plan.guide.shape[0]
     Ho, Wo = plan.geo.out_hw
     shape = (B, 1, Ho, Wo) if plan.mask is not None else (0, 1, 1, 1)
-    return _xp(be).empty(shape, plan.guide.dtype)
+    return be.arrays.empty(shape, plan.guide.dtype)
 
 
 def packernel_forward(be, plan):
@@ -146,7 +94,7 @@ class KernelBackward:
         g = plan.guide
         B = g.shape[0]
         Ho = plan.geo.out_hw[0]
-        xp = self.xp = _xp(be)
+        xp = self.xp = be.arrays
         self.dpar = xp.zeros((B * Ho, 2, plan.KC), g.dtype)
         none = xp.empty((0, 0, 0, 0), g.dtype)
         self.d_guide = xp.zeros_like(g) if need_g else none
@@ -155,22 +103,18 @@ class KernelBackward:
             self.d_src = self.d_guide
         else:
             self.d_src = xp.zeros_like(g) if self.need_f else none
-        geo = plan.geo
-        self.rounds = conflict_free_rounds(np.vstack([geo.gy, geo.cy[None, :]]))
 
     @property
     def wanted(self):
         return self.need_f or self.need_a or self.need_l
 
     def stripe(self, dK, y0):
-        plan, g, geo = self.plan, self.plan.guide, self.plan.geo
+        plan = self.plan
         mask, has_mask = _mask_arg(plan)
-        for rnd in range(self.rounds):
-            self.be.kernel.packernel_backward(
-                dK, g, self.src, geo.gy, geo.gx, geo.cy, geo.cx, mask, plan.alpha, plan.lam,
-                plan.kind, plan.asym, plan.normalize, has_mask, self.d_src, self.d_guide,
-                self.dpar, y0, rnd, self.rounds, self.need_f, self.need_g,
-                self.need_a or self.need_l)
+        self.be.kernel.packernel_backward(
+            dK, plan.guide, self.src, plan.geo, mask, plan.alpha, plan.lam, plan.kind, plan.asym,
+            plan.normalize, has_mask, self.d_src, self.d_guide, self.dpar, y0, self.need_f,
+            self.need_g, self.need_a or self.need_l)
 
     def finish(self):
         """(d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel)."""
@@ -203,29 +147,21 @@ def packernel_backward(be, plan, dK, needs):
     return kb.finish()
 
 
-def _fold_param(rows, shape):
-    """Sum per-row partials in row order, then to the shape α/λ was given in."""
-    per_channel = rows.sum(axis=0)
-    if shape == () or shape == (1,) or per_channel.shape[0] != int(np.prod(shape)):
-        return np.asarray(per_channel.sum(), dtype=rows.dtype).reshape(shape)
-    return np.ascontiguousarray(per_channel.reshape(shape))
-
-
 # --------------------------------------------------------------------------- conv / pool
 def op_stripe(be, plan, K, y0, out):
     """out rows y0 .. y0 + K.shape[4] - 1 of a conv / transposed conv / pool."""
     x, geo = plan.x, plan.geo
     if plan.dense:
         bias = plan.bias if plan.bias is not None else np.empty(0, dtype=x.dtype)
-        be.conv.pac_dense_forward(x, K, plan.Wm, bias, geo.ty, geo.tx, *geo.phases, out, y0)
+        be.conv.pac_dense_forward(x, K, plan.Wm, bias, geo, out, y0)
     else:
-        be.depthwise.pac_depthwise_forward(x, K, plan.w, geo.ty, geo.tx, out, y0)
+        be.depthwise.pac_depthwise_forward(x, K, plan.w, geo, out, y0)
         if plan.bias is not None:
-            _xp(be).add_bias(out, plan.bias, y0, K.shape[4])
+            be.arrays.add_bias(out, plan.bias, y0, K.shape[4])
 
 
 def op_forward(be, plan):
-    out = _xp(be).empty(plan.out_shape, plan.x.dtype)
+    out = be.arrays.empty(plan.out_shape, plan.x.dtype)
     op_stripe(be, plan, plan.K, 0, out)
     return out
 
@@ -235,7 +171,7 @@ class OpBackward:
 
     def __init__(self, be, plan, g, need_x, need_k, need_w, need_b):
         self.be, self.plan, self.g = be, plan, g
-        xp = self.xp = _xp(be)
+        xp = self.xp = be.arrays
         x, geo = plan.x, plan.geo
         dt = x.dtype
         B, C = x.shape[:2]
@@ -251,11 +187,8 @@ class OpBackward:
             self.dW_parts = xp.zeros((self.n_chunks if need_w else 0, kh, kw), dt)
         if need_x:
             self.dx = xp.zeros_like(x)
-            if not plan.dense:
-                self.iy_inv = inverse_taps(geo.ty, x.shape[2])
         if plan.dense:
             self.WmT = np.ascontiguousarray(plan.Wm.T)
-            self.rounds = conflict_free_rounds(geo.ty)
 
     def stripe(self, K, y0):
         """Gradients from output rows y0 .. y0 + K.shape[4] - 1; returns dK of that stripe."""
@@ -264,25 +197,20 @@ class OpBackward:
         dK = self.xp.empty(K.shape, dt) if self.need_k else self.xp.empty((0,) * 6, dt)
         if plan.dense:
             if self.need_w or self.need_b:
-                be.conv.pac_dense_backward_params(g, plan.x, K, geo.ty, geo.tx, *geo.phases,
-                                                  self.dW_parts, self.db_parts, self.n_chunks,
-                                                  y0, self.need_w, self.need_b)
+                be.conv.pac_dense_backward_params(g, plan.x, K, geo, self.dW_parts,
+                                                  self.db_parts, self.n_chunks, y0, self.need_w,
+                                                  self.need_b)
             if self.need_x or self.need_k:
                 dx = self.dx if self.need_x else self.xp.empty((0, 0, 0, 0), dt)
-                for rnd in range(self.rounds):
-                    be.conv.pac_dense_backward_data(g, plan.x, K, self.WmT, geo.ty, geo.tx, dx,
-                                                    dK, y0, rnd, self.rounds, self.need_x,
-                                                    self.need_k)
+                be.conv.pac_dense_backward_data(g, plan.x, K, self.WmT, geo, dx, dK, y0,
+                                                self.need_x, self.need_k)
         else:
             if self.need_k or self.need_w:
-                be.depthwise.pac_depthwise_backward_params(g, plan.x, K, plan.w, geo.ty, geo.tx,
-                                                           dK, self.dW_parts, self.n_chunks, y0,
+                be.depthwise.pac_depthwise_backward_params(g, plan.x, K, plan.w, geo, dK,
+                                                           self.dW_parts, self.n_chunks, y0,
                                                            self.need_k, self.need_w)
             if self.need_x:
-                n0, n1 = _reached(geo.ty, y0, y0 + K.shape[4])
-                if n1 > n0:
-                    be.depthwise.pac_depthwise_backward_input(g, K, plan.w, self.iy_inv, geo.tx,
-                                                              self.dx, y0, n0, n1)
+                be.depthwise.pac_depthwise_backward_input(g, K, plan.w, geo, self.dx, y0)
         return dK if self.need_k else None
 
     def finish(self):
@@ -314,24 +242,14 @@ def op_backward(be, plan, g, needs, pool=False):
 
 
 # --------------------------------------------------------------------------- fused path
-def pair_blocks(B, out_hw, reach):
-    """(rows, cols) of the pair form's blocks (config.PAIR_ROWS_PER_REACH, PAIR_BLOCK_COLS), with
-    at least config.ROW_BLOCKS blocks when the rows allow it."""
-    Ho, Wo = out_hw
-    rows = max(config.PAIR_ROWS_PER_REACH * reach, -(-B * Ho // config.ROW_BLOCKS), 1)
-    return min(rows, max(Ho, 1)), max(min(config.PAIR_BLOCK_COLS, Wo), 1)
-
-
 def pair_forward(be, kplan, oplan, pairs):
     """The fused depthwise op in pair form (``pacnp._core.pair_geometry``): one pass, each
     kernel value computed once for the two outputs it weighs."""
-    out = _xp(be).empty(oplan.out_shape, oplan.x.dtype)
-    rows, cols = pair_blocks(out.shape[0], out.shape[2:], int(pairs.dy[-1]))
-    be.depthwise.pac_depthwise_symmetric_forward(
-        oplan.x, kplan.guide, oplan.w, pairs.dy, pairs.dx, pairs.oy0, pairs.ox0, kplan.kind,
-        kplan.alpha[0], kplan.lam[0], rows, cols, out)
+    out = be.arrays.empty(oplan.out_shape, oplan.x.dtype)
+    be.depthwise.pac_depthwise_symmetric_forward(oplan.x, kplan.guide, oplan.w, pairs, kplan.kind,
+                                                 kplan.alpha[0], kplan.lam[0], out)
     if oplan.bias is not None:
-        _xp(be).add_bias(out, oplan.bias, 0, out.shape[2])
+        be.arrays.add_bias(out, oplan.bias, 0, out.shape[2])
     return out
 
 
@@ -343,7 +261,7 @@ def fused_forward(be, kplan, oplan):
         return pair_forward(be, kplan, oplan, pairs), None
     src = centre_source(be, kplan)
     out_mask = new_output_mask(be, kplan)
-    out = _xp(be).empty(oplan.out_shape, oplan.x.dtype)
+    out = be.arrays.empty(oplan.out_shape, oplan.x.dtype)
     for y0, y1 in stripes(kplan):
         op_stripe(be, oplan, kernel_stripe(be, kplan, src, y0, y1, out_mask), y0, out)
     return out, (out_mask if kplan.mask is not None else None)

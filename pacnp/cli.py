@@ -30,7 +30,10 @@ Errors are one line, ``pacnp: error: ...``, and exit status 2 for a bad command 
 values, unknown extensions, an output that is also an input) or 1 for a failure while running
 (missing or unreadable file, shapes that do not fit, a file that cannot be written). Outputs are
 written to a temporary file beside the target and renamed over it, so a failed or interrupted
-run never leaves half a file, and an input is never overwritten.
+run never leaves half a file, and an input is never overwritten: Ctrl-C removes the temporary
+file and exits with status 130; SIGTERM and SIGHUP remove it too, then end the process by that
+signal (status 143 and 129 in a shell), as any program killed so. Files whose header announces
+more than ``PACNP_MAX_IMAGE_BYTES`` bytes of decoded data (716 MB) are refused unread.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ import inspect
 import math
 import os
 import sys
+import warnings
 
 import numba
 import numpy as np
@@ -393,14 +397,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+#: the largest integer option: sizes beyond it cannot describe an image or a window, and
+#: refusing them here keeps NumPy's "Maximum allowed size exceeded" and C-long overflows of
+#: the kernels' geometry out of the messages
+MAX_INT_OPTION = 2**31 - 1
+
+
 def _number(kind, low, strict, what):
     def parse(text):
         try:
             v = kind(text)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: float('1e999') is inf, int() fails
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if not (math.isfinite(v) and (v > low if strict else v >= low)):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        if kind is int and v > MAX_INT_OPTION:
+            raise argparse.ArgumentTypeError(f"expected {what} up to {MAX_INT_OPTION}, got "
+                                             f"{text!r}")
         return v
     parse.__name__ = what  # argparse names the type in some messages
     return parse
@@ -613,8 +626,24 @@ def _add_crf_params(p):
                        help=f"{text} (default: {default})")
 
 
+#: set to 1 for the traceback of an unexpected exception instead of its one-line message
+TRACEBACK_ENV = "PACNP_TRACEBACK"
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    """Python warnings (NumPy's overflow warnings above all) as one line each on stderr, like
+    the errors, instead of a source line an end user cannot act on."""
+    print(f"{PROG}: warning: {category.__name__}: {_one_line(message)}", file=sys.stderr)
+
+
 def main(argv=None):
     """Run the command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line
+        return _main(argv)
+
+
+def _main(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
@@ -660,6 +689,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a user gets one line, never a traceback
+        if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            raise
+        print(f"{PROG}: error: unexpected {type(exc).__name__}: {_one_line(exc)} (a bug: "
+              f"please report it; {TRACEBACK_ENV}=1 shows where it happened)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,14 +1,21 @@
-"""Tunables of the CPU kernels, in one place (never as literals inside kernels)."""
+"""Tunables of the kernels, in one place (never as literals inside kernels).
 
-#: Added to the squared feature distance of the ``inv_*`` kernels so that a negative λ never
-#: meets 0^λ (Su et al. 2019, detail-preserving pooling uses the same ε² guard).
-INV_EPS = 1e-4
+Two kinds, read at different times:
 
-#: Number of partial buffers for pixel reductions (weight, bias, α, λ, smoothing-kernel
-#: gradients). Fixed, not tied to the thread count, so that results are bit-identical
-#: whatever ``numba.set_num_threads`` says: each chunk sums its rows in order, then the
-#: partials are added in chunk order.
-REDUCTION_CHUNKS = 16
+* **Frozen at compile time** (``FROZEN_AT_COMPILE``: ``CACHE``, ``FASTMATH``, ``PAIR_FASTMATH``,
+  ``INV_EPS``): jit options and constants of the kernels' bodies, baked into the compiled code
+  (and numba's on-disk cache, which is keyed on them). ``pacnp._jit`` reads them once per
+  process, on the first call that runs a kernel; set them before that call. Changing one
+  afterwards makes the next call raise a RuntimeError naming it (instead of silently keeping
+  the old value).
+* **Read at every call** (everything else): by the drivers (``pacnp._ops``) or by a backend's
+  launchers when they derive their schedule (blocks, tiles, launch shapes); change them at any
+  time.
+"""
+
+# --------------------------------------------------------------------------- compile time
+#: The names below that the kernels read at compile time (see the module docstring).
+FROZEN_AT_COMPILE = ("CACHE", "FASTMATH", "PAIR_FASTMATH", "INV_EPS")
 
 #: Cache compiled kernels on disk (``__pycache__`` beside the modules) so that a second
 #: process does not pay the compile again.
@@ -17,6 +24,24 @@ CACHE = True
 #: No fastmath: NaN/inf must propagate from inputs to outputs, and ``nnan``/``ninf`` would
 #: allow the compiler to assume they never occur.
 FASTMATH = False
+
+#: Added to the squared feature distance of the ``inv_*`` kernels so that a negative λ never
+#: meets 0^λ (Su et al. 2019, detail-preserving pooling uses the same ε² guard).
+INV_EPS = 1e-4
+
+#: fastmath flags of the pair-form kernel (``pacnp.cpu.depthwise``): multiply-add contraction
+#: only (a·b + c may round once, as an FMA). Unlike the other fastmath flags it keeps every
+#: NaN/inf semantics of FASTMATH = False; it made this kernel 10–20 % faster (its exp polynomial
+#: and its scatter are chains of multiply-adds), where the GEMM-bound kernels showed no
+#: measurable gain.
+PAIR_FASTMATH = {"contract"}
+
+# --------------------------------------------------------------------------- every call
+#: Number of partial buffers for pixel reductions (weight, bias, α, λ, smoothing-kernel
+#: gradients). Fixed, not tied to the thread count, so that results are bit-identical
+#: whatever ``numba.set_num_threads`` says: each chunk sums its rows in order, then the
+#: partials are added in chunk order.
+REDUCTION_CHUNKS = 16
 
 #: Upper bound on the bytes of K (and of dK) that the fused path holds at once: it walks the
 #: image in stripes of output rows whose kernel fits in this budget (and keeps at least a few
@@ -63,9 +88,3 @@ GEMM_MIN_TILE = 16
 #: that one row of pairs touches in a core's L2 cache. The result does not depend on either.
 PAIR_ROWS_PER_REACH = 4
 PAIR_BLOCK_COLS = 1024
-
-#: fastmath flags of the pair-form kernel: multiply-add contraction only (a·b + c may round
-#: once, as an FMA). Unlike the other fastmath flags it keeps every NaN/inf semantics of
-#: FASTMATH = False; it made this kernel 10–20 % faster (its exp polynomial and its scatter are
-#: chains of multiply-adds), where the GEMM-bound kernels showed no measurable gain.
-PAIR_FASTMATH = {"contract"}

@@ -22,20 +22,9 @@ import numpy as np
 import pytest
 
 import pacnp
+from cases import RATIO_TABLE, load_ratio_table
 
-#: the ratio table is a script of the source tree, beside the asv suite: loaded by its path
-RATIO_TABLE = Path(__file__).resolve().parents[1] / "asv_benchmarks" / "ratio_table.py"
-
-
-def _load_ratio_table():
-    spec = importlib.util.spec_from_file_location("_pacnp_ratio_table", RATIO_TABLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_ratio_table()
+bench = load_ratio_table()
 common = bench.load_suite()
 Workload = common.Workload
 

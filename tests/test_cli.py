@@ -10,9 +10,11 @@ import importlib.util
 import os
 import pty
 import select
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +55,18 @@ def files(tmp_path_factory):
     return dict(dir=d, rgb8=rgb8, rgb16=rgb16, grey16=grey16)
 
 
+def _env(extra=None):
+    """The environment of a ``python -m pacnp`` subprocess: this checkout's pacnp first, so
+    that a worktree's tests run its own code and not an installed copy's."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), e.get("PYTHONPATH")]))
+    e.update(extra or {})
+    return e
+
+
 def run_cli(cwd, *args, env=None):
     """``python -m pacnp ARGS`` in ``cwd``; the CompletedProcess (text stdout/stderr)."""
-    e = dict(os.environ)
-    e.update(env or {})
+    e = _env(env)
     return subprocess.run([sys.executable, "-m", "pacnp", *map(str, args)], cwd=cwd, env=e,
                           capture_output=True, text=True, timeout=300)
 
@@ -269,8 +279,7 @@ def test_crf_many_classes_give_uint16_labels(files, tmp_path):
 def run_cli_on_a_terminal(cwd, *args, env=None):
     """``python -m pacnp ARGS`` with stderr on a pseudo-terminal (stdout a pipe), as a user at
     a terminal runs it; returns (exit status, stdout, what the terminal received)."""
-    e = dict(os.environ)
-    e.update(env or {})
+    e = _env(env)
     leader, follower = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "pacnp", *map(str, args)], cwd=cwd, env=e,
                             stdout=subprocess.PIPE, stderr=follower)
@@ -463,3 +472,27 @@ def test_written_files_get_ordinary_permissions(files, tmp_path):
     finally:
         os.umask(mask)
     assert stat.S_IMODE((tmp_path / "a.npy").stat().st_mode) == 0o644
+
+
+def test_sigterm_mid_write_leaves_no_part_file_and_no_output(tmp_path):
+    """``pacnp filter`` killed (SIGTERM) while it deflates a large .npz output: the .part file
+    is removed, no output appears, the input is untouched, and the process ends by SIGTERM."""
+    big = np.random.default_rng(0).random((2000, 4000))  # 64 MB: seconds to deflate
+    np.save(tmp_path / "big.npy", big)
+    before = (tmp_path / "big.npy").read_bytes()
+    proc = subprocess.Popen([sys.executable, "-m", "pacnp", "filter", "big.npy", "-o",
+                             "out.npz", "--radius", "0", "-q"], cwd=tmp_path, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240  # a cold numba cache compiles first
+    while not any(p.name.endswith(".part") for p in tmp_path.iterdir()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no .part file appeared: {proc.communicate()}")
+        time.sleep(0.005)
+    time.sleep(0.3)  # well into the deflating
+    assert proc.poll() is None, "the write ended before the signal: make the image larger"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err  # 128 + 15 = 143 in a shell
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.npy"]
+    assert (tmp_path / "big.npy").read_bytes() == before

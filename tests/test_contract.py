@@ -96,7 +96,9 @@ LIBS = [
 ]
 
 
-@pytest.fixture(params=LIBS, ids=lambda lib: lib.name)
+@pytest.fixture(params=[pytest.param(lib, id=lib.name,
+                                     marks=[pytest.mark.cuda] if lib.name in ("cupy", "numba")
+                                     else []) for lib in LIBS])
 def lib(request):
     lib = request.param
     if not lib.available:

@@ -448,8 +448,9 @@ def test_benchmark_torch_peer_computes_the_same():
     import importlib
 
     torch = pytest.importorskip("torch")
-    from pacnp import bench
-    common = bench.load_suite()
+    from cases import load_ratio_table
+
+    common = load_ratio_table().load_suite()
     mod = importlib.import_module(common.__name__.rsplit(".", 1)[0] + ".bench_crf")
     w = mod.CRFWorkload(B=2, C=5, hw=20, steps=3, k=5, dilation=2)
     pac = mod.make_crf_runner("pacnp", w, dtype=np.float64).run()

@@ -8,7 +8,7 @@ import pytest
 
 import pacnp
 import reference as ref
-from conftest import PUBLIC, Case, make_case
+from cases import PUBLIC, Case, make_case
 
 #: a valid call of each public function, with every optional array argument present
 BASE = {

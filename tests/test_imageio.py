@@ -4,8 +4,19 @@ tifffile, OpenCV, a hand-built PNG with every row filter) read exactly, and dama
 misnamed files give one-line errors."""
 from __future__ import annotations
 
+import functools
+import io
+import os
+import signal
 import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +27,8 @@ from pacnp._imageio import ImageFileError, read_array, write_array
 tifffile = pytest.importorskip("tifffile")
 imagecodecs = pytest.importorskip("imagecodecs")
 Image = pytest.importorskip("PIL.Image")
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _chunks(data):
@@ -223,8 +236,8 @@ def test_truncated_png_is_an_error(tmp_path):
 
 def test_giant_png_header_is_refused_before_decoding(tmp_path, monkeypatch):
     """A few hundred bytes announcing 100000 × 100000 pixels (a decompression bomb): refused
-    from the header, before libpng allocates 30 GB. The limit can be raised for trusted
-    files."""
+    from the header, before libpng allocates 30 GB. The limit (bytes of the decoded image) can
+    be raised for trusted files."""
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     body = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + header + \
         struct.pack(">I", zlib.crc32(b"IHDR" + header))
@@ -232,15 +245,191 @@ def test_giant_png_header_is_refused_before_decoding(tmp_path, monkeypatch):
     body += struct.pack(">I", len(idat)) + b"IDAT" + idat + struct.pack(">I", zlib.crc32(
         b"IDAT" + idat))
     (tmp_path / "bomb.png").write_bytes(body)
-    with pytest.raises(ImageFileError, match="10000000000 pixels.*PACNP_MAX_IMAGE_PIXELS"):
+    with pytest.raises(ImageFileError, match="bomb.png: .*10000000000 pixels.*"
+                                             "PACNP_MAX_IMAGE_BYTES=30000000000"):
         read_array(tmp_path / "bomb.png")
     small = np.zeros((20, 30), np.uint8)
     write_array(tmp_path / "small.png", small)
-    monkeypatch.setenv(_imageio.MAX_PIXELS_ENV, "599")
-    with pytest.raises(ImageFileError, match="30x20 = 600 pixels, more than the limit of 599"):
+    monkeypatch.setenv(_imageio.MAX_BYTES_ENV, "599")
+    with pytest.raises(ImageFileError, match="30x20 = 600 pixels of 1 × uint8 = 600 bytes .*"
+                                             "more than the limit of 599 bytes"):
         read_array(tmp_path / "small.png")
-    monkeypatch.setenv(_imageio.MAX_PIXELS_ENV, "600")
+    monkeypatch.setenv(_imageio.MAX_BYTES_ENV, "600")
     np.testing.assert_array_equal(read_array(tmp_path / "small.png"), small)
+
+
+@functools.cache
+def _deflated_zeros(n):
+    """A zlib stream of ``n`` zero bytes, made in a fraction of a second: after a full flush
+    the compressor's output for the same block repeats, so one block is repeated (and the
+    Adler-32 check computed separately)."""
+    block = 1 << 22
+    c = zlib.compressobj(9)
+    first = c.compress(b"\0" * block) + c.flush(zlib.Z_FULL_FLUSH)
+    again = c.compress(b"\0" * block) + c.flush(zlib.Z_FULL_FLUSH)
+    full, rest = divmod(n, block)
+    rest_data = c.compress(b"\0" * rest) + c.flush()
+    check = 1
+    for _ in range(full):
+        check = zlib.adler32(b"\0" * block, check)
+    check = zlib.adler32(b"\0" * rest, check)
+    if full == 0:
+        c = zlib.compressobj(9)
+        return c.compress(b"\0" * n) + c.flush()
+    return first + again * (full - 1) + rest_data[:-4] + struct.pack(">I", check)
+
+
+def _png_claiming(width, height, depth=16, colour=2, idat=None):
+    """PNG bytes with a valid IHDR (CRC included) claiming width × height, and one IDAT (by
+    default a few compressed zeros): a decompression bomb."""
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (1 << 20)) if idat is None else idat
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
+
+
+def _tiff_claiming(width, height, data=None):
+    """A little-endian TIFF of one deflate strip whose tags claim a width × height 16-bit grey
+    page; the strip holds ``data`` (default: 1 KB of compressed zeros)."""
+    data = zlib.compress(b"\0" * 1024) if data is None else data
+    tags = [(256, 4, width), (257, 4, height), (258, 3, 16), (259, 3, 8), (262, 3, 1),
+            (273, 4, 0), (277, 3, 1), (278, 4, height), (279, 4, len(data))]
+    ifd_size = 2 + 12 * len(tags) + 4
+    tags[5] = (273, 4, 8 + ifd_size)  # the strip right after the IFD
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3
+                                              else struct.pack("<I", value))
+        for tag, kind, value in tags) + struct.pack("<I", 0)
+    return b"II*\0" + struct.pack("<I", 8) + ifd + data
+
+
+def _npy_claiming(shape, descr="<u2"):
+    """.npy bytes whose header claims ``shape`` of ``descr``, followed by 64 bytes of data."""
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False,
+                                             "shape": shape})
+    return f.getvalue() + b"\0" * 64
+
+
+def _npz_claiming(shape, descr="<u2"):
+    """An .npz whose member image.npy claims ``shape``; its data, a megabyte of zeros, is
+    deflated to a kilobyte (np.load would allocate the whole claimed array before reading)."""
+    f = io.BytesIO()
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("image.npy", _npy_claiming(shape, descr) + b"\0" * (1 << 20))
+    return f.getvalue()
+
+
+BOMBS = {  # file name → (bytes, what the message says of the claim)
+    # complete, valid files under the old limit of 178,956,970 pixels that decode to ~770 MB of
+    # zeros from less than a megabyte: the limit counts bytes, 16-bit samples and channels
+    "rgba16.png": (lambda: _png_claiming(9800, 9800, colour=6,
+                                         idat=_deflated_zeros(9800 * (1 + 9800 * 8))),
+                   "9800x9800 = 96040000 pixels of 4 × uint16 = 768320000 bytes"),
+    "deflate16.tif": (lambda: _tiff_claiming(20_000, 20_000, _deflated_zeros(20_000**2 * 2)),
+                      "shape (20000, 20000) and type uint16 = 800000000 bytes"),
+    # headers claiming far more than the file holds
+    "rgb16.png": (lambda: _png_claiming(100_000, 100_000),
+                  "100000x100000 = 10000000000 pixels of 3 × uint16 = 60000000000 bytes"),
+    "palette.png": (lambda: _png_claiming(60_000, 60_000, depth=8, colour=3),
+                    "60000x60000 = 3600000000 pixels of 4 × uint8"),
+    "grey16.tif": (lambda: _tiff_claiming(100_000, 100_000),
+                   "shape (100000, 100000) and type uint16 = 20000000000 bytes"),
+    "huge.npy": (lambda: _npy_claiming((100_000, 100_000, 3)),
+                 "shape (100000, 100000, 3) and type uint16 = 60000000000 bytes"),
+    "huge.npz": (lambda: _npz_claiming((100_000, 100_000, 3)),
+                 "member image.npy's header claims an array of shape (100000, 100000, 3)"),
+    "float64.npy": (lambda: _npy_claiming((2**62, 2**62), "<f8"), str(2**124 * 8) + " bytes"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_decompression_bombs_are_refused_from_the_header(tmp_path, name):
+    make, claim = BOMBS[name]
+    (tmp_path / name).write_bytes(make())
+    with pytest.raises(ImageFileError) as info:
+        read_array(tmp_path / name, what="guide")
+    message = str(info.value)
+    assert message.startswith(f"guide {tmp_path / name}: its ")
+    assert claim in message
+    assert f"more than the limit of {_imageio.MAX_IMAGE_BYTES} bytes" in message
+    assert "raise the limit: PACNP_MAX_IMAGE_BYTES=" in message
+    assert "\n" not in message
+
+
+def test_decompression_bombs_stay_within_a_small_memory(tmp_path):
+    """Read in a fresh process whose address space may grow by only 256 MiB past the imports
+    (RLIMIT_AS): every bomb is refused from its header; the peak of Python-level allocations
+    (NumPy's included, tracemalloc) and the growth of the resident set stay a few MiB."""
+    for name, (make, _) in BOMBS.items():
+        (tmp_path / name).write_bytes(make())
+    script = textwrap.dedent(f"""
+        import resource, sys, tracemalloc
+        import imagecodecs, numpy, tifffile
+        from pacnp._imageio import ImageFileError, read_array
+        vm = int(next(l for l in open('/proc/self/status') if l.startswith('VmSize')).split()[1])
+        resource.setrlimit(resource.RLIMIT_AS, (vm * 1024 + (256 << 20),) * 2)
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for name in {sorted(BOMBS)!r}:
+            tracemalloc.start()
+            try:
+                read_array({str(tmp_path)!r} + '/' + name)
+            except ImageFileError as exc:
+                assert 'more than the limit' in str(exc), exc
+            else:
+                sys.exit(name + ' was read')
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            print(name, peak)
+        print('rss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1")
+    env.pop(_imageio.MAX_BYTES_ENV, None)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    report = dict(line.split() for line in proc.stdout.splitlines())
+    assert set(report) == set(BOMBS) | {"rss"}
+    for name in BOMBS:  # the PNGs read their few-kilobyte file whole, nothing more
+        assert int(report[name]) < 4 << 20, (name, report[name])
+    assert int(report["rss"]) < 64 << 10, report["rss"]  # KiB on Linux
+
+
+@pytest.mark.parametrize("fmt", [".png", ".tif", ".npy", ".npz"])
+@pytest.mark.parametrize("dtype, channels", [(np.uint8, 1), (np.uint8, 3), (np.uint16, 3),
+                                             (np.uint16, 4)])
+def test_the_limit_counts_bytes_in_every_format(tmp_path, monkeypatch, fmt, dtype, channels):
+    """One limit for every format, sample type and channel count: a file is read when its
+    decoded array has at most the limit's bytes, refused one byte below."""
+    a = np.full((6, 5, channels), 7, dtype)
+    write_array(tmp_path / ("a" + fmt), a)
+    expected = a[..., 0] if channels == 1 and fmt == ".png" else a
+    monkeypatch.setenv(_imageio.MAX_BYTES_ENV, str(a.nbytes))
+    np.testing.assert_array_equal(read_array(tmp_path / ("a" + fmt)), expected)
+    monkeypatch.setenv(_imageio.MAX_BYTES_ENV, str(a.nbytes - 1))
+    with pytest.raises(ImageFileError, match=f"= {a.nbytes} bytes .*limit of {a.nbytes - 1} "
+                                             f"bytes"):
+        read_array(tmp_path / ("a" + fmt))
+
+
+def test_a_bad_limit_is_a_usage_error(tmp_path, monkeypatch):
+    write_array(tmp_path / "a.npy", np.zeros(3))
+    for text in ("lots", "-1", "1.5"):
+        monkeypatch.setenv(_imageio.MAX_BYTES_ENV, text)
+        with pytest.raises(ImageFileError, match="PACNP_MAX_IMAGE_BYTES=.* is not a number of "
+                                                 "bytes") as info:
+            read_array(tmp_path / "a.npy")
+        assert info.value.usage
+
+
+def test_npz_member_that_is_no_array_is_refused_unread(tmp_path):
+    with zipfile.ZipFile(tmp_path / "z.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("image", b"\0" * (1 << 20))  # raw bytes, which np.load would read whole
+    with pytest.raises(ImageFileError, match="member image is not an .npy array"):
+        read_array(tmp_path / "z.npz")
 
 
 def test_unknown_extension_and_missing_files(tmp_path):
@@ -274,3 +463,125 @@ def test_output_naming_an_input_is_refused(tmp_path):
             _imageio.refuse_overwrite(out, [("guide", None), ("input", tmp_path / "in.png")])
         assert info.value.usage
     _imageio.refuse_overwrite(tmp_path / "out.png", [("input", tmp_path / "in.png")])
+
+
+# --------------------------------------------------------------------------- signals
+_ENCODE_PNG = _imageio._encode_png
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raising_mid_write(monkeypatch, signum):
+    """Make the PNG encoder raise ``signum`` at this process, as a kill would mid-write."""
+    def encode(a):
+        data = _ENCODE_PNG(a)
+        signal.raise_signal(signum)
+        return data
+
+    monkeypatch.setattr(_imageio, "_encode_png", encode)
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_signal_mid_write_removes_the_part_file_then_reaches_the_previous_handler(
+        tmp_path, monkeypatch, name):
+    """The handler that was there before sees the signal after the .part file is gone, and is
+    put back: here one that raises (as a server's shutdown handler would)."""
+    signum = getattr(signal, name, None)
+    if signum is None:
+        pytest.skip(f"no {name} here")
+    seen = []
+
+    def previous(s, frame):
+        seen.append(s)
+        raise _Stop(s)
+
+    old = signal.signal(signum, previous)
+    try:
+        _raising_mid_write(monkeypatch, signum)
+        (tmp_path / "out.png").write_bytes(b"previous result")
+        with pytest.raises(_Stop):
+            write_array(tmp_path / "out.png", np.zeros((4, 4), np.uint8))
+        assert seen == [signum]
+        assert signal.getsignal(signum) is previous
+    finally:
+        signal.signal(signum, old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+    assert (tmp_path / "out.png").read_bytes() == b"previous result"
+
+
+def test_a_signal_whose_handler_returns_is_an_error_and_sigint_is_keyboardinterrupt(
+        tmp_path, monkeypatch):
+    old = signal.signal(signal.SIGTERM, lambda s, frame: None)
+    try:
+        _raising_mid_write(monkeypatch, signal.SIGTERM)
+        with pytest.raises(ImageFileError, match="writing output .*out.png was interrupted by "
+                                                 "SIGTERM; nothing was written"):
+            write_array(tmp_path / "out.png", np.zeros((4, 4), np.uint8))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    _raising_mid_write(monkeypatch, signal.SIGINT)  # Python's own handler: Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        write_array(tmp_path / "out.png", np.zeros((4, 4), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_handlers_are_restored_and_other_threads_install_none(tmp_path):
+    before = {s: signal.getsignal(s) for s in _imageio._CLEANUP_SIGNALS}
+    write_array(tmp_path / "a.npy", np.zeros(3))
+    assert {s: signal.getsignal(s) for s in _imageio._CLEANUP_SIGNALS} == before
+    errors = []
+
+    def write():
+        try:
+            write_array(tmp_path / "b.npy", np.ones(3))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=write)
+    t.start()
+    t.join()
+    assert errors == []
+    np.testing.assert_array_equal(read_array(tmp_path / "b.npy"), np.ones(3))
+    assert {s: signal.getsignal(s) for s in _imageio._CLEANUP_SIGNALS} == before
+
+
+def _wait_for_part(folder, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        parts = [p for p in folder.iterdir() if p.name.endswith(".part")]
+        if parts:
+            return parts
+        if proc.poll() is not None:
+            break
+        time.sleep(0.005)
+    proc.kill()
+    raise AssertionError(f"no .part file appeared: {proc.communicate()}")
+
+
+@pytest.mark.parametrize("name, delay", [("SIGTERM", 0.3), ("SIGHUP", 0.3), ("SIGTERM", 0.0)])
+def test_killed_mid_write_leaves_no_part_file(tmp_path, name, delay):
+    """A process writing a large compressed output, killed while the .part file exists (at
+    once: the signal may come while the file is being created; or well into the deflating):
+    it removes the file, then ends by the signal (status 128 + N in a shell)."""
+    signum = getattr(signal, name, None)
+    if signum is None:
+        pytest.skip(f"no {name} here")
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from pacnp._imageio import write_array
+        a = np.random.default_rng(0).random((2000, 4000))  # 64 MB, seconds to deflate
+        write_array({str(tmp_path / 'out.npz')!r}, a)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    _wait_for_part(tmp_path, proc)
+    time.sleep(delay)
+    assert proc.poll() is None, "the write ended before the signal: make it larger"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signum, err
+    assert list(tmp_path.iterdir()) == []

@@ -9,115 +9,10 @@ from hypothesis import given, settings, strategies as st
 
 import pacnp
 import reference as R
-
-RTOL, ATOL = 1e-10, 1e-12
-
-
-def assert_close(a, b, what, rtol=RTOL, atol=ATOL):
-    assert (a is None) == (b is None), f"{what}: one side is None"
-    if a is not None:
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol, err_msg=what)
-
-
-# --------------------------------------------------------------------------- configurations
-KERNEL_TYPES = ["gaussian", "inv_0.5_-1", "inv_1_-0.5_asym", "inv_0.3_0.7_fixed",
-                "inv_0.2_0.5_asym_fixed"]
-SMOOTH_TYPES = ["none", "gaussian", "average_3", "full_3", "full_5"]
-
-
-def kernel_case(rng, k, s, d, kernel_type, smooth, channel_wise, normalize, masked, transposed,
-                B=2, C=3, explicit_params=None, p=None):
-    """Random guide and packernel2d keywords for one configuration."""
-    r = d * (k - 1) // 2
-    if p is None:
-        p = int(rng.integers(0, r + 1))
-    if transposed:
-        op = int(rng.integers(0, max(s, d)))
-        Hi, Wi = 4, 3
-        H = (Hi - 1) * s - 2 * p + d * (k - 1) + op + 1
-        W = (Wi - 1) * s - 2 * p + d * (k - 1) + op + 1
-    else:
-        op = 0
-        H, W = 2 * r + 5, 2 * r + 4
-    guide = rng.standard_normal((B, C, H, W))
-    kw = dict(stride=s, padding=p, output_padding=op, dilation=d, kernel_type=kernel_type,
-              smooth_kernel_type=smooth, channel_wise=channel_wise, normalize_kernel=normalize,
-              transposed=transposed)
-    if smooth.startswith("full_"):
-        n = int(smooth.split("_")[1])
-        kw["smooth_kernel"] = rng.standard_normal((n, n)) / n
-    if kernel_type.startswith("inv") and (explicit_params if explicit_params is not None
-                                          else rng.random() < 0.7):
-        kw["inv_alpha"] = rng.random(C) + 0.1 if channel_wise else 0.4
-        kw["inv_lambda"] = -rng.random(C) - 0.2 if channel_wise else np.array(-0.6)
-    if masked:
-        m = (rng.random((B, 1, H, W)) < 0.6).astype(np.float64)
-        m[0, 0, 0, :] = 0  # some windows fully masked out
-        kw["mask"] = m
-    return guide, kw
-
-
-def kernel_grid():
-    rng = np.random.default_rng(123)
-    cases = []
-    for k, s, d, tr in itertools.product([1, 3, 5], [1, 2, 3], [1, 2], [False, True]):
-        for _ in range(2):
-            cases.append((k, s, d, str(rng.choice(KERNEL_TYPES)), str(rng.choice(SMOOTH_TYPES)),
-                          bool(rng.random() < 0.5), bool(rng.random() < 0.5),
-                          bool(rng.random() < 0.4), tr))
-    return cases
-
-
-KERNEL_GRID = kernel_grid()
-
-
-def op_case(rng, op, k, s, d, shared, kc_many, with_bias, p=None, B=2, C=3, Co=4, H=None,
-            W=None):
-    r = d * (k - 1) // 2
-    H = 2 * r + 3 if H is None else H
-    W = 2 * r + 4 if W is None else W
-    if p is None:
-        p = int(rng.integers(0, r + 2))
-    x = rng.standard_normal((B, C, H, W))
-    KC = C if kc_many else 1
-    kw = dict(stride=s, padding=p, dilation=d)
-    if op == "transpose":
-        opd = int(rng.integers(0, max(s, d)))
-        kw["output_padding"] = opd
-        Ho = (H - 1) * s - 2 * p + d * (k - 1) + opd + 1
-        Wo = (W - 1) * s - 2 * p + d * (k - 1) + opd + 1
-        wshape = (1, 1, k, k) if shared else (C, Co, k, k)
-    else:
-        Ho = (H + 2 * p - d * (k - 1) - 1) // s + 1
-        Wo = (W + 2 * p - d * (k - 1) - 1) // s + 1
-        wshape = (1, 1, k, k) if shared else (Co, C, k, k)
-    K = rng.standard_normal((B, KC, k, k, Ho, Wo))
-    if op == "pool":
-        return (x, K, k), kw
-    kw["shared_filters"] = shared
-    w = rng.standard_normal(wshape)
-    b = rng.standard_normal(C if shared else Co) if with_bias else None
-    return (x, K, w, b), kw
-
-
-OPS = {
-    "conv": (pacnp.pacconv2d, pacnp.pacconv2d_backward, R.pacconv2d, R.pacconv2d_backward),
-    "transpose": (pacnp.pacconv_transpose2d, pacnp.pacconv_transpose2d_backward,
-                  R.pacconv_transpose2d, R.pacconv_transpose2d_backward),
-    "pool": (pacnp.pacpool2d, pacnp.pacpool2d_backward, R.pacpool2d, R.pacpool2d_backward),
-}
-
-
-def op_grid():
-    cases = []
-    for op, k, s, d in itertools.product(OPS, [1, 3, 5], [1, 2, 3], [1, 2]):
-        if op == "pool":
-            cases += [(op, k, s, d, False, kc, False) for kc in (False, True)]
-        else:
-            cases += [(op, k, s, d, sh, kc, b) for sh, kc, b in
-                      [(False, False, True), (True, True, False), (False, True, False),
-                       (True, False, True)]]
-    return cases
+from cases import (CASE_LABELS, F64, FUSED_GRID, KERNEL_GRID, KERNEL_TYPES, OP_GRID, OPS, PAIR_GRID,
+                   SMALL_CASE_LABELS, SMALL_FUSED_GRID, SMALL_KERNEL_GRID, SMALL_OP_GRID,
+                   SMALL_PAIR_GRID, SMOOTH_TYPES, assert_close, kernel_case, op_case,
+                   simulator_grid)
 
 
 # --------------------------------------------------------------------------- finite differences
@@ -134,18 +29,33 @@ def directional_fd(f, args, index, direction, eps=1e-6):
     return (shifted(1) - shifted(-1)) / (2 * eps)
 
 
+def test_simulator_grids_keep_their_small_subsets():
+    """simulator_grid finds a small grid's entries in the full grid by identity: a small grid
+    rebuilt from copies would leave the CUDA simulator nothing to run, silently."""
+    for grid, small in ((KERNEL_GRID, SMALL_KERNEL_GRID), (OP_GRID, SMALL_OP_GRID),
+                        (FUSED_GRID, SMALL_FUSED_GRID), (PAIR_GRID, SMALL_PAIR_GRID),
+                        (CASE_LABELS, SMALL_CASE_LABELS)):
+        params = simulator_grid(grid, small)
+        unmarked = [p for p in params if not isinstance(p, type(pytest.param(0)))]
+        assert len(params) == len(grid) and 0 < len(unmarked) == len(small) < len(grid)
+
+
 # --------------------------------------------------------------------------- packernel2d
-@pytest.mark.parametrize("k,s,d,kt,smooth,cw,norm,masked,tr", KERNEL_GRID)
-def test_packernel2d_forward_backward_vs_reference(k, s, d, kt, smooth, cw, norm, masked, tr):
-    rng = np.random.default_rng(zlib.crc32(repr((k, s, d, kt, smooth, cw, norm, masked, tr)).encode()))
-    guide, kw = kernel_case(rng, k, s, d, kt, smooth, cw, norm, masked, tr)
-    K, om = pacnp.packernel2d(guide, k, **kw)
+@pytest.mark.parametrize("k,s,d,kt,smooth,cw,norm,masked,tr",
+                         simulator_grid(KERNEL_GRID, SMALL_KERNEL_GRID))
+def test_packernel2d_forward_backward_vs_reference(backend, k, s, d, kt, smooth, cw, norm, masked,
+                                                   tr):
+    rng = np.random.default_rng(zlib.crc32(repr((k, s, d, kt, smooth, cw, norm, masked,
+                                                 tr)).encode()))
+    guide, kw = kernel_case(rng, k, s, d, kt, smooth, cw, norm, masked, tr,
+                            **backend.pick(dict(B=2, C=3), dict(B=1, C=2)))
+    K, om = backend.call(pacnp.packernel2d, guide, k, **kw)
     K_ref, om_ref = R.packernel2d(guide, k, **kw)
     assert K.shape == K_ref.shape and K.dtype == np.float64
-    assert_close(K, K_ref, "K")
-    assert_close(om, om_ref, "output_mask")
+    assert_close(K, K_ref, "K", **F64)
+    assert_close(om, om_ref, "output_mask", **F64)
     gK = rng.standard_normal(K.shape)
-    ours = pacnp.packernel2d_backward(gK, guide, k, **kw)
+    ours = backend.call(pacnp.packernel2d_backward, gK, guide, k, **kw)
     ref = R.packernel2d_backward(gK, guide, k, **kw)
     for name, a, b in zip(("guide", "inv_alpha", "inv_lambda", "smooth_kernel"), ours, ref):
         assert_close(a, b, f"d_{name}", rtol=1e-9, atol=1e-11)
@@ -197,30 +107,35 @@ def test_packernel2d_gradients_present_exactly_when_differentiable():
 
 
 # --------------------------------------------------------------------------- the three ops
-@pytest.mark.parametrize("op,k,s,d,shared,kc_many,with_bias", op_grid())
-def test_op_forward_backward_vs_reference(op, k, s, d, shared, kc_many, with_bias):
-    rng = np.random.default_rng(zlib.crc32(repr((op, k, s, d, shared, kc_many, with_bias)).encode()))
-    args, kw = op_case(rng, op, k, s, d, shared, kc_many, with_bias)
+@pytest.mark.parametrize("op,k,s,d,shared,kc_many,with_bias",
+                         simulator_grid(OP_GRID, SMALL_OP_GRID))
+def test_op_forward_backward_vs_reference(backend, op, k, s, d, shared, kc_many, with_bias):
+    rng = np.random.default_rng(zlib.crc32(repr((op, k, s, d, shared, kc_many,
+                                                 with_bias)).encode()))
+    args, kw = op_case(rng, op, k, s, d, shared, kc_many, with_bias,
+                       **backend.pick(dict(B=2, C=3, Co=4), dict(B=1, C=2, Co=3)))
     fwd, bwd, rfwd, rbwd = OPS[op]
-    out = fwd(*args, **kw)
-    assert_close(out, rfwd(*args, **kw), "forward")
+    out = backend.call(fwd, *args, **kw)
+    assert_close(out, rfwd(*args, **kw), "forward", **F64)
     g = rng.standard_normal(out.shape)
-    ours = bwd(g, *args, **kw)
+    ours = backend.call(bwd, g, *args, **kw)
     ref = rbwd(g, *args, **kw)
     assert len(ours) == len(ref)
     for name, a, b in zip(("input", "kernel", "weight", "bias"), ours, ref):
-        assert_close(a, b, f"d_{name}")
-    # needs: skipped gradients are None, the others unchanged
-    for mask in itertools.product([False, True], repeat=len(ours)):
-        part = bwd(g, *args, **kw, needs=mask)
+        assert_close(a, b, f"d_{name}", **F64)
+    # needs: skipped gradients are None, the others unchanged. Every subset; the simulator
+    # runs one (test_arrays.test_needs_selects_gradients covers more of them there).
+    masks = list(itertools.product([False, True], repeat=len(ours)))
+    for mask in backend.pick(masks, [tuple(i % 2 == 0 for i in range(len(ours)))]):
+        part = backend.call(bwd, g, *args, **kw, needs=mask)
         for want, a, full in zip(mask, part, ours):
             if want:
-                assert_close(a, full, "needs subset")
+                assert_close(a, full, "needs subset", **F64)
             else:
                 assert a is None
 
 
-@pytest.mark.parametrize("op,k,s,d,shared,kc_many,with_bias", op_grid()[::5])
+@pytest.mark.parametrize("op,k,s,d,shared,kc_many,with_bias", OP_GRID[::5])
 def test_op_backward_vs_finite_differences(op, k, s, d, shared, kc_many, with_bias):
     rng = np.random.default_rng(11 + k + 10 * s + 100 * d)
     args, kw = op_case(rng, op, k, s, d, shared, kc_many, with_bias, p=d * (k - 1) // 2, B=1,
@@ -338,7 +253,7 @@ def test_random_configurations_two_step_path(data):
     C = data.draw(st.integers(1, 3), "C")
     guide, kw = kernel_case(rng, k, s, d, kt, sm, cw, norm, masked, tr, B=1, C=C)
     K, _ = pacnp.packernel2d(guide, k, **kw)
-    assert_close(K, R.packernel2d(guide, k, **kw)[0], "K")
+    assert_close(K, R.packernel2d(guide, k, **kw)[0], "K", **F64)
     # feed the kernel to the matching op
     Ho, Wo = K.shape[-2:]
     p, op = kw["padding"], kw["output_padding"]
@@ -354,10 +269,10 @@ def test_random_configurations_two_step_path(data):
         args, okw = (x, K, w), dict(stride=s, padding=p, dilation=d)
         fwd, bwd, rfwd, rbwd = OPS["conv"]
     out = fwd(*args, **okw)
-    assert_close(out, rfwd(*args, **okw), "output")
+    assert_close(out, rfwd(*args, **okw), "output", **F64)
     g = rng.standard_normal(out.shape)
     for a, b in zip(bwd(g, *args, **okw), rbwd(g, *args, **okw)):
-        assert_close(a, b, "gradient")
+        assert_close(a, b, "gradient", **F64)
 
 
 @pytest.mark.parametrize("transposed", [False, True])

@@ -1,5 +1,16 @@
-"""numba CPU kernels. Each module holds the forward and backward of one op family; the CUDA
-twins in ``pacnp.cuda`` use the same module and function names."""
+"""The CPU backend: numba kernels, one module per op family (conv, depthwise, kernel, smooth),
+and ``arrays``, the drivers' array operations on NumPy arrays. ``pacnp.cuda`` has the same
+modules and function names; ``pacnp._backend`` writes the interface down.
+
+The drivers hand each launcher a geometry (``pacnp._core``); how the kernels walk it — scatter
+rounds, column phases, row blocks, GEMM tiles — is derived here (``schedule``).
+"""
+import contextlib
+
+from . import arrays, conv, depthwise, kernel, smooth  # noqa: F401
+
+#: the drivers' array module on this backend (the same name as on ``pacnp.cuda``)
+xp = arrays
 
 _controller = None
 
@@ -23,3 +34,8 @@ def blas_guard():
         own = [lib for lib in _controller.lib_controllers if "numpy" not in lib.filepath]
         _controller.lib_controllers = own or _controller.lib_controllers
     return _controller.limit(limits=1)
+
+
+def launch(stream, device=None):
+    """The CUDA backend's context for a call's stream and device; the host has neither."""
+    return contextlib.nullcontext()

@@ -6,12 +6,10 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic, overload
 
-from .. import config
-
-_seq = dict(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
+from .._jit import njit
 
 
 # --------------------------------------------------------------------------- exp
@@ -59,7 +57,7 @@ _LO = np.float32(-87.0)
 _HI = np.float32(88.0)
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def exp_f32(x):
     """exp of a float32 in straight-line float32 arithmetic, so LLVM vectorises loops of it
     (``math.exp`` is a scalar libm call: 6–7× slower on the gaussian kernel's 25 taps per
@@ -120,7 +118,7 @@ def _nowrap_overload(i):
 
 
 # --------------------------------------------------------------------------- tap runs
-@njit(**_seq)
+@njit()
 def unit_runs(tab, runs):
     """runs[i] = (lo, hi, base) when row i of a tap table is valid exactly on lo ≤ x < hi with
     tab[i, x] = base + x (a unit-stride run: every tap of a stride-1 convolution or window);
@@ -151,7 +149,7 @@ def unit_runs(tab, runs):
             runs[i, 0], runs[i, 1], runs[i, 2] = -1, -1, -1
 
 
-@njit(**_seq)
+@njit()
 def round_rows(y0, n, rnd, R):
     """(first, count) of the output rows y0 ≤ y < y0+n with y ≡ rnd (mod R)."""
     first = y0 + (rnd - y0) % R

@@ -8,22 +8,20 @@ For a transposed convolution the caller passes the conv-transpose tap tables and
 rearranged to ``Wm[o, c, i, j] = weight[c, o, kh-1-i, kw-1-j]``. Per output row the modulated
 patches form a (C·kh·kw × W_out) column block — bounded by one row, never C·k²·H·W — and the
 channel contraction is one GEMM (BLAS) per row.
+
+The public functions (``pacnp._backend.Conv``) take the op's geometry and derive this backend's
+schedule from it (``pacnp.cpu.schedule``: column phases, row blocks, GEMM tiles, scatter
+rounds); the numba kernels they launch are the ``_``-prefixed functions.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from .. import config
+from .._jit import njit
+from . import schedule
 from .common import round_rows, unit_runs
 
-_par = dict(parallel=True, cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
-_seq = dict(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
-GROUP_BYTES = config.PARAM_GROUP_BYTES
-ROW_BLOCKS = config.ROW_BLOCKS
-GEMM_SMALL_MNK = config.GEMM_SMALL_MNK
-GEMM_MIN_TILE = config.GEMM_MIN_TILE
 
-
-@njit(**_seq)
+@njit()
 def row_taps(ty, y, taps):
     """The row taps i valid for output row y (ty[i, y] ≥ 0) into ``taps``; returns how many."""
     n = 0
@@ -34,7 +32,7 @@ def row_taps(ty, y, taps):
     return n
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def modulate_run(cols, row, col0, K, x, b, kc, c, i, j, yk, iy, lo, hi, base):
     """cols[row, col0 + X] = K·x over the unit-stride run lo ≤ X < hi of tap (i, j) (input
     column base + X). Counts from 0 with offsets shown ≥ 0, the form LLVM vectorises (numba's
@@ -49,7 +47,7 @@ def modulate_run(cols, row, col0, K, x, b, kc, c, i, j, yk, iy, lo, hi, base):
         cols[row, oc + t] = K[b, kc, i, j, yk, lo + t] * x[b, c, iy, ox + t]
 
 
-@njit(**_seq)
+@njit()
 def phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph, q0, q1, itaps,
                   n_i, buf, idx):
     """The column block of output row y, phase ph, phase columns q0 ≤ q < q1: only the taps
@@ -129,20 +127,7 @@ def phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph
     return cols
 
 
-@njit(**_seq)
-def gemm_tile(Cout, m, n):
-    """Output columns per GEMM: all n, unless narrower tiles keep Cout·m·cols within
-    OpenBLAS's small-matrix path (config.GEMM_SMALL_MNK), which runs ~1.6× faster there. Tiles
-    are balanced: 256 columns under a cap of 80 → 4 × 64, not 3 × 80 + 16."""
-    cap = GEMM_SMALL_MNK // max(1, Cout * m) // GEMM_MIN_TILE * GEMM_MIN_TILE
-    if cap < GEMM_MIN_TILE or cap >= n:
-        return max(n, 1)
-    tiles = -(-n // cap)
-    t = -(-n // tiles)
-    return min(cap, -(-t // GEMM_MIN_TILE) * GEMM_MIN_TILE)
-
-
-@njit(**_seq)
+@njit()
 def full_columns(x, K, ty, tx, jrun, b, y, yk, cols, col0):
     """cols[(c,i,j), col0 + X] = K[b,c|0,i,j,yk,X] · x[b,c,ty[i,y],tx[j,X]] for every tap and
     every output column X of row y, 0 where the tap falls outside the input: the fixed row
@@ -186,7 +171,7 @@ def full_columns(x, K, ty, tx, jrun, b, y, yk, cols, col0):
                              c if kc_many else 0, c, i, j, yk, iy, lo, hi, base)
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def store_run(out, res, b, o, y, q0, q1, bo):
     """out[b, o, y, q0:q1] = res[o, :] + bo, in the vectorising loop form of modulate_run
     (an unguarded q0 + q index left this store scalar: ~10 % of a small-Cout forward)."""
@@ -196,10 +181,11 @@ def store_run(out, res, b, o, y, q0, q1, bo):
         out[b, o, y, q0 + q] = res[o, q] + bo
 
 
-@njit(**_par)
-def pac_dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out, y0):
+@njit(parallel=True)
+def _dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out, y0, blocks, tile):
     """out[b, :, y, :] = Wm @ columns(b, y) + bias for the output rows y0 ≤ y < y0 + n that K
-    (n rows, a stripe of the full kernel) covers; rows in parallel, one GEMM per phase."""
+    (n rows, a stripe of the full kernel) covers; ``blocks`` blocks of rows in parallel, one
+    GEMM per phase and tile of ``tile`` columns."""
     B = x.shape[0]
     C = x.shape[1]
     Cout, Wo = out.shape[1], out.shape[3]
@@ -211,8 +197,6 @@ def pac_dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out,
     unit_runs(tx, jrun)
     one_phase = pncols.shape[0] == 1
     rows = B * n
-    blocks = min(rows, ROW_BLOCKS)
-    tile = gemm_tile(Cout, C * kk, pcols.shape[1])
     for blk in prange(blocks):  # blocks of rows: the scratch buffers once per block
         buf = np.empty(C * kk * Wo, dtype=x.dtype)
         wbuf = np.empty(Cout * C * kk, dtype=x.dtype)
@@ -255,17 +239,17 @@ def pac_dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out,
                                 out[b, o, y, pcols[ph, q]] = res[o, q - q0] + bo
 
 
-@njit(**_par)
-def pac_dense_backward_params(g, x, K, ty, tx, pcols, pncols, ptaps, pntaps, dW_parts, db_parts,
-                              n_chunks, y0, need_w, need_b):
+@njit(parallel=True)
+def _dense_backward_params(g, x, K, ty, tx, dW_parts, db_parts, n_chunks, y0, need_w, need_b,
+                           group):
     """Weight and bias gradients from the output rows y0 ≤ y < y0 + K.shape[4].
 
-    dW = Σ_rows g_row · columns_rowᵀ, with up to ``config.PARAM_GROUP_BYTES`` of columns (several
-    output rows of one image side by side) per GEMM: a longer inner dimension than one row
+    dW = Σ_rows g_row · columns_rowᵀ, with the columns of ``group`` output rows of one image
+    side by side per GEMM (schedule.param_group): a longer inner dimension than one row
     gives BLAS, and one accumulation per group instead of per row. Reductions over all pixels:
     each of ``n_chunks`` fixed chunks of rows sums into its own partial buffer, in row order,
     and the caller adds the partials in chunk order — deterministic, no atomics.
-    (pcols … pntaps are unused: every tap gets a column, zero where it falls outside.)
+    Every tap gets a column (zero where it falls outside): no column phases here.
     """
     B = x.shape[0]
     C = x.shape[1]
@@ -275,7 +259,6 @@ def pac_dense_backward_params(g, x, K, ty, tx, pcols, pncols, ptaps, pntaps, dW_
     kk = kh * tx.shape[0]
     m = C * kk
     rows = B * n
-    group = max(1, GROUP_BYTES // max(1, m * Wo * x.itemsize))
     jrun = np.empty((tx.shape[0], 3), dtype=np.int64)
     unit_runs(tx, jrun)
     for ch in prange(n_chunks):
@@ -318,7 +301,7 @@ def pac_dense_backward_params(g, x, K, ty, tx, pcols, pncols, ptaps, pntaps, dW_
                     dW_parts[ch, o, q] += acc[q, o]
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def tap_grads_run(G, grow, x, K, dK, dx, b, kc, c, i, j, yk, iy, lo, hi, base, need_k, need_x):
     """dK += G·x and dx += K·G along the unit-stride run lo ≤ X < hi of tap (i, j)
     (the vectorising loop form of modulate_run)."""
@@ -334,7 +317,7 @@ def tap_grads_run(G, grow, x, K, dK, dx, b, kc, c, i, j, yk, iy, lo, hi, base, n
             dx[b, c, iy, ox + t] += K[b, kc, i, j, yk, lo + t] * gv
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def tap_grads_gather(G, grow, x, K, dK, dx, b, kc, c, i, j, yk, iy, tx, need_k, need_x):
     """tap_grads_run through the tap table (strided or zero-inserted geometries)."""
     for xo in range(G.shape[1]):
@@ -347,15 +330,16 @@ def tap_grads_gather(G, grow, x, K, dK, dx, b, kc, c, i, j, yk, iy, tx, need_k, 
                 dx[b, c, iy, ix] += K[b, kc, i, j, yk, xo] * gv
 
 
-@njit(**_par)
-def pac_dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_k):
+@njit(parallel=True)
+def _dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_k):
     """Input and kernel gradients from the output rows y0 ≤ y < y0 + K.shape[4] with
     y ≡ rnd (mod R).
 
     One GEMM per output row, G = Wmᵀ · g[b, :, y, :] (C·kh·kw × W_out), serves both:
     dK[t, x] = Σ_c G[(c,t), x] · x[c, tap t of (y, x)] (one writer per row), and
     dx[c, tap t of (y, x)] += K[t, x] · G[(c,t), x] (a scatter). The caller runs the rounds
-    rnd = 0..R-1 one after another with R such that rows of one round touch disjoint input rows,
+    rnd = 0..R-1 one after another with R such that rows of one round touch disjoint input rows
+    (schedule.op_rounds),
     so the scatter has no races and every input pixel sums its contributions in a fixed order.
     """
     B, C = x.shape[0], x.shape[1]
@@ -397,3 +381,29 @@ def pac_dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, ne
                     else:
                         tap_grads_gather(G, grow_t, x, K, dK, dx, b, kc, c, i, j, yk, iy, tx,
                                          need_k, need_x)
+
+
+# --------------------------------------------------------------------------- launchers
+def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
+    """out rows y0 ≤ y < y0 + K.shape[4] (K: that stripe of the kernel) of a dense PAC op."""
+    pcols, pncols, ptaps, pntaps = schedule.phases(geo)
+    m = x.shape[1] * geo.ty.shape[0] * geo.tx.shape[0]
+    _dense_forward(x, K, Wm, bias, geo.ty, geo.tx, pcols, pncols, ptaps, pntaps, out, y0,
+                   schedule.row_blocks(x.shape[0] * K.shape[4]),
+                   schedule.gemm_tile(out.shape[1], m, pcols.shape[1]))
+
+
+def pac_dense_backward_params(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, need_w, need_b):
+    """Weight and bias gradients of the output rows K covers, added into the partial buffers
+    (``n_chunks`` fixed chunks of rows)."""
+    m = x.shape[1] * geo.ty.shape[0] * geo.tx.shape[0]
+    _dense_backward_params(g, x, K, geo.ty, geo.tx, dW_parts, db_parts, n_chunks, y0, need_w,
+                           need_b, schedule.param_group(m, g.shape[3], x.itemsize))
+
+
+def pac_dense_backward_data(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k):
+    """dK of the output rows K covers (written) and their share of dx (added), in the scatter
+    rounds of the geometry, one after another."""
+    R = schedule.op_rounds(geo)
+    for rnd in range(R):
+        _dense_backward_data(g, x, K, WmT, geo.ty, geo.tx, dx, dK, y0, rnd, R, need_x, need_k)

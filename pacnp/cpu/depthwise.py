@@ -8,20 +8,23 @@ and the spatially flipped filter.
 
 ``pac_depthwise_symmetric_forward`` is the fused op (K computed in the same pass) for a
 symmetric K and filter (``pacnp._core.pair_geometry``), evaluated once per pair of pixels.
+
+The public functions (``pacnp._backend.Depthwise``) take the op's geometry and derive this
+backend's schedule from it (``pacnp.cpu.schedule``: row blocks, inverse row taps, the rows a
+stripe reaches, the pair form's blocks); the numba kernels they launch are the ``_``-prefixed
+functions.
 """
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from .. import config
+from .._core import reached_rows
+from .._jit import frozen, njit
+from . import schedule
 from .common import nowrap, unit_runs, vexp
 from .kernel import GAUSSIAN, kernel_value
 
-_par = dict(parallel=True, cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
-_seq = dict(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
-ROW_BLOCKS = config.ROW_BLOCKS
 
-
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def accumulate_run(acc, c, wv, K, x, b, kc, i, j, yk, iy, lo, hi, base):
     """acc[c, X] += w·K·x over the unit-stride run lo ≤ X < hi of tap (i, j) (input column
     base + X), in the loop form LLVM vectorises (see pacnp.cpu.conv.modulate_run)."""
@@ -33,9 +36,10 @@ def accumulate_run(acc, c, wv, K, x, b, kc, i, j, yk, iy, lo, hi, base):
         acc[c, lo + t] += wv * K[b, kc, i, j, yk, lo + t] * x[b, c, iy, ox + t]
 
 
-@njit(**_par)
-def pac_depthwise_forward(x, K, w, ty, tx, out, y0):
-    """Output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel).
+@njit(parallel=True)
+def _depthwise_forward(x, K, w, ty, tx, out, y0, blocks):
+    """Output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel), in
+    ``blocks`` blocks of rows.
 
     One (image, output row) per iteration with every channel in it, tap-major: a tap's K row is
     read once and used for all channels while it sits in L1 (a channel-major loop re-reads
@@ -48,7 +52,6 @@ def pac_depthwise_forward(x, K, w, ty, tx, out, y0):
     jrun = np.empty((kw, 3), dtype=np.int64)
     unit_runs(tx, jrun)
     rows = B * n
-    blocks = min(rows, ROW_BLOCKS)
     for blk in prange(blocks):
         acc = np.empty((C, Wo), dtype=out.dtype)
         for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
@@ -79,9 +82,8 @@ def pac_depthwise_forward(x, K, w, ty, tx, out, y0):
                     out[b, c, y, xo] = acc[c, xo]
 
 
-@njit(**_par)
-def pac_depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, y0, need_k,
-                                  need_w):
+@njit(parallel=True)
+def _depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, y0, need_k, need_w):
     """dK (one writer per row) and dw (fixed chunks of rows into partial buffers; the caller
     adds them in chunk order, so the result is deterministic)."""
     B, C = x.shape[0], x.shape[1]
@@ -123,8 +125,8 @@ def pac_depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, y0
                         dw_parts[ch, i, j] += dwacc
 
 
-@njit(**_par)
-def pac_depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1):
+@njit(parallel=True)
+def _depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1):
     """dx += the gradient flowing from the output rows K covers, for input rows n0 ≤ n < n1
     (a gather, see pacnp.cpu.conv.pac_dense_backward_input)."""
     B, C, Hin, Win = dx.shape
@@ -155,14 +157,14 @@ def pac_depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1):
 
 
 # --------------------------------------------------------------------------- pair form
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def diff_sq(guide, b, c, s, s2, i1, i2):
     """(f[b, c, s, i1] − f[b, c, s2, i2])² (indices in range: no wraparound)."""
     d = guide[b, c, s, nowrap(i1)] - guide[b, c, s2, nowrap(i2)]
     return d * d
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def pair_weights(e, guide, b, s, s2, lo, dx, n, wv, kind, alpha, lam):
     """e[t] = wv · K(f[b, :, s, lo + t], f[b, :, s2, lo + dx + t]) for 0 ≤ t < n.
 
@@ -209,7 +211,7 @@ def pair_weights(e, guide, b, s, s2, lo, dx, n, wv, kind, alpha, lam):
                                                                     o2 + t), kind, alpha, lam)
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def scatter_run(out, b, orow, ocol, e, eo, x, xrow, xcol, n):
     """out[b, :, orow, ocol + t] += e[eo + t] · x[b, :, xrow, xcol + t] for 0 ≤ t < n."""
     if n <= 0 or ocol < 0 or eo < 0 or xcol < 0:
@@ -220,7 +222,7 @@ def scatter_run(out, b, orow, ocol, e, eo, x, xrow, xcol, n):
                                                                          nowrap(xcol + t)]
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def store_run(out, b, orow, ocol, e, x, xrow, xcol, n):
     """out[b, :, orow, ocol + t] = e[t] · x[b, :, xrow, xcol + t] for 0 ≤ t < n."""
     if n <= 0 or ocol < 0 or xcol < 0:
@@ -230,9 +232,8 @@ def store_run(out, b, orow, ocol, e, x, xrow, xcol, n):
             out[b, c, orow, nowrap(ocol + t)] = e[nowrap(t)] * x[b, c, xrow, nowrap(xcol + t)]
 
 
-@njit(**dict(_par, fastmath=config.PAIR_FASTMATH))
-def pac_depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, rows, cols,
-                                    out):
+@njit(parallel=True, fastmath=frozen("PAIR_FASTMATH"))
+def _depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, rows, cols, out):
     """The fused depthwise op for a symmetric K and filter, pair by pair (Su et al. 2019, Eq. 3
     with K(f_a, f_b) = K(f_b, f_a) and w(δ) = w(−δ)):
 
@@ -249,7 +250,7 @@ def pac_depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, 
     centres with the half plane below them, and the pairs whose lower end is one of its centres
     from the ``dy`` rows above it (a halo recomputed by the block: every output element keeps
     one writer, no reduction). The per-row working set (reach + 1 rows of x, out and the guide
-    at ``cols`` columns) stays in L2.
+    at ``cols`` columns) stays in L2 (schedule.pair_blocks).
     """
     B, C, H, W = x.shape
     Ho, Wo = out.shape[2], out.shape[3]
@@ -299,3 +300,32 @@ def pac_depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, 
                 if at_b:
                     scatter_run(out, b, s2 - oy0, blo + ox - ox0, e, blo - lo, x, s, blo,
                                 bhi - blo)
+
+
+# --------------------------------------------------------------------------- launchers
+def pac_depthwise_forward(x, K, w, geo, out, y0):
+    """Output rows y0 ≤ y < y0 + K.shape[4] (K: that stripe of the kernel)."""
+    _depthwise_forward(x, K, w, geo.ty, geo.tx, out, y0,
+                       schedule.row_blocks(x.shape[0] * K.shape[4]))
+
+
+def pac_depthwise_backward_params(g, x, K, w, geo, dK, dw_parts, n_chunks, y0, need_k, need_w):
+    """dK of the output rows K covers (written) and dw (added into the partial buffers)."""
+    _depthwise_backward_params(g, x, K, w, geo.ty, geo.tx, dK, dw_parts, n_chunks, y0, need_k,
+                               need_w)
+
+
+def pac_depthwise_backward_input(g, K, w, geo, dx, y0):
+    """dx += the gradient flowing from the output rows K covers: a gather over the input rows
+    those rows reach."""
+    n0, n1 = reached_rows(geo.ty, y0, y0 + K.shape[4])
+    if n1 > n0:
+        _depthwise_backward_input(g, K, w, schedule.inverse_rows(geo), geo.tx, dx, y0, n0, n1)
+
+
+def pac_depthwise_symmetric_forward(x, guide, w, pairs, kind, alpha, lam, out):
+    """The fused depthwise op in pair form (``pacnp._core.PairGeometry``): one pass, each
+    kernel value computed once for the two outputs it weighs."""
+    rows, cols = schedule.pair_blocks(out.shape[0], out.shape[2:], int(pairs.dy[-1]))
+    _depthwise_symmetric_forward(x, guide, w, pairs.dy, pairs.dx, pairs.oy0, pairs.ox0, kind,
+                                 alpha, lam, rows, cols, out)

@@ -10,24 +10,27 @@ src[b, :, cy[y], cx[x]] (src: the guide, or the smoothed guide); Δ_c = guide[..
 then the mask, and either normalisation over the window or the partial-convolution factor
 n_valid / n_in. Everything after Kraw is a per-(pixel, channel) affine map of the taps, so its
 backward is dKraw = m · (A · dK - Bc) with per-pixel A and Bc computed from the window.
+
+The public functions (``pacnp._backend.Kernel``) take the kernel's geometry and derive this
+backend's schedule from it (``pacnp.cpu.schedule``: row blocks, scatter rounds); the numba
+kernels they launch are the ``_``-prefixed functions.
 """
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from .. import config
+from .._jit import frozen, njit
+from . import schedule
 from .common import round_rows, unit_runs, vexp
 
-_par = dict(parallel=True, cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
-_seq = dict(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
-
-EPS = config.INV_EPS
+#: ε of the inv kernels (config.INV_EPS): a compile-time constant of the kernels
+EPS = frozen("INV_EPS")
 GAUSSIAN = 0
 INV = 1
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def kernel_value(s, kind, alpha, lam):
     """Kraw as a function of the squared distance s."""
     if kind == GAUSSIAN:
@@ -35,7 +38,7 @@ def kernel_value(s, kind, alpha, lam):
     return alpha + (s + EPS) ** (0.5 * lam)
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def kernel_slope(s, kraw, kind, lam):
     """dKraw/ds."""
     if kind == GAUSSIAN:
@@ -49,7 +52,7 @@ def kernel_slope(s, kraw, kind, lam):
 # counter. The unit-stride loops count t from 0 and add offsets that an `if ... < 0: return`
 # guard has shown non-negative: LLVM then drops numba's negative-index wraparound and vectorises
 # them (a loop from lo to hi with base + x indices stays scalar: 5–6× slower).
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def add_sq_run(sq, kc, i, j, guide, src, b, c, py, qy, lo, hi, base, cbase, asym):
     """sq[kc, i, j, x] += Δ² for lo ≤ x < hi, tap pixel base + x, centre cbase + x."""
     n = hi - lo
@@ -64,7 +67,7 @@ def add_sq_run(sq, kc, i, j, guide, src, b, c, py, qy, lo, hi, base, cbase, asym
         sq[kc, i, j, lo + t] += d * d
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def add_sq_gather(sq, kc, i, j, guide, src, b, c, py, qy, gx, cx, asym):
     """add_sq_run through the tap tables (strided or zero-inserted geometries)."""
     for xo in range(sq.shape[3]):
@@ -76,7 +79,7 @@ def add_sq_gather(sq, kc, i, j, guide, src, b, c, py, qy, gx, cx, asym):
             sq[kc, i, j, xo] += d * d
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def kernel_row(km, bk, yk, kc, i, j, sq, kind, alpha, lam):
     """km[bk, kc, i, j, yk, :] = Kraw(sq[kc, i, j, :]); the gaussian's exp vectorises."""
     if bk < 0 or yk < 0:
@@ -89,7 +92,7 @@ def kernel_row(km, bk, yk, kc, i, j, sq, kind, alpha, lam):
             km[bk, kc, i, j, yk, xo] = kernel_value(sq[kc, i, j, xo], kind, alpha, lam)
 
 
-@njit(**_seq)
+@njit()
 def window_row(guide, src, gy, gx, cy, cx, jrun, cbase, mask, alpha, lam, kind, asym, has_mask,
                b, y, km, bk, yk, sq, stats, need_stats):
     """Masked raw kernel Km and squared distances s of every tap of output row (b, y).
@@ -150,7 +153,7 @@ def window_row(guide, src, gy, gx, cy, cx, jrun, cbase, mask, alpha, lam, kind, 
                         stats[2 + kc, xo] += km[bk, kc, i, j, yk, xo]
 
 
-@njit(**_seq)
+@njit()
 def centre_base(cx):
     """b with cx[x] = b + x for every x (stride-1 windows), else -1."""
     for x in range(cx.shape[0]):
@@ -159,7 +162,7 @@ def centre_base(cx):
     return cx[0] if cx.shape[0] > 0 else 0
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def scale_factor(stats, kc, xo, normalize, has_mask):
     """K = Km · factor (normalisation or partial-convolution re-weighting); 0 when degenerate."""
     if normalize:
@@ -171,9 +174,9 @@ def scale_factor(stats, kc, xo, normalize, has_mask):
     return 1.0
 
 
-@njit(**_par)
-def packernel_forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize, has_mask,
-                      K, out_mask, n_chunks, y0):
+@njit(parallel=True)
+def _packernel_forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize,
+                       has_mask, K, out_mask, n_chunks, y0):
     """K for the output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel),
     row by row, written in place; rows go to ``n_chunks`` contiguous blocks so the per-row
     scratch buffers (k²·W_out each) are allocated once per block, not once per row."""
@@ -208,7 +211,7 @@ def packernel_forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, 
                     out_mask[b, 0, y, xo] = 1.0 if stats[1, xo] > 0.0 else 0.0
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def scatter_run(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, lo, hi, base, cbase, asym,
                 need_f, need_g):
     """dL/dΔ = g2·Δ along a unit-stride run: − into the centre features, + into the taps."""
@@ -228,7 +231,7 @@ def scatter_run(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, lo, hi, ba
             dguide[b, c, py, og + t] += v
 
 
-@njit(**_seq, inline="always")
+@njit(inline="always")
 def scatter_gather(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, gx, cx, asym, need_f,
                    need_g):
     """scatter_run through the tap tables."""
@@ -246,9 +249,9 @@ def scatter_gather(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, gx, cx,
             dguide[b, c, py, px] += v
 
 
-@njit(**_par)
-def packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize,
-                       has_mask, dsrc, dguide, dpar_rows, y0, rnd, R, need_f, need_g, need_par):
+@njit(parallel=True)
+def _packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize,
+                        has_mask, dsrc, dguide, dpar_rows, y0, rnd, R, need_f, need_g, need_par):
     """Backward of K for the output rows y0 ≤ y < y0 + dK.shape[4] with y ≡ rnd (mod R).
 
     Per row: K is recomputed (window_row), the normalisation / mask backward turns dK into
@@ -256,7 +259,8 @@ def packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, a
     and each tap's dL/dΔ_c = g2·Δ_c, g2 = 2·dKraw·dKraw/ds, goes to the centre feature
     (dsrc[:, :, cy[y], cx[x]] −= …) and to the guide pixel the tap read (dguide += …): both
     scatters, and ``dsrc`` may be ``dguide`` itself (no smoothing). The caller runs the rounds
-    rnd = 0..R-1 one after another, with R such that rows of one round read disjoint guide rows:
+    rnd = 0..R-1 one after another, with R such that rows of one round read disjoint guide rows
+    (schedule.kernel_rounds):
     no two threads ever add to the same guide pixel, and every pixel receives its contributions
     in a fixed order (deterministic). dα, dλ go to per-row partials dpar_rows[b·Ho + y, 0|1, kc],
     added in row order later.
@@ -343,3 +347,25 @@ def packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, a
                     else:
                         scatter_gather(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, gx,
                                        cx, asym, need_f, need_g)
+
+
+# --------------------------------------------------------------------------- launchers
+def packernel_forward(guide, src, geo, mask, alpha, lam, kind, asym, normalize, has_mask, K,
+                      out_mask, y0):
+    """K of the output rows y0 ≤ y < y0 + K.shape[4] (K: that stripe), written in place; with
+    a mask also those rows of ``out_mask``."""
+    _packernel_forward(guide, src, geo.gy, geo.gx, geo.cy, geo.cx, mask, alpha, lam, kind, asym,
+                       normalize, has_mask, K, out_mask,
+                       schedule.thread_blocks(guide.shape[0] * K.shape[4]), y0)
+
+
+def packernel_backward(dK, guide, src, geo, mask, alpha, lam, kind, asym, normalize, has_mask,
+                       dsrc, dguide, dpar_rows, y0, need_f, need_g, need_par):
+    """Gradients from the output rows y0 ≤ y < y0 + dK.shape[4]: added into ``dsrc`` (the
+    centre features' source) and ``dguide``, dα/dλ written to their rows of ``dpar_rows``; in
+    the scatter rounds of the geometry, one after another."""
+    R = schedule.kernel_rounds(geo)
+    for rnd in range(R):
+        _packernel_backward(dK, guide, src, geo.gy, geo.gx, geo.cy, geo.cx, mask, alpha, lam,
+                            kind, asym, normalize, has_mask, dsrc, dguide, dpar_rows, y0, rnd, R,
+                            need_f, need_g, need_par)

@@ -4,14 +4,12 @@ cross-correlated with an odd N×N kernel S, zero padded, same size; forward and 
 The input-gradient of a zero-padded, centred correlation with S is the same correlation with S
 flipped on both axes, so the backward in the guide is ``smooth_forward(d, S[::-1, ::-1])``.
 """
-from numba import njit, prange
+from numba import prange
 
-from .. import config
-
-_par = dict(parallel=True, cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
+from .._jit import njit
 
 
-@njit(**_par)
+@njit(parallel=True)
 def smooth_forward(g, S, out):
     B, C, H, W = g.shape
     N = S.shape[0]
@@ -33,7 +31,7 @@ def smooth_forward(g, S, out):
             out[b, c, Y, X] = acc
 
 
-@njit(**_par)
+@njit(parallel=True)
 def smooth_backward_kernel(d, g, dS_parts):
     """dS[u, v] = Σ d[Y, X] g[Y+u-m, X+v-m], over fixed chunks of rows into partial buffers."""
     B, C, H, W = d.shape

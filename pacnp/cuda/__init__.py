@@ -1,7 +1,10 @@
 """numba.cuda kernels: the GPU twins of ``pacnp.cpu`` — the same modules (conv, depthwise,
-kernel, smooth) with the same launcher names and arguments, so the drivers in ``pacnp._ops``
-run unchanged on either backend. ``arrays`` is this backend's array module for the drivers
-(allocation and fixed-order reductions on the device).
+kernel, smooth, arrays) with the same launcher names and arguments (written down once in
+``pacnp._backend``), so the drivers in ``pacnp._ops`` run unchanged on either backend.
+``arrays`` is this backend's array module for the drivers (allocation and fixed-order
+reductions on the device). From the geometry the drivers hand over, the launchers derive this
+backend's schedule: inverse tap tables, so every backward is a gather (one thread per element)
+where the CPU scatters in rounds.
 
 Imported only when a device array reaches a public function (``import pacnp`` never imports
 ``numba.cuda``). Needs the ``numba-cuda`` package; under ``NUMBA_ENABLE_CUDASIM=1`` the kernels
@@ -12,7 +15,7 @@ import contextlib
 from . import arrays, conv, depthwise, kernel, smooth  # noqa: F401
 from ._launch import SIMULATOR, launch, stream_from_pointer  # noqa: F401
 
-#: the drivers' array module on this backend (``pacnp._ops.HostArrays`` on the CPU)
+#: the drivers' array module on this backend (as on ``pacnp.cpu``)
 xp = arrays
 
 

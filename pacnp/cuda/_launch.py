@@ -17,6 +17,8 @@ import numpy as np
 from numba import cuda
 
 from .. import config
+from .._core import inverse_taps
+from .._jit import cuda_jit
 
 from numba.cuda.core import config as _cuda_config
 
@@ -46,13 +48,13 @@ def stream():
 
 
 @contextlib.contextmanager
-def launch(stream_, device=None):
-    """Run the enclosed launches on ``stream_`` and (if given) device index ``device``.
+def launch(stream, device=None):
+    """Run the enclosed launches on ``stream`` and (if given) device index ``device``.
 
     Re-entrant: a nested context with the same stream keeps the outer one's upload cache.
     """
     prev = getattr(_state, "call", None)
-    call = prev if prev is not None and prev.stream is stream_ else _Call(stream_)
+    call = prev if prev is not None and prev.stream is stream else _Call(stream)
     _state.call = call
     try:
         if device is None or device < 0:
@@ -143,6 +145,13 @@ def derived(key, source, make):
     return dev
 
 
+def inverse_table(tab, n, it):
+    """The device copy of ``inverse_taps(tab, n)`` in index type ``it``, once per call: the
+    gathers that replace the CPU's scatter rounds read it (inv[i, m]: the output position whose
+    tap i reads index m, or -1)."""
+    return derived(("inv", n, np.dtype(it).str), tab, lambda t: inverse_taps(t, n).astype(it))
+
+
 def is_device(a) -> bool:
     return not isinstance(a, (np.ndarray, np.generic)) and hasattr(a, "copy_to_host")
 
@@ -153,7 +162,7 @@ def dummy(ndim, dtype):
 
 # --------------------------------------------------------------------------- flat indices
 # Every kernel walks a row-major flat index with a grid-stride loop; these split it back.
-@cuda.jit(device=True)
+@cuda_jit(device=True)
 def unravel4(t, n1, n2, n3):
     """(i0, i1, i2, i3) of the flat index t of a row-major (·, n1, n2, n3) grid."""
     i3 = t % n3
@@ -163,7 +172,7 @@ def unravel4(t, n1, n2, n3):
     return r // n1, r % n1, i2, i3
 
 
-@cuda.jit(device=True)
+@cuda_jit(device=True)
 def unravel6(t, n1, n2, n3, n4, n5):
     """(i0, …, i5) of the flat index t of a row-major (·, n1, n2, n3, n4, n5) grid."""
     i5 = t % n5

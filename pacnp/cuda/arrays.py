@@ -1,6 +1,6 @@
 """The array operations the drivers (``pacnp._ops``) need besides the kernels, on the device.
 
-Same names and meaning as the NumPy versions in ``pacnp._ops.HostArrays``: allocation, fixed-
+Same names and meaning as the NumPy versions in ``pacnp.cpu.arrays``: allocation, fixed-
 order reductions of partial buffers (the second pass of every weight / bias / α / λ / smoothing-
 kernel gradient: each output element sums its partials in index order, one thread per element —
 deterministic, no atomics), in-place adds and layout gathers. Everything runs on the stream of
@@ -12,30 +12,31 @@ import numpy as np
 from numba import cuda
 
 from .._core import FLOAT_DTYPES
+from .._jit import cuda_jit
 from ._launch import index_dtype, run, stream, unravel4, unravel6, upload
 
 
 # --------------------------------------------------------------------------- kernels
-@cuda.jit
+@cuda_jit()
 def _fill(a, value):
     for t in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
         a[t] = value
 
 
-@cuda.jit
+@cuda_jit()
 def _copy1(src, dst):
     for t in range(cuda.grid(1), dst.shape[0], cuda.gridsize(1)):
         dst[t] = src[t]
 
 
-@cuda.jit
+@cuda_jit()
 def _copy2(src, dst):
     n1 = dst.shape[1]
     for t in range(cuda.grid(1), dst.shape[0] * n1, cuda.gridsize(1)):
         dst[t // n1, t % n1] = src[t // n1, t % n1]
 
 
-@cuda.jit
+@cuda_jit()
 def _copy4(src, dst):
     n0, n1, n2, n3 = dst.shape
     for t in range(cuda.grid(1), n0 * n1 * n2 * n3, cuda.gridsize(1)):
@@ -43,7 +44,7 @@ def _copy4(src, dst):
         dst[i0, i1, i2, i3] = src[i0, i1, i2, i3]
 
 
-@cuda.jit
+@cuda_jit()
 def _copy6(src, dst):
     n0, n1, n2, n3, n4, n5 = dst.shape
     for t in range(cuda.grid(1), n0 * n1 * n2 * n3 * n4 * n5, cuda.gridsize(1)):
@@ -54,7 +55,7 @@ def _copy6(src, dst):
 _COPY = {1: _copy1, 2: _copy2, 4: _copy4, 6: _copy6}
 
 
-@cuda.jit
+@cuda_jit()
 def _sum0(parts, out):
     """out[j] = Σ_r parts[r, j], r in increasing order (one thread per j)."""
     n, m = parts.shape
@@ -65,13 +66,13 @@ def _sum0(parts, out):
         out[j] = acc
 
 
-@cuda.jit
+@cuda_jit()
 def _iadd(a, b):
     for t in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
         a[t] += b[t]
 
 
-@cuda.jit
+@cuda_jit()
 def _add_bias(out, bias, y0, n):
     B, C, _, W = out.shape
     for t in range(cuda.grid(1), B * C * n * W, cuda.gridsize(1)):
@@ -83,7 +84,7 @@ def _add_bias(out, bias, y0, n):
         out[r // C, c, y, x] += bias[c]
 
 
-@cuda.jit
+@cuda_jit()
 def _channel_parts(g, parts):
     """parts[ch, c] = Σ over the (b, y) rows of chunk ch, in order, of Σ_x g[b, c, y, x]."""
     B, C, H, W = g.shape
@@ -101,7 +102,7 @@ def _channel_parts(g, parts):
         parts[ch, c] = acc
 
 
-@cuda.jit
+@cuda_jit()
 def _gather(src, idx, dst):
     for t in range(cuda.grid(1), dst.shape[0], cuda.gridsize(1)):
         dst[t] = src[idx[t]]
@@ -211,7 +212,8 @@ def weight_grad(plan, dW):
 
 
 def fold_param(rows, shape):
-    """Per-row α/λ partials [rows, KC] → the shape α/λ was given in (as ``_ops._fold_param``)."""
+    """Per-row α/λ partials [rows, KC] → the shape α/λ was given in (as
+    ``pacnp.cpu.arrays.fold_param``)."""
     per_channel = sum0(rows)
     kc = per_channel.shape[0]
     if shape == () or shape == (1,) or kc != int(np.prod(shape)):

@@ -7,18 +7,18 @@ One thread per output element, taps with a -1 table entry skipped (so a transpos
 convolution never multiplies by the zeros between input samples, and a non-finite weight never
 reaches an output it does not touch — the CPU's column phases are not needed for that here).
 Backward: dK one thread per element; dx a gather through the inverse tap tables (one thread per
-input element) instead of the CPU's conflict-free scatter rounds; dW / db fixed chunks of rows
+input element, derived from the geometry the driver hands over) instead of the CPU's
+conflict-free scatter rounds; dW / db fixed chunks of rows
 into partial buffers (one thread per (chunk, weight element)), summed in chunk order by the
 driver — deterministic, no atomics.
 """
-import numpy as np
 from numba import cuda
 
-from .._core import inverse_taps
-from ._launch import derived, index_dtype, run, unravel4, unravel6, upload
+from .._jit import cuda_jit
+from ._launch import index_dtype, inverse_table, run, unravel4, unravel6, upload
 
 
-@cuda.jit
+@cuda_jit()
 def _forward(x, K, Wm, bias, ty, tx, out, y0, has_bias, zero):
     B, C = x.shape[0], x.shape[1]
     Cout, Wo = out.shape[1], out.shape[3]
@@ -44,16 +44,16 @@ def _forward(x, K, Wm, bias, ty, tx, out, y0, has_bias, zero):
         out[b, o, y, xo] = acc
 
 
-def pac_dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out, y0):
-    """out rows y0 ≤ y < y0 + K.shape[4]; the column phases are a CPU GEMM device, unused."""
+def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
+    """out rows y0 ≤ y < y0 + K.shape[4] (K: that stripe of the kernel) of a dense PAC op."""
     B, Cout, _, Wo = out.shape
     n = K.shape[4]
     it = index_dtype(x.size, K.size, out.size)
-    run(_forward, B * Cout * n * Wo, x, K, upload(Wm), upload(bias), upload(ty, it),
-        upload(tx, it), out, y0, bias.shape[0] > 0, out.dtype.type(0))
+    run(_forward, B * Cout * n * Wo, x, K, upload(Wm), upload(bias), upload(geo.ty, it),
+        upload(geo.tx, it), out, y0, bias.shape[0] > 0, out.dtype.type(0))
 
 
-@cuda.jit
+@cuda_jit()
 def _backward_weight(g, x, K, ty, tx, dW_parts, n_chunks, y0, zero):
     """dW_parts[ch, o, (c,i,j)] += Σ over the rows of chunk ch and all x of g · K · x."""
     B, C = x.shape[0], x.shape[1]
@@ -84,7 +84,7 @@ def _backward_weight(g, x, K, ty, tx, dW_parts, n_chunks, y0, zero):
         dW_parts[ch, o, col] += acc
 
 
-@cuda.jit
+@cuda_jit()
 def _backward_bias(g, db_parts, n_chunks, y0, n, zero):
     B, Cout, _, Wo = g.shape
     rows = B * n
@@ -100,8 +100,7 @@ def _backward_bias(g, db_parts, n_chunks, y0, n, zero):
         db_parts[ch, o] += acc
 
 
-def pac_dense_backward_params(g, x, K, ty, tx, pcols, pncols, ptaps, pntaps, dW_parts, db_parts,
-                              n_chunks, y0, need_w, need_b):
+def pac_dense_backward_params(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, need_w, need_b):
     """Weight and bias gradients from the output rows y0 ≤ y < y0 + K.shape[4], into the
     partial buffers (fixed chunks of rows, as on the CPU)."""
     Cout = g.shape[1]
@@ -111,13 +110,13 @@ def pac_dense_backward_params(g, x, K, ty, tx, pcols, pncols, ptaps, pntaps, dW_
     zero = g.dtype.type(0)
     it = index_dtype(x.size, K.size, g.size)
     if need_w:
-        run(_backward_weight, n_chunks * Cout * C * kk, g, x, K, upload(ty, it), upload(tx, it),
-            dW_parts, n_chunks, y0, zero)
+        run(_backward_weight, n_chunks * Cout * C * kk, g, x, K, upload(geo.ty, it),
+            upload(geo.tx, it), dW_parts, n_chunks, y0, zero)
     if need_b:
         run(_backward_bias, n_chunks * Cout, g, db_parts, n_chunks, y0, n, zero)
 
 
-@cuda.jit
+@cuda_jit()
 def _backward_kernel(g, x, WmT, ty, tx, dK, y0, zero):
     """dK[b, kc, i, j, y, x] = Σ_{c of kc} (Σ_o Wmᵀ[(c,i,j), o] · g[b, o, y, x]) · x[b, c, tap]."""
     B, C = x.shape[0], x.shape[1]
@@ -142,7 +141,7 @@ def _backward_kernel(g, x, WmT, ty, tx, dK, y0, zero):
         dK[b, kc, i, j, yk, xo] = acc
 
 
-@cuda.jit
+@cuda_jit()
 def _backward_input(g, K, WmT, inv_y, inv_x, dx, y0, zero):
     """dx[b, c, n, m] += Σ over the taps (i, j) that read (n, m) of K · (Wmᵀ · g) — a gather:
     tap i of exactly one output row reads input row n (inv_y), likewise for columns."""
@@ -170,21 +169,16 @@ def _backward_input(g, K, WmT, inv_y, inv_x, dx, y0, zero):
         dx[b, c, nn, m] += acc
 
 
-def pac_dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_k):
-    """Input and kernel gradients from the output rows of K. The GPU gathers, so round 0 does
-    all the work and the later rounds (a CPU scatter schedule) return at once."""
-    if rnd != 0:
-        return
+def pac_dense_backward_data(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k):
+    """Input and kernel gradients from the output rows of K: dK one thread per element, dx a
+    gather through the inverse tap tables (no scatter rounds on the GPU)."""
     zero = g.dtype.type(0)
     it = index_dtype(x.size, K.size, g.size)
     WmT_d = upload(WmT)
     if need_k:
-        run(_backward_kernel, dK.size, g, x, WmT_d, upload(ty, it), upload(tx, it), dK, y0,
-            zero)
+        run(_backward_kernel, dK.size, g, x, WmT_d, upload(geo.ty, it), upload(geo.tx, it), dK,
+            y0, zero)
     if need_x:
-        Hin, Win = x.shape[2], x.shape[3]
-        inv_y = derived(("inv", Hin, np.dtype(it).str), ty,
-                        lambda tab: inverse_taps(tab, Hin).astype(it))
-        inv_x = derived(("inv", Win, np.dtype(it).str), tx,
-                        lambda tab: inverse_taps(tab, Win).astype(it))
+        inv_y = inverse_table(geo.ty, x.shape[2], it)
+        inv_x = inverse_table(geo.tx, x.shape[3], it)
         run(_backward_input, dx.size, g, K, WmT_d, inv_y, inv_x, dx, y0, zero)

@@ -10,15 +10,15 @@ per (chunk, tap)), summed in chunk order by the driver — deterministic, no ato
 ``pac_depthwise_symmetric_forward``: the fused op for a symmetric K and filter, one thread per
 output pixel.
 """
-import numpy as np
 from numba import cuda
 
-from .._core import inverse_taps
-from ._launch import derived, index_dtype, run, unravel4, unravel6, upload
+from .._core import reached_rows
+from .._jit import cuda_jit
+from ._launch import index_dtype, inverse_table, run, unravel4, unravel6, upload
 from .kernel import distance, kernel_value
 
 
-@cuda.jit
+@cuda_jit()
 def _forward(x, K, w, ty, tx, out, y0, zero):
     B, C = x.shape[0], x.shape[1]
     Wo = out.shape[3]
@@ -39,16 +39,16 @@ def _forward(x, K, w, ty, tx, out, y0, zero):
         out[b, c, y, xo] = acc
 
 
-def pac_depthwise_forward(x, K, w, ty, tx, out, y0):
-    """Output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel)."""
+def pac_depthwise_forward(x, K, w, geo, out, y0):
+    """Output rows y0 ≤ y < y0 + K.shape[4] (K: that stripe of the kernel)."""
     B, C = x.shape[0], x.shape[1]
     n = K.shape[4]
     it = index_dtype(x.size, K.size, out.size)
-    run(_forward, B * C * n * out.shape[3], x, K, upload(w), upload(ty, it), upload(tx, it), out,
-        y0, out.dtype.type(0))
+    run(_forward, B * C * n * out.shape[3], x, K, upload(w), upload(geo.ty, it),
+        upload(geo.tx, it), out, y0, out.dtype.type(0))
 
 
-@cuda.jit
+@cuda_jit()
 def _backward_kernel(g, x, w, ty, tx, dK, y0, zero):
     """dK[b, kc, i, j, y, x] = w[i, j] · Σ_{c of kc} g[b, c, y, x] · x[b, c, tap]."""
     C = x.shape[1]
@@ -67,7 +67,7 @@ def _backward_kernel(g, x, w, ty, tx, dK, y0, zero):
         dK[b, kc, i, j, yk, xo] = w[i, j] * acc
 
 
-@cuda.jit
+@cuda_jit()
 def _backward_weight(g, x, K, ty, tx, dw_parts, n_chunks, y0, zero):
     """dw_parts[ch, i, j] += Σ over the rows of chunk ch, x and c of K · g · x."""
     B, C = x.shape[0], x.shape[1]
@@ -102,12 +102,11 @@ def _backward_weight(g, x, K, ty, tx, dw_parts, n_chunks, y0, zero):
         dw_parts[ch, i, j] += acc
 
 
-def pac_depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, y0, need_k,
-                                  need_w):
+def pac_depthwise_backward_params(g, x, K, w, geo, dK, dw_parts, n_chunks, y0, need_k, need_w):
     """dK (one writer per element) and dw (partial buffers per chunk of rows)."""
     zero = g.dtype.type(0)
     it = index_dtype(x.size, K.size, g.size)
-    ty_d, tx_d = upload(ty, it), upload(tx, it)
+    ty_d, tx_d = upload(geo.ty, it), upload(geo.tx, it)
     if need_k:
         run(_backward_kernel, dK.size, g, x, upload(w), ty_d, tx_d, dK, y0, zero)
     if need_w:
@@ -116,7 +115,7 @@ def pac_depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, y0
             zero)
 
 
-@cuda.jit
+@cuda_jit()
 def _backward_input(g, K, w, iy_inv, inv_x, dx, y0, n0, n1, zero):
     B, C, _, Win = dx.shape
     KC, kh, kw, nk = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
@@ -141,18 +140,19 @@ def _backward_input(g, K, w, iy_inv, inv_x, dx, y0, n0, n1, zero):
         dx[b, c, nn, m] += acc
 
 
-def pac_depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1):
-    """dx += the gradient flowing from the output rows K covers, for input rows n0 ≤ n < n1:
-    one thread per input element gathers over its taps."""
-    B, C, _, Win = dx.shape
+def pac_depthwise_backward_input(g, K, w, geo, dx, y0):
+    """dx += the gradient flowing from the output rows K covers, for the input rows they
+    reach: one thread per input element gathers over its taps (inverse tap tables)."""
+    n0, n1 = reached_rows(geo.ty, y0, y0 + K.shape[4])
+    if n1 <= n0:
+        return
+    B, C, Hin, Win = dx.shape
     it = index_dtype(dx.size, K.size, g.size)
-    inv_x = derived(("inv", Win, np.dtype(it).str), tx,
-                    lambda tab: inverse_taps(tab, Win).astype(it))
-    run(_backward_input, B * C * (n1 - n0) * Win, g, K, upload(w), upload(iy_inv, it), inv_x, dx,
-        y0, n0, n1, g.dtype.type(0))
+    run(_backward_input, B * C * (n1 - n0) * Win, g, K, upload(w), inverse_table(geo.ty, Hin, it),
+        inverse_table(geo.tx, Win, it), dx, y0, n0, n1, g.dtype.type(0))
 
 
-@cuda.jit
+@cuda_jit()
 def _symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, out):
     B, C, H, W = x.shape
     Ho, Wo = out.shape[2], out.shape[3]
@@ -179,14 +179,12 @@ def _symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, out):
                     out[b, c, yo, xo] += v * x[b, c, py, px]
 
 
-def pac_depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, rows, cols,
-                                    out):
+def pac_depthwise_symmetric_forward(x, guide, w, pairs, kind, alpha, lam, out):
     """The twin of ``pacnp.cpu.depthwise.pac_depthwise_symmetric_forward`` (same result): one
     thread per output pixel evaluates K once per tap for all channels. The CPU pairs the taps
     to halve its exps, its bottleneck; a GPU thread owning one pixel has no cheap way to share
-    a weight with the pixel at the other end, and has exps to spare. ``rows`` and ``cols``
-    (the CPU's blocking) are unused."""
+    a weight with the pixel at the other end, and has exps to spare (so no CPU blocking)."""
     B, _, Ho, Wo = out.shape
     it = index_dtype(x.size, guide.size, out.size)
-    run(_symmetric_forward, B * Ho * Wo, x, guide, upload(w), upload(dy, it), upload(dx, it),
-        oy0, ox0, kind, alpha, lam, out)
+    run(_symmetric_forward, B * Ho * Wo, x, guide, upload(w), upload(pairs.dy, it),
+        upload(pairs.dx, it), pairs.oy0, pairs.ox0, kind, alpha, lam, out)

@@ -11,20 +11,19 @@ column order. No atomics anywhere: bit-identical results from run to run.
 """
 import math
 
-import numpy as np
 from numba import cuda
 
-from .. import config
-from .._core import inverse_taps
-from ._launch import derived, index_dtype, run, unravel4, upload
+from .._jit import cuda_jit, frozen
+from ._launch import index_dtype, inverse_table, run, unravel4, upload
 from .arrays import empty
 
-EPS = config.INV_EPS
+#: ε of the inv kernels (config.INV_EPS): a compile-time constant of the kernels
+EPS = frozen("INV_EPS")
 GAUSSIAN = 0
 INV = 1
 
 
-@cuda.jit(device=True)
+@cuda_jit(device=True)
 def kernel_value(s, kind, alpha, lam):
     """Kraw as a function of the squared distance s."""
     if kind == GAUSSIAN:
@@ -32,7 +31,7 @@ def kernel_value(s, kind, alpha, lam):
     return alpha + (s + EPS) ** (0.5 * lam)
 
 
-@cuda.jit(device=True)
+@cuda_jit(device=True)
 def kernel_slope(s, kraw, kind, lam):
     """dKraw/ds."""
     if kind == GAUSSIAN:
@@ -40,7 +39,7 @@ def kernel_slope(s, kraw, kind, lam):
     return 0.5 * lam * (s + EPS) ** (0.5 * lam - 1.0)
 
 
-@cuda.jit(device=True)
+@cuda_jit(device=True)
 def difference(guide, src, b, c, py, px, qy, qx, asym):
     d = guide[b, c, py, px] - src[b, c, qy, qx]
     if asym and d <= 0.0:  # max(Δ, 0); a NaN Δ fails the test and stays NaN
@@ -48,7 +47,7 @@ def difference(guide, src, b, c, py, px, qy, qx, asym):
     return d
 
 
-@cuda.jit(device=True)
+@cuda_jit(device=True)
 def distance(guide, src, b, c0, c1, py, px, qy, qx, asym):
     """s = Σ_{c0 ≤ c < c1} Δ_c² between tap (py, px) and the centre (qy, qx)."""
     s = 0.0
@@ -58,7 +57,7 @@ def distance(guide, src, b, c0, c1, py, px, qy, qx, asym):
     return s
 
 
-@cuda.jit
+@cuda_jit()
 def _forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize, has_mask, K,
              out_mask, y0):
     B, Cg = guide.shape[0], guide.shape[1]
@@ -100,18 +99,18 @@ def _forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize
             out_mask[b, 0, y, xo] = 1.0 if n_in > 0.0 else 0.0
 
 
-def packernel_forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize,
-                      has_mask, K, out_mask, n_chunks, y0):
-    """K for the output rows y0 ≤ y < y0 + K.shape[4]; ``n_chunks`` (a CPU load-balancing
-    knob) is not needed: one thread per output element."""
+def packernel_forward(guide, src, geo, mask, alpha, lam, kind, asym, normalize, has_mask, K,
+                      out_mask, y0):
+    """K for the output rows y0 ≤ y < y0 + K.shape[4] (K: that stripe): one thread per output
+    element."""
     B, KC, _, _, n, Wo = K.shape
     it = index_dtype(guide.size, K.size)
-    run(_forward, B * KC * n * Wo, guide, src, upload(gy, it), upload(gx, it), upload(cy, it),
-        upload(cx, it), upload(mask), upload(alpha), upload(lam), kind, asym, normalize,
-        has_mask, K, upload(out_mask), y0)
+    run(_forward, B * KC * n * Wo, guide, src, upload(geo.gy, it), upload(geo.gx, it),
+        upload(geo.cy, it), upload(geo.cx, it), upload(mask), upload(alpha), upload(lam), kind,
+        asym, normalize, has_mask, K, upload(out_mask), y0)
 
 
-@cuda.jit
+@cuda_jit()
 def _backward_pixels(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize,
                      has_mask, dsrc, G2, pda, pdl, y0, need_f, need_par):
     """Per output element: g2 of every tap into G2, α/λ partials, and the centre's gradient."""
@@ -190,7 +189,7 @@ def _backward_pixels(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asy
                 dsrc[b, c, qy, qx] -= acc
 
 
-@cuda.jit
+@cuda_jit()
 def _backward_guide(G2, guide, src, inv_y, inv_x, cy, cx, asym, dguide, y0):
     """Per guide pixel: Σ over the taps that read it of g2 · Δ (a gather through the inverse
     tap tables: exactly one output row / column per tap)."""
@@ -213,7 +212,7 @@ def _backward_guide(G2, guide, src, inv_y, inv_x, cy, cx, asym, dguide, y0):
         dguide[b, c, py, px] += acc
 
 
-@cuda.jit
+@cuda_jit()
 def _backward_rows(pda, pdl, dpar_rows, y0, Ho):
     """dpar_rows[b·Ho + y, 0|1, kc] = Σ_x of the per-pixel α/λ partials, x in order."""
     B, KC, n, Wo = pda.shape
@@ -231,17 +230,15 @@ def _backward_rows(pda, pdl, dpar_rows, y0, Ho):
         dpar_rows[b * Ho + y0 + yk, 1, kc] = sl
 
 
-def packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize,
-                       has_mask, dsrc, dguide, dpar_rows, y0, rnd, R, need_f, need_g, need_par):
-    """Backward of K for the output rows of ``dK``. The GPU gathers instead of scattering, so
-    round 0 does all the work and the later rounds (a CPU schedule) return at once."""
-    if rnd != 0:
-        return
+def packernel_backward(dK, guide, src, geo, mask, alpha, lam, kind, asym, normalize, has_mask,
+                       dsrc, dguide, dpar_rows, y0, need_f, need_g, need_par):
+    """Backward of K for the output rows of ``dK``: the GPU gathers through the inverse tap
+    tables instead of scattering in rounds."""
     B, KC, kh, kw, n, Wo = dK.shape
     H, W = guide.shape[2], guide.shape[3]
     dt = dK.dtype
     it = index_dtype(guide.size, dK.size)
-    gy_d, gx_d, cy_d, cx_d = (upload(a, it) for a in (gy, gx, cy, cx))
+    gy_d, gx_d, cy_d, cx_d = (upload(a, it) for a in (geo.gy, geo.gx, geo.cy, geo.cx))
     G2 = empty(dK.shape, dt)
     pda = empty((B, KC, n, Wo), dt)
     pdl = empty((B, KC, n, Wo), dt)
@@ -251,11 +248,7 @@ def packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, a
         need_f, need_par)
     if need_g:
         # ordered after the centre writes above on the same stream: dsrc may be dguide itself
-        inv_y = derived(("inv", H, np.dtype(it).str), gy,
-                        lambda tab: inverse_taps(tab, H).astype(it))
-        inv_x = derived(("inv", W, np.dtype(it).str), gx,
-                        lambda tab: inverse_taps(tab, W).astype(it))
-        run(_backward_guide, dguide.size, G2, guide, src, inv_y, inv_x, cy_d, cx_d, asym,
-            dguide, y0)
+        run(_backward_guide, dguide.size, G2, guide, src, inverse_table(geo.gy, H, it),
+            inverse_table(geo.gx, W, it), cy_d, cx_d, asym, dguide, y0)
     if need_par:
-        run(_backward_rows, B * n * KC, pda, pdl, dpar_rows, y0, cy.shape[0])
+        run(_backward_rows, B * n * KC, pda, pdl, dpar_rows, y0, geo.cy.shape[0])

@@ -6,10 +6,11 @@ thread per (chunk, u, v), summed in chunk order by the driver — deterministic,
 """
 from numba import cuda
 
+from .._jit import cuda_jit
 from ._launch import run, unravel4, upload
 
 
-@cuda.jit
+@cuda_jit()
 def _forward(g, S, out, zero):
     B, C, H, W = g.shape
     N = S.shape[0]
@@ -32,7 +33,7 @@ def smooth_forward(g, S, out):
     run(_forward, out.size, g, upload(S), out, out.dtype.type(0))
 
 
-@cuda.jit
+@cuda_jit()
 def _backward_kernel(d, g, dS_parts, zero):
     """dS_parts[ch, u, v] += Σ over the rows of chunk ch of Σ_X d[Y, X] · g[Y+u-m, X+v-m]."""
     B, C, H, W = d.shape

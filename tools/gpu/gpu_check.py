@@ -39,11 +39,11 @@ ROOT = Path(__file__).resolve().parents[2]
 TOOLS = Path(__file__).resolve().parent
 SITE = "/tmp/site"
 
-# The CUDA tests. Today the CUDA backend's test bodies live in tests/test_cuda.py (a copy of the
-# CPU tests' bodies on device arrays). When issue 12's `backend` fixture lands (the same bodies
-# on cpu and cuda), change this to the shared test files with the selection of the cuda backend
-# (for instance ["tests", "-k", "cuda"] or the fixture's command-line option).
-TEST_CUDA = ["tests/test_cuda.py"]
+# The CUDA tests: the `cuda` parameter of the backend fixture (tests/conftest.py) runs the
+# op, fused and array test bodies on the GPU, at full size on the full grid there, plus the
+# device-only tests of tests/test_cuda.py.
+TEST_CUDA = ["-m", "cuda", "tests/test_ops.py", "tests/test_fused.py", "tests/test_arrays.py",
+             "tests/test_cuda.py"]
 TEST_INTEROP = ["tests/test_device_interop.py"]
 
 #: seconds per step; the sum stays under 8 minutes with the start-up and the report

@@ -1,0 +1,147 @@
+"""The CPU backend's schedule: how its kernels split a geometry into parallel work.
+
+The drivers hand the launchers of ``pacnp.cpu`` a geometry (``pacnp._core.OpGeometry``,
+``KernelGeometry`` or ``PairGeometry``: tap tables and sizes) and nothing about how to walk
+it; what is derived here is a CPU device only (``pacnp.cuda`` gathers through inverse tap
+tables instead, one thread per element):
+
+* scatter rounds (:func:`conflict_free_rounds`): the backwards that scatter into the input
+  (or guide) run output rows y ≡ r (mod R) together, R such that their writes never overlap;
+* column phases (:func:`column_phases`): a transposed convolution's output columns grouped so
+  that each GEMM skips the taps that fall between the input samples;
+* blocks and tiles (:func:`row_blocks`, :func:`gemm_tile`, :func:`param_group`,
+  :func:`pair_blocks`), read from ``config`` at every call.
+
+Everything derived from a geometry alone is memoised on the geometry object (``_core``
+memoises those, so a layer called again with the same sizes reuses its schedule). None of it
+changes a result: every output element has one writer and sums in a fixed order.
+"""
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+
+from .. import config
+from .._core import inverse_taps
+
+_memo = {}
+_memo_lock = threading.Lock()
+_MEMO_SIZE = 512
+
+
+def _per_geometry(what, geo, make):
+    """``make(geo)``, once per geometry object (kept alive with its entry, so its id is not
+    reused while the entry lives)."""
+    key = (what, id(geo))
+    hit = _memo.get(key)
+    if hit is not None and hit[0] is geo:
+        return hit[1]
+    value = make(geo)
+    with _memo_lock:
+        if len(_memo) >= _MEMO_SIZE:
+            _memo.clear()
+        _memo[key] = (geo, value)
+    return value
+
+
+# --------------------------------------------------------------------------- rounds
+def conflict_free_rounds(tab: np.ndarray) -> int:
+    """Smallest R such that output rows y and y' with y' - y ≥ R never read the same input row
+    through ``tab`` (rows in one round y ≡ r mod R can then scatter gradients without races)."""
+    k, n_out = tab.shape
+    big = np.iinfo(np.int64).max
+    lo = np.where(tab >= 0, tab, big).min(axis=0)
+    hi = tab.max(axis=0)
+    suffix_lo = np.minimum.accumulate(lo[::-1])[::-1]
+    for R in range(1, n_out):
+        if np.all(hi[: n_out - R] < suffix_lo[R:]):
+            return R
+    return max(n_out, 1)
+
+
+def op_rounds(geo) -> int:
+    """Scatter rounds of a conv / transposed conv / pool backward (input rows through ty)."""
+    return _per_geometry("op_rounds", geo, lambda g: conflict_free_rounds(g.ty))
+
+
+def kernel_rounds(geo) -> int:
+    """Scatter rounds of packernel2d's backward: a row scatters into the guide rows its taps
+    read and into its centre row."""
+    return _per_geometry("kernel_rounds", geo,
+                         lambda g: conflict_free_rounds(np.vstack([g.gy, g.cy[None, :]])))
+
+
+def inverse_rows(geo) -> np.ndarray:
+    """inv[i, n]: the output row whose tap i reads input row n, or -1 (the depthwise input
+    gradient gathers through it)."""
+    return _per_geometry("inverse_rows", geo, lambda g: inverse_taps(g.ty, g.in_hw[0]))
+
+
+# --------------------------------------------------------------------------- phases
+def column_phases(tx: np.ndarray, period: int):
+    """Group output columns by X mod ``period``; per phase the column taps that can be valid.
+
+    Returns (pcols [P, n], pncols [P], ptaps [P, kw], pntaps [P]), rows padded with -1.
+    """
+    kw, n_out = tx.shape
+    P = max(1, min(period, n_out))
+    pcols = np.full((P, -(-n_out // P)), -1, dtype=np.int64)
+    pncols = np.zeros(P, dtype=np.int64)
+    ptaps = np.full((P, kw), -1, dtype=np.int64)
+    pntaps = np.zeros(P, dtype=np.int64)
+    for ph in range(P):
+        cols = np.arange(ph, n_out, P)
+        pcols[ph, :cols.size] = cols
+        pncols[ph] = cols.size
+        taps = np.nonzero((tx[:, cols] >= 0).any(axis=1))[0]
+        ptaps[ph, :taps.size] = taps
+        pntaps[ph] = taps.size
+    return pcols, pncols, ptaps, pntaps
+
+
+def phases(geo):
+    """Column phases of an op: stride-many for a transposed convolution (the output columns
+    X ≡ ph mod s share their valid taps), else one holding every column."""
+    return _per_geometry(
+        "phases", geo,
+        lambda g: column_phases(g.tx, g.stride[1] if g.transposed else 1))
+
+
+# --------------------------------------------------------------------------- blocks
+def row_blocks(rows: int) -> int:
+    """Contiguous blocks of rows for kernels without reductions (config.ROW_BLOCKS)."""
+    return max(1, min(rows, config.ROW_BLOCKS))
+
+
+def thread_blocks(rows: int) -> int:
+    """Row blocks of packernel2d's forward: a few per thread, for load balance."""
+    return max(1, min(rows, 4 * numba.get_num_threads()))
+
+
+def gemm_tile(Cout: int, m: int, n: int) -> int:
+    """Output columns per GEMM of the dense forward: all n, unless narrower tiles keep
+    Cout·m·cols within OpenBLAS's small-matrix path (config.GEMM_SMALL_MNK), which runs ~1.6×
+    faster there. Tiles are balanced: 256 columns under a cap of 80 → 4 × 64, not 3 × 80 + 16."""
+    unit = config.GEMM_MIN_TILE
+    cap = config.GEMM_SMALL_MNK // max(1, Cout * m) // unit * unit
+    if cap < unit or cap >= n:
+        return max(n, 1)
+    tiles = -(-n // cap)
+    t = -(-n // tiles)
+    return min(cap, -(-t // unit) * unit)
+
+
+def param_group(m: int, Wo: int, itemsize: int) -> int:
+    """Output rows whose columns go into one GEMM of the dense weight gradient (up to
+    config.PARAM_GROUP_BYTES of columns)."""
+    return max(1, config.PARAM_GROUP_BYTES // max(1, m * Wo * itemsize))
+
+
+def pair_blocks(B: int, out_hw, reach: int):
+    """(rows, cols) of the pair form's blocks (config.PAIR_ROWS_PER_REACH, PAIR_BLOCK_COLS), with
+    at least config.ROW_BLOCKS blocks when the rows allow it."""
+    Ho, Wo = out_hw
+    rows = max(config.PAIR_ROWS_PER_REACH * reach, -(-B * Ho // config.ROW_BLOCKS), 1)
+    return min(rows, max(Ho, 1)), max(min(config.PAIR_BLOCK_COLS, Wo), 1)
