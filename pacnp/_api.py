@@ -394,7 +394,7 @@ def _fused(fn, op, input, guide, weight, bias, kernel_size, geometry, kernel_kw,
 def _empty_batch(be, kplan, oplan, backward, needs, pool):
     """A fused call on an empty batch: empty results, zero parameter gradients (no pixel
     contributes); the same Nones as the drivers (``_ops``) give."""
-    xp = getattr(be, "xp", _ops.HostArrays)
+    xp = be.arrays
     dt = oplan.x.dtype
     if not backward:
         B, _, Ho, Wo = oplan.out_shape
