@@ -52,7 +52,7 @@ HANG_S = 120
 #: address space the examples may add to the warmed-up process (allocations beyond it fail)
 HEADROOM = 1 << 30
 #: calls each family must have made for the suite to count (the issue's note gives the counts)
-MIN_CALLS = 100
+MIN_CALLS = 500
 ALLOWED = (ValueError, TypeError, MemoryError)
 COUNTS = collections.Counter()
 RUN = set()
@@ -560,37 +560,37 @@ SETTINGS = dict(deadline=None, database=None, derandomize=True,
                                        HealthCheck.function_scoped_fixture])
 
 
-@settings(max_examples=1000, **SETTINGS)
+@settings(max_examples=4000, **SETTINGS)
 @given(data=st.data())
 def test_core(targets, data):
     _family_test("core", targets, data)
 
 
-@settings(max_examples=500, **SETTINGS)
+@settings(max_examples=2000, **SETTINGS)
 @given(data=st.data())
 def test_filters(targets, data):
     _family_test("filters", targets, data)
 
 
-@settings(max_examples=500, **SETTINGS)
+@settings(max_examples=2000, **SETTINGS)
 @given(data=st.data())
 def test_crf(targets, data):
     _family_test("crf", targets, data)
 
 
-@settings(max_examples=500, **SETTINGS)
+@settings(max_examples=2000, **SETTINGS)
 @given(data=st.data())
 def test_torch(targets, data):
     _family_test("torch", targets, data)
 
 
-@settings(max_examples=350, **SETTINGS)
+@settings(max_examples=1200, **SETTINGS)
 @given(data=st.data())
 def test_jax(targets, data):
     _family_test("jax", targets, data)
 
 
-@settings(max_examples=250, **SETTINGS)
+@settings(max_examples=1000, **SETTINGS)
 @given(data=st.data())
 def test_dask(targets, data):
     _family_test("dask", targets, data)

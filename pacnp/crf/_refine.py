@@ -152,8 +152,9 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
                          f"{tuple(img.shape[2:])} but probabilities has {B} of size {(H, W)}; "
                          f"they must match")
     for name, v in (("sigma_xy", sigma_xy), ("sigma_color", sigma_color), ("eps", eps)):
-        if not isinstance(v, numbers.Real) or isinstance(v, (bool, np.bool_)) or not v > 0:
-            raise ValueError(f"{fn}: {name} must be a positive number, got {v!r}")
+        if not isinstance(v, numbers.Real) or isinstance(v, (bool, np.bool_)) or not (
+                v > 0 and np.isfinite(v)):
+            raise ValueError(f"{fn}: {name} must be a positive number, finite, got {v!r}")
     for name, v in (("weight", weight), ("smoothness_weight", smoothness_weight),
                     ("unary_weight", unary_weight)):
         if not isinstance(v, numbers.Real) or isinstance(v, bool) or not np.isfinite(v):
