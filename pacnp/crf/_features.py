@@ -69,8 +69,8 @@ def _position_feats(fn, name, shape, scales, bs, device, dtype, xp):
                          f"{shape!r}")
     shape = tuple(_count(fn, "shape", n, 0) for n in shape)
     bs = _count(fn, "bs", bs, 0)
-    _core.check_elements(fn, f"the features of bs={bs}, shape={shape}", (max(bs, 1), max(len(shape), 1))
-                         + tuple(max(n, 1) for n in shape))
+    _core.check_elements(fn, f"the features of bs={bs}, shape={shape}",
+                         (max(bs, 1), max(len(shape), 1)) + tuple(max(n, 1) for n in shape))
     mesh = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape],
                                 indexing="ij"))
     if scales is not None:
