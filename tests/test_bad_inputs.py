@@ -243,6 +243,11 @@ def crf_targets():
                               pairwise_weight=pairwise_weight)
         return m(unary, edge_feat)
 
+    K, _ = pacnp.packernel2d(feat, 3, padding=1)
+
+    def given_kernel(kernel=K, **kw):
+        return crf.paccrf(U, None, [term], num_steps=1, kernels=[kernel], **kw)
+
     run = dict(unary=U, edge_feat=feat, terms=[term], num_steps=1)
     return [
         Target("paccrf", crf.paccrf, run, ("unary", "edge_feat", "logQ"),
@@ -254,6 +259,9 @@ def crf_targets():
                alias={"filter": ("terms[0]",), "weight": ("terms[0]",),
                       "dilation": ("terms[0]",), "blur": ("terms[0]",),
                       "compat_type": ("terms[0]",)}),
+        Target("paccrf(kernels)", given_kernel, dict(kernel=K), ("kernel",),
+               ("final_output", "unary_weight"), names=("paccrf",),
+               alias={"kernel": ("kernels[0]",)}),
         Target("PacCRF", model, {}, ("unary", "edge_feat"),
                ("channels", "num_steps", "final_output", "kernel_size", "dilation", "blur",
                 "compat_type", "pairwise_weight"),

@@ -215,6 +215,21 @@ class _Run:
                              f"(create it with create_YXRGB(image, ...))")
         self.check_dtype(f, name)
 
+    def _check_kernel(self, K, i, t):
+        """A given K fits terms[i]: (B, 1 or C, kh, kw, h, w) at the term's message grid."""
+        name = f"kernels[{i}]"
+        if K is None or not hasattr(K, "shape"):
+            raise TypeError(f"{self.fn}: {name} must be an array, got {type(K).__name__}")
+        shape = tuple(int(v) for v in K.shape)
+        if (len(shape) != 6 or shape[0] != self.B or shape[1] not in (1, self.C)
+                or shape[2:4] != t.k or shape[4:] != tuple(t.coarse_hw)):
+            want = (self.B, "1 or C") + t.k + tuple(t.coarse_hw)
+            raise ValueError(f"{self.fn}: {name} has shape {shape}; terms[{i}] needs {want} "
+                             f"(packernel2d of its features at the message grid; "
+                             f"PacCRF.compute_kernels makes them)")
+        self.check_dtype(K, name)
+        return K
+
     def _setup_kernels(self, edge_feat, kernels):
         fn, sp, n = self.fn, self.space, len(self.terms)
         self.kernels_given = kernels is not None
@@ -230,7 +245,7 @@ class _Run:
                     if K is None:
                         raise ValueError(f"{fn}: kernels[{i}] is None but terms[{i}] has "
                                          f"compat_type={t.kind!r}, which needs a K")
-                    t.K = sp.inp(K, f"kernels[{i}]")
+                    t.K = self._check_kernel(sp.inp(K, f"kernels[{i}]"), i, t)
             return
         needs_k = [t for t in self.terms if t.kind != "na"]
         if not needs_k:
