@@ -283,19 +283,10 @@ def _as_dask(fn, name, a):
 
 
 def _smooth_radius(fn, smooth_kernel_type):
-    """Radius of the guide smoothing (docs/semantics.md): 0, 1 (gaussian 3×3), N//2."""
-    t = smooth_kernel_type
-    if t in (None, "none"):
-        return 0
-    if t == "gaussian":
-        return 1
-    for prefix in ("average_", "full_"):
-        if isinstance(t, str) and t.startswith(prefix):
-            try:
-                return int(t[len(prefix):]) // 2
-            except ValueError:
-                break
-    raise ValueError(f"{fn}: unknown smooth_kernel_type {smooth_kernel_type!r}")
+    """Radius of the guide smoothing (docs/semantics.md): 0, 1 (gaussian 3×3), N//2 — from
+    pacnp's own parser of the type."""
+    kind, n = _core.parse_smooth_type(smooth_kernel_type, fn)
+    return 0 if kind == "none" else n // 2
 
 
 # --------------------------------------------------------------------------- fused PAC ops
