@@ -7,6 +7,8 @@ own; everything else (validation included) is left to the public pacnp function 
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import _core
 
 #: the geometry keywords, in the order the adapters pass them around
@@ -20,6 +22,21 @@ def pairs(fn, **values):
     int or an ``(h, w)`` pair becomes ``[h, w]``. Range checks (odd, positive) stay with pacnp.
     """
     return {name: list(_core.pair(v, name, fn)) for name, v in values.items()}
+
+
+def checkable(a, reduced):
+    """``a`` as pacnp's checks should see it: an array whose dtype is in ``reduced`` (float16,
+    bfloat16: computed in float32 by the adapters) as a float32 shape-only stand-in."""
+    if a is not None and getattr(a, "dtype", None) in reduced:
+        return _Spec(tuple(a.shape), np.float32)
+    return a
+
+
+class _Spec:
+    """Shape and dtype, all ``pacnp._api.check_*`` read of an array."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = shape, np.dtype(dtype)
 
 
 def op_out_hw(op, hw, kernel_size, stride, padding, output_padding, dilation):
@@ -58,7 +75,8 @@ def smooth_for_pacnp(smooth_kernel_type, smooth_kernel):
     A kernel handed in with a fixed type is therefore passed on as ``full_N`` — the same numbers,
     so the same result — and stays differentiable if the caller made it so.
     """
-    if smooth_kernel is not None and isinstance(smooth_kernel_type, str) and (
+    if smooth_kernel is not None and len(getattr(smooth_kernel, "shape", ())) >= 1 and \
+            isinstance(smooth_kernel_type, str) and (
             smooth_kernel_type == "gaussian" or smooth_kernel_type.startswith("average_")):
         return f"full_{int(smooth_kernel.shape[-1])}", smooth_kernel
     return smooth_kernel_type, smooth_kernel

@@ -39,6 +39,15 @@ def _required(fn, name, a):
     return a
 
 
+def _given(fn, **arrays):
+    """Arrays a function cannot run without: None is a TypeError naming the argument (inside,
+    ``kernel=None`` means "the fused path" and ``weight=None`` "pooling": a caller's None must
+    not select either)."""
+    for name, a in arrays.items():
+        if a is None:
+            raise TypeError(f"{fn}: {name} is required (an array), got None")
+
+
 def _prepare(ns, a, name, dtype=None, small=False):
     """C-contiguous, native-byte-order, writeable NumPy array of the compute dtype (on a GPU:
     a contiguous device array; a host copy for the ``small`` parameter arrays).
@@ -49,6 +58,11 @@ def _prepare(ns, a, name, dtype=None, small=False):
     arr = ns.to_backend(a, name, small)
     if arr is None:
         return None
+    if getattr(ns, "dry", False):  # a shape-only stand-in: the dtype checks, no copy
+        own = _core.compute_dtype(arr, name, ns.fn)
+        if dtype is not None and own != dtype:
+            _core.check_array(arr, name, ns.fn, dtype=dtype)
+        return arr
     if ns.be is not None and not isinstance(arr, np.ndarray):
         own = _core.compute_dtype(arr, name, ns.fn)
         if dtype is not None and own != dtype:
@@ -63,6 +77,39 @@ def _prepare(ns, a, name, dtype=None, small=False):
     if not out.flags.writeable:
         out = out.copy()
     return out
+
+
+class _ShapeOnly:
+    """What the checks need of a :class:`~pacnp._namespace.Namespace` when there is no data to
+    compute on (the adapters' checks at trace or graph-building time): every array becomes a
+    zero-stride NumPy view of its shape and dtype, so nothing of its size is allocated."""
+    be = None
+    dry = True
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def to_backend(self, a, name, small=False):
+        if a is None:
+            return None
+        shape, dtype = getattr(a, "shape", None), getattr(a, "dtype", None)
+        if shape is None or dtype is None or isinstance(a, (str, bytes)):
+            raise TypeError(f"{self.fn}: {name} must be an array (NumPy, or any library "
+                            f"supporting DLPack or the array API), got {type(a).__name__}")
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            try:  # torch.float32 and the like: by name
+                dt = np.dtype(str(dtype).rsplit(".", 1)[-1])
+            except TypeError:
+                raise TypeError(f"{self.fn}: {name} has dtype {dtype}; expected float32 or "
+                                f"float64") from None
+        try:
+            shape = tuple(int(n) for n in shape)
+        except (TypeError, ValueError):  # e.g. a Dask array of unknown chunk sizes
+            raise ValueError(f"{self.fn}: {name} has shape {tuple(shape)}; its sizes must be "
+                             f"known (compute the chunk sizes first)") from None
+        return np.broadcast_to(np.zeros((), dt), shape)
 
 
 def _scalar_or_array(ns, v, name, dtype):
@@ -112,10 +159,11 @@ def _kernel_plan(fn, ns, guide, kernel_size, kw):
     mask = kw["mask"]
     if mask is not None:
         mask = ns.to_backend(mask, "mask", small=True)
-        if mask.dtype.kind == "f":
+        if mask.dtype.kind == "f" and not getattr(ns, "dry", False):
             mask = mask.astype(dt)  # any float width is fine for a 0/1 mask
     opts["mask"] = mask
-    return _core.plan_packernel(fn, g, kernel_size, **opts)
+    dry = getattr(ns, "dry", False)
+    return _core.plan_packernel(fn, g, kernel_size, values=not dry, **opts)
 
 
 def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, dilation=1,
@@ -199,6 +247,7 @@ def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, di
               smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
               channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
               transposed=transposed)
+    _given("packernel2d", guide=guide)
     ns = Namespace("packernel2d", dict(guide=guide, **_kernel_arrays(kw)))
     plan = _kernel_plan("packernel2d", ns, guide, kernel_size, kw)
     K, out_mask = _run(ns, _ops.packernel_forward, plan)
@@ -251,6 +300,7 @@ def packernel2d_backward(grad_kernel, guide, kernel_size, *, stride=1, padding=0
     """
     fn = "packernel2d_backward"
     _required(fn, "grad_kernel", grad_kernel)
+    _given(fn, guide=guide)
     needs = _core.check_needs(fn, needs, ("guide", "inv_alpha", "inv_lambda", "smooth_kernel"))
     kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
               kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
@@ -281,6 +331,7 @@ def _op_plan(fn, ns, arrays, grad=None, **opts):
 
 
 def _op_call(fn, arrays, grad=None, **opts):
+    _given(fn, **{n: a for n, a in arrays.items() if n != "bias"})
     all_arrays = dict(arrays)
     if grad is not None:
         all_arrays["grad_output"] = grad
@@ -606,15 +657,57 @@ _KERNEL_DEFAULTS = dict(kernel_type="gaussian", smooth_kernel_type="none", smoot
 def _fused(fn, op, input, guide, weight, bias, kernel_size, geometry, kernel_kw, grad=None,
            needs=None):
     """Validate a fused call; run its forward, or its backward when ``grad`` is given."""
-    transposed = op == "transpose"
+    _given(fn, input=input, guide=guide, **({} if op == "pool" else dict(weight=weight)))
     arrays = dict(input=input, guide=guide, **_kernel_arrays(kernel_kw))
-    op_arrays = dict(input=input)
     if op != "pool":
         arrays.update(weight=weight, bias=bias)
-        op_arrays.update(weight=weight, bias=bias)
     if grad is not None:
         arrays["grad_output"] = grad
     ns = Namespace(fn, arrays)
+    kplan, oplan, g = _fused_plans(fn, op, ns, input, guide, weight, bias, kernel_size,
+                                   geometry, kernel_kw, grad)
+    if oplan.x.shape[0] == 0:
+        out = _empty_batch(_backend(ns), kplan, oplan, grad is not None, needs, op == "pool")
+        return tuple(ns.from_backend(a) for a in out)
+    if grad is None:
+        out, out_mask = _run(ns, _ops.fused_forward, kplan, oplan)
+        return ns.from_backend(out), ns.from_backend(out_mask)
+    grads = _run(ns, _ops.fused_backward, kplan, oplan, g, needs, op == "pool")
+    return tuple(ns.from_backend(a) for a in grads)
+
+
+def _empty_batch(be, kplan, oplan, backward, needs, pool):
+    """A fused call on an empty batch: empty results, zero parameter gradients (no pixel
+    contributes); the same Nones as the drivers (``_ops``) give."""
+    xp = be.arrays
+    dt = oplan.x.dtype
+    if not backward:
+        B, _, Ho, Wo = oplan.out_shape
+        mask = xp.zeros((B, 1, Ho, Wo), dt) if kplan.mask is not None else None
+        return xp.zeros(oplan.out_shape, dt), mask
+    if pool:
+        need_x, need_g, need_a, need_l, need_s = needs
+        need_w = need_b = False
+    else:
+        need_x, need_g, need_w, need_b, need_a, need_l, need_s = needs
+
+    def zeros(need, shape):
+        return xp.zeros(shape, dt) if need and shape is not None else None
+    grads = (zeros(need_x, oplan.x.shape), zeros(need_g, kplan.guide.shape),
+             zeros(need_w, oplan.weight_shape),
+             zeros(need_b, None if oplan.bias is None else oplan.bias.shape),
+             zeros(need_a, kplan.alpha_shape), zeros(need_l, kplan.lam_shape),
+             zeros(need_s, kplan.S_shape))
+    return grads[:2] + grads[4:] if pool else grads
+
+
+def _fused_plans(fn, op, ns, input, guide, weight, bias, kernel_size, geometry, kernel_kw,
+                 grad=None):
+    """The kernel and op plans of a fused call (and the converted output gradient)."""
+    transposed = op == "transpose"
+    op_arrays = dict(input=input)
+    if op != "pool":
+        op_arrays.update(weight=weight, bias=bias)
     opts = dict(stride=geometry["stride"], padding=geometry["padding"],
                 dilation=geometry["dilation"])
     if op == "pool":
@@ -632,11 +725,62 @@ def _fused(fn, op, input, guide, weight, bias, kernel_size, geometry, kernel_kw,
     _core.check_fused(fn, kplan, oplan, transposed)
     if kplan.guide.dtype != oplan.x.dtype:
         _core.check_array(kplan.guide, "guide", fn, dtype=oplan.x.dtype)
-    if grad is None:
-        out, out_mask = _run(ns, _ops.fused_forward, kplan, oplan)
-        return ns.from_backend(out), ns.from_backend(out_mask)
-    grads = _run(ns, _ops.fused_backward, kplan, oplan, g, needs, op == "pool")
-    return tuple(ns.from_backend(a) for a in grads)
+    return kplan, oplan, g
+
+
+# --------------------------------------------------------------------------- checks alone
+# The adapters (pacnp.jax, pacnp.dask, pacnp.torch) must tell their framework a result's shape
+# before pacnp computes it, and an error raised later (inside a JAX callback, a Dask task) would
+# reach the caller wrapped in another exception type, or late. They call these first: pacnp's
+# own checks, with its messages, on shape-only stand-ins of the arrays (module ``_ShapeOnly``).
+def check_packernel2d(guide, kernel_size, *, fn="packernel2d", stride=1, padding=0,
+                      output_padding=0, dilation=1, kernel_type="gaussian",
+                      smooth_kernel_type="none", smooth_kernel=None, inv_alpha=None,
+                      inv_lambda=None, channel_wise=False, normalize_kernel=False, mask=None,
+                      transposed=False):
+    """:func:`packernel2d`'s checks without computing (errors name ``fn``); returns the plan."""
+    _given(fn, guide=guide)
+    kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
+              kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
+              smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
+              channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
+              transposed=transposed)
+    return _kernel_plan(fn, _ShapeOnly(fn), guide, kernel_size, kw)
+
+
+def check_op(fn, op, input, kernel, weight=None, bias=None, *, kernel_size=None, stride=1,
+             padding=0, output_padding=0, dilation=1, shared_filters=False):
+    """The checks of the two-step op ``op`` ('conv', 'transpose' or 'pool') without computing
+    (errors name ``fn``); returns the plan."""
+    arrays = dict(input=input, kernel=kernel)
+    if op != "pool":
+        arrays.update(weight=weight, bias=bias)
+    _given(fn, **{n: a for n, a in arrays.items() if n != "bias"})
+    opts = dict(stride=stride, padding=padding, dilation=dilation)
+    if op == "pool":
+        opts["kernel_size"] = kernel_size
+    else:
+        opts["shared_filters"] = shared_filters
+    if op == "transpose":
+        opts.update(transposed=True, output_padding=output_padding)
+    return _op_plan(fn, _ShapeOnly(fn), arrays, **opts)[0]
+
+
+def check_fused(fn, op, input, guide, weight=None, bias=None, *, kernel_size=None, stride=1,
+                padding=0, output_padding=0, dilation=1, shared_filters=False, **kernel_kw):
+    """The checks of the fused op ``op`` ('conv', 'transpose' or 'pool') without computing
+    (errors name ``fn``); returns (kernel plan, op plan)."""
+    _given(fn, input=input, guide=guide, **({} if op == "pool" else dict(weight=weight)))
+    unknown = set(kernel_kw) - set(_KERNEL_DEFAULTS)
+    if unknown:
+        raise TypeError(f"{fn}: unexpected keyword arguments {sorted(unknown)}")
+    geometry = dict(stride=stride, padding=padding, dilation=dilation,
+                    shared_filters=shared_filters)
+    if op == "transpose":
+        geometry["output_padding"] = output_padding
+    kplan, oplan, _ = _fused_plans(fn, op, _ShapeOnly(fn), input, guide, weight, bias,
+                                   kernel_size, geometry, {**_KERNEL_DEFAULTS, **kernel_kw})
+    return kplan, oplan
 
 
 _FUSED_NEEDS = ("input", "guide", "weight", "bias", "inv_alpha", "inv_lambda", "smooth_kernel")

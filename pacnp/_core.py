@@ -28,11 +28,24 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 SMOOTH_TYPES = ("none", "gaussian", "average_N", "full_N")
 KERNEL_TYPES = ("gaussian", "inv_{alpha}_{lambda}[_asym][_fixed]")
 
+#: The largest stride, padding, dilation, kernel size, radius or factor pacnp takes. Index maths
+#: runs in int64: with every size below 2**31, ``y·stride − padding + i·dilation`` cannot
+#: overflow.
+MAX_SIZE = 2**31 - 1
+#: The most taps a window (kernel_size², a smoothing kernel's N², a filter's (2·radius + 1)²)
+#: may have: 8192 × 8192. The work is taps × pixels, so a larger window is years of compute on
+#: any image it could matter for, and its fixed arrays (tap tables, smoothing kernel) would be
+#: gigabytes before the first pixel: it is refused by name instead.
+MAX_WINDOW_TAPS = 2**26
+#: The most elements of an array pacnp allocates (NumPy's limit on the byte size of float64
+#: arrays, below which sizes and byte offsets fit in int64).
+MAX_ELEMENTS = np.iinfo(np.intp).max // 8
+
 
 # --------------------------------------------------------------------------- small helpers
 def pair(value, name: str, fn: str, *, minimum: int = 0, odd: bool = False) -> tuple[int, int]:
     """Normalise an int or (h, w) pair; name the function and argument when it is wrong."""
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, (bool, np.bool_)) or value is None:
         raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, numbers.Integral):
         out = (int(value), int(value))
@@ -52,7 +65,35 @@ def pair(value, name: str, fn: str, *, minimum: int = 0, odd: bool = False) -> t
             raise ValueError(f"{fn}: {name} must be {what}, got {value!r}")
         if odd and v % 2 == 0:
             raise ValueError(f"{fn}: {name} must be odd (the window needs a centre), got {value!r}")
+        check_size(fn, name, v, value)
     return out
+
+
+def check_size(fn, name, v, shown=None):
+    """``v`` (an int already checked for sign) is at most MAX_SIZE."""
+    if v > MAX_SIZE:
+        raise ValueError(f"{fn}: {name}={v if shown is None else shown!r} is larger than "
+                         f"{MAX_SIZE} (2**31 - 1), the largest size pacnp takes")
+    return v
+
+
+def check_window(fn, name, shown, taps):
+    """A window of ``taps`` taps is at most MAX_WINDOW_TAPS (checked before anything of its
+    size is allocated)."""
+    if taps > MAX_WINDOW_TAPS:
+        raise ValueError(f"{fn}: {name}={shown!r} gives a window of {taps} taps, more than "
+                         f"{MAX_WINDOW_TAPS} (8192 × 8192), the largest window pacnp takes")
+
+
+def check_elements(fn, what, shape):
+    """An array of ``shape`` that pacnp is about to allocate is addressable at all (else NumPy
+    would say "array is too big" or "Maximum allowed size exceeded" without naming anything)."""
+    n = 1
+    for v in shape:
+        n *= int(v)
+    if n > MAX_ELEMENTS:
+        raise ValueError(f"{fn}: {what} would have shape {tuple(int(v) for v in shape)}, "
+                         f"{n} elements: more than any array can hold ({MAX_ELEMENTS})")
 
 
 def check_array(a, name: str, fn: str, ndim: int | None = None, dtype=None) -> None:
@@ -208,6 +249,19 @@ class KernelGeometry:
     transposed: bool = False
 
 
+def check_padding_reach(fn, k, p, d):
+    """packernel2d's padding is at most the window's reach r = dilation·(kernel_size − 1)/2
+    (a window centre must be a guide pixel); returns r."""
+    r = tuple(d[a] * (k[a] - 1) // 2 for a in range(2))
+    for a in range(2):
+        if p[a] > r[a]:
+            raise ValueError(
+                f"{fn}: padding={p} exceeds dilation*(kernel_size-1)/2={r} "
+                f"(kernel_size={k}, dilation={d}); a window centre would fall outside the guide"
+            )
+    return r
+
+
 def kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
     """Where packernel2d's windows read the guide (memoised like op_geometry)."""
     return _kernel_geometry(fn, _ints(guide_hw), _ints(k), _ints(s), _ints(p), _ints(op), _ints(d),
@@ -216,13 +270,7 @@ def kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
 
 @functools.lru_cache(maxsize=256)
 def _kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
-    r = tuple(d[a] * (k[a] - 1) // 2 for a in range(2))
-    for a in range(2):
-        if p[a] > r[a]:
-            raise ValueError(
-                f"{fn}: padding={p} exceeds dilation*(kernel_size-1)/2={r} "
-                f"(kernel_size={k}, dilation={d}); a window centre would fall outside the guide"
-            )
+    r = check_padding_reach(fn, k, p, d)
     if not transposed:
         geo = op_geometry(fn, "guide", guide_hw, k, s, p, d)
         cy = np.arange(geo.out_hw[0], dtype=np.int64) * s[0] - p[0] + r[0]
@@ -307,7 +355,11 @@ def parse_smooth_type(smooth_kernel_type, fn: str):
         return "gaussian", 3
     m = _SMOOTH_RE.match(smooth_kernel_type)
     if m:
-        n = int(m.group(2))
+        if len(m.group(2)) > 9:  # int() of a huge digit string is itself slow
+            n = MAX_SIZE + 1
+        else:
+            n = int(m.group(2))
+        check_window(fn, "smooth_kernel_type", smooth_kernel_type, n * n)
         if n < 1 or n % 2 == 0:
             raise ValueError(
                 f"{fn}: smooth_kernel_type={smooth_kernel_type!r} needs an odd size N >= 1 "
@@ -411,7 +463,10 @@ def _param_vector(fn, name, value, from_string, KC, Cg, channel_wise, dtype, fix
 
 def plan_packernel(fn, guide, kernel_size, *, stride, padding, output_padding, dilation,
                    kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda,
-                   channel_wise, normalize_kernel, mask, transposed) -> KernelPlan:
+                   channel_wise, normalize_kernel, mask, transposed, values=True) -> KernelPlan:
+    """Validate a packernel2d call. ``values=False``: check shapes, dtypes and options only
+    (the adapters' checks on shape-only stand-ins; the mask's 0/1 values are checked when the
+    call runs)."""
     check_array(guide, "guide", fn, ndim=4)
     dtype = compute_dtype(guide, "guide", fn)
     k = pair(kernel_size, "kernel_size", fn, minimum=1, odd=True)
@@ -424,9 +479,16 @@ def plan_packernel(fn, guide, kernel_size, *, stride, padding, output_padding, d
     transposed = check_bool(fn, "transposed", transposed)
     if not transposed and any(op):
         raise ValueError(f"{fn}: output_padding={op} is only meaningful with transposed=True")
+    check_window(fn, "kernel_size", kernel_size, k[0] * k[1])
     spec = parse_kernel_type(kernel_type, fn)
     B, Cg, H, W = guide.shape
     KC = Cg if channel_wise else 1
+    # K's size before anything of it (or of its tap tables) is allocated; empty axes count as
+    # one, so an empty batch cannot hide an absurd geometry
+    check_padding_reach(fn, k, p, d)
+    out = (H, W) if transposed else out_hw(fn, "guide", (H, W), k, s, p, d)
+    check_elements(fn, f"K (guide {(H, W)}, kernel_size={k}, stride={s}, padding={p}, "
+                   f"dilation={d})", (max(B, 1), max(KC, 1)) + k + tuple(max(v, 1) for v in out))
     if spec.kind == _KIND_GAUSSIAN:
         for name, v in (("inv_alpha", inv_alpha), ("inv_lambda", inv_lambda)):
             if v is not None:
@@ -463,14 +525,21 @@ def plan_packernel(fn, guide, kernel_size, *, stride, padding, output_padding, d
                              f"{(B, 1, H, W)} (batch, 1, guide height, guide width)")
         if mask.dtype.kind not in "biuf":
             raise TypeError(f"{fn}: mask must be bool or numeric 0/1, got dtype {mask.dtype}")
-        mf = mask.astype(dtype, copy=False)
-        if not np.all((mf == 0) | (mf == 1)):
-            raise ValueError(f"{fn}: mask must hold only 0 and 1 (found other values, "
-                             f"e.g. {float(mf[(mf != 0) & (mf != 1)].flat[0])!r})")
-        m3 = np.ascontiguousarray(mf.reshape(B, H, W))
+        if values:
+            m3 = _mask_values(fn, mask, dtype)
     geo = kernel_geometry(fn, (H, W), k, s, p, op, d, transposed)
     return KernelPlan(guide, geo, k, KC, spec.kind, spec.asym, alpha, lam, a_shape, l_shape,
                       S, S_shape, m3, normalize)
+
+
+def _mask_values(fn, mask, dtype):
+    """The 0/1 mask as [B, H, W] in the compute dtype."""
+    B, _, H, W = mask.shape
+    mf = mask.astype(dtype, copy=False)
+    if not np.all((mf == 0) | (mf == 1)):
+        raise ValueError(f"{fn}: mask must hold only 0 and 1 (found other values, "
+                         f"e.g. {float(mf[(mf != 0) & (mf != 1)].flat[0])!r})")
+    return np.ascontiguousarray(mf.reshape(B, H, W))
 
 
 @dataclass
@@ -532,6 +601,7 @@ def plan_op(fn, x, kernel, weight, bias, *, stride, padding, dilation, output_pa
     weight_shape = None
     if weight is None:  # pooling
         k = pair(kernel_size, "kernel_size", fn, minimum=1, odd=True)
+        check_window(fn, "kernel_size", kernel_size, k[0] * k[1])
         dense = False
         w = np.ones(k, dtype=dtype)
         Cout = C
@@ -566,10 +636,18 @@ def plan_op(fn, x, kernel, weight, bias, *, stride, padding, dilation, output_pa
                 Cout = weight.shape[0]
                 Wm = weight
             Wm = np.ascontiguousarray(Wm).reshape(Cout, C * k[0] * k[1])
-    geo = op_geometry(fn, "input", (H, W), k, s, p, d, op)
+    # sizes first (Python ints), tap tables after: K's shape and the output's size are
+    # checked before anything of the geometry's size is allocated
+    if kernel is None:  # the fused path: K's padding rule, before any table of the op's size
+        check_padding_reach(fn, k, p, d)
+    out = out_hw(fn, "input", (H, W), k, s, p, d, op)
+    check_elements(fn, f"the output (input {(H, W)}, kernel_size={k}, stride={s}, "
+                   f"padding={p}, dilation={d})",
+                   (max(B, 1), max(Cout, 1)) + tuple(max(v, 1) for v in out))
     hint = f"stride={s}, padding={p}, dilation={d}" + (f", output_padding={op}" if op else "")
     if kernel is not None:  # None: the fused path computes K itself
-        _check_kernel_shape(fn, kernel, B, C, k, geo.out_hw, dtype, hint)
+        _check_kernel_shape(fn, kernel, B, C, k, out, dtype, hint)
+    geo = op_geometry(fn, "input", (H, W), k, s, p, d, op)
     if bias is not None:
         check_array(bias, "bias", fn, ndim=1, dtype=dtype)
         if bias.shape[0] != Cout:
@@ -589,7 +667,8 @@ def check_fused(fn, kplan: KernelPlan, oplan: OpPlan, transposed: bool) -> None:
         want = oplan.geo.out_hw if transposed else x.shape[2:]
         raise ValueError(f"{fn}: guide has spatial size {tuple(g.shape[2:])}; expected "
                          f"{tuple(want)}, {where} (the guide lives at the "
-                         f"{'output' if transposed else 'input'} resolution)")
+                         f"{'output' if transposed else 'input'} resolution; guide has shape "
+                         f"{tuple(g.shape)}, input {tuple(x.shape)})")
     if kplan.KC not in (1, x.shape[1]):
         raise ValueError(f"{fn}: channel_wise=True gives one kernel per guide channel "
                          f"({kplan.KC}), but input has {x.shape[1]} channels; they must match")

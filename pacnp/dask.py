@@ -43,14 +43,14 @@ moved to the block's device first. (Not exercised by the tests: the project's ma
 from __future__ import annotations
 
 import functools
-import operator
+import numbers
 import os
 
 import dask.array as da
 import numpy as np
 from dask.array.utils import meta_from_array
 
-from . import _api
+from . import _api, _core
 from . import filters as _filters
 from ._namespace import array_module as _xp
 from ._namespace import like as _like_block
@@ -64,17 +64,20 @@ ENV_NUMBA_THREADS = "PACNP_DASK_NUMBA_THREADS"
 
 
 # --------------------------------------------------------------------------- threads, devices
-def _numba_threads(requested):
+def _numba_threads(requested, fn="pacnp.dask"):
     """Threads for one chunk: the argument, else the environment variable, else 1."""
     if requested is None:
         requested = os.environ.get(ENV_NUMBA_THREADS, 1)
+    elif isinstance(requested, (bool, np.bool_)) or not isinstance(requested, numbers.Integral):
+        raise TypeError(f"{fn}: numba_threads must be a positive integer or None, got "
+                        f"{requested!r}")
     try:
         n = int(requested)
     except (TypeError, ValueError):
-        raise ValueError(f"pacnp.dask: numba_threads (or ${ENV_NUMBA_THREADS}) must be a "
+        raise ValueError(f"{fn}: numba_threads (or ${ENV_NUMBA_THREADS}) must be a "
                          f"positive integer, got {requested!r}") from None
     if n < 1:
-        raise ValueError(f"pacnp.dask: numba_threads must be >= 1, got {n}")
+        raise ValueError(f"{fn}: numba_threads must be >= 1, got {n}")
     return n
 
 
@@ -286,28 +289,11 @@ def _as_dask(fn, name, a):
     return a
 
 
-def _pair(v, name, fn):
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{fn}: {name} must be an int or a pair, got {v!r}")
-        return tuple(operator.index(x) for x in v)
-    return (operator.index(v),) * 2
-
-
 def _smooth_radius(fn, smooth_kernel_type):
-    """Radius of the guide smoothing (docs/semantics.md): 0, 1 (gaussian 3×3), N//2."""
-    t = smooth_kernel_type
-    if t in (None, "none"):
-        return 0
-    if t == "gaussian":
-        return 1
-    for prefix in ("average_", "full_"):
-        if isinstance(t, str) and t.startswith(prefix):
-            try:
-                return int(t[len(prefix):]) // 2
-            except ValueError:
-                break
-    raise ValueError(f"{fn}: unknown smooth_kernel_type {smooth_kernel_type!r}")
+    """Radius of the guide smoothing (docs/semantics.md): 0, 1 (gaussian 3×3), N//2 — from
+    pacnp's own parser of the type."""
+    kind, n = _core.parse_smooth_type(smooth_kernel_type, fn)
+    return 0 if kind == "none" else n // 2
 
 
 # --------------------------------------------------------------------------- fused PAC ops
@@ -317,22 +303,26 @@ _KERNEL_DEFAULTS = dict(kernel_type="gaussian", smooth_kernel_type="none", smoot
 
 
 def _fused_call(fn, op, x, guide, mask, params, geometry, kernel_kw, numba_threads):
+    numba_threads = _numba_threads(numba_threads, fn)
     x = _as_dask(fn, "input", x)
     guide = _as_dask(fn, "guide", guide)
-    if x.ndim != 4 or guide.ndim != 4:
-        raise ValueError(f"{fn}: input and guide must be [B, C, H, W] dask arrays, got shapes "
-                         f"{x.shape} and {guide.shape}")
     if mask is not None:
         mask = _as_dask(fn, "mask", mask)
-    s = _pair(geometry["stride"], "stride", fn)
-    p = _pair(geometry["padding"], "padding", fn)
-    d = _pair(geometry["dilation"], "dilation", fn)
-    k = geometry["k"]
+    # pacnp's own checks and messages on the whole arrays' shapes, before any graph is built
+    # (an error inside a task would surface late, wrapped, once per chunk)
+    kplan, oplan = _api.check_fused(
+        fn, op, x, guide, *params, mask=mask,
+        kernel_size=geometry.get("kernel_size"), stride=geometry["stride"],
+        padding=geometry["padding"], output_padding=geometry.get("output_padding", 0),
+        dilation=geometry["dilation"], shared_filters=geometry.get("shared_filters", False),
+        **kernel_kw)
+    s, p, d = kplan.geo.stride, kplan.geo.padding, kplan.geo.dilation
+    k = kplan.k
     r = tuple(d[a] * (k[a] - 1) // 2 for a in range(2))
     sm = _smooth_radius(fn, kernel_kw["smooth_kernel_type"])
     halo = tuple(max(r[a], sm) for a in range(2))
     if op == "transpose":
-        o = _pair(geometry["output_padding"], "output_padding", fn)
+        o = _core.pair(geometry["output_padding"], "output_padding", fn)
         plans = [_transposed_axis(x.shape[2 + a], x.chunks[2 + a], s[a], p[a], r[a], o[a],
                                   halo[a]) for a in range(2)]
         expect = tuple(x.shape[2 + a] * s[a] + 2 * r[a] - 2 * p[a] + o[a] + 1 - s[a]
@@ -357,11 +347,7 @@ def _fused_call(fn, op, x, guide, mask, params, geometry, kernel_kw, numba_threa
                                            "shared_filters") if key in geometry}
     if op == "pool":
         opts["kernel_size"] = geometry["kernel_size"]
-        c_out = x.shape[1]
-    else:
-        weight = params[0]
-        c_out = (x.shape[1] if geometry["shared_filters"] else
-                 weight.shape[1] if op == "transpose" else weight.shape[0])
+    c_out = oplan.Cout
     with_mask = mask is not None
 
     def call(xb, gb, mb=None):
@@ -431,9 +417,8 @@ def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dil
     """
     fn = "pacnp.dask.pacconv2d_fused"
     kernel_kw = _kernel_kw(fn, kernel_kw)
-    k = tuple(int(v) for v in np.shape(weight)[2:])
     geometry = dict(stride=stride, padding=padding, dilation=dilation,
-                    shared_filters=shared_filters, k=k)
+                    shared_filters=shared_filters)
     return _fused_call(fn, "conv", input, guide, mask, (weight, bias), geometry, kernel_kw,
                        numba_threads)
 
@@ -462,9 +447,8 @@ def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padd
     """
     fn = "pacnp.dask.pacconv_transpose2d_fused"
     kernel_kw = _kernel_kw(fn, kernel_kw)
-    k = tuple(int(v) for v in np.shape(weight)[2:])
     geometry = dict(stride=stride, padding=padding, output_padding=output_padding,
-                    dilation=dilation, shared_filters=shared_filters, k=k)
+                    dilation=dilation, shared_filters=shared_filters)
     return _fused_call(fn, "transpose", input, guide, mask, (weight, bias), geometry, kernel_kw,
                        numba_threads)
 
@@ -488,8 +472,7 @@ def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=
     """
     fn = "pacnp.dask.pacpool2d_fused"
     kernel_kw = _kernel_kw(fn, kernel_kw)
-    geometry = dict(stride=stride, padding=padding, dilation=dilation,
-                    k=_pair(kernel_size, "kernel_size", fn), kernel_size=kernel_size)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, kernel_size=kernel_size)
     return _fused_call(fn, "pool", input, guide, mask, (), geometry, kernel_kw, numba_threads)
 
 
@@ -567,6 +550,7 @@ def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
     True
     """
     fn = "pacnp.dask.joint_bilateral_filter"
+    numba_threads = _numba_threads(numba_threads, fn)
     image = _as_dask(fn, "image", image)
     guide = _as_dask(fn, "guide", guide)
     plan = _filters.plan_joint_bilateral_filter(
@@ -640,6 +624,7 @@ def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_co
     ((32, 32), 1.0)
     """
     fn = "pacnp.dask.joint_bilateral_upsample"
+    numba_threads = _numba_threads(numba_threads, fn)
     low = _as_dask(fn, "low", low)
     guide = _as_dask(fn, "guide", guide)
     if confidence is not None:
@@ -701,6 +686,7 @@ def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0
     ((3, 16, 16), (5, 5, 5, 1))
     """
     fn = "pacnp.dask.detail_preserving_pool"
+    numba_threads = _numba_threads(numba_threads, fn)
     image = _as_dask(fn, "image", image)
     plan = _filters.plan_detail_preserving_pool(image, kernel_size, stride=stride, alpha=alpha,
                                                 lam=lam, border=border,
@@ -765,18 +751,45 @@ def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output
     """
     from . import crf
     fn = "pacnp.dask.paccrf"
+    numba_threads = _numba_threads(numba_threads, fn)
     unary = _as_dask(fn, "unary", unary)
-    if unary.ndim != 4:
-        raise ValueError(f"{fn}: unary must be (B, C, H, W), got shape {unary.shape}")
-    steps = operator.index(num_steps)
+    if unary.ndim != 4 or 0 in unary.shape:
+        raise ValueError(f"{fn}: unary must be a non-empty (B, C, H, W) array, got shape "
+                         f"{unary.shape}")
+    for name, a in ([("logQ", logQ)] if logQ is not None else []) + [
+            (f"edge_feat[{i}]" if isinstance(edge_feat, (list, tuple)) else "edge_feat", f)
+            for i, f in enumerate(edge_feat if isinstance(edge_feat, (list, tuple))
+                                  else [edge_feat]) if f is not None]:
+        a = _as_dask(fn, name, a)
+        want = unary.shape if name == "logQ" else (unary.shape[0], "F") + unary.shape[2:]
+        if a.ndim != 4 or a.shape[0] != unary.shape[0] or a.shape[2:] != unary.shape[2:] or (
+                name == "logQ" and a.shape != unary.shape):
+            raise ValueError(f"{fn}: {name} has shape {a.shape}; expected {want}, the "
+                             f"unary's batch and image size")
+    from .crf._checks import _check_positive_int, _check_reach, _check_steps
+    steps = _check_steps(fn, num_steps)
+    if isinstance(terms, (crf.PairwiseTerm, dict)):
+        terms = [terms]
+    if not isinstance(terms, (list, tuple)):
+        raise TypeError(f"{fn}: terms must be a list of PairwiseTerm, got {type(terms).__name__}")
     reach = [0, 0]
-    for t in terms:
+    for i, t in enumerate(terms):
+        if not isinstance(t, (crf.PairwiseTerm, dict)):
+            raise TypeError(f"{fn}: terms[{i}] must be a PairwiseTerm (or a dict of its "
+                            f"fields), got {type(t).__name__}")
         get = t.get if isinstance(t, dict) else functools.partial(getattr, t)
-        if int(get("blur", 1) or 1) != 1:
+        b = _check_positive_int(fn, f"terms[{i}].blur", get("blur", 1))
+        if b != 1:
             raise ValueError(f"{fn}: terms with blur > 1 are not supported on Dask arrays (the "
                              f"coarse grid depends on the whole image's size); use blur=1")
-        d = _pair(get("dilation", 1) or 1, "dilation", fn)
-        k = tuple(int(v) for v in np.shape(get("filter"))[2:])
+        dd = _check_positive_int(fn, f"terms[{i}].dilation", get("dilation", 1))
+        shape = tuple(getattr(get("filter", None), "shape", ()))
+        if len(shape) != 4:
+            raise ValueError(f"{fn}: terms[{i}].filter must be a 4-D array (C or 1, C or 1, kh, "
+                             f"kw), got shape {shape}")
+        k = tuple(int(v) for v in shape[2:])
+        _check_reach(fn, f"terms[{i}]", k, dd, 1)
+        d = (dd, dd)
         for a in range(2):
             reach[a] = max(reach[a], d[a] * (k[a] - 1) // 2)
     halo = [steps * v for v in reach]

@@ -46,7 +46,7 @@ import operator
 
 import numpy as np
 
-from . import _api
+from . import _api, _core
 from ._namespace import array_module as _array_module
 from ._namespace import delegate
 
@@ -102,6 +102,8 @@ def compute_dtype(dtype):
 def _positive(fn, name, value, allow_none=False):
     if value is None and allow_none:
         return None
+    if isinstance(value, (bool, np.bool_, str, bytes)):  # float("2") and float(True) would pass
+        raise TypeError(f"{fn}: {name} must be a positive number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -113,14 +115,38 @@ def _positive(fn, name, value, allow_none=False):
 
 def _radius(fn, radius, sigma_spatial):
     if radius is None:
-        return default_radius(sigma_spatial)
+        r = default_radius(sigma_spatial)
+        _window(fn, "sigma_spatial", sigma_spatial, r)
+        return r
+    if isinstance(radius, (bool, np.bool_)):
+        raise TypeError(f"{fn}: radius must be an integer >= 0, got {radius!r}")
     try:
         r = operator.index(radius)
     except TypeError:
         raise TypeError(f"{fn}: radius must be an integer >= 0, got {radius!r}") from None
     if r < 0:
         raise ValueError(f"{fn}: radius must be an integer >= 0, got {radius!r}")
+    _window(fn, "radius", radius, r)
     return r
+
+
+def _window(fn, name, shown, r):
+    """The (2r + 1)² window of radius ``r`` (set by argument ``name``) is one pacnp takes
+    (``pacnp._core``'s limits), checked before anything of its size is allocated."""
+    _core.check_window(fn, name, shown, (2 * r + 1) ** 2)
+
+
+def _int(fn, name, value, minimum, what):
+    """An integer argument >= ``minimum`` (bools refused: True is not a stride)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{fn}: {name} must be {what}, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{fn}: {name} must be {what}, got {value!r}") from None
+    if v < minimum:
+        raise ValueError(f"{fn}: {name} must be {what}, got {value!r}")
+    return _core.check_size(fn, name, v, value)
 
 
 def default_radius(sigma_spatial):
@@ -141,16 +167,21 @@ def default_radius(sigma_spatial):
     >>> filters.default_radius(2.0), filters.default_radius(0.5)
     (6, 2)
     """
-    return max(1, int(math.ceil(RADIUS_PER_SIGMA * float(sigma_spatial) - 1e-9)))
+    r = RADIUS_PER_SIGMA * float(sigma_spatial) - 1e-9
+    if not math.isfinite(r):  # refused by the callers' checks (σ_s must be finite)
+        return _core.MAX_SIZE + 1
+    return max(1, int(math.ceil(r)))
 
 
 def _border(fn, border, allowed=BORDERS):
-    if border not in allowed:
+    if not isinstance(border, str) or border not in allowed:
         raise ValueError(f"{fn}: border must be one of {list(allowed)}, got {border!r}")
     return border
 
 
 def _axis(fn, name, axis, ndim):
+    if isinstance(axis, (bool, np.bool_)):
+        raise TypeError(f"{fn}: {name} must be an integer or None, got {axis!r}")
     try:
         a = operator.index(axis)
     except TypeError:
@@ -396,15 +427,14 @@ def plan_joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sig
     :class:`FilterPlan` (``halo`` in low-resolution samples)."""
     _check_dtype(fn, "low", low)
     _check_dtype(fn, "guide", guide)
-    try:
-        f = operator.index(factor)
-    except TypeError:
-        raise TypeError(f"{fn}: factor must be an integer >= 2, got {factor!r}") from None
-    if f < 2:
-        raise ValueError(f"{fn}: factor must be an integer >= 2, got {factor!r}")
+    f = _int(fn, "factor", factor, 2, "an integer >= 2")
     sigma_spatial = _positive(fn, "sigma_spatial", f / 2 if sigma_spatial is None
                               else sigma_spatial)
-    r = 3 * f // 2 if radius is None else _radius(fn, radius, sigma_spatial)
+    if radius is None:
+        r = 3 * f // 2
+        _window(fn, "factor", factor, r)
+    else:
+        r = _radius(fn, radius, sigma_spatial)
     o = (f - 1) // 2  # low-res sample n sits at high-res pixel n·f + o
     if r < f - 1 - o:
         raise ValueError(f"{fn}: radius={r} leaves high-res pixels without a sample in reach; "
@@ -434,22 +464,23 @@ def plan_detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, la
     """Check the arguments of :func:`detail_preserving_pool` and return its
     :class:`FilterPlan` (``halo``: the window and the 3 × 3 smoothing of its centre)."""
     _check_dtype(fn, "image", image)
-    try:
-        k = operator.index(kernel_size)
-        s = operator.index(stride)
-    except TypeError:
-        raise TypeError(f"{fn}: kernel_size and stride must be integers, got {kernel_size!r}, "
-                        f"{stride!r}") from None
-    if k < 1 or k % 2 == 0:
+    k = _int(fn, "kernel_size", kernel_size, 1, "an odd integer >= 1")
+    if k % 2 == 0:
         raise ValueError(f"{fn}: kernel_size must be an odd integer >= 1, got {kernel_size!r}")
-    if s < 1:
-        raise ValueError(f"{fn}: stride must be an integer >= 1, got {stride!r}")
-    try:
-        alpha, lam = float(alpha), float(lam)
-    except (TypeError, ValueError):
-        raise TypeError(f"{fn}: alpha and lam must be numbers, got {alpha!r}, {lam!r}") from None
-    if not (alpha >= 0 and math.isfinite(alpha) and math.isfinite(lam)):
-        raise ValueError(f"{fn}: need a finite alpha >= 0 and a finite lam, got {alpha}, {lam}")
+    _core.check_window(fn, "kernel_size", kernel_size, k * k)
+    s = _int(fn, "stride", stride, 1, "an integer >= 1")
+    for name, v in (("alpha", alpha), ("lam", lam)):
+        if isinstance(v, (bool, np.bool_, str, bytes)):
+            raise TypeError(f"{fn}: {name} must be a number, got {v!r}")
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            raise TypeError(f"{fn}: {name} must be a number, got {v!r}") from None
+    alpha, lam = float(alpha), float(lam)
+    if not (alpha >= 0 and math.isfinite(alpha)):
+        raise ValueError(f"{fn}: alpha must be a finite number >= 0, got {alpha}")
+    if not math.isfinite(lam):
+        raise ValueError(f"{fn}: lam must be a finite number, got {lam}")
     border = _border(fn, border)
     lay = Layout(fn, "image", image.shape, channel_axis)
     r = k // 2

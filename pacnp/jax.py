@@ -149,6 +149,10 @@ def _mask(mask, like):
     return None if mask is None else jnp.asarray(mask).astype(like.dtype)
 
 
+def _c(a):
+    return _adapt.checkable(a, _REDUCED)
+
+
 def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, dilation=1,
                 kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
                 inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
@@ -174,6 +178,13 @@ def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, di
     >>> g.shape
     (1, 3, 8, 8)
     """
+    skt, sk = _adapt.smooth_for_pacnp(smooth_kernel_type, smooth_kernel)
+    _api.check_packernel2d(  # pacnp's own checks and messages, before JAX sees anything
+        _c(guide), kernel_size, stride=stride, padding=padding, output_padding=output_padding,
+        dilation=dilation, kernel_type=kernel_type, smooth_kernel_type=skt,
+        smooth_kernel=_c(sk), inv_alpha=_c(inv_alpha), inv_lambda=_c(inv_lambda),
+        channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=_c(mask),
+        transposed=transposed)
     g = _up(guide)
     a_static, a_arr = _static_param(inv_alpha)
     l_static, l_arr = _static_param(inv_lambda)
@@ -242,6 +253,9 @@ def _op_fn(op, static):
 
 def _op(fn, op, input, kernel, weight, bias, kernel_size, stride, padding, output_padding,
         dilation, shared_filters):
+    _api.check_op(fn, op, _c(input), _c(kernel), _c(weight), _c(bias), kernel_size=kernel_size,
+                  stride=stride, padding=padding, output_padding=output_padding,
+                  dilation=dilation, shared_filters=shared_filters)
     x = jnp.asarray(input)
     if op != "pool":
         weight = jnp.asarray(weight)
@@ -438,6 +452,14 @@ def _fused_fn(op, static):
 def _fused(fn, op, input, guide, weight, bias, kernel_size, stride, padding, output_padding,
            dilation, shared_filters, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha,
            inv_lambda, channel_wise, normalize_kernel, mask):
+    skt, sk = _adapt.smooth_for_pacnp(smooth_kernel_type, smooth_kernel)
+    _api.check_fused(fn, op, _c(input), _c(guide), _c(weight), _c(bias),
+                     kernel_size=kernel_size, stride=stride, padding=padding,
+                     output_padding=output_padding, dilation=dilation,
+                     shared_filters=shared_filters, kernel_type=kernel_type,
+                     smooth_kernel_type=skt, smooth_kernel=_c(sk), inv_alpha=_c(inv_alpha),
+                     inv_lambda=_c(inv_lambda), channel_wise=channel_wise,
+                     normalize_kernel=normalize_kernel, mask=_c(mask))
     x = jnp.asarray(input)
     g = _up(guide)
     if op != "pool":

@@ -168,6 +168,33 @@ def test_geometry_argument_of_the_wrong_type(fn_name, arg, value):
     expect_error(TypeError, base(fn_name), arg, repr(value), **{arg: value})
 
 
+@pytest.mark.parametrize("arg, value", [
+    ("stride", 2**63), ("stride", (1, 2**31)), ("dilation", 2**62), ("padding", 2**31),
+    ("padding", (0, 2**63))])
+@pytest.mark.parametrize("fn_name", PUBLIC)
+def test_geometry_beyond_int32_is_refused_by_name(fn_name, arg, value):
+    """Sizes past 2**31 − 1 are a ValueError naming the argument (not an OverflowError of the
+    int64 index maths, nor a MemoryError of a 32 GiB tap table)."""
+    msg = expect_error(ValueError, base(fn_name), arg, "2147483647", **{arg: value})
+    assert "largest size" in msg
+
+
+@pytest.mark.parametrize("fn_name, arg, value", [
+    ("packernel2d", "smooth_kernel_type", "average_99999"),
+    ("packernel2d", "kernel_size", 8193), ("pacpool2d", "kernel_size", (2**27 + 1, 1))])
+def test_window_beyond_the_limit_is_refused_before_allocation(fn_name, arg, value):
+    msg = expect_error(ValueError, base(fn_name), arg, "taps", **{arg: value})
+    assert "67108864" in msg
+
+
+@pytest.mark.parametrize("fn_name", OP_FNS)
+def test_a_missing_array_is_named(fn_name):
+    """None for the kernel (or the weight) is a TypeError naming it, not the fused path or
+    pooling taken by surprise."""
+    for arg in ("kernel", "weight") if fn_name in CONV_FNS else ("kernel",):
+        expect_error(TypeError, base(fn_name), arg, "required", **{arg: None})
+
+
 @pytest.mark.parametrize("padding, dilation", [(2, 1), ((1, 3), 2), (3, (2, 1))])
 @pytest.mark.parametrize("fn_name", KERNEL_FNS)
 def test_packernel_padding_larger_than_window_radius(fn_name, padding, dilation):

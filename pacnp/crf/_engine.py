@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import _api as pac
 from ._blur import _Blur
-from ._checks import _check_positive_int, _odd_pair
+from ._checks import _check_positive_int, _check_reach, _check_steps, _odd_pair
 from ._space import _is_float, _is_numpy, _Space
 from ._terms import COMPAT_TYPES, FINAL_OUTPUTS, CRFGrads, PairwiseTerm
 
@@ -85,6 +85,7 @@ class _Term:
         run.check_dtype(filt, f"{where}.filter")
         self.filter = filt
         self.k = tuple(int(v) for v in filt.shape[2:])
+        _check_reach(fn, where, self.k, self.dilation, self.blur)
         self.pad = tuple(self.dilation * (k - 1) // 2 for k in self.k)
         compat = sp.inp(term.compat, f"{where}.compat")
         if kind == "2d":
@@ -173,11 +174,11 @@ class _Run:
         self.U = U
         self.dtype = U.dtype
         self.B, self.C, H, W = (int(v) for v in U.shape)
+        if min(self.C, H, W) < 1:
+            raise ValueError(f"{fn}: unary has shape {tuple(U.shape)}; it needs at least one "
+                             f"label and a non-empty image")
         self.hw = (H, W)
-        if isinstance(num_steps, (bool, np.bool_)) or not isinstance(num_steps, numbers.Integral) \
-                or num_steps < 0:
-            raise ValueError(f"{fn}: num_steps must be an int >= 0, got {num_steps!r}")
-        self.T = int(num_steps)
+        self.T = _check_steps(fn, num_steps)
         if final_output not in FINAL_OUTPUTS:
             raise ValueError(f"{fn}: final_output={final_output!r}; expected one of "
                              f"{list(FINAL_OUTPUTS)}")
@@ -214,6 +215,21 @@ class _Run:
                              f"(create it with create_YXRGB(image, ...))")
         self.check_dtype(f, name)
 
+    def _check_kernel(self, K, i, t):
+        """A given K fits terms[i]: (B, 1 or C, kh, kw, h, w) at the term's message grid."""
+        name = f"kernels[{i}]"
+        if K is None or not hasattr(K, "shape"):
+            raise TypeError(f"{self.fn}: {name} must be an array, got {type(K).__name__}")
+        shape = tuple(int(v) for v in K.shape)
+        if (len(shape) != 6 or shape[0] != self.B or shape[1] not in (1, self.C)
+                or shape[2:4] != t.k or shape[4:] != tuple(t.coarse_hw)):
+            want = (self.B, "1 or C") + t.k + tuple(t.coarse_hw)
+            raise ValueError(f"{self.fn}: {name} has shape {shape}; terms[{i}] needs {want} "
+                             f"(packernel2d of its features at the message grid; "
+                             f"PacCRF.compute_kernels makes them)")
+        self.check_dtype(K, name)
+        return K
+
     def _setup_kernels(self, edge_feat, kernels):
         fn, sp, n = self.fn, self.space, len(self.terms)
         self.kernels_given = kernels is not None
@@ -229,7 +245,7 @@ class _Run:
                     if K is None:
                         raise ValueError(f"{fn}: kernels[{i}] is None but terms[{i}] has "
                                          f"compat_type={t.kind!r}, which needs a K")
-                    t.K = sp.inp(K, f"kernels[{i}]")
+                    t.K = self._check_kernel(sp.inp(K, f"kernels[{i}]"), i, t)
             return
         needs_k = [t for t in self.terms if t.kind != "na"]
         if not needs_k:

@@ -2,8 +2,11 @@
 DenseCRF's position + colour features (:func:`create_YXRGB`)."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
+from .. import _core
 from ._space import _NP, _is_float, _is_numpy, _Space
 
 
@@ -39,15 +42,55 @@ def create_position_feats(shape, scales=None, bs=1, device=None, *, dtype=np.flo
     array([[0., 2., 4.],
            [0., 2., 4.]], dtype=float32)
     """
-    shape = tuple(int(n) for n in shape)
+    return _position_feats("create_position_feats", "scales", shape, scales, bs, device,
+                           dtype, xp)
+
+
+def _count(fn, name, v, minimum):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{fn}: {name} must be an int, got {v!r}")
+    if v < minimum:
+        raise ValueError(f"{fn}: {name} must be an int >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def _scales(fn, name, scales, n):
+    """Bandwidths: a positive finite number, or ``n`` of them (TypeError / ValueError naming
+    ``name`` otherwise)."""
+    try:
+        s = np.asarray(scales)
+    except Exception:
+        s = None
+    if s is None or s.dtype.kind not in "iuf":
+        raise TypeError(f"{fn}: {name} must be a number or a sequence of numbers, got "
+                        f"{scales!r}")
+    s = s.astype(np.float64).reshape(-1)
+    if s.size not in (1, n):
+        raise ValueError(f"{fn}: {name} has {s.size} values; expected 1 or {n}")
+    if not np.all((s > 0) & np.isfinite(s)):
+        raise ValueError(f"{fn}: {name} must be positive and finite, got {scales!r}")
+    return np.broadcast_to(s, (n,))
+
+
+def _position_feats(fn, name, shape, scales, bs, device, dtype, xp):
+    """:func:`create_position_feats`, its errors naming ``fn`` and the scales as ``name``."""
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{fn}: shape must be a tuple of ints, got {shape!r}") from None
+    if isinstance(shape, (str, bytes)) or not shape:
+        raise ValueError(f"{fn}: shape must be a non-empty tuple of ints, e.g. (H, W), got "
+                         f"{shape!r}")
+    shape = tuple(_count(fn, "shape", n, 0) for n in shape)
+    bs = _count(fn, "bs", bs, 0)
+    _core.check_elements(fn, f"the features of bs={bs}, shape={shape}",
+                         (max(bs, 1), max(len(shape), 1)) + tuple(max(n, 1) for n in shape))
     mesh = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape],
                                 indexing="ij"))
     if scales is not None:
-        s = np.broadcast_to(np.asarray(scales, dtype=np.float64).reshape(-1), (len(shape),))
-        if np.any(s <= 0):
-            raise ValueError(f"create_position_feats: scales must be positive, got {scales!r}")
+        s = _scales(fn, name, scales, len(shape))
         mesh = mesh / s.reshape((-1,) + (1,) * len(shape))
-    out = np.ascontiguousarray(np.broadcast_to(mesh, (int(bs),) + mesh.shape))
+    out = np.ascontiguousarray(np.broadcast_to(mesh, (bs,) + mesh.shape))
     if xp is None or _is_numpy(xp) or xp is _NP:
         return out.astype(dtype)
     arr = xp.asarray(out) if device is None else xp.asarray(out, device=device)
@@ -96,15 +139,17 @@ def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
     if scales is not None:
         if yx_scale is not None or rgb_scale is not None:
             raise ValueError(f"{fn}: give scales or yx_scale/rgb_scale, not both")
-        scales = list(np.asarray(scales, dtype=np.float64).reshape(-1))
+        scales = list(_scales(fn, "scales", scales, np.size(scales)))
+        if len(scales) < 3:
+            raise ValueError(f"{fn}: scales has {len(scales)} values; expected yx_scale's 2 "
+                             f"then rgb_scale's (1, or one per channel)")
         yx_scale, rgb_scale = scales[:2], scales[2:]
     dtype = a.dtype if _is_float(a.dtype) else xp.float32
     a = xp.astype(a, dtype) if a.dtype != dtype else a
     B, C, H, W = (int(v) for v in a.shape)
     if rgb_scale is not None:
-        s = np.broadcast_to(np.asarray(rgb_scale, dtype=np.float64).reshape(-1), (C,))
-        if np.any(s <= 0):
-            raise ValueError(f"{fn}: rgb_scale must be positive, got {rgb_scale!r}")
+        s = _scales(fn, "rgb_scale" if scales is None else "scales", rgb_scale, C)
         a = a / sp.asarray(s.reshape(1, C, 1, 1), dtype)
-    pos = sp.asarray(create_position_feats((H, W), yx_scale, B, dtype=np.float64), dtype)
+    pos = sp.asarray(_position_feats(fn, "yx_scale", (H, W), yx_scale, B, None, np.float64,
+                                     None), dtype)
     return sp.out(xp.concat([pos, a], axis=1))

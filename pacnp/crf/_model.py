@@ -2,13 +2,13 @@
 parameters."""
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from .. import _api as pac
+from .. import _core
 from ._blur import _Blur
-from ._checks import _NEED_NAMES, _check_needs, _check_positive_int
+from ._checks import (_NEED_NAMES, _check_needs, _check_positive_int, _check_reach, _check_real,
+                      _check_steps)
 from ._functional import paccrf, paccrf_backward
 from ._space import _parameter_converter, _Space
 from ._terms import COMPAT_TYPES, FINAL_OUTPUTS, PairwiseTerm
@@ -88,10 +88,7 @@ class PacCRF:
                  pairwise_kernels=None, *, dtype=np.float32, seed=None):
         fn = "PacCRF"
         self.channels = _check_positive_int(fn, "channels", channels)
-        if isinstance(num_steps, (bool, np.bool_)) or not isinstance(num_steps, numbers.Integral) \
-                or num_steps < 0:
-            raise ValueError(f"{fn}: num_steps must be an int >= 0, got {num_steps!r}")
-        self.num_steps = int(num_steps)
+        self.num_steps = _check_steps(fn, num_steps)
         if final_output not in FINAL_OUTPUTS:
             raise ValueError(f"{fn}: final_output={final_output!r}; expected one of "
                              f"{list(FINAL_OUTPUTS)}")
@@ -102,7 +99,7 @@ class PacCRF:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"{fn}: dtype={dtype!r}; expected float32 or float64")
-        self.init_unary_weight = float(unary_weight)
+        self.init_unary_weight = _check_real(fn, "unary_weight", unary_weight)
         self.unary_weight = float(unary_weight)
         self.rng = np.random.default_rng(seed)
         self.terms = []
@@ -140,7 +137,10 @@ class PacCRF:
                              f"{kernel_size!r}")
         spec = dict(kernel_size=k, dilation=_check_positive_int(fn, "dilation", dilation),
                     blur=_check_positive_int(fn, "blur", blur), compat_type=compat_type,
-                    spatial_filter=bool(spatial_filter), pairwise_weight=float(pairwise_weight))
+                    spatial_filter=bool(spatial_filter),
+                    pairwise_weight=_check_real(fn, "pairwise_weight", pairwise_weight))
+        _check_reach(fn, "", (k,), spec["dilation"], spec["blur"])
+        _core.check_window(fn, "kernel_size", kernel_size, k * k)
         self._specs.append(spec)
         self.terms.append(None)
         self.reset_parameters(len(self.terms) - 1)

@@ -6,7 +6,8 @@ import numbers
 
 import numpy as np
 
-from ._checks import _check_positive_int
+from .. import _core
+from ._checks import _check_positive_int, _check_steps
 from ._features import create_position_feats, create_YXRGB
 from ._functional import paccrf
 from ._space import _is_float, _np_dtype, _Space
@@ -147,6 +148,12 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
     (True, 1.0)
     """
     fn = "crf_refine"
+    num_steps = _check_steps(fn, num_steps)
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"{fn}: on_step must be callable or None, got {on_step!r}")
+    if channel_axis is not None and (isinstance(channel_axis, (bool, np.bool_))
+                                     or not isinstance(channel_axis, numbers.Integral)):
+        raise TypeError(f"{fn}: channel_axis must be an int or None, got {channel_axis!r}")
     sp = _Space(fn, dict(probabilities=probabilities, image=image))
     xp = sp.xp
     P = sp.inp(probabilities, "probabilities")
@@ -161,6 +168,9 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
     if not batched:
         P = xp.reshape(P, (1,) + tuple(P.shape))
     B, C, H, W = (int(v) for v in P.shape)
+    if min(C, H, W) < 1:
+        raise ValueError(f"{fn}: probabilities has shape {tuple(P.shape)}; it "
+                         f"needs at least one label and a non-empty image")
     if bool(xp.any(P < 0)) or bool(xp.any(xp.isnan(P))):
         raise ValueError(f"{fn}: probabilities must be >= 0 and not NaN (got a minimum of "
                          f"{float(xp.min(P))}); pass probabilities, e.g. softmax(scores)")
@@ -170,8 +180,9 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
                          f"{tuple(img.shape[2:])} but probabilities has {B} of size {(H, W)}; "
                          f"they must match")
     for name, v in (("sigma_xy", sigma_xy), ("sigma_color", sigma_color), ("eps", eps)):
-        if not isinstance(v, numbers.Real) or not v > 0:
-            raise ValueError(f"{fn}: {name} must be a positive number, got {v!r}")
+        if not isinstance(v, numbers.Real) or isinstance(v, (bool, np.bool_)) or not (
+                v > 0 and np.isfinite(v)):
+            raise ValueError(f"{fn}: {name} must be a positive number, finite, got {v!r}")
     for name, v in (("weight", weight), ("smoothness_weight", smoothness_weight),
                     ("unary_weight", unary_weight)):
         if not isinstance(v, numbers.Real) or isinstance(v, bool) or not np.isfinite(v):
@@ -183,6 +194,8 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
         if k % 2 == 0 or k < 3:
             raise ValueError(f"{fn}: {name} must be odd and >= 3 (a window around the pixel), "
                              f"got {k!r}")
+        _core.check_window(fn, name, k, k * k)
+        _core.check_size(fn, "dilation", d * (k - 1) // 2, dilation)
         w = np.full((1, 1, k, k), 1.0 / (k * k - 1))
         w[0, 0, k // 2, k // 2] = 0.0
         return sp.asarray(w, dtype)
@@ -192,6 +205,7 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
     b = _check_positive_int(fn, "blur", blur)
     terms.append(PairwiseTerm("potts", window_mean(kernel_size, "kernel_size"), float(weight),
                               None, d, b))
+    _core.check_window(fn, "blur", blur, (2 * b + 1) ** 2)
     feats.append(create_YXRGB(img, yx_scale=sigma_xy, rgb_scale=sigma_color))
     if smoothness_weight != 0:
         terms.append(PairwiseTerm("potts", window_mean(smoothness_kernel_size,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import _adapt
+from .. import _adapt, _api
 from ._ops import pac_fused_op, pac_op, packernel2d_op
 
 __all__ = [
@@ -65,6 +65,14 @@ def _kernel_tensors(fn, guide, mask, smooth_kernel, inv_alpha, inv_lambda, smoot
         mask = mask.float()
     return (mask, smooth_kernel, _param(fn, "inv_alpha", inv_alpha, guide),
             _param(fn, "inv_lambda", inv_lambda, guide), smooth_kernel_type)
+
+
+def _check(check, *args, **kwargs):
+    """pacnp's own checks (``pacnp._api.check_*``) before the op: a bad option must not reach
+    the op schema (which would coerce ``None`` to False or raise its own RuntimeError).
+    Skipped while torch.compile traces (the op checks again when it runs)."""
+    if not torch.compiler.is_compiling():
+        check(*args, **kwargs)
 
 
 def _mask_or_none(out_mask, mask):
@@ -118,6 +126,11 @@ def packernel2d(input, mask=None, kernel_size=0, stride=1, padding=0, output_pad
     g = _up(guide)
     mask, sk, a, lam, skt = _kernel_tensors(fn, g, mask, smooth_kernel, inv_alpha, inv_lambda,
                                             smooth_kernel_type)
+    _check(_api.check_packernel2d, g, kernel_size, stride=stride, padding=padding,
+           output_padding=output_padding, dilation=dilation, kernel_type=kernel_type,
+           smooth_kernel_type=skt, smooth_kernel=sk, inv_alpha=a, inv_lambda=lam,
+           channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
+           transposed=transposed)
     geo = _adapt.pairs(fn, kernel_size=kernel_size, stride=stride, padding=padding,
                        output_padding=output_padding, dilation=dilation)
     K, out_mask = packernel2d_op(g, mask, sk, a, lam, geo["kernel_size"], geo["stride"],
@@ -136,6 +149,10 @@ def _op(fn, op, input, kernel, weight, bias, kernel_size, stride, padding, outpu
         weight = _tensor(fn, "weight", weight, optional=False)
         # pacnp takes the kernel size from the weight; the fake implementation needs it here
         ks = tuple(weight.shape[-2:]) if weight.dim() >= 2 else 1
+    bias = _tensor(fn, "bias", bias)
+    _check(_api.check_op, fn, op, _up(x), _up(kernel), _up(weight), _up(bias),
+           kernel_size=kernel_size, stride=stride, padding=padding,
+           output_padding=output_padding, dilation=dilation, shared_filters=shared_filters)
     geo = _adapt.pairs(fn, kernel_size=ks, stride=stride, padding=padding,
                        output_padding=output_padding, dilation=dilation)
     out = pac_op(_up(x), _up(kernel), _up(weight), _up(_tensor(fn, "bias", bias)), op,
@@ -238,6 +255,12 @@ def _fused(fn, op, input, guide, weight, bias, kernel_size, stride, padding, out
         ks = tuple(weight.shape[-2:]) if weight.dim() >= 2 else 1
     mask, sk, a, lam, skt = _kernel_tensors(fn, g, mask, smooth_kernel, inv_alpha, inv_lambda,
                                             smooth_kernel_type)
+    _check(_api.check_fused, fn, op, _up(x), g, _up(weight), _up(_tensor(fn, "bias", bias)),
+           kernel_size=kernel_size, stride=stride, padding=padding,
+           output_padding=output_padding, dilation=dilation, shared_filters=shared_filters,
+           kernel_type=kernel_type, smooth_kernel_type=skt, smooth_kernel=sk, inv_alpha=a,
+           inv_lambda=lam, channel_wise=channel_wise, normalize_kernel=normalize_kernel,
+           mask=mask)
     geo = _adapt.pairs(fn, kernel_size=ks, stride=stride, padding=padding,
                        output_padding=output_padding, dilation=dilation)
     out, out_mask = pac_fused_op(

@@ -9,6 +9,7 @@ precomputed kernel is given, so K is never materialised whole.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -53,6 +54,15 @@ def _linear_taps(k, s, normalize):
     return w
 
 
+def _channels(fn, name, v):
+    """A channel count: an int >= 1 (checked before torch allocates the weight)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{fn}: {name} must be an int, got {v!r}")
+    if v < 1:
+        raise ValueError(f"{fn}: {name} must be >= 1, got {v!r}")
+    return _core.check_size(fn, name, int(v))
+
+
 class _PacConvNd(nn.Module):
     """Shared construction of the PAC layers: parameters and buffers under the reference code's
     names (``weight``, ``bias``, ``inv_alpha``, ``inv_lambda``, ``smooth_kernel``), so state dicts
@@ -63,9 +73,18 @@ class _PacConvNd(nn.Module):
                  channel_wise, normalize_kernel, shared_filters, filler):
         super().__init__()
         fn = type(self).__name__
+        if not pool_only:
+            in_channels = _channels(fn, "in_channels", in_channels)
+            out_channels = _channels(fn, "out_channels", out_channels)
+            bias = _core.check_bool(fn, "bias", bias)
+            shared_filters = _core.check_bool(fn, "shared_filters", shared_filters)
+        channel_wise = _core.check_bool(fn, "channel_wise", channel_wise)
+        normalize_kernel = _core.check_bool(fn, "normalize_kernel", normalize_kernel)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _core.pair(kernel_size, "kernel_size", fn, minimum=1, odd=True)
+        _core.check_window(fn, "kernel_size", kernel_size,
+                           self.kernel_size[0] * self.kernel_size[1])
         self.stride = _core.pair(stride, "stride", fn, minimum=1)
         self.padding = _core.pair(padding, "padding", fn)
         self.dilation = _core.pair(dilation, "dilation", fn, minimum=1)
