@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn import Parameter
 
 from .. import _core
+from ..crf import _features
 from .layers import PacConv2d, _PacConvNd
 
 __all__ = ["PacCRF", "PacCRFLoose", "create_YXRGB", "create_position_feats"]
@@ -32,12 +34,11 @@ def create_position_feats(shape, scales=None, bs=1, device=None):
     tensor([[0., 2., 4.],
             [0., 2., 4.]])
     """
-    axes = [torch.arange(n, dtype=torch.float32, device=device) for n in shape]
-    mesh = torch.stack(torch.meshgrid(*axes, indexing="ij"))
-    if scales is not None:
-        scales = torch.as_tensor(scales, dtype=torch.float32, device=mesh.device)
-        mesh = mesh / scales.reshape(-1, *([1] * len(shape)))
-    return mesh.unsqueeze(0).expand(bs, *mesh.shape).contiguous()
+    # pacnp.crf's own checks and arithmetic (float64, then float32): the same values and the
+    # same errors as pacnp.crf.create_position_feats, named for this function
+    feats = _features._position_feats("pacnp.torch.create_position_feats", "scales", shape,
+                                      scales, bs, None, np.float32, None)
+    return torch.from_numpy(feats).to(device)
 
 
 def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
@@ -53,16 +54,27 @@ def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
     >>> tuple(pac.create_YXRGB(torch.rand(2, 3, 4, 5), yx_scale=2.0, rgb_scale=0.1).shape)
     (2, 5, 4, 5)
     """
+    fn = "pacnp.torch.create_YXRGB"
+    if not isinstance(img, torch.Tensor) or img.dim() not in (3, 4):
+        raise TypeError(f"{fn}: img must be a (B, C, H, W) or (C, H, W) tensor, got "
+                        f"{type(img).__name__} of shape {tuple(getattr(img, 'shape', ()))}")
     img = img.reshape(-1, *img.shape[-3:])
     if scales is not None:
         if yx_scale is not None or rgb_scale is not None:
-            raise ValueError("create_YXRGB: give scales or yx_scale/rgb_scale, not both")
+            raise ValueError(f"{fn}: give scales or yx_scale/rgb_scale, not both")
+        scales = list(_features._scales(fn, "scales", scales, np.size(scales)))
+        if len(scales) < 3:
+            raise ValueError(f"{fn}: scales has {len(scales)} values; expected yx_scale's 2 "
+                             f"then rgb_scale's (1, or one per channel)")
         yx_scale, rgb_scale = scales[:2], scales[2:]
-    mesh = create_position_feats(img.shape[-2:], yx_scale, img.shape[0], img.device)
+    B, C, H, W = img.shape
+    mesh = _features._position_feats(fn, "yx_scale", (H, W), yx_scale, B, None, np.float64,
+                                     None)
     if rgb_scale is not None:
-        rgb_scale = torch.as_tensor(rgb_scale, dtype=img.dtype, device=img.device)
-        img = img / rgb_scale.reshape(-1, 1, 1)
-    return torch.cat([mesh.to(img.dtype), img], dim=1)
+        s = _features._scales(fn, "rgb_scale" if scales is None else "scales", rgb_scale, C)
+        img = img / torch.as_tensor(s, dtype=img.dtype, device=img.device).reshape(-1, 1, 1)
+    mesh = torch.from_numpy(mesh).to(device=img.device, dtype=img.dtype)
+    return torch.cat([mesh, img], dim=1)
 
 
 def _blur_pad(sizes, factor):
