@@ -38,7 +38,7 @@ def create_position_feats(shape, scales=None, bs=1, device=None):
     # same errors as pacnp.crf.create_position_feats, named for this function
     feats = _features._position_feats("pacnp.torch.create_position_feats", "scales", shape,
                                       scales, bs, None, np.float32, None)
-    return torch.from_numpy(feats).to(device)
+    return torch.from_numpy(np.require(feats, requirements="W")).to(device)
 
 
 def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
@@ -73,7 +73,7 @@ def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
     if rgb_scale is not None:
         s = _features._scales(fn, "rgb_scale" if scales is None else "scales", rgb_scale, C)
         img = img / torch.as_tensor(s, dtype=img.dtype, device=img.device).reshape(-1, 1, 1)
-    mesh = torch.from_numpy(mesh).to(device=img.device, dtype=img.dtype)
+    mesh = torch.from_numpy(np.require(mesh, requirements="W")).to(device=img.device, dtype=img.dtype)
     return torch.cat([mesh, img], dim=1)
 
 
