@@ -72,7 +72,7 @@ def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
                                      None)
     if rgb_scale is not None:
         s = _features._scales(fn, "rgb_scale" if scales is None else "scales", rgb_scale, C)
-        img = img / torch.as_tensor(s, dtype=img.dtype, device=img.device).reshape(-1, 1, 1)
+        img = img / torch.tensor(np.array(s), dtype=img.dtype, device=img.device).reshape(-1, 1, 1)
     mesh = torch.from_numpy(np.require(mesh, requirements="W")).to(device=img.device, dtype=img.dtype)
     return torch.cat([mesh, img], dim=1)
 
