@@ -191,7 +191,7 @@ def _dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out, y0
     allocates: a failed allocation inside the parallel region would not reach the caller."""
     B = x.shape[0]
     C = x.shape[1]
-    Cout, Wo = out.shape[1], out.shape[3]
+    Cout = out.shape[1]
     n = K.shape[4]
     kh = ty.shape[0]
     kk = kh * tx.shape[0]
