@@ -207,6 +207,25 @@ LOW_MEMORY = textwrap.dedent("""
         c = K[0, 0, 1998:2003, 1998:2003]
         return np.allclose(c, K0[0, 0]) and np.count_nonzero(K) == np.count_nonzero(K0)
     report("packernel2d", kernel)
+    img = rng.random((1, 6)).astype(np.float32)
+    near = filters.bilateral_filter(img, sigma_spatial=2.0, sigma_color=0.3, radius=40,
+                                    border="nearest")
+    report("bilateral", lambda: np.allclose(filters.bilateral_filter(
+        img, sigma_spatial=2.0, sigma_color=0.3, radius=4000, border="nearest"), near,
+        rtol=1e-6, atol=1e-7))
+    x = rng.standard_normal((1, 2, 6, 4))
+    gg = rng.standard_normal((1, 2, 6, 4))
+    wt = rng.standard_normal((3, 2, 5, 5))
+    ref = pacnp.pacconv2d_fused_backward(np.ones((1, 3, 6, 4)), x, gg, wt, padding=2,
+                                         needs=(True, True, False, False, False, False, False))
+    big = np.zeros((3, 2, 2001, 2001))
+    big[:, :, 998:1003, 998:1003] = wt
+    def fused():
+        got = pacnp.pacconv2d_fused_backward(
+            np.ones((1, 3, 6, 4)), x, gg, big, padding=1000,
+            needs=(True, True, False, False, False, False, False))
+        return all(np.allclose(a, b) for a, b in zip(got[:2], ref[:2]))
+    report("fused_backward", fused)
 """)
 
 
@@ -220,8 +239,8 @@ def test_failed_allocation_reaches_the_caller(limit_mib):
                        capture_output=True, text=True, timeout=600)
     lines = r.stdout.split("\n")
     assert r.returncode == 0, r.stderr[-3000:]
-    for name in ("upsample", "packernel2d"):
+    for name in ("upsample", "packernel2d", "bilateral", "fused_backward"):
         line = next(ln for ln in lines if ln.startswith(name + " "))
         assert line.split()[1] in ("ok", "MemoryError"), (line, r.stderr[-3000:])
-    # the upsample stores only the taps that reach a sample: it must fit in any such limit
-    assert "upsample ok" in lines
+    # these store only what reaches the image: they must fit in any such limit
+    assert "upsample ok" in lines and "bilateral ok" in lines
