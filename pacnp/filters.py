@@ -528,6 +528,76 @@ def _direct_weighted_sum(xp, x, guide, sigma_color, r, sigma_spatial, border, ct
             den.reshape(B, 1, H, W).astype(ct, copy=False))
 
 
+def _fold_centres(n, centres, offsets, weights, mode):
+    """F[o, j] = Σ over the offsets t (weights w_t) with centres[o] + t on image pixel j (a
+    padded position repeating it, for 'edge' / 'reflect'), and out[o] = the weight falling on
+    the zero pixels of 'constant'. The general form of :func:`_fold_axis`."""
+    F = np.zeros((len(centres), n))
+    out = np.zeros(len(centres))
+    for o, c in enumerate(centres):
+        p = c + offsets
+        if mode in ("edge", "reflect"):
+            F[o] = np.bincount(_border_index(p, n, mode), weights=weights, minlength=n)
+        else:
+            inside = (p >= 0) & (p < n)
+            np.add.at(F[o], p[inside], weights[inside])
+            out[o] = weights[~inside].sum()
+    return F, out
+
+
+def _direct_pool(xp, x, plan):
+    """:func:`pool` for a window larger than the image with a padding border, over the image's
+    pixels: the window of output o (centre: image pixel o·stride) counts each image pixel j as
+    often as padded taps repeat it, Fy[oy, jy]·Fx[ox, jx] times (zero pixels of 'constant':
+    value 0, counted apart), so
+
+        out_o = Σ_j F·D_oj·v_j / (Σ_j F·D_oj + D_o(0)·(taps on zero pixels)),
+        D_oj = α + ((v_j − ṽ_o)² + ε²)^λ per channel,
+
+    ṽ_o the 3 × 3 binomial smoothing of the padded image at the centre (separable: the same
+    folding with the offsets −1, 0, 1). Exact up to rounding; the cost is (H·W)·(output pixels),
+    not the window's (2r + 1)² per output. Computed in float64."""
+    from . import config
+    B, C, H, W = x.shape
+    r, s = plan.radius, plan.stride
+    mode = _PAD_MODE[plan.border]
+    cy, cx = np.arange(0, H, s), np.arange(0, W, s)
+    taps = np.arange(-r, r + 1)
+    ones = np.ones(taps.size)
+    Fy, Oy = _fold_centres(H, cy, taps, ones, mode)
+    Fx, Ox = _fold_centres(W, cx, taps, ones, mode)
+    b3 = np.array([0.25, 0.5, 0.25])
+    Sy, _ = _fold_centres(H, cy, np.arange(-1, 2), b3, mode)
+    Sx, _ = _fold_centres(W, cx, np.arange(-1, 2), b3, mode)
+    v = xp.asarray(x, dtype=np.float64)
+    smooth = xp.einsum("oy,bcyx,px->bcop", xp.asarray(Sy), v, xp.asarray(Sx))  # ṽ [B, C, Ho, Wo]
+    Ho, Wo = cy.size, cx.size
+    n = H * W
+    jy, jx = np.divmod(np.arange(n), W)
+    vf = v.reshape(B, C, 1, n)
+    sm = smooth.reshape(B, C, Ho * Wo)
+    alpha, lam, eps = plan.alpha, plan.lam, config.INV_EPS
+    out = xp.empty((B, C, Ho * Wo), dtype=np.float64)
+    if plan.border == "constant":
+        in_y, in_x = Fy.sum(1), Fx.sum(1)
+        zeros = Oy[:, None] * (in_x + Ox)[None, :] + in_y[:, None] * Ox[None, :]
+        zeros = xp.asarray(zeros.reshape(Ho * Wo))
+    step = max(1, (config.STRIPE_BYTES // 8) // max(1, 3 * B * C * n))
+    for o0 in range(0, Ho * Wo, step):
+        o1 = min(Ho * Wo, o0 + step)
+        oy, ox = np.divmod(np.arange(o0, o1), Wo)
+        cnt = xp.asarray(Fy[oy][:, jy] * Fx[ox][:, jx])  # [m, n] taps per pixel
+        c = sm[:, :, o0:o1, None]
+        D = alpha + ((vf - c) ** 2 + eps) ** lam
+        D = D * cnt[None, None]
+        num = (D * vf).sum(axis=3)
+        den = D.sum(axis=3)
+        if plan.border == "constant":
+            den = den + (alpha + (c[..., 0] ** 2 + eps) ** lam) * zeros[None, None, o0:o1]
+        out[:, :, o0:o1] = num / den
+    return out.reshape(B, C, Ho, Wo).astype(plan.compute_dtype, copy=False)
+
+
 def _fill_border(xp, a, r, mode):
     """Fill the r-pixel band around the interior of ``a`` [..., H + 2r, W + 2r] in place, as
     ``numpy.pad(interior, r, mode)`` would (modes 'reflect', 'edge', 'constant' = zeros).
@@ -670,6 +740,12 @@ def pool(plan, image):
     xp = _xp_of(image)
     lay, k, r = plan.layout, plan.kernel_size, plan.radius
     x = xp.ascontiguousarray(lay.to_bchw(xp, image).astype(plan.compute_dtype))
+    if plan.border != "renormalize" and r >= max(x.shape[2:]):
+        # a window larger than the image: its padded taps fold onto the pixels they repeat
+        # (no r-wide padding, cost bounded by the image); renormalize needs no such path: the
+        # fused op drops the taps that never meet the image
+        out = _direct_pool(xp, x, plan)
+        return _finish(xp, lay.from_bchw(xp, out, out.shape[2:]), plan.dtype)
     pad = r
     if plan.border != "renormalize":
         widths = ((0, 0), (0, 0), (r, r), (r, r))

@@ -94,6 +94,36 @@ def test_upsample_radius_beyond_image_is_exact_and_small():
     np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=20, deadline=None)
+@given(h=st.integers(1, 4), w=st.integers(1, 5), extra=st.integers(0, 3),
+       border=st.sampled_from(["nearest", "reflect", "constant"]), stride=st.integers(1, 3),
+       lam=st.sampled_from([-1.0, 0.5, 1.0]), seed=st.integers(0, 2**16))
+def test_direct_pool_equals_window_form(h, w, extra, border, stride, lam, seed):
+    """detail_preserving_pool with a window larger than the image (folded over the image's
+    pixels) equals the padded window form it replaces."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((2, 2, h, w))
+    r = max(h, w) + extra
+    plan = F.plan_detail_preserving_pool(x, 2 * r + 1, stride=stride, alpha=0.3, lam=lam,
+                                         border=border, channel_axis=1)
+    got = F.pool(plan, x)
+    pad = np.pad(x, ((0, 0), (0, 0), (r, r), (r, r)), mode=F._PAD_MODE[border])
+    want, _ = pacnp.pacpool2d_fused(pad, pad, 2 * r + 1, stride=stride, padding=0,
+                                    kernel_type=f"inv_{0.3!r}_{2 * lam!r}_fixed",
+                                    smooth_kernel_type="gaussian", channel_wise=True,
+                                    normalize_kernel=True)
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
+
+
+def test_huge_pool_window_is_fast():
+    rng = np.random.default_rng(8)
+    img = rng.random((1, 6)).astype(np.float32)
+    for border in F.BORDERS:
+        t = time.perf_counter()
+        out = F.detail_preserving_pool(img, 8001, stride=2, border=border)
+        assert time.perf_counter() - t < 5.0 and np.isfinite(out).all(), border
+
+
 # --------------------------------------------------------------------------- dead taps
 @pytest.mark.parametrize("op", ["conv", "conv_dense", "transpose", "pool"])
 def test_dead_taps_trimmed_equal_two_step(backend, op, monkeypatch):
