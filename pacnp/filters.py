@@ -436,7 +436,7 @@ def _gaussian_taps(radius, sigma, dtype):
     more than ~40·σ_s taps."""
     tiny = float(np.finfo(dtype).smallest_subnormal)
     # exp(−t²/2σ²) rounds to 0 in dtype beyond this t (one more tap for the rounding)
-    reach = int(math.ceil(sigma * math.sqrt(-2.0 * (math.log(tiny) - math.log(2.0))))) + 1
+    reach = math.ceil(sigma * math.sqrt(-2.0 * (math.log(tiny) - math.log(2.0)))) + 1
     r = min(radius, reach)
     ws = _gaussian_1d(r, sigma, dtype)
     while r > 0 and ws[0] == 0:
