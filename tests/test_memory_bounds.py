@@ -124,6 +124,31 @@ def test_huge_pool_window_is_fast():
         assert time.perf_counter() - t < 5.0 and np.isfinite(out).all(), border
 
 
+@settings(max_examples=20, deadline=None)
+@given(h=st.integers(1, 4), w=st.integers(1, 4), f=st.integers(2, 4), extra=st.integers(0, 6),
+       seed=st.integers(0, 2**16))
+def test_direct_upsample_equals_definition(h, w, f, extra, seed):
+    """joint_bilateral_upsample with a window wider than the samples' grid (summed over the
+    samples) equals the definition, confidence and guide channels included."""
+    rng = np.random.default_rng(seed)
+    low = rng.random((h, w))
+    guide = rng.random((2, h * f, w * f))
+    conf = rng.random((h, w)) * (rng.random((h, w)) > 0.2)
+    r = max(h, w) * f // 2 + f + extra
+    out = F.joint_bilateral_upsample(low, guide, f, sigma_spatial=1.5, sigma_color=0.5,
+                                     radius=r, guide_channel_axis=0, confidence=conf)
+    expect = brute_upsample(low, guide, f, 1.5, 0.5, r, conf)
+    np.testing.assert_allclose(out, expect, rtol=1e-11, atol=1e-12, equal_nan=True)
+
+
+def test_large_upsample_with_huge_radius_is_bounded():
+    rng = np.random.default_rng(9)
+    low, guide = rng.random((24, 20)).astype(np.float32), rng.random((48, 40)).astype(np.float32)
+    t = time.perf_counter()
+    out = F.joint_bilateral_upsample(low, guide, 2, radius=10**6)
+    assert time.perf_counter() - t < 10.0 and np.isfinite(out).all()
+
+
 # --------------------------------------------------------------------------- dead taps
 @pytest.mark.parametrize("op", ["conv", "conv_dense", "transpose", "pool"])
 def test_dead_taps_trimmed_equal_two_step(backend, op, monkeypatch):
