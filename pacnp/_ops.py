@@ -18,11 +18,13 @@ guide rows near a stripe border) accumulate, stripe after stripe, in a fixed ord
 """
 from __future__ import annotations
 
-import numba
+import dataclasses
+import threading
+
 import numpy as np
 
 from . import config
-from ._core import pair_geometry
+from ._core import KernelGeometry, OpGeometry, pair_geometry
 
 
 def _chunks(rows: int) -> int:
@@ -30,14 +32,88 @@ def _chunks(rows: int) -> int:
 
 
 def stripes(plan):
-    """Output-row stripes for the fused path: K of one stripe ≤ config.STRIPE_BYTES, but at
-    least a few rows per thread so every stripe keeps all threads busy."""
+    """Output-row stripes for the fused path: as many rows as fit K in config.STRIPE_BYTES
+    (at least one). A stripe's K is therefore ≤ max(STRIPE_BYTES, one output row's K), and
+    with the dead taps trimmed (:func:`live_taps`) one row's K holds only the taps that can
+    meet the guide: the memory is bounded by the output width and what the window can reach,
+    whatever the window. (Rows per stripe are also rows of parallel work: the budget leaves
+    dozens of rows per stripe for the usual windows.)"""
     B = plan.guide.shape[0]
     Ho, Wo = plan.geo.out_hw
-    row_bytes = B * plan.KC * plan.k[0] * plan.k[1] * Wo * plan.guide.dtype.itemsize
-    rows = max(config.STRIPE_BYTES // max(row_bytes, 1),
-               -(-4 * numba.get_num_threads() // B), 1)
+    row_bytes = max(B * plan.KC * plan.k[0] * plan.k[1] * Wo * plan.guide.dtype.itemsize, 1)
+    rows = max(config.STRIPE_BYTES // row_bytes, 1)
     return [(y0, min(y0 + rows, Ho)) for y0 in range(0, Ho, rows)]
+
+
+# --------------------------------------------------------------------------- dead taps
+_live_memo = {}
+_live_lock = threading.Lock()
+
+
+def _live_range(tab):
+    """[lo, hi) of the taps (rows of a tap table) valid for at least one output."""
+    live = np.nonzero((tab >= 0).any(axis=1))[0]
+    if live.size == 0:
+        return 0, 1  # no tap reaches the guide: keep one (K = 0 there) so shapes stay valid
+    return int(live[0]), int(live[-1]) + 1
+
+
+def _trimmed_geometries(kgeo, ogeo):
+    """(i0, i1, j0, j1, kernel geometry, op geometry) restricted to the live taps, or None when
+    every tap row and column is live. Memoised on the geometry objects (``_core`` memoises
+    those), so the schedules memoised on geometries are reused across calls."""
+    key = (id(kgeo), id(ogeo))
+    hit = _live_memo.get(key)
+    if hit is not None and hit[0] is kgeo and hit[1] is ogeo:
+        return hit[2]
+    i0, i1 = _live_range(kgeo.gy)
+    j0, j1 = _live_range(kgeo.gx)
+    kh, kw = kgeo.gy.shape[0], kgeo.gx.shape[0]
+    value = None
+    if (i0, i1, j0, j1) != (0, kh, 0, kw):
+        d = kgeo.dilation
+        # tap i reads y·s − p + i·d: dropping the first i0 taps lowers the padding by i0·d
+        pad = (kgeo.padding[0] - i0 * d[0], kgeo.padding[1] - j0 * d[1])
+        kg = KernelGeometry(kgeo.guide_hw, kgeo.out_hw, np.ascontiguousarray(kgeo.gy[i0:i1]),
+                            np.ascontiguousarray(kgeo.gx[j0:j1]), kgeo.cy, kgeo.cx,
+                            kgeo.stride, pad, d, kgeo.transposed)
+        og = OpGeometry(ogeo.in_hw, ogeo.out_hw, np.ascontiguousarray(ogeo.ty[i0:i1]),
+                        np.ascontiguousarray(ogeo.tx[j0:j1]), ogeo.stride, ogeo.transposed)
+        value = (i0, i1, j0, j1, kg, og)
+    with _live_lock:
+        if len(_live_memo) >= 256:
+            _live_memo.clear()
+        _live_memo[key] = (kgeo, ogeo, value)
+    return value
+
+
+def live_taps(kplan, oplan):
+    """The fused op's plans with the window cut to the taps that can meet the guide.
+
+    packernel2d's K is 0 at every tap whose guide pixel lies outside the guide (``gy``/``gx``
+    = −1; the normalisation and the mask statistics skip those taps too), so a tap row or
+    column that is −1 for every output contributes nothing to the op, to its normalisation or
+    to any gradient but the weight's: dropping it is exact. A window far larger than the guide
+    (a huge radius, padding beyond the image) then costs and stores only what can reach the
+    image. Returns the plans unchanged when every tap is live (the usual case: a cheap check)."""
+    kgeo = kplan.geo
+    gy, gx = kgeo.gy, kgeo.gx
+    if ((gy[0] >= 0).any() and (gy[-1] >= 0).any() and (gx[0] >= 0).any()
+            and (gx[-1] >= 0).any()):
+        return kplan, oplan
+    cut = _trimmed_geometries(kgeo, oplan.geo)
+    if cut is None:
+        return kplan, oplan
+    i0, i1, j0, j1, kg, og = cut
+    kplan = dataclasses.replace(kplan, geo=kg, k=(i1 - i0, j1 - j0))
+    if oplan.dense:
+        Cout, C = oplan.Cout, oplan.x.shape[1]
+        Wm = oplan.Wm.reshape(Cout, C, *oplan.geo.ty.shape[:1], oplan.geo.tx.shape[0])
+        Wm = np.ascontiguousarray(Wm[:, :, i0:i1, j0:j1]).reshape(Cout, -1)
+        oplan = dataclasses.replace(oplan, geo=og, Wm=Wm)
+    else:
+        oplan = dataclasses.replace(oplan, geo=og, w=np.ascontiguousarray(oplan.w[i0:i1, j0:j1]))
+    return kplan, oplan
 
 
 # --------------------------------------------------------------------------- packernel2d
@@ -275,6 +351,8 @@ def fused_backward(be, kplan, oplan, g, needs, pool=False):
         need_w = need_b = False
     else:
         need_x, need_g, need_w, need_b, need_a, need_l, need_s = needs
+    if not need_w:  # the weight's gradient keeps the whole window's shape
+        kplan, oplan = live_taps(kplan, oplan)
     src = centre_source(be, kplan)
     kb = KernelBackward(be, kplan, src, (need_g, need_a, need_l, need_s))
     ob = OpBackward(be, oplan, g, need_x, kb.wanted, need_w, need_b)

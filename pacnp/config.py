@@ -49,9 +49,13 @@ PAIR_FASTMATH = {"contract"}
 REDUCTION_CHUNKS = 16
 
 #: Upper bound on the bytes of K (and of dK) that the fused path holds at once: it walks the
-#: image in stripes of output rows whose kernel fits in this budget (and keeps at least a few
-#: rows per thread). Bounds the extra memory independently of the image size, and keeps the
-#: stripe of K in cache between the moment it is computed and the moment the op consumes it.
+#: image in stripes of output rows whose kernel fits in this budget (at least one row, so a
+#: stripe's K ≤ max(STRIPE_BYTES, one row's K); the taps that can never meet the guide are
+#: dropped first, so one row's K is bounded by what the window can reach, not by the window).
+#: Bounds the extra memory independently of the image size, and keeps the stripe of K in cache
+#: between the moment it is computed and the moment the op consumes it. The CPU launchers also
+#: cap the number of per-block scratch buffers they allocate by it (``cpu.schedule``), and the
+#: filters' direct path for windows larger than the image works in blocks of about this size.
 STRIPE_BYTES = 4 << 20
 
 #: CUDA launch shape: threads per block, and a cap on the blocks of one launch. Every CUDA

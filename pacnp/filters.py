@@ -493,6 +493,211 @@ def _gaussian_1d(radius, sigma, dtype):
     return np.exp(-0.5 * (d / sigma) ** 2).astype(dtype)
 
 
+def _gaussian_taps(radius, sigma, dtype):
+    """(r, w_s) of the spatial Gaussian over the window |t| ≤ ``radius``, cut at the taps whose
+    weight is 0 in ``dtype`` (they weigh nothing in any sum): a radius far beyond σ_s costs no
+    more than ~40·σ_s taps."""
+    tiny = float(np.finfo(dtype).smallest_subnormal)
+    # exp(−t²/2σ²) rounds to 0 in dtype beyond this t (one more tap for the rounding)
+    reach = math.ceil(sigma * math.sqrt(-2.0 * (math.log(tiny) - math.log(2.0)))) + 1
+    r = min(radius, reach)
+    ws = _gaussian_1d(r, sigma, dtype)
+    while r > 0 and ws[0] == 0:
+        r, ws = r - 1, ws[1:-1]
+    return r, ws
+
+
+def _border_index(p, n, mode):
+    """The image index (0 ≤ j < n) that padded position p (any integer array) repeats under
+    ``mode`` ('edge' or 'reflect', as numpy.pad: reflect with repeated reflections mirrors with
+    period 2(n − 1))."""
+    if mode == "edge" or n == 1:
+        return np.clip(p, 0, n - 1)
+    period = 2 * (n - 1)
+    q = np.mod(p, period)
+    return np.where(q < n, q, period - q)
+
+
+def _fold_axis(n, r, ws, mode):
+    """Spatial weights of one axis folded onto the image: F[i, j] = Σ_t w_s(t) over the taps
+    |t| ≤ r of output i whose padded position i + t is image pixel j (for 'edge' / 'reflect'
+    every padded position is one), and out[i] = Σ_t w_s(t) over the taps falling outside the
+    image (the zero pixels of 'constant'; 0 for the other modes). ``ws``: the 2r + 1 tap
+    weights (float64). Cost n·(2r + 1)."""
+    F = np.zeros((n, n))
+    out = np.zeros(n)
+    t = np.arange(-r, r + 1)
+    for i in range(n):
+        p = i + t
+        if mode in ("edge", "reflect"):
+            F[i] = np.bincount(_border_index(p, n, mode), weights=ws, minlength=n)
+        else:
+            inside = (p >= 0) & (p < n)
+            F[i, p[inside]] = ws[inside]
+            out[i] = ws[~inside].sum()
+    return F, out
+
+
+def _direct_weighted_sum(xp, x, guide, sigma_color, r, sigma_spatial, border, ct):
+    """Σ_j W·K·[x_j, 1] of :func:`_weighted_sum` for a window larger than the image, computed
+    over the image's pixels instead of the window's taps: with a padding border every tap
+    outside the image repeats an image pixel ('nearest', 'reflect') or is a zero pixel
+    ('constant'), and the separable w_s(ty)·w_s(tx) folds axis by axis onto the pixel it
+    repeats (:func:`_fold_axis`), so
+
+        Σ_taps w_s K v = Σ_j Fy[iy, jy]·Fx[ix, jx]·K(g_i, g_j)·v_j  (+ K(g_i, 0)·(mass outside)
+        for 'constant', in the denominator only: its pixels are 0 in the image and the guide),
+
+    the same sum regrouped: exact up to rounding, at a cost of (H·W)² pairs, independent of
+    the radius (the window form costs H·W·(2r + 1)² and pads the image by r). Computed in
+    float64, output pixels in blocks whose pairs take ≲ config.STRIPE_BYTES."""
+    from . import config
+    B, C, H, W = x.shape
+    mode = _PAD_MODE[border]
+    r_w, ws = _gaussian_taps(r, sigma_spatial, ct)
+    ws = ws.astype(np.float64)
+    Fy, Oy = _fold_axis(H, r_w, ws, mode)
+    Fx, Ox = _fold_axis(W, r_w, ws, mode)
+    n = H * W
+    jy, jx = np.divmod(np.arange(n), W)
+    v = xp.asarray(x, dtype=np.float64).reshape(B, C, n)
+    g = v if guide is None else xp.asarray(guide, dtype=np.float64).reshape(B, -1, n)
+    g = g / float(sigma_color)
+    Cg = g.shape[1]
+    num = xp.empty((B, C, n), dtype=np.float64)
+    den = xp.empty((B, 1, n), dtype=np.float64)
+    if border == "constant":
+        # mass of the taps on zero pixels: all taps minus those inside, split so that nothing
+        # cancels: (out_y)·(Σ_x) + (in_y)·(out_x)
+        in_y, in_x = Fy.sum(1), Fx.sum(1)
+        Oxy = Oy[:, None] * (in_x + Ox)[None, :] + in_y[:, None] * Ox[None, :]
+        Oxy = xp.asarray(Oxy.reshape(n))
+        g0 = xp.exp(-0.5 * (g * g).sum(axis=1))  # K(g_i, 0) [B, n]
+    step = max(1, (config.STRIPE_BYTES // 8) // max(1, B * n * (Cg + 2)))
+    for i0 in range(0, n, step):
+        i1 = min(n, i0 + step)
+        iy, ix = np.divmod(np.arange(i0, i1), W)
+        sp = xp.asarray(Fy[iy][:, jy] * Fx[ix][:, jx])  # [m, n] folded spatial weights
+        d2 = xp.zeros((B, i1 - i0, n), dtype=np.float64)
+        for c in range(Cg):
+            diff = g[:, c, i0:i1, None] - g[:, c, None, :]
+            d2 += diff * diff
+        A = xp.exp(-0.5 * d2) * sp[None]
+        num[:, :, i0:i1] = xp.einsum("bmj,bcj->bcm", A, v)
+        den[:, 0, i0:i1] = A.sum(axis=2)
+        if border == "constant":
+            den[:, 0, i0:i1] += g0[:, i0:i1] * Oxy[None, i0:i1]
+    return (num.reshape(B, C, H, W).astype(ct, copy=False),
+            den.reshape(B, 1, H, W).astype(ct, copy=False))
+
+
+def _fold_centres(n, centres, offsets, weights, mode):
+    """F[o, j] = Σ over the offsets t (weights w_t) with centres[o] + t on image pixel j (a
+    padded position repeating it, for 'edge' / 'reflect'), and out[o] = the weight falling on
+    the zero pixels of 'constant'. The general form of :func:`_fold_axis`."""
+    F = np.zeros((len(centres), n))
+    out = np.zeros(len(centres))
+    for o, c in enumerate(centres):
+        p = c + offsets
+        if mode in ("edge", "reflect"):
+            F[o] = np.bincount(_border_index(p, n, mode), weights=weights, minlength=n)
+        else:
+            inside = (p >= 0) & (p < n)
+            np.add.at(F[o], p[inside], weights[inside])
+            out[o] = weights[~inside].sum()
+    return F, out
+
+
+def _direct_pool(xp, x, plan):
+    """:func:`pool` for a window larger than the image with a padding border, over the image's
+    pixels: the window of output o (centre: image pixel o·stride) counts each image pixel j as
+    often as padded taps repeat it, Fy[oy, jy]·Fx[ox, jx] times (zero pixels of 'constant':
+    value 0, counted apart), so
+
+        out_o = Σ_j F·D_oj·v_j / (Σ_j F·D_oj + D_o(0)·(taps on zero pixels)),
+        D_oj = α + ((v_j − ṽ_o)² + ε²)^λ per channel,
+
+    ṽ_o the 3 × 3 binomial smoothing of the padded image at the centre (separable: the same
+    folding with the offsets −1, 0, 1). Exact up to rounding; the cost is (H·W)·(output pixels),
+    not the window's (2r + 1)² per output. Computed in float64."""
+    from . import config
+    B, C, H, W = x.shape
+    r, s = plan.radius, plan.stride
+    mode = _PAD_MODE[plan.border]
+    cy, cx = np.arange(0, H, s), np.arange(0, W, s)
+    taps = np.arange(-r, r + 1)
+    ones = np.ones(taps.size)
+    Fy, Oy = _fold_centres(H, cy, taps, ones, mode)
+    Fx, Ox = _fold_centres(W, cx, taps, ones, mode)
+    b3 = np.array([0.25, 0.5, 0.25])
+    Sy, _ = _fold_centres(H, cy, np.arange(-1, 2), b3, mode)
+    Sx, _ = _fold_centres(W, cx, np.arange(-1, 2), b3, mode)
+    v = xp.asarray(x, dtype=np.float64)
+    smooth = xp.einsum("oy,bcyx,px->bcop", xp.asarray(Sy), v, xp.asarray(Sx))  # ṽ [B, C, Ho, Wo]
+    Ho, Wo = cy.size, cx.size
+    n = H * W
+    jy, jx = np.divmod(np.arange(n), W)
+    vf = v.reshape(B, C, 1, n)
+    sm = smooth.reshape(B, C, Ho * Wo)
+    alpha, lam, eps = plan.alpha, plan.lam, config.INV_EPS
+    out = xp.empty((B, C, Ho * Wo), dtype=np.float64)
+    if plan.border == "constant":
+        in_y, in_x = Fy.sum(1), Fx.sum(1)
+        zeros = Oy[:, None] * (in_x + Ox)[None, :] + in_y[:, None] * Ox[None, :]
+        zeros = xp.asarray(zeros.reshape(Ho * Wo))
+    step = max(1, (config.STRIPE_BYTES // 8) // max(1, 3 * B * C * n))
+    for o0 in range(0, Ho * Wo, step):
+        o1 = min(Ho * Wo, o0 + step)
+        oy, ox = np.divmod(np.arange(o0, o1), Wo)
+        cnt = xp.asarray(Fy[oy][:, jy] * Fx[ox][:, jx])  # [m, n] taps per pixel
+        c = sm[:, :, o0:o1, None]
+        D = alpha + ((vf - c) ** 2 + eps) ** lam
+        D = D * cnt[None, None]
+        num = (D * vf).sum(axis=3)
+        den = D.sum(axis=3)
+        if plan.border == "constant":
+            den = den + (alpha + (c[..., 0] ** 2 + eps) ** lam) * zeros[None, None, o0:o1]
+        out[:, :, o0:o1] = num / den
+    return out.reshape(B, C, Ho, Wo).astype(plan.compute_dtype, copy=False)
+
+
+def _direct_upsample(xp, xx, g, r, f, o, sigma_spatial, ct):
+    """The transposed PAC of :func:`upsample` summed over the samples instead of the window's
+    taps: out[Y] = Σ_n w_s(Y − p_n)·K(g_Y, g_(p_n))·xx_n over the samples n within ``r``
+    (p_n = n·f + o; w_s separable, so Wy[Y, n]·Wx[X, m]). ``xx`` [B, C + 1, h, w] (values ×
+    confidence, confidence), ``g`` [B, Cg, H, W] already divided by σ_c. Cost H·W·h·w, memory
+    in blocks of output pixels ≲ config.STRIPE_BYTES; float64, cast to ``ct``."""
+    from . import config
+    B, C1, h, w = xx.shape
+    H, W = g.shape[2], g.shape[3]
+    ws = _gaussian_1d(r, sigma_spatial, ct).astype(np.float64)
+
+    def axis(n_out, n_in):
+        d = np.arange(n_out)[:, None] - (np.arange(n_in) * f + o)[None, :]
+        return np.where(np.abs(d) <= r, ws[np.clip(d + r, 0, 2 * r)], 0.0)
+
+    Wy, Wx = axis(H, h), axis(W, w)
+    n = h * w
+    ny, nx = np.divmod(np.arange(n), w)
+    v = xp.asarray(xx, dtype=np.float64).reshape(B, C1, n)
+    gf = xp.asarray(g, dtype=np.float64)
+    gs = gf[:, :, ny * f + o, nx * f + o]  # the guide at the samples [B, Cg, n]
+    gf = gf.reshape(B, gf.shape[1], H * W)
+    out = xp.empty((B, C1, H * W), dtype=np.float64)
+    step = max(1, (config.STRIPE_BYTES // 8) // max(1, B * n * (gs.shape[1] + 2)))
+    for i0 in range(0, H * W, step):
+        i1 = min(H * W, i0 + step)
+        yy, xq = np.divmod(np.arange(i0, i1), W)
+        sp = xp.asarray(Wy[yy][:, ny] * Wx[xq][:, nx])  # [m, n]
+        d2 = xp.zeros((B, i1 - i0, n), dtype=np.float64)
+        for c in range(gs.shape[1]):
+            diff = gf[:, c, i0:i1, None] - gs[:, c, None, :]
+            d2 += diff * diff
+        A = xp.exp(-0.5 * d2) * sp[None]
+        out[:, :, i0:i1] = xp.einsum("bmn,bcn->bcm", A, v)
+    return out.reshape(B, C1, H, W).astype(ct, copy=False)
+
+
 def _fill_border(xp, a, r, mode):
     """Fill the r-pixel band around the interior of ``a`` [..., H + 2r, W + 2r] in place, as
     ``numpy.pad(interior, r, mode)`` would (modes 'reflect', 'edge', 'constant' = zeros).
@@ -566,10 +771,21 @@ def bilateral(plan, image, guide=None):
     x = lay.to_bchw(xp, image)
     g = x if guide is None else plan.guide_layout.to_bchw(xp, guide)
     plan = plan.resolve_sigma_color(xp, g)
-    ws = _gaussian_1d(plan.radius, plan.sigma_spatial, ct)
-    num, den = _weighted_sum(plan.fn, xp, x, None if guide is None else g,
-                             plan.sigma_color_in(ct),
-                             np.outer(ws, ws), plan.border, plan.radius, ct)
+    H, W = x.shape[2:]
+    r = plan.radius
+    if plan.border == "renormalize":
+        # taps beyond the image are left out: a radius past max(H, W) − 1 adds none
+        r = min(r, max(H, W) - 1)
+    if plan.border != "renormalize" and r >= max(H, W):
+        # a window larger than the image: the padded taps fold onto the pixels they repeat,
+        # so the cost is bounded by the image, not the radius (no r-wide padding either)
+        num, den = _direct_weighted_sum(xp, x, None if guide is None else g,
+                                        plan.sigma_color_in(ct), r, plan.sigma_spatial,
+                                        plan.border, ct)
+    else:
+        ws = _gaussian_1d(r, plan.sigma_spatial, ct)
+        num, den = _weighted_sum(plan.fn, xp, x, None if guide is None else g,
+                                 plan.sigma_color_in(ct), np.outer(ws, ws), plan.border, r, ct)
     # den ≥ the centre tap's weight w_s(0)·w_c(0) = 1 > 0 for every border mode
     return _finish(xp, lay.from_bchw(xp, num / den), plan.dtype)
 
@@ -596,15 +812,26 @@ def upsample(plan, low, guide, confidence=None):
             raise ValueError(f"{plan.fn}: confidence must be >= 0")
     plan = plan.resolve_sigma_color(xp, g)
     g = g / plan.sigma_color_in(ct)
-    # transposed PAC geometry: kernel k = 2r+1 on the output grid, sample n at n·f + o
-    k = 2 * r + 1
-    ws = _gaussian_1d(r, plan.sigma_spatial, ct)  # w_s(j − r): tap j's offset from its sample
-    weight = xp.asarray(np.outer(ws, ws).reshape(1, 1, k, k))
+    # no sample lies farther than this from any output pixel (samples beyond the image do not
+    # exist, border 'renormalize'): a larger radius adds only taps that meet nothing, so
+    # clamping it is exact and bounds the window (hence cost and memory) by the image
+    reach = max(max((n - 1) * f + o, n * f - 1 - o) for n in (h, w))
+    r = min(r, reach)
     xx = xp.concatenate([x * conf, conf], axis=1)
-    out, _ = _api.pacconv_transpose2d_fused(xp.ascontiguousarray(xx), xp.ascontiguousarray(g),
-                                            weight, stride=f, padding=r - o,
-                                            output_padding=(f - 1) % 2, shared_filters=True,
-                                            kernel_type="gaussian")
+    if (2 * r + 1) ** 2 > 4 * h * w:
+        # a window wider than the samples' grid: the window form would evaluate (2r + 1)²
+        # taps per pixel (one row of K: (2r + 1)²·W values) for h·w samples; sum over the
+        # samples instead
+        out = _direct_upsample(xp, xx, g, r, f, o, plan.sigma_spatial, ct)
+    else:
+        # transposed PAC geometry: kernel k = 2r+1 on the output grid, sample n at n·f + o
+        k = 2 * r + 1
+        ws = _gaussian_1d(r, plan.sigma_spatial, ct)  # w_s(j − r): tap j's offset from its sample
+        weight = xp.asarray(np.outer(ws, ws).reshape(1, 1, k, k))
+        out, _ = _api.pacconv_transpose2d_fused(xp.ascontiguousarray(xx),
+                                                xp.ascontiguousarray(g), weight, stride=f,
+                                                padding=r - o, output_padding=(f - 1) % 2,
+                                                shared_filters=True, kernel_type="gaussian")
     num, den = out[:, :C], out[:, C:]
     tiny = np.finfo(ct).tiny
     res = xp.where(den >= tiny, num / xp.where(den >= tiny, den, 1), xp.nan)
@@ -619,6 +846,12 @@ def pool(plan, image):
     xp = _xp_of(image)
     lay, k, r = plan.layout, plan.kernel_size, plan.radius
     x = xp.ascontiguousarray(lay.to_bchw(xp, image).astype(plan.compute_dtype))
+    if plan.border != "renormalize" and r >= max(x.shape[2:]):
+        # a window larger than the image: its padded taps fold onto the pixels they repeat
+        # (no r-wide padding, cost bounded by the image); renormalize needs no such path: the
+        # fused op drops the taps that never meet the image
+        out = _direct_pool(xp, x, plan)
+        return _finish(xp, lay.from_bchw(xp, out, out.shape[2:]), plan.dtype)
     pad = r
     if plan.border != "renormalize":
         widths = ((0, 0), (0, 0), (r, r), (r, r))

@@ -182,13 +182,16 @@ def store_run(out, res, b, o, y, q0, q1, bo):
 
 
 @njit(parallel=True)
-def _dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out, y0, blocks, tile):
+def _dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out, y0, tile, buf_s,
+                   wbuf_s, idx_s, itaps_s, res_s):
     """out[b, :, y, :] = Wm @ columns(b, y) + bias for the output rows y0 ≤ y < y0 + n that K
-    (n rows, a stripe of the full kernel) covers; ``blocks`` blocks of rows in parallel, one
-    GEMM per phase and tile of ``tile`` columns."""
+    (n rows, a stripe of the full kernel) covers; ``buf_s.shape[0]`` blocks of rows in
+    parallel, one GEMM per phase and tile of ``tile`` columns. Each block works in its slice of
+    the scratch buffers (columns, weight rows, tap indices, GEMM result), which the launcher
+    allocates: a failed allocation inside the parallel region would not reach the caller."""
     B = x.shape[0]
     C = x.shape[1]
-    Cout, Wo = out.shape[1], out.shape[3]
+    Cout = out.shape[1]
     n = K.shape[4]
     kh = ty.shape[0]
     kk = kh * tx.shape[0]
@@ -197,11 +200,13 @@ def _dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out, y0
     unit_runs(tx, jrun)
     one_phase = pncols.shape[0] == 1
     rows = B * n
-    for blk in prange(blocks):  # blocks of rows: the scratch buffers once per block
-        buf = np.empty(C * kk * Wo, dtype=x.dtype)
-        wbuf = np.empty(Cout * C * kk, dtype=x.dtype)
-        idx = np.empty(C * kk, dtype=np.int64)
-        itaps = np.empty(kh, dtype=np.int64)
+    blocks = buf_s.shape[0]
+    for blk in prange(blocks):  # blocks of rows, each with its scratch
+        buf = buf_s[blk]
+        wbuf = wbuf_s[blk]
+        idx = idx_s[blk]
+        itaps = itaps_s[blk]
+        resb = res_s[blk]
         for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
             b = r // n
             yk = r % n
@@ -220,14 +225,15 @@ def _dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out, y0
                                 out[b, o, y, pcols[ph, q]] = (bias[o] if has_bias
                                                               else np.float32(0.0))
                         continue
+                    res = resb[:Cout * (q1 - q0)].reshape(Cout, q1 - q0)
                     if m == C * kk:
-                        res = np.dot(Wm, cols)
+                        np.dot(Wm, cols, res)
                     else:
                         Wsub = wbuf[:Cout * m].reshape(Cout, m)
                         for o in range(Cout):
                             for row in range(m):
                                 Wsub[o, row] = Wm[o, idx[row]]
-                        res = np.dot(Wsub, cols)
+                        np.dot(Wsub, cols, res)
                     for o in range(Cout):
                         # a float32 zero keeps float32 sums in float32 (a 0.0 literal would
                         # promote them to float64)
@@ -241,7 +247,7 @@ def _dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out, y0
 
 @njit(parallel=True)
 def _dense_backward_params(g, x, K, ty, tx, dW_parts, db_parts, n_chunks, y0, need_w, need_b,
-                           group):
+                           group, buf_s, gbuf_s, acc_s, part_s):
     """Weight and bias gradients from the output rows y0 ≤ y < y0 + K.shape[4].
 
     dW = Σ_rows g_row · columns_rowᵀ, with the columns of ``group`` output rows of one image
@@ -249,7 +255,9 @@ def _dense_backward_params(g, x, K, ty, tx, dW_parts, db_parts, n_chunks, y0, ne
     gives BLAS, and one accumulation per group instead of per row. Reductions over all pixels:
     each of ``n_chunks`` fixed chunks of rows sums into its own partial buffer, in row order,
     and the caller adds the partials in chunk order — deterministic, no atomics.
-    Every tap gets a column (zero where it falls outside): no column phases here.
+    Every tap gets a column (zero where it falls outside): no column phases here. Scratch
+    per chunk (``buf_s``, ``gbuf_s``, ``acc_s``, ``part_s``; empty unless need_w) comes from
+    the launcher, never allocated inside the parallel region.
     """
     B = x.shape[0]
     C = x.shape[1]
@@ -264,9 +272,11 @@ def _dense_backward_params(g, x, K, ty, tx, dW_parts, db_parts, n_chunks, y0, ne
     for ch in prange(n_chunks):
         r0 = ch * rows // n_chunks
         r1 = (ch + 1) * rows // n_chunks
-        buf = np.empty(m * group * Wo if need_w else 0, dtype=x.dtype)
-        gbuf = np.empty(Cout * group * Wo if need_w else 0, dtype=g.dtype)
-        acc = np.zeros((m, Cout) if need_w else (0, 0), dtype=x.dtype)
+        buf = buf_s[ch]
+        gbuf = gbuf_s[ch]
+        acc = acc_s[ch]
+        part = part_s[ch]
+        acc[:, :] = 0.0
         r = r0
         while r < r1:
             b = r // n
@@ -290,7 +300,7 @@ def _dense_backward_params(g, x, K, ty, tx, dW_parts, db_parts, n_chunks, y0, ne
                             gT[t * Wo + xo, o] = g[b, o, y0 + yk + t, xo]
                 # columns @ gᵀ, both C-contiguous: BLAS runs this orientation ~1.5× faster
                 # than g @ columnsᵀ on these shapes
-                part = np.dot(cols, gT)  # (m × Cout)
+                np.dot(cols, gT, part)  # (m × Cout)
                 for q in range(m):
                     for o in range(Cout):
                         acc[q, o] += part[q, o]
@@ -331,7 +341,8 @@ def tap_grads_gather(G, grow, x, K, dK, dx, b, kc, c, i, j, yk, iy, tx, need_k, 
 
 
 @njit(parallel=True)
-def _dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_k):
+def _dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_k, grow_s,
+                         G_s):
     """Input and kernel gradients from the output rows y0 ≤ y < y0 + K.shape[4] with
     y ≡ rnd (mod R).
 
@@ -341,6 +352,8 @@ def _dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_
     rnd = 0..R-1 one after another with R such that rows of one round touch disjoint input rows
     (schedule.op_rounds),
     so the scatter has no races and every input pixel sums its contributions in a fixed order.
+    The rows go to ``grow_s.shape[0]`` contiguous blocks, each with its slice of the scratch
+    (g's row, G) that the launcher allocated.
     """
     B, C = x.shape[0], x.shape[1]
     Cout, Wo = g.shape[1], g.shape[3]
@@ -349,38 +362,42 @@ def _dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_
     first, cnt = round_rows(y0, n, rnd, R)
     jrun = np.empty((kw, 3), dtype=np.int64)
     unit_runs(tx, jrun)
-    for q in prange(B * cnt):
-        b = q // cnt
-        y = first + (q % cnt) * R
-        yk = y - y0
-        grow = np.empty((Cout, Wo), dtype=g.dtype)
-        for o in range(Cout):
-            for xo in range(Wo):
-                grow[o, xo] = g[b, o, y, xo]
-        G = np.dot(WmT, grow)
-        if need_k:
-            for kc in range(KC):
-                for i in range(kh):
-                    for j in range(kw):
-                        for xo in range(Wo):
-                            dK[b, kc, i, j, yk, xo] = 0.0
-        # one walk over the taps serves both gradients; channels innermost, so that the
-        # tap's K and dK rows stay in L1 across them
-        for i in range(kh):
-            iy = ty[i, y]
-            if iy < 0:
-                continue
-            for j in range(kw):
-                lo, hi, base = jrun[j, 0], jrun[j, 1], jrun[j, 2]
-                for c in range(C):
-                    kc = c if KC > 1 else 0
-                    grow_t = c * kk + i * kw + j
-                    if lo >= 0:
-                        tap_grads_run(G, grow_t, x, K, dK, dx, b, kc, c, i, j, yk, iy, lo, hi,
-                                      base, need_k, need_x)
-                    else:
-                        tap_grads_gather(G, grow_t, x, K, dK, dx, b, kc, c, i, j, yk, iy, tx,
-                                         need_k, need_x)
+    blocks = grow_s.shape[0]
+    items = B * cnt
+    for blk in prange(blocks):
+        grow = grow_s[blk]
+        G = G_s[blk]
+        for q in range(blk * items // blocks, (blk + 1) * items // blocks):
+            b = q // cnt
+            y = first + (q % cnt) * R
+            yk = y - y0
+            for o in range(Cout):
+                for xo in range(Wo):
+                    grow[o, xo] = g[b, o, y, xo]
+            np.dot(WmT, grow, G)
+            if need_k:
+                for kc in range(KC):
+                    for i in range(kh):
+                        for j in range(kw):
+                            for xo in range(Wo):
+                                dK[b, kc, i, j, yk, xo] = 0.0
+            # one walk over the taps serves both gradients; channels innermost, so that the
+            # tap's K and dK rows stay in L1 across them
+            for i in range(kh):
+                iy = ty[i, y]
+                if iy < 0:
+                    continue
+                for j in range(kw):
+                    lo, hi, base = jrun[j, 0], jrun[j, 1], jrun[j, 2]
+                    for c in range(C):
+                        kc = c if KC > 1 else 0
+                        grow_t = c * kk + i * kw + j
+                        if lo >= 0:
+                            tap_grads_run(G, grow_t, x, K, dK, dx, b, kc, c, i, j, yk, iy, lo, hi,
+                                          base, need_k, need_x)
+                        else:
+                            tap_grads_gather(G, grow_t, x, K, dK, dx, b, kc, c, i, j, yk, iy, tx,
+                                             need_k, need_x)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -388,22 +405,42 @@ def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
     """out rows y0 ≤ y < y0 + K.shape[4] (K: that stripe of the kernel) of a dense PAC op."""
     pcols, pncols, ptaps, pntaps = schedule.phases(geo)
     m = x.shape[1] * geo.ty.shape[0] * geo.tx.shape[0]
-    _dense_forward(x, K, Wm, bias, geo.ty, geo.tx, pcols, pncols, ptaps, pntaps, out, y0,
-                   schedule.row_blocks(x.shape[0] * K.shape[4]),
-                   schedule.gemm_tile(out.shape[1], m, pcols.shape[1]))
+    Cout, Wo = out.shape[1], out.shape[3]
+    tile = schedule.gemm_tile(Cout, m, pcols.shape[1])
+    # per-block scratch, allocated here (see _dense_forward); blocks ≤ rows
+    blocks = schedule.scratch_blocks(x.shape[0] * K.shape[4], (m + Cout) * Wo * x.itemsize)
+    dt = x.dtype
+    _dense_forward(x, K, Wm, bias, geo.ty, geo.tx, pcols, pncols, ptaps, pntaps, out, y0, tile,
+                   np.empty((blocks, m * Wo), dt), np.empty((blocks, Cout * m), dt),
+                   np.empty((blocks, m), np.int64), np.empty((blocks, geo.ty.shape[0]), np.int64),
+                   np.empty((blocks, Cout * tile), dt))
 
 
 def pac_dense_backward_params(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, need_w, need_b):
     """Weight and bias gradients of the output rows K covers, added into the partial buffers
     (``n_chunks`` fixed chunks of rows)."""
     m = x.shape[1] * geo.ty.shape[0] * geo.tx.shape[0]
+    Cout, Wo = g.shape[1], g.shape[3]
+    group = schedule.param_group(m, Wo, x.itemsize)
+    # per-chunk scratch, allocated here (see the kernel); empty without need_w
+    mw, cw = (m, Cout) if need_w else (0, 0)
+    dt = x.dtype
     _dense_backward_params(g, x, K, geo.ty, geo.tx, dW_parts, db_parts, n_chunks, y0, need_w,
-                           need_b, schedule.param_group(m, g.shape[3], x.itemsize))
+                           need_b, group, np.empty((n_chunks, mw * group * Wo), dt),
+                           np.empty((n_chunks, cw * group * Wo), g.dtype),
+                           np.empty((n_chunks, mw, cw), dt), np.empty((n_chunks, mw, cw), dt))
 
 
 def pac_dense_backward_data(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k):
     """dK of the output rows K covers (written) and their share of dx (added), in the scatter
     rounds of the geometry, one after another."""
     R = schedule.op_rounds(geo)
+    Cout, Wo = g.shape[1], g.shape[3]
+    # per-block scratch, allocated here (see the kernel): blocks ≤ the rows of a round
+    blocks = schedule.scratch_blocks(x.shape[0] * -(-K.shape[4] // R),
+                                     (WmT.shape[0] + Cout) * Wo * x.itemsize)
+    grow = np.empty((blocks, Cout, Wo), g.dtype)
+    G = np.empty((blocks, WmT.shape[0], Wo), g.dtype)
     for rnd in range(R):
-        _dense_backward_data(g, x, K, WmT, geo.ty, geo.tx, dx, dK, y0, rnd, R, need_x, need_k)
+        _dense_backward_data(g, x, K, WmT, geo.ty, geo.tx, dx, dK, y0, rnd, R, need_x, need_k,
+                             grow, G)

@@ -17,6 +17,7 @@ functions.
 import numpy as np
 from numba import prange
 
+from .. import config
 from .._core import reached_rows
 from .._jit import frozen, njit
 from . import schedule
@@ -37,9 +38,11 @@ def accumulate_run(acc, c, wv, K, x, b, kc, i, j, yk, iy, lo, hi, base):
 
 
 @njit(parallel=True)
-def _depthwise_forward(x, K, w, ty, tx, out, y0, blocks):
+def _depthwise_forward(x, K, w, ty, tx, out, y0, acc_s):
     """Output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel), in
-    ``blocks`` blocks of rows.
+    ``acc_s.shape[0]`` blocks of rows, each accumulating in its slice of ``acc_s`` [blocks, C,
+    W_out] (allocated by the launcher: an allocation failing inside the parallel region would
+    not reach the caller).
 
     One (image, output row) per iteration with every channel in it, tap-major: a tap's K row is
     read once and used for all channels while it sits in L1 (a channel-major loop re-reads
@@ -52,8 +55,9 @@ def _depthwise_forward(x, K, w, ty, tx, out, y0, blocks):
     jrun = np.empty((kw, 3), dtype=np.int64)
     unit_runs(tx, jrun)
     rows = B * n
+    blocks = acc_s.shape[0]
     for blk in prange(blocks):
-        acc = np.empty((C, Wo), dtype=out.dtype)
+        acc = acc_s[blk]
         for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
             b = r // n
             yk = r % n
@@ -126,34 +130,40 @@ def _depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, y0, n
 
 
 @njit(parallel=True)
-def _depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1):
+def _depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1, acc_s):
     """dx += the gradient flowing from the output rows K covers, for input rows n0 ≤ n < n1
-    (a gather, see pacnp.cpu.conv.pac_dense_backward_input)."""
+    (a gather, see pacnp.cpu.conv.pac_dense_backward_input). The (image, channel, row) items go
+    to ``acc_s.shape[0]`` contiguous blocks, each accumulating a row in its slice of ``acc_s``
+    (allocated by the launcher)."""
     B, C, Hin, Win = dx.shape
     Wo = g.shape[3]
     n_k = K.shape[4]
     kh, kw = iy_inv.shape[0], tx.shape[0]
     kc_many = K.shape[1] > 1
     m = n1 - n0
-    for r in prange(B * C * m):
-        b = r // (C * m)
-        c = (r // m) % C
-        n = n0 + r % m
-        kc = c if kc_many else 0
-        acc = np.zeros(Win, dtype=dx.dtype)
-        for i in range(kh):
-            y = iy_inv[i, n]
-            yk = y - y0
-            if y < 0 or yk < 0 or yk >= n_k:
-                continue
-            for j in range(kw):
-                wv = w[i, j]
-                for xo in range(Wo):
-                    ix = tx[j, xo]
-                    if ix >= 0:
-                        acc[ix] += wv * K[b, kc, i, j, yk, xo] * g[b, c, y, xo]
-        for ix in range(Win):
-            dx[b, c, n, ix] += acc[ix]
+    blocks = acc_s.shape[0]
+    items = B * C * m
+    for blk in prange(blocks):
+        acc = acc_s[blk]
+        for r in range(blk * items // blocks, (blk + 1) * items // blocks):
+            b = r // (C * m)
+            c = (r // m) % C
+            n = n0 + r % m
+            kc = c if kc_many else 0
+            acc[:] = 0.0
+            for i in range(kh):
+                y = iy_inv[i, n]
+                yk = y - y0
+                if y < 0 or yk < 0 or yk >= n_k:
+                    continue
+                for j in range(kw):
+                    wv = w[i, j]
+                    for xo in range(Wo):
+                        ix = tx[j, xo]
+                        if ix >= 0:
+                            acc[ix] += wv * K[b, kc, i, j, yk, xo] * g[b, c, y, xo]
+            for ix in range(Win):
+                dx[b, c, n, ix] += acc[ix]
 
 
 # --------------------------------------------------------------------------- pair form
@@ -233,7 +243,8 @@ def store_run(out, b, orow, ocol, e, x, xrow, xcol, n):
 
 
 @njit(parallel=True, fastmath=frozen("PAIR_FASTMATH"))
-def _depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, rows, cols, out):
+def _depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, rows, cols, out,
+                                 e_s):
     """The fused depthwise op for a symmetric K and filter, pair by pair (Su et al. 2019, Eq. 3
     with K(f_a, f_b) = K(f_b, f_a) and w(δ) = w(−δ)):
 
@@ -250,7 +261,9 @@ def _depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam
     centres with the half plane below them, and the pairs whose lower end is one of its centres
     from the ``dy`` rows above it (a halo recomputed by the block: every output element keeps
     one writer, no reduction). The per-row working set (reach + 1 rows of x, out and the guide
-    at ``cols`` columns) stays in L2 (schedule.pair_blocks).
+    at ``cols`` columns) stays in L2 (schedule.pair_blocks). The blocks are split among
+    ``e_s.shape[0]`` workers, each with its row of pair weights in ``e_s`` (allocated by the
+    launcher, never inside the parallel region).
     """
     B, C, H, W = x.shape
     Ho, Wo = out.shape[2], out.shape[3]
@@ -260,53 +273,58 @@ def _depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam
     reach = dy[T - 1]
     nby = -(-Ho // rows)
     nbx = -(-Wo // cols)
-    for blk in prange(B * nby * nbx):
-        b = blk // (nby * nbx)
-        r0 = (blk // nbx) % nby * rows
-        q0 = blk % nbx * cols
-        r1 = min(r0 + rows, Ho)
-        q1 = min(q0 + cols, Wo)
-        c0, c1 = r0 + oy0, r1 + oy0  # image rows of the block's centres
-        x0, x1 = q0 + ox0, q1 + ox0  # and image columns
-        e = np.empty(x1 - x0 + dx[T - 1], dtype=out.dtype)
-        wc = w[tc // kw, tc % kw]
-        for s in range(c0, c1):
-            pair_weights(e, guide, b, s, s, x0, 0, x1 - x0, wc, kind, alpha, lam)
-            store_run(out, b, s - oy0, q0, e, x, s, x0, x1 - x0)
-        for s in range(max(c0 - reach, 0), c1):
-            for t in range(tc + 1, T):
-                s2 = s + dy[t]
-                if s2 >= H:
-                    break  # dy never decreases with t
-                at_a = s >= c0  # the upper end (s, X) is one of the block's centres
-                at_b = s2 >= c0 and s2 < c1  # the lower end (s2, X + δx) is
-                ox = dx[t]
-                # the columns X where each end is a centre of the block and the other end
-                # an image pixel
-                alo, ahi = max(x0, -ox), min(x1, W - ox)
-                blo, bhi = max(x0 - ox, 0), min(x1 - ox, W)
-                lo, hi = W, 0
-                if at_a and ahi > alo:
-                    lo, hi = alo, ahi
-                if at_b and bhi > blo:
-                    lo, hi = min(lo, blo), max(hi, bhi)
-                if hi <= lo:
-                    continue
-                pair_weights(e, guide, b, s, s2, lo, ox, hi - lo, w[t // kw, t % kw], kind,
-                             alpha, lam)
-                if at_a:
-                    scatter_run(out, b, s - oy0, alo - ox0, e, alo - lo, x, s2, alo + ox,
-                                ahi - alo)
-                if at_b:
-                    scatter_run(out, b, s2 - oy0, blo + ox - ox0, e, blo - lo, x, s, blo,
-                                bhi - blo)
+    nb = B * nby * nbx
+    workers = e_s.shape[0]
+    for wk in prange(workers):
+        e_row = e_s[wk]
+        for blk in range(wk * nb // workers, (wk + 1) * nb // workers):
+            b = blk // (nby * nbx)
+            r0 = (blk // nbx) % nby * rows
+            q0 = blk % nbx * cols
+            r1 = min(r0 + rows, Ho)
+            q1 = min(q0 + cols, Wo)
+            c0, c1 = r0 + oy0, r1 + oy0  # image rows of the block's centres
+            x0, x1 = q0 + ox0, q1 + ox0  # and image columns
+            e = e_row[:x1 - x0 + dx[T - 1]]
+            wc = w[tc // kw, tc % kw]
+            for s in range(c0, c1):
+                pair_weights(e, guide, b, s, s, x0, 0, x1 - x0, wc, kind, alpha, lam)
+                store_run(out, b, s - oy0, q0, e, x, s, x0, x1 - x0)
+            for s in range(max(c0 - reach, 0), c1):
+                for t in range(tc + 1, T):
+                    s2 = s + dy[t]
+                    if s2 >= H:
+                        break  # dy never decreases with t
+                    at_a = s >= c0  # the upper end (s, X) is one of the block's centres
+                    at_b = s2 >= c0 and s2 < c1  # the lower end (s2, X + δx) is
+                    ox = dx[t]
+                    # the columns X where each end is a centre of the block and the other end
+                    # an image pixel
+                    alo, ahi = max(x0, -ox), min(x1, W - ox)
+                    blo, bhi = max(x0 - ox, 0), min(x1 - ox, W)
+                    lo, hi = W, 0
+                    if at_a and ahi > alo:
+                        lo, hi = alo, ahi
+                    if at_b and bhi > blo:
+                        lo, hi = min(lo, blo), max(hi, bhi)
+                    if hi <= lo:
+                        continue
+                    pair_weights(e, guide, b, s, s2, lo, ox, hi - lo, w[t // kw, t % kw], kind,
+                                 alpha, lam)
+                    if at_a:
+                        scatter_run(out, b, s - oy0, alo - ox0, e, alo - lo, x, s2, alo + ox,
+                                    ahi - alo)
+                    if at_b:
+                        scatter_run(out, b, s2 - oy0, blo + ox - ox0, e, blo - lo, x, s, blo,
+                                    bhi - blo)
 
 
 # --------------------------------------------------------------------------- launchers
 def pac_depthwise_forward(x, K, w, geo, out, y0):
     """Output rows y0 ≤ y < y0 + K.shape[4] (K: that stripe of the kernel)."""
-    _depthwise_forward(x, K, w, geo.ty, geo.tx, out, y0,
-                       schedule.row_blocks(x.shape[0] * K.shape[4]))
+    C, Wo = out.shape[1], out.shape[3]
+    blocks = schedule.scratch_blocks(x.shape[0] * K.shape[4], C * Wo * out.itemsize)
+    _depthwise_forward(x, K, w, geo.ty, geo.tx, out, y0, np.empty((blocks, C, Wo), out.dtype))
 
 
 def pac_depthwise_backward_params(g, x, K, w, geo, dK, dw_parts, n_chunks, y0, need_k, need_w):
@@ -320,12 +338,21 @@ def pac_depthwise_backward_input(g, K, w, geo, dx, y0):
     those rows reach."""
     n0, n1 = reached_rows(geo.ty, y0, y0 + K.shape[4])
     if n1 > n0:
-        _depthwise_backward_input(g, K, w, schedule.inverse_rows(geo), geo.tx, dx, y0, n0, n1)
+        B, C, _, Win = dx.shape
+        # per-block scratch, allocated here (see the kernel)
+        blocks = schedule.scratch_blocks(B * C * (n1 - n0), Win * dx.itemsize)
+        _depthwise_backward_input(g, K, w, schedule.inverse_rows(geo), geo.tx, dx, y0, n0, n1,
+                                  np.empty((blocks, Win), dx.dtype))
 
 
 def pac_depthwise_symmetric_forward(x, guide, w, pairs, kind, alpha, lam, out):
     """The fused depthwise op in pair form (``pacnp._core.PairGeometry``): one pass, each
     kernel value computed once for the two outputs it weighs."""
     rows, cols = schedule.pair_blocks(out.shape[0], out.shape[2:], int(pairs.dy[-1]))
+    Ho, Wo = out.shape[2], out.shape[3]
+    nb = out.shape[0] * -(-Ho // rows) * -(-Wo // cols)
+    # a row of pair weights per worker, allocated here (see the kernel)
+    workers = max(1, min(nb, 4 * config.ROW_BLOCKS))
+    e = np.empty((workers, cols + int(pairs.dx[-1])), out.dtype)
     _depthwise_symmetric_forward(x, guide, w, pairs.dy, pairs.dx, pairs.oy0, pairs.ox0, kind,
-                                 alpha, lam, rows, cols, out)
+                                 alpha, lam, rows, cols, out, e)

@@ -176,10 +176,12 @@ def scale_factor(stats, kc, xo, normalize, has_mask):
 
 @njit(parallel=True)
 def _packernel_forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize,
-                       has_mask, K, out_mask, n_chunks, y0):
+                       has_mask, K, out_mask, n_chunks, y0, sq_s, stats_s, fac_s):
     """K for the output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel),
-    row by row, written in place; rows go to ``n_chunks`` contiguous blocks so the per-row
-    scratch buffers (k²·W_out each) are allocated once per block, not once per row."""
+    row by row, written in place; rows go to ``n_chunks`` contiguous blocks, each with its own
+    slice of the scratch buffers (``sq_s`` [n_chunks, KC, kh, kw, W_out], ``stats_s``,
+    ``fac_s``). The launcher allocates them: an allocation that fails inside a parallel region
+    cannot reach the caller as a MemoryError (numba's worker threads lose it)."""
     B = guide.shape[0]
     KC, kh, kw, n, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
     rows = B * n
@@ -188,9 +190,9 @@ def _packernel_forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym,
     cbase = centre_base(cx)
     need_stats = normalize or has_mask
     for ch in prange(n_chunks):
-        sq = np.empty((KC, kh, kw, Wo), dtype=K.dtype)
-        stats = np.empty((2 + KC, Wo), dtype=K.dtype)
-        fac = np.empty(Wo, dtype=K.dtype)
+        sq = sq_s[ch]
+        stats = stats_s[ch]
+        fac = fac_s[ch]
         for r in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
             b = r // n
             yk = r % n
@@ -251,7 +253,8 @@ def scatter_gather(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, gx, cx,
 
 @njit(parallel=True)
 def _packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize,
-                        has_mask, dsrc, dguide, dpar_rows, y0, rnd, R, need_f, need_g, need_par):
+                        has_mask, dsrc, dguide, dpar_rows, y0, rnd, R, need_f, need_g, need_par,
+                        km_s, sq_s, g2_s, stats_s, fac_s, bc_s):
     """Backward of K for the output rows y0 ≤ y < y0 + dK.shape[4] with y ≡ rnd (mod R).
 
     Per row: K is recomputed (window_row), the normalisation / mask backward turns dK into
@@ -263,7 +266,9 @@ def _packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, 
     (schedule.kernel_rounds):
     no two threads ever add to the same guide pixel, and every pixel receives its contributions
     in a fixed order (deterministic). dα, dλ go to per-row partials dpar_rows[b·Ho + y, 0|1, kc],
-    added in row order later.
+    added in row order later. The rows go to km_s.shape[0] contiguous blocks, each with its
+    slice of the scratch buffers the launcher allocated (never inside the parallel region,
+    where a failed allocation would not reach the caller).
     """
     B, Cg = guide.shape[0], guide.shape[1]
     KC, kh, kw, n, Wo = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4], dK.shape[5]
@@ -273,80 +278,86 @@ def _packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, 
     cbase = centre_base(cx)
     need_stats = normalize or has_mask
     first, cnt = round_rows(y0, n, rnd, R)
-    for q in prange(B * cnt):
-        b = q // cnt
-        y = first + (q % cnt) * R
-        yk = y - y0
-        qy = cy[y]
-        km = np.empty((1, KC, kh, kw, 1, Wo), dtype=dK.dtype)
-        sq = np.empty((KC, kh, kw, Wo), dtype=dK.dtype)
-        g2 = np.zeros((KC, kh, kw, Wo), dtype=dK.dtype)
-        stats = np.empty((2 + KC, Wo), dtype=dK.dtype)
-        fac = np.ones(Wo, dtype=dK.dtype)
-        bc = np.zeros(Wo, dtype=dK.dtype)
-        window_row(guide, src, gy, gx, cy, cx, jrun, cbase, mask, alpha, lam, kind, asym,
-                   has_mask, b, y, km, 0, 0, sq, stats, need_stats)
-        for kc in range(KC):
-            if need_stats:
-                for xo in range(Wo):
-                    fac[xo] = scale_factor(stats, kc, xo, normalize, has_mask)
-            if normalize:
-                # K_t = Km_t / S  =>  dKm_t = (dK_t - Σ_u dK_u K_u) / S
-                for xo in range(Wo):
-                    bc[xo] = 0.0
-                for i in range(kh):
-                    for j in range(kw):
-                        for xo in range(Wo):
-                            bc[xo] += dK[b, kc, i, j, yk, xo] * km[0, kc, i, j, 0, xo]
-                for xo in range(Wo):
-                    bc[xo] *= fac[xo] * fac[xo]
-            da = 0.0
-            dl = 0.0
-            for i in range(kh):
-                py = gy[i, y]
-                if py < 0:
-                    continue
-                for j in range(kw):
-                    if kind == GAUSSIAN:
-                        # dKraw/ds = −Kraw/2 and m·Kraw = Km (m ∈ {0, 1}; Km = 0 off the
-                        # window): g2 = −(f·dK − Bc)·Km, one vectorised line per tap
-                        for xo in range(Wo):
-                            g2[kc, i, j, xo] = -(fac[xo] * dK[b, kc, i, j, yk, xo]
-                                                 - bc[xo]) * km[0, kc, i, j, 0, xo]
-                        continue
+    blocks = km_s.shape[0]
+    items = B * cnt
+    for blk in prange(blocks):
+        sq = sq_s[blk]
+        g2 = g2_s[blk]
+        stats = stats_s[blk]
+        fac = fac_s[blk]
+        bc = bc_s[blk]
+        for q in range(blk * items // blocks, (blk + 1) * items // blocks):
+            b = q // cnt
+            y = first + (q % cnt) * R
+            yk = y - y0
+            qy = cy[y]
+            # fresh per row, as the buffers were when allocated per row
+            g2[:, :, :, :] = 0.0
+            fac[:] = 1.0
+            bc[:] = 0.0
+            window_row(guide, src, gy, gx, cy, cx, jrun, cbase, mask, alpha, lam, kind, asym,
+                       has_mask, b, y, km_s, blk, 0, sq, stats, need_stats)
+            for kc in range(KC):
+                if need_stats:
                     for xo in range(Wo):
-                        px = gx[j, xo]
-                        if px < 0:
+                        fac[xo] = scale_factor(stats, kc, xo, normalize, has_mask)
+                if normalize:
+                    # K_t = Km_t / S  =>  dKm_t = (dK_t - Σ_u dK_u K_u) / S
+                    for xo in range(Wo):
+                        bc[xo] = 0.0
+                    for i in range(kh):
+                        for j in range(kw):
+                            for xo in range(Wo):
+                                bc[xo] += dK[b, kc, i, j, yk, xo] * km_s[blk, kc, i, j, 0, xo]
+                    for xo in range(Wo):
+                        bc[xo] *= fac[xo] * fac[xo]
+                da = 0.0
+                dl = 0.0
+                for i in range(kh):
+                    py = gy[i, y]
+                    if py < 0:
+                        continue
+                    for j in range(kw):
+                        if kind == GAUSSIAN:
+                            # dKraw/ds = −Kraw/2 and m·Kraw = Km (m ∈ {0, 1}; Km = 0 off the
+                            # window): g2 = −(f·dK − Bc)·Km, one vectorised line per tap
+                            for xo in range(Wo):
+                                g2[kc, i, j, xo] = -(fac[xo] * dK[b, kc, i, j, yk, xo]
+                                                     - bc[xo]) * km_s[blk, kc, i, j, 0, xo]
                             continue
-                        m = mask[b, py, px] if has_mask else 1.0
-                        if m == 0.0:
-                            continue
-                        s = sq[kc, i, j, xo]
-                        dkr = m * (fac[xo] * dK[b, kc, i, j, yk, xo] - bc[xo])
-                        kraw = kernel_value(s, kind, alpha[kc], lam[kc])
-                        g2[kc, i, j, xo] = 2.0 * dkr * kernel_slope(s, kraw, kind, lam[kc])
-                        if need_par:
-                            da += dkr
-                            dl += dkr * 0.5 * math.log(s + EPS) * (s + EPS) ** (0.5 * lam[kc])
-            dpar_rows[b * Ho + y, 0, kc] = da
-            dpar_rows[b * Ho + y, 1, kc] = dl
-        if not (need_f or need_g):
-            continue
-        # dL/dΔ_c = g2 · Δ_c: +into the tap's guide pixel, −into the centre feature
-        for c in range(Cg):
-            kc = c if KC > 1 else 0
-            for i in range(kh):
-                py = gy[i, y]
-                if py < 0:
-                    continue
-                for j in range(kw):
-                    lo, hi, base = jrun[j, 0], jrun[j, 1], jrun[j, 2]
-                    if lo >= 0 and cbase >= 0:
-                        scatter_run(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, lo, hi,
-                                    base, cbase, asym, need_f, need_g)
-                    else:
-                        scatter_gather(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, gx,
-                                       cx, asym, need_f, need_g)
+                        for xo in range(Wo):
+                            px = gx[j, xo]
+                            if px < 0:
+                                continue
+                            m = mask[b, py, px] if has_mask else 1.0
+                            if m == 0.0:
+                                continue
+                            s = sq[kc, i, j, xo]
+                            dkr = m * (fac[xo] * dK[b, kc, i, j, yk, xo] - bc[xo])
+                            kraw = kernel_value(s, kind, alpha[kc], lam[kc])
+                            g2[kc, i, j, xo] = 2.0 * dkr * kernel_slope(s, kraw, kind, lam[kc])
+                            if need_par:
+                                da += dkr
+                                dl += dkr * 0.5 * math.log(s + EPS) * (s + EPS) ** (0.5 * lam[kc])
+                dpar_rows[b * Ho + y, 0, kc] = da
+                dpar_rows[b * Ho + y, 1, kc] = dl
+            if not (need_f or need_g):
+                continue
+            # dL/dΔ_c = g2 · Δ_c: +into the tap's guide pixel, −into the centre feature
+            for c in range(Cg):
+                kc = c if KC > 1 else 0
+                for i in range(kh):
+                    py = gy[i, y]
+                    if py < 0:
+                        continue
+                    for j in range(kw):
+                        lo, hi, base = jrun[j, 0], jrun[j, 1], jrun[j, 2]
+                        if lo >= 0 and cbase >= 0:
+                            scatter_run(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy,
+                                        lo, hi, base, cbase, asym, need_f, need_g)
+                        else:
+                            scatter_gather(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py,
+                                           qy, gx, cx, asym, need_f, need_g)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -354,9 +365,14 @@ def packernel_forward(guide, src, geo, mask, alpha, lam, kind, asym, normalize, 
                       out_mask, y0):
     """K of the output rows y0 ≤ y < y0 + K.shape[4] (K: that stripe), written in place; with
     a mask also those rows of ``out_mask``."""
+    KC, kh, kw, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[5]
+    blocks = schedule.thread_blocks(guide.shape[0] * K.shape[4])
+    # scratch per block, allocated here (see _packernel_forward): at most one row of K per
+    # block, and no more blocks than rows, so never more than the stripe of K itself
     _packernel_forward(guide, src, geo.gy, geo.gx, geo.cy, geo.cx, mask, alpha, lam, kind, asym,
-                       normalize, has_mask, K, out_mask,
-                       schedule.thread_blocks(guide.shape[0] * K.shape[4]), y0)
+                       normalize, has_mask, K, out_mask, blocks, y0,
+                       np.empty((blocks, KC, kh, kw, Wo), K.dtype),
+                       np.empty((blocks, 2 + KC, Wo), K.dtype), np.empty((blocks, Wo), K.dtype))
 
 
 def packernel_backward(dK, guide, src, geo, mask, alpha, lam, kind, asym, normalize, has_mask,
@@ -365,7 +381,18 @@ def packernel_backward(dK, guide, src, geo, mask, alpha, lam, kind, asym, normal
     centre features' source) and ``dguide``, dα/dλ written to their rows of ``dpar_rows``; in
     the scatter rounds of the geometry, one after another."""
     R = schedule.kernel_rounds(geo)
+    B, KC, kh, kw, n, Wo = dK.shape
+    dt = dK.dtype
+    # scratch per block of rows, allocated here (a failed allocation inside the parallel
+    # region would be lost): blocks ≤ the rows of a round, so ≤ 3 stripes of dK
+    blocks = schedule.thread_blocks(B * -(-n // R))
+    km = np.empty((blocks, KC, kh, kw, 1, Wo), dt)
+    sq = np.empty((blocks, KC, kh, kw, Wo), dt)
+    g2 = np.empty((blocks, KC, kh, kw, Wo), dt)
+    stats = np.empty((blocks, 2 + KC, Wo), dt)
+    fac = np.empty((blocks, Wo), dt)
+    bc = np.empty((blocks, Wo), dt)
     for rnd in range(R):
         _packernel_backward(dK, guide, src, geo.gy, geo.gx, geo.cy, geo.cx, mask, alpha, lam,
                             kind, asym, normalize, has_mask, dsrc, dguide, dpar_rows, y0, rnd, R,
-                            need_f, need_g, need_par)
+                            need_f, need_g, need_par, km, sq, g2, stats, fac, bc)

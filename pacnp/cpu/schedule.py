@@ -115,6 +115,14 @@ def row_blocks(rows: int) -> int:
     return max(1, min(rows, config.ROW_BLOCKS))
 
 
+def scratch_blocks(rows: int, scratch_bytes: int) -> int:
+    """Blocks of rows for a kernel whose blocks each get ``scratch_bytes`` of scratch from its
+    launcher: :func:`row_blocks`, but no more than keep the scratch of all blocks within
+    config.STRIPE_BYTES (never fewer than the threads, unless the rows are fewer)."""
+    cap = max(numba.get_num_threads(), config.STRIPE_BYTES // max(1, scratch_bytes))
+    return max(1, min(row_blocks(rows), cap))
+
+
 def thread_blocks(rows: int) -> int:
     """Row blocks of packernel2d's forward: a few per thread, for load balance."""
     return max(1, min(rows, 4 * numba.get_num_threads()))
