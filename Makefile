@@ -18,7 +18,7 @@ BENCH_ARGS ?=
 # the asv benchmarks the smoke runs once each (W1, pacnp's own implementations)
 SMOKE_BENCH := "PacConv2d\.time_forward_backward\('numpy', 'W1', 'pacnp|PacConv2dMemBackward.*'W1', 'pacnp"
 
-.PHONY: test test-cuda-sim doctest demo venv clean bench bench-smoke asv asv-machine asv-publish \
+.PHONY: test lint test-cuda-sim doctest demo venv clean bench bench-smoke asv asv-machine asv-publish \
 	gpu-wheels gpu-check docs
 
 $(PY):
@@ -40,9 +40,16 @@ $(VENV)/.installed-demo: $(PY) setup.cfg pyproject.toml
 venv: $(VENV)/.installed-test
 
 test: $(VENV)/.installed-test
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory test-cuda-sim
 	$(MAKE) --no-print-directory bench-smoke
+
+# ruff, configured in pyproject.toml: lint and formatting, both clean (`ruff format .` fixes
+# the second; ruff is pinned in setup.cfg's test extra, so its formatting never drifts)
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # The CUDA backend under numba's simulator, in a process of their own: the simulator must be on
 # before numba.cuda is first imported (README "GPU (CUDA)"). `-m cuda` selects the "cuda"

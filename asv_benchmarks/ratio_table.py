@@ -27,6 +27,7 @@ Needs pacnp (installed or importable), NumPy and numba; torch (the peers) is opt
 then read ``n/a``. A script of the source tree, not of the package: it needs the suite beside it,
 which an installed pacnp does not have.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,12 +52,18 @@ import numpy as np
 SUITE_DIR = Path(__file__).resolve().parent / "benchmarks"
 #: the suite is imported under this private name (``benchmarks`` is too common a name to claim)
 _SUITE_MODULE = "_pacnp_bench_suite"
-MIB = 2 ** 20
+MIB = 2**20
 
 #: (op, impl label) pairs; "pacnp" is the two-step path
 PACNP_IMPLS = ("pacnp", "pacnp_fused")
-LABEL = {"pacnp": "two-step", "pacnp_fused": "fused", "torch_unfold": "unfold+einsum",
-         "torch_unfold_mm": "unfold+matmul", "torch_dense": "dense torch", "gemm": "GEMM"}
+LABEL = {
+    "pacnp": "two-step",
+    "pacnp_fused": "fused",
+    "torch_unfold": "unfold+einsum",
+    "torch_unfold_mm": "unfold+matmul",
+    "torch_dense": "dense torch",
+    "gemm": "GEMM",
+}
 PASS_LABEL = {"forward": "fwd", "backward": "bwd", "forward_backward": "fwd+bwd"}
 
 
@@ -75,7 +82,8 @@ def load_suite(path=None):
     mod = sys.modules.get(_SUITE_MODULE)
     if mod is None or Path(mod.__path__[0]) != path:
         spec = importlib.util.spec_from_file_location(
-            _SUITE_MODULE, path / "__init__.py", submodule_search_locations=[str(path)])
+            _SUITE_MODULE, path / "__init__.py", submodule_search_locations=[str(path)]
+        )
         mod = importlib.util.module_from_spec(spec)
         sys.modules[_SUITE_MODULE] = mod
         for name in [n for n in sys.modules if n.startswith(_SUITE_MODULE + ".")]:
@@ -93,9 +101,9 @@ def torch_available():
 class Row:
     section: str
     metric: str
-    value: float | None            # None: not measured (reason in detail)
-    unit: str = "×"                # × | MiB | s
-    target: tuple | None = None    # ("<=", 2.0) | (">=", 6.0) | None (information)
+    value: float | None  # None: not measured (reason in detail)
+    unit: str = "×"  # × | MiB | s
+    target: tuple | None = None  # ("<=", 2.0) | (">=", 6.0) | None (information)
     detail: str = ""
 
     @property
@@ -129,11 +137,11 @@ class Row:
 @dataclass
 class Config:
     repeats: int = 11
-    min_time: float = 0.05         # a sample batches calls until it lasts this long
-    warmup: int = 2                # untimed calls before calibration
-    settle: float = 0.3            # pause when switching thread pools (see time_interleaved)
-    threads: int | None = None     # None: numba's maximum
-    quick: bool = False            # target rows only
+    min_time: float = 0.05  # a sample batches calls until it lasts this long
+    warmup: int = 2  # untimed calls before calibration
+    settle: float = 0.3  # pause when switching thread pools (see time_interleaved)
+    threads: int | None = None  # None: numba's maximum
+    quick: bool = False  # target rows only
     memory: bool = True
     startup: bool = True
     pixel_sizes: tuple = (128, 256)  # (a, b): W1 layer at a² and b²; target 1.1·(b/a)²
@@ -141,7 +149,7 @@ class Config:
     suite: str | None = None
     workloads: dict | None = None  # name → Workload; default the suite's W1–W4
     subprocess_timeout: float = 600.0
-    impls: tuple | None = None     # pacnp impls to measure; default the available ones
+    impls: tuple | None = None  # pacnp impls to measure; default the available ones
     log: object = field(default=None, repr=False)
 
     def say(self, msg):
@@ -168,8 +176,9 @@ def time_interleaved(fns, repeats, min_time, warmup=2, families=None, settle=0.3
     own pool's threads.
     """
     families = families or {}
-    order = sorted(fns, key=lambda k: list(dict.fromkeys(
-        families.get(n) for n in fns)).index(families.get(k)))
+    order = sorted(
+        fns, key=lambda k: list(dict.fromkeys(families.get(n) for n in fns)).index(families.get(k))
+    )
     fns = {name: fns[name] for name in order}
     numbers = {}
     samples = {name: [] for name in fns}
@@ -201,7 +210,7 @@ def time_interleaved(fns, repeats, min_time, warmup=2, families=None, settle=0.3
         r = 0
         while any(len(v) < max(1, repeats) for v in samples.values()):
             # each round starts each family at another member: none is always first after a pause
-            round_order = [m for g in groups.values() for m in g[r % len(g):] + g[:r % len(g)]]
+            round_order = [m for g in groups.values() for m in g[r % len(g) :] + g[: r % len(g)]]
             r += 1
             for name in round_order:
                 fn = fns[name]
@@ -228,6 +237,7 @@ class _Threads:
 
     def __call__(self):
         import numba
+
         numba.set_num_threads(self.n)
         try:
             return self.fn()
@@ -267,11 +277,13 @@ table._probe_main(sys.argv[1], sys.argv[2], t_import)
 def _run_probe(kind, spec, cfg, env_extra=None):
     """Run a probe in a fresh interpreter; returns (its JSON result, wall seconds)."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _PROBE_CODE, kind, json.dumps(spec),
-                           str(Path(__file__).resolve())],
-                          capture_output=True, text=True,
-                          env=_probe_env(load_suite(spec["suite"]), env_extra),
-                          timeout=cfg.subprocess_timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE_CODE, kind, json.dumps(spec), str(Path(__file__).resolve())],
+        capture_output=True,
+        text=True,
+        env=_probe_env(load_suite(spec["suite"]), env_extra),
+        timeout=cfg.subprocess_timeout,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} probe failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -299,6 +311,7 @@ def _probe_main(kind, spec_json, t_import):
         runner.run(which)
         out["t_first"] = time.perf_counter() - t0
         import numba
+
         out["threading_layer"] = numba.threading_layer()
     elif kind == "memory":
         runner.warm_up((which,))
@@ -306,8 +319,9 @@ def _probe_main(kind, spec_json, t_import):
             runner.prepare_backward()
         extra, result, out["method"] = common.measure_extra(lambda: runner.run(which))
         del result
-        out.update(extra=extra, output_bytes=runner.output_bytes[which],
-                   kernel_bytes=runner.kernel_bytes)
+        out.update(
+            extra=extra, output_bytes=runner.output_bytes[which], kernel_bytes=runner.kernel_bytes
+        )
     else:
         raise ValueError(kind)
     print(json.dumps(out), flush=True)
@@ -369,6 +383,7 @@ def machine_info():
     except AttributeError:
         info["cores_usable"] = os.cpu_count()
     import numba
+
     info["numba"] = numba.__version__
     info["numba_threads"] = numba.config.NUMBA_NUM_THREADS
     try:
@@ -378,8 +393,12 @@ def machine_info():
     info["numpy"] = np.__version__
     try:
         from threadpoolctl import threadpool_info
-        blas = [f"{d.get('internal_api')} {d.get('version')} ({d.get('architecture')})"
-                for d in threadpool_info() if d.get("user_api") == "blas"]
+
+        blas = [
+            f"{d.get('internal_api')} {d.get('version')} ({d.get('architecture')})"
+            for d in threadpool_info()
+            if d.get("user_api") == "blas"
+        ]
         info["blas"] = "; ".join(sorted(set(blas))) or "?"
     except Exception:  # noqa: BLE001 - information only
         info["blas"] = "?"
@@ -394,7 +413,7 @@ class Table:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.rows: list[Row] = []
-        self.times: dict = {}        # (workload, impl, pass, threads) → seconds
+        self.times: dict = {}  # (workload, impl, pass, threads) → seconds
         self.info: dict = {}
         self.notes: list[str] = []
 
@@ -431,7 +450,7 @@ def _measure_group(common, cfg, table, entries, impls, passes, gemm=False, one_t
                 continue
             runners.append(r)
             for p in passes:
-                fns[(wname, impl, p, n)] = (lambda r=r, p=p: r.run(p))
+                fns[(wname, impl, p, n)] = lambda r=r, p=p: r.run(p)
                 if (impl, p) in one_thread and n > 1:
                     fns[(wname, impl, p, 1)] = _Threads(1, n, lambda r=r, p=p: r.run(p))
         if gemm:
@@ -439,10 +458,13 @@ def _measure_group(common, cfg, table, entries, impls, passes, gemm=False, one_t
             fns[(wname, "gemm", "", n)] = g.run
         cfg.say(f"timing {wname}: {w.describe()}")
     cfg.say(f"  {len(fns)} callables × {cfg.repeats} rounds")
-    families = {k: ("blas" if k[1] == "gemm" else "torch" if k[1].startswith("torch") else "numba")
-                for k in fns}
-    table.times.update(time_interleaved(fns, cfg.repeats, cfg.min_time, cfg.warmup, families,
-                                        cfg.settle))
+    families = {
+        k: ("blas" if k[1] == "gemm" else "torch" if k[1].startswith("torch") else "numba")
+        for k in fns
+    }
+    table.times.update(
+        time_interleaved(fns, cfg.repeats, cfg.min_time, cfg.warmup, families, cfg.settle)
+    )
     del runners, fns
 
 
@@ -472,6 +494,7 @@ def build_table(cfg: Config | None = None) -> Table:
         table.notes.append("torch is not installed: peer rows read n/a")
 
     from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=n, user_api="blas"):  # the GEMM baseline on n threads too
         # ---- timings of W1–W4 (quick: only what the target rows need)
         fb = ("forward", "forward_backward")
@@ -481,19 +504,34 @@ def build_table(cfg: Config | None = None) -> Table:
             "W1": (("torch_unfold",) if cfg.quick else peers_all, fb, True, pairs),
             "W2": (() if cfg.quick else peers_all, fb, True, pairs),
             "W3": (peers_all, fb, False, ()),
-            "W4": (("torch_unfold",), ("forward",), False, ()) if cfg.quick else
-                  (peers_all, fb, False, ()),
+            "W4": (("torch_unfold",), ("forward",), False, ())
+            if cfg.quick
+            else (peers_all, fb, False, ()),
         }
         for wname, (peers, passes, gemm, thr) in plan.items():
             if wname not in W or (cfg.quick and wname == "W3"):
                 continue
             peers = peers if have_torch else ()
-            _measure_group(common, cfg, table, [(wname, W[wname])], impls + peers, passes,
-                           gemm=gemm, one_thread=thr)
+            _measure_group(
+                common,
+                cfg,
+                table,
+                [(wname, W[wname])],
+                impls + peers,
+                passes,
+                gemm=gemm,
+                one_thread=thr,
+            )
         # ---- pixel scaling of the W1 layer (both sizes interleaved)
         if "W1" in W and cfg.pixel_sizes:
-            _measure_group(common, cfg, table,
-                           [(f"W1@{hw}", W["W1"].scaled(hw)) for hw in cfg.pixel_sizes], impls, fb)
+            _measure_group(
+                common,
+                cfg,
+                table,
+                [(f"W1@{hw}", W["W1"].scaled(hw)) for hw in cfg.pixel_sizes],
+                impls,
+                fb,
+            )
 
     # ---- rows: GEMM
     sec = "pacnp vs one NumPy GEMM of the im2col shape"
@@ -504,9 +542,14 @@ def build_table(cfg: Config | None = None) -> Table:
         for impl in impls:
             for p, bound in (("forward", tf), ("forward_backward", tb)):
                 v, d = _ratio(table, (wname, impl, p, n), (wname, "gemm", "", n))
-                table.add(sec,
-                          f"{wname} {PASS_LABEL[p]} ({LABEL[impl]}) / GEMM ({M}×{K})@({K}×{N})",
-                          v, "×", ("<=", bound), d)
+                table.add(
+                    sec,
+                    f"{wname} {PASS_LABEL[p]} ({LABEL[impl]}) / GEMM ({M}×{K})@({K}×{N})",
+                    v,
+                    "×",
+                    ("<=", bound),
+                    d,
+                )
     # ---- rows: unfold formulation
     sec = "speed-up over the PyTorch unfold formulation"
     targets = [("W1", "forward", 6.0), ("W1", "forward_backward", 4.0), ("W4", "forward", 6.0)]
@@ -520,8 +563,9 @@ def build_table(cfg: Config | None = None) -> Table:
                 v, d = _ratio(table, (wname, peer, p, n), (wname, impl, p, n))
                 if v is None and not have_torch:
                     d = "torch is not installed"
-                table.add(sec, f"{wname} {PASS_LABEL[p]}: {LABEL[peer]} / {LABEL[impl]}", v, "×",
-                          tgt, d)
+                table.add(
+                    sec, f"{wname} {PASS_LABEL[p]}: {LABEL[peer]} / {LABEL[impl]}", v, "×", tgt, d
+                )
     if not cfg.quick:
         for wname in ("W2", "W3", "W4"):
             if wname not in W:
@@ -534,8 +578,14 @@ def build_table(cfg: Config | None = None) -> Table:
                         v, d = _ratio(table, (wname, peer, p, n), (wname, impl, p, n))
                         if v is None:
                             continue
-                        table.add(sec, f"{wname} {PASS_LABEL[p]}: {LABEL[peer]} / {LABEL[impl]}",
-                                  v, "×", None, d)
+                        table.add(
+                            sec,
+                            f"{wname} {PASS_LABEL[p]}: {LABEL[peer]} / {LABEL[impl]}",
+                            v,
+                            "×",
+                            None,
+                            d,
+                        )
     # ---- rows: dense torch (information: the practical floor)
     sec = "pacnp vs dense torch of the same shape (no adaptive kernel; information)"
     for wname in ("W1", "W2", "W3", "W4"):
@@ -543,8 +593,9 @@ def build_table(cfg: Config | None = None) -> Table:
             for impl in impls:
                 v, d = _ratio(table, (wname, impl, p, n), (wname, "torch_dense", p, n))
                 if v is not None:
-                    table.add(sec, f"{wname} {PASS_LABEL[p]}: {LABEL[impl]} / dense", v, "×",
-                              None, d)
+                    table.add(
+                        sec, f"{wname} {PASS_LABEL[p]}: {LABEL[impl]} / dense", v, "×", None, d
+                    )
     # ---- rows: threads
     sec = f"thread scaling: 1 thread / {n} threads"
     for wname in ("W1", "W2"):
@@ -552,22 +603,29 @@ def build_table(cfg: Config | None = None) -> Table:
             continue
         for impl in impls:
             for p in ("forward", "forward_backward"):
-                v, d = _ratio(table, (wname, impl, p, 1), (wname, impl, p, n),
-                              ("1 thread", f"{n} threads"))
+                v, d = _ratio(
+                    table, (wname, impl, p, 1), (wname, impl, p, n), ("1 thread", f"{n} threads")
+                )
                 if n == 1:
                     v, d = None, "1 thread available: nothing to compare"
-                table.add(sec, f"{wname} {PASS_LABEL[p]} ({LABEL[impl]})", v, "×",
-                          (">=", 1.6), d)
+                table.add(sec, f"{wname} {PASS_LABEL[p]} ({LABEL[impl]})", v, "×", (">=", 1.6), d)
     # ---- rows: pixels
     if "W1" in W and cfg.pixel_sizes:
         a, b = cfg.pixel_sizes
         sec = f"pixel scaling: W1 layer {a}² → {b}² ({(b / a) ** 2:g}× the pixels)"
         for impl in impls:
             for p in ("forward", "forward_backward"):
-                v, d = _ratio(table, (f"W1@{b}", impl, p, n), (f"W1@{a}", impl, p, n),
-                              (f"{b}²", f"{a}²"))
-                table.add(sec, f"{PASS_LABEL[p]} ({LABEL[impl]}) time ratio", v, "×",
-                          ("<=", round(1.1 * (b / a) ** 2, 3)), d)
+                v, d = _ratio(
+                    table, (f"W1@{b}", impl, p, n), (f"W1@{a}", impl, p, n), (f"{b}²", f"{a}²")
+                )
+                table.add(
+                    sec,
+                    f"{PASS_LABEL[p]} ({LABEL[impl]}) time ratio",
+                    v,
+                    "×",
+                    ("<=", round(1.1 * (b / a) ** 2, 3)),
+                    d,
+                )
 
     # ---- rows: memory
     if cfg.memory and "W2" in W:
@@ -575,28 +633,49 @@ def build_table(cfg: Config | None = None) -> Table:
         peers = () if cfg.quick or not have_torch else ("torch_unfold", "torch_unfold_mm")
         for impl in impls + peers:
             for p in ("forward", "backward"):
-                spec = dict(suite=suite_dir, workload=_workload_spec(W["W2"]), impl=impl, pass_=p,
-                            dtype=cfg.dtype, threads=n)
+                spec = dict(
+                    suite=suite_dir,
+                    workload=_workload_spec(W["W2"]),
+                    impl=impl,
+                    pass_=p,
+                    dtype=cfg.dtype,
+                    threads=n,
+                )
                 spec["pass"] = spec.pop("pass_")
                 cfg.say(f"memory probe: W2 {PASS_LABEL[p]} {LABEL[impl]}")
                 try:
                     res, _ = _run_probe("memory", spec, cfg)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    table.add(sec, f"W2 {PASS_LABEL[p]} ({LABEL[impl]})", None, "MiB",
-                              ("<=", 32.0), f"probe failed: {str(exc)[:200]}")
+                    table.add(
+                        sec,
+                        f"W2 {PASS_LABEL[p]} ({LABEL[impl]})",
+                        None,
+                        "MiB",
+                        ("<=", 32.0),
+                        f"probe failed: {str(exc)[:200]}",
+                    )
                     continue
                 extra = res["extra"] - res["output_bytes"] - res["kernel_bytes"]
-                d = (f"peak +{res['extra'] / MIB:.1f} MiB − outputs {res['output_bytes'] / MIB:.1f}"
-                     f" − K {res['kernel_bytes'] / MIB:.1f} ({res['method']})")
-                table.add(sec, f"W2 {PASS_LABEL[p]} ({LABEL[impl]})", extra / MIB, "MiB",
-                          ("<=", 32.0) if impl in impls else None, d)
+                d = (
+                    f"peak +{res['extra'] / MIB:.1f} MiB − outputs {res['output_bytes'] / MIB:.1f}"
+                    f" − K {res['kernel_bytes'] / MIB:.1f} ({res['method']})"
+                )
+                table.add(
+                    sec,
+                    f"W2 {PASS_LABEL[p]} ({LABEL[impl]})",
+                    extra / MIB,
+                    "MiB",
+                    ("<=", 32.0) if impl in impls else None,
+                    d,
+                )
         table.notes.append(
             "Memory: a fresh process per row; after a warm-up call (and, for bwd, the forward "
             "whose state the backward takes), the peak RSS (VmHWM, reset through "
             "/proc/self/clear_refs) "
             "minus the RSS just before the call; glibc's mmap threshold fixed at 64 KiB so freed "
             "buffers leave RSS. Subtracted: the call's outputs and one K-sized array (K of the "
-            "two-step forward, dK of its backward).")
+            "two-step forward, dK of its backward)."
+        )
 
     # ---- rows: start-up
     if cfg.startup and "W1" in W:
@@ -604,25 +683,48 @@ def build_table(cfg: Config | None = None) -> Table:
         for impl in impls:
             with tempfile.TemporaryDirectory(prefix="pacnp-numba-cache-") as cache:
                 env = {"NUMBA_CACHE_DIR": cache}
-                base = dict(suite=suite_dir, workload=_workload_spec(W["W1"]), impl=impl,
-                            dtype=cfg.dtype, threads=n)
+                base = dict(
+                    suite=suite_dir,
+                    workload=_workload_spec(W["W1"]),
+                    impl=impl,
+                    dtype=cfg.dtype,
+                    threads=n,
+                )
                 try:
                     cfg.say(f"start-up probe: cold compile, {LABEL[impl]}")
                     cold, cold_wall = _run_probe(
-                        "startup", dict(base, **{"pass": "forward_backward"}), cfg, env)
+                        "startup", dict(base, **{"pass": "forward_backward"}), cfg, env
+                    )
                     cfg.say(f"start-up probe: warm cache, {LABEL[impl]}")
-                    warm, warm_wall = _run_probe("startup", dict(base, **{"pass": "forward"}),
-                                                 cfg, env)
+                    warm, warm_wall = _run_probe(
+                        "startup", dict(base, **{"pass": "forward"}), cfg, env
+                    )
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    table.add(sec, f"start-up ({LABEL[impl]})", None, "s", None,
-                              f"probe failed: {str(exc)[:200]}")
+                    table.add(
+                        sec,
+                        f"start-up ({LABEL[impl]})",
+                        None,
+                        "s",
+                        None,
+                        f"probe failed: {str(exc)[:200]}",
+                    )
                     continue
-            table.add(sec, f"cold compile: first fwd+bwd, empty cache ({LABEL[impl]})",
-                      cold["t_first"], "s", None,
-                      f"process {cold_wall:.1f} s incl. import pacnp {cold['t_import']:.2f} s")
-            table.add(sec, f"warm cache: first fwd in a fresh process ({LABEL[impl]})",
-                      warm["t_first"], "s", None,
-                      f"process {warm_wall:.2f} s incl. import pacnp {warm['t_import']:.2f} s")
+            table.add(
+                sec,
+                f"cold compile: first fwd+bwd, empty cache ({LABEL[impl]})",
+                cold["t_first"],
+                "s",
+                None,
+                f"process {cold_wall:.1f} s incl. import pacnp {cold['t_import']:.2f} s",
+            )
+            table.add(
+                sec,
+                f"warm cache: first fwd in a fresh process ({LABEL[impl]})",
+                warm["t_first"],
+                "s",
+                None,
+                f"process {warm_wall:.2f} s incl. import pacnp {warm['t_import']:.2f} s",
+            )
             table.info.setdefault("threading_layer_probe", warm.get("threading_layer"))
 
     table.info.update(machine_info())
@@ -630,11 +732,16 @@ def build_table(cfg: Config | None = None) -> Table:
     if load is not None:
         table.info["other_load"] = load
         if load["other"] > 0.05 or load["steal"] > 0.05:
-            table.notes.insert(0, (
-                f"WARNING: other processes used {100 * load['other']:.0f}% and the hypervisor "
-                f"stole {100 * load['steal']:.0f}% of the machine's CPU time during this run: "
-                f"the timings are unreliable (numba's and torch's threads wait for each other at "
-                f"barriers when a core is taken); run again on a quiet machine."))
+            table.notes.insert(
+                0,
+                (
+                    f"WARNING: other processes used {100 * load['other']:.0f}% and the hypervisor "
+                    f"stole {100 * load['steal']:.0f}% of the machine's CPU time during this run: "
+                    f"the timings are unreliable (numba's and torch's threads wait for each other "
+                    f"at "
+                    f"barriers when a core is taken); run again on a quiet machine."
+                ),
+            )
     if sys.modules.get("torch") is not None:
         table.info["torch_threads"] = sys.modules["torch"].get_num_threads()
     return table
@@ -653,8 +760,10 @@ def _machine_lines(table):
     ]
     if "other_load" in i:
         ld = i["other_load"]
-        lines.append(f"other processes during the run: {100 * ld['other']:.1f}% of the CPU time "
-                     f"(steal {100 * ld['steal']:.1f}%), over {ld['wall']:.0f} s")
+        lines.append(
+            f"other processes during the run: {100 * ld['other']:.1f}% of the CPU time "
+            f"(steal {100 * ld['steal']:.1f}%), over {ld['wall']:.0f} s"
+        )
     return lines
 
 
@@ -666,19 +775,25 @@ def format_text(table):
         if r.section != sec:
             sec = r.section
             out += ["", f"== {sec}"]
-        out.append(f"  {r.metric:<{widths[0]}}  {r.fmt_value():>{widths[1]}}  "
-                   f"{r.fmt_target():>{widths[2]}}  {r.status:<{widths[3]}}  {r.detail}")
+        out.append(
+            f"  {r.metric:<{widths[0]}}  {r.fmt_value():>{widths[1]}}  "
+            f"{r.fmt_target():>{widths[2]}}  {r.status:<{widths[3]}}  {r.detail}"
+        )
     out += [""] + [f"* {n}" for n in table.notes]
     return "\n".join(out)
 
 
 def format_markdown(table):
     out = [f"{ln}  " for ln in _machine_lines(table)] + [""]
-    out += ["| section | metric | measured | target | status | detail |",
-            "|---|---|---:|---:|---|---|"]
+    out += [
+        "| section | metric | measured | target | status | detail |",
+        "|---|---|---:|---:|---|---|",
+    ]
     for r in table.rows:
-        out.append(f"| {r.section} | {r.metric} | {r.fmt_value()} | {r.fmt_target()} | "
-                   f"{r.status} | {r.detail} |")
+        out.append(
+            f"| {r.section} | {r.metric} | {r.fmt_value()} | {r.fmt_target()} | "
+            f"{r.status} | {r.detail} |"
+        )
     out += [""] + [f"* {n}" for n in table.notes]
     return "\n".join(out)
 
@@ -695,9 +810,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="python asv_benchmarks/ratio_table.py",
         description="The performance table of pacnp, target by target, with PASS/MISS per row "
-                    "(what each row measures: the docstring of this script).")
-    ap.add_argument("--quick", action="store_true",
-                    help="few repeats, target rows only, no start-up probes (CI smoke)")
+        "(what each row measures: the docstring of this script).",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="few repeats, target rows only, no start-up probes (CI smoke)",
+    )
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--threads", type=int, default=None, help="threads (default: numba's max)")
     ap.add_argument("--repeats", type=int, default=None, help="rounds per measurement")
@@ -725,14 +844,22 @@ def main(argv=None):
     if args.times:
         text += "\n" + format_times(table)
     print(text)
-    print(f"\n(measured in {time.perf_counter() - t0:.0f} s: python asv_benchmarks/ratio_table.py"
-          f"{' ' + ' '.join(argv if argv is not None else sys.argv[1:])})")
+    print(
+        f"\n(measured in {time.perf_counter() - t0:.0f} s: python asv_benchmarks/ratio_table.py"
+        f"{' ' + ' '.join(argv if argv is not None else sys.argv[1:])})"
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"info": table.info, "notes": table.notes,
-                       "rows": [dict(dataclasses.asdict(r), status=r.status) for r in table.rows],
-                       "times": {"|".join(map(str, k)): v for k, v in table.times.items()}},
-                      f, indent=1)
+            json.dump(
+                {
+                    "info": table.info,
+                    "notes": table.notes,
+                    "rows": [dict(dataclasses.asdict(r), status=r.status) for r in table.rows],
+                    "times": {"|".join(map(str, k)): v for k, v in table.times.items()},
+                },
+                f,
+                indent=1,
+            )
     if args.strict and any(r.status == "MISS" for r in table.rows):
         return 1
     return 0

@@ -16,6 +16,7 @@ is the in-memory one.
 Nothing here holds the image: the source is generated block by block, read block by block and
 the output written block by block; the memory a worker needs is a few chunks with their halos.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,6 +63,7 @@ class _PeakRSS:
 
     def __init__(self, pids, interval=0.05):
         import psutil
+
         self.procs = {pid: psutil.Process(pid) for pid in pids}
         self.peak = {pid: 0 for pid in pids}
         self.interval = interval
@@ -87,19 +89,33 @@ class _PeakRSS:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python examples/dask_ooc.py", description=__doc__.split(
-        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python examples/dask_ooc.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--size", type=int, default=16384, help="image side in pixels (16384)")
     ap.add_argument("--chunk", type=int, default=1024, help="chunk side in pixels (1024)")
     ap.add_argument("--source", choices=["zarr", "npy"], default="zarr")
     ap.add_argument("--scheduler", choices=["distributed", "threads"], default="distributed")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                    help="worker processes (distributed) or threads (threads); default: cores")
-    ap.add_argument("--memory-limit", default="auto",
-                    help="distributed worker memory limit (default: total / workers)")
-    ap.add_argument("--mmap-threshold", type=int, default=64 << 20,
-                    help="glibc MALLOC_MMAP_THRESHOLD_ of the worker processes in bytes "
-                         "(64 MiB; 0: leave distributed's default)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (distributed) or threads (threads); default: cores",
+    )
+    ap.add_argument(
+        "--memory-limit",
+        default="auto",
+        help="distributed worker memory limit (default: total / workers)",
+    )
+    ap.add_argument(
+        "--mmap-threshold",
+        type=int,
+        default=64 << 20,
+        help="glibc MALLOC_MMAP_THRESHOLD_ of the worker processes in bytes "
+        "(64 MiB; 0: leave distributed's default)",
+    )
     ap.add_argument("--sigma-spatial", type=float, default=2.0)
     ap.add_argument("--sigma-color", type=float, default=0.1)
     ap.add_argument("--workdir", default="/tmp/pacnp-ooc", help="where the stores go")
@@ -123,24 +139,37 @@ def main(argv=None):
             shutil.rmtree(p)
         elif os.path.exists(p):
             os.remove(p)
-    print(f"image {n}x{n}x3 float32 = {n * n * 3 * 4 / GiB:.2f} GiB, chunks {c}x{c}x3, "
-          f"source {args.source}, scheduler {args.scheduler}, {args.workers} workers, "
-          f"sigma_spatial {args.sigma_spatial}, sigma_color {args.sigma_color}", flush=True)
+    print(
+        f"image {n}x{n}x3 float32 = {n * n * 3 * 4 / GiB:.2f} GiB, chunks {c}x{c}x3, "
+        f"source {args.source}, scheduler {args.scheduler}, {args.workers} workers, "
+        f"sigma_spatial {args.sigma_spatial}, sigma_color {args.sigma_color}",
+        flush=True,
+    )
 
     client = cluster = None
     if args.scheduler == "distributed":
         import distributed
+
         if args.mmap_threshold:
             # distributed starts workers with MALLOC_TRIM_THRESHOLD_ set, which freezes glibc's
             # mmap threshold at 128 KiB: every chunk-sized temporary is then a fresh mmap whose
             # pages fault in again (measured: half the filter's wall time at 4096², in the
             # kernel). A fixed threshold above the chunk temporaries lets freed blocks be reused.
-            dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_":
-                             str(args.mmap_threshold)})
-        cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
-                                           processes=True, host="127.0.0.1",
-                                           dashboard_address=":0",
-                                           memory_limit=args.memory_limit)
+            dask.config.set(
+                {
+                    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(
+                        args.mmap_threshold
+                    )
+                }
+            )
+        cluster = distributed.LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+            memory_limit=args.memory_limit,
+        )
         client = distributed.Client(cluster)
         pids = list(client.run(os.getpid).values())
     else:
@@ -152,11 +181,13 @@ def main(argv=None):
         t = time.perf_counter()
         if client is not None:
             import distributed
+
             fut = client.compute(target)
             distributed.progress(fut)
             fut.result()
         else:
             from dask.diagnostics import ProgressBar
+
             with ProgressBar():
                 dask.compute(target, scheduler="threads", num_workers=args.workers)
         print(flush=True)
@@ -164,8 +195,13 @@ def main(argv=None):
 
     # 1. the source, written block by block
     chunks = ((c,) * (n // c) + ((n % c,) if n % c else ()),) * 2 + ((3,),)
-    synth = da.map_blocks(_synthetic_block, seed=0, chunks=chunks, dtype=np.float32,
-                          meta=np.empty((0, 0, 0), np.float32))
+    synth = da.map_blocks(
+        _synthetic_block,
+        seed=0,
+        chunks=chunks,
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0), np.float32),
+    )
     if args.source == "zarr":
         write = da.to_zarr(synth, src_path, compute=False)
     else:
@@ -177,11 +213,17 @@ def main(argv=None):
     if args.source == "zarr":
         img = da.from_zarr(src_path)
     else:
-        img = da.map_blocks(_npy_read_block, src_path, chunks=chunks, dtype=np.float32,
-                            meta=np.empty((0, 0, 0), np.float32))
+        img = da.map_blocks(
+            _npy_read_block,
+            src_path,
+            chunks=chunks,
+            dtype=np.float32,
+            meta=np.empty((0, 0, 0), np.float32),
+        )
     guide = img.mean(axis=-1)
-    out = pdask.joint_bilateral_filter(img, guide, sigma_spatial=args.sigma_spatial,
-                                       sigma_color=args.sigma_color, channel_axis=-1)
+    out = pdask.joint_bilateral_filter(
+        img, guide, sigma_spatial=args.sigma_spatial, sigma_color=args.sigma_color, channel_axis=-1
+    )
     store = da.to_zarr(out.rechunk(img.chunks), out_path, compute=False)
     with _PeakRSS(pids) as rss:
         t_filter = run("filtering", store)
@@ -190,8 +232,9 @@ def main(argv=None):
     # 3. seam tiles against the in-memory filter (interior of a crop: the crop's own border
     #    handling cannot reach it)
     r = filters.default_radius(args.sigma_spatial)
-    src = zarr.open(src_path, mode="r") if args.source == "zarr" else np.load(src_path,
-                                                                              mmap_mode="r")
+    src = (
+        zarr.open(src_path, mode="r") if args.source == "zarr" else np.load(src_path, mmap_mode="r")
+    )
     res = zarr.open(out_path, mode="r")
     rng = np.random.default_rng(1)
     worst = 0.0
@@ -199,21 +242,30 @@ def main(argv=None):
         seam = [int(rng.integers(1, max(2, n // c))) * c if n > c else n // 2 for _ in range(2)]
         y0, x0 = (max(0, min(n - 64, s - 32)) for s in seam)
         ya, xa = max(0, y0 - r), max(0, x0 - r)
-        crop = np.asarray(src[ya:min(n, y0 + 64 + r), xa:min(n, x0 + 64 + r)])
-        ref = filters.joint_bilateral_filter(crop, crop.mean(axis=-1),
-                                             sigma_spatial=args.sigma_spatial,
-                                             sigma_color=args.sigma_color, channel_axis=-1)
-        ref = ref[y0 - ya:y0 - ya + 64, x0 - xa:x0 - xa + 64]
-        got = np.asarray(res[y0:y0 + 64, x0:x0 + 64])
+        crop = np.asarray(src[ya : min(n, y0 + 64 + r), xa : min(n, x0 + 64 + r)])
+        ref = filters.joint_bilateral_filter(
+            crop,
+            crop.mean(axis=-1),
+            sigma_spatial=args.sigma_spatial,
+            sigma_color=args.sigma_color,
+            channel_axis=-1,
+        )
+        ref = ref[y0 - ya : y0 - ya + 64, x0 - xa : x0 - xa + 64]
+        got = np.asarray(res[y0 : y0 + 64, x0 : x0 + 64])
         worst = max(worst, float(np.abs(got - ref).max()))
 
     if client is not None:
         client.close()
         cluster.close()
-    print(f"source written in {t_gen:.1f} s; filtered {n}x{n}x3 in {t_filter:.1f} s "
-          f"({n * n / t_filter / 1e6:.2f} Mpixel/s)")
-    print("peak RSS per worker process: " + ", ".join(f"{p / GiB:.2f} GiB" for p in peaks)
-          + f" (max {max(peaks) / GiB:.2f} GiB)")
+    print(
+        f"source written in {t_gen:.1f} s; filtered {n}x{n}x3 in {t_filter:.1f} s "
+        f"({n * n / t_filter / 1e6:.2f} Mpixel/s)"
+    )
+    print(
+        "peak RSS per worker process: "
+        + ", ".join(f"{p / GiB:.2f} GiB" for p in peaks)
+        + f" (max {max(peaks) / GiB:.2f} GiB)"
+    )
     print(f"seam tiles vs in-memory filter: max |difference| {worst:.3g} (float32)")
     if not args.keep:
         shutil.rmtree(out_path)

@@ -5,31 +5,41 @@
 Forward and backward kernels are numba CPU kernels; every public function takes arrays of any
 CPU array library (NumPy, torch, JAX, array-API libraries) and returns the caller's kind.
 """
+
 from ._api import (
-    packernel2d,
-    packernel2d_backward,
     pacconv2d,
     pacconv2d_backward,
-    pacconv_transpose2d,
-    pacconv_transpose2d_backward,
-    pacpool2d,
-    pacpool2d_backward,
     pacconv2d_fused,
     pacconv2d_fused_backward,
+    pacconv_transpose2d,
+    pacconv_transpose2d_backward,
     pacconv_transpose2d_fused,
     pacconv_transpose2d_fused_backward,
+    packernel2d,
+    packernel2d_backward,
+    pacpool2d,
+    pacpool2d_backward,
     pacpool2d_fused,
     pacpool2d_fused_backward,
 )
-
 from ._jit import KernelCacheWarning
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "packernel2d", "packernel2d_backward", "pacconv2d", "pacconv2d_backward",
-    "pacconv_transpose2d", "pacconv_transpose2d_backward", "pacpool2d", "pacpool2d_backward",
-    "pacconv2d_fused", "pacconv2d_fused_backward", "pacconv_transpose2d_fused",
-    "pacconv_transpose2d_fused_backward", "pacpool2d_fused", "pacpool2d_fused_backward",
+    "packernel2d",
+    "packernel2d_backward",
+    "pacconv2d",
+    "pacconv2d_backward",
+    "pacconv_transpose2d",
+    "pacconv_transpose2d_backward",
+    "pacpool2d",
+    "pacpool2d_backward",
+    "pacconv2d_fused",
+    "pacconv2d_fused_backward",
+    "pacconv_transpose2d_fused",
+    "pacconv_transpose2d_fused_backward",
+    "pacpool2d_fused",
+    "pacpool2d_fused_backward",
     "KernelCacheWarning",
 ]

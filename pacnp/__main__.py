@@ -1,4 +1,5 @@
 """``python -m pacnp``: the same command line as the ``pacnp`` console script."""
+
 import sys
 
 from .cli import main

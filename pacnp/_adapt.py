@@ -5,6 +5,7 @@ fake/meta implementations for ``torch.compile``, JAX's ``pure_callback`` result 
 come from ``pacnp._core``'s own output-size formulas, so the adapters hold no geometry of their
 own; everything else (validation included) is left to the public pacnp function they call.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,11 +43,16 @@ class _Spec:
 def op_out_hw(op, hw, kernel_size, stride, padding, output_padding, dilation):
     """Output (H, W) of ``op`` in {"conv", "transpose", "pool"} (torch's formulas)."""
     if op == "transpose":
-        return tuple(_core.conv_transpose_out_size(hw[a], kernel_size[a], stride[a], padding[a],
-                                                   output_padding[a], dilation[a])
-                     for a in range(2))
-    return tuple(_core.conv_out_size(hw[a], kernel_size[a], stride[a], padding[a], dilation[a])
-                 for a in range(2))
+        return tuple(
+            _core.conv_transpose_out_size(
+                hw[a], kernel_size[a], stride[a], padding[a], output_padding[a], dilation[a]
+            )
+            for a in range(2)
+        )
+    return tuple(
+        _core.conv_out_size(hw[a], kernel_size[a], stride[a], padding[a], dilation[a])
+        for a in range(2)
+    )
 
 
 def op_out_channels(op, in_channels, weight_shape, shared_filters):
@@ -75,8 +81,11 @@ def smooth_for_pacnp(smooth_kernel_type, smooth_kernel):
     A kernel handed in with a fixed type is therefore passed on as ``full_N`` — the same numbers,
     so the same result — and stays differentiable if the caller made it so.
     """
-    if smooth_kernel is not None and len(getattr(smooth_kernel, "shape", ())) >= 1 and \
-            isinstance(smooth_kernel_type, str) and (
-            smooth_kernel_type == "gaussian" or smooth_kernel_type.startswith("average_")):
+    if (
+        smooth_kernel is not None
+        and len(getattr(smooth_kernel, "shape", ())) >= 1
+        and isinstance(smooth_kernel_type, str)
+        and (smooth_kernel_type == "gaussian" or smooth_kernel_type.startswith("average_"))
+    ):
         return f"full_{int(smooth_kernel.shape[-1])}", smooth_kernel
     return smooth_kernel_type, smooth_kernel

@@ -13,6 +13,7 @@ the kernels of ``pacnp.cuda`` run on the caller's current stream, and the result
 the same device — go back to the caller's library zero-copy. ``pacnp.cuda`` (and so
 ``numba.cuda``) is imported only then.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -23,10 +24,20 @@ from . import _core, _ops
 from ._namespace import Namespace
 
 __all__ = [
-    "packernel2d", "packernel2d_backward", "pacconv2d", "pacconv2d_backward",
-    "pacconv_transpose2d", "pacconv_transpose2d_backward", "pacpool2d", "pacpool2d_backward",
-    "pacconv2d_fused", "pacconv2d_fused_backward", "pacconv_transpose2d_fused",
-    "pacconv_transpose2d_fused_backward", "pacpool2d_fused", "pacpool2d_fused_backward",
+    "packernel2d",
+    "packernel2d_backward",
+    "pacconv2d",
+    "pacconv2d_backward",
+    "pacconv_transpose2d",
+    "pacconv_transpose2d_backward",
+    "pacpool2d",
+    "pacpool2d_backward",
+    "pacconv2d_fused",
+    "pacconv2d_fused_backward",
+    "pacconv_transpose2d_fused",
+    "pacconv_transpose2d_fused_backward",
+    "pacpool2d_fused",
+    "pacpool2d_fused_backward",
 ]
 
 
@@ -34,8 +45,9 @@ __all__ = [
 def _required(fn, name, a):
     """A backward's output gradient must be given: without it the call would be a forward."""
     if a is None:
-        raise TypeError(f"{fn}: {name} is required (the gradient of the forward's output), "
-                        f"got None")
+        raise TypeError(
+            f"{fn}: {name} is required (the gradient of the forward's output), got None"
+        )
     return a
 
 
@@ -83,6 +95,7 @@ class _ShapeOnly:
     """What the checks need of a :class:`~pacnp._namespace.Namespace` when there is no data to
     compute on (the adapters' checks at trace or graph-building time): every array becomes a
     zero-stride NumPy view of its shape and dtype, so nothing of its size is allocated."""
+
     be = None
     dry = True
 
@@ -94,21 +107,26 @@ class _ShapeOnly:
             return None
         shape, dtype = getattr(a, "shape", None), getattr(a, "dtype", None)
         if shape is None or dtype is None or isinstance(a, (str, bytes)):
-            raise TypeError(f"{self.fn}: {name} must be an array (NumPy, or any library "
-                            f"supporting DLPack or the array API), got {type(a).__name__}")
+            raise TypeError(
+                f"{self.fn}: {name} must be an array (NumPy, or any library "
+                f"supporting DLPack or the array API), got {type(a).__name__}"
+            )
         try:
             dt = np.dtype(dtype)
         except TypeError:
             try:  # torch.float32 and the like: by name
                 dt = np.dtype(str(dtype).rsplit(".", 1)[-1])
             except TypeError:
-                raise TypeError(f"{self.fn}: {name} has dtype {dtype}; expected float32 or "
-                                f"float64") from None
+                raise TypeError(
+                    f"{self.fn}: {name} has dtype {dtype}; expected float32 or float64"
+                ) from None
         try:
             shape = tuple(int(n) for n in shape)
         except (TypeError, ValueError):  # e.g. a Dask array of unknown chunk sizes
-            raise ValueError(f"{self.fn}: {name} has shape {tuple(shape)}; its sizes must be "
-                             f"known (compute the chunk sizes first)") from None
+            raise ValueError(
+                f"{self.fn}: {name} has shape {tuple(shape)}; its sizes must be "
+                f"known (compute the chunk sizes first)"
+            ) from None
         return np.broadcast_to(np.zeros((), dt), shape)
 
 
@@ -123,6 +141,7 @@ def _backend(ns):
     if ns.be is not None:
         return ns.be
     from . import cpu
+
     return cpu
 
 
@@ -131,6 +150,7 @@ def _run(ns, driver, *args):
     caller's device and stream), after checking that no compile-time tunable of ``config``
     changed since the kernels were built (``pacnp._jit``)."""
     from ._jit import check_frozen
+
     be = _backend(ns)
     check_frozen()
     with be.blas_guard(), ns.on_device():
@@ -152,8 +172,11 @@ def _kernel_plan(fn, ns, guide, kernel_size, kw):
     g = _prepare(ns, guide, "guide")
     dt = g.dtype
     opts = dict(kw)
-    opts["smooth_kernel"] = _prepare(ns, kw["smooth_kernel"], "smooth_kernel", dt, small=True) \
-        if kw["smooth_kernel"] is not None else None
+    opts["smooth_kernel"] = (
+        _prepare(ns, kw["smooth_kernel"], "smooth_kernel", dt, small=True)
+        if kw["smooth_kernel"] is not None
+        else None
+    )
     opts["inv_alpha"] = _scalar_or_array(ns, kw["inv_alpha"], "inv_alpha", dt)
     opts["inv_lambda"] = _scalar_or_array(ns, kw["inv_lambda"], "inv_lambda", dt)
     mask = kw["mask"]
@@ -166,10 +189,24 @@ def _kernel_plan(fn, ns, guide, kernel_size, kw):
     return _core.plan_packernel(fn, g, kernel_size, values=not dry, **opts)
 
 
-def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, dilation=1,
-                kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
-                inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
-                mask=None, transposed=False):
+def packernel2d(
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+    transposed=False,
+):
     """Compute the pixel-adaptive kernel K of Su et al. (2019), Eq. 3, from guide features.
 
     Parameters
@@ -242,11 +279,21 @@ def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, di
     >>> round(float(K[0, 0, :, :, 4, 4].sum()), 6)
     1.0
     """
-    kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
-              kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-              smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
-              channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
-              transposed=transposed)
+    kw = dict(
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth_kernel_type,
+        smooth_kernel=smooth_kernel,
+        inv_alpha=inv_alpha,
+        inv_lambda=inv_lambda,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
+        transposed=transposed,
+    )
     _given("packernel2d", guide=guide)
     ns = Namespace("packernel2d", dict(guide=guide, **_kernel_arrays(kw)))
     plan = _kernel_plan("packernel2d", ns, guide, kernel_size, kw)
@@ -254,11 +301,26 @@ def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, di
     return ns.from_backend(K), ns.from_backend(out_mask)
 
 
-def packernel2d_backward(grad_kernel, guide, kernel_size, *, stride=1, padding=0,
-                         output_padding=0, dilation=1, kernel_type="gaussian",
-                         smooth_kernel_type="none", smooth_kernel=None, inv_alpha=None,
-                         inv_lambda=None, channel_wise=False, normalize_kernel=False, mask=None,
-                         transposed=False, needs=None):
+def packernel2d_backward(
+    grad_kernel,
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+    transposed=False,
+    needs=None,
+):
     """Gradients of :func:`packernel2d` given the gradient of K.
 
     Parameters
@@ -302,11 +364,21 @@ def packernel2d_backward(grad_kernel, guide, kernel_size, *, stride=1, padding=0
     _required(fn, "grad_kernel", grad_kernel)
     _given(fn, guide=guide)
     needs = _core.check_needs(fn, needs, ("guide", "inv_alpha", "inv_lambda", "smooth_kernel"))
-    kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
-              kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-              smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
-              channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
-              transposed=transposed)
+    kw = dict(
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth_kernel_type,
+        smooth_kernel=smooth_kernel,
+        inv_alpha=inv_alpha,
+        inv_lambda=inv_lambda,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
+        transposed=transposed,
+    )
     ns = Namespace(fn, dict(guide=guide, grad_kernel=grad_kernel, **_kernel_arrays(kw)))
     plan = _kernel_plan(fn, ns, guide, kernel_size, kw)
     dK = _prepare(ns, grad_kernel, "grad_kernel", plan.guide.dtype)
@@ -320,8 +392,10 @@ def _op_plan(fn, ns, arrays, grad=None, **opts):
     """Convert and validate the arrays of an op call; return (plan, grad)."""
     x = _prepare(ns, arrays["input"], "input")
     dt = x.dtype
-    conv = {name: _prepare(ns, arrays.get(name), name, dt, small=name != "kernel")
-            for name in ("kernel", "weight", "bias")}
+    conv = {
+        name: _prepare(ns, arrays.get(name), name, dt, small=name != "kernel")
+        for name in ("kernel", "weight", "bias")
+    }
     plan = _core.plan_op(fn, x, conv["kernel"], conv["weight"], conv["bias"], **opts)
     g = None
     if grad is not None:
@@ -340,8 +414,9 @@ def _op_call(fn, arrays, grad=None, **opts):
     return ns, plan, g
 
 
-def pacconv2d(input, kernel, weight, bias=None, *, stride=1, padding=0, dilation=1,
-              shared_filters=False):
+def pacconv2d(
+    input, kernel, weight, bias=None, *, stride=1, padding=0, dilation=1, shared_filters=False
+):
     """Pixel-adaptive convolution (cross-correlation, like ``torch.nn.functional.conv2d``).
 
     ``out[b,o,y,x] = Σ_{c,i,j} K[b,c|0,i,j,y,x] · W[o,c,i,j] · input[b,c,y·s-p+i·d,x·s-p+j·d]
@@ -396,14 +471,30 @@ def pacconv2d(input, kernel, weight, bias=None, *, stride=1, padding=0, dilation
     >>> bool(np.allclose(pacnp.pacconv2d(x, ones, w, padding=1)[0, 0], x[0].sum(0)))
     True
     """
-    ns, plan, _ = _op_call("pacconv2d", dict(input=input, kernel=kernel, weight=weight, bias=bias),
-                           stride=stride, padding=padding, dilation=dilation,
-                           shared_filters=shared_filters)
+    ns, plan, _ = _op_call(
+        "pacconv2d",
+        dict(input=input, kernel=kernel, weight=weight, bias=bias),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        shared_filters=shared_filters,
+    )
     return ns.from_backend(_run(ns, _ops.op_forward, plan))
 
 
-def pacconv2d_backward(grad_output, input, kernel, weight, bias=None, *, stride=1, padding=0,
-                       dilation=1, shared_filters=False, needs=None):
+def pacconv2d_backward(
+    grad_output,
+    input,
+    kernel,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    shared_filters=False,
+    needs=None,
+):
     """Gradients ``(d_input, d_kernel, d_weight, d_bias)`` of :func:`pacconv2d`.
 
     Parameters
@@ -448,14 +539,30 @@ def pacconv2d_backward(grad_output, input, kernel, weight, bias=None, *, stride=
     fn = "pacconv2d_backward"
     _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, ("input", "kernel", "weight", "bias"))
-    ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel, weight=weight, bias=bias),
-                           grad_output, stride=stride, padding=padding, dilation=dilation,
-                           shared_filters=shared_filters)
+    ns, plan, g = _op_call(
+        fn,
+        dict(input=input, kernel=kernel, weight=weight, bias=bias),
+        grad_output,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        shared_filters=shared_filters,
+    )
     return tuple(ns.from_backend(a) for a in _run(ns, _ops.op_backward, plan, g, needs))
 
 
-def pacconv_transpose2d(input, kernel, weight, bias=None, *, stride=1, padding=0,
-                        output_padding=0, dilation=1, shared_filters=False):
+def pacconv_transpose2d(
+    input,
+    kernel,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+):
     """Pixel-adaptive transposed convolution (``torch.nn.functional.conv_transpose2d`` layout).
 
     With K ≡ 1 the result equals ``conv_transpose2d`` with the same weights (the 2019
@@ -501,16 +608,33 @@ def pacconv_transpose2d(input, kernel, weight, bias=None, *, stride=1, padding=0
     >>> out.shape
     (1, 5, 8, 8)
     """
-    ns, plan, _ = _op_call("pacconv_transpose2d",
-                           dict(input=input, kernel=kernel, weight=weight, bias=bias),
-                           stride=stride, padding=padding, output_padding=output_padding,
-                           dilation=dilation, shared_filters=shared_filters, transposed=True)
+    ns, plan, _ = _op_call(
+        "pacconv_transpose2d",
+        dict(input=input, kernel=kernel, weight=weight, bias=bias),
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        shared_filters=shared_filters,
+        transposed=True,
+    )
     return ns.from_backend(_run(ns, _ops.op_forward, plan))
 
 
-def pacconv_transpose2d_backward(grad_output, input, kernel, weight, bias=None, *, stride=1,
-                                 padding=0, output_padding=0, dilation=1, shared_filters=False,
-                                 needs=None):
+def pacconv_transpose2d_backward(
+    grad_output,
+    input,
+    kernel,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+    needs=None,
+):
     """Gradients ``(d_input, d_kernel, d_weight, d_bias)`` of :func:`pacconv_transpose2d`.
 
     Parameters
@@ -550,10 +674,17 @@ def pacconv_transpose2d_backward(grad_output, input, kernel, weight, bias=None, 
     fn = "pacconv_transpose2d_backward"
     _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, ("input", "kernel", "weight", "bias"))
-    ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel, weight=weight, bias=bias),
-                           grad_output, stride=stride, padding=padding,
-                           output_padding=output_padding, dilation=dilation,
-                           shared_filters=shared_filters, transposed=True)
+    ns, plan, g = _op_call(
+        fn,
+        dict(input=input, kernel=kernel, weight=weight, bias=bias),
+        grad_output,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        shared_filters=shared_filters,
+        transposed=True,
+    )
     return tuple(ns.from_backend(a) for a in _run(ns, _ops.op_backward, plan, g, needs))
 
 
@@ -596,13 +727,20 @@ def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
     array([[[[ 2.5,  4. ],
              [ 8.5, 10. ]]]])
     """
-    ns, plan, _ = _op_call("pacpool2d", dict(input=input, kernel=kernel), stride=stride,
-                           padding=padding, dilation=dilation, kernel_size=kernel_size)
+    ns, plan, _ = _op_call(
+        "pacpool2d",
+        dict(input=input, kernel=kernel),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        kernel_size=kernel_size,
+    )
     return ns.from_backend(_run(ns, _ops.op_forward, plan))
 
 
-def pacpool2d_backward(grad_output, input, kernel, kernel_size, *, stride=1, padding=0,
-                       dilation=1, needs=None):
+def pacpool2d_backward(
+    grad_output, input, kernel, kernel_size, *, stride=1, padding=0, dilation=1, needs=None
+):
     """Gradients ``(d_input, d_kernel)`` of :func:`pacpool2d`.
 
     Parameters
@@ -642,20 +780,34 @@ def pacpool2d_backward(grad_output, input, kernel, kernel_size, *, stride=1, pad
     fn = "pacpool2d_backward"
     _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, ("input", "kernel"))
-    ns, plan, g = _op_call(fn, dict(input=input, kernel=kernel), grad_output, stride=stride,
-                           padding=padding, dilation=dilation, kernel_size=kernel_size)
-    return tuple(ns.from_backend(a)
-                 for a in _run(ns, _ops.op_backward, plan, g, needs, True))
+    ns, plan, g = _op_call(
+        fn,
+        dict(input=input, kernel=kernel),
+        grad_output,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        kernel_size=kernel_size,
+    )
+    return tuple(ns.from_backend(a) for a in _run(ns, _ops.op_backward, plan, g, needs, True))
 
 
 # --------------------------------------------------------------------------- fused path
-_KERNEL_DEFAULTS = dict(kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
-                        inv_alpha=None, inv_lambda=None, channel_wise=False,
-                        normalize_kernel=False, mask=None)
+_KERNEL_DEFAULTS = dict(
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+)
 
 
-def _fused(fn, op, input, guide, weight, bias, kernel_size, geometry, kernel_kw, grad=None,
-           needs=None):
+def _fused(
+    fn, op, input, guide, weight, bias, kernel_size, geometry, kernel_kw, grad=None, needs=None
+):
     """Validate a fused call; run its forward, or its backward when ``grad`` is given."""
     _given(fn, input=input, guide=guide, **({} if op == "pool" else dict(weight=weight)))
     arrays = dict(input=input, guide=guide, **_kernel_arrays(kernel_kw))
@@ -664,8 +816,9 @@ def _fused(fn, op, input, guide, weight, bias, kernel_size, geometry, kernel_kw,
     if grad is not None:
         arrays["grad_output"] = grad
     ns = Namespace(fn, arrays)
-    kplan, oplan, g = _fused_plans(fn, op, ns, input, guide, weight, bias, kernel_size,
-                                   geometry, kernel_kw, grad)
+    kplan, oplan, g = _fused_plans(
+        fn, op, ns, input, guide, weight, bias, kernel_size, geometry, kernel_kw, grad
+    )
     if oplan.x.shape[0] == 0:
         out = _empty_batch(_backend(ns), kplan, oplan, grad is not None, needs, op == "pool")
         return tuple(ns.from_backend(a) for a in out)
@@ -693,23 +846,30 @@ def _empty_batch(be, kplan, oplan, backward, needs, pool):
 
     def zeros(need, shape):
         return xp.zeros(shape, dt) if need and shape is not None else None
-    grads = (zeros(need_x, oplan.x.shape), zeros(need_g, kplan.guide.shape),
-             zeros(need_w, oplan.weight_shape),
-             zeros(need_b, None if oplan.bias is None else oplan.bias.shape),
-             zeros(need_a, kplan.alpha_shape), zeros(need_l, kplan.lam_shape),
-             zeros(need_s, kplan.S_shape))
+
+    grads = (
+        zeros(need_x, oplan.x.shape),
+        zeros(need_g, kplan.guide.shape),
+        zeros(need_w, oplan.weight_shape),
+        zeros(need_b, None if oplan.bias is None else oplan.bias.shape),
+        zeros(need_a, kplan.alpha_shape),
+        zeros(need_l, kplan.lam_shape),
+        zeros(need_s, kplan.S_shape),
+    )
     return grads[:2] + grads[4:] if pool else grads
 
 
-def _fused_plans(fn, op, ns, input, guide, weight, bias, kernel_size, geometry, kernel_kw,
-                 grad=None):
+def _fused_plans(
+    fn, op, ns, input, guide, weight, bias, kernel_size, geometry, kernel_kw, grad=None
+):
     """The kernel and op plans of a fused call (and the converted output gradient)."""
     transposed = op == "transpose"
     op_arrays = dict(input=input)
     if op != "pool":
         op_arrays.update(weight=weight, bias=bias)
-    opts = dict(stride=geometry["stride"], padding=geometry["padding"],
-                dilation=geometry["dilation"])
+    opts = dict(
+        stride=geometry["stride"], padding=geometry["padding"], dilation=geometry["dilation"]
+    )
     if op == "pool":
         opts["kernel_size"] = kernel_size
     else:
@@ -718,10 +878,20 @@ def _fused_plans(fn, op, ns, input, guide, weight, bias, kernel_size, geometry, 
         opts.update(transposed=True, output_padding=geometry["output_padding"])
     oplan, g = _op_plan(fn, ns, op_arrays, grad, **opts)
     k = (oplan.geo.ty.shape[0], oplan.geo.tx.shape[0])
-    kplan = _kernel_plan(fn, ns, guide, k, dict(
-        kernel_kw, stride=geometry["stride"], padding=geometry["padding"],
-        output_padding=geometry.get("output_padding", 0), dilation=geometry["dilation"],
-        transposed=transposed))
+    kplan = _kernel_plan(
+        fn,
+        ns,
+        guide,
+        k,
+        dict(
+            kernel_kw,
+            stride=geometry["stride"],
+            padding=geometry["padding"],
+            output_padding=geometry.get("output_padding", 0),
+            dilation=geometry["dilation"],
+            transposed=transposed,
+        ),
+    )
     _core.check_fused(fn, kplan, oplan, transposed)
     if kplan.guide.dtype != oplan.x.dtype:
         _core.check_array(kplan.guide, "guide", fn, dtype=oplan.x.dtype)
@@ -733,23 +903,60 @@ def _fused_plans(fn, op, ns, input, guide, weight, bias, kernel_size, geometry, 
 # before pacnp computes it, and an error raised later (inside a JAX callback, a Dask task) would
 # reach the caller wrapped in another exception type, or late. They call these first: pacnp's
 # own checks, with its messages, on shape-only stand-ins of the arrays (module ``_ShapeOnly``).
-def check_packernel2d(guide, kernel_size, *, fn="packernel2d", stride=1, padding=0,
-                      output_padding=0, dilation=1, kernel_type="gaussian",
-                      smooth_kernel_type="none", smooth_kernel=None, inv_alpha=None,
-                      inv_lambda=None, channel_wise=False, normalize_kernel=False, mask=None,
-                      transposed=False):
+def check_packernel2d(
+    guide,
+    kernel_size,
+    *,
+    fn="packernel2d",
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+    transposed=False,
+):
     """:func:`packernel2d`'s checks without computing (errors name ``fn``); returns the plan."""
     _given(fn, guide=guide)
-    kw = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
-              kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-              smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
-              channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
-              transposed=transposed)
+    kw = dict(
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth_kernel_type,
+        smooth_kernel=smooth_kernel,
+        inv_alpha=inv_alpha,
+        inv_lambda=inv_lambda,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
+        transposed=transposed,
+    )
     return _kernel_plan(fn, _ShapeOnly(fn), guide, kernel_size, kw)
 
 
-def check_op(fn, op, input, kernel, weight=None, bias=None, *, kernel_size=None, stride=1,
-             padding=0, output_padding=0, dilation=1, shared_filters=False):
+def check_op(
+    fn,
+    op,
+    input,
+    kernel,
+    weight=None,
+    bias=None,
+    *,
+    kernel_size=None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+):
     """The checks of the two-step op ``op`` ('conv', 'transpose' or 'pool') without computing
     (errors name ``fn``); returns the plan."""
     arrays = dict(input=input, kernel=kernel)
@@ -766,20 +973,45 @@ def check_op(fn, op, input, kernel, weight=None, bias=None, *, kernel_size=None,
     return _op_plan(fn, _ShapeOnly(fn), arrays, **opts)[0]
 
 
-def check_fused(fn, op, input, guide, weight=None, bias=None, *, kernel_size=None, stride=1,
-                padding=0, output_padding=0, dilation=1, shared_filters=False, **kernel_kw):
+def check_fused(
+    fn,
+    op,
+    input,
+    guide,
+    weight=None,
+    bias=None,
+    *,
+    kernel_size=None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+    **kernel_kw,
+):
     """The checks of the fused op ``op`` ('conv', 'transpose' or 'pool') without computing
     (errors name ``fn``); returns (kernel plan, op plan)."""
     _given(fn, input=input, guide=guide, **({} if op == "pool" else dict(weight=weight)))
     unknown = set(kernel_kw) - set(_KERNEL_DEFAULTS)
     if unknown:
         raise TypeError(f"{fn}: unexpected keyword arguments {sorted(unknown)}")
-    geometry = dict(stride=stride, padding=padding, dilation=dilation,
-                    shared_filters=shared_filters)
+    geometry = dict(
+        stride=stride, padding=padding, dilation=dilation, shared_filters=shared_filters
+    )
     if op == "transpose":
         geometry["output_padding"] = output_padding
-    kplan, oplan, _ = _fused_plans(fn, op, _ShapeOnly(fn), input, guide, weight, bias,
-                                   kernel_size, geometry, {**_KERNEL_DEFAULTS, **kernel_kw})
+    kplan, oplan, _ = _fused_plans(
+        fn,
+        op,
+        _ShapeOnly(fn),
+        input,
+        guide,
+        weight,
+        bias,
+        kernel_size,
+        geometry,
+        {**_KERNEL_DEFAULTS, **kernel_kw},
+    )
     return kplan, oplan
 
 
@@ -787,10 +1019,25 @@ _FUSED_NEEDS = ("input", "guide", "weight", "bias", "inv_alpha", "inv_lambda", "
 _FUSED_POOL_NEEDS = ("input", "guide", "inv_alpha", "inv_lambda", "smooth_kernel")
 
 
-def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dilation=1,
-                    shared_filters=False, kernel_type="gaussian", smooth_kernel_type="none",
-                    smooth_kernel=None, inv_alpha=None, inv_lambda=None, channel_wise=False,
-                    normalize_kernel=False, mask=None):
+def pacconv2d_fused(
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    shared_filters=False,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
     """:func:`pacconv2d` straight from the guide: ``packernel2d`` + ``pacconv2d`` in one call,
     K computed on the fly, one stripe of rows at a time, never materialised whole.
 
@@ -844,20 +1091,43 @@ def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dil
     >>> bool(np.allclose(out, pacnp.pacconv2d(x, K, w, padding=1), atol=1e-5))
     True
     """
-    kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-                     smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
-                     channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
-    geometry = dict(stride=stride, padding=padding, dilation=dilation,
-                    shared_filters=shared_filters)
-    return _fused("pacconv2d_fused", "conv", input, guide, weight, bias, None, geometry,
-                  kernel_kw)
+    kernel_kw = dict(
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth_kernel_type,
+        smooth_kernel=smooth_kernel,
+        inv_alpha=inv_alpha,
+        inv_lambda=inv_lambda,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
+    )
+    geometry = dict(
+        stride=stride, padding=padding, dilation=dilation, shared_filters=shared_filters
+    )
+    return _fused("pacconv2d_fused", "conv", input, guide, weight, bias, None, geometry, kernel_kw)
 
 
-def pacconv2d_fused_backward(grad_output, input, guide, weight, bias=None, *, stride=1,
-                             padding=0, dilation=1, shared_filters=False,
-                             kernel_type="gaussian", smooth_kernel_type="none",
-                             smooth_kernel=None, inv_alpha=None, inv_lambda=None,
-                             channel_wise=False, normalize_kernel=False, mask=None, needs=None):
+def pacconv2d_fused_backward(
+    grad_output,
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    shared_filters=False,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+    needs=None,
+):
     """Gradients of :func:`pacconv2d_fused`.
 
     Parameters
@@ -896,20 +1166,44 @@ def pacconv2d_fused_backward(grad_output, input, guide, weight, bias=None, *, st
     fn = "pacconv2d_fused_backward"
     _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, _FUSED_NEEDS)
-    kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-                     smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
-                     channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
-    geometry = dict(stride=stride, padding=padding, dilation=dilation,
-                    shared_filters=shared_filters)
-    return _fused(fn, "conv", input, guide, weight, bias, None, geometry, kernel_kw,
-                  grad_output, needs)
+    kernel_kw = dict(
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth_kernel_type,
+        smooth_kernel=smooth_kernel,
+        inv_alpha=inv_alpha,
+        inv_lambda=inv_lambda,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
+    )
+    geometry = dict(
+        stride=stride, padding=padding, dilation=dilation, shared_filters=shared_filters
+    )
+    return _fused(
+        fn, "conv", input, guide, weight, bias, None, geometry, kernel_kw, grad_output, needs
+    )
 
 
-def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0,
-                              output_padding=0, dilation=1, shared_filters=False,
-                              kernel_type="gaussian", smooth_kernel_type="none",
-                              smooth_kernel=None, inv_alpha=None, inv_lambda=None,
-                              channel_wise=False, normalize_kernel=False, mask=None):
+def pacconv_transpose2d_fused(
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
     """:func:`pacconv_transpose2d` straight from the guide (at the *output* resolution):
     ``packernel2d(..., transposed=True)`` + ``pacconv_transpose2d`` fused.
 
@@ -953,21 +1247,58 @@ def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padd
     >>> out.shape
     (1, 1, 8, 8)
     """
-    kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-                     smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
-                     channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
-    geometry = dict(stride=stride, padding=padding, output_padding=output_padding,
-                    dilation=dilation, shared_filters=shared_filters)
-    return _fused("pacconv_transpose2d_fused", "transpose", input, guide, weight, bias, None,
-                  geometry, kernel_kw)
+    kernel_kw = dict(
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth_kernel_type,
+        smooth_kernel=smooth_kernel,
+        inv_alpha=inv_alpha,
+        inv_lambda=inv_lambda,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
+    )
+    geometry = dict(
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        shared_filters=shared_filters,
+    )
+    return _fused(
+        "pacconv_transpose2d_fused",
+        "transpose",
+        input,
+        guide,
+        weight,
+        bias,
+        None,
+        geometry,
+        kernel_kw,
+    )
 
 
-def pacconv_transpose2d_fused_backward(grad_output, input, guide, weight, bias=None, *,
-                                       stride=1, padding=0, output_padding=0, dilation=1,
-                                       shared_filters=False, kernel_type="gaussian",
-                                       smooth_kernel_type="none", smooth_kernel=None,
-                                       inv_alpha=None, inv_lambda=None, channel_wise=False,
-                                       normalize_kernel=False, mask=None, needs=None):
+def pacconv_transpose2d_fused_backward(
+    grad_output,
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+    needs=None,
+):
     """Gradients of :func:`pacconv_transpose2d_fused`, as :func:`pacconv2d_fused_backward`.
 
     Parameters
@@ -1006,19 +1337,45 @@ def pacconv_transpose2d_fused_backward(grad_output, input, guide, weight, bias=N
     fn = "pacconv_transpose2d_fused_backward"
     _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, _FUSED_NEEDS)
-    kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-                     smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
-                     channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
-    geometry = dict(stride=stride, padding=padding, output_padding=output_padding,
-                    dilation=dilation, shared_filters=shared_filters)
-    return _fused(fn, "transpose", input, guide, weight, bias, None, geometry, kernel_kw,
-                  grad_output, needs)
+    kernel_kw = dict(
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth_kernel_type,
+        smooth_kernel=smooth_kernel,
+        inv_alpha=inv_alpha,
+        inv_lambda=inv_lambda,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
+    )
+    geometry = dict(
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        shared_filters=shared_filters,
+    )
+    return _fused(
+        fn, "transpose", input, guide, weight, bias, None, geometry, kernel_kw, grad_output, needs
+    )
 
 
-def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=1,
-                    kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
-                    inv_alpha=None, inv_lambda=None, channel_wise=False,
-                    normalize_kernel=False, mask=None):
+def pacpool2d_fused(
+    input,
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
     """:func:`pacpool2d` straight from the guide, K computed on the fly.
 
     Parameters
@@ -1059,18 +1416,41 @@ def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=
     array([[[[ 2.5,  4. ],
              [ 8.5, 10. ]]]])
     """
-    kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-                     smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
-                     channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
+    kernel_kw = dict(
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth_kernel_type,
+        smooth_kernel=smooth_kernel,
+        inv_alpha=inv_alpha,
+        inv_lambda=inv_lambda,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
+    )
     geometry = dict(stride=stride, padding=padding, dilation=dilation)
-    return _fused("pacpool2d_fused", "pool", input, guide, None, None, kernel_size, geometry,
-                  kernel_kw)
+    return _fused(
+        "pacpool2d_fused", "pool", input, guide, None, None, kernel_size, geometry, kernel_kw
+    )
 
 
-def pacpool2d_fused_backward(grad_output, input, guide, kernel_size, *, stride=1, padding=0,
-                             dilation=1, kernel_type="gaussian", smooth_kernel_type="none",
-                             smooth_kernel=None, inv_alpha=None, inv_lambda=None,
-                             channel_wise=False, normalize_kernel=False, mask=None, needs=None):
+def pacpool2d_fused_backward(
+    grad_output,
+    input,
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+    needs=None,
+):
     """Gradients of :func:`pacpool2d_fused`.
 
     Parameters
@@ -1107,9 +1487,17 @@ def pacpool2d_fused_backward(grad_output, input, guide, kernel_size, *, stride=1
     fn = "pacpool2d_fused_backward"
     _required(fn, "grad_output", grad_output)
     needs = _core.check_needs(fn, needs, _FUSED_POOL_NEEDS)
-    kernel_kw = dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-                     smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
-                     channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
+    kernel_kw = dict(
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth_kernel_type,
+        smooth_kernel=smooth_kernel,
+        inv_alpha=inv_alpha,
+        inv_lambda=inv_lambda,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
+    )
     geometry = dict(stride=stride, padding=padding, dilation=dilation)
-    return _fused(fn, "pool", input, guide, None, None, kernel_size, geometry, kernel_kw,
-                  grad_output, needs)
+    return _fused(
+        fn, "pool", input, guide, None, None, kernel_size, geometry, kernel_kw, grad_output, needs
+    )

@@ -29,13 +29,14 @@ Conventions of every kernel function:
 
 Compile options and the tunables frozen at compile time: ``pacnp._jit``, ``pacnp.config``.
 """
+
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
-Array = Any     # the backend's array (numpy.ndarray, or a numba device array)
-Table = Any     # a small NumPy table (α, λ, weights, filters)
+Array = Any  # the backend's array (numpy.ndarray, or a numba device array)
+Table = Any  # a small NumPy table (α, λ, weights, filters)
 Geometry = Any  # pacnp._core.OpGeometry / KernelGeometry / PairGeometry
 
 
@@ -45,20 +46,41 @@ class Conv(Protocol):
     out[b, o, y, x] = Σ_{c,i,j} Wm[o, (c,i,j)] · K[b, c|0, i, j, y, x] · x[b, c, ty[i,y], tx[j,x]]
     """
 
-    def pac_dense_forward(self, x: Array, K: Array, Wm: Table, bias: Table, geo: Geometry,
-                          out: Array, y0: int) -> None:
+    def pac_dense_forward(
+        self, x: Array, K: Array, Wm: Table, bias: Table, geo: Geometry, out: Array, y0: int
+    ) -> None:
         """Write out rows y0 ≤ y < y0 + K.shape[4]. Wm: [Cout, C·kh·kw] (a transposed conv's
         weight rearranged); bias: [Cout], or empty for none; out: [B, Cout, Ho, Wo]."""
 
-    def pac_dense_backward_params(self, g: Array, x: Array, K: Array, geo: Geometry,
-                                  dW_parts: Array, db_parts: Array, n_chunks: int, y0: int,
-                                  need_w: bool, need_b: bool) -> None:
+    def pac_dense_backward_params(
+        self,
+        g: Array,
+        x: Array,
+        K: Array,
+        geo: Geometry,
+        dW_parts: Array,
+        db_parts: Array,
+        n_chunks: int,
+        y0: int,
+        need_w: bool,
+        need_b: bool,
+    ) -> None:
         """Add the stripe's weight / bias gradients into dW_parts [n_chunks, Cout, C·kh·kw] and
         db_parts [n_chunks, Cout]. g: the output gradient [B, Cout, Ho, Wo]."""
 
-    def pac_dense_backward_data(self, g: Array, x: Array, K: Array, WmT: Table, geo: Geometry,
-                                dx: Array, dK: Array, y0: int, need_x: bool,
-                                need_k: bool) -> None:
+    def pac_dense_backward_data(
+        self,
+        g: Array,
+        x: Array,
+        K: Array,
+        WmT: Table,
+        geo: Geometry,
+        dx: Array,
+        dK: Array,
+        y0: int,
+        need_x: bool,
+        need_k: bool,
+    ) -> None:
         """Write dK (the stripe's shape) and add the stripe's share of dx [B, C, H, W].
         WmT: Wm transposed, C-contiguous."""
 
@@ -68,23 +90,44 @@ class Depthwise(Protocol):
     """Depthwise PAC (pacpool2d, shared_filters):
     out[b, c, y, x] = Σ_{i,j} w[i, j] · K[b, c|0, i, j, y, x] · x[b, c, ty[i,y], tx[j,x]]."""
 
-    def pac_depthwise_forward(self, x: Array, K: Array, w: Table, geo: Geometry, out: Array,
-                              y0: int) -> None:
+    def pac_depthwise_forward(
+        self, x: Array, K: Array, w: Table, geo: Geometry, out: Array, y0: int
+    ) -> None:
         """Write out rows y0 ≤ y < y0 + K.shape[4]. w: [kh, kw] (ones for pooling)."""
 
-    def pac_depthwise_backward_params(self, g: Array, x: Array, K: Array, w: Table,
-                                      geo: Geometry, dK: Array, dw_parts: Array, n_chunks: int,
-                                      y0: int, need_k: bool, need_w: bool) -> None:
+    def pac_depthwise_backward_params(
+        self,
+        g: Array,
+        x: Array,
+        K: Array,
+        w: Table,
+        geo: Geometry,
+        dK: Array,
+        dw_parts: Array,
+        n_chunks: int,
+        y0: int,
+        need_k: bool,
+        need_w: bool,
+    ) -> None:
         """Write dK of the stripe; add the stripe's filter gradient into dw_parts
         [n_chunks, kh, kw]."""
 
-    def pac_depthwise_backward_input(self, g: Array, K: Array, w: Table, geo: Geometry,
-                                     dx: Array, y0: int) -> None:
+    def pac_depthwise_backward_input(
+        self, g: Array, K: Array, w: Table, geo: Geometry, dx: Array, y0: int
+    ) -> None:
         """Add the stripe's share of dx (into the input rows the stripe reaches)."""
 
-    def pac_depthwise_symmetric_forward(self, x: Array, guide: Array, w: Table,
-                                        pairs: Geometry, kind: int, alpha: float, lam: float,
-                                        out: Array) -> None:
+    def pac_depthwise_symmetric_forward(
+        self,
+        x: Array,
+        guide: Array,
+        w: Table,
+        pairs: Geometry,
+        kind: int,
+        alpha: float,
+        lam: float,
+        out: Array,
+    ) -> None:
         """The fused op for a symmetric K and filter (``pacnp._core.pair_geometry``): write
         all of out [B, C, Ho, Wo] straight from the guide, K never materialised."""
 
@@ -93,18 +136,47 @@ class Depthwise(Protocol):
 class Kernel(Protocol):
     """packernel2d: the adapting kernel K (Su et al. 2019, Eq. 3) and its backward."""
 
-    def packernel_forward(self, guide: Array, src: Array, geo: Geometry, mask: Array,
-                          alpha: Table, lam: Table, kind: int, asym: bool, normalize: bool,
-                          has_mask: bool, K: Array, out_mask: Array, y0: int) -> None:
+    def packernel_forward(
+        self,
+        guide: Array,
+        src: Array,
+        geo: Geometry,
+        mask: Array,
+        alpha: Table,
+        lam: Table,
+        kind: int,
+        asym: bool,
+        normalize: bool,
+        has_mask: bool,
+        K: Array,
+        out_mask: Array,
+        y0: int,
+    ) -> None:
         """Write K [B, KC, kh, kw, n, Wo] of output rows y0 ≤ y < y0 + n, and with has_mask
         those rows of out_mask [B, 1, Ho, Wo]. src: the centre features' source (the guide,
         or the smoothed guide); mask: [B, H, W] (a dummy without has_mask); alpha, lam: [KC]."""
 
-    def packernel_backward(self, dK: Array, guide: Array, src: Array, geo: Geometry,
-                           mask: Array, alpha: Table, lam: Table, kind: int, asym: bool,
-                           normalize: bool, has_mask: bool, dsrc: Array, dguide: Array,
-                           dpar_rows: Array, y0: int, need_f: bool, need_g: bool,
-                           need_par: bool) -> None:
+    def packernel_backward(
+        self,
+        dK: Array,
+        guide: Array,
+        src: Array,
+        geo: Geometry,
+        mask: Array,
+        alpha: Table,
+        lam: Table,
+        kind: int,
+        asym: bool,
+        normalize: bool,
+        has_mask: bool,
+        dsrc: Array,
+        dguide: Array,
+        dpar_rows: Array,
+        y0: int,
+        need_f: bool,
+        need_g: bool,
+        need_par: bool,
+    ) -> None:
         """From the stripe's dK: add into dsrc (gradient of src; may be dguide itself) and
         dguide, write the rows b·Ho + y of dpar_rows [B·Ho, 2, KC] (dα, dλ partials)."""
 
@@ -177,12 +249,18 @@ class Backend(Protocol):
 
 
 #: the module families of a backend and the protocol each satisfies
-MODULES = {"conv": Conv, "depthwise": Depthwise, "kernel": Kernel, "smooth": Smooth,
-           "arrays": Arrays}
+MODULES = {
+    "conv": Conv,
+    "depthwise": Depthwise,
+    "kernel": Kernel,
+    "smooth": Smooth,
+    "arrays": Arrays,
+}
 
 
 def _params(f):
     import inspect
+
     return list(inspect.signature(getattr(f, "py_func", f)).parameters)
 
 

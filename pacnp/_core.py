@@ -10,6 +10,7 @@ a geometry (the CPU's scatter rounds, column phases and blocks, the GPU's invers
 own business (``pacnp.cpu.schedule``, ``pacnp.cuda``); either way each gradient element is
 written by one thread at a time, in a fixed order: no races, no atomics, deterministic results.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,8 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "pair", "check_array", "conv_out_size", "conv_transpose_out_size", "conv_taps",
-    "conv_transpose_taps", "inverse_taps", "KernelSpec", "parse_kernel_type", "smoothing_kernel",
+    "pair",
+    "check_array",
+    "conv_out_size",
+    "conv_transpose_out_size",
+    "conv_taps",
+    "conv_transpose_taps",
+    "inverse_taps",
+    "KernelSpec",
+    "parse_kernel_type",
+    "smoothing_kernel",
 ]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -53,7 +62,9 @@ def pair(value, name: str, fn: str, *, minimum: int = 0, odd: bool = False) -> t
         try:
             items = tuple(value)
         except TypeError:
-            raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}") from None
+            raise TypeError(
+                f"{fn}: {name} must be an int or a pair of ints, got {value!r}"
+            ) from None
         if len(items) != 2 or not all(
             isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in items
         ):
@@ -72,8 +83,10 @@ def pair(value, name: str, fn: str, *, minimum: int = 0, odd: bool = False) -> t
 def check_size(fn, name, v, shown=None):
     """``v`` (an int already checked for sign) is at most MAX_SIZE."""
     if v > MAX_SIZE:
-        raise ValueError(f"{fn}: {name}={v if shown is None else shown!r} is larger than "
-                         f"{MAX_SIZE} (2**31 - 1), the largest size pacnp takes")
+        raise ValueError(
+            f"{fn}: {name}={v if shown is None else shown!r} is larger than "
+            f"{MAX_SIZE} (2**31 - 1), the largest size pacnp takes"
+        )
     return v
 
 
@@ -81,8 +94,10 @@ def check_window(fn, name, shown, taps):
     """A window of ``taps`` taps is at most MAX_WINDOW_TAPS (checked before anything of its
     size is allocated)."""
     if taps > MAX_WINDOW_TAPS:
-        raise ValueError(f"{fn}: {name}={shown!r} gives a window of {taps} taps, more than "
-                         f"{MAX_WINDOW_TAPS} (8192 × 8192), the largest window pacnp takes")
+        raise ValueError(
+            f"{fn}: {name}={shown!r} gives a window of {taps} taps, more than "
+            f"{MAX_WINDOW_TAPS} (8192 × 8192), the largest window pacnp takes"
+        )
 
 
 def check_elements(fn, what, shape):
@@ -92,8 +107,10 @@ def check_elements(fn, what, shape):
     for v in shape:
         n *= int(v)
     if n > MAX_ELEMENTS:
-        raise ValueError(f"{fn}: {what} would have shape {tuple(int(v) for v in shape)}, "
-                         f"{n} elements: more than any array can hold ({MAX_ELEMENTS})")
+        raise ValueError(
+            f"{fn}: {what} would have shape {tuple(int(v) for v in shape)}, "
+            f"{n} elements: more than any array can hold ({MAX_ELEMENTS})"
+        )
 
 
 def check_array(a, name: str, fn: str, ndim: int | None = None, dtype=None) -> None:
@@ -137,7 +154,8 @@ def out_hw(fn, what, hw, k, s, p, d, op=None):
     if min(out) < 1:
         raise ValueError(
             f"{fn}: {what} of spatial size {tuple(hw)} with kernel_size={k}, stride={s}, "
-            f"padding={p}, dilation={d}" + ("" if op is None else f", output_padding={op}")
+            f"padding={p}, dilation={d}"
+            + ("" if op is None else f", output_padding={op}")
             + f" gives an empty output {out}"
         )
     return out
@@ -199,10 +217,11 @@ class OpGeometry:
     """Tap tables of one spatial op (conv, transposed conv or pool) for both axes; stride and
     transposed tell a backend how the taps repeat (the CPU groups a transposed convolution's
     output columns by X mod stride)."""
+
     in_hw: tuple
     out_hw: tuple
-    ty: np.ndarray   # [kh, Ho] input row per (tap, output row), -1 invalid
-    tx: np.ndarray   # [kw, Wo]
+    ty: np.ndarray  # [kh, Ho] input row per (tap, output row), -1 invalid
+    tx: np.ndarray  # [kw, Wo]
     stride: tuple = (1, 1)
     transposed: bool = False
 
@@ -237,6 +256,7 @@ class KernelGeometry:
     cy[y] / cx[x]: guide row/column of the window centre; stride, padding, dilation: the
     op's, per axis; transposed: windows of a transposed op (centres at every guide pixel).
     """
+
     guide_hw: tuple
     out_hw: tuple
     gy: np.ndarray
@@ -264,8 +284,9 @@ def check_padding_reach(fn, k, p, d):
 
 def kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
     """Where packernel2d's windows read the guide (memoised like op_geometry)."""
-    return _kernel_geometry(fn, _ints(guide_hw), _ints(k), _ints(s), _ints(p), _ints(op), _ints(d),
-                            bool(transposed))
+    return _kernel_geometry(
+        fn, _ints(guide_hw), _ints(k), _ints(s), _ints(p), _ints(op), _ints(d), bool(transposed)
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -296,14 +317,13 @@ def _kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry
         tabs.append(np.where(valid, y - r[a] + i * d[a], -1).astype(np.int64))
     cy = np.arange(guide_hw[0], dtype=np.int64)
     cx = np.arange(guide_hw[1], dtype=np.int64)
-    return KernelGeometry(tuple(guide_hw), tuple(guide_hw), tabs[0], tabs[1], cy, cx, s, p, d,
-                          True)
+    return KernelGeometry(tuple(guide_hw), tuple(guide_hw), tabs[0], tabs[1], cy, cx, s, p, d, True)
 
 
 # --------------------------------------------------------------------------- kernel options
 @dataclass(frozen=True)
 class KernelSpec:
-    kind: int            # 0 gaussian, 1 inv
+    kind: int  # 0 gaussian, 1 inv
     asym: bool
     fixed: bool
     alpha: float | None  # from the string, if it held numbers
@@ -396,8 +416,10 @@ def check_needs(fn, needs, names):
         items = tuple(needs)
     except TypeError:
         items = None
-    if items is None or len(items) != len(names) or not all(
-        isinstance(v, (bool, np.bool_)) for v in items
+    if (
+        items is None
+        or len(items) != len(names)
+        or not all(isinstance(v, (bool, np.bool_)) for v in items)
     ):
         raise ValueError(
             f"{fn}: needs must be None or a tuple of {len(names)} bools for {names}, got {needs!r}"
@@ -417,18 +439,19 @@ def check_grad(fn, name, g, expected_shape, dtype):
 @dataclass
 class KernelPlan:
     """Everything a backend needs to compute packernel2d and its backward."""
+
     guide: np.ndarray
     geo: KernelGeometry
     k: tuple
     KC: int
     kind: int
     asym: bool
-    alpha: np.ndarray        # [KC] (dummy ones for gaussian)
-    lam: np.ndarray          # [KC]
+    alpha: np.ndarray  # [KC] (dummy ones for gaussian)
+    lam: np.ndarray  # [KC]
     alpha_shape: tuple | None  # shape to give dα in, None: no gradient
     lam_shape: tuple | None
-    S: np.ndarray | None     # smoothing kernel [N, N]
-    S_shape: tuple | None    # shape to give dS in, None: fixed smoothing (no gradient)
+    S: np.ndarray | None  # smoothing kernel [N, N]
+    S_shape: tuple | None  # shape to give dS in, None: fixed smoothing (no gradient)
     mask: np.ndarray | None  # [B, H, W]
     normalize: bool
 
@@ -453,17 +476,35 @@ def _param_vector(fn, name, value, from_string, KC, Cg, channel_wise, dtype, fix
         raise TypeError(f"{fn}: {name} must be real numbers, got dtype {arr.dtype}")
     ok = arr.size == 1 and arr.ndim <= 1 or (channel_wise and arr.shape == (Cg,))
     if not ok:
-        want = "a scalar, shape () or (1,)" + (f", or shape ({Cg},) (one per guide channel)"
-                                                 if channel_wise else "")
+        want = "a scalar, shape () or (1,)" + (
+            f", or shape ({Cg},) (one per guide channel)" if channel_wise else ""
+        )
         raise ValueError(f"{fn}: {name} has shape {tuple(arr.shape)}; expected {want}")
     # a writeable copy: a read-only broadcast view would make numba compile another variant
     vec = np.array(np.broadcast_to(arr.reshape(-1).astype(dtype), (KC,)), dtype=dtype)
     return vec, (None if fixed else tuple(arr.shape))
 
 
-def plan_packernel(fn, guide, kernel_size, *, stride, padding, output_padding, dilation,
-                   kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda,
-                   channel_wise, normalize_kernel, mask, transposed, values=True) -> KernelPlan:
+def plan_packernel(
+    fn,
+    guide,
+    kernel_size,
+    *,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    kernel_type,
+    smooth_kernel_type,
+    smooth_kernel,
+    inv_alpha,
+    inv_lambda,
+    channel_wise,
+    normalize_kernel,
+    mask,
+    transposed,
+    values=True,
+) -> KernelPlan:
     """Validate a packernel2d call. ``values=False``: check shapes, dtypes and options only
     (the adapters' checks on shape-only stand-ins; the mask's 0/1 values are checked when the
     call runs)."""
@@ -487,49 +528,78 @@ def plan_packernel(fn, guide, kernel_size, *, stride, padding, output_padding, d
     # one, so an empty batch cannot hide an absurd geometry
     check_padding_reach(fn, k, p, d)
     out = (H, W) if transposed else out_hw(fn, "guide", (H, W), k, s, p, d)
-    check_elements(fn, f"K (guide {(H, W)}, kernel_size={k}, stride={s}, padding={p}, "
-                   f"dilation={d})", (max(B, 1), max(KC, 1)) + k + tuple(max(v, 1) for v in out))
+    check_elements(
+        fn,
+        f"K (guide {(H, W)}, kernel_size={k}, stride={s}, padding={p}, dilation={d})",
+        (max(B, 1), max(KC, 1)) + k + tuple(max(v, 1) for v in out),
+    )
     if spec.kind == _KIND_GAUSSIAN:
         for name, v in (("inv_alpha", inv_alpha), ("inv_lambda", inv_lambda)):
             if v is not None:
-                raise ValueError(f"{fn}: {name} is given but kernel_type='gaussian' does not use "
-                                 f"it; use kernel_type='inv_...' or drop {name}")
+                raise ValueError(
+                    f"{fn}: {name} is given but kernel_type='gaussian' does not use "
+                    f"it; use kernel_type='inv_...' or drop {name}"
+                )
         alpha = lam = np.ones(KC, dtype=dtype)
         a_shape = l_shape = None
     else:
-        alpha, a_shape = _param_vector(fn, "inv_alpha", inv_alpha, spec.alpha, KC, Cg,
-                                       channel_wise, dtype, spec.fixed)
-        lam, l_shape = _param_vector(fn, "inv_lambda", inv_lambda, spec.lam, KC, Cg,
-                                     channel_wise, dtype, spec.fixed)
+        alpha, a_shape = _param_vector(
+            fn, "inv_alpha", inv_alpha, spec.alpha, KC, Cg, channel_wise, dtype, spec.fixed
+        )
+        lam, l_shape = _param_vector(
+            fn, "inv_lambda", inv_lambda, spec.lam, KC, Cg, channel_wise, dtype, spec.fixed
+        )
     skind, n = parse_smooth_type(smooth_kernel_type, fn)
     S = smoothing_kernel(skind, n, dtype)
     S_shape = None
     if skind == "full":
         if smooth_kernel is None:
-            raise ValueError(f"{fn}: smooth_kernel_type={smooth_kernel_type!r} needs smooth_kernel "
-                             f"of shape ({n}, {n}) or (1, 1, {n}, {n})")
+            raise ValueError(
+                f"{fn}: smooth_kernel_type={smooth_kernel_type!r} needs smooth_kernel "
+                f"of shape ({n}, {n}) or (1, 1, {n}, {n})"
+            )
         check_array(smooth_kernel, "smooth_kernel", fn, dtype=dtype)
         if tuple(smooth_kernel.shape) not in ((n, n), (1, 1, n, n)):
-            raise ValueError(f"{fn}: smooth_kernel has shape {tuple(smooth_kernel.shape)}; "
-                             f"smooth_kernel_type={smooth_kernel_type!r} expects ({n}, {n}) "
-                             f"or (1, 1, {n}, {n})")
+            raise ValueError(
+                f"{fn}: smooth_kernel has shape {tuple(smooth_kernel.shape)}; "
+                f"smooth_kernel_type={smooth_kernel_type!r} expects ({n}, {n}) "
+                f"or (1, 1, {n}, {n})"
+            )
         S = np.ascontiguousarray(smooth_kernel.reshape(n, n))
         S_shape = tuple(smooth_kernel.shape)
     elif smooth_kernel is not None:
-        raise ValueError(f"{fn}: smooth_kernel is given but smooth_kernel_type="
-                         f"{smooth_kernel_type!r} does not use it; use 'full_N'")
+        raise ValueError(
+            f"{fn}: smooth_kernel is given but smooth_kernel_type="
+            f"{smooth_kernel_type!r} does not use it; use 'full_N'"
+        )
     m3 = None
     if mask is not None:
         if mask.ndim != 4 or tuple(mask.shape) != (B, 1, H, W):
-            raise ValueError(f"{fn}: mask has shape {tuple(mask.shape)}; expected "
-                             f"{(B, 1, H, W)} (batch, 1, guide height, guide width)")
+            raise ValueError(
+                f"{fn}: mask has shape {tuple(mask.shape)}; expected "
+                f"{(B, 1, H, W)} (batch, 1, guide height, guide width)"
+            )
         if mask.dtype.kind not in "biuf":
             raise TypeError(f"{fn}: mask must be bool or numeric 0/1, got dtype {mask.dtype}")
         if values:
             m3 = _mask_values(fn, mask, dtype)
     geo = kernel_geometry(fn, (H, W), k, s, p, op, d, transposed)
-    return KernelPlan(guide, geo, k, KC, spec.kind, spec.asym, alpha, lam, a_shape, l_shape,
-                      S, S_shape, m3, normalize)
+    return KernelPlan(
+        guide,
+        geo,
+        k,
+        KC,
+        spec.kind,
+        spec.asym,
+        alpha,
+        lam,
+        a_shape,
+        l_shape,
+        S,
+        S_shape,
+        m3,
+        normalize,
+    )
 
 
 def _mask_values(fn, mask, dtype):
@@ -537,8 +607,10 @@ def _mask_values(fn, mask, dtype):
     B, _, H, W = mask.shape
     mf = mask.astype(dtype, copy=False)
     if not np.all((mf == 0) | (mf == 1)):
-        raise ValueError(f"{fn}: mask must hold only 0 and 1 (found other values, "
-                         f"e.g. {float(mf[(mf != 0) & (mf != 1)].flat[0])!r})")
+        raise ValueError(
+            f"{fn}: mask must hold only 0 and 1 (found other values, "
+            f"e.g. {float(mf[(mf != 0) & (mf != 1)].flat[0])!r})"
+        )
     return np.ascontiguousarray(mf.reshape(B, H, W))
 
 
@@ -546,6 +618,7 @@ def _mask_values(fn, mask, dtype):
 class OpPlan:
     """A PAC op (pacconv2d, pacconv_transpose2d, pacpool2d) reduced to tap tables and either a
     dense weight matrix Wm [Cout, C·kh·kw] or a depthwise filter w [kh, kw]."""
+
     x: np.ndarray
     K: np.ndarray
     geo: OpGeometry
@@ -584,8 +657,21 @@ def _check_kernel_shape(fn, kernel, B, C, k, out, dtype, hint):
         )
 
 
-def plan_op(fn, x, kernel, weight, bias, *, stride, padding, dilation, output_padding=None,
-            shared_filters=False, transposed=False, kernel_size=None) -> OpPlan:
+def plan_op(
+    fn,
+    x,
+    kernel,
+    weight,
+    bias,
+    *,
+    stride,
+    padding,
+    dilation,
+    output_padding=None,
+    shared_filters=False,
+    transposed=False,
+    kernel_size=None,
+) -> OpPlan:
     """Validate a conv / transposed conv / pool call. ``weight is None`` means pooling."""
     check_array(x, "input", fn, ndim=4)
     dtype = compute_dtype(x, "input", fn)
@@ -612,13 +698,17 @@ def plan_op(fn, x, kernel, weight, bias, *, stride, padding, dilation, output_pa
         k = tuple(weight.shape[2:])
         for kk in k:
             if kk % 2 == 0:
-                raise ValueError(f"{fn}: weight has shape {weight_shape}; its kernel size {k} "
-                                 f"must be odd (the window needs a centre)")
+                raise ValueError(
+                    f"{fn}: weight has shape {weight_shape}; its kernel size {k} "
+                    f"must be odd (the window needs a centre)"
+                )
         layout = "(C_in, C_out, kh, kw)" if transposed else "(C_out, C_in, kh, kw)"
         if shared_filters:
             if weight.shape[:2] != (1, 1):
-                raise ValueError(f"{fn}: with shared_filters=True weight must have shape "
-                                 f"(1, 1, kh, kw), got {weight_shape}")
+                raise ValueError(
+                    f"{fn}: with shared_filters=True weight must have shape "
+                    f"(1, 1, kh, kw), got {weight_shape}"
+                )
             dense = False
             w = weight[0, 0, ::-1, ::-1] if transposed else weight[0, 0]
             w = np.ascontiguousarray(w)
@@ -627,8 +717,10 @@ def plan_op(fn, x, kernel, weight, bias, *, stride, padding, dilation, output_pa
             dense = True
             cin = weight.shape[0] if transposed else weight.shape[1]
             if cin != C:
-                raise ValueError(f"{fn}: weight has shape {weight_shape}, i.e. {cin} input "
-                                 f"channels in layout {layout}, but input has {C} channels")
+                raise ValueError(
+                    f"{fn}: weight has shape {weight_shape}, i.e. {cin} input "
+                    f"channels in layout {layout}, but input has {C} channels"
+                )
             if transposed:
                 Cout = weight.shape[1]
                 Wm = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
@@ -641,9 +733,11 @@ def plan_op(fn, x, kernel, weight, bias, *, stride, padding, dilation, output_pa
     if kernel is None:  # the fused path: K's padding rule, before any table of the op's size
         check_padding_reach(fn, k, p, d)
     out = out_hw(fn, "input", (H, W), k, s, p, d, op)
-    check_elements(fn, f"the output (input {(H, W)}, kernel_size={k}, stride={s}, "
-                   f"padding={p}, dilation={d})",
-                   (max(B, 1), max(Cout, 1)) + tuple(max(v, 1) for v in out))
+    check_elements(
+        fn,
+        f"the output (input {(H, W)}, kernel_size={k}, stride={s}, padding={p}, dilation={d})",
+        (max(B, 1), max(Cout, 1)) + tuple(max(v, 1) for v in out),
+    )
     hint = f"stride={s}, padding={p}, dilation={d}" + (f", output_padding={op}" if op else "")
     if kernel is not None:  # None: the fused path computes K itself
         _check_kernel_shape(fn, kernel, B, C, k, out, dtype, hint)
@@ -651,8 +745,10 @@ def plan_op(fn, x, kernel, weight, bias, *, stride, padding, dilation, output_pa
     if bias is not None:
         check_array(bias, "bias", fn, ndim=1, dtype=dtype)
         if bias.shape[0] != Cout:
-            raise ValueError(f"{fn}: bias has shape {tuple(bias.shape)}; expected ({Cout},), "
-                             f"one per output channel")
+            raise ValueError(
+                f"{fn}: bias has shape {tuple(bias.shape)}; expected ({Cout},), "
+                f"one per output channel"
+            )
     return OpPlan(x, kernel, geo, dense, Wm, w, bias, transposed, weight_shape, Cout)
 
 
@@ -665,13 +761,17 @@ def check_fused(fn, kplan: KernelPlan, oplan: OpPlan, transposed: bool) -> None:
     if tuple(kplan.geo.out_hw) != tuple(oplan.geo.out_hw):
         where = "the output size" if transposed else "the input size"
         want = oplan.geo.out_hw if transposed else x.shape[2:]
-        raise ValueError(f"{fn}: guide has spatial size {tuple(g.shape[2:])}; expected "
-                         f"{tuple(want)}, {where} (the guide lives at the "
-                         f"{'output' if transposed else 'input'} resolution; guide has shape "
-                         f"{tuple(g.shape)}, input {tuple(x.shape)})")
+        raise ValueError(
+            f"{fn}: guide has spatial size {tuple(g.shape[2:])}; expected "
+            f"{tuple(want)}, {where} (the guide lives at the "
+            f"{'output' if transposed else 'input'} resolution; guide has shape "
+            f"{tuple(g.shape)}, input {tuple(x.shape)})"
+        )
     if kplan.KC not in (1, x.shape[1]):
-        raise ValueError(f"{fn}: channel_wise=True gives one kernel per guide channel "
-                         f"({kplan.KC}), but input has {x.shape[1]} channels; they must match")
+        raise ValueError(
+            f"{fn}: channel_wise=True gives one kernel per guide channel "
+            f"({kplan.KC}), but input has {x.shape[1]} channels; they must match"
+        )
 
 
 @dataclass(frozen=True)
@@ -683,6 +783,7 @@ class PairGeometry:
     oy0, ox0: image row/column of output pixel (0, 0)'s centre (R − padding ≥ 0, R the
     window's reach dilation·(k − 1)/2).
     """
+
     dy: np.ndarray
     dx: np.ndarray
     oy0: int
@@ -702,9 +803,18 @@ def pair_geometry(kplan: KernelPlan, oplan: OpPlan) -> PairGeometry | None:
     bilateral filters are exactly this case.
     """
     geo = kplan.geo
-    if (oplan.dense or oplan.transposed or geo.transposed or geo.stride != (1, 1)
-            or kplan.KC != 1 or kplan.asym or kplan.mask is not None or kplan.normalize
-            or kplan.S is not None or kplan.kind not in (_KIND_GAUSSIAN, _KIND_INV)):
+    if (
+        oplan.dense
+        or oplan.transposed
+        or geo.transposed
+        or geo.stride != (1, 1)
+        or kplan.KC != 1
+        or kplan.asym
+        or kplan.mask is not None
+        or kplan.normalize
+        or kplan.S is not None
+        or kplan.kind not in (_KIND_GAUSSIAN, _KIND_INV)
+    ):
         return None
     w = np.asarray(oplan.w)
     if not np.array_equal(w, w[::-1, ::-1]):

@@ -38,6 +38,7 @@ Every problem is an :class:`ImageFileError` with a one-line message that names t
 ``usage`` marks the ones a corrected command line fixes (an unknown extension, an output that
 is an input) as opposed to failures while reading or writing.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,8 +55,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMATS", "MAX_IMAGE_BYTES", "ImageFileError", "check_writable", "file_format",
-           "read_array", "refuse_overwrite", "write_array"]
+__all__ = [
+    "FORMATS",
+    "MAX_IMAGE_BYTES",
+    "ImageFileError",
+    "check_writable",
+    "file_format",
+    "read_array",
+    "refuse_overwrite",
+    "write_array",
+]
 
 #: extension → format; the only files read and written
 FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy", ".npz": "npz"}
@@ -95,8 +104,11 @@ def file_format(path, what="input"):
     """The format of ``path`` from its extension: png, tiff, npy or npz."""
     fmt = FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
-        raise ImageFileError(f"{what} {path}: unknown extension {Path(path).suffix or '(none)'!r}"
-                             f"; use one of {' '.join(sorted(set(FORMATS)))}", usage=True)
+        raise ImageFileError(
+            f"{what} {path}: unknown extension {Path(path).suffix or '(none)'!r}"
+            f"; use one of {' '.join(sorted(set(FORMATS)))}",
+            usage=True,
+        )
     return fmt
 
 
@@ -110,8 +122,11 @@ def _max_image_bytes():
     except ValueError:
         limit = -1
     if limit < 0:
-        raise ImageFileError(f"{MAX_BYTES_ENV}={text!r} is not a number of bytes >= 0; unset it "
-                             f"for the default limit of {MAX_IMAGE_BYTES}", usage=True)
+        raise ImageFileError(
+            f"{MAX_BYTES_ENV}={text!r} is not a number of bytes >= 0; unset it "
+            f"for the default limit of {MAX_IMAGE_BYTES}",
+            usage=True,
+        )
     return limit
 
 
@@ -135,7 +150,8 @@ def _check_size(path, what, shape, dtype, claim="header", image=None):
         raise ImageFileError(
             f"{what} {path}: its {claim} claims {size} = {nbytes} bytes ({_gib(nbytes)}) once "
             f"decoded, more than the limit of {limit} bytes ({_gib(limit)}; a decompression "
-            f"bomb?); if the file is trusted, raise the limit: {MAX_BYTES_ENV}={nbytes}")
+            f"bomb?); if the file is trusted, raise the limit: {MAX_BYTES_ENV}={nbytes}"
+        )
 
 
 def _read_png(path, what):
@@ -152,8 +168,14 @@ def _read_png(path, what):
         samples = _PNG_SAMPLES.get(colour, 4)
         # as libpng decodes it: 16-bit samples stay 16-bit, 1/2/4/8-bit ones become uint8
         dtype = np.uint16 if depth == 16 else np.uint8
-        _check_size(path, what, (height, width, samples), dtype, claim="PNG header",
-                    image=(width, height, samples))
+        _check_size(
+            path,
+            what,
+            (height, width, samples),
+            dtype,
+            claim="PNG header",
+            image=(width, height, samples),
+        )
         data = head + f.read()
     return imagecodecs.png_decode(data)
 
@@ -207,17 +229,22 @@ def _read_tiff(path, what):
                 raise ValueError(f"{_one_line(exc)} (tifffile: {logged[0]})") from None
             raise
     if logged:
-        warnings.warn(f"{what} {path} was read but tifffile reports: {logged[0]}"
-                      + (f" (and {len(logged) - 1} more)" if len(logged) > 1 else ""),
-                      stacklevel=3)
+        warnings.warn(
+            f"{what} {path} was read but tifffile reports: {logged[0]}"
+            + (f" (and {len(logged) - 1} more)" if len(logged) > 1 else ""),
+            stacklevel=3,
+        )
     return a
 
 
 def _npy_header(f):
     """(shape, dtype) from the header of the .npy data at ``f``'s position, nothing more read."""
     version = np.lib.format.read_magic(f)
-    reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-              else np.lib.format.read_array_header_2_0)  # 2.0 and 3.0: the same layout
+    reader = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )  # 2.0 and 3.0: the same layout
     shape, _, dtype = reader(f)
     return shape, dtype
 
@@ -241,8 +268,7 @@ def _read_npz(path, key, what):
         if key is None:
             key = names[0]
         elif key not in names:
-            raise ImageFileError(f"{what} {path} has no array {key!r}; it holds "
-                                 f"{', '.join(names)}")
+            raise ImageFileError(f"{what} {path} has no array {key!r}; it holds {', '.join(names)}")
         # NpzFile's own rule: the member of that very name, else the name plus .npy
         member = key if key in z.zip.namelist() else key + ".npy"
         # the member's own .npy header, read through the zip stream: np.load would allocate
@@ -300,12 +326,16 @@ def check_writable(path, dtype, shape, what="output"):
     if fmt == "png":
         dtype = np.dtype(dtype)
         if dtype.kind != "u" or dtype.itemsize > 2:  # uint8/uint16 in either byte order
-            raise ImageFileError(f"{what} {path}: PNG holds uint8 or uint16 images but the result "
-                                 f"is {dtype}; write .tif, .npy or .npz instead")
+            raise ImageFileError(
+                f"{what} {path}: PNG holds uint8 or uint16 images but the result "
+                f"is {dtype}; write .tif, .npy or .npz instead"
+            )
         if not (len(shape) == 2 or (len(shape) == 3 and 1 <= shape[2] <= 4)):
-            raise ImageFileError(f"{what} {path}: PNG holds one H×W image with 1 to 4 channels "
-                                 f"(channels last) but the result has shape {tuple(shape)}; "
-                                 f"write .tif, .npy or .npz instead")
+            raise ImageFileError(
+                f"{what} {path}: PNG holds one H×W image with 1 to 4 channels "
+                f"(channels last) but the result has shape {tuple(shape)}; "
+                f"write .tif, .npy or .npz instead"
+            )
     return fmt
 
 
@@ -323,8 +353,9 @@ def _write_tiff(f, a):
     # channels-last colour as RGB(A) so that viewers show it; anything else as grey pages
     # (tifffile's shape metadata brings any shape back as written)
     rgb = a.ndim >= 3 and a.shape[-1] in (3, 4)
-    tifffile.imwrite(f, a, photometric="rgb" if rgb else "minisblack",
-                     planarconfig="contig" if rgb else None)
+    tifffile.imwrite(
+        f, a, photometric="rgb" if rgb else "minisblack", planarconfig="contig" if rgb else None
+    )
 
 
 def _umask():
@@ -336,9 +367,11 @@ def _umask():
 #: signals that can end the process while an output is written (SIGXFSZ: the file-size
 #: limit reached); SIGINT's KeyboardInterrupt would clean up anyway, it is caught too so that
 #: it waits while the temporary file is being created
-_CLEANUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP",
-                                                            "SIGXFSZ")
-                         if hasattr(signal, name))
+_CLEANUP_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGXFSZ")
+    if hasattr(signal, name)
+)
 
 
 class _Signalled(BaseException):
@@ -409,8 +442,9 @@ class _CleanupOnSignals:
             return False
         signal.raise_signal(signum)  # the previous handler's turn: by default the end
         name = signal.Signals(signum).name
-        raise ImageFileError(f"writing {self.what} {self.path} was interrupted by {name}; "
-                             f"nothing was written") from None
+        raise ImageFileError(
+            f"writing {self.what} {self.path} was interrupted by {name}; nothing was written"
+        ) from None
 
 
 def write_array(path, a, *, key="arr_0", what="output"):
@@ -467,5 +501,8 @@ def refuse_overwrite(output, inputs):
             with contextlib.suppress(OSError):
                 same = os.path.samefile(out, path)  # hard links
         if same:
-            raise ImageFileError(f"-o {output} is the {name} {path}; pacnp never "
-                                 f"overwrites an input, choose another output path", usage=True)
+            raise ImageFileError(
+                f"-o {output} is the {name} {path}; pacnp never "
+                f"overwrites an input, choose another output path",
+                usage=True,
+            )

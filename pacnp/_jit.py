@@ -28,6 +28,7 @@ or write later (a full disk) also costs a recompile, never the call.
 ``import pacnp`` does not import this module's numba.cuda side: :func:`cuda_jit` imports it
 when a CUDA kernel module asks for it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -59,7 +60,8 @@ def frozen(name=None):
     if _snapshot is None:
         snap = {n: copy.deepcopy(getattr(config, n)) for n in config.FROZEN_AT_COMPILE}
         digest = hashlib.sha256(
-            repr(sorted((n, _normal(v)) for n, v in snap.items())).encode()).hexdigest()
+            repr(sorted((n, _normal(v)) for n, v in snap.items())).encode()
+        ).hexdigest()
         _snapshot = (snap, digest)
     return _snapshot[0] if name is None else _snapshot[0][name]
 
@@ -92,7 +94,8 @@ _REMEDY = (
     "to compile once and reuse the kernels in every later process, set the environment "
     "variable NUMBA_CACHE_DIR to a directory that you can write and other users cannot "
     "(numba's cache files are pickles, loaded as code) before starting Python, e.g. "
-    "`mkdir -m 700 /var/tmp/numba-$USER && export NUMBA_CACHE_DIR=/var/tmp/numba-$USER`")
+    "`mkdir -m 700 /var/tmp/numba-$USER && export NUMBA_CACHE_DIR=/var/tmp/numba-$USER`"
+)
 
 _cache_class = None
 _warned = False
@@ -119,7 +122,7 @@ def _caller_level():
         name = frame.f_code.co_filename
         return "importlib" in name and "_bootstrap" in name
 
-    frame, level = sys._getframe(1), 1       # level 1: _warn_once, the caller of warn
+    frame, level = sys._getframe(1), 1  # level 1: _warn_once, the caller of warn
     while frame is not None and frame.f_code.co_filename.startswith(ours):
         frame = frame.f_back
         while frame is not None and internal(frame):
@@ -147,8 +150,10 @@ def _cache_type():
                     return super().load_overload(sig, target_context)
                 except OSError as exc:
                     # e.g. files of another user that this one may not read
-                    _warn_once(f"pacnp: cannot read numba's cache in {self.cache_path} "
-                               f"({exc}); compiling the kernels in memory instead; {_REMEDY}")
+                    _warn_once(
+                        f"pacnp: cannot read numba's cache in {self.cache_path} "
+                        f"({exc}); compiling the kernels in memory instead; {_REMEDY}"
+                    )
                 except (EOFError, pickle.UnpicklingError):
                     # a truncated or corrupt entry (a writer killed mid-file): compile again;
                     # the save that follows replaces it
@@ -162,9 +167,11 @@ def _cache_type():
                     # a full disk, a quota, a directory made read-only: this kernel stays in
                     # memory, and stops using the cache (no failed write at every signature)
                     self.disable()
-                    _warn_once(f"pacnp: cannot write numba's cache in {self.cache_path} "
-                               f"({exc}); the kernels compiled in this process stay in memory; "
-                               f"{_REMEDY}")
+                    _warn_once(
+                        f"pacnp: cannot write numba's cache in {self.cache_path} "
+                        f"({exc}); the kernels compiled in this process stay in memory; "
+                        f"{_REMEDY}"
+                    )
 
         _cache_class = FrozenKeyedCache
     return _cache_class
@@ -176,15 +183,18 @@ def _no_locator_message(py_func):
     from numba.core.caching import UserWideCacheLocator
 
     source = inspect.getfile(py_func)
-    tried = [f"NUMBA_CACHE_DIR={nconfig.CACHE_DIR}" if nconfig.CACHE_DIR
-             else "NUMBA_CACHE_DIR (not set)"]
+    tried = [
+        f"NUMBA_CACHE_DIR={nconfig.CACHE_DIR}" if nconfig.CACHE_DIR else "NUMBA_CACHE_DIR (not set)"
+    ]
     tried.append(os.path.join(os.path.dirname(source), "__pycache__"))
     # the user-wide directory numba tried (~/.cache/numba, as appdirs sees it)
     tried.append(os.path.dirname(UserWideCacheLocator(py_func, source).get_cache_path()))
-    return (f"pacnp: numba cannot cache pacnp's compiled kernels: no writable directory "
-            f"among {', '.join(tried)}; compiling them in memory instead, which every "
-            f"new process pays again on its first calls (seconds per function: ~10 s of CPU "
-            f"for `pacnp filter`, against < 1 s from a warm cache); {_REMEDY}")
+    return (
+        f"pacnp: numba cannot cache pacnp's compiled kernels: no writable directory "
+        f"among {', '.join(tried)}; compiling them in memory instead, which every "
+        f"new process pays again on its first calls (seconds per function: ~10 s of CPU "
+        f"for `pacnp filter`, against < 1 s from a warm cache); {_REMEDY}"
+    )
 
 
 def _keyed_cache(py_func):
@@ -199,6 +209,7 @@ def _keyed_cache(py_func):
         # so that a NUMBA_CACHE_DIR set after ``import numba`` (and before the first pacnp call)
         # is honoured too
         from numba.core import config as nconfig
+
         nconfig.reload_config()
         _env_read = True
     try:
@@ -213,11 +224,14 @@ def _keyed_cache(py_func):
         return None
     from numba.core import config as nconfig
     from numba.core.caching import UserProvidedCacheLocator
+
     if nconfig.CACHE_DIR and not isinstance(cache._impl.locator, UserProvidedCacheLocator):
         # numba passes over a NUMBA_CACHE_DIR it cannot write without a word: say where the
         # kernels went instead of the directory the user asked for
-        _warn_once(f"pacnp: NUMBA_CACHE_DIR={nconfig.CACHE_DIR} is not a writable directory; "
-                   f"numba caches pacnp's kernels in {cache.cache_path} instead")
+        _warn_once(
+            f"pacnp: NUMBA_CACHE_DIR={nconfig.CACHE_DIR} is not a writable directory; "
+            f"numba caches pacnp's kernels in {cache.cache_path} instead"
+        )
     return cache
 
 
@@ -241,6 +255,7 @@ def njit(*, parallel=False, inline=None, fastmath=None):
             if cache is not None:
                 disp._cache = cache
         return disp
+
     return build
 
 
@@ -249,6 +264,7 @@ def cuda_jit(*, device=False):
     (not cached on disk); a truthy ``config.FASTMATH`` turns on numba-cuda's fastmath (it has
     no per-flag form), the default False leaves numba's defaults."""
     from numba import cuda
+
     opts = dict(device=device)
     if frozen("FASTMATH"):
         opts["fastmath"] = True

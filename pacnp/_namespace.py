@@ -25,6 +25,7 @@ Conversions are zero-copy wherever the memory layout allows (DLPack on the host,
 libraries are recognised by their types' modules and protocols, so ``import pacnp`` imports
 neither CuPy nor torch nor JAX, and ``numba.cuda`` only when a device array arrives.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,11 +36,10 @@ import numbers
 
 import numpy as np
 
-__all__ = ["Namespace", "library", "device_of", "delegate", "array_module", "like",
-           "is_array"]
+__all__ = ["Namespace", "library", "device_of", "delegate", "array_module", "like", "is_array"]
 
-_DLPACK_CUDA = (2, 13)      # kDLCUDA, kDLCUDAManaged
-_DLPACK_HOST = (1, 3)       # kDLCPU, kDLCUDAHost (pinned host memory)
+_DLPACK_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
+_DLPACK_HOST = (1, 3)  # kDLCPU, kDLCUDAHost (pinned host memory)
 
 
 # --------------------------------------------------------------------------- detection
@@ -85,8 +85,10 @@ def device_of(a, fn, name):
             return index
         if kind in _DLPACK_HOST:
             return None
-        raise TypeError(f"{fn}: {name} lives on DLPack device type {kind} (index {index}); "
-                        f"pacnp runs on the CPU and on NVIDIA GPUs (CUDA) only")
+        raise TypeError(
+            f"{fn}: {name} lives on DLPack device type {kind} (index {index}); "
+            f"pacnp runs on the CPU and on NVIDIA GPUs (CUDA) only"
+        )
     try:
         cai = a.__cuda_array_interface__  # numba device arrays (no DLPack device query)
     except Exception:  # torch raises for CPU tensors; anything else is host memory
@@ -99,6 +101,7 @@ def array_module(a):
     (for the applications' own NumPy/CuPy arrays, e.g. ``pacnp.dask``'s chunks)."""
     if _top_module(a) == "cupy":
         import cupy
+
         return cupy
     return np
 
@@ -121,6 +124,7 @@ def _cuda_backend(fn, name):
             f"arrays to the host"
         )
     from . import cuda
+
     return cuda
 
 
@@ -128,6 +132,7 @@ def _cupy_or_none():
     if importlib.util.find_spec("cupy") is None:
         return None
     import cupy
+
     return cupy
 
 
@@ -168,13 +173,15 @@ class Namespace:
         kinds = {lib for lib, _ in libs.values()}
         if len(kinds) > 1:
             seen = ", ".join(f"{n}: {lib}" for n, (lib, _) in libs.items())
-            raise TypeError(f"{fn}: arrays from different libraries cannot be mixed ({seen}); "
-                            f"convert them to one library first")
-        self._inputs = []   # the work arrays handed out (results must not alias them)
+            raise TypeError(
+                f"{fn}: arrays from different libraries cannot be mixed ({seen}); "
+                f"convert them to one library first"
+            )
+        self._inputs = []  # the work arrays handed out (results must not alias them)
         self.lib = kinds.pop() if kinds else "numpy"
         self.sample = next(iter(libs.values()))[1] if libs else None
         self.device = None  # CUDA device index (-1: numba's current one); None: the CPU
-        self.half = None    # float16 / bfloat16 inputs: computed in float32, returned in this
+        self.half = None  # float16 / bfloat16 inputs: computed in float32, returned in this
         if on_dev:
             indices = {devices[n] for n in on_dev} - {-1}
             if len(indices) > 1:
@@ -194,9 +201,11 @@ class Namespace:
         with self.be.launch(None, self.device):
             if self.lib == "cupy":
                 import cupy
+
                 return self.be.stream_from_pointer(cupy.cuda.get_current_stream().ptr)
             if self.lib == "torch":
                 import torch
+
                 dev = self.device if self.device >= 0 else None
                 return self.be.stream_from_pointer(torch.cuda.current_stream(dev).cuda_stream)
             stream = getattr(self.sample, "stream", 0) if self.lib == "numba" else 0
@@ -233,6 +242,7 @@ class Namespace:
             arr = a
         else:
             from numba import cuda
+
             # sync=False: the kernels run on the caller's current stream, which orders them
             # after the work that produced ``a``
             arr = cuda.as_cuda_array(a, sync=False)
@@ -245,8 +255,10 @@ class Namespace:
             if half or self.half:
                 if len(seen) > 1:
                     got = ", ".join(f"{n}: {d}" for n, d in self._io_dtypes.items())
-                    raise TypeError(f"{self.fn}: floating arrays of one call must share a dtype "
-                                    f"({got}); pass all of them in one dtype")
+                    raise TypeError(
+                        f"{self.fn}: floating arrays of one call must share a dtype "
+                        f"({got}); pass all of them in one dtype"
+                    )
                 self.half = half or self.half
         if small:  # weights, α, λ, S and the mask: _core checks them on the host
             return xp.to_host(arr)
@@ -290,15 +302,19 @@ class Namespace:
                 return a
             if self.lib == "cupy":
                 import cupy
+
                 return cupy.asarray(a)
             if self.lib == "torch":
                 import torch
+
                 out = torch.as_tensor(a, device=self._torch_device())
                 return out.to(torch.bfloat16) if self.half == "bfloat16" else out
             if self.lib == "jax":
                 return self._to_jax(a)
-        raise TypeError(f"{self.fn}: cannot hand a CUDA result back to {self.lib} arrays; "
-                        f"pass CuPy, torch, JAX or numba device arrays")
+        raise TypeError(
+            f"{self.fn}: cannot hand a CUDA result back to {self.lib} arrays; "
+            f"pass CuPy, torch, JAX or numba device arrays"
+        )
 
     def _torch_device(self):
         return f"cuda:{self.device}" if self.device >= 0 else "cuda"
@@ -307,10 +323,13 @@ class Namespace:
         """JAX reads DLPack only; CuPy bridges a numba device array to DLPack (zero-copy)."""
         cupy = _cupy_or_none()
         if cupy is None:
-            raise ImportError(f"{self.fn}: results on a CUDA device go back to JAX through "
-                              f"CuPy's DLPack export: pip install cupy-cuda12x (or "
-                              f"pip install 'pacnp[cupy]')")
+            raise ImportError(
+                f"{self.fn}: results on a CUDA device go back to JAX through "
+                f"CuPy's DLPack export: pip install cupy-cuda12x (or "
+                f"pip install 'pacnp[cupy]')"
+            )
         import jax.numpy as jnp
+
         self.stream.synchronize()  # JAX cannot order its work after a foreign stream
         out = jnp.from_dlpack(cupy.asarray(a))
         return out.astype(jnp.bfloat16) if self.half == "bfloat16" else out
@@ -324,9 +343,11 @@ class Namespace:
             return a
         if self.lib == "torch":
             import torch
+
             return torch.from_dlpack(a)
         if self.lib == "jax":
             import jax.numpy as jnp
+
             return jnp.from_dlpack(a)
         ns = self.sample.__array_namespace__()
         device = getattr(self.sample, "device", None)
@@ -350,9 +371,11 @@ class Namespace:
             return cupy
         if self.be.SIMULATOR:
             return np
-        raise ImportError(f"{self.fn}: arrays on a CUDA device are filtered with CuPy's array "
-                          f"functions: pip install cupy-cuda12x (or pip install 'pacnp[cupy]'), "
-                          f"or move the arrays to the host")
+        raise ImportError(
+            f"{self.fn}: arrays on a CUDA device are filtered with CuPy's array "
+            f"functions: pip install cupy-cuda12x (or pip install 'pacnp[cupy]'), "
+            f"or move the arrays to the host"
+        )
 
     def to_work(self, a, name):
         """``a`` as a work array (``xp``'s), zero-copy where the layout allows."""
@@ -392,8 +415,11 @@ class Namespace:
     def from_work(self, a):
         """A work array as an array of the caller's library and device. Anything that is not
         a work array (None, Python numbers, strings) passes through unchanged."""
-        if a is None or isinstance(a, (numbers.Number, str, bool)) and not isinstance(
-                a, np.generic):
+        if (
+            a is None
+            or isinstance(a, (numbers.Number, str, bool))
+            and not isinstance(a, np.generic)
+        ):
             return a
         if hasattr(a, "shape"):
             a = self._unaliased(a)
@@ -406,20 +432,26 @@ class Namespace:
                 return a
             if self.xp is np:  # the simulator without CuPy: back into simulated device memory
                 from numba import cuda
+
                 dev = cuda.to_device(np.ascontiguousarray(a))
                 return dev if self.lib == "numba" else self.from_backend(dev)
             if self.lib == "numba":
                 from numba import cuda
+
                 return cuda.as_cuda_array(a)
             if self.lib == "torch":
                 import torch
+
                 return torch.as_tensor(a, device=self._torch_device())
             if self.lib == "jax":
                 import jax.numpy as jnp
+
                 self.xp.cuda.get_current_stream().synchronize()  # JAX cannot wait on a stream
                 return jnp.from_dlpack(a)
-        raise TypeError(f"{self.fn}: cannot hand a CUDA result back to {self.lib} arrays; "
-                        f"pass CuPy, torch, JAX or numba device arrays")
+        raise TypeError(
+            f"{self.fn}: cannot hand a CUDA result back to {self.lib} arrays; "
+            f"pass CuPy, torch, JAX or numba device arrays"
+        )
 
     def from_work_tree(self, out):
         """:meth:`from_work` over a result: an array, or tuples / named tuples / lists / dicts
@@ -455,8 +487,7 @@ def delegate(*array_params, name=None, coerce=False, nested=None):
         sig = inspect.signature(func)
         fn = name or func.__name__
         wants_ns = "_ns" in sig.parameters
-        public_sig = sig.replace(parameters=[p for p in sig.parameters.values()
-                                             if p.name != "_ns"])
+        public_sig = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "_ns"])
 
         @functools.wraps(func)
         def call(*args, **kwargs):
@@ -482,4 +513,5 @@ def delegate(*array_params, name=None, coerce=False, nested=None):
         call.__signature__ = public_sig
         call.array_params = array_params
         return call
+
     return wrap

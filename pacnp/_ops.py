@@ -16,6 +16,7 @@ consumes it, so K is never materialised whole and the extra memory is bounded by
 (``config.STRIPE_BYTES``), not by the image. Gradients that several stripes reach (input and
 guide rows near a stripe border) accumulate, stripe after stripe, in a fixed order.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,11 +75,26 @@ def _trimmed_geometries(kgeo, ogeo):
         d = kgeo.dilation
         # tap i reads y·s − p + i·d: dropping the first i0 taps lowers the padding by i0·d
         pad = (kgeo.padding[0] - i0 * d[0], kgeo.padding[1] - j0 * d[1])
-        kg = KernelGeometry(kgeo.guide_hw, kgeo.out_hw, np.ascontiguousarray(kgeo.gy[i0:i1]),
-                            np.ascontiguousarray(kgeo.gx[j0:j1]), kgeo.cy, kgeo.cx,
-                            kgeo.stride, pad, d, kgeo.transposed)
-        og = OpGeometry(ogeo.in_hw, ogeo.out_hw, np.ascontiguousarray(ogeo.ty[i0:i1]),
-                        np.ascontiguousarray(ogeo.tx[j0:j1]), ogeo.stride, ogeo.transposed)
+        kg = KernelGeometry(
+            kgeo.guide_hw,
+            kgeo.out_hw,
+            np.ascontiguousarray(kgeo.gy[i0:i1]),
+            np.ascontiguousarray(kgeo.gx[j0:j1]),
+            kgeo.cy,
+            kgeo.cx,
+            kgeo.stride,
+            pad,
+            d,
+            kgeo.transposed,
+        )
+        og = OpGeometry(
+            ogeo.in_hw,
+            ogeo.out_hw,
+            np.ascontiguousarray(ogeo.ty[i0:i1]),
+            np.ascontiguousarray(ogeo.tx[j0:j1]),
+            ogeo.stride,
+            ogeo.transposed,
+        )
         value = (i0, i1, j0, j1, kg, og)
     with _live_lock:
         if len(_live_memo) >= 256:
@@ -98,8 +114,7 @@ def live_taps(kplan, oplan):
     image. Returns the plans unchanged when every tap is live (the usual case: a cheap check)."""
     kgeo = kplan.geo
     gy, gx = kgeo.gy, kgeo.gx
-    if ((gy[0] >= 0).any() and (gy[-1] >= 0).any() and (gx[0] >= 0).any()
-            and (gx[-1] >= 0).any()):
+    if (gy[0] >= 0).any() and (gy[-1] >= 0).any() and (gx[0] >= 0).any() and (gx[-1] >= 0).any():
         return kplan, oplan
     cut = _trimmed_geometries(kgeo, oplan.geo)
     if cut is None:
@@ -138,8 +153,21 @@ def kernel_stripe(be, plan, src, y0, y1, out_mask):
     B = g.shape[0]
     K = be.arrays.empty((B, plan.KC, plan.k[0], plan.k[1], y1 - y0, plan.geo.out_hw[1]), g.dtype)
     mask, has_mask = _mask_arg(plan)
-    be.kernel.packernel_forward(g, src, plan.geo, mask, plan.alpha, plan.lam, plan.kind,
-                                plan.asym, plan.normalize, has_mask, K, out_mask, y0)
+    be.kernel.packernel_forward(
+        g,
+        src,
+        plan.geo,
+        mask,
+        plan.alpha,
+        plan.lam,
+        plan.kind,
+        plan.asym,
+        plan.normalize,
+        has_mask,
+        K,
+        out_mask,
+        y0,
+    )
     return K
 
 
@@ -188,9 +216,25 @@ class KernelBackward:
         plan = self.plan
         mask, has_mask = _mask_arg(plan)
         self.be.kernel.packernel_backward(
-            dK, plan.guide, self.src, plan.geo, mask, plan.alpha, plan.lam, plan.kind, plan.asym,
-            plan.normalize, has_mask, self.d_src, self.d_guide, self.dpar, y0, self.need_f,
-            self.need_g, self.need_a or self.need_l)
+            dK,
+            plan.guide,
+            self.src,
+            plan.geo,
+            mask,
+            plan.alpha,
+            plan.lam,
+            plan.kind,
+            plan.asym,
+            plan.normalize,
+            has_mask,
+            self.d_src,
+            self.d_guide,
+            self.dpar,
+            y0,
+            self.need_f,
+            self.need_g,
+            self.need_a or self.need_l,
+        )
 
     def finish(self):
         """(d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel)."""
@@ -200,8 +244,7 @@ class KernelBackward:
         if plan.S is not None and self.need_g:
             # adjoint of a centred zero-padded correlation: correlation with the flipped S
             tmp = xp.empty_like(g)
-            self.be.smooth.smooth_forward(self.d_src, np.ascontiguousarray(plan.S[::-1, ::-1]),
-                                          tmp)
+            self.be.smooth.smooth_forward(self.d_src, np.ascontiguousarray(plan.S[::-1, ::-1]), tmp)
             d_guide = xp.iadd(d_guide, tmp)
         if self.need_s:
             n = plan.S.shape[0]
@@ -273,18 +316,38 @@ class OpBackward:
         dK = self.xp.empty(K.shape, dt) if self.need_k else self.xp.empty((0,) * 6, dt)
         if plan.dense:
             if self.need_w or self.need_b:
-                be.conv.pac_dense_backward_params(g, plan.x, K, geo, self.dW_parts,
-                                                  self.db_parts, self.n_chunks, y0, self.need_w,
-                                                  self.need_b)
+                be.conv.pac_dense_backward_params(
+                    g,
+                    plan.x,
+                    K,
+                    geo,
+                    self.dW_parts,
+                    self.db_parts,
+                    self.n_chunks,
+                    y0,
+                    self.need_w,
+                    self.need_b,
+                )
             if self.need_x or self.need_k:
                 dx = self.dx if self.need_x else self.xp.empty((0, 0, 0, 0), dt)
-                be.conv.pac_dense_backward_data(g, plan.x, K, self.WmT, geo, dx, dK, y0,
-                                                self.need_x, self.need_k)
+                be.conv.pac_dense_backward_data(
+                    g, plan.x, K, self.WmT, geo, dx, dK, y0, self.need_x, self.need_k
+                )
         else:
             if self.need_k or self.need_w:
-                be.depthwise.pac_depthwise_backward_params(g, plan.x, K, plan.w, geo, dK,
-                                                           self.dW_parts, self.n_chunks, y0,
-                                                           self.need_k, self.need_w)
+                be.depthwise.pac_depthwise_backward_params(
+                    g,
+                    plan.x,
+                    K,
+                    plan.w,
+                    geo,
+                    dK,
+                    self.dW_parts,
+                    self.n_chunks,
+                    y0,
+                    self.need_k,
+                    self.need_w,
+                )
             if self.need_x:
                 be.depthwise.pac_depthwise_backward_input(g, K, plan.w, geo, self.dx, y0)
         return dK if self.need_k else None
@@ -322,8 +385,9 @@ def pair_forward(be, kplan, oplan, pairs):
     """The fused depthwise op in pair form (``pacnp._core.pair_geometry``): one pass, each
     kernel value computed once for the two outputs it weighs."""
     out = be.arrays.empty(oplan.out_shape, oplan.x.dtype)
-    be.depthwise.pac_depthwise_symmetric_forward(oplan.x, kplan.guide, oplan.w, pairs, kplan.kind,
-                                                 kplan.alpha[0], kplan.lam[0], out)
+    be.depthwise.pac_depthwise_symmetric_forward(
+        oplan.x, kplan.guide, oplan.w, pairs, kplan.kind, kplan.alpha[0], kplan.lam[0], out
+    )
     if oplan.bias is not None:
         be.arrays.add_bias(out, oplan.bias, 0, out.shape[2])
     return out

@@ -35,6 +35,7 @@ file and exits with status 130; SIGTERM and SIGHUP remove it too, then end the p
 signal (status 143 and 129 in a shell), as any program killed so. Files whose header announces
 more than ``PACNP_MAX_IMAGE_BYTES`` bytes of decoded data (716 MB) are refused unread.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,8 +82,9 @@ def _one_line(exc):
 
 # --------------------------------------------------------------------------- progress
 #: what the bar looks like: ``pacnp filter [#####...] 3/8 tiles  38% 00:02<00:03``
-_BAR_FORMAT = ("{desc} [{bar:24}] {n_fmt}/{total_fmt} {unit} {percentage:3.0f}% "
-               "{elapsed}<{remaining}")
+_BAR_FORMAT = (
+    "{desc} [{bar:24}] {n_fmt}/{total_fmt} {unit} {percentage:3.0f}% {elapsed}<{remaining}"
+)
 
 
 def progress_bar(label, total, unit, *, enabled=True, stream=None, delay=None):
@@ -110,9 +112,19 @@ def progress_bar(label, total, unit, *, enabled=True, stream=None, delay=None):
             # a terminal that reports no size (a pty nobody sized): tqdm would take it for
             # 0 columns and -1 rows and draw nothing
             size = dict(ncols=80, nrows=24)
-    return tqdm(total=max(int(total), 1), desc=label, unit=unit, file=stream, delay=delay,
-                disable=not (enabled and tty), mininterval=0.1, ascii=".#",
-                bar_format=_BAR_FORMAT, leave=True, **size)
+    return tqdm(
+        total=max(int(total), 1),
+        desc=label,
+        unit=unit,
+        file=stream,
+        delay=delay,
+        disable=not (enabled and tty),
+        mininterval=0.1,
+        ascii=".#",
+        bar_format=_BAR_FORMAT,
+        leave=True,
+        **size,
+    )
 
 
 # --------------------------------------------------------------------------- layouts
@@ -127,10 +139,13 @@ def _layout(a, channel_axis, what, path):
         return Layout(PROG, what, a.shape, channel_axis)
     except ValueError:
         if channel_axis is None:
-            raise CLIError(f"{what} {path} has shape {a.shape}: an image needs 2 non-empty "
-                           f"axes") from None
-        raise CLIError(f"{what} {path} has shape {a.shape}: no channel axis {channel_axis} "
-                       f"beside two non-empty image axes (see --channel-axis)") from None
+            raise CLIError(
+                f"{what} {path} has shape {a.shape}: an image needs 2 non-empty axes"
+            ) from None
+        raise CLIError(
+            f"{what} {path} has shape {a.shape}: no channel axis {channel_axis} "
+            f"beside two non-empty image axes (see --channel-axis)"
+        ) from None
 
 
 def _size(hw):
@@ -139,8 +154,9 @@ def _size(hw):
 
 def _check_image_dtype(a, what, path):
     if a.dtype.name not in IMAGE_DTYPES:
-        raise CLIError(f"{what} {path} has dtype {a.dtype}; pacnp filters take "
-                       f"{', '.join(IMAGE_DTYPES)}")
+        raise CLIError(
+            f"{what} {path} has dtype {a.dtype}; pacnp filters take {', '.join(IMAGE_DTYPES)}"
+        )
 
 
 def _planned(make):
@@ -154,13 +170,17 @@ def _planned(make):
 def _guide_batch(glay, lay, args):
     """The guide's images as [N or 1, Cg, H, W]: one guide for every image, or one each."""
     if glay.hw != lay.hw:
-        raise CLIError(f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but "
-                       f"input {args.input} is {_size(lay.hw)} (shapes {glay.shape} and "
-                       f"{lay.shape}); the guide must have the image's size")
+        raise CLIError(
+            f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but "
+            f"input {args.input} is {_size(lay.hw)} (shapes {glay.shape} and "
+            f"{lay.shape}); the guide must have the image's size"
+        )
     n, ng = (int(np.prod(x.batch_shape, dtype=np.int64)) for x in (lay, glay))
     if ng not in (1, n):
-        raise CLIError(f"shape mismatch: guide {args.guide} holds {ng} images but input "
-                       f"{args.input} {n}; give one guide or one per image")
+        raise CLIError(
+            f"shape mismatch: guide {args.guide} holds {ng} images but input "
+            f"{args.input} {n}; give one guide or one per image"
+        )
 
 
 def _row_tiles(height, rows):
@@ -184,9 +204,11 @@ class Device:
             try:
                 import cupy
             except ImportError:
-                raise CLIError("--backend cuda needs CuPy and numba-cuda: pip install "
-                               "'pacnp[cupy]' (or the CuPy wheel of your CUDA, e.g. "
-                               "cupy-cuda12x)") from None
+                raise CLIError(
+                    "--backend cuda needs CuPy and numba-cuda: pip install "
+                    "'pacnp[cupy]' (or the CuPy wheel of your CUDA, e.g. "
+                    "cupy-cuda12x)"
+                ) from None
             try:
                 count = cupy.cuda.runtime.getDeviceCount()
             except Exception as exc:  # noqa: BLE001 - CuPy raises its own runtime errors
@@ -210,8 +232,10 @@ def _set_threads(n):
     try:
         numba.set_num_threads(n)
     except ValueError as exc:
-        raise CLIError(f"--threads {n}: {_one_line(exc)} (NUMBA_NUM_THREADS="
-                       f"{numba.config.NUMBA_NUM_THREADS})", code=2) from None
+        raise CLIError(
+            f"--threads {n}: {_one_line(exc)} (NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS})",
+            code=2,
+        ) from None
 
 
 # --------------------------------------------------------------------------- commands
@@ -238,10 +262,19 @@ def cmd_filter(args, device, progress):
     n, _, h, w = x.shape
     # one plan for the whole batch (radius, border, σ_c over the whole guide), repeated on
     # every tile through its keywords: the tiles compute exactly what the untiled call would
-    plan = _planned(lambda: filters.plan_joint_bilateral_filter(
-        x, np.broadcast_to(g, (n,) + g.shape[1:]), sigma_spatial=args.sigma_spatial,
-        sigma_color=args.sigma_color, radius=args.radius, border=args.border, channel_axis=1,
-        guide_channel_axis=1, fn="pacnp filter"))
+    plan = _planned(
+        lambda: filters.plan_joint_bilateral_filter(
+            x,
+            np.broadcast_to(g, (n,) + g.shape[1:]),
+            sigma_spatial=args.sigma_spatial,
+            sigma_color=args.sigma_color,
+            radius=args.radius,
+            border=args.border,
+            channel_axis=1,
+            guide_channel_axis=1,
+            fn="pacnp filter",
+        )
+    )
     opts = plan.resolve_sigma_color(np, g).chunk_kwargs()
     out = np.empty_like(x)
     tiles = _row_tiles(h, _tile_rows(args, w, plan.halo))
@@ -252,9 +285,10 @@ def cmd_filter(args, device, progress):
                 # output rows y0..y1 see input rows within the halo: compute on those and
                 # keep the middle; the halo's own border handling never reaches kept rows
                 lo, hi = max(0, y0 - plan.halo), min(h, y1 + plan.halo)
-                res = filters.joint_bilateral_filter(device.put(x[b:b + 1, :, lo:hi]),
-                                                     device.put(g[gb:gb + 1, :, lo:hi]), **opts)
-                out[b, :, y0:y1] = device.get(res)[0, :, y0 - lo:y1 - lo]
+                res = filters.joint_bilateral_filter(
+                    device.put(x[b : b + 1, :, lo:hi]), device.put(g[gb : gb + 1, :, lo:hi]), **opts
+                )
+                out[b, :, y0:y1] = device.get(res)[0, :, y0 - lo : y1 - lo]
                 bar.update()
     write_array(args.output, lay.from_bchw(np, out), key=args.key or "image")
     return 0
@@ -276,14 +310,18 @@ def cmd_upsample(args, device, progress):
     h, w = lay.hw
     H, W = h * f, w * f
     if glay.hw != (H, W):
-        raise CLIError(f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but input "
-                       f"{args.input} ({_size(lay.hw)}) times --factor {f} is {_size((H, W))}")
+        raise CLIError(
+            f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but input "
+            f"{args.input} ({_size(lay.hw)}) times --factor {f} is {_size((H, W))}"
+        )
     x = lay.to_bchw(np, low)
     g = glay.to_bchw(np, guide)
     n = x.shape[0]
     if g.shape[0] not in (1, n):
-        raise CLIError(f"shape mismatch: guide {args.guide} holds {g.shape[0]} images "
-                       f"but input {args.input} {n}; give one guide or one per image")
+        raise CLIError(
+            f"shape mismatch: guide {args.guide} holds {g.shape[0]} images "
+            f"but input {args.input} {n}; give one guide or one per image"
+        )
     conf = None
     if args.confidence is not None:
         c = read_array(args.confidence, key=args.confidence_key, what="confidence")
@@ -292,15 +330,27 @@ def cmd_upsample(args, device, progress):
         _check_image_dtype(c, "confidence", args.confidence)
         conf = _layout(c, None, "confidence", args.confidence).to_bchw(np, c)[:, 0]
         if conf.shape != (n, h, w):
-            raise CLIError(f"shape mismatch: confidence {args.confidence} has shape {c.shape} "
-                           f"but input {args.input} has {n} image(s) of {_size((h, w))} pixels")
+            raise CLIError(
+                f"shape mismatch: confidence {args.confidence} has shape {c.shape} "
+                f"but input {args.input} has {n} image(s) of {_size((h, w))} pixels"
+            )
     out_shape = lay.from_bchw(np, np.empty((n, x.shape[1], H, W), np.uint8), (H, W)).shape
     _check_writable(args.output, low.dtype, out_shape)
 
-    plan = _planned(lambda: filters.plan_joint_bilateral_upsample(
-        x, np.broadcast_to(g, (n,) + g.shape[1:]), f, sigma_spatial=args.sigma_spatial,
-        sigma_color=args.sigma_color, radius=args.radius, channel_axis=1, guide_channel_axis=1,
-        confidence=conf, fn="pacnp upsample"))
+    plan = _planned(
+        lambda: filters.plan_joint_bilateral_upsample(
+            x,
+            np.broadcast_to(g, (n,) + g.shape[1:]),
+            f,
+            sigma_spatial=args.sigma_spatial,
+            sigma_color=args.sigma_color,
+            radius=args.radius,
+            channel_axis=1,
+            guide_channel_axis=1,
+            confidence=conf,
+            fn="pacnp upsample",
+        )
+    )
     opts = plan.resolve_sigma_color(np, g).chunk_kwargs()
     r, o = plan.radius, (f - 1) // 2  # low-res sample m sits at high-res pixel m·f + o
     out = np.empty((n, x.shape[1], H, W), x.dtype)
@@ -314,10 +364,13 @@ def cmd_upsample(args, device, progress):
                 m0 = max(0, (y0 - r - o) // f)
                 m1 = min(h, (y1 - 1 + r - o) // f + 1)
                 res = filters.joint_bilateral_upsample(
-                    device.put(x[b:b + 1, :, m0:m1]), device.put(g[gb:gb + 1, :, m0 * f:m1 * f]),
-                    f, confidence=None if conf is None else device.put(conf[b:b + 1, m0:m1]),
-                    **opts)
-                out[b, :, y0:y1] = device.get(res)[0, :, y0 - m0 * f:y1 - m0 * f]
+                    device.put(x[b : b + 1, :, m0:m1]),
+                    device.put(g[gb : gb + 1, :, m0 * f : m1 * f]),
+                    f,
+                    confidence=None if conf is None else device.put(conf[b : b + 1, m0:m1]),
+                    **opts,
+                )
+                out[b, :, y0:y1] = device.get(res)[0, :, y0 - m0 * f : y1 - m0 * f]
                 bar.update()
     write_array(args.output, lay.from_bchw(np, out, (H, W)), key=args.key or "image")
     return 0
@@ -328,8 +381,10 @@ def cmd_crf(args, device, progress):
 
     probs = read_array(args.input, key=args.key, what="probabilities")
     if probs.dtype.kind not in "fu":
-        raise CLIError(f"probabilities {args.input} have dtype {probs.dtype}; expected floats "
-                       f"(class probabilities) or unsigned integer scores")
+        raise CLIError(
+            f"probabilities {args.input} have dtype {probs.dtype}; expected floats "
+            f"(class probabilities) or unsigned integer scores"
+        )
     play = _layout(probs, args.channel_axis, "probabilities", args.input)
     image = read_array(args.image, key=args.image_key, what="image")
     _check_image_dtype(image, "image", args.image)
@@ -337,44 +392,57 @@ def cmd_crf(args, device, progress):
     p, im = play.to_bchw(np, probs), ilay.to_bchw(np, image)
     n, classes, h, w = p.shape
     if ilay.hw != (h, w):
-        raise CLIError(f"shape mismatch: image {args.image} is {_size(ilay.hw)} pixels but "
-                       f"probabilities {args.input} are {_size((h, w))} (shapes {image.shape} "
-                       f"and {probs.shape}; see --channel-axis)")
+        raise CLIError(
+            f"shape mismatch: image {args.image} is {_size(ilay.hw)} pixels but "
+            f"probabilities {args.input} are {_size((h, w))} (shapes {image.shape} "
+            f"and {probs.shape}; see --channel-axis)"
+        )
     if im.shape[0] not in (1, n):
-        raise CLIError(f"shape mismatch: image {args.image} holds {im.shape[0]} images but "
-                       f"probabilities {args.input} {n}")
+        raise CLIError(
+            f"shape mismatch: image {args.image} holds {im.shape[0]} images but "
+            f"probabilities {args.input} {n}"
+        )
     if classes < 2:
-        raise CLIError(f"probabilities {args.input} have shape {probs.shape}: {classes} class "
-                       f"along the channel axis; expected 2 or more (see --channel-axis)")
+        raise CLIError(
+            f"probabilities {args.input} have shape {probs.shape}: {classes} class "
+            f"along the channel axis; expected 2 or more (see --channel-axis)"
+        )
     label_dtype = np.uint8 if classes <= 256 else np.uint16
     # the probabilities' shape without the class axis (classes >= 2: there is one)
     label_shape = tuple(s for i, s in enumerate(probs.shape) if i != play.caxis)
     _check_writable(args.output, label_dtype, label_shape)
     refined_dtype = np.float64 if probs.dtype == np.float64 else np.float32  # crf_refine's
     if args.probabilities_out is not None:
-        _check_writable(args.probabilities_out, refined_dtype, probs.shape,
-                        "--probabilities-out")
+        _check_writable(args.probabilities_out, refined_dtype, probs.shape, "--probabilities-out")
 
-    options = {name: getattr(args, name) for name in CRF_OPTIONS
-               if getattr(args, name) is not None}
+    options = {name: getattr(args, name) for name in CRF_OPTIONS if getattr(args, name) is not None}
     # the bar counts mean-field steps over all images (crf_refine reports each step)
-    steps = options.get("num_steps", inspect.signature(crf.crf_refine).parameters["num_steps"]
-                        .default)
+    steps = options.get(
+        "num_steps", inspect.signature(crf.crf_refine).parameters["num_steps"].default
+    )
     labels = np.empty((n, h, w), label_dtype)
     refined = np.empty(p.shape, refined_dtype) if args.probabilities_out is not None else None
     with progress("pacnp crf", n * max(int(steps), 1), "steps") as bar:
         for b in range(n):
-            q = crf.crf_refine(device.put(p[b]),  # crf_refine: C×H×W
-                               device.put(im[b if im.shape[0] > 1 else 0]), channel_axis=0,
-                               on_step=lambda done, total: bar.update(), **options)
+            q = crf.crf_refine(
+                device.put(p[b]),  # crf_refine: C×H×W
+                device.put(im[b if im.shape[0] > 1 else 0]),
+                channel_axis=0,
+                on_step=lambda done, total: bar.update(),
+                **options,
+            )
             q = np.asarray(device.get(q))
             labels[b] = np.argmax(q, axis=0)
             if refined is not None:
                 refined[b] = q
     write_array(args.output, labels.reshape(label_shape), key=args.key or "labels")
     if refined is not None:
-        write_array(args.probabilities_out, play.from_bchw(np, refined), key="probabilities",
-                    what="--probabilities-out")
+        write_array(
+            args.probabilities_out,
+            play.from_bchw(np, refined),
+            key="probabilities",
+            what="--probabilities-out",
+        )
     return 0
 
 
@@ -412,9 +480,11 @@ def _number(kind, low, strict, what):
         if not (math.isfinite(v) and (v > low if strict else v >= low)):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         if kind is int and v > MAX_INT_OPTION:
-            raise argparse.ArgumentTypeError(f"expected {what} up to {MAX_INT_OPTION}, got "
-                                             f"{text!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected {what} up to {MAX_INT_OPTION}, got {text!r}"
+            )
         return v
+
     parse.__name__ = what  # argparse names the type in some messages
     return parse
 
@@ -432,8 +502,9 @@ def _axis(text):
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, none or an integer, got {text!r}") \
-            from None
+        raise argparse.ArgumentTypeError(
+            f"expected auto, none or an integer, got {text!r}"
+        ) from None
 
 
 EXAMPLES_MAIN = """\
@@ -490,39 +561,76 @@ def _common_options():
     keeps a subcommand's unset option from overwriting a value given before it."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("running")
-    g.add_argument("--backend", choices=("cpu", "cuda"), default=argparse.SUPPRESS,
-                   help="cpu (numba kernels, the default) or cuda (CuPy arrays on the GPU)")
-    g.add_argument("--threads", type=_COUNT, default=argparse.SUPPRESS, metavar="N",
-                   help="numba threads for the CPU kernels (default: all cores)")
-    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="no progress bar")
+    g.add_argument(
+        "--backend",
+        choices=("cpu", "cuda"),
+        default=argparse.SUPPRESS,
+        help="cpu (numba kernels, the default) or cuda (CuPy arrays on the GPU)",
+    )
+    g.add_argument(
+        "--threads",
+        type=_COUNT,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="numba threads for the CPU kernels (default: all cores)",
+    )
+    g.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar"
+    )
     return p
 
 
 def _add_io(p, what):
     p.add_argument("input", metavar=what, help=f"{what} file (.png .tif .tiff .npy .npz)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output file; its extension picks the format; never an input")
-    p.add_argument("--key", default=None,
-                   help=f"array of an .npz {what} (default: its first), and the name in an .npz "
-                        f"output")
-    p.add_argument("--channel-axis", type=_axis, default="auto", metavar="AXIS",
-                   help="axis of the channels: auto (2-D grey, 3-D H×W×C, 4-D N×H×W×C), none "
-                        "(no channels; axes before the last two are a batch) or an integer")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output file; its extension picks the format; never an input",
+    )
+    p.add_argument(
+        "--key",
+        default=None,
+        help=f"array of an .npz {what} (default: its first), and the name in an .npz output",
+    )
+    p.add_argument(
+        "--channel-axis",
+        type=_axis,
+        default="auto",
+        metavar="AXIS",
+        help="axis of the channels: auto (2-D grey, 3-D H×W×C, 4-D N×H×W×C), none "
+        "(no channels; axes before the last two are a batch) or an integer",
+    )
 
 
 def _add_filter_params(p, sigma_default, sigma_help):
     g = p.add_argument_group("filter")
-    g.add_argument("--sigma-spatial", type=_POSITIVE, default=sigma_default, metavar="S",
-                   help=sigma_help)
-    g.add_argument("--sigma-color", type=_POSITIVE, default=None, metavar="S",
-                   help="σ_c of the colour Gaussian in guide units (default: the guide's "
-                        "standard deviation)")
-    g.add_argument("--radius", type=_RADIUS, default=None, metavar="R",
-                   help="window radius in pixels (window 2R+1)")
-    g.add_argument("--tile-rows", type=_RADIUS, default=None, metavar="ROWS",
-                   help="output rows per tile (0: whole images); tiles give the same result and "
-                        f"drive the progress bar (default: about {TILE_PIXELS} pixels a tile)")
+    g.add_argument(
+        "--sigma-spatial", type=_POSITIVE, default=sigma_default, metavar="S", help=sigma_help
+    )
+    g.add_argument(
+        "--sigma-color",
+        type=_POSITIVE,
+        default=None,
+        metavar="S",
+        help="σ_c of the colour Gaussian in guide units (default: the guide's standard deviation)",
+    )
+    g.add_argument(
+        "--radius",
+        type=_RADIUS,
+        default=None,
+        metavar="R",
+        help="window radius in pixels (window 2R+1)",
+    )
+    g.add_argument(
+        "--tile-rows",
+        type=_RADIUS,
+        default=None,
+        metavar="ROWS",
+        help="output rows per tile (0: whole images); tiles give the same result and "
+        f"drive the progress bar (default: about {TILE_PIXELS} pixels a tile)",
+    )
 
 
 def build_parser():
@@ -530,68 +638,123 @@ def build_parser():
 
     common = _common_options()
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(prog=PROG, formatter_class=fmt, parents=[common], epilog=EXAMPLES_MAIN,
-                     description="Pixel-adaptive convolution filters on image files: (joint) "
-                                 "bilateral filtering, joint bilateral upsampling, CRF "
-                                 "refinement of segmentations; plus the demo.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                                parser_class=_Parser)
+    parser = _Parser(
+        prog=PROG,
+        formatter_class=fmt,
+        parents=[common],
+        epilog=EXAMPLES_MAIN,
+        description="Pixel-adaptive convolution filters on image files: (joint) "
+        "bilateral filtering, joint bilateral upsampling, CRF "
+        "refinement of segmentations; plus the demo.",
+    )
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
 
-    p = sub.add_parser("filter", parents=[common], formatter_class=fmt, epilog=EXAMPLES_FILTER,
-                       help="(joint) bilateral filter of an image",
-                       description="Bilateral filter of IN, or joint bilateral filter with the "
-                                   "edges of --guide: exact Gaussian weights "
-                                   "exp(-|p_i-p_j|²/2σ_s²)·exp(-‖g_i-g_j‖²/2σ_c²), normalised.")
+    p = sub.add_parser(
+        "filter",
+        parents=[common],
+        formatter_class=fmt,
+        epilog=EXAMPLES_FILTER,
+        help="(joint) bilateral filter of an image",
+        description="Bilateral filter of IN, or joint bilateral filter with the "
+        "edges of --guide: exact Gaussian weights "
+        "exp(-|p_i-p_j|²/2σ_s²)·exp(-‖g_i-g_j‖²/2σ_c²), normalised.",
+    )
     _add_io(p, "IN")
-    p.add_argument("--guide", default=None, metavar="G",
-                   help="guide image of the same size, any number of channels (default: IN)")
+    p.add_argument(
+        "--guide",
+        default=None,
+        metavar="G",
+        help="guide image of the same size, any number of channels (default: IN)",
+    )
     p.add_argument("--guide-key", default=None, help="array of an .npz guide")
-    p.add_argument("--guide-channel-axis", type=_axis, default="auto", metavar="AXIS",
-                   help="like --channel-axis, for the guide")
+    p.add_argument(
+        "--guide-channel-axis",
+        type=_axis,
+        default="auto",
+        metavar="AXIS",
+        help="like --channel-axis, for the guide",
+    )
     _add_filter_params(p, 1.0, "σ_s of the spatial Gaussian in pixels (default: 1)")
-    p.add_argument("--border", choices=BORDERS, default="reflect",
-                   help="reflect (default; edge pixel not repeated), nearest, constant (zeros) "
-                        "or renormalize (outside taps left out)")
+    p.add_argument(
+        "--border",
+        choices=BORDERS,
+        default="reflect",
+        help="reflect (default; edge pixel not repeated), nearest, constant (zeros) "
+        "or renormalize (outside taps left out)",
+    )
     p.set_defaults(run=cmd_filter)
 
-    p = sub.add_parser("upsample", parents=[common], formatter_class=fmt,
-                       epilog=EXAMPLES_UPSAMPLE, help="joint bilateral upsampling",
-                       description="Joint bilateral upsampling (Kopf et al. 2007) of LOW by an "
-                                   "integer factor, guided by the full-resolution --guide.")
+    p = sub.add_parser(
+        "upsample",
+        parents=[common],
+        formatter_class=fmt,
+        epilog=EXAMPLES_UPSAMPLE,
+        help="joint bilateral upsampling",
+        description="Joint bilateral upsampling (Kopf et al. 2007) of LOW by an "
+        "integer factor, guided by the full-resolution --guide.",
+    )
     _add_io(p, "LOW")
-    p.add_argument("--guide", required=True, metavar="RGB",
-                   help="full-resolution guide, exactly --factor times LOW's size")
+    p.add_argument(
+        "--guide",
+        required=True,
+        metavar="RGB",
+        help="full-resolution guide, exactly --factor times LOW's size",
+    )
     p.add_argument("--guide-key", default=None, help="array of an .npz guide")
-    p.add_argument("--guide-channel-axis", type=_axis, default="auto", metavar="AXIS",
-                   help="like --channel-axis, for the guide")
-    p.add_argument("--factor", type=_FACTOR, required=True, metavar="N",
-                   help="integer upsampling factor >= 2")
-    p.add_argument("--confidence", default=None, metavar="C",
-                   help="per-sample weights >= 0 of LOW's size (0: missing sample)")
+    p.add_argument(
+        "--guide-channel-axis",
+        type=_axis,
+        default="auto",
+        metavar="AXIS",
+        help="like --channel-axis, for the guide",
+    )
+    p.add_argument(
+        "--factor", type=_FACTOR, required=True, metavar="N", help="integer upsampling factor >= 2"
+    )
+    p.add_argument(
+        "--confidence",
+        default=None,
+        metavar="C",
+        help="per-sample weights >= 0 of LOW's size (0: missing sample)",
+    )
     p.add_argument("--confidence-key", default=None, help="array of an .npz confidence")
     _add_filter_params(p, None, "σ_s in high-res pixels (default: factor/2)")
     p.set_defaults(run=cmd_upsample)
 
-    p = sub.add_parser("crf", parents=[common], formatter_class=fmt, epilog=EXAMPLES_CRF,
-                       help="CRF refinement of segmentation probabilities",
-                       description="Mean-field CRF refinement (pacnp.crf.crf_refine) of class "
-                                   "probabilities PROBS with the edges of an RGB --image; "
-                                   "writes the label map.")
+    p = sub.add_parser(
+        "crf",
+        parents=[common],
+        formatter_class=fmt,
+        epilog=EXAMPLES_CRF,
+        help="CRF refinement of segmentation probabilities",
+        description="Mean-field CRF refinement (pacnp.crf.crf_refine) of class "
+        "probabilities PROBS with the edges of an RGB --image; "
+        "writes the label map.",
+    )
     _add_io(p, "PROBS")
     p.set_defaults(channel_axis=-1)
     p.add_argument("--image", required=True, metavar="RGB", help="the RGB image, same size")
     p.add_argument("--image-key", default=None, help="array of an .npz image")
-    p.add_argument("--probabilities-out", default=None, metavar="FILE",
-                   help="also write the refined probabilities (PROBS's layout; .npy .npz .tif)")
+    p.add_argument(
+        "--probabilities-out",
+        default=None,
+        metavar="FILE",
+        help="also write the refined probabilities (PROBS's layout; .npy .npz .tif)",
+    )
     _add_crf_params(p)
     p.set_defaults(run=cmd_crf)
 
     # the benchmarks' ratio table is no command: it needs the asv suite of a source checkout
     # (asv_benchmarks/ratio_table.py, `make bench`), which an installed pacnp does not have
     text = "the joint depth upsampling demo (python -m pacnp.demo)"
-    p = sub.add_parser("demo", add_help=False, help=text,
-                       description=f"{text}; every option after 'demo' is its own: "
-                                   f"pacnp demo --help")
+    p = sub.add_parser(
+        "demo",
+        add_help=False,
+        help=text,
+        description=f"{text}; every option after 'demo' is its own: pacnp demo --help",
+    )
     p.set_defaults(run=None)
     return parser
 
@@ -621,9 +784,13 @@ def _add_crf_params(p):
     g = p.add_argument_group("CRF (pacnp.crf.crf_refine; unset options keep its defaults)")
     for name, (kind, text) in CRF_OPTIONS.items():
         default = params[name].default if name in params else None
-        g.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
-                       metavar=name.split("_")[-1].upper(),
-                       help=f"{text} (default: {default})")
+        g.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=None,
+            metavar=name.split("_")[-1].upper(),
+            help=f"{text} (default: {default})",
+        )
 
 
 #: set to 1 for the traceback of an unexpected exception instead of its one-line message
@@ -657,17 +824,28 @@ def _main(argv):
         _set_threads(threads)
         if args.run is None:  # demo: its options are its own
             from . import demo
+
             return _delegate(demo.main, extra)
         if extra:
             sub = parser._subparsers._group_actions[0].choices[args.command]
             sub.error(f"unrecognized arguments: {' '.join(extra)}")
-        _refuse_overwrite(args.output, [(k, getattr(args, a, None)) for k, a in (
-            ("input", "input"), ("guide", "guide"), ("confidence", "confidence"),
-            ("image", "image"))])
+        _refuse_overwrite(
+            args.output,
+            [
+                (k, getattr(args, a, None))
+                for k, a in (
+                    ("input", "input"),
+                    ("guide", "guide"),
+                    ("confidence", "confidence"),
+                    ("image", "image"),
+                )
+            ],
+        )
         if getattr(args, "probabilities_out", None) is not None:
-            _refuse_overwrite(args.probabilities_out, [("input", args.input),
-                                                       ("image", args.image),
-                                                       ("output", args.output)])
+            _refuse_overwrite(
+                args.probabilities_out,
+                [("input", args.input), ("image", args.image), ("output", args.output)],
+            )
         device = Device(backend)
 
         def progress(label, total, unit):
@@ -692,8 +870,11 @@ def _main(argv):
     except Exception as exc:  # a user gets one line, never a traceback
         if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
             raise
-        print(f"{PROG}: error: unexpected {type(exc).__name__}: {_one_line(exc)} (a bug: "
-              f"please report it; {TRACEBACK_ENV}=1 shows where it happened)", file=sys.stderr)
+        print(
+            f"{PROG}: error: unexpected {type(exc).__name__}: {_one_line(exc)} (a bug: "
+            f"please report it; {TRACEBACK_ENV}=1 shows where it happened)",
+            file=sys.stderr,
+        )
         return 1
 
 

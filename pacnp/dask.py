@@ -40,6 +40,7 @@ GPU. Blocks of a CuPy-backed Dask array are handed to pacnp as they are, and pac
 arrays on its CUDA backend; small host parameters (weights, bias, α, λ, smoothing kernel) are
 moved to the block's device first. (Not exercised by the tests: the project's machine has no GPU.)
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,9 +56,18 @@ from . import filters as _filters
 from ._namespace import array_module as _xp
 from ._namespace import like as _like_block
 
-__all__ = ["joint_bilateral_filter", "bilateral_filter", "joint_bilateral_upsample",
-           "detail_preserving_pool", "pacconv2d_fused", "pacconv_transpose2d_fused",
-           "pacpool2d_fused", "paccrf", "plan_chunks", "ENV_NUMBA_THREADS"]
+__all__ = [
+    "joint_bilateral_filter",
+    "bilateral_filter",
+    "joint_bilateral_upsample",
+    "detail_preserving_pool",
+    "pacconv2d_fused",
+    "pacconv_transpose2d_fused",
+    "pacpool2d_fused",
+    "paccrf",
+    "plan_chunks",
+    "ENV_NUMBA_THREADS",
+]
 
 #: environment variable with the numba threads per Dask task (default 1, module docstring)
 ENV_NUMBA_THREADS = "PACNP_DASK_NUMBA_THREADS"
@@ -69,13 +79,16 @@ def _numba_threads(requested, fn="pacnp.dask"):
     if requested is None:
         requested = os.environ.get(ENV_NUMBA_THREADS, 1)
     elif isinstance(requested, (bool, np.bool_)) or not isinstance(requested, numbers.Integral):
-        raise TypeError(f"{fn}: numba_threads must be a positive integer or None, got "
-                        f"{requested!r}")
+        raise TypeError(
+            f"{fn}: numba_threads must be a positive integer or None, got {requested!r}"
+        )
     try:
         n = int(requested)
     except (TypeError, ValueError):
-        raise ValueError(f"{fn}: numba_threads (or ${ENV_NUMBA_THREADS}) must be a "
-                         f"positive integer, got {requested!r}") from None
+        raise ValueError(
+            f"{fn}: numba_threads (or ${ENV_NUMBA_THREADS}) must be a "
+            f"positive integer, got {requested!r}"
+        ) from None
     if n < 1:
         raise ValueError(f"{fn}: numba_threads must be >= 1, got {n}")
     return n
@@ -83,6 +96,7 @@ def _numba_threads(requested, fn="pacnp.dask"):
 
 def _run_with_threads(n, call):
     import numba
+
     # numba refuses more threads than its pool was started with (NUMBA_NUM_THREADS)
     n = min(n, numba.config.NUMBA_NUM_THREADS)
     before = numba.get_num_threads()
@@ -125,9 +139,11 @@ class _Axis:
         self.out_chunks, self.keep = out_chunks, keep
 
     def __repr__(self):
-        return (f"_Axis(in_chunks={self.in_chunks}, depth={self.depth}, "
-                f"guide_chunks={self.guide_chunks}, guide_depth={self.guide_depth}, "
-                f"out_chunks={self.out_chunks})")
+        return (
+            f"_Axis(in_chunks={self.in_chunks}, depth={self.depth}, "
+            f"guide_chunks={self.guide_chunks}, guide_depth={self.guide_depth}, "
+            f"out_chunks={self.out_chunks})"
+        )
 
 
 def _forward_axis(n, chunks, s, p, r, halo):
@@ -143,8 +159,9 @@ def _forward_axis(n, chunks, s, p, r, halo):
     bounds = list(np.cumsum((0,) + _cuts(n, chunks, s, max(depth, s, 1))))
 
     def n_centres(a, b):  # outputs whose window centre y·s + r − p lies in [a, b)
-        return (min(n_out, max(0, _ceil_div(b - r + p, s)))
-                - min(n_out, max(0, _ceil_div(a - r + p, s))))
+        return min(n_out, max(0, _ceil_div(b - r + p, s))) - min(
+            n_out, max(0, _ceil_div(a - r + p, s))
+        )
 
     # with padding < r the first and last centres are inside the image: an edge chunk holding
     # none would also be too short for one window, so it joins its neighbour
@@ -164,8 +181,9 @@ def _forward_axis(n, chunks, s, p, r, halo):
         out_chunks.append(hi - lo)
         keep.append((lo - e // s, hi - e // s))
         a = b
-    return _Axis(in_chunks, (depth, depth), in_chunks, (depth, depth), tuple(out_chunks),
-                 tuple(keep))
+    return _Axis(
+        in_chunks, (depth, depth), in_chunks, (depth, depth), tuple(out_chunks), tuple(keep)
+    )
 
 
 def _transposed_axis(n, chunks, s, p, r, op, guide_halo):
@@ -193,8 +211,10 @@ def _transposed_axis(n, chunks, s, p, r, op, guide_halo):
         bounds.append(bounds[-1] + size * s)
     bounds.append(n * s + c)
     out_chunks = tuple(bounds[j + 1] - bounds[j] for j in range(len(in_chunks)))
-    keep = tuple(((gdl if j > 0 else 0), (gdl if j > 0 else 0) + out_chunks[j])
-                 for j in range(len(in_chunks)))
+    keep = tuple(
+        ((gdl if j > 0 else 0), (gdl if j > 0 else 0) + out_chunks[j])
+        for j in range(len(in_chunks))
+    )
     return _Axis(in_chunks, (dl, dr), out_chunks, (gdl, gdr), out_chunks, keep)
 
 
@@ -234,8 +254,13 @@ def plan_chunks(kind, shape, chunks, **geometry):
         ax = _transposed_axis(shape, chunks, s, p, r, geometry.get("output_padding", 0), halo)
     else:
         raise ValueError(f"plan_chunks: kind must be 'forward' or 'transposed', got {kind!r}")
-    return dict(input_chunks=ax.in_chunks, input_depth=ax.depth, guide_chunks=ax.guide_chunks,
-                guide_depth=ax.guide_depth, output_chunks=ax.out_chunks)
+    return dict(
+        input_chunks=ax.in_chunks,
+        input_depth=ax.depth,
+        guide_chunks=ax.guide_chunks,
+        guide_depth=ax.guide_depth,
+        output_chunks=ax.out_chunks,
+    )
 
 
 # --------------------------------------------------------------------------- the engine
@@ -269,23 +294,38 @@ def _map(call, arrays, depths, plans, out_chunks_rest, dtype, numba_threads):
             d[ax] = (lo, hi)
         depth.append(d)
     out_chunks = tuple(out_chunks_rest) + tuple(plan.out_chunks for plan in plans)
-    fn = functools.partial(_block, call=call, spatial=spatial,
-                           keep=tuple(plan.keep for plan in plans),
-                           threads=_numba_threads(numba_threads))
+    fn = functools.partial(
+        _block,
+        call=call,
+        spatial=spatial,
+        keep=tuple(plan.keep for plan in plans),
+        threads=_numba_threads(numba_threads),
+    )
     if all(v == (0, 0) for d in depth for v in d.values()):
         # nothing to share: map_overlap itself would take this path (map_blocks)
         depth = 0
-    return da.map_overlap(fn, *arrays, depth=depth, boundary="none", trim=False,
-                          align_arrays=False, allow_rechunk=False, chunks=out_chunks,
-                          dtype=dtype, meta=meta_from_array(arrays[0], ndim=ndim, dtype=dtype))
+    return da.map_overlap(
+        fn,
+        *arrays,
+        depth=depth,
+        boundary="none",
+        trim=False,
+        align_arrays=False,
+        allow_rechunk=False,
+        chunks=out_chunks,
+        dtype=dtype,
+        meta=meta_from_array(arrays[0], ndim=ndim, dtype=dtype),
+    )
 
 
 def _as_dask(fn, name, a):
     if a is None:
         raise TypeError(f"{fn}: {name} is required, got None")
     if not isinstance(a, da.Array):
-        raise TypeError(f"{fn}: {name} must be a dask array (dask.array.from_array / "
-                        f"from_zarr / ...), got {type(a).__name__}")
+        raise TypeError(
+            f"{fn}: {name} must be a dask array (dask.array.from_array / "
+            f"from_zarr / ...), got {type(a).__name__}"
+        )
     return a
 
 
@@ -297,9 +337,15 @@ def _smooth_radius(fn, smooth_kernel_type):
 
 
 # --------------------------------------------------------------------------- fused PAC ops
-_KERNEL_DEFAULTS = dict(kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
-                        inv_alpha=None, inv_lambda=None, channel_wise=False,
-                        normalize_kernel=False)
+_KERNEL_DEFAULTS = dict(
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+)
 
 
 def _fused_call(fn, op, x, guide, mask, params, geometry, kernel_kw, numba_threads):
@@ -311,11 +357,20 @@ def _fused_call(fn, op, x, guide, mask, params, geometry, kernel_kw, numba_threa
     # pacnp's own checks and messages on the whole arrays' shapes, before any graph is built
     # (an error inside a task would surface late, wrapped, once per chunk)
     kplan, oplan = _api.check_fused(
-        fn, op, x, guide, *params, mask=mask,
-        kernel_size=geometry.get("kernel_size"), stride=geometry["stride"],
-        padding=geometry["padding"], output_padding=geometry.get("output_padding", 0),
-        dilation=geometry["dilation"], shared_filters=geometry.get("shared_filters", False),
-        **kernel_kw)
+        fn,
+        op,
+        x,
+        guide,
+        *params,
+        mask=mask,
+        kernel_size=geometry.get("kernel_size"),
+        stride=geometry["stride"],
+        padding=geometry["padding"],
+        output_padding=geometry.get("output_padding", 0),
+        dilation=geometry["dilation"],
+        shared_filters=geometry.get("shared_filters", False),
+        **kernel_kw,
+    )
     s, p, d = kplan.geo.stride, kplan.geo.padding, kplan.geo.dilation
     k = kplan.k
     r = tuple(d[a] * (k[a] - 1) // 2 for a in range(2))
@@ -323,17 +378,24 @@ def _fused_call(fn, op, x, guide, mask, params, geometry, kernel_kw, numba_threa
     halo = tuple(max(r[a], sm) for a in range(2))
     if op == "transpose":
         o = _core.pair(geometry["output_padding"], "output_padding", fn)
-        plans = [_transposed_axis(x.shape[2 + a], x.chunks[2 + a], s[a], p[a], r[a], o[a],
-                                  halo[a]) for a in range(2)]
-        expect = tuple(x.shape[2 + a] * s[a] + 2 * r[a] - 2 * p[a] + o[a] + 1 - s[a]
-                       for a in range(2))
+        plans = [
+            _transposed_axis(x.shape[2 + a], x.chunks[2 + a], s[a], p[a], r[a], o[a], halo[a])
+            for a in range(2)
+        ]
+        expect = tuple(
+            x.shape[2 + a] * s[a] + 2 * r[a] - 2 * p[a] + o[a] + 1 - s[a] for a in range(2)
+        )
     else:
-        plans = [_forward_axis(x.shape[2 + a], x.chunks[2 + a], s[a], p[a], r[a], halo[a])
-                 for a in range(2)]
+        plans = [
+            _forward_axis(x.shape[2 + a], x.chunks[2 + a], s[a], p[a], r[a], halo[a])
+            for a in range(2)
+        ]
         expect = tuple(x.shape[2:])
     if (guide.shape[0], tuple(guide.shape[2:])) != (x.shape[0], expect):
-        raise ValueError(f"{fn}: guide has shape {guide.shape}; expected batch {x.shape[0]} and "
-                         f"spatial size {expect} for input {x.shape}")
+        raise ValueError(
+            f"{fn}: guide has shape {guide.shape}; expected batch {x.shape[0]} and "
+            f"spatial size {expect} for input {x.shape}"
+        )
     # the chunks the plans were made for: channels whole, batch as the input's
     x = x.rechunk({1: -1, 2: plans[0].in_chunks, 3: plans[1].in_chunks})
     gchunks = {0: x.chunks[0], 1: -1, 2: plans[0].guide_chunks, 3: plans[1].guide_chunks}
@@ -341,10 +403,16 @@ def _fused_call(fn, op, x, guide, mask, params, geometry, kernel_kw, numba_threa
     if mask is not None:
         arrays.append(mask.rechunk(gchunks))
     dtype = x.dtype
-    fused = {"conv": _api.pacconv2d_fused, "transpose": _api.pacconv_transpose2d_fused,
-             "pool": _api.pacpool2d_fused}[op]
-    opts = {key: geometry[key] for key in ("stride", "padding", "dilation", "output_padding",
-                                           "shared_filters") if key in geometry}
+    fused = {
+        "conv": _api.pacconv2d_fused,
+        "transpose": _api.pacconv_transpose2d_fused,
+        "pool": _api.pacpool2d_fused,
+    }[op]
+    opts = {
+        key: geometry[key]
+        for key in ("stride", "padding", "dilation", "output_padding", "shared_filters")
+        if key in geometry
+    }
     if op == "pool":
         opts["kernel_size"] = geometry["kernel_size"]
     c_out = oplan.Cout
@@ -355,8 +423,13 @@ def _fused_call(fn, op, x, guide, mask, params, geometry, kernel_kw, numba_threa
         if with_mask:
             kw["mask"] = mb
         if op == "pool":
-            out, om = fused(xb, gb, opts["kernel_size"],
-                            **{key: v for key, v in opts.items() if key != "kernel_size"}, **kw)
+            out, om = fused(
+                xb,
+                gb,
+                opts["kernel_size"],
+                **{key: v for key, v in opts.items() if key != "kernel_size"},
+                **kw,
+            )
         else:
             w, b = (_like_block(xb, v) for v in params)
             out, om = fused(xb, gb, w, b, **opts, **kw)
@@ -365,15 +438,34 @@ def _fused_call(fn, op, x, guide, mask, params, geometry, kernel_kw, numba_threa
         # one array per chunk out of map_overlap: the mask rides along as an extra channel
         return _xp(out).concatenate([out, om.astype(out.dtype)], axis=1)
 
-    res = _map(call, arrays, ["in", "guide"] + (["guide"] if with_mask else []), plans,
-               (x.chunks[0], (c_out + (1 if with_mask else 0),)), dtype, numba_threads)
+    res = _map(
+        call,
+        arrays,
+        ["in", "guide"] + (["guide"] if with_mask else []),
+        plans,
+        (x.chunks[0], (c_out + (1 if with_mask else 0),)),
+        dtype,
+        numba_threads,
+    )
     if with_mask:
         return res[:, :c_out], res[:, c_out:]
     return res, None
 
 
-def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dilation=1,
-                    shared_filters=False, mask=None, numba_threads=None, **kernel_kw):
+def pacconv2d_fused(
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    shared_filters=False,
+    mask=None,
+    numba_threads=None,
+    **kernel_kw,
+):
     """:func:`pacnp.pacconv2d_fused` on Dask arrays, chunk by chunk.
 
     Parameters
@@ -417,15 +509,29 @@ def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dil
     """
     fn = "pacnp.dask.pacconv2d_fused"
     kernel_kw = _kernel_kw(fn, kernel_kw)
-    geometry = dict(stride=stride, padding=padding, dilation=dilation,
-                    shared_filters=shared_filters)
-    return _fused_call(fn, "conv", input, guide, mask, (weight, bias), geometry, kernel_kw,
-                       numba_threads)
+    geometry = dict(
+        stride=stride, padding=padding, dilation=dilation, shared_filters=shared_filters
+    )
+    return _fused_call(
+        fn, "conv", input, guide, mask, (weight, bias), geometry, kernel_kw, numba_threads
+    )
 
 
-def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0,
-                              output_padding=0, dilation=1, shared_filters=False, mask=None,
-                              numba_threads=None, **kernel_kw):
+def pacconv_transpose2d_fused(
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+    mask=None,
+    numba_threads=None,
+    **kernel_kw,
+):
     """:func:`pacnp.pacconv_transpose2d_fused` on Dask arrays, chunk by chunk.
 
     ``guide`` (and ``mask``) are at the output resolution. The input's spatial chunks are
@@ -447,14 +553,30 @@ def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padd
     """
     fn = "pacnp.dask.pacconv_transpose2d_fused"
     kernel_kw = _kernel_kw(fn, kernel_kw)
-    geometry = dict(stride=stride, padding=padding, output_padding=output_padding,
-                    dilation=dilation, shared_filters=shared_filters)
-    return _fused_call(fn, "transpose", input, guide, mask, (weight, bias), geometry, kernel_kw,
-                       numba_threads)
+    geometry = dict(
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        shared_filters=shared_filters,
+    )
+    return _fused_call(
+        fn, "transpose", input, guide, mask, (weight, bias), geometry, kernel_kw, numba_threads
+    )
 
 
-def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=1, mask=None,
-                    numba_threads=None, **kernel_kw):
+def pacpool2d_fused(
+    input,
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    mask=None,
+    numba_threads=None,
+    **kernel_kw,
+):
     """:func:`pacnp.pacpool2d_fused` on Dask arrays, chunk by chunk.
 
     Spatial chunk boundaries are moved onto multiples of ``stride`` (so every chunk samples the
@@ -496,6 +618,7 @@ def _canonical(plan, a):
 
     def back(out):
         return lay.from_canonical(da, out.reshape(batch + out.shape[1:]))
+
     return _flat(t), back
 
 
@@ -513,9 +636,18 @@ def _flat(a):
     return a.reshape((-1,) + a.shape[-3:]) if a.ndim != 4 else a
 
 
-def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None, radius=None,
-                           border="reflect", channel_axis=None, guide_channel_axis="auto",
-                           numba_threads=None):
+def joint_bilateral_filter(
+    image,
+    guide,
+    *,
+    sigma_spatial=1.0,
+    sigma_color=None,
+    radius=None,
+    border="reflect",
+    channel_axis=None,
+    guide_channel_axis="auto",
+    numba_threads=None,
+):
     """:func:`pacnp.filters.joint_bilateral_filter` on Dask arrays, chunk by chunk.
 
     The halo is the window radius; every ``border`` mode is reproduced exactly (module
@@ -554,8 +686,16 @@ def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
     image = _as_dask(fn, "image", image)
     guide = _as_dask(fn, "guide", guide)
     plan = _filters.plan_joint_bilateral_filter(
-        image, guide, sigma_spatial=sigma_spatial, sigma_color=sigma_color, radius=radius,
-        border=border, channel_axis=channel_axis, guide_channel_axis=guide_channel_axis, fn=fn)
+        image,
+        guide,
+        sigma_spatial=sigma_spatial,
+        sigma_color=sigma_color,
+        radius=radius,
+        border=border,
+        channel_axis=channel_axis,
+        guide_channel_axis=guide_channel_axis,
+        fn=fn,
+    )
     x, back = _canonical(plan, image)
     g = _flat(plan.guide_layout.to_canonical(da, guide))
     plan = plan.resolve_sigma_color(da, g)
@@ -568,13 +708,22 @@ def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
     def call(xb, gb):
         return _filters.joint_bilateral_filter(xb, gb, **kw)
 
-    out = _map(call, [x, g], ["in", "in"], axes, (x.chunks[0], (x.shape[1],)), image.dtype,
-               numba_threads)
+    out = _map(
+        call, [x, g], ["in", "in"], axes, (x.chunks[0], (x.shape[1],)), image.dtype, numba_threads
+    )
     return back(out)
 
 
-def bilateral_filter(image, *, sigma_spatial=1.0, sigma_color=None, radius=None,
-                     border="reflect", channel_axis=None, numba_threads=None):
+def bilateral_filter(
+    image,
+    *,
+    sigma_spatial=1.0,
+    sigma_color=None,
+    radius=None,
+    border="reflect",
+    channel_axis=None,
+    numba_threads=None,
+):
     """Bilateral filter on Dask arrays: :func:`joint_bilateral_filter` guided by the image.
 
     Returns
@@ -591,14 +740,32 @@ def bilateral_filter(image, *, sigma_spatial=1.0, sigma_color=None, radius=None,
     >>> out.dtype, out.numblocks, int(out.max().compute(scheduler="sync"))
     (dtype('uint8'), (4, 4), 0)
     """
-    return joint_bilateral_filter(image, image, sigma_spatial=sigma_spatial,
-                                  sigma_color=sigma_color, radius=radius, border=border,
-                                  channel_axis=channel_axis, numba_threads=numba_threads)
+    return joint_bilateral_filter(
+        image,
+        image,
+        sigma_spatial=sigma_spatial,
+        sigma_color=sigma_color,
+        radius=radius,
+        border=border,
+        channel_axis=channel_axis,
+        numba_threads=numba_threads,
+    )
 
 
-def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_color=None,
-                             radius=None, border="renormalize", channel_axis=None,
-                             guide_channel_axis="auto", confidence=None, numba_threads=None):
+def joint_bilateral_upsample(
+    low,
+    guide,
+    factor,
+    *,
+    sigma_spatial=None,
+    sigma_color=None,
+    radius=None,
+    border="renormalize",
+    channel_axis=None,
+    guide_channel_axis="auto",
+    confidence=None,
+    numba_threads=None,
+):
     """:func:`pacnp.filters.joint_bilateral_upsample` on Dask arrays, chunk by chunk.
 
     A transposed PAC on the low-resolution chunks: each low-res chunk is extended by
@@ -630,9 +797,18 @@ def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_co
     if confidence is not None:
         confidence = _as_dask(fn, "confidence", confidence)
     plan = _filters.plan_joint_bilateral_upsample(
-        low, guide, factor, sigma_spatial=sigma_spatial, sigma_color=sigma_color,
-        radius=radius, border=border, channel_axis=channel_axis,
-        guide_channel_axis=guide_channel_axis, confidence=confidence, fn=fn)
+        low,
+        guide,
+        factor,
+        sigma_spatial=sigma_spatial,
+        sigma_color=sigma_color,
+        radius=radius,
+        border=border,
+        channel_axis=channel_axis,
+        guide_channel_axis=guide_channel_axis,
+        confidence=confidence,
+        fn=fn,
+    )
     f, r = plan.factor, plan.radius
     x, back = _canonical(plan, low)
     g = _flat(plan.guide_layout.to_canonical(da, guide))
@@ -641,8 +817,10 @@ def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_co
     # the in-memory geometry (pacnp.filters): kernel 2r+1, stride f, padding r − o,
     # output_padding (f − 1) % 2 — the output is exactly f× the input
     o = (f - 1) // 2
-    axes = [_transposed_axis(x.shape[2 + a], x.chunks[2 + a], f, r - o, r, (f - 1) % 2, r)
-            for a in range(2)]
+    axes = [
+        _transposed_axis(x.shape[2 + a], x.chunks[2 + a], f, r - o, r, (f - 1) % 2, r)
+        for a in range(2)
+    ]
     x = _spatial_rechunk(x, axes)
     g = _spatial_rechunk(g, axes, guide=True).rechunk({0: x.chunks[0]})
     arrays, depths = [x, g], ["in", "guide"]
@@ -657,13 +835,21 @@ def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_co
     def call(xb, gb, cb=None):
         return _filters.joint_bilateral_upsample(xb, gb, f, confidence=cb, **kw)
 
-    out = _map(call, arrays, depths, axes, (x.chunks[0], (x.shape[1],)), low.dtype,
-               numba_threads)
+    out = _map(call, arrays, depths, axes, (x.chunks[0], (x.shape[1],)), low.dtype, numba_threads)
     return back(out)
 
 
-def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0,
-                           border="renormalize", channel_axis=None, numba_threads=None):
+def detail_preserving_pool(
+    image,
+    kernel_size=3,
+    *,
+    stride=2,
+    alpha=1.0,
+    lam=1.0,
+    border="renormalize",
+    channel_axis=None,
+    numba_threads=None,
+):
     """:func:`pacnp.filters.detail_preserving_pool` on Dask arrays, chunk by chunk.
 
     The halo is max(kernel_size // 2, 1) — the window, and the 3 × 3 smoothing of the window
@@ -688,27 +874,41 @@ def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0
     fn = "pacnp.dask.detail_preserving_pool"
     numba_threads = _numba_threads(numba_threads, fn)
     image = _as_dask(fn, "image", image)
-    plan = _filters.plan_detail_preserving_pool(image, kernel_size, stride=stride, alpha=alpha,
-                                                lam=lam, border=border,
-                                                channel_axis=channel_axis, fn=fn)
+    plan = _filters.plan_detail_preserving_pool(
+        image,
+        kernel_size,
+        stride=stride,
+        alpha=alpha,
+        lam=lam,
+        border=border,
+        channel_axis=channel_axis,
+        fn=fn,
+    )
     x, back = _canonical(plan, image)
     k, s, r = plan.kernel_size, plan.stride, plan.radius
     kw = plan.chunk_kwargs()
-    axes = [_forward_axis(x.shape[2 + a], x.chunks[2 + a], s, r, r, plan.halo)
-            for a in range(2)]
+    axes = [_forward_axis(x.shape[2 + a], x.chunks[2 + a], s, r, r, plan.halo) for a in range(2)]
     x = _spatial_rechunk(x, axes)
 
     def call(xb):
         return _filters.detail_preserving_pool(xb, k, **kw)
 
-    out = _map(call, [x], ["in"], axes, (x.chunks[0], (x.shape[1],)), image.dtype,
-               numba_threads)
+    out = _map(call, [x], ["in"], axes, (x.chunks[0], (x.shape[1],)), image.dtype, numba_threads)
     return back(out)
 
 
 # --------------------------------------------------------------------------- CRF
-def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output="log_Q",
-           logQ=None, numba_threads=None):
+def paccrf(
+    unary,
+    edge_feat,
+    terms,
+    *,
+    num_steps,
+    unary_weight=1.0,
+    final_output="log_Q",
+    logQ=None,
+    numba_threads=None,
+):
     """:func:`pacnp.crf.paccrf` (mean-field inference) on Dask arrays, chunk by chunk.
 
     Each mean-field step passes messages over every term's window, so after ``num_steps``
@@ -750,23 +950,33 @@ def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output
     True
     """
     from . import crf
+
     fn = "pacnp.dask.paccrf"
     numba_threads = _numba_threads(numba_threads, fn)
     unary = _as_dask(fn, "unary", unary)
     if unary.ndim != 4 or 0 in unary.shape:
-        raise ValueError(f"{fn}: unary must be a non-empty (B, C, H, W) array, got shape "
-                         f"{unary.shape}")
+        raise ValueError(
+            f"{fn}: unary must be a non-empty (B, C, H, W) array, got shape {unary.shape}"
+        )
     for name, a in ([("logQ", logQ)] if logQ is not None else []) + [
-            (f"edge_feat[{i}]" if isinstance(edge_feat, (list, tuple)) else "edge_feat", f)
-            for i, f in enumerate(edge_feat if isinstance(edge_feat, (list, tuple))
-                                  else [edge_feat]) if f is not None]:
+        (f"edge_feat[{i}]" if isinstance(edge_feat, (list, tuple)) else "edge_feat", f)
+        for i, f in enumerate(edge_feat if isinstance(edge_feat, (list, tuple)) else [edge_feat])
+        if f is not None
+    ]:
         a = _as_dask(fn, name, a)
         want = unary.shape if name == "logQ" else (unary.shape[0], "F") + unary.shape[2:]
-        if a.ndim != 4 or a.shape[0] != unary.shape[0] or a.shape[2:] != unary.shape[2:] or (
-                name == "logQ" and a.shape != unary.shape):
-            raise ValueError(f"{fn}: {name} has shape {a.shape}; expected {want}, the "
-                             f"unary's batch and image size")
+        if (
+            a.ndim != 4
+            or a.shape[0] != unary.shape[0]
+            or a.shape[2:] != unary.shape[2:]
+            or (name == "logQ" and a.shape != unary.shape)
+        ):
+            raise ValueError(
+                f"{fn}: {name} has shape {a.shape}; expected {want}, the "
+                f"unary's batch and image size"
+            )
     from .crf._checks import _check_positive_int, _check_reach, _check_steps
+
     steps = _check_steps(fn, num_steps)
     if isinstance(terms, (crf.PairwiseTerm, dict)):
         terms = [terms]
@@ -775,18 +985,24 @@ def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output
     reach = [0, 0]
     for i, t in enumerate(terms):
         if not isinstance(t, (crf.PairwiseTerm, dict)):
-            raise TypeError(f"{fn}: terms[{i}] must be a PairwiseTerm (or a dict of its "
-                            f"fields), got {type(t).__name__}")
+            raise TypeError(
+                f"{fn}: terms[{i}] must be a PairwiseTerm (or a dict of its "
+                f"fields), got {type(t).__name__}"
+            )
         get = t.get if isinstance(t, dict) else functools.partial(getattr, t)
         b = _check_positive_int(fn, f"terms[{i}].blur", get("blur", 1))
         if b != 1:
-            raise ValueError(f"{fn}: terms with blur > 1 are not supported on Dask arrays (the "
-                             f"coarse grid depends on the whole image's size); use blur=1")
+            raise ValueError(
+                f"{fn}: terms with blur > 1 are not supported on Dask arrays (the "
+                f"coarse grid depends on the whole image's size); use blur=1"
+            )
         dd = _check_positive_int(fn, f"terms[{i}].dilation", get("dilation", 1))
         shape = tuple(getattr(get("filter", None), "shape", ()))
         if len(shape) != 4:
-            raise ValueError(f"{fn}: terms[{i}].filter must be a 4-D array (C or 1, C or 1, kh, "
-                             f"kw), got shape {shape}")
+            raise ValueError(
+                f"{fn}: terms[{i}].filter must be a 4-D array (C or 1, C or 1, kh, "
+                f"kw), got shape {shape}"
+            )
         k = tuple(int(v) for v in shape[2:])
         _check_reach(fn, f"terms[{i}]", k, dd, 1)
         d = (dd, dd)
@@ -794,14 +1010,19 @@ def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output
             reach[a] = max(reach[a], d[a] * (k[a] - 1) // 2)
     halo = [steps * v for v in reach]
     # "same" zero padding and stride 1: output pixel = window centre
-    plans = [_forward_axis(unary.shape[2 + a], unary.chunks[2 + a], 1, halo[a], halo[a],
-                           halo[a]) for a in range(2)]
+    plans = [
+        _forward_axis(unary.shape[2 + a], unary.chunks[2 + a], 1, halo[a], halo[a], halo[a])
+        for a in range(2)
+    ]
     chunks = {1: -1, 2: plans[0].in_chunks, 3: plans[1].in_chunks}
     u = unary.rechunk(chunks)
     feats = edge_feat if isinstance(edge_feat, (list, tuple)) else [edge_feat]
     present = [f is not None for f in feats]
-    arrays = [u] + [_as_dask(fn, "edge_feat", f).rechunk(chunks).rechunk({0: u.chunks[0]})
-                    for f in feats if f is not None]
+    arrays = [u] + [
+        _as_dask(fn, "edge_feat", f).rechunk(chunks).rechunk({0: u.chunks[0]})
+        for f in feats
+        if f is not None
+    ]
     with_logq = logQ is not None
     if with_logq:
         arrays.append(_as_dask(fn, "logQ", logQ).rechunk(chunks).rechunk({0: u.chunks[0]}))
@@ -812,8 +1033,22 @@ def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output
         lq = rest.pop() if with_logq else None
         it = iter(rest)
         fb = [next(it) if has else None for has in present]
-        return crf.paccrf(ub, fb if as_list else fb[0], terms, num_steps=steps,
-                          unary_weight=unary_weight, final_output=final_output, logQ=lq)
+        return crf.paccrf(
+            ub,
+            fb if as_list else fb[0],
+            terms,
+            num_steps=steps,
+            unary_weight=unary_weight,
+            final_output=final_output,
+            logQ=lq,
+        )
 
-    return _map(call, arrays, ["in"] * len(arrays), plans, (u.chunks[0], (u.shape[1],)),
-                u.dtype, numba_threads)
+    return _map(
+        call,
+        arrays,
+        ["in"] * len(arrays),
+        plans,
+        (u.chunks[0], (u.shape[1],)),
+        u.dtype,
+        numba_threads,
+    )

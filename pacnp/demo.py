@@ -70,6 +70,7 @@ Parameters (reasoned, not tuned on the RMSE)
 
 Everything runs in float32 (the guide, hence K, and the disparities: ~1e-5 px precision).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,9 +85,21 @@ import numpy as np
 import pacnp
 
 __all__ = [
-    "SIGMA_COLOR", "SPATIAL_SIGMA_PER_FACTOR", "DOWNSAMPLING", "load_motorcycle", "sample_offset",
-    "downsample", "upsample_bilinear", "pac_geometry", "spatial_weight", "upsample_pac", "rmse",
-    "colorize", "render_panel", "run", "main",
+    "SIGMA_COLOR",
+    "SPATIAL_SIGMA_PER_FACTOR",
+    "DOWNSAMPLING",
+    "load_motorcycle",
+    "sample_offset",
+    "downsample",
+    "upsample_bilinear",
+    "pac_geometry",
+    "spatial_weight",
+    "upsample_pac",
+    "rmse",
+    "colorize",
+    "render_panel",
+    "run",
+    "main",
 ]
 
 #: Colour bandwidth on the 0–255 RGB scale (the guide handed to packernel2d is RGB / SIGMA_COLOR).
@@ -120,8 +133,8 @@ def load_motorcycle(multiple=16):
     if Hc == 0 or Wc == 0:
         raise ValueError(f"the {H}x{W} image has no crop that is a multiple of {multiple}")
     y0, x0 = (H - Hc) // 2, (W - Wc) // 2
-    left = left[y0:y0 + Hc, x0:x0 + Wc].astype(DTYPE)
-    disp = disp[y0:y0 + Hc, x0:x0 + Wc]
+    left = left[y0 : y0 + Hc, x0 : x0 + Wc].astype(DTYPE)
+    disp = disp[y0 : y0 + Hc, x0 : x0 + Wc]
     valid = np.isfinite(disp)
     return left, np.where(valid, disp, 0).astype(DTYPE), valid
 
@@ -227,13 +240,27 @@ def _halo(f, k):
 
 def _spans(n, size, before, after):
     """(start, stop) of the kept part and (start0, stop0) with the halo, along one axis."""
-    return [((a, min(a + size, n)), (max(0, a - before), min(n, a + size + after)))
-            for a in range(0, n, size)]
+    return [
+        ((a, min(a + size, n)), (max(0, a - before), min(n, a + size + after)))
+        for a in range(0, n, size)
+    ]
 
 
-def upsample_pac(lo, lo_valid, rgb, f, *, sigma_spatial=None, sigma_color=SIGMA_COLOR,
-                 kernel_size=None, method=DOWNSAMPLING, fallback=None,
-                 max_kernel_bytes=MAX_KERNEL_BYTES, tile_width=TILE_WIDTH, return_weight=False):
+def upsample_pac(
+    lo,
+    lo_valid,
+    rgb,
+    f,
+    *,
+    sigma_spatial=None,
+    sigma_color=SIGMA_COLOR,
+    kernel_size=None,
+    method=DOWNSAMPLING,
+    fallback=None,
+    max_kernel_bytes=MAX_KERNEL_BYTES,
+    tile_width=TILE_WIDTH,
+    return_weight=False,
+):
     """PAC joint bilateral upsampling of ``lo`` ([h, w]) guided by ``rgb`` ([h·f, w·f, 3], 0–255).
 
     ``fallback`` ([h·f, w·f]) is taken where the weight sum is (numerically) zero; default: the
@@ -262,15 +289,21 @@ def upsample_pac(lo, lo_valid, rgb, f, *, sigma_spatial=None, sigma_color=SIGMA_
     sums = np.empty((2, H, W), dtype=DTYPE)
     for (a, b), (a0, b0) in _spans(h, th, before, after):
         for (c, d), (c0, d0) in _spans(wd, tw, before, after):
-            g = np.ascontiguousarray(guide[:, :, a0 * f:b0 * f, c0 * f:d0 * f])
-            K, _ = pacnp.packernel2d(g, k, stride=f, padding=p, output_padding=op,
-                                     transposed=True)
-            part = pacnp.pacconv_transpose2d(np.ascontiguousarray(x[:, :, a0:b0, c0:d0]), K, w,
-                                             stride=f, padding=p, output_padding=op,
-                                             shared_filters=True)[0]
+            g = np.ascontiguousarray(guide[:, :, a0 * f : b0 * f, c0 * f : d0 * f])
+            K, _ = pacnp.packernel2d(g, k, stride=f, padding=p, output_padding=op, transposed=True)
+            part = pacnp.pacconv_transpose2d(
+                np.ascontiguousarray(x[:, :, a0:b0, c0:d0]),
+                K,
+                w,
+                stride=f,
+                padding=p,
+                output_padding=op,
+                shared_filters=True,
+            )[0]
             del K
-            sums[:, a * f:b * f, c * f:d * f] = \
-                part[:, (a - a0) * f:(b - a0) * f, (c - c0) * f:(d - c0) * f]
+            sums[:, a * f : b * f, c * f : d * f] = part[
+                :, (a - a0) * f : (b - a0) * f, (c - c0) * f : (d - c0) * f
+            ]
     num, den = sums
     if fallback is None:
         fallback = upsample_bilinear(lo, lo_valid, f, method)
@@ -293,10 +326,18 @@ def rmse(pred, gt, valid):
 # --------------------------------------------------------------------------- pictures
 # A sequential colour map of my own: dark blue-violet, magenta, orange, pale yellow (lightness
 # rising throughout, so near = bright). Invalid pixels are black.
-_SEQ_ANCHORS = np.array([
-    [30, 20, 90], [80, 30, 150], [150, 40, 150], [215, 70, 100],
-    [245, 135, 50], [250, 200, 70], [252, 250, 190],
-], dtype=np.float64)
+_SEQ_ANCHORS = np.array(
+    [
+        [30, 20, 90],
+        [80, 30, 150],
+        [150, 40, 150],
+        [215, 70, 100],
+        [245, 135, 50],
+        [250, 200, 70],
+        [252, 250, 190],
+    ],
+    dtype=np.float64,
+)
 # Diverging map for error differences, low to high: blue (PAC better), white, red (PAC worse).
 _DIV_ANCHORS = np.array([[40, 80, 200], [255, 255, 255], [210, 50, 40]], dtype=np.float64)
 
@@ -316,14 +357,29 @@ def colorize(a, lo, hi, valid=None, anchors=_SEQ_ANCHORS):
 
 def _font(size):
     from PIL import ImageFont
+
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError, ImportError):  # old Pillow or no FreeType: the bitmap font
         return ImageFont.load_default()
 
 
-def render_panel(path, f, rgb, lo, lo_valid, bil, pac, gt, valid, rmse_bil, rmse_pac, *,
-                 method=DOWNSAMPLING, err_range=5.0):
+def render_panel(
+    path,
+    f,
+    rgb,
+    lo,
+    lo_valid,
+    bil,
+    pac,
+    gt,
+    valid,
+    rmse_bil,
+    rmse_pac,
+    *,
+    method=DOWNSAMPLING,
+    err_range=5.0,
+):
     """Write a PNG: guide | low-res input (shown nearest-upscaled) | ground truth over
     bilinear | PAC | |err PAC| - |err bilinear|, disparities in one shared colour map."""
     from PIL import Image, ImageDraw
@@ -336,20 +392,28 @@ def render_panel(path, f, rgb, lo, lo_valid, bil, pac, gt, valid, rmse_bil, rmse
     how = "point samples" if method == "nearest" else "block means"
     tiles = [
         (np.clip(rgb, 0, 255).astype(np.uint8), "guide: left RGB"),
-        (colorize(up, vmin, vmax, up_valid),
-         f"input: {lo.shape[1]}x{lo.shape[0]} {how} (1/{f})"),
+        (colorize(up, vmin, vmax, up_valid), f"input: {lo.shape[1]}x{lo.shape[0]} {how} (1/{f})"),
         (colorize(gt, vmin, vmax, valid), f"ground truth {W}x{H}"),
         (colorize(bil, vmin, vmax), f"bilinear: RMSE {rmse_bil:.3f}"),
         (colorize(pac, vmin, vmax), f"PAC joint bilateral: RMSE {rmse_pac:.3f}"),
-        (colorize(worse, -err_range, err_range, valid, _DIV_ANCHORS),
-         "|err PAC| - |err bilinear|  (blue: PAC better)"),
+        (
+            colorize(worse, -err_range, err_range, valid, _DIV_ANCHORS),
+            "|err PAC| - |err bilinear|  (blue: PAC better)",
+        ),
     ]
     gap, label_h, head_h, bar_h, cols = 8, 26, 36, 50, 3
-    canvas = Image.new("RGB", (cols * W + (cols + 1) * gap,
-                               head_h + 2 * (label_h + H + gap) + bar_h), (255, 255, 255))
+    canvas = Image.new(
+        "RGB",
+        (cols * W + (cols + 1) * gap, head_h + 2 * (label_h + H + gap) + bar_h),
+        (255, 255, 255),
+    )
     draw = ImageDraw.Draw(canvas)
-    draw.text((gap, 6), f"PAC joint depth upsampling x{f}, Middlebury motorcycle "
-              f"(disparity in px; black: invalid)", fill=(0, 0, 0), font=_font(22))
+    draw.text(
+        (gap, 6),
+        f"PAC joint depth upsampling x{f}, Middlebury motorcycle (disparity in px; black: invalid)",
+        fill=(0, 0, 0),
+        font=_font(22),
+    )
     font = _font(18)
     for idx, (img, label) in enumerate(tiles):
         row, col = divmod(idx, cols)
@@ -358,9 +422,10 @@ def render_panel(path, f, rgb, lo, lo_valid, bil, pac, gt, valid, rmse_bil, rmse
         canvas.paste(Image.fromarray(img), (x0, y0 + label_h))
     # colour bars: disparity under the first two columns, error difference under the third
     y0 = head_h + 2 * (label_h + H + gap)
-    for x0, width, v0, v1, anchors in ((gap, 2 * W + gap, vmin, vmax, _SEQ_ANCHORS),
-                                       (gap + 2 * (W + gap), W, -err_range, err_range,
-                                        _DIV_ANCHORS)):
+    for x0, width, v0, v1, anchors in (
+        (gap, 2 * W + gap, vmin, vmax, _SEQ_ANCHORS),
+        (gap + 2 * (W + gap), W, -err_range, err_range, _DIV_ANCHORS),
+    ):
         ramp = np.repeat(np.linspace(v0, v1, width)[None, :], 14, axis=0)
         canvas.paste(Image.fromarray(colorize(ramp, v0, v1, anchors=anchors)), (x0, y0))
         for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
@@ -368,8 +433,12 @@ def render_panel(path, f, rgb, lo, lo_valid, bil, pac, gt, valid, rmse_bil, rmse
             draw.line([(xt, y0 + 14), (xt, y0 + 19)], fill=(0, 0, 0))
             text = f"{v0 + frac * (v1 - v0):.1f}"
             tw = draw.textlength(text, font=font)
-            draw.text((min(max(xt - tw / 2, x0), x0 + width - tw), y0 + 21), text,
-                      fill=(0, 0, 0), font=font)
+            draw.text(
+                (min(max(xt - tw / 2, x0), x0 + width - tw), y0 + 21),
+                text,
+                fill=(0, 0, 0),
+                font=font,
+            )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
@@ -391,8 +460,9 @@ def _warm_up():
     """Compile the kernels (or load them from numba's disk cache) on a tiny float32 input, so
     that the timings measure the computation only."""
     rng = np.random.default_rng(0)
-    upsample_pac(rng.random((2, 2)).astype(DTYPE), np.ones((2, 2), bool),
-                 rng.random((4, 4, 3)) * 255, 2)
+    upsample_pac(
+        rng.random((2, 2)).astype(DTYPE), np.ones((2, 2), bool), rng.random((4, 4, 3)) * 255, 2
+    )
 
 
 def run(factors=DEFAULT_FACTORS, out="demo-output", method=DOWNSAMPLING, log=print):
@@ -402,9 +472,11 @@ def run(factors=DEFAULT_FACTORS, out="demo-output", method=DOWNSAMPLING, log=pri
     t0 = time.perf_counter()
     _warm_up()
     log(f"numba warm-up (compile or disk-cache load): {time.perf_counter() - t0:.1f} s")
-    log(f"motorcycle {gt.shape[1]}x{gt.shape[0]}, {valid.mean():.1%} valid ground truth; "
+    log(
+        f"motorcycle {gt.shape[1]}x{gt.shape[0]}, {valid.mean():.1%} valid ground truth; "
         f"downsampling: {method}; sigma_color {SIGMA_COLOR:g}, "
-        f"sigma_spatial {SPATIAL_SIGMA_PER_FACTOR:g}*f, kernel 3f+1 (3f for odd f)")
+        f"sigma_spatial {SPATIAL_SIGMA_PER_FACTOR:g}*f, kernel 3f+1 (3f for odd f)"
+    )
     results = []
     for f in factors:
         lo, lo_valid = downsample(gt, valid, f, method)
@@ -413,16 +485,32 @@ def run(factors=DEFAULT_FACTORS, out="demo-output", method=DOWNSAMPLING, log=pri
         pac = upsample_pac(lo, lo_valid, rgb, f, method=method, fallback=bil)
         secs = time.perf_counter() - t0
         r_bil, r_pac = rmse(bil, gt, valid), rmse(pac, gt, valid)
-        png = render_panel(Path(out) / f"upsampling_x{f}.png", f, rgb, lo, lo_valid, bil, pac,
-                           gt, valid, r_bil, r_pac, method=method)
+        png = render_panel(
+            Path(out) / f"upsampling_x{f}.png",
+            f,
+            rgb,
+            lo,
+            lo_valid,
+            bil,
+            pac,
+            gt,
+            valid,
+            r_bil,
+            r_pac,
+            method=method,
+        )
         results.append(Result(f, lo.shape, r_bil, r_pac, secs, png))
     log("")
     log(f"{'factor':>6}  {'low-res':>8}  {'RMSE bilinear':>13}  {'RMSE PAC':>8}  {'PAC time':>8}")
     for r in results:
-        log(f"{r.factor:>6}  {f'{r.lo_shape[1]}x{r.lo_shape[0]}':>8}  {r.rmse_bilinear:>13.4f}  "
-            f"{r.rmse_pac:>8.4f}  {r.pac_seconds:>7.2f}s")
-    log("RMSE in disparity pixels over the valid ground-truth pixels; PAC time: packernel2d + "
-        "pacconv_transpose2d + normalisation")
+        log(
+            f"{r.factor:>6}  {f'{r.lo_shape[1]}x{r.lo_shape[0]}':>8}  {r.rmse_bilinear:>13.4f}  "
+            f"{r.rmse_pac:>8.4f}  {r.pac_seconds:>7.2f}s"
+        )
+    log(
+        "RMSE in disparity pixels over the valid ground-truth pixels; PAC time: packernel2d + "
+        "pacconv_transpose2d + normalisation"
+    )
     for r in results:
         log(f"wrote {r.png}")
     return results
@@ -447,6 +535,7 @@ def psnr(a, b, peak=255.0):
 def render_strip(path, title, tiles):
     """A PNG of labelled uint8 RGB tiles side by side under a title."""
     from PIL import Image, ImageDraw
+
     gap, label_h, head_h = 8, 26, 36
     h = max(t.shape[0] for t, _ in tiles)
     w = sum(t.shape[1] for t, _ in tiles) + gap * (len(tiles) + 1)
@@ -469,26 +558,35 @@ def run_denoise(out="demo-output", log=print, seed=0):
     Gaussian noise of σ_n = 20, then ``pacnp.filters.bilateral_filter`` on the uint8 image.
     Returns (PSNR noisy, PSNR filtered, seconds, png path)."""
     from skimage import data
+
     from . import filters
+
     clean = data.astronaut()
     rng = np.random.default_rng(seed)
     noisy = np.clip(clean + rng.normal(0.0, DENOISE_NOISE, clean.shape), 0, 255)
     noisy = np.rint(noisy).astype(np.uint8)
     filters.bilateral_filter(noisy[:8, :8], channel_axis=-1)  # compile / cache load, untimed
     t0 = time.perf_counter()
-    den = filters.bilateral_filter(noisy, sigma_spatial=DENOISE_SIGMA_SPATIAL,
-                                   sigma_color=DENOISE_SIGMA_COLOR, channel_axis=-1)
+    den = filters.bilateral_filter(
+        noisy, sigma_spatial=DENOISE_SIGMA_SPATIAL, sigma_color=DENOISE_SIGMA_COLOR, channel_axis=-1
+    )
     secs = time.perf_counter() - t0
     p0, p1 = psnr(noisy, clean), psnr(den, clean)
     crop = (slice(40, 296), slice(128, 384))  # the face and the helmet's edges, 256 × 256
-    png = render_strip(Path(out) / "denoising.png",
-                       f"Bilateral filter (pacnp.filters), astronaut + noise sigma {DENOISE_NOISE:g}",
-                       [(noisy[crop], f"noisy: PSNR {p0:.2f} dB"),
-                        (den[crop], f"filtered: PSNR {p1:.2f} dB"),
-                        (clean[crop], "clean")])
-    log(f"denoising: astronaut 512x512 RGB uint8, noise sigma {DENOISE_NOISE:g}; bilateral "
+    png = render_strip(
+        Path(out) / "denoising.png",
+        f"Bilateral filter (pacnp.filters), astronaut + noise sigma {DENOISE_NOISE:g}",
+        [
+            (noisy[crop], f"noisy: PSNR {p0:.2f} dB"),
+            (den[crop], f"filtered: PSNR {p1:.2f} dB"),
+            (clean[crop], "clean"),
+        ],
+    )
+    log(
+        f"denoising: astronaut 512x512 RGB uint8, noise sigma {DENOISE_NOISE:g}; bilateral "
         f"sigma_spatial {DENOISE_SIGMA_SPATIAL:g}, sigma_color {DENOISE_SIGMA_COLOR:g}: "
-        f"PSNR {p0:.2f} dB -> {p1:.2f} dB ({secs:.2f} s)")
+        f"PSNR {p0:.2f} dB -> {p1:.2f} dB ({secs:.2f} s)"
+    )
     log(f"wrote {png}")
     return p0, p1, secs, png
 
@@ -532,7 +630,9 @@ def run_crf(out="demo-output", log=print, seed=0):
     coffee, 600 × 400 RGB) with ``pacnp.crf.crf_refine``. Returns (pixel accuracy before,
     after, seconds, png path)."""
     from skimage import data, transform
+
     from . import crf
+
     photo = data.coffee()
     H, W = photo.shape[:2]
     box = transform.resize(photo, (H // 5, W // 5), anti_aliasing=True, preserve_range=True)
@@ -542,10 +642,11 @@ def run_crf(out="demo-output", log=print, seed=0):
     rng = np.random.default_rng(seed)
     noisy = np.rint(np.clip(photo + rng.normal(0.0, CRF_NOISE, photo.shape), 0, 255))
     noisy = noisy.astype(np.uint8)
-    logits = -_sq_dist(noisy, centres) / (2 * CRF_TEMPERATURE ** 2)
+    logits = -_sq_dist(noisy, centres) / (2 * CRF_TEMPERATURE**2)
     p = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probs = np.ascontiguousarray((p / p.sum(axis=-1, keepdims=True)).transpose(2, 0, 1),
-                                 dtype=np.float32)
+    probs = np.ascontiguousarray(
+        (p / p.sum(axis=-1, keepdims=True)).transpose(2, 0, 1), dtype=np.float32
+    )
     crf.crf_refine(probs[:, :16, :16], noisy[:16, :16])  # compile / cache load, untimed
     t0 = time.perf_counter()
     refined = crf.crf_refine(probs, noisy, sigma_color=CRF_SIGMA_COLOR)
@@ -553,16 +654,22 @@ def run_crf(out="demo-output", log=print, seed=0):
     before = np.argmax(probs, axis=0)
     after = np.argmax(np.asarray(refined), axis=0)
     acc0, acc1 = float((before == truth).mean()), float((after == truth).mean())
-    png = render_strip(Path(out) / "crf.png",
-                       f"CRF refinement (pacnp.crf.crf_refine), coffee + noise sigma "
-                       f"{CRF_NOISE:g}, {CRF_LABELS} colour labels",
-                       [(noisy, "noisy photo (the guide)"),
-                        (_label_colours(before, centres), f"per-pixel: {acc0:.1%} right"),
-                        (_label_colours(after, centres), f"after crf_refine: {acc1:.1%} right"),
-                        (_label_colours(truth, centres), "reference")])
-    log(f"CRF: coffee {W}x{H} with noise sigma {CRF_NOISE:g}, {CRF_LABELS} colour labels: "
+    png = render_strip(
+        Path(out) / "crf.png",
+        f"CRF refinement (pacnp.crf.crf_refine), coffee + noise sigma "
+        f"{CRF_NOISE:g}, {CRF_LABELS} colour labels",
+        [
+            (noisy, "noisy photo (the guide)"),
+            (_label_colours(before, centres), f"per-pixel: {acc0:.1%} right"),
+            (_label_colours(after, centres), f"after crf_refine: {acc1:.1%} right"),
+            (_label_colours(truth, centres), "reference"),
+        ],
+    )
+    log(
+        f"CRF: coffee {W}x{H} with noise sigma {CRF_NOISE:g}, {CRF_LABELS} colour labels: "
         f"pixel accuracy {acc0:.2%} (per-pixel classifier) -> {acc1:.2%} after crf_refine "
-        f"(sigma_color {CRF_SIGMA_COLOR:g}, other defaults; {secs:.2f} s)")
+        f"(sigma_color {CRF_SIGMA_COLOR:g}, other defaults; {secs:.2f} s)"
+    )
     log(f"wrote {png}")
     return acc0, acc1, secs, png
 
@@ -572,14 +679,30 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m pacnp.demo",
         description="Joint depth upsampling of the Middlebury motorcycle disparity: PAC joint "
-                    "bilateral upsampling (guided by the left image) against bilinear.")
+        "bilateral upsampling (guided by the left image) against bilinear.",
+    )
     parser.add_argument("--out", default="demo-output", help="folder for the PNG panels")
-    parser.add_argument("--factors", type=int, nargs="+", default=list(DEFAULT_FACTORS),
-                        metavar="F", help="upsampling factors, each >= 2 (default: 4 8 16)")
-    parser.add_argument("--downsample", choices=_METHODS, default=DOWNSAMPLING,
-                        help=f"how the low-res input is made (default: {DOWNSAMPLING})")
-    parser.add_argument("--only", choices=TOUR, nargs="+", default=list(TOUR),
-                        help="parts of the tour to run (default: all)")
+    parser.add_argument(
+        "--factors",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_FACTORS),
+        metavar="F",
+        help="upsampling factors, each >= 2 (default: 4 8 16)",
+    )
+    parser.add_argument(
+        "--downsample",
+        choices=_METHODS,
+        default=DOWNSAMPLING,
+        help=f"how the low-res input is made (default: {DOWNSAMPLING})",
+    )
+    parser.add_argument(
+        "--only",
+        choices=TOUR,
+        nargs="+",
+        default=list(TOUR),
+        help="parts of the tour to run (default: all)",
+    )
     try:
         args = parser.parse_args(argv)
         if any(f < 2 for f in args.factors):
@@ -590,9 +713,12 @@ def main(argv=None):
     try:
         if "upsampling" in args.only:
             results = run(args.factors, args.out, args.downsample)
-            failures += [f"at factor {r.factor} PAC (RMSE {r.rmse_pac:.4f}) does not beat "
-                         f"bilinear (RMSE {r.rmse_bilinear:.4f})"
-                         for r in results if not r.rmse_pac < r.rmse_bilinear]
+            failures += [
+                f"at factor {r.factor} PAC (RMSE {r.rmse_pac:.4f}) does not beat "
+                f"bilinear (RMSE {r.rmse_bilinear:.4f})"
+                for r in results
+                if not r.rmse_pac < r.rmse_bilinear
+            ]
         if "denoising" in args.only:
             print()
             p0, p1, _, _ = run_denoise(args.out)
@@ -602,11 +728,11 @@ def main(argv=None):
             print()
             acc0, acc1, _, _ = run_crf(args.out)
             if not acc1 > acc0:
-                failures.append(f"CRF refinement did not raise the accuracy ({acc0:.4f} -> "
-                                f"{acc1:.4f})")
+                failures.append(
+                    f"CRF refinement did not raise the accuracy ({acc0:.4f} -> {acc1:.4f})"
+                )
     except ImportError as exc:
-        print(f"pacnp.demo needs the demo extra (pip install -e '.[demo]'): {exc}",
-              file=sys.stderr)
+        print(f"pacnp.demo needs the demo extra (pip install -e '.[demo]'): {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # e.g. factors whose lcm exceeds the image
         print(f"pacnp.demo: {exc}", file=sys.stderr)

@@ -38,6 +38,7 @@ dtypes: uint8 and uint16 in, the same dtype out (rounded to nearest, clipped); f
 float64 computed in their own precision; float16 through float32. ``sigma_color`` is in the
 guide's units (0–255 for a uint8 guide).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,10 +51,21 @@ from . import _api, _core
 from ._namespace import array_module as _array_module
 from ._namespace import delegate
 
-__all__ = ["bilateral_filter", "joint_bilateral_filter", "joint_bilateral_upsample",
-           "detail_preserving_pool", "default_radius", "default_sigma_color", "BORDERS",
-           "Layout", "FilterPlan", "plan_joint_bilateral_filter", "plan_joint_bilateral_upsample",
-           "plan_detail_preserving_pool", "compute_dtype"]
+__all__ = [
+    "bilateral_filter",
+    "joint_bilateral_filter",
+    "joint_bilateral_upsample",
+    "detail_preserving_pool",
+    "default_radius",
+    "default_sigma_color",
+    "BORDERS",
+    "Layout",
+    "FilterPlan",
+    "plan_joint_bilateral_filter",
+    "plan_joint_bilateral_upsample",
+    "plan_detail_preserving_pool",
+    "compute_dtype",
+]
 
 BORDERS = ("reflect", "nearest", "constant", "renormalize")
 _PAD_MODE = {"reflect": "reflect", "nearest": "edge", "constant": "constant"}
@@ -73,8 +85,10 @@ def _check_dtype(fn, name, a):
     if not hasattr(a, "dtype") or not hasattr(a, "shape"):
         raise TypeError(f"{fn}: {name} must be an array, got {type(a).__name__}")
     if np.dtype(a.dtype).newbyteorder("=") not in _DTYPES:  # byte-swapped arrays are fine
-        raise TypeError(f"{fn}: {name} has dtype {a.dtype}; expected one of uint8, uint16, "
-                        f"float16, float32, float64")
+        raise TypeError(
+            f"{fn}: {name} has dtype {a.dtype}; expected one of uint8, uint16, "
+            f"float16, float32, float64"
+        )
 
 
 def compute_dtype(dtype):
@@ -226,15 +240,19 @@ class Layout:
         nd = len(self.shape)
         if channel_axis is None:
             if nd < 2:
-                raise ValueError(f"{fn}: {name} must have at least 2 axes (H, W), got shape "
-                                 f"{self.shape}")
+                raise ValueError(
+                    f"{fn}: {name} must have at least 2 axes (H, W), got shape {self.shape}"
+                )
             self.caxis = None
         else:
             if nd < 3:
-                raise ValueError(f"{fn}: {name} with channel_axis={channel_axis} needs at least 3"
-                                 f" axes (channels, H, W), got shape {self.shape}")
-            self.caxis = _axis(fn, "channel_axis" if name != "guide" else "guide_channel_axis",
-                               channel_axis, nd)
+                raise ValueError(
+                    f"{fn}: {name} with channel_axis={channel_axis} needs at least 3"
+                    f" axes (channels, H, W), got shape {self.shape}"
+                )
+            self.caxis = _axis(
+                fn, "channel_axis" if name != "guide" else "guide_channel_axis", channel_axis, nd
+            )
         others = [i for i in range(nd) if i != self.caxis]
         self.spatial = others[-2:]
         self.batch = others[:-2]
@@ -293,15 +311,18 @@ def _guide_layout(fn, image_layout, guide, guide_channel_axis, scale=1):
         else:
             raise ValueError(
                 f"{fn}: guide has {ndim} axes, image {inum}: give guide_channel_axis "
-                f"(the guide must share the image's batch and spatial axes)")
+                f"(the guide must share the image's batch and spatial axes)"
+            )
     lay = Layout(fn, "guide", guide.shape, guide_channel_axis)
     want = image_layout.batch_shape + tuple(n * scale for n in image_layout.hw)
     got = lay.batch_shape + lay.hw
     if want != got:
         what = "" if scale == 1 else f" ({scale}× the image's spatial size)"
         raise ValueError(
-            f"{fn}: guide has shape {tuple(guide.shape)}; the guide batch and spatial sizes {got} do "
-            f"not match the image's {want}{what} (image shape {image_layout.shape})")
+            f"{fn}: guide has shape {tuple(guide.shape)}; the guide batch and spatial sizes "
+            f"{got} do "
+            f"not match the image's {want}{what} (image shape {image_layout.shape})"
+        )
     return lay
 
 
@@ -338,13 +359,13 @@ class FilterPlan:
     """
 
     fn: str
-    op: str                         # "bilateral", "upsample" or "pool"
-    layout: Layout                  # the image's (the low-res image's for upsampling)
-    guide_layout: Layout | None     # None: no guide (pooling) or the image guides itself
-    dtype: np.dtype                 # the image's, and the result's
+    op: str  # "bilateral", "upsample" or "pool"
+    layout: Layout  # the image's (the low-res image's for upsampling)
+    guide_layout: Layout | None  # None: no guide (pooling) or the image guides itself
+    dtype: np.dtype  # the image's, and the result's
     compute_dtype: np.dtype
     border: str
-    radius: int                     # window half-size, in output pixels
+    radius: int  # window half-size, in output pixels
     halo: int
     sigma_spatial: float | None = None
     sigma_color: float | None = None  # None: default_sigma_color of the guide
@@ -389,19 +410,38 @@ class FilterPlan:
         """Keywords that make the in-memory filter repeat this plan's decisions on one
         ``[B, C, H, W]`` tile or chunk (σ_c resolved first)."""
         if self.op == "pool":
-            return dict(stride=self.stride, alpha=self.alpha, lam=self.lam, border=self.border,
-                        channel_axis=1)
+            return dict(
+                stride=self.stride,
+                alpha=self.alpha,
+                lam=self.lam,
+                border=self.border,
+                channel_axis=1,
+            )
         assert self.sigma_color is not None, "resolve_sigma_color first"
-        kw = dict(sigma_spatial=self.sigma_spatial, sigma_color=self.sigma_color,
-                  radius=self.radius, border=self.border, channel_axis=1)
+        kw = dict(
+            sigma_spatial=self.sigma_spatial,
+            sigma_color=self.sigma_color,
+            radius=self.radius,
+            border=self.border,
+            channel_axis=1,
+        )
         if self.op == "bilateral" and self.guide_layout is None:
             return kw
         return dict(kw, guide_channel_axis=1)
 
 
-def plan_joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
-                                radius=None, border="reflect", channel_axis=None,
-                                guide_channel_axis="auto", fn="joint_bilateral_filter"):
+def plan_joint_bilateral_filter(
+    image,
+    guide,
+    *,
+    sigma_spatial=1.0,
+    sigma_color=None,
+    radius=None,
+    border="reflect",
+    channel_axis=None,
+    guide_channel_axis="auto",
+    fn="joint_bilateral_filter",
+):
     """Check the arguments of :func:`joint_bilateral_filter` (``guide=None``: of
     :func:`bilateral_filter`) and return its :class:`FilterPlan`. Only the arrays' ``shape``
     and ``dtype`` are read."""
@@ -415,21 +455,43 @@ def plan_joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=
     if guide is not None:
         _check_dtype(fn, "guide", guide)
         glay = _guide_layout(fn, lay, guide, guide_channel_axis)
-    return FilterPlan(fn, "bilateral", lay, glay, np.dtype(image.dtype),
-                      compute_dtype(image.dtype), border, r, r, sigma_spatial, sigma_color)
+    return FilterPlan(
+        fn,
+        "bilateral",
+        lay,
+        glay,
+        np.dtype(image.dtype),
+        compute_dtype(image.dtype),
+        border,
+        r,
+        r,
+        sigma_spatial,
+        sigma_color,
+    )
 
 
-def plan_joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_color=None,
-                                  radius=None, border="renormalize", channel_axis=None,
-                                  guide_channel_axis="auto", confidence=None,
-                                  fn="joint_bilateral_upsample"):
+def plan_joint_bilateral_upsample(
+    low,
+    guide,
+    factor,
+    *,
+    sigma_spatial=None,
+    sigma_color=None,
+    radius=None,
+    border="renormalize",
+    channel_axis=None,
+    guide_channel_axis="auto",
+    confidence=None,
+    fn="joint_bilateral_upsample",
+):
     """Check the arguments of :func:`joint_bilateral_upsample` and return its
     :class:`FilterPlan` (``halo`` in low-resolution samples)."""
     _check_dtype(fn, "low", low)
     _check_dtype(fn, "guide", guide)
     f = _int(fn, "factor", factor, 2, "an integer >= 2")
-    sigma_spatial = _positive(fn, "sigma_spatial", f / 2 if sigma_spatial is None
-                              else sigma_spatial)
+    sigma_spatial = _positive(
+        fn, "sigma_spatial", f / 2 if sigma_spatial is None else sigma_spatial
+    )
     if radius is None:
         r = 3 * f // 2
         _window(fn, "factor", factor, r)
@@ -437,8 +499,10 @@ def plan_joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sig
         r = _radius(fn, radius, sigma_spatial)
     o = (f - 1) // 2  # low-res sample n sits at high-res pixel n·f + o
     if r < f - 1 - o:
-        raise ValueError(f"{fn}: radius={r} leaves high-res pixels without a sample in reach; "
-                         f"need radius >= {f - 1 - o} for factor {f}")
+        raise ValueError(
+            f"{fn}: radius={r} leaves high-res pixels without a sample in reach; "
+            f"need radius >= {f - 1 - o} for factor {f}"
+        )
     _border(fn, border, ("renormalize",))
     sigma_color = _positive(fn, "sigma_color", sigma_color, allow_none=True)
     lay = Layout(fn, "low", low.shape, channel_axis)
@@ -450,17 +514,39 @@ def plan_joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sig
         want = lay.batch_shape + lay.hw
         fits = _fits(tuple(confidence.shape), want)
         if not fits:
-            raise ValueError(f"{fn}: confidence has shape {tuple(confidence.shape)}; expected "
-                             f"low's batch and spatial shape {want} (axes of length 1 aside, "
-                             f"or a shape that broadcasts to it)")
+            raise ValueError(
+                f"{fn}: confidence has shape {tuple(confidence.shape)}; expected "
+                f"low's batch and spatial shape {want} (axes of length 1 aside, "
+                f"or a shape that broadcasts to it)"
+            )
     halo = -(-(r + o) // f) + 1  # the samples an output row's window reaches, either side
-    return FilterPlan(fn, "upsample", lay, glay, np.dtype(low.dtype), compute_dtype(low.dtype),
-                      border, r, halo, sigma_spatial, sigma_color, factor=f)
+    return FilterPlan(
+        fn,
+        "upsample",
+        lay,
+        glay,
+        np.dtype(low.dtype),
+        compute_dtype(low.dtype),
+        border,
+        r,
+        halo,
+        sigma_spatial,
+        sigma_color,
+        factor=f,
+    )
 
 
-def plan_detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0,
-                                border="renormalize", channel_axis=None,
-                                fn="detail_preserving_pool"):
+def plan_detail_preserving_pool(
+    image,
+    kernel_size=3,
+    *,
+    stride=2,
+    alpha=1.0,
+    lam=1.0,
+    border="renormalize",
+    channel_axis=None,
+    fn="detail_preserving_pool",
+):
     """Check the arguments of :func:`detail_preserving_pool` and return its
     :class:`FilterPlan` (``halo``: the window and the 3 × 3 smoothing of its centre)."""
     _check_dtype(fn, "image", image)
@@ -484,8 +570,21 @@ def plan_detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, la
     border = _border(fn, border)
     lay = Layout(fn, "image", image.shape, channel_axis)
     r = k // 2
-    return FilterPlan(fn, "pool", lay, None, np.dtype(image.dtype), compute_dtype(image.dtype),
-                      border, r, max(r, 1), kernel_size=k, stride=s, alpha=alpha, lam=lam)
+    return FilterPlan(
+        fn,
+        "pool",
+        lay,
+        None,
+        np.dtype(image.dtype),
+        compute_dtype(image.dtype),
+        border,
+        r,
+        max(r, 1),
+        kernel_size=k,
+        stride=s,
+        alpha=alpha,
+        lam=lam,
+    )
 
 
 def _gaussian_1d(radius, sigma, dtype):
@@ -552,6 +651,7 @@ def _direct_weighted_sum(xp, x, guide, sigma_color, r, sigma_spatial, border, ct
     the radius (the window form costs H·W·(2r + 1)² and pads the image by r). Computed in
     float64, output pixels in blocks whose pairs take ≲ config.STRIPE_BYTES."""
     from . import config
+
     B, C, H, W = x.shape
     mode = _PAD_MODE[border]
     r_w, ws = _gaussian_taps(r, sigma_spatial, ct)
@@ -587,8 +687,10 @@ def _direct_weighted_sum(xp, x, guide, sigma_color, r, sigma_spatial, border, ct
         den[:, 0, i0:i1] = A.sum(axis=2)
         if border == "constant":
             den[:, 0, i0:i1] += g0[:, i0:i1] * Oxy[None, i0:i1]
-    return (num.reshape(B, C, H, W).astype(ct, copy=False),
-            den.reshape(B, 1, H, W).astype(ct, copy=False))
+    return (
+        num.reshape(B, C, H, W).astype(ct, copy=False),
+        den.reshape(B, 1, H, W).astype(ct, copy=False),
+    )
 
 
 def _fold_centres(n, centres, offsets, weights, mode):
@@ -621,6 +723,7 @@ def _direct_pool(xp, x, plan):
     folding with the offsets −1, 0, 1). Exact up to rounding; the cost is (H·W)·(output pixels),
     not the window's (2r + 1)² per output. Computed in float64."""
     from . import config
+
     B, C, H, W = x.shape
     r, s = plan.radius, plan.stride
     mode = _PAD_MODE[plan.border]
@@ -668,6 +771,7 @@ def _direct_upsample(xp, xx, g, r, f, o, sigma_spatial, ct):
     confidence, confidence), ``g`` [B, Cg, H, W] already divided by σ_c. Cost H·W·h·w, memory
     in blocks of output pixels ≲ config.STRIPE_BYTES; float64, cast to ``ct``."""
     from . import config
+
     B, C1, h, w = xx.shape
     H, W = g.shape[2], g.shape[3]
     ws = _gaussian_1d(r, sigma_spatial, ct).astype(np.float64)
@@ -708,25 +812,26 @@ def _fill_border(xp, a, r, mode):
     if r == 0:
         return
     if mode == "reflect" and (H <= r or W <= r):  # repeated reflections: numpy.pad's
-        a[...] = xp.pad(a[..., r:r + H, r:r + W], [(0, 0)] * (a.ndim - 2) + [(r, r)] * 2,
-                        mode="reflect")
+        a[...] = xp.pad(
+            a[..., r : r + H, r : r + W], [(0, 0)] * (a.ndim - 2) + [(r, r)] * 2, mode="reflect"
+        )
         return
     rows = (Ellipsis, slice(r, r + H))
     if mode == "constant":
         a[rows + (slice(0, r),)] = 0
         a[rows + (slice(r + W, None),)] = 0
         a[..., :r, :] = 0
-        a[..., r + H:, :] = 0
+        a[..., r + H :, :] = 0
     elif mode == "edge":
         a[rows + (slice(0, r),)] = a[rows + (slice(r, r + 1),)]
         a[rows + (slice(r + W, None),)] = a[rows + (slice(r + W - 1, r + W),)]
-        a[..., :r, :] = a[..., r:r + 1, :]
-        a[..., r + H:, :] = a[..., r + H - 1:r + H, :]
+        a[..., :r, :] = a[..., r : r + 1, :]
+        a[..., r + H :, :] = a[..., r + H - 1 : r + H, :]
     else:  # reflect: padded index r − 1 − k mirrors r + 1 + k (the edge pixel not repeated)
         a[rows + (slice(0, r),)] = a[rows + (slice(2 * r, r, -1),)]
         a[rows + (slice(r + W, None),)] = a[rows + (slice(r + W - 2, W - 2, -1),)]
-        a[..., :r, :] = a[..., 2 * r:r:-1, :]
-        a[..., r + H:, :] = a[..., r + H - 2:H - 2:-1, :]
+        a[..., :r, :] = a[..., 2 * r : r : -1, :]
+        a[..., r + H :, :] = a[..., r + H - 2 : H - 2 : -1, :]
 
 
 def _weighted_sum(fn, xp, x, guide, sigma_color, w2d, border, radius, ct):
@@ -752,8 +857,9 @@ def _weighted_sum(fn, xp, x, guide, sigma_color, w2d, border, radius, ct):
         if r:
             _fill_border(xp, gg, r, mode)
     weight = xp.asarray(w2d.reshape(1, 1, *w2d.shape).astype(ct))
-    out, _ = _api.pacconv2d_fused(xx, gg, weight, padding=radius - r, shared_filters=True,
-                                  kernel_type="gaussian")
+    out, _ = _api.pacconv2d_fused(
+        xx, gg, weight, padding=radius - r, shared_filters=True, kernel_type="gaussian"
+    )
     return out[:, :C], out[:, C:]
 
 
@@ -779,13 +885,29 @@ def bilateral(plan, image, guide=None):
     if plan.border != "renormalize" and r >= max(H, W):
         # a window larger than the image: the padded taps fold onto the pixels they repeat,
         # so the cost is bounded by the image, not the radius (no r-wide padding either)
-        num, den = _direct_weighted_sum(xp, x, None if guide is None else g,
-                                        plan.sigma_color_in(ct), r, plan.sigma_spatial,
-                                        plan.border, ct)
+        num, den = _direct_weighted_sum(
+            xp,
+            x,
+            None if guide is None else g,
+            plan.sigma_color_in(ct),
+            r,
+            plan.sigma_spatial,
+            plan.border,
+            ct,
+        )
     else:
         ws = _gaussian_1d(r, plan.sigma_spatial, ct)
-        num, den = _weighted_sum(plan.fn, xp, x, None if guide is None else g,
-                                 plan.sigma_color_in(ct), np.outer(ws, ws), plan.border, r, ct)
+        num, den = _weighted_sum(
+            plan.fn,
+            xp,
+            x,
+            None if guide is None else g,
+            plan.sigma_color_in(ct),
+            np.outer(ws, ws),
+            plan.border,
+            r,
+            ct,
+        )
     # den ≥ the centre tap's weight w_s(0)·w_c(0) = 1 > 0 for every border mode
     return _finish(xp, lay.from_bchw(xp, num / den), plan.dtype)
 
@@ -828,10 +950,16 @@ def upsample(plan, low, guide, confidence=None):
         k = 2 * r + 1
         ws = _gaussian_1d(r, plan.sigma_spatial, ct)  # w_s(j − r): tap j's offset from its sample
         weight = xp.asarray(np.outer(ws, ws).reshape(1, 1, k, k))
-        out, _ = _api.pacconv_transpose2d_fused(xp.ascontiguousarray(xx),
-                                                xp.ascontiguousarray(g), weight, stride=f,
-                                                padding=r - o, output_padding=(f - 1) % 2,
-                                                shared_filters=True, kernel_type="gaussian")
+        out, _ = _api.pacconv_transpose2d_fused(
+            xp.ascontiguousarray(xx),
+            xp.ascontiguousarray(g),
+            weight,
+            stride=f,
+            padding=r - o,
+            output_padding=(f - 1) % 2,
+            shared_filters=True,
+            kernel_type="gaussian",
+        )
     num, den = out[:, :C], out[:, C:]
     tiny = np.finfo(ct).tiny
     res = xp.where(den >= tiny, num / xp.where(den >= tiny, den, 1), xp.nan)
@@ -858,17 +986,33 @@ def pool(plan, image):
         x = xp.ascontiguousarray(xp.pad(x, widths, mode=_PAD_MODE[plan.border]))
         pad = 0
     # pacnp's inverse kernel is α + (s + ε²)^(λ'/2) with s = ‖Δ‖²: λ' = 2λ
-    out, _ = _api.pacpool2d_fused(x, x, k, stride=plan.stride, padding=pad,
-                                  kernel_type=f"inv_{plan.alpha!r}_{2 * plan.lam!r}_fixed",
-                                  smooth_kernel_type="gaussian", channel_wise=True,
-                                  normalize_kernel=True)
+    out, _ = _api.pacpool2d_fused(
+        x,
+        x,
+        k,
+        stride=plan.stride,
+        padding=pad,
+        kernel_type=f"inv_{plan.alpha!r}_{2 * plan.lam!r}_fixed",
+        smooth_kernel_type="gaussian",
+        channel_wise=True,
+        normalize_kernel=True,
+    )
     return _finish(xp, lay.from_bchw(xp, out, out.shape[2:]), plan.dtype)
 
 
 # --------------------------------------------------------------------------- public filters
 @delegate("image", "guide", coerce=True)
-def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None, radius=None,
-                           border="reflect", channel_axis=None, guide_channel_axis="auto"):
+def joint_bilateral_filter(
+    image,
+    guide,
+    *,
+    sigma_spatial=1.0,
+    sigma_color=None,
+    radius=None,
+    border="reflect",
+    channel_axis=None,
+    guide_channel_axis="auto",
+):
     """Joint (cross) bilateral filter of ``image`` with edges taken from ``guide``.
 
     ``out_i = Σ_j w_s(p_i − p_j) w_c(g_i − g_j) v_j / Σ_j w_s(p_i − p_j) w_c(g_i − g_j)`` over
@@ -934,17 +1078,24 @@ def joint_bilateral_filter(image, guide, *, sigma_spatial=1.0, sigma_color=None,
     >>> float(out[:, :7].std()) < float(noisy[:, :7].std()) / 2   # the noise is not
     True
     """
-    plan = plan_joint_bilateral_filter(image, guide, sigma_spatial=sigma_spatial,
-                                       sigma_color=sigma_color, radius=radius, border=border,
-                                       channel_axis=channel_axis,
-                                       guide_channel_axis=guide_channel_axis)
+    plan = plan_joint_bilateral_filter(
+        image,
+        guide,
+        sigma_spatial=sigma_spatial,
+        sigma_color=sigma_color,
+        radius=radius,
+        border=border,
+        channel_axis=channel_axis,
+        guide_channel_axis=guide_channel_axis,
+    )
     self_guided = guide is image and plan.guide_layout.order == plan.layout.order
     return bilateral(plan, image, None if self_guided else guide)
 
 
 @delegate("image", coerce=True)
-def bilateral_filter(image, *, sigma_spatial=1.0, sigma_color=None, radius=None,
-                     border="reflect", channel_axis=None):
+def bilateral_filter(
+    image, *, sigma_spatial=1.0, sigma_color=None, radius=None, border="reflect", channel_axis=None
+):
     """Bilateral filter: :func:`joint_bilateral_filter` guided by the image itself.
 
     Parameters
@@ -987,16 +1138,33 @@ def bilateral_filter(image, *, sigma_spatial=1.0, sigma_color=None, radius=None,
     >>> out.shape, out.dtype
     ((32, 48, 3), dtype('uint8'))
     """
-    plan = plan_joint_bilateral_filter(image, None, sigma_spatial=sigma_spatial,
-                                       sigma_color=sigma_color, radius=radius, border=border,
-                                       channel_axis=channel_axis, fn="bilateral_filter")
+    plan = plan_joint_bilateral_filter(
+        image,
+        None,
+        sigma_spatial=sigma_spatial,
+        sigma_color=sigma_color,
+        radius=radius,
+        border=border,
+        channel_axis=channel_axis,
+        fn="bilateral_filter",
+    )
     return bilateral(plan, image)
 
 
 @delegate("low", "guide", "confidence", coerce=True)
-def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_color=None,
-                             radius=None, border="renormalize", channel_axis=None,
-                             guide_channel_axis="auto", confidence=None):
+def joint_bilateral_upsample(
+    low,
+    guide,
+    factor,
+    *,
+    sigma_spatial=None,
+    sigma_color=None,
+    radius=None,
+    border="renormalize",
+    channel_axis=None,
+    guide_channel_axis="auto",
+    confidence=None,
+):
     """Joint bilateral upsampling (Kopf et al. 2007) of ``low`` by an integer ``factor``,
     guided by the high-resolution ``guide``.
 
@@ -1059,17 +1227,25 @@ def joint_bilateral_upsample(low, guide, factor, *, sigma_spatial=None, sigma_co
     >>> np.round(up[0, 13:19], 3)                 # a sharp step, where the photo has it
     array([1., 1., 1., 5., 5., 5.], dtype=float32)
     """
-    plan = plan_joint_bilateral_upsample(low, guide, factor, sigma_spatial=sigma_spatial,
-                                         sigma_color=sigma_color, radius=radius, border=border,
-                                         channel_axis=channel_axis,
-                                         guide_channel_axis=guide_channel_axis,
-                                         confidence=confidence)
+    plan = plan_joint_bilateral_upsample(
+        low,
+        guide,
+        factor,
+        sigma_spatial=sigma_spatial,
+        sigma_color=sigma_color,
+        radius=radius,
+        border=border,
+        channel_axis=channel_axis,
+        guide_channel_axis=guide_channel_axis,
+        confidence=confidence,
+    )
     return upsample(plan, low, guide, confidence)
 
 
 @delegate("image", coerce=True)
-def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0,
-                           border="renormalize", channel_axis=None):
+def detail_preserving_pool(
+    image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0, border="renormalize", channel_axis=None
+):
     """Detail-preserving pooling (Saeedan et al. 2018) as PAC pooling.
 
     ``out_i = Σ_j D_ij v_j / Σ_j D_ij``, ``D_ij = α + (‖v_j − ṽ_i‖² + ε²)^λ`` per channel, over
@@ -1118,6 +1294,13 @@ def detail_preserving_pool(image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0
     >>> out.shape, out.dtype
     ((3, 8, 8), dtype('float32'))
     """
-    plan = plan_detail_preserving_pool(image, kernel_size, stride=stride, alpha=alpha, lam=lam,
-                                       border=border, channel_axis=channel_axis)
+    plan = plan_detail_preserving_pool(
+        image,
+        kernel_size,
+        stride=stride,
+        alpha=alpha,
+        lam=lam,
+        border=border,
+        channel_axis=channel_axis,
+    )
     return pool(plan, image)

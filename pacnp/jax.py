@@ -12,6 +12,7 @@ Validation is pacnp's own; an error raised inside the callback reaches the calle
 ``jax.errors.JaxRuntimeError`` whose message contains pacnp's message. float16/bfloat16 inputs
 are computed in float32 and the result cast back. Float64 needs ``jax_enable_x64``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,8 +25,13 @@ import numpy as np
 from . import _adapt, _api
 
 __all__ = [
-    "packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
-    "pacconv2d_fused", "pacconv_transpose2d_fused", "pacpool2d_fused",
+    "packernel2d",
+    "pacconv2d",
+    "pacconv_transpose2d",
+    "pacpool2d",
+    "pacconv2d_fused",
+    "pacconv_transpose2d_fused",
+    "pacpool2d_fused",
 ]
 
 _REDUCED = (jnp.float16, jnp.bfloat16)
@@ -37,9 +43,11 @@ def _call(fn, specs, *args):
     ``fn`` returns a tuple of arrays or Nones; the Nones (outputs not asked for, or not
     differentiable) are dropped here, and ``specs`` lists only the others.
     """
+
     def host(*arrays):
         out = [np.asarray(a) for a in fn(*arrays) if a is not None]
         return tuple(out)
+
     return jax.pure_callback(host, tuple(specs), *args, vmap_method="sequential")
 
 
@@ -74,7 +82,7 @@ def _zeros_or(g, like):
 
 
 # --------------------------------------------------------------------------- packernel2d
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel_fn(static):
     """The custom_vjp function of ``packernel2d`` for one set of static options."""
     opts = dict(static)
@@ -83,19 +91,32 @@ def _kernel_fn(static):
     kernel_size = geo.pop("kernel_size")
 
     def kw(smooth_kernel, inv_alpha, inv_lambda, mask):
-        return dict(geo, **opts, smooth_kernel=smooth_kernel, mask=mask,
-                    inv_alpha=k_alpha if inv_alpha is None else inv_alpha,
-                    inv_lambda=k_lambda if inv_lambda is None else inv_lambda)
+        return dict(
+            geo,
+            **opts,
+            smooth_kernel=smooth_kernel,
+            mask=mask,
+            inv_alpha=k_alpha if inv_alpha is None else inv_alpha,
+            inv_lambda=k_lambda if inv_lambda is None else inv_lambda,
+        )
 
     def forward(guide, mask, smooth_kernel, inv_alpha, inv_lambda):
-        shape = _adapt.kernel_shape(guide.shape, kernel_size, geo["stride"], geo["padding"],
-                                    geo["dilation"], opts["channel_wise"], opts["transposed"])
+        shape = _adapt.kernel_shape(
+            guide.shape,
+            kernel_size,
+            geo["stride"],
+            geo["padding"],
+            geo["dilation"],
+            opts["channel_wise"],
+            opts["transposed"],
+        )
         specs = [_spec(shape, guide.dtype)]
         if mask is not None:
             specs.append(_spec((shape[0], 1) + shape[4:], guide.dtype))
 
         def host(g, m, s, a, lam):
             return _api.packernel2d(g, kernel_size, **kw(s, a, lam, m))
+
         out = _call(host, specs, guide, mask, smooth_kernel, inv_alpha, inv_lambda)
         return out[0], (out[1] if mask is not None else None)
 
@@ -113,13 +134,22 @@ def _kernel_fn(static):
         needs = tuple(a is not None for a in likes)
 
         def host(gk, g, m, s, a, lam):
-            grads = _api.packernel2d_backward(gk, g, kernel_size, needs=needs,
-                                              **kw(s, a, lam, m))
+            grads = _api.packernel2d_backward(gk, g, kernel_size, needs=needs, **kw(s, a, lam, m))
             return tuple(_host_fill(grads, (g, a, lam, s), needs))
-        out = iter(_call(host, [_spec(a.shape, a.dtype) for a in likes if a is not None],
-                         grad_K, guide, mask, smooth_kernel, inv_alpha, inv_lambda))
-        d_guide, d_alpha, d_lambda, d_smooth = (next(out) if a is not None else None
-                                                for a in likes)
+
+        out = iter(
+            _call(
+                host,
+                [_spec(a.shape, a.dtype) for a in likes if a is not None],
+                grad_K,
+                guide,
+                mask,
+                smooth_kernel,
+                inv_alpha,
+                inv_lambda,
+            )
+        )
+        d_guide, d_alpha, d_lambda, d_smooth = (next(out) if a is not None else None for a in likes)
         d_mask = None if mask is None else jnp.zeros_like(mask)
         return d_guide, d_mask, d_smooth, d_alpha, d_lambda
 
@@ -129,19 +159,46 @@ def _kernel_fn(static):
 
 def _host_fill(grads, likes, needs):
     """On the host: pacnp's gradients of the needed inputs, zeros where pacnp gave None."""
-    return [np.zeros_like(like) if g is None else g
-            for g, like, need in zip(grads, likes, needs) if need]
+    return [
+        np.zeros_like(like) if g is None else g
+        for g, like, need in zip(grads, likes, needs)
+        if need
+    ]
 
 
-def _kernel_static(fn, kernel_size, stride, padding, output_padding, dilation, kernel_type,
-                   smooth_kernel_type, inv_alpha, inv_lambda, channel_wise, normalize_kernel,
-                   transposed=False):
-    geo = _adapt.pairs(fn, kernel_size=kernel_size, stride=stride, padding=padding,
-                       output_padding=output_padding, dilation=dilation)
-    return dict({k: tuple(v) for k, v in geo.items()}, kernel_type=kernel_type,
-                smooth_kernel_type=smooth_kernel_type, inv_alpha=inv_alpha,
-                inv_lambda=inv_lambda, channel_wise=channel_wise,
-                normalize_kernel=normalize_kernel, transposed=transposed)
+def _kernel_static(
+    fn,
+    kernel_size,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    kernel_type,
+    smooth_kernel_type,
+    inv_alpha,
+    inv_lambda,
+    channel_wise,
+    normalize_kernel,
+    transposed=False,
+):
+    geo = _adapt.pairs(
+        fn,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+    )
+    return dict(
+        {k: tuple(v) for k, v in geo.items()},
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth_kernel_type,
+        inv_alpha=inv_alpha,
+        inv_lambda=inv_lambda,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        transposed=transposed,
+    )
 
 
 def _mask(mask, like):
@@ -153,10 +210,24 @@ def _c(a):
     return _adapt.checkable(a, _REDUCED)
 
 
-def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, dilation=1,
-                kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
-                inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
-                mask=None, transposed=False):
+def packernel2d(
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+    transposed=False,
+):
     """:func:`pacnp.packernel2d` for JAX arrays, differentiable in ``guide``, array
     ``inv_alpha`` / ``inv_lambda`` and ``smooth_kernel``.
 
@@ -180,18 +251,41 @@ def packernel2d(guide, kernel_size, *, stride=1, padding=0, output_padding=0, di
     """
     skt, sk = _adapt.smooth_for_pacnp(smooth_kernel_type, smooth_kernel)
     _api.check_packernel2d(  # pacnp's own checks and messages, before JAX sees anything
-        _c(guide), kernel_size, stride=stride, padding=padding, output_padding=output_padding,
-        dilation=dilation, kernel_type=kernel_type, smooth_kernel_type=skt,
-        smooth_kernel=_c(sk), inv_alpha=_c(inv_alpha), inv_lambda=_c(inv_lambda),
-        channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=_c(mask),
-        transposed=transposed)
+        _c(guide),
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        kernel_type=kernel_type,
+        smooth_kernel_type=skt,
+        smooth_kernel=_c(sk),
+        inv_alpha=_c(inv_alpha),
+        inv_lambda=_c(inv_lambda),
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=_c(mask),
+        transposed=transposed,
+    )
     g = _up(guide)
     a_static, a_arr = _static_param(inv_alpha)
     l_static, l_arr = _static_param(inv_lambda)
     skt, sk = _adapt.smooth_for_pacnp(smooth_kernel_type, _up(smooth_kernel))
-    static = _kernel_static("packernel2d", kernel_size, stride, padding, output_padding,
-                            dilation, kernel_type, skt, a_static, l_static, channel_wise,
-                            normalize_kernel, transposed)
+    static = _kernel_static(
+        "packernel2d",
+        kernel_size,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        kernel_type,
+        skt,
+        a_static,
+        l_static,
+        channel_wise,
+        normalize_kernel,
+        transposed,
+    )
     K, out_mask = _kernel_fn(tuple(static.items()))(g, _mask(mask, g), sk, a_arr, l_arr)
     return _down(K, jnp.asarray(guide)), out_mask
 
@@ -204,7 +298,7 @@ _OP_FNS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _op_fn(op, static):
     """The custom_vjp function of one two-step op for one set of static options."""
     opts = dict(static)
@@ -223,12 +317,21 @@ def _op_fn(op, static):
         return (x, k) if pool else (x, k, w, b)
 
     def forward(x, k, w, b):
-        hw = _adapt.op_out_hw(op, x.shape[2:], kernel_size, opts["stride"], opts["padding"],
-                              output_padding, opts["dilation"])
-        c = _adapt.op_out_channels(op, x.shape[1], None if w is None else w.shape,
-                                   shared_filters)
-        return _call(lambda *a: (forward_fn(*a, *pos, **opts),),
-                     [_spec((x.shape[0], c) + tuple(hw), x.dtype)], *arrays(x, k, w, b))[0]
+        hw = _adapt.op_out_hw(
+            op,
+            x.shape[2:],
+            kernel_size,
+            opts["stride"],
+            opts["padding"],
+            output_padding,
+            opts["dilation"],
+        )
+        c = _adapt.op_out_channels(op, x.shape[1], None if w is None else w.shape, shared_filters)
+        return _call(
+            lambda *a: (forward_fn(*a, *pos, **opts),),
+            [_spec((x.shape[0], c) + tuple(hw), x.dtype)],
+            *arrays(x, k, w, b),
+        )[0]
 
     f = jax.custom_vjp(forward)
 
@@ -242,8 +345,10 @@ def _op_fn(op, static):
         def host(g, *a):
             grads = backward_fn(g, *a, *pos, needs=needs, **opts)
             return tuple(_host_fill(grads, a, needs))
-        out = iter(_call(host, [_spec(a.shape, a.dtype) for a in likes if a is not None],
-                         grad, *likes))
+
+        out = iter(
+            _call(host, [_spec(a.shape, a.dtype) for a in likes if a is not None], grad, *likes)
+        )
         grads = tuple(next(out) if a is not None else None for a in likes)
         return grads + (None, None) if pool else grads
 
@@ -251,25 +356,56 @@ def _op_fn(op, static):
     return f
 
 
-def _op(fn, op, input, kernel, weight, bias, kernel_size, stride, padding, output_padding,
-        dilation, shared_filters):
-    _api.check_op(fn, op, _c(input), _c(kernel), _c(weight), _c(bias), kernel_size=kernel_size,
-                  stride=stride, padding=padding, output_padding=output_padding,
-                  dilation=dilation, shared_filters=shared_filters)
+def _op(
+    fn,
+    op,
+    input,
+    kernel,
+    weight,
+    bias,
+    kernel_size,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    shared_filters,
+):
+    _api.check_op(
+        fn,
+        op,
+        _c(input),
+        _c(kernel),
+        _c(weight),
+        _c(bias),
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        shared_filters=shared_filters,
+    )
     x = jnp.asarray(input)
     if op != "pool":
         weight = jnp.asarray(weight)
         kernel_size = tuple(weight.shape[-2:]) if weight.ndim >= 2 else 1
-    geo = _adapt.pairs(fn, kernel_size=kernel_size, stride=stride, padding=padding,
-                       output_padding=output_padding, dilation=dilation)
+    geo = _adapt.pairs(
+        fn,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+    )
     static = tuple({k: tuple(v) for k, v in geo.items()}.items()) + (
-        ("shared_filters", shared_filters),)
+        ("shared_filters", shared_filters),
+    )
     out = _op_fn(op, static)(_up(x), _up(kernel), _up(weight), _up(bias))
     return _down(out, x)
 
 
-def pacconv2d(input, kernel, weight, bias=None, *, stride=1, padding=0, dilation=1,
-              shared_filters=False):
+def pacconv2d(
+    input, kernel, weight, bias=None, *, stride=1, padding=0, dilation=1, shared_filters=False
+):
     """:func:`pacnp.pacconv2d` for JAX arrays; differentiable in every array argument.
 
     Parameters
@@ -301,12 +437,34 @@ def pacconv2d(input, kernel, weight, bias=None, *, stride=1, padding=0, dilation
     >>> dw.shape
     (4, 2, 3, 3)
     """
-    return _op("pacconv2d", "conv", input, kernel, weight, bias, None, stride, padding, 0,
-               dilation, shared_filters)
+    return _op(
+        "pacconv2d",
+        "conv",
+        input,
+        kernel,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        0,
+        dilation,
+        shared_filters,
+    )
 
 
-def pacconv_transpose2d(input, kernel, weight, bias=None, *, stride=1, padding=0,
-                        output_padding=0, dilation=1, shared_filters=False):
+def pacconv_transpose2d(
+    input,
+    kernel,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+):
     """:func:`pacnp.pacconv_transpose2d` for JAX arrays (weights in ``conv_transpose``
     orientation, (C_in, C_out, kh, kw)); differentiable in every array argument.
 
@@ -336,8 +494,20 @@ def pacconv_transpose2d(input, kernel, weight, bias=None, *, stride=1, padding=0
     ...                        padding=1, output_padding=1).shape
     (1, 3, 8, 8)
     """
-    return _op("pacconv_transpose2d", "transpose", input, kernel, weight, bias, None, stride,
-               padding, output_padding, dilation, shared_filters)
+    return _op(
+        "pacconv_transpose2d",
+        "transpose",
+        input,
+        kernel,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+    )
 
 
 def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
@@ -369,8 +539,20 @@ def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
     Array([[ 2.5,  4. ],
            [ 8.5, 10. ]], dtype=float32)
     """
-    return _op("pacpool2d", "pool", input, kernel, None, None, kernel_size, stride, padding, 0,
-               dilation, False)
+    return _op(
+        "pacpool2d",
+        "pool",
+        input,
+        kernel,
+        None,
+        None,
+        kernel_size,
+        stride,
+        padding,
+        0,
+        dilation,
+        False,
+    )
 
 
 # --------------------------------------------------------------------------- fused ops
@@ -381,7 +563,7 @@ _FUSED_FNS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fused_fn(op, static):
     opts = dict(static)
     forward_fn, backward_fn = _FUSED_FNS[op]
@@ -400,21 +582,34 @@ def _fused_fn(op, static):
         return (x, g, kernel_size) if pool else (x, g, w, b)
 
     def kw(s, a, lam, m):
-        return dict(opts, smooth_kernel=s, mask=m,
-                    inv_alpha=k_alpha if a is None else a,
-                    inv_lambda=k_lambda if lam is None else lam)
+        return dict(
+            opts,
+            smooth_kernel=s,
+            mask=m,
+            inv_alpha=k_alpha if a is None else a,
+            inv_lambda=k_lambda if lam is None else lam,
+        )
 
     def forward(x, g, w, b, s, a, lam, m):
-        hw = tuple(_adapt.op_out_hw(op, x.shape[2:], kernel_size, opts["stride"],
-                                    opts["padding"], output_padding, opts["dilation"]))
-        c = _adapt.op_out_channels(op, x.shape[1], None if w is None else w.shape,
-                                   shared_filters)
+        hw = tuple(
+            _adapt.op_out_hw(
+                op,
+                x.shape[2:],
+                kernel_size,
+                opts["stride"],
+                opts["padding"],
+                output_padding,
+                opts["dilation"],
+            )
+        )
+        c = _adapt.op_out_channels(op, x.shape[1], None if w is None else w.shape, shared_filters)
         specs = [_spec((x.shape[0], c) + hw, x.dtype)]
         if m is not None:
             specs.append(_spec((x.shape[0], 1) + hw, x.dtype))
 
         def host(x_, g_, w_, b_, s_, a_, l_, m_):
             return forward_fn(*call_args(x_, g_, w_, b_), **kw(s_, a_, l_, m_))
+
         out = _call(host, specs, x, g, w, b, s, a, lam, m)
         return out[0], (out[1] if m is not None else None)
 
@@ -430,12 +625,25 @@ def _fused_fn(op, static):
         needs = tuple(v is not None for v in likes)
 
         def host(gr, x_, g_, w_, b_, s_, a_, l_, m_):
-            grads = backward_fn(gr, *call_args(x_, g_, w_, b_), needs=needs,
-                                **kw(s_, a_, l_, m_))
+            grads = backward_fn(gr, *call_args(x_, g_, w_, b_), needs=needs, **kw(s_, a_, l_, m_))
             host_likes = (x_, g_, a_, l_, s_) if pool else (x_, g_, w_, b_, a_, l_, s_)
             return tuple(_host_fill(grads, host_likes, needs))
-        out = iter(_call(host, [_spec(v.shape, v.dtype) for v in likes if v is not None],
-                         cts[0], x, g, w, b, s, a, lam, m))
+
+        out = iter(
+            _call(
+                host,
+                [_spec(v.shape, v.dtype) for v in likes if v is not None],
+                cts[0],
+                x,
+                g,
+                w,
+                b,
+                s,
+                a,
+                lam,
+                m,
+            )
+        )
         grads = [next(out) if v is not None else None for v in likes]
         if pool:
             d_x, d_g, d_a, d_l, d_s = grads
@@ -449,17 +657,51 @@ def _fused_fn(op, static):
     return f
 
 
-def _fused(fn, op, input, guide, weight, bias, kernel_size, stride, padding, output_padding,
-           dilation, shared_filters, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha,
-           inv_lambda, channel_wise, normalize_kernel, mask):
+def _fused(
+    fn,
+    op,
+    input,
+    guide,
+    weight,
+    bias,
+    kernel_size,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    shared_filters,
+    kernel_type,
+    smooth_kernel_type,
+    smooth_kernel,
+    inv_alpha,
+    inv_lambda,
+    channel_wise,
+    normalize_kernel,
+    mask,
+):
     skt, sk = _adapt.smooth_for_pacnp(smooth_kernel_type, smooth_kernel)
-    _api.check_fused(fn, op, _c(input), _c(guide), _c(weight), _c(bias),
-                     kernel_size=kernel_size, stride=stride, padding=padding,
-                     output_padding=output_padding, dilation=dilation,
-                     shared_filters=shared_filters, kernel_type=kernel_type,
-                     smooth_kernel_type=skt, smooth_kernel=_c(sk), inv_alpha=_c(inv_alpha),
-                     inv_lambda=_c(inv_lambda), channel_wise=channel_wise,
-                     normalize_kernel=normalize_kernel, mask=_c(mask))
+    _api.check_fused(
+        fn,
+        op,
+        _c(input),
+        _c(guide),
+        _c(weight),
+        _c(bias),
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        shared_filters=shared_filters,
+        kernel_type=kernel_type,
+        smooth_kernel_type=skt,
+        smooth_kernel=_c(sk),
+        inv_alpha=_c(inv_alpha),
+        inv_lambda=_c(inv_lambda),
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=_c(mask),
+    )
     x = jnp.asarray(input)
     g = _up(guide)
     if op != "pool":
@@ -468,19 +710,46 @@ def _fused(fn, op, input, guide, weight, bias, kernel_size, stride, padding, out
     a_static, a_arr = _static_param(inv_alpha)
     l_static, l_arr = _static_param(inv_lambda)
     skt, sk = _adapt.smooth_for_pacnp(smooth_kernel_type, _up(smooth_kernel))
-    static = _kernel_static(fn, kernel_size, stride, padding, output_padding, dilation,
-                            kernel_type, skt, a_static, l_static, channel_wise,
-                            normalize_kernel)
+    static = _kernel_static(
+        fn,
+        kernel_size,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        kernel_type,
+        skt,
+        a_static,
+        l_static,
+        channel_wise,
+        normalize_kernel,
+    )
     static["shared_filters"] = shared_filters
     out, out_mask = _fused_fn(op, tuple(static.items()))(
-        _up(x), g, _up(weight), _up(bias), sk, a_arr, l_arr, _mask(mask, g))
+        _up(x), g, _up(weight), _up(bias), sk, a_arr, l_arr, _mask(mask, g)
+    )
     return _down(out, x), out_mask
 
 
-def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dilation=1,
-                    shared_filters=False, kernel_type="gaussian", smooth_kernel_type="none",
-                    smooth_kernel=None, inv_alpha=None, inv_lambda=None, channel_wise=False,
-                    normalize_kernel=False, mask=None):
+def pacconv2d_fused(
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    shared_filters=False,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
     """:func:`pacnp.pacconv2d_fused` for JAX arrays: ``(output, output_mask or None)``,
     differentiable in input, guide, weight, bias, array α/λ and ``smooth_kernel``.
 
@@ -516,16 +785,50 @@ def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dil
     >>> g.shape, g.dtype, bool(g > 0)                 # a wider σ keeps more of every window
     ((), dtype('float32'), True)
     """
-    return _fused("pacconv2d_fused", "conv", input, guide, weight, bias, None, stride, padding,
-                  0, dilation, shared_filters, kernel_type, smooth_kernel_type, smooth_kernel,
-                  inv_alpha, inv_lambda, channel_wise, normalize_kernel, mask)
+    return _fused(
+        "pacconv2d_fused",
+        "conv",
+        input,
+        guide,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        0,
+        dilation,
+        shared_filters,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+    )
 
 
-def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0,
-                              output_padding=0, dilation=1, shared_filters=False,
-                              kernel_type="gaussian", smooth_kernel_type="none",
-                              smooth_kernel=None, inv_alpha=None, inv_lambda=None,
-                              channel_wise=False, normalize_kernel=False, mask=None):
+def pacconv_transpose2d_fused(
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
     """:func:`pacnp.pacconv_transpose2d_fused` for JAX arrays (guide at the output
     resolution): ``(output, output_mask or None)``.
 
@@ -556,16 +859,47 @@ def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padd
     >>> out.shape
     (1, 1, 8, 8)
     """
-    return _fused("pacconv_transpose2d_fused", "transpose", input, guide, weight, bias, None,
-                  stride, padding, output_padding, dilation, shared_filters, kernel_type,
-                  smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise,
-                  normalize_kernel, mask)
+    return _fused(
+        "pacconv_transpose2d_fused",
+        "transpose",
+        input,
+        guide,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+    )
 
 
-def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=1,
-                    kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
-                    inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
-                    mask=None):
+def pacpool2d_fused(
+    input,
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
     """:func:`pacnp.pacpool2d_fused` for JAX arrays: ``(output, output_mask or None)``.
 
     Parameters
@@ -594,6 +928,25 @@ def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=
     >>> out.shape, float(out.mean())
     ((1, 2, 4, 4), 1.0)
     """
-    return _fused("pacpool2d_fused", "pool", input, guide, None, None, kernel_size, stride,
-                  padding, 0, dilation, False, kernel_type, smooth_kernel_type, smooth_kernel,
-                  inv_alpha, inv_lambda, channel_wise, normalize_kernel, mask)
+    return _fused(
+        "pacpool2d_fused",
+        "pool",
+        input,
+        guide,
+        None,
+        None,
+        kernel_size,
+        stride,
+        padding,
+        0,
+        dilation,
+        False,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+    )

@@ -14,6 +14,7 @@ reference), never from each other or from ``conftest.py`` (which holds fixtures 
   (:func:`fused_grid`) and of its pair form (:data:`PAIR_GRID`), each with the builder of its
   random inputs and the small subset that numba's CUDA simulator runs (:func:`simulator_grid`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import reference as R
 
 import pacnp
-import reference as R
 
 # --------------------------------------------------------------------------- backends
 BACKENDS = ("cpu", "cuda")
@@ -51,8 +52,10 @@ def cuda_missing() -> str | None:
     except ImportError:
         return "numba-cuda is not installed (pip install numba-cuda)"
     if not cuda.is_available():
-        return ("no CUDA GPU here and NUMBA_ENABLE_CUDASIM is not set; `make test-cuda-sim` "
-                "runs the CUDA backend in numba's simulator, in a process of its own")
+        return (
+            "no CUDA GPU here and NUMBA_ENABLE_CUDASIM is not set; `make test-cuda-sim` "
+            "runs the CUDA backend in numba's simulator, in a process of its own"
+        )
     return None
 
 
@@ -87,6 +90,7 @@ class Backend:
         """A NumPy argument as the backend's array (anything else as it is)."""
         if self.name == "cuda" and isinstance(a, np.ndarray):
             from numba import cuda
+
             return cuda.to_device(np.array(a, order="C"))
         return a
 
@@ -97,8 +101,9 @@ class Backend:
         if self.name == "cpu":
             assert isinstance(r, np.ndarray), f"result came back as {type(r).__name__}"
             return r
-        assert not isinstance(r, np.ndarray) and hasattr(r, "copy_to_host"), \
+        assert not isinstance(r, np.ndarray) and hasattr(r, "copy_to_host"), (
             f"result came back as {type(r).__name__}, not as a device array"
+        )
         return r.copy_to_host()
 
     def call(self, f, *args, **kwargs):
@@ -119,12 +124,16 @@ def simulator_grid(grid, small):
     ``full_grid`` mark, which the ``backend`` fixture skips in the CUDA simulator. Tuples are
     matched by identity (a grid may repeat a configuration; the subset keeps the one it
     picked), anything else by equality."""
+
     def in_small(c):
         return any(c is x for x in small) if isinstance(c, tuple) else c in small
 
-    return [c if in_small(c) else
-            pytest.param(*(c if isinstance(c, tuple) else (c,)), marks=pytest.mark.full_grid)
-            for c in grid]
+    return [
+        c
+        if in_small(c)
+        else pytest.param(*(c if isinstance(c, tuple) else (c,)), marks=pytest.mark.full_grid)
+        for c in grid
+    ]
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -156,8 +165,9 @@ def assert_close(actual, expected, what="", *, dtype=np.float64, rtol=None, atol
     by the data); with either, both are used as given (a missing one is 0), unscaled."""
     if isinstance(expected, (tuple, list)) or isinstance(actual, (tuple, list)):
         actual, expected = as_tuple(actual), as_tuple(expected)
-        assert len(actual) == len(expected), \
+        assert len(actual) == len(expected), (
             f"{what}: {len(actual)} results, expected {len(expected)}"
+        )
         for n, (a, e) in enumerate(zip(actual, expected)):
             assert_close(a, e, f"{what} result {n}", dtype=dtype, rtol=rtol, atol=atol)
         return
@@ -169,8 +179,9 @@ def assert_close(actual, expected, what="", *, dtype=np.float64, rtol=None, atol
     assert a.shape == e.shape, f"{what}: shape {a.shape}, expected {e.shape}"
     if rtol is None and atol is None:
         rtol, atol = tolerances(dtype, e)
-    np.testing.assert_allclose(a.astype(np.float64), e, rtol=rtol or 0.0, atol=atol or 0.0,
-                               err_msg=what)
+    np.testing.assert_allclose(
+        a.astype(np.float64), e, rtol=rtol or 0.0, atol=atol or 0.0, err_msg=what
+    )
 
 
 def assert_bit_identical(first, second, what=""):
@@ -184,7 +195,8 @@ def assert_bit_identical(first, second, what=""):
         assert a.dtype == b.dtype and a.shape == b.shape, f"{what} result {n}"
         assert np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes(), (
             f"{what} result {n} differs bitwise (max |diff| "
-            f"{np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0)})")
+            f"{np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0)})"
+        )
 
 
 def as_tuple(r):
@@ -219,13 +231,18 @@ POSITIONAL = {
     "pacconv_transpose2d": ("input", "kernel", "weight", "bias"),
     "pacpool2d": ("input", "kernel", "kernel_size"),
 }
-POSITIONAL.update({f"{k}_backward": (("grad_kernel",) if k == "packernel2d" else ("grad_output",))
-                   + v for k, v in list(POSITIONAL.items())})
+POSITIONAL.update(
+    {
+        f"{k}_backward": (("grad_kernel",) if k == "packernel2d" else ("grad_output",)) + v
+        for k, v in list(POSITIONAL.items())
+    }
+)
 
 
 @dataclasses.dataclass
 class Case:
     """One valid call of a public function: ``params`` holds every argument by name."""
+
     fn_name: str
     params: dict
     label: str = ""
@@ -254,8 +271,11 @@ class Case:
         """The float64 reference result (the reference has no ``needs``)."""
         args, kwargs = self.split()
         args = [np.asarray(a, dtype=np.float64) if isinstance(a, np.ndarray) else a for a in args]
-        kwargs = {k: (np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v)
-                  for k, v in kwargs.items() if k != "needs"}
+        kwargs = {
+            k: (np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else v)
+            for k, v in kwargs.items()
+            if k != "needs"
+        }
         return getattr(R, self.fn_name)(*args, **kwargs)
 
     def array_names(self):
@@ -295,55 +315,121 @@ def _forward_case(label, rng, dtype, large, B):
     pos = lambda *shape: (rng.random(shape) + 0.1).astype(dtype)  # noqa: E731
     if fn_name == "packernel2d":
         if variant == "gaussian-mask":
-            p = dict(guide=f(B, C, H, W), kernel_size=(3, 5), padding=(1, 2),
-                     smooth_kernel_type="gaussian", mask=_rand_mask(rng, (B, 1, H, W), True))
+            p = dict(
+                guide=f(B, C, H, W),
+                kernel_size=(3, 5),
+                padding=(1, 2),
+                smooth_kernel_type="gaussian",
+                mask=_rand_mask(rng, (B, 1, H, W), True),
+            )
         elif variant == "inv-full-channelwise":
-            p = dict(guide=f(B, C, H, W), kernel_size=3, padding=1, kernel_type="inv_0.5_-1",
-                     inv_alpha=pos(C) + 0.1, inv_lambda=-pos(C) - 0.1, channel_wise=True,
-                     smooth_kernel_type="full_3", smooth_kernel=f(3, 3) / 3,
-                     mask=_rand_mask(rng, (B, 1, H, W), False).astype(dtype),
-                     normalize_kernel=True)
+            p = dict(
+                guide=f(B, C, H, W),
+                kernel_size=3,
+                padding=1,
+                kernel_type="inv_0.5_-1",
+                inv_alpha=pos(C) + 0.1,
+                inv_lambda=-pos(C) - 0.1,
+                channel_wise=True,
+                smooth_kernel_type="full_3",
+                smooth_kernel=f(3, 3) / 3,
+                mask=_rand_mask(rng, (B, 1, H, W), False).astype(dtype),
+                normalize_kernel=True,
+            )
         elif variant == "transposed":
-            H, W = (10, 8) if large else (6, 4)   # = 2 * H_in with stride 2, p 1, op 1, k 3
-            p = dict(guide=f(B, 2, H, W), kernel_size=3, stride=2, padding=1, output_padding=1,
-                     transposed=True, kernel_type="inv_0.3_0.7_asym",
-                     inv_alpha=pos(1), inv_lambda=0.7, smooth_kernel_type="full_3",
-                     smooth_kernel=f(1, 1, 3, 3) / 3)
+            H, W = (10, 8) if large else (6, 4)  # = 2 * H_in with stride 2, p 1, op 1, k 3
+            p = dict(
+                guide=f(B, 2, H, W),
+                kernel_size=3,
+                stride=2,
+                padding=1,
+                output_padding=1,
+                transposed=True,
+                kernel_type="inv_0.3_0.7_asym",
+                inv_alpha=pos(1),
+                inv_lambda=0.7,
+                smooth_kernel_type="full_3",
+                smooth_kernel=f(1, 1, 3, 3) / 3,
+            )
         else:
             raise KeyError(label)
     elif fn_name == "pacconv2d":
         if variant == "dense":
-            p = dict(input=f(B, C, H, W), kernel=pos(B, C, 3, 3, H, W), weight=f(4, C, 3, 3),
-                     bias=f(4), padding=1)
+            p = dict(
+                input=f(B, C, H, W),
+                kernel=pos(B, C, 3, 3, H, W),
+                weight=f(4, C, 3, 3),
+                bias=f(4),
+                padding=1,
+            )
         elif variant == "asymmetric-strided-dilated":
             Ho, Wo = (H + 4 - 4 - 1) // 2 + 1, W + 2 - 4
-            p = dict(input=f(B, C, H, W), kernel=pos(B, 1, 3, 5, Ho, Wo), weight=f(4, C, 3, 5),
-                     bias=f(4), stride=(2, 1), padding=(2, 1), dilation=(2, 1))
+            p = dict(
+                input=f(B, C, H, W),
+                kernel=pos(B, 1, 3, 5, Ho, Wo),
+                weight=f(4, C, 3, 5),
+                bias=f(4),
+                stride=(2, 1),
+                padding=(2, 1),
+                dilation=(2, 1),
+            )
         elif variant == "shared":
-            p = dict(input=f(B, C, H, W), kernel=pos(B, 1, 3, 3, H, W), weight=f(1, 1, 3, 3),
-                     bias=f(C), padding=2, dilation=2, shared_filters=True)
+            p = dict(
+                input=f(B, C, H, W),
+                kernel=pos(B, 1, 3, 3, H, W),
+                weight=f(1, 1, 3, 3),
+                bias=f(C),
+                padding=2,
+                dilation=2,
+                shared_filters=True,
+            )
         else:
             raise KeyError(label)
     elif fn_name == "pacconv_transpose2d":
         if variant == "dense":
             Hi, Wi = (5, 4) if large else (3, 2)
-            p = dict(input=f(B, C, Hi, Wi), kernel=pos(B, 1, 3, 3, 2 * Hi, 2 * Wi),
-                     weight=f(C, 4, 3, 3), bias=f(4), stride=2, padding=1, output_padding=1)
+            p = dict(
+                input=f(B, C, Hi, Wi),
+                kernel=pos(B, 1, 3, 3, 2 * Hi, 2 * Wi),
+                weight=f(C, 4, 3, 3),
+                bias=f(4),
+                stride=2,
+                padding=1,
+                output_padding=1,
+            )
         elif variant == "shared":
             Hi, Wi = (6, 5) if large else (4, 3)
-            p = dict(input=f(B, C, Hi, Wi), kernel=pos(B, C, 3, 3, Hi + 4, 2 * Wi),
-                     weight=f(1, 1, 3, 3), bias=None, stride=(1, 2), padding=(0, 1),
-                     output_padding=(0, 1), dilation=(2, 1), shared_filters=True)
+            p = dict(
+                input=f(B, C, Hi, Wi),
+                kernel=pos(B, C, 3, 3, Hi + 4, 2 * Wi),
+                weight=f(1, 1, 3, 3),
+                bias=None,
+                stride=(1, 2),
+                padding=(0, 1),
+                output_padding=(0, 1),
+                dilation=(2, 1),
+                shared_filters=True,
+            )
         else:
             raise KeyError(label)
     elif fn_name == "pacpool2d":
         if variant == "strided":
             Ho, Wo = (H - 1) // 2 + 1, (W - 1) // 2 + 1
-            p = dict(input=f(B, C, H, W), kernel=pos(B, C, 3, 3, Ho, Wo), kernel_size=3,
-                     stride=2, padding=1)
+            p = dict(
+                input=f(B, C, H, W),
+                kernel=pos(B, C, 3, 3, Ho, Wo),
+                kernel_size=3,
+                stride=2,
+                padding=1,
+            )
         elif variant == "dilated":
-            p = dict(input=f(B, C, H, W), kernel=pos(B, 1, 3, 3, H - 2, W - 2), kernel_size=3,
-                     padding=1, dilation=2)
+            p = dict(
+                input=f(B, C, H, W),
+                kernel=pos(B, 1, 3, 3, H - 2, W - 2),
+                kernel_size=3,
+                padding=1,
+                dilation=2,
+            )
         else:
             raise KeyError(label)
     else:
@@ -352,10 +438,16 @@ def _forward_case(label, rng, dtype, large, B):
 
 
 FORWARD_LABELS = (
-    "packernel2d/gaussian-mask", "packernel2d/inv-full-channelwise", "packernel2d/transposed",
-    "pacconv2d/dense", "pacconv2d/asymmetric-strided-dilated", "pacconv2d/shared",
-    "pacconv_transpose2d/dense", "pacconv_transpose2d/shared",
-    "pacpool2d/strided", "pacpool2d/dilated",
+    "packernel2d/gaussian-mask",
+    "packernel2d/inv-full-channelwise",
+    "packernel2d/transposed",
+    "pacconv2d/dense",
+    "pacconv2d/asymmetric-strided-dilated",
+    "pacconv2d/shared",
+    "pacconv_transpose2d/dense",
+    "pacconv_transpose2d/shared",
+    "pacpool2d/strided",
+    "pacpool2d/dilated",
 )
 #: the backward call of each forward label ("<fn>_backward/<variant>")
 BACKWARD_LABELS = tuple(label.replace("/", "_backward/") for label in FORWARD_LABELS)
@@ -370,8 +462,11 @@ def backward_of(fwd: Case, rng) -> Case:
     out = as_tuple(fwd.reference())[0]
     grad = rng.standard_normal(np.shape(out)).astype(fwd.dtype)
     gname = "grad_kernel" if fwd.fn_name == "packernel2d" else "grad_output"
-    return Case(f"{fwd.fn_name}_backward", dict({gname: grad}, **fwd.params),
-                fwd.label.replace("/", "_backward/"))
+    return Case(
+        f"{fwd.fn_name}_backward",
+        dict({gname: grad}, **fwd.params),
+        fwd.label.replace("/", "_backward/"),
+    )
 
 
 def make_case(label, seed=0, dtype=np.float64, large=False, batch=2) -> Case:
@@ -385,13 +480,32 @@ def make_case(label, seed=0, dtype=np.float64, large=False, batch=2) -> Case:
 
 
 # --------------------------------------------------------------------------- packernel2d grid
-KERNEL_TYPES = ["gaussian", "inv_0.5_-1", "inv_1_-0.5_asym", "inv_0.3_0.7_fixed",
-                "inv_0.2_0.5_asym_fixed"]
+KERNEL_TYPES = [
+    "gaussian",
+    "inv_0.5_-1",
+    "inv_1_-0.5_asym",
+    "inv_0.3_0.7_fixed",
+    "inv_0.2_0.5_asym_fixed",
+]
 SMOOTH_TYPES = ["none", "gaussian", "average_3", "full_3", "full_5"]
 
 
-def kernel_case(rng, k, s, d, kernel_type, smooth, channel_wise, normalize, masked, transposed,
-                B=2, C=3, explicit_params=None, p=None):
+def kernel_case(
+    rng,
+    k,
+    s,
+    d,
+    kernel_type,
+    smooth,
+    channel_wise,
+    normalize,
+    masked,
+    transposed,
+    B=2,
+    C=3,
+    explicit_params=None,
+    p=None,
+):
     """Random guide and packernel2d keywords for one configuration."""
     r = d * (k - 1) // 2
     if p is None:
@@ -405,14 +519,23 @@ def kernel_case(rng, k, s, d, kernel_type, smooth, channel_wise, normalize, mask
         op = 0
         H, W = 2 * r + 5, 2 * r + 4
     guide = rng.standard_normal((B, C, H, W))
-    kw = dict(stride=s, padding=p, output_padding=op, dilation=d, kernel_type=kernel_type,
-              smooth_kernel_type=smooth, channel_wise=channel_wise, normalize_kernel=normalize,
-              transposed=transposed)
+    kw = dict(
+        stride=s,
+        padding=p,
+        output_padding=op,
+        dilation=d,
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize,
+        transposed=transposed,
+    )
     if smooth.startswith("full_"):
         n = int(smooth.split("_")[1])
         kw["smooth_kernel"] = rng.standard_normal((n, n)) / n
-    if kernel_type.startswith("inv") and (explicit_params if explicit_params is not None
-                                          else rng.random() < 0.7):
+    if kernel_type.startswith("inv") and (
+        explicit_params if explicit_params is not None else rng.random() < 0.7
+    ):
         kw["inv_alpha"] = rng.random(C) + 0.1 if channel_wise else 0.4
         kw["inv_lambda"] = -rng.random(C) - 0.2 if channel_wise else np.array(-0.6)
     if masked:
@@ -429,9 +552,19 @@ def kernel_grid():
     cases = []
     for k, s, d, tr in itertools.product([1, 3, 5], [1, 2, 3], [1, 2], [False, True]):
         for _ in range(2):
-            cases.append((k, s, d, str(rng.choice(KERNEL_TYPES)), str(rng.choice(SMOOTH_TYPES)),
-                          bool(rng.random() < 0.5), bool(rng.random() < 0.5),
-                          bool(rng.random() < 0.4), tr))
+            cases.append(
+                (
+                    k,
+                    s,
+                    d,
+                    str(rng.choice(KERNEL_TYPES)),
+                    str(rng.choice(SMOOTH_TYPES)),
+                    bool(rng.random() < 0.5),
+                    bool(rng.random() < 0.5),
+                    bool(rng.random() < 0.4),
+                    tr,
+                )
+            )
     return cases
 
 
@@ -441,8 +574,7 @@ SMALL_KERNEL_GRID = [c for c in KERNEL_GRID if c[0] <= 3][::2]
 
 
 # --------------------------------------------------------------------------- op grid
-def op_case(rng, op, k, s, d, shared, kc_many, with_bias, p=None, B=2, C=3, Co=4, H=None,
-            W=None):
+def op_case(rng, op, k, s, d, shared, kc_many, with_bias, p=None, B=2, C=3, Co=4, H=None, W=None):
     """Random (positional arguments, keywords) of one op configuration."""
     r = d * (k - 1) // 2
     H = 2 * r + 3 if H is None else H
@@ -474,8 +606,12 @@ def op_case(rng, op, k, s, d, shared, kc_many, with_bias, p=None, B=2, C=3, Co=4
 #: op name: (pacnp forward, pacnp backward, reference forward, reference backward)
 OPS = {
     "conv": (pacnp.pacconv2d, pacnp.pacconv2d_backward, R.pacconv2d, R.pacconv2d_backward),
-    "transpose": (pacnp.pacconv_transpose2d, pacnp.pacconv_transpose2d_backward,
-                  R.pacconv_transpose2d, R.pacconv_transpose2d_backward),
+    "transpose": (
+        pacnp.pacconv_transpose2d,
+        pacnp.pacconv_transpose2d_backward,
+        R.pacconv_transpose2d,
+        R.pacconv_transpose2d_backward,
+    ),
     "pool": (pacnp.pacpool2d, pacnp.pacpool2d_backward, R.pacpool2d, R.pacpool2d_backward),
 }
 
@@ -487,9 +623,15 @@ def op_grid():
         if op == "pool":
             cases += [(op, k, s, d, False, kc, False) for kc in (False, True)]
         else:
-            cases += [(op, k, s, d, sh, kc, b) for sh, kc, b in
-                      [(False, False, True), (True, True, False), (False, True, False),
-                       (True, False, True)]]
+            cases += [
+                (op, k, s, d, sh, kc, b)
+                for sh, kc, b in [
+                    (False, False, True),
+                    (True, True, False),
+                    (False, True, False),
+                    (True, False, True),
+                ]
+            ]
     return cases
 
 
@@ -499,9 +641,11 @@ SMALL_OP_GRID = [c for c in OP_GRID if c[1] <= 3][::3]
 
 # --------------------------------------------------------------------------- fused path
 #: op name: (fused forward, fused backward)
-FUSED = {"conv": (pacnp.pacconv2d_fused, pacnp.pacconv2d_fused_backward),
-         "transpose": (pacnp.pacconv_transpose2d_fused, pacnp.pacconv_transpose2d_fused_backward),
-         "pool": (pacnp.pacpool2d_fused, pacnp.pacpool2d_fused_backward)}
+FUSED = {
+    "conv": (pacnp.pacconv2d_fused, pacnp.pacconv2d_fused_backward),
+    "transpose": (pacnp.pacconv_transpose2d_fused, pacnp.pacconv_transpose2d_fused_backward),
+    "pool": (pacnp.pacpool2d_fused, pacnp.pacpool2d_fused_backward),
+}
 
 
 def fused_grid():
@@ -509,11 +653,21 @@ def fused_grid():
     shared_filters)."""
     rng = np.random.default_rng(2024)
     cases = []
-    for op, k, s, d in itertools.product(["conv", "transpose", "pool"], [1, 3, 5], [1, 2],
-                                         [1, 2]):
-        cases.append((op, k, s, d, str(rng.choice(KERNEL_TYPES)), str(rng.choice(SMOOTH_TYPES)),
-                      bool(rng.random() < 0.5), bool(rng.random() < 0.5),
-                      bool(rng.random() < 0.4), bool(rng.random() < 0.5)))
+    for op, k, s, d in itertools.product(["conv", "transpose", "pool"], [1, 3, 5], [1, 2], [1, 2]):
+        cases.append(
+            (
+                op,
+                k,
+                s,
+                d,
+                str(rng.choice(KERNEL_TYPES)),
+                str(rng.choice(SMOOTH_TYPES)),
+                bool(rng.random() < 0.5),
+                bool(rng.random() < 0.5),
+                bool(rng.random() < 0.4),
+                bool(rng.random() < 0.5),
+            )
+        )
     return cases
 
 
@@ -524,8 +678,12 @@ SMALL_FUSED_GRID = [c for c in FUSED_GRID if c[1] <= 3]
 def two_step(op, x, guide, w, b, k, geo, kkw, g, lib=pacnp):
     """Forward and all gradients through packernel2d + op + their backwards, of pacnp or of a
     module with the same functions (tests/reference.py)."""
-    kernel_kw = dict(kkw, **{n: geo[n] for n in ("stride", "padding", "dilation")},
-                     output_padding=geo.get("output_padding", 0), transposed=op == "transpose")
+    kernel_kw = dict(
+        kkw,
+        **{n: geo[n] for n in ("stride", "padding", "dilation")},
+        output_padding=geo.get("output_padding", 0),
+        transposed=op == "transpose",
+    )
     K, om = lib.packernel2d(guide, k, **kernel_kw)
     if op == "pool":
         out = lib.pacpool2d(x, K, k, **geo)
@@ -543,8 +701,7 @@ def two_step(op, x, guide, w, b, k, geo, kkw, g, lib=pacnp):
 def fused_case(rng, op, k, s, d, kt, smooth, cw, norm, masked, shared, B, C, Cout):
     """Random inputs of one fused-path configuration: (x, guide, weight, bias, geometry
     keywords, kernel keywords, leading positional args)."""
-    guide, kw = kernel_case(rng, k, s, d, kt, smooth, cw, norm, masked, op == "transpose",
-                            B=B, C=C)
+    guide, kw = kernel_case(rng, k, s, d, kt, smooth, cw, norm, masked, op == "transpose", B=B, C=C)
     geo = {n: kw.pop(n) for n in ("stride", "padding", "dilation")}
     op_pad = kw.pop("output_padding")
     kw.pop("transposed")

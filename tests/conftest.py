@@ -12,19 +12,25 @@ imported, so it cannot share the main ``pytest tests`` process:
   thread as a Python thread, so bodies shrink their shapes (``backend.pick``) and the cases
   marked ``full_grid`` are skipped there.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from cases import Backend, cuda_missing
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "cuda: runs on the CUDA backend (a GPU or numba's "
-                                       "simulator); `make test-cuda-sim` selects these")
-    config.addinivalue_line("markers", "full_grid: a case beyond the small grid that numba's "
-                                       "CUDA simulator runs; the CPU and real GPUs run it")
+    config.addinivalue_line(
+        "markers",
+        "cuda: runs on the CUDA backend (a GPU or numba's "
+        "simulator); `make test-cuda-sim` selects these",
+    )
+    config.addinivalue_line(
+        "markers",
+        "full_grid: a case beyond the small grid that numba's "
+        "CUDA simulator runs; the CPU and real GPUs run it",
+    )
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
@@ -36,8 +42,10 @@ def backend(request):
         if reason:
             pytest.skip(f"CUDA backend: {reason}")
         if be.simulator and request.node.get_closest_marker("full_grid"):
-            pytest.skip("CUDA simulator: runs the small grid only (cases.SMALL_*); the CPU and "
-                        "a real GPU run this case")
+            pytest.skip(
+                "CUDA simulator: runs the small grid only (cases.SMALL_*); the CPU and "
+                "a real GPU run this case"
+            )
     return be
 
 
@@ -50,6 +58,7 @@ def rng():
 def numba_threads():
     """Yields numba.set_num_threads; restores the thread count afterwards."""
     import numba
+
     old = numba.get_num_threads()
     yield numba.set_num_threads
     numba.set_num_threads(old)
@@ -59,6 +68,7 @@ def numba_threads():
 def jax_x64():
     """JAX with float64 enabled for the test; the previous setting is restored afterwards."""
     import jax
+
     old = bool(jax.config.read("jax_enable_x64"))
     jax.config.update("jax_enable_x64", True)
     yield jax

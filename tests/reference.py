@@ -70,7 +70,8 @@ def _gather(a, rows, cols, valid2):
 
 
 def _scatter_add(target, rows, cols, valid2, values):
-    """Adjoint of ``_gather``: ``target[..., rows[y], cols[x]] += values[..., y, x]`` (valid only)."""
+    """Adjoint of ``_gather``: ``target[..., rows[y], cols[x]] += values[..., y, x]`` (valid
+    only)."""
     r = np.clip(rows, 0, target.shape[-2] - 1)
     c = np.clip(cols, 0, target.shape[-1] - 1)
     np.add.at(target, (Ellipsis, r[:, None], c[None, :]), values * valid2)
@@ -132,7 +133,8 @@ def _conv_axis(n, k, s, p, d):
 
 def _conv_transpose_axis(n_in, k, s, p, op, d):
     """One axis of conv_transpose2d: ``(n_out, idx, valid)``; tap ``i`` of output ``Y`` reads input
-    ``idx[Y, i] = q / s`` with ``q = Y + p - d(k-1) + i*d``, valid iff ``q % s == 0`` and in range."""
+    ``idx[Y, i] = q / s`` with ``q = Y + p - d(k-1) + i*d``, valid iff ``q % s == 0`` and in
+    range."""
     assert k >= 1 and s >= 1 and d >= 1 and p >= 0 and op >= 0
     n_out = (n_in - 1) * s - 2 * p + d * (k - 1) + op + 1
     assert n_out >= 1, "empty output"
@@ -145,7 +147,8 @@ def _conv_transpose_axis(n_in, k, s, p, op, d):
 
 
 def _parse_kernel_type(kernel_type):
-    """``"gaussian"`` or ``"inv_{alpha}_{lambda}"`` + optional ``_asym`` / ``_fixed`` (any order)."""
+    """``"gaussian"`` or ``"inv_{alpha}_{lambda}"`` + optional ``_asym`` / ``_fixed`` (any
+    order)."""
     parts = kernel_type.split("_")
     if parts == ["gaussian"]:
         return {"kind": "gaussian", "alpha": None, "lambda": None, "asym": False, "fixed": False}
@@ -175,7 +178,9 @@ def _smoothing_filter(smooth_kernel_type, smooth_kernel):
         return np.full((N, N), 1.0 / (N * N))
     assert name == "full", f"unknown smooth_kernel_type {smooth_kernel_type!r}"
     S = _f64(smooth_kernel)
-    assert S.shape in ((N, N), (1, 1, N, N)), f"smooth_kernel shape {S.shape} for {smooth_kernel_type}"
+    assert S.shape in ((N, N), (1, 1, N, N)), (
+        f"smooth_kernel shape {S.shape} for {smooth_kernel_type}"
+    )
     return S.reshape(N, N)
 
 
@@ -223,7 +228,9 @@ def _inv_param(arg, from_string, Cg, channel_wise, name):
     if channel_wise:
         assert a.shape in ((), (1,), (Cg,)), f"{name} shape {a.shape}, expected () or ({Cg},)"
         return a, np.broadcast_to(a.reshape(-1), (Cg,)).reshape(1, Cg, 1, 1)
-    assert a.size == 1 and a.ndim <= 1, f"{name} must be a scalar without channel_wise, got {a.shape}"
+    assert a.size == 1 and a.ndim <= 1, (
+        f"{name} must be a scalar without channel_wise, got {a.shape}"
+    )
     return a, a.reshape(())
 
 
@@ -236,9 +243,22 @@ def _reduce_to(grad_cg, shape):
 
 
 def _packernel_forward(
-    guide, kernel_size, *, stride, padding, output_padding, dilation, kernel_type,
-    smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise, normalize_kernel,
-    mask, transposed,
+    guide,
+    kernel_size,
+    *,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    kernel_type,
+    smooth_kernel_type,
+    smooth_kernel,
+    inv_alpha,
+    inv_lambda,
+    channel_wise,
+    normalize_kernel,
+    mask,
+    transposed,
 ):
     """Forward pass of packernel2d; returns a dict of everything the backward needs."""
     guide = _f64(guide, 4, "guide")
@@ -306,41 +326,106 @@ def _packernel_forward(
     else:
         K = Kraw
     return {
-        "guide": guide, "S": S, "kt": kt, "channel_wise": channel_wise,
-        "alpha_arg": alpha_arg, "lambda_arg": lambda_arg, "alpha": alpha, "lam": lam,
-        "smooth_kernel_arg": smooth_kernel, "smooth_kernel_type": smooth_kernel_type,
-        "Py": Py, "Px": Px, "cy": cy, "cx": cx, "valid": valid, "D": D, "Kraw": Kraw, "mt": mt,
-        "Z": Z, "factor": factor, "K": K, "output_mask": output_mask,
+        "guide": guide,
+        "S": S,
+        "kt": kt,
+        "channel_wise": channel_wise,
+        "alpha_arg": alpha_arg,
+        "lambda_arg": lambda_arg,
+        "alpha": alpha,
+        "lam": lam,
+        "smooth_kernel_arg": smooth_kernel,
+        "smooth_kernel_type": smooth_kernel_type,
+        "Py": Py,
+        "Px": Px,
+        "cy": cy,
+        "cx": cx,
+        "valid": valid,
+        "D": D,
+        "Kraw": Kraw,
+        "mt": mt,
+        "Z": Z,
+        "factor": factor,
+        "K": K,
+        "output_mask": output_mask,
     }
 
 
 def packernel2d(
-    guide, kernel_size, *, stride=1, padding=0, output_padding=0, dilation=1,
-    kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None, inv_alpha=None,
-    inv_lambda=None, channel_wise=False, normalize_kernel=False, mask=None, transposed=False,
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+    transposed=False,
 ):
-    """Adaptive kernel ``K [B, 1|Cg, kh, kw, Ho, Wo]`` and ``output_mask [B, 1, Ho, Wo]`` (or None)."""
+    """Adaptive kernel ``K [B, 1|Cg, kh, kw, Ho, Wo]`` and ``output_mask [B, 1, Ho, Wo]`` (or
+    None)."""
     st = _packernel_forward(
-        guide, kernel_size, stride=stride, padding=padding, output_padding=output_padding,
-        dilation=dilation, kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-        smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
-        channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
+        guide,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth_kernel_type,
+        smooth_kernel=smooth_kernel,
+        inv_alpha=inv_alpha,
+        inv_lambda=inv_lambda,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
         transposed=transposed,
     )
     return st["K"], st["output_mask"]
 
 
 def packernel2d_backward(
-    grad_kernel, guide, kernel_size, *, stride=1, padding=0, output_padding=0, dilation=1,
-    kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None, inv_alpha=None,
-    inv_lambda=None, channel_wise=False, normalize_kernel=False, mask=None, transposed=False,
+    grad_kernel,
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+    transposed=False,
 ):
     """``(d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel)`` for ``Σ grad_kernel · K``."""
     st = _packernel_forward(
-        guide, kernel_size, stride=stride, padding=padding, output_padding=output_padding,
-        dilation=dilation, kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-        smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
-        channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
+        guide,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth_kernel_type,
+        smooth_kernel=smooth_kernel,
+        inv_alpha=inv_alpha,
+        inv_lambda=inv_lambda,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
         transposed=transposed,
     )
     K, Kraw, mt, D, valid = st["K"], st["Kraw"], st["mt"], st["D"], st["valid"]
@@ -405,8 +490,16 @@ def packernel2d_backward(
         g_from_F, grad_S = _smooth_backward(grad_F, guide, st["S"])
         grad_guide += g_from_F
 
-    d_alpha = _reduce_to(grad_alpha if channel_wise else grad_alpha[0], st["alpha_arg"].shape) if want_alpha else None
-    d_lambda = _reduce_to(grad_lam if channel_wise else grad_lam[0], st["lambda_arg"].shape) if want_lambda else None
+    d_alpha = (
+        _reduce_to(grad_alpha if channel_wise else grad_alpha[0], st["alpha_arg"].shape)
+        if want_alpha
+        else None
+    )
+    d_lambda = (
+        _reduce_to(grad_lam if channel_wise else grad_lam[0], st["lambda_arg"].shape)
+        if want_lambda
+        else None
+    )
     d_smooth = None
     if st["smooth_kernel_type"].startswith("full_"):
         d_smooth = grad_S.reshape(np.shape(st["smooth_kernel_arg"]))
@@ -447,8 +540,9 @@ def _check_bias(bias, Cout):
     return b
 
 
-def _pac_geometry(x, kernel, weight, bias, stride, padding, output_padding, dilation,
-                  shared_filters, transposed):
+def _pac_geometry(
+    x, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters, transposed
+):
     """Shared set-up of pacconv2d / pacconv_transpose2d.
 
     Returns ``(x, K, W, b, Cout, taps)`` where ``taps`` lists, per tap ``(i, j)``:
@@ -478,10 +572,20 @@ def _pac_geometry(x, kernel, weight, bias, stride, padding, output_padding, dila
     return x, K, Wt, b, Cout, (Ho, Wo), taps
 
 
-def _pac_forward(x, kernel, weight, bias, stride, padding, output_padding, dilation,
-                 shared_filters, transposed):
+def _pac_forward(
+    x, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters, transposed
+):
     x, K, Wt, b, Cout, (Ho, Wo), taps = _pac_geometry(
-        x, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters, transposed
+        x,
+        kernel,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+        transposed,
     )
     out = np.zeros((x.shape[0], Cout, Ho, Wo))
     for i, j, rows, cols, v2, wi, wj in taps:
@@ -497,10 +601,30 @@ def _pac_forward(x, kernel, weight, bias, stride, padding, output_padding, dilat
     return out
 
 
-def _pac_backward(grad_output, x, kernel, weight, bias, stride, padding, output_padding, dilation,
-                  shared_filters, transposed):
+def _pac_backward(
+    grad_output,
+    x,
+    kernel,
+    weight,
+    bias,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    shared_filters,
+    transposed,
+):
     x, K, Wt, b, Cout, (Ho, Wo), taps = _pac_geometry(
-        x, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters, transposed
+        x,
+        kernel,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+        transposed,
     )
     g = _f64(grad_output, 4, "grad_output")
     assert g.shape == (x.shape[0], Cout, Ho, Wo), f"grad_output shape {g.shape}"
@@ -528,30 +652,80 @@ def _pac_backward(grad_output, x, kernel, weight, bias, stride, padding, output_
     return dx, dK, dW, db
 
 
-def pacconv2d(x, kernel, weight, bias=None, *, stride=1, padding=0, dilation=1, shared_filters=False):
-    """``out[b,o,y,x] = Σ_{c,i,j} K[b,c|0,i,j,y,x] W[o,c,i,j] x[b,c,y*s-p+i*d,x*s-p+j*d] + bias[o]``."""
-    return _pac_forward(x, kernel, weight, bias, stride, padding, 0, dilation, shared_filters, False)
+def pacconv2d(
+    x, kernel, weight, bias=None, *, stride=1, padding=0, dilation=1, shared_filters=False
+):
+    """``out[b,o,y,x] = Σ_{c,i,j} K[b,c|0,i,j,y,x] W[o,c,i,j] x[b,c,y*s-p+i*d,x*s-p+j*d]
+    + bias[o]``."""
+    return _pac_forward(
+        x, kernel, weight, bias, stride, padding, 0, dilation, shared_filters, False
+    )
 
 
-def pacconv2d_backward(grad_output, x, kernel, weight, bias=None, *, stride=1, padding=0,
-                       dilation=1, shared_filters=False):
+def pacconv2d_backward(
+    grad_output,
+    x,
+    kernel,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    shared_filters=False,
+):
     """``(dx, dkernel, dweight, dbias or None)``."""
-    return _pac_backward(grad_output, x, kernel, weight, bias, stride, padding, 0, dilation,
-                         shared_filters, False)
+    return _pac_backward(
+        grad_output, x, kernel, weight, bias, stride, padding, 0, dilation, shared_filters, False
+    )
 
 
-def pacconv_transpose2d(x, kernel, weight, bias=None, *, stride=1, padding=0, output_padding=0,
-                        dilation=1, shared_filters=False):
-    """``out[b,o,Y,X] = Σ_{c, valid i,j} K[b,c|0,i,j,Y,X] W[c,o,kh-1-i,kw-1-j] x[b,c,n_y,n_x] + bias[o]``."""
-    return _pac_forward(x, kernel, weight, bias, stride, padding, output_padding, dilation,
-                        shared_filters, True)
+def pacconv_transpose2d(
+    x,
+    kernel,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+):
+    """``out[b,o,Y,X] = Σ_{c, valid i,j} K[b,c|0,i,j,Y,X] W[c,o,kh-1-i,kw-1-j] x[b,c,n_y,n_x]
+    + bias[o]``."""
+    return _pac_forward(
+        x, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters, True
+    )
 
 
-def pacconv_transpose2d_backward(grad_output, x, kernel, weight, bias=None, *, stride=1, padding=0,
-                                 output_padding=0, dilation=1, shared_filters=False):
+def pacconv_transpose2d_backward(
+    grad_output,
+    x,
+    kernel,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+):
     """``(dx, dkernel, dweight, dbias or None)``."""
-    return _pac_backward(grad_output, x, kernel, weight, bias, stride, padding, output_padding,
-                         dilation, shared_filters, True)
+    return _pac_backward(
+        grad_output,
+        x,
+        kernel,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+        True,
+    )
 
 
 # ----------------------------------------------------------------------------- pacpool2d
@@ -567,8 +741,11 @@ def _pool_geometry(x, kernel, kernel_size, stride, padding, dilation):
     Ho, iy, vy = _conv_axis(H, kh, sh, ph, dh)
     Wo, ix, vx = _conv_axis(W, kw, sw, pw, dw)
     K = _check_kernel(kernel, B, C, kh, kw, Ho, Wo)
-    taps = [(i, j, iy[:, i], ix[:, j], vy[:, i][:, None] & vx[:, j][None, :])
-            for i in range(kh) for j in range(kw)]
+    taps = [
+        (i, j, iy[:, i], ix[:, j], vy[:, i][:, None] & vx[:, j][None, :])
+        for i in range(kh)
+        for j in range(kw)
+    ]
     return x, K, (Ho, Wo), taps
 
 
@@ -647,7 +824,7 @@ def crf_upsample(z, b, out_hw):
     Ax = _bilinear_matrix(mw, mw * b, b)
     up = np.einsum("Yi,bcij,Xj->bcYX", Ay, z, Ax)
     ph, pw = crf_blur_pad(H, b), crf_blur_pad(W, b)
-    return up[:, :, ph:ph + H, pw:pw + W]
+    return up[:, :, ph : ph + H, pw : pw + W]
 
 
 def _crf_field(term, name, default=None):
@@ -686,8 +863,9 @@ def crf_message(Q, feat, term):
     return Y if b == 1 else crf_upsample(Y, b, Q.shape[2:])
 
 
-def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output="log_Q",
-           logQ=None):
+def paccrf(
+    unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output="log_Q", logQ=None
+):
     """Mean-field inference, float64: ``num_steps`` updates from ``logQ`` (default ``unary``),
     then ``final_output`` ∈ {log_Q, softmax, log_softmax}. ``edge_feat``: one array for all
     terms or a list (one per term)."""

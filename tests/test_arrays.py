@@ -11,13 +11,25 @@
 * determinism across numba thread counts;
 * torch, JAX and array_api_strict arrays in, the same library out, the same values as NumPy.
 """
+
 import numpy as np
 import pytest
+import reference as ref
+from cases import (
+    BACKWARD_LABELS,
+    CASE_LABELS,
+    PUBLIC,
+    SMALL_CASE_LABELS,
+    Case,
+    as_tuple,
+    assert_bit_identical,
+    assert_close,
+    make_case,
+    simulator_grid,
+    to_numpy,
+)
 
 import pacnp
-import reference as ref
-from cases import (BACKWARD_LABELS, CASE_LABELS, PUBLIC, SMALL_CASE_LABELS, Case, as_tuple,
-                   assert_bit_identical, assert_close, make_case, simulator_grid, to_numpy)
 
 
 # =========================================================================== layouts
@@ -88,8 +100,9 @@ def with_layout(case: Case, layout: str) -> Case:
         return case.map_arrays(lambda name, a: LAYOUTS[layout](a))
     kinds = list(LAYOUTS.values())[1:]
     names = case.array_names()
-    return case.with_params(**{n: kinds[i % len(kinds)](case.params[n])
-                               for i, n in enumerate(names)})
+    return case.with_params(
+        **{n: kinds[i % len(kinds)](case.params[n]) for i, n in enumerate(names)}
+    )
 
 
 @pytest.mark.parametrize("layout", LAYOUT_NAMES)
@@ -126,15 +139,20 @@ def test_kernels_are_compiled_for_one_memory_layout_only():
     C-contiguous arrays (pacnp._api._prepare: "the kernels are compiled for one memory
     layout"), so no layout or α/λ form costs another JIT compilation of a kernel."""
     import numba
+
     from pacnp.cpu import conv, depthwise, kernel, smooth
+
     for label in CASE_LABELS:
         for layout in ("mixed", "unaligned"):
             with_layout(make_case(label), layout).call()
     guide = np.random.default_rng(1).standard_normal((1, 2, 4, 4))
-    for kw in (dict(kernel_type="inv_0.5_-1"), dict(kernel_type="inv_0.5_-1", inv_alpha=0.3),
-               dict(kernel_type="inv_0.5_-1", inv_alpha=np.array([0.3])),
-               dict(kernel_type="inv_0.5_-1", inv_alpha=np.array([0.3, 0.4]), channel_wise=True),
-               dict(kernel_type="inv", inv_alpha=np.array(0.3), inv_lambda=np.array(-0.5))):
+    for kw in (
+        dict(kernel_type="inv_0.5_-1"),
+        dict(kernel_type="inv_0.5_-1", inv_alpha=0.3),
+        dict(kernel_type="inv_0.5_-1", inv_alpha=np.array([0.3])),
+        dict(kernel_type="inv_0.5_-1", inv_alpha=np.array([0.3, 0.4]), channel_wise=True),
+        dict(kernel_type="inv", inv_alpha=np.array(0.3), inv_lambda=np.array(-0.5)),
+    ):
         K, _ = pacnp.packernel2d(guide, 3, padding=1, **kw)
         pacnp.packernel2d_backward(K, guide, 3, padding=1, **kw)
     odd = []
@@ -145,7 +163,8 @@ def test_kernels_are_compiled_for_one_memory_layout_only():
             for sig in disp.signatures:
                 for n, t in enumerate(sig):
                     if isinstance(t, numba.types.Array) and (
-                            t.layout != "C" or not t.mutable or not t.aligned):
+                        t.layout != "C" or not t.mutable or not t.aligned
+                    ):
                         odd.append(f"{mod.__name__}.{name} argument {n}: {t}")
     assert not odd, "kernels compiled for non-canonical arrays:\n" + "\n".join(sorted(set(odd)))
 
@@ -198,19 +217,32 @@ def _tiny_case(fn_name, k, dtype, rng):
     pos = lambda *shape: (rng.random(shape) + 0.1).astype(dtype)  # noqa: E731
     base = fn_name.replace("_backward", "")
     if base == "packernel2d":
-        params = dict(guide=f(1, 2, 1, 1), kernel_size=k, padding=p, kernel_type="inv_0.5_-1",
-                      inv_alpha=pos(2), inv_lambda=-pos(2), channel_wise=True,
-                      smooth_kernel_type="full_3", smooth_kernel=f(3, 3),
-                      mask=np.ones((1, 1, 1, 1), dtype=dtype), normalize_kernel=True)
+        params = dict(
+            guide=f(1, 2, 1, 1),
+            kernel_size=k,
+            padding=p,
+            kernel_type="inv_0.5_-1",
+            inv_alpha=pos(2),
+            inv_lambda=-pos(2),
+            channel_wise=True,
+            smooth_kernel_type="full_3",
+            smooth_kernel=f(3, 3),
+            mask=np.ones((1, 1, 1, 1), dtype=dtype),
+            normalize_kernel=True,
+        )
         out_shape = (1, 2, k, k, 1, 1)
     elif base in ("pacconv2d", "pacconv_transpose2d"):
         wshape = (3, 2, k, k) if base == "pacconv2d" else (2, 3, k, k)
-        params = dict(input=f(1, 2, 1, 1), kernel=pos(1, 2, k, k, 1, 1), weight=f(*wshape),
-                      bias=f(3), padding=p)
+        params = dict(
+            input=f(1, 2, 1, 1),
+            kernel=pos(1, 2, k, k, 1, 1),
+            weight=f(*wshape),
+            bias=f(3),
+            padding=p,
+        )
         out_shape = (1, 3, 1, 1)
     else:
-        params = dict(input=f(1, 2, 1, 1), kernel=pos(1, 1, k, k, 1, 1), kernel_size=k,
-                      padding=p)
+        params = dict(input=f(1, 2, 1, 1), kernel=pos(1, 1, k, k, 1, 1), kernel_size=k, padding=p)
         out_shape = (1, 2, 1, 1)
     if fn_name.endswith("_backward"):
         gname = "grad_kernel" if base == "packernel2d" else "grad_output"
@@ -254,12 +286,13 @@ def test_1x1_image_with_3x3_window_only_centre_tap_is_valid(rng):
 
 # =========================================================================== determinism
 def _every_gradient_present(label, result):
-    if label.endswith("_backward/inv-full-channelwise") or label.endswith("_backward/dense"):
+    if label.endswith(("_backward/inv-full-channelwise", "_backward/dense")):
         assert all(r is not None for r in as_tuple(result)), label
 
 
-@pytest.mark.parametrize("label", simulator_grid(
-    CASE_LABELS, ["pacconv2d_backward/asymmetric-strided-dilated"]))
+@pytest.mark.parametrize(
+    "label", simulator_grid(CASE_LABELS, ["pacconv2d_backward/asymmetric-strided-dilated"])
+)
 def test_bit_identical_across_calls(backend, label):
     """Deterministic gradients: no atomics, per-thread partial sums added in a fixed order."""
     case = make_case(label, seed=3, large=not backend.simulator)
@@ -272,6 +305,7 @@ def test_bit_identical_across_calls(backend, label):
 @pytest.mark.parametrize("label", CASE_LABELS)
 def test_bit_identical_across_thread_counts(label, numba_threads):
     import numba
+
     many = min(2, numba.config.NUMBA_NUM_THREADS)
     if many < 2:
         pytest.skip("numba is limited to one thread here (NUMBA_NUM_THREADS=1)")
@@ -283,8 +317,9 @@ def test_bit_identical_across_thread_counts(label, numba_threads):
     two = case.call()
     _every_gradient_present(label, default)
     assert_bit_identical(one, two, f"{label}: 1 vs {many} threads")
-    assert_bit_identical(default, one, f"{label}: default ({numba.config.NUMBA_NUM_THREADS}) "
-                                       f"vs 1 thread")
+    assert_bit_identical(
+        default, one, f"{label}: default ({numba.config.NUMBA_NUM_THREADS}) vs 1 thread"
+    )
 
 
 # =========================================================================== array libraries
@@ -296,16 +331,19 @@ def _torch_case(case, requires_grad=False):
         if requires_grad and t.is_floating_point():
             t.requires_grad_(True)
         return t
+
     return case.map_arrays(conv)
 
 
 def _jax_case(case):
     import jax.numpy as jnp
+
     return case.map_arrays(lambda name, a: jnp.asarray(a))
 
 
 def _strict_case(case):
     import array_api_strict as xps
+
     return case.map_arrays(lambda name, a: xps.asarray(a))
 
 
@@ -326,84 +364,123 @@ def _check_library_result(lib_result, np_result, is_lib_array, expected_dtype):
 @pytest.mark.parametrize("label", CASE_LABELS)
 def test_torch_tensors(label, requires_grad):
     import torch
+
     case = make_case(label)
     np_result = case.call()
     tcase = _torch_case(case, requires_grad)
     saved = case.snapshot()
     result = tcase.call()
-    _check_library_result(result, np_result, lambda r: isinstance(r, torch.Tensor),
-                          lambda r: r.dtype == torch.float64)
+    _check_library_result(
+        result, np_result, lambda r: isinstance(r, torch.Tensor), lambda r: r.dtype == torch.float64
+    )
     for r in as_tuple(result):
         assert r is None or not r.requires_grad
     tcase.assert_unchanged(saved)
     assert_close(result, case.reference(), label)
 
 
-@pytest.mark.parametrize("label", ["packernel2d_backward/inv-full-channelwise",
-                                   "pacconv2d_backward/dense", "pacpool2d/strided"])
+@pytest.mark.parametrize(
+    "label",
+    ["packernel2d_backward/inv-full-channelwise", "pacconv2d_backward/dense", "pacpool2d/strided"],
+)
 def test_torch_float32(label):
     import torch
+
     case = make_case(label, dtype=np.float32)
     result = _torch_case(case).call()
-    _check_library_result(result, case.call(), lambda r: isinstance(r, torch.Tensor),
-                          lambda r: r.dtype == torch.float32)
+    _check_library_result(
+        result,
+        case.call(),
+        lambda r: isinstance(r, torch.Tensor),
+        lambda r: r.dtype == torch.float32,
+    )
 
 
 def test_torch_non_contiguous_tensors():
     import torch
+
     case = make_case("pacconv2d_backward/dense")
+
     def transposed_tensor(name, a):
         return torch.from_numpy(np.ascontiguousarray(np.swapaxes(a, 0, -1))).transpose(0, -1)
+
     tcase = case.map_arrays(transposed_tensor)
-    assert not any(t.is_contiguous() for t in tcase.params.values() if isinstance(t, torch.Tensor)
-                   and t.dim() > 1)
-    _check_library_result(tcase.call(), case.call(), lambda r: isinstance(r, torch.Tensor),
-                          lambda r: r.dtype == torch.float64)
+    assert not any(
+        t.is_contiguous()
+        for t in tcase.params.values()
+        if isinstance(t, torch.Tensor) and t.dim() > 1
+    )
+    _check_library_result(
+        tcase.call(),
+        case.call(),
+        lambda r: isinstance(r, torch.Tensor),
+        lambda r: r.dtype == torch.float64,
+    )
 
 
 @pytest.mark.parametrize("label", CASE_LABELS)
 def test_jax_arrays(label, jax_x64):
     import jax
+
     case = make_case(label)
     jcase = _jax_case(case)
     assert jcase.params[next(iter(jcase.params))].dtype == np.float64
     result = jcase.call()
-    _check_library_result(result, case.call(), lambda r: isinstance(r, jax.Array),
-                          lambda r: r.dtype == np.float64)
+    _check_library_result(
+        result, case.call(), lambda r: isinstance(r, jax.Array), lambda r: r.dtype == np.float64
+    )
 
 
 @pytest.mark.parametrize("label", CASE_LABELS)
 def test_array_api_strict_arrays(label):
     import array_api_strict as xps
+
     case = make_case(label)
     scase = _strict_case(case)
     result = scase.call()
-    _check_library_result(result, case.call(), lambda r: isinstance(r, type(xps.asarray(0.0))),
-                          lambda r: r.dtype == xps.float64)
+    _check_library_result(
+        result,
+        case.call(),
+        lambda r: isinstance(r, type(xps.asarray(0.0))),
+        lambda r: r.dtype == xps.float64,
+    )
 
 
 def test_torch_channels_last_and_offset_views():
     import torch
+
     case = make_case("pacconv2d_backward/dense")
     t = case.map_arrays(lambda n, a: torch.from_numpy(a))
-    cl = t.with_params(input=t.params["input"].contiguous(memory_format=torch.channels_last),
-                       grad_output=torch.cat([t.params["grad_output"]] * 2, dim=1)[:, 4:])
+    cl = t.with_params(
+        input=t.params["input"].contiguous(memory_format=torch.channels_last),
+        grad_output=torch.cat([t.params["grad_output"]] * 2, dim=1)[:, 4:],
+    )
     assert not cl.params["input"].is_contiguous()
     assert cl.params["grad_output"].storage_offset() > 0
-    _check_library_result(cl.call(), case.call(), lambda r: isinstance(r, torch.Tensor),
-                          lambda r: r.dtype == torch.float64)
+    _check_library_result(
+        cl.call(),
+        case.call(),
+        lambda r: isinstance(r, torch.Tensor),
+        lambda r: r.dtype == torch.float64,
+    )
 
 
-@pytest.mark.parametrize("label", ["packernel2d_backward/inv-full-channelwise",
-                                   "pacconv_transpose2d_backward/dense"])
+@pytest.mark.parametrize(
+    "label", ["packernel2d_backward/inv-full-channelwise", "pacconv_transpose2d_backward/dense"]
+)
 def test_jax_float32(label):
     import jax
     import jax.numpy as jnp
+
     case = make_case(label, dtype=np.float32)
     jcase = case.map_arrays(lambda n, a: jnp.asarray(a))
     assert jcase.params[next(iter(jcase.params))].dtype == np.float32
-    _check_library_result(jcase.call(), case.call(), lambda r: isinstance(r, jax.Array),
-                          lambda r: r.dtype == np.float32)
+    _check_library_result(
+        jcase.call(),
+        case.call(),
+        lambda r: isinstance(r, jax.Array),
+        lambda r: r.dtype == np.float32,
+    )
 
 
 @pytest.mark.parametrize("label", ["packernel2d_backward/gaussian-mask", "pacconv2d/dense"])
@@ -411,6 +488,7 @@ def test_array_api_strict_results_stay_on_the_callers_device(label):
     """array_api_strict simulates devices; results must come back on the device of the
     inputs, or the caller cannot combine them with its own arrays."""
     import array_api_strict as xps
+
     device = xps.Device("device1")
     case = make_case(label)
     scase = case.map_arrays(lambda n, a: xps.asarray(a, device=device))
@@ -440,7 +518,9 @@ def test_torch_zero_copy_in_and_out(monkeypatch):
     """The kernels read a contiguous float64 torch input in place and the returned tensor is
     the very buffer the kernels wrote (observed by wrapping the internal driver)."""
     import torch
+
     from pacnp import _ops
+
     seen = {}
     real = _ops.op_forward
 
@@ -448,6 +528,7 @@ def test_torch_zero_copy_in_and_out(monkeypatch):
         out = real(be, plan)
         seen.update(x_ptr=plan.x.ctypes.data, k_ptr=plan.K.ctypes.data, out=out)
         return out
+
     monkeypatch.setattr(_ops, "op_forward", spy)
     case = _torch_case(make_case("pacconv2d/dense"))
     x, K = case.params["input"], case.params["kernel"]
@@ -462,7 +543,9 @@ def test_torch_zero_copy_in_and_out(monkeypatch):
 
 def test_torch_zero_copy_packernel_outputs(monkeypatch):
     import torch
+
     from pacnp import _ops
+
     seen = {}
     real = _ops.packernel_forward
 
@@ -470,6 +553,7 @@ def test_torch_zero_copy_packernel_outputs(monkeypatch):
         K, m = real(be, plan)
         seen.update(K=K, m=m)
         return K, m
+
     monkeypatch.setattr(_ops, "packernel_forward", spy)
     case = _torch_case(make_case("packernel2d/gaussian-mask"))
     K, m = case.call()
@@ -477,19 +561,27 @@ def test_torch_zero_copy_packernel_outputs(monkeypatch):
     assert K.data_ptr() == seen["K"].ctypes.data and m.data_ptr() == seen["m"].ctypes.data
 
 
-@pytest.mark.parametrize("libs", [("torch", "jax"), ("jax", "numpy"), ("strict", "torch"),
-                                  ("numpy", "strict")])
+@pytest.mark.parametrize(
+    "libs", [("torch", "jax"), ("jax", "numpy"), ("strict", "torch"), ("numpy", "strict")]
+)
 def test_mixing_libraries_is_a_type_error(libs, jax_x64):
     import array_api_strict as xps
     import jax.numpy as jnp
     import torch
-    conv = {"torch": torch.from_numpy, "jax": jnp.asarray, "strict": xps.asarray,
-            "numpy": np.asarray}
+
+    conv = {
+        "torch": torch.from_numpy,
+        "jax": jnp.asarray,
+        "strict": xps.asarray,
+        "numpy": np.asarray,
+    }
     case = make_case("pacconv2d/dense")
-    mixed = case.with_params(input=conv[libs[0]](case.params["input"]),
-                             kernel=conv[libs[0]](case.params["kernel"]),
-                             weight=conv[libs[1]](case.params["weight"]),
-                             bias=conv[libs[0]](case.params["bias"]))
+    mixed = case.with_params(
+        input=conv[libs[0]](case.params["input"]),
+        kernel=conv[libs[0]](case.params["kernel"]),
+        weight=conv[libs[1]](case.params["weight"]),
+        bias=conv[libs[0]](case.params["bias"]),
+    )
     with pytest.raises(TypeError, match=r"^pacconv2d: .*different libraries.*weight") as info:
         mixed.call()
     for lib in libs:
@@ -502,8 +594,13 @@ def test_zero_d_alpha_lambda_gradients_keep_shape(channel_wise, rng):
     """α/λ passed as 0-d arrays: their gradients have shape () — "the shape of the array as
     passed" (reference: tests/reference.py); the reference agrees on the values."""
     guide = rng.standard_normal((2, 3, 5, 4))
-    kw = dict(padding=1, kernel_type="inv_0.5_-1", inv_alpha=np.array(0.4),
-              inv_lambda=np.array(-0.6), channel_wise=channel_wise)
+    kw = dict(
+        padding=1,
+        kernel_type="inv_0.5_-1",
+        inv_alpha=np.array(0.4),
+        inv_lambda=np.array(-0.6),
+        channel_wise=channel_wise,
+    )
     K, _ = pacnp.packernel2d(guide, 3, **kw)
     grad = rng.standard_normal(K.shape)
     got = pacnp.packernel2d_backward(grad, guide, 3, **kw)
@@ -517,6 +614,7 @@ def test_zero_d_alpha_lambda_gradients_keep_shape(channel_wise, rng):
 
 def test_zero_d_alpha_from_torch_gives_zero_d_gradient(rng):
     import torch
+
     guide = torch.from_numpy(rng.standard_normal((1, 2, 4, 4)))
     kw = dict(padding=1, kernel_type="inv_0.5_-1", inv_alpha=torch.tensor(0.4, dtype=torch.float64))
     K, _ = pacnp.packernel2d(guide, 3, **kw)
@@ -526,6 +624,7 @@ def test_zero_d_alpha_from_torch_gives_zero_d_gradient(rng):
 
 def test_python_float_alpha_gives_zero_d_gradient_in_callers_library(rng):
     import torch
+
     guide = torch.from_numpy(rng.standard_normal((1, 2, 4, 4)))
     kw = dict(padding=1, kernel_type="inv_0.5_-1", inv_alpha=0.4, inv_lambda=-0.6)
     K, _ = pacnp.packernel2d(guide, 3, **kw)

@@ -8,6 +8,7 @@ the geometries the workloads use and a few more: K itself, the forward, and ever
 (input, guide, weight, bias). The runners the table and asv time are the objects under test.
 Then the table builder runs end to end on tiny workloads.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,13 +17,12 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
+from cases import RATIO_TABLE, load_ratio_table
 
 import pacnp
-from cases import RATIO_TABLE, load_ratio_table
 
 bench = load_ratio_table()
 common = bench.load_suite()
@@ -36,20 +36,21 @@ CONV = {
     "conv_k3_p0_norm": Workload("conv", 1, 2, 3, 2, 3, 6, normalize=True),
 }
 TRANSPOSE = {
-    "tr_k5_s2_p2_op1": Workload("transpose", 2, 3, 4, 2, 5, 4, stride=2, padding=2,
-                                output_padding=1),
-    "tr_k3_s2_p1_op1": Workload("transpose", 1, 2, 3, 2, 3, 5, stride=2, padding=1,
-                                output_padding=1),
+    "tr_k5_s2_p2_op1": Workload(
+        "transpose", 2, 3, 4, 2, 5, 4, stride=2, padding=2, output_padding=1
+    ),
+    "tr_k3_s2_p1_op1": Workload(
+        "transpose", 1, 2, 3, 2, 3, 5, stride=2, padding=1, output_padding=1
+    ),
     "tr_k3_s3_p0_op2": Workload("transpose", 1, 2, 2, 2, 3, 3, stride=3, output_padding=2),
-    "tr_k3_d2_p1_norm": Workload("transpose", 1, 2, 3, 2, 3, 5, padding=1, dilation=2,
-                                 normalize=True),
+    "tr_k3_d2_p1_norm": Workload(
+        "transpose", 1, 2, 3, 2, 3, 5, padding=1, dilation=2, normalize=True
+    ),
 }
 POOL = {
-    "pool_k5_s2_p2_norm": Workload("pool", 2, 3, 3, 2, 5, 9, stride=2, padding=2,
-                                   normalize=True),
+    "pool_k5_s2_p2_norm": Workload("pool", 2, 3, 3, 2, 5, 9, stride=2, padding=2, normalize=True),
     "pool_k3_p1": Workload("pool", 1, 2, 2, 3, 3, 6, padding=1),
-    "pool_k3_d2_p2_norm": Workload("pool", 1, 2, 2, 2, 3, 7, padding=2, dilation=2,
-                                   normalize=True),
+    "pool_k3_d2_p2_norm": Workload("pool", 1, 2, 2, 2, 3, 7, padding=2, dilation=2, normalize=True),
 }
 ALL = {**CONV, **TRANSPOSE, **POOL}
 PACNP_IMPLS = ["pacnp", "pacnp_fused"]
@@ -104,6 +105,7 @@ def test_workloads_are_the_issue_s():
 def test_unfold_kernel_equals_packernel2d(name):
     torch = pytest.importorskip("torch")
     from importlib import import_module
+
     peers = import_module(bench._SUITE_MODULE + ".peers")
     w = ALL[name]
     _, guide, _, _, _ = common.make_inputs(w, np.float64, seed=1)
@@ -163,6 +165,7 @@ def test_dense_peer_is_pacnp_with_a_constant_guide(name):
 def test_einsum_and_matmul_contractions_agree():
     torch = pytest.importorskip("torch")
     from importlib import import_module
+
     peers = import_module(bench._SUITE_MODULE + ".peers")
     g = torch.Generator().manual_seed(0)
     cols = torch.randn(2, 3, 9, 11, generator=g, dtype=torch.float64)
@@ -174,7 +177,6 @@ def test_einsum_and_matmul_contractions_agree():
 
 # --------------------------------------------------------------------------- suite plumbing
 def test_cupy_backend_and_unknown_impls_are_skips_not_errors():
-    import importlib.util
     if importlib.util.find_spec("cupy") is None or importlib.util.find_spec("pacnp.cuda") is None:
         with pytest.raises(NotImplementedError):
             common.make_runner("pacnp", "W1", "cupy")
@@ -188,8 +190,11 @@ def test_cupy_backend_and_unknown_impls_are_skips_not_errors():
 
 def test_asv_classes_are_parameterised_by_backend_workload_impl():
     from importlib import import_module
-    mods = [import_module(f"{bench._SUITE_MODULE}.{m}") for m in
-            ("bench_pacconv", "bench_pacpool", "bench_pacconv_transpose", "bench_packernel")]
+
+    mods = [
+        import_module(f"{bench._SUITE_MODULE}.{m}")
+        for m in ("bench_pacconv", "bench_pacpool", "bench_pacconv_transpose", "bench_packernel")
+    ]
     seen = set()
     for mod in mods:
         for name, cls in vars(mod).items():
@@ -200,7 +205,7 @@ def test_asv_classes_are_parameterised_by_backend_workload_impl():
                 continue
             assert cls.param_names[0] == "backend" and cls.params[0] == ["numpy", "cupy"], name
             seen.update(m.split("_")[0] for m in methods)
-            for wl in (cls.params[1] if cls.param_names[1] == "workload" else []):
+            for wl in cls.params[1] if cls.param_names[1] == "workload" else []:
                 assert wl in common.WORKLOADS
     assert seen == {"time", "peakmem", "track"}
 
@@ -241,8 +246,16 @@ TINY = {
 
 
 def test_table_builder_on_tiny_workloads():
-    cfg = bench.Config(repeats=1, min_time=0.0, memory=False, startup=False, dtype="float64",
-                       settle=0.0, workloads=TINY, pixel_sizes=(8, 16))
+    cfg = bench.Config(
+        repeats=1,
+        min_time=0.0,
+        memory=False,
+        startup=False,
+        dtype="float64",
+        settle=0.0,
+        workloads=TINY,
+        pixel_sizes=(8, 16),
+    )
     table = bench.build_table(cfg)
     rows = {r.metric: r for r in table.rows}
     assert "W1 fwd (two-step) / GEMM (64×18)@(18×3)" in rows
@@ -286,9 +299,14 @@ def test_row_status():
 def test_probes_run_in_a_fresh_process(kind):
     """One memory and one (warm-cache) start-up probe on a tiny workload."""
     cfg = bench.Config()
-    spec = {"suite": str(bench.find_suite_dir()), "workload": dataclasses.asdict(TINY["W2"]),
-            "impl": "pacnp", "dtype": "float64", "threads": None,
-            "pass": "backward" if kind == "memory" else "forward"}
+    spec = {
+        "suite": str(bench.find_suite_dir()),
+        "workload": dataclasses.asdict(TINY["W2"]),
+        "impl": "pacnp",
+        "dtype": "float64",
+        "threads": None,
+        "pass": "backward" if kind == "memory" else "forward",
+    }
     res, wall = bench._run_probe(kind, spec, cfg)
     json.dumps(res)
     assert res["t_import"] > 0 and wall > 0
@@ -301,8 +319,13 @@ def test_probes_run_in_a_fresh_process(kind):
 def test_ratio_table_script_runs_from_anywhere(tmp_path):
     """``python asv_benchmarks/ratio_table.py`` finds the suite beside it whatever the working
     folder (``make bench`` runs it from the repository root)."""
-    proc = subprocess.run([sys.executable, str(RATIO_TABLE), "--help"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(RATIO_TABLE), "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "--quick" in proc.stdout and "ratio_table.py" in proc.stdout
     assert bench.find_suite_dir() == RATIO_TABLE.parent / "benchmarks"
@@ -331,7 +354,8 @@ def test_bench_runs_without_torch():
         assert "torch" not in sys.modules or sys.modules["torch"] is None
         print("ok")
     """)
-    proc = subprocess.run([sys.executable, "-c", code, str(RATIO_TABLE)], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(RATIO_TABLE)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok")

@@ -3,6 +3,7 @@ pacnp ...`` in a subprocess on real image files in a temporary folder, outputs c
 library call they stand for. The in-process tests (``cli.main([...])``) cover what would need
 many subprocesses (tiling geometry over many tile sizes) or cannot be done from outside
 (failure in the middle of a write)."""
+
 from __future__ import annotations
 
 import configparser
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------- fixtures
 def _astronaut(h=48, w=64):
     """A crop of a real photograph with edges and texture (the astronaut's face and suit)."""
-    return np.ascontiguousarray(skimage_data.astronaut()[80:80 + h, 200:200 + w])
+    return np.ascontiguousarray(skimage_data.astronaut()[80 : 80 + h, 200 : 200 + w])
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,10 @@ def files(tmp_path_factory):
     """Real image files in every supported format, written once for the module."""
     d = tmp_path_factory.mktemp("cli")
     rgb8 = _astronaut()
-    rgb16 = rgb8.astype(np.uint16) * 257 + np.arange(rgb8.size, dtype=np.uint16).reshape(
-        rgb8.shape) % 251  # low bytes that an 8-bit reader would lose
+    rgb16 = (
+        rgb8.astype(np.uint16) * 257
+        + np.arange(rgb8.size, dtype=np.uint16).reshape(rgb8.shape) % 251
+    )  # low bytes that an 8-bit reader would lose
     grey16 = (rgb16.astype(np.float64) @ [0.299, 0.587, 0.114]).astype(np.uint16)
     Image.fromarray(rgb8).save(d / "rgb8.png")  # written by Pillow, not by pacnp
     (d / "rgb16.png").write_bytes(imagecodecs.png_encode(rgb16))  # by libpng, not by pacnp
@@ -67,8 +70,14 @@ def _env(extra=None):
 def run_cli(cwd, *args, env=None):
     """``python -m pacnp ARGS`` in ``cwd``; the CompletedProcess (text stdout/stderr)."""
     e = _env(env)
-    return subprocess.run([sys.executable, "-m", "pacnp", *map(str, args)], cwd=cwd, env=e,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pacnp", *map(str, args)],
+        cwd=cwd,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _ok(res):
@@ -79,17 +88,29 @@ def _ok(res):
 # --------------------------------------------------------------------------- help, entry points
 def test_help_lists_every_command_with_examples(files):
     res = _ok(run_cli(files["dir"], "--help"))
-    for word in ("filter", "upsample", "crf", "demo", "--backend", "--threads",
-                 "--quiet", "examples:", "pacnp upsample depth_low.npy"):
+    for word in (
+        "filter",
+        "upsample",
+        "crf",
+        "demo",
+        "--backend",
+        "--threads",
+        "--quiet",
+        "examples:",
+        "pacnp upsample depth_low.npy",
+    ):
         assert word in res.stdout
     assert "bench" not in res.stdout  # the ratio table needs a source checkout: no command
 
 
-@pytest.mark.parametrize("command, example", [
-    ("filter", "pacnp filter photo.png -o smooth.png"),
-    ("upsample", "--factor 8"),
-    ("crf", "pacnp crf probs.npy --image rgb.png -o labels.png"),
-])
+@pytest.mark.parametrize(
+    "command, example",
+    [
+        ("filter", "pacnp filter photo.png -o smooth.png"),
+        ("upsample", "--factor 8"),
+        ("crf", "pacnp crf probs.npy --image rgb.png -o labels.png"),
+    ],
+)
 def test_subcommand_help_has_examples(capsys, command, example):
     assert cli.main([command, "--help"]) == 0
     out = capsys.readouterr().out
@@ -128,12 +149,19 @@ def test_bench_is_not_a_command(files):
 
 
 # --------------------------------------------------------------------------- filter
-@pytest.mark.parametrize("name, guide, extra", [
-    ("rgb8.png", None, ["--sigma-spatial", "2", "--sigma-color", "30"]),
-    ("rgb16.png", None, ["--tile-rows", "7", "--border", "nearest"]),
-    ("grey16.tif", "rgb8.png", ["--radius", "4", "--border", "renormalize", "--tile-rows", "5"]),
-    ("rgbf32.npy", "grey16.tif", ["--sigma-color", "4000", "--border", "constant"]),
-])
+@pytest.mark.parametrize(
+    "name, guide, extra",
+    [
+        ("rgb8.png", None, ["--sigma-spatial", "2", "--sigma-color", "30"]),
+        ("rgb16.png", None, ["--tile-rows", "7", "--border", "nearest"]),
+        (
+            "grey16.tif",
+            "rgb8.png",
+            ["--radius", "4", "--border", "renormalize", "--tile-rows", "5"],
+        ),
+        ("rgbf32.npy", "grey16.tif", ["--sigma-color", "4000", "--border", "constant"]),
+    ],
+)
 def test_filter_writes_what_the_library_computes(files, tmp_path, name, guide, extra):
     d = files["dir"]
     out = tmp_path / ("out" + Path(name).suffix)
@@ -143,12 +171,14 @@ def test_filter_writes_what_the_library_computes(files, tmp_path, name, guide, e
     g = image if guide is None else _imageio.read_array(d / guide)
     opts = dict(zip([a.lstrip("-").replace("-", "_") for a in extra[::2]], extra[1::2]))
     opts.pop("tile_rows", None)
-    kw = dict(sigma_spatial=float(opts.get("sigma_spatial", 1.0)),
-              sigma_color=float(opts["sigma_color"]) if "sigma_color" in opts else None,
-              radius=int(opts["radius"]) if "radius" in opts else None,
-              border=opts.get("border", "reflect"),
-              channel_axis=-1 if image.ndim == 3 else None,
-              guide_channel_axis=-1 if g.ndim == 3 else None)
+    kw = dict(
+        sigma_spatial=float(opts.get("sigma_spatial", 1.0)),
+        sigma_color=float(opts["sigma_color"]) if "sigma_color" in opts else None,
+        radius=int(opts["radius"]) if "radius" in opts else None,
+        border=opts.get("border", "reflect"),
+        channel_axis=-1 if image.ndim == 3 else None,
+        guide_channel_axis=-1 if g.ndim == 3 else None,
+    )
     expected = filters.joint_bilateral_filter(image, g, **kw)
     got = _imageio.read_array(out)
     assert got.dtype == image.dtype and got.shape == image.shape
@@ -158,8 +188,21 @@ def test_filter_writes_what_the_library_computes(files, tmp_path, name, guide, e
 
 def test_filter_npz_key_batch(files, tmp_path):
     """A batch N×H×W×3 from an .npz key, tiled, equals the library on the whole batch."""
-    _ok(run_cli(tmp_path, "filter", files["dir"] / "stack.npz", "--key", "images", "-o",
-                "out.npz", "--sigma-color", "25", "--tile-rows", "16"))
+    _ok(
+        run_cli(
+            tmp_path,
+            "filter",
+            files["dir"] / "stack.npz",
+            "--key",
+            "images",
+            "-o",
+            "out.npz",
+            "--sigma-color",
+            "25",
+            "--tile-rows",
+            "16",
+        )
+    )
     stack = np.load(files["dir"] / "stack.npz")["images"]
     with np.load(tmp_path / "out.npz") as z:
         assert z.files == ["images"]
@@ -169,27 +212,60 @@ def test_filter_npz_key_batch(files, tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("border, tile_rows", [(b, t) for b in filters.BORDERS for t in (3, 10, 47)]
-                         + [("reflect", 1)])
+@pytest.mark.parametrize(
+    "border, tile_rows", [(b, t) for b in filters.BORDERS for t in (3, 10, 47)] + [("reflect", 1)]
+)
 def test_tiles_equal_the_untiled_call(files, tmp_path, border, tile_rows):
     """Tiles of fewer rows than the radius (5), of more, an uneven last tile of one row, tiles
     of a single row: exactly the untiled call, for every border mode, with the default σ_c
     (the guide's standard deviation)."""
     d = files["dir"]
     out = tmp_path / "out.tif"
-    assert cli.main(["filter", str(d / "grey16.tif"), "--guide", str(d / "rgb8.png"), "-o",
-                     str(out), "--sigma-spatial", "1.5", "--border", border, "--tile-rows",
-                     str(tile_rows), "--quiet"]) == 0
-    expected = filters.joint_bilateral_filter(files["grey16"], files["rgb8"], sigma_spatial=1.5,
-                                              border=border, guide_channel_axis=-1)
+    assert (
+        cli.main(
+            [
+                "filter",
+                str(d / "grey16.tif"),
+                "--guide",
+                str(d / "rgb8.png"),
+                "-o",
+                str(out),
+                "--sigma-spatial",
+                "1.5",
+                "--border",
+                border,
+                "--tile-rows",
+                str(tile_rows),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    expected = filters.joint_bilateral_filter(
+        files["grey16"], files["rgb8"], sigma_spatial=1.5, border=border, guide_channel_axis=-1
+    )
     np.testing.assert_array_equal(tifffile.imread(out), expected)
 
 
 def test_filter_planar_channel_axis(files, tmp_path):
     planar = np.moveaxis(files["rgb16"], -1, 0).copy()
     tifffile.imwrite(tmp_path / "planar.tif", planar, photometric="rgb", planarconfig="separate")
-    assert cli.main(["filter", str(tmp_path / "planar.tif"), "--channel-axis", "0", "-o",
-                     str(tmp_path / "out.tif"), "--tile-rows", "9", "-q"]) == 0
+    assert (
+        cli.main(
+            [
+                "filter",
+                str(tmp_path / "planar.tif"),
+                "--channel-axis",
+                "0",
+                "-o",
+                str(tmp_path / "out.tif"),
+                "--tile-rows",
+                "9",
+                "-q",
+            ]
+        )
+        == 0
+    )
     expected = filters.bilateral_filter(planar, channel_axis=0)
     got = tifffile.imread(tmp_path / "out.tif")
     assert got.shape == planar.shape
@@ -204,21 +280,40 @@ def test_upsample_writes_what_the_library_computes(files, tmp_path, factor, tile
     H, W = (s // factor * factor for s in files["grey16"].shape)
     o = (factor - 1) // 2
     low = files["grey16"][o:H:factor, o:W:factor].astype(np.float32)
-    conf = (np.random.default_rng(factor).random(low.shape) > 0.2)
+    conf = np.random.default_rng(factor).random(low.shape) > 0.2
     guide = files["rgb8"][:H, :W]
     np.save(tmp_path / "low.npy", low)
     np.save(tmp_path / "conf.npy", conf)
     Image.fromarray(guide).save(tmp_path / "guide.png")
-    args = ["upsample", "low.npy", "--guide", "guide.png", "--factor", factor, "--confidence",
-            "conf.npy", "--sigma-color", "20", "-o", "up.npy", "--tile-rows", tile_rows]
+    args = [
+        "upsample",
+        "low.npy",
+        "--guide",
+        "guide.png",
+        "--factor",
+        factor,
+        "--confidence",
+        "conf.npy",
+        "--sigma-color",
+        "20",
+        "-o",
+        "up.npy",
+        "--tile-rows",
+        tile_rows,
+    ]
     if tile_rows:
         _ok(run_cli(tmp_path, *args))
     else:  # the untiled path, in process (the subprocess cases cover the command)
         local = {"low.npy", "guide.png", "conf.npy", "up.npy"}
         assert cli.main([str(tmp_path / a) if a in local else str(a) for a in args]) == 0
-    expected = filters.joint_bilateral_upsample(low, guide, factor, sigma_color=20.0,
-                                                confidence=conf.astype(np.uint8),
-                                                guide_channel_axis=-1)
+    expected = filters.joint_bilateral_upsample(
+        low,
+        guide,
+        factor,
+        sigma_color=20.0,
+        confidence=conf.astype(np.uint8),
+        guide_channel_axis=-1,
+    )
     got = np.load(tmp_path / "up.npy")
     assert got.shape == (H, W) and got.dtype == np.float32
     np.testing.assert_array_equal(got, expected)
@@ -228,8 +323,19 @@ def test_upsample_keeps_uint16_png(files, tmp_path):
     guide = files["rgb8"]
     low = files["grey16"][1::4, 1::4]
     (tmp_path / "low16.png").write_bytes(imagecodecs.png_encode(np.ascontiguousarray(low)))
-    _ok(run_cli(tmp_path, "upsample", "low16.png", "--guide", files["dir"] / "rgb8.png",
-                "--factor", "4", "-o", "up16.png"))
+    _ok(
+        run_cli(
+            tmp_path,
+            "upsample",
+            "low16.png",
+            "--guide",
+            files["dir"] / "rgb8.png",
+            "--factor",
+            "4",
+            "-o",
+            "up16.png",
+        )
+    )
     got = _imageio.read_array(tmp_path / "up16.png")
     assert got.dtype == np.uint16
     expected = filters.joint_bilateral_upsample(low, guide, 4, guide_channel_axis=-1)
@@ -252,9 +358,25 @@ def test_crf_writes_labels_of_crf_refine(files, tmp_path):
 
     p = _probabilities(files)
     np.savez(tmp_path / "probs.npz", probs=np.moveaxis(p, -1, 0))  # C×H×W under a key
-    _ok(run_cli(tmp_path, "crf", "probs.npz", "--key", "probs", "--channel-axis", "0",
-                "--image", files["dir"] / "rgb8.png", "-o", "labels.png", "--num-steps", "3",
-                "--probabilities-out", "refined.npy"))
+    _ok(
+        run_cli(
+            tmp_path,
+            "crf",
+            "probs.npz",
+            "--key",
+            "probs",
+            "--channel-axis",
+            "0",
+            "--image",
+            files["dir"] / "rgb8.png",
+            "-o",
+            "labels.png",
+            "--num-steps",
+            "3",
+            "--probabilities-out",
+            "refined.npy",
+        )
+    )
     q = crf_refine(np.moveaxis(p, -1, 0), files["rgb8"], num_steps=3)
     labels = _imageio.read_array(tmp_path / "labels.png")
     assert labels.dtype == np.uint8 and labels.shape == p.shape[:2]
@@ -269,8 +391,22 @@ def test_crf_many_classes_give_uint16_labels(files, tmp_path):
     p = np.random.default_rng(1).random((12, 16, 300)).astype(np.float32)
     np.save(tmp_path / "p.npy", p)
     Image.fromarray(files["rgb8"][:12, :16]).save(tmp_path / "img.png")
-    assert cli.main(["crf", str(tmp_path / "p.npy"), "--image", str(tmp_path / "img.png"),
-                     "-o", str(tmp_path / "labels.png"), "--num-steps", "1", "-q"]) == 0
+    assert (
+        cli.main(
+            [
+                "crf",
+                str(tmp_path / "p.npy"),
+                "--image",
+                str(tmp_path / "img.png"),
+                "-o",
+                str(tmp_path / "labels.png"),
+                "--num-steps",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     labels = _imageio.read_array(tmp_path / "labels.png")
     assert labels.dtype == np.uint16 and labels.max() < 300
 
@@ -281,8 +417,13 @@ def run_cli_on_a_terminal(cwd, *args, env=None):
     a terminal runs it; returns (exit status, stdout, what the terminal received)."""
     e = _env(env)
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "pacnp", *map(str, args)], cwd=cwd, env=e,
-                            stdout=subprocess.PIPE, stderr=follower)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pacnp", *map(str, args)],
+        cwd=cwd,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+    )
     os.close(follower)  # the child holds its copy; EOF (EIO) once it exits
     received = b""
     while True:  # drain as it comes: a full terminal buffer would block the child
@@ -317,24 +458,44 @@ def test_progress_on_a_terminal_and_quiet(files, tmp_path):
     last = _last_draw(term)
     assert last.startswith("pacnp filter [") and "6/6 tiles" in last and "100%" in last, term
     assert term.endswith("\n") and term.count("\n") == 1  # redrawn in place, one line
-    code, out, term = run_cli_on_a_terminal(tmp_path, *args, "--quiet",
-                                            env={cli.PROGRESS_DELAY_ENV: "0"})
+    code, out, term = run_cli_on_a_terminal(
+        tmp_path, *args, "--quiet", env={cli.PROGRESS_DELAY_ENV: "0"}
+    )
     assert code == 0 and out == "" and term == ""
 
 
 def test_progress_stays_out_of_logs(files, tmp_path):
     """stderr a pipe or a file (a log): no bar, whatever the delay."""
-    res = _ok(run_cli(tmp_path, "filter", files["dir"] / "rgb8.png", "-o", "out.png",
-                      "--tile-rows", "8", env={cli.PROGRESS_DELAY_ENV: "0"}))
+    res = _ok(
+        run_cli(
+            tmp_path,
+            "filter",
+            files["dir"] / "rgb8.png",
+            "-o",
+            "out.png",
+            "--tile-rows",
+            "8",
+            env={cli.PROGRESS_DELAY_ENV: "0"},
+        )
+    )
     assert res.stdout == "" and res.stderr == ""
 
 
 def test_crf_progress_counts_mean_field_steps(files, tmp_path):
     p = _probabilities(files)
     np.save(tmp_path / "probs.npy", p)  # H×W×C
-    code, _, term = run_cli_on_a_terminal(tmp_path, "crf", "probs.npy", "--image",
-                                          files["dir"] / "rgb8.png", "-o", "labels.npy",
-                                          "--num-steps", "4", env={cli.PROGRESS_DELAY_ENV: "0"})
+    code, _, term = run_cli_on_a_terminal(
+        tmp_path,
+        "crf",
+        "probs.npy",
+        "--image",
+        files["dir"] / "rgb8.png",
+        "-o",
+        "labels.npy",
+        "--num-steps",
+        "4",
+        env={cli.PROGRESS_DELAY_ENV: "0"},
+    )
     assert code == 0, term
     last = _last_draw(term)
     assert last.startswith("pacnp crf [") and "4/4 steps" in last, term
@@ -381,33 +542,77 @@ ERRORS = [
     ("missing file", ["filter", "missing.png", "-o", "o.png"], 1, ["missing.png", "no such file"]),
     ("unreadable png", ["filter", "{d}/garbage.png", "-o", "o.png"], 1, ["cannot read", "garbage"]),
     ("truncated npy", ["filter", "{d}/truncated.npy", "-o", "o.npy"], 1, ["cannot read"]),
-    ("guide size", ["filter", "{d}/rgb8.png", "--guide", "{d}/small.png", "-o", "o.png"], 1,
-     ["shape mismatch", "64x40", "64x48"]),
-    ("negative sigma", ["filter", "{d}/rgb8.png", "-o", "o.png", "--sigma-spatial", "-1"], 2,
-     ["--sigma-spatial", "positive"]),
-    ("nan sigma", ["filter", "{d}/rgb8.png", "-o", "o.png", "--sigma-color", "nan"], 2,
-     ["--sigma-color"]),
+    (
+        "guide size",
+        ["filter", "{d}/rgb8.png", "--guide", "{d}/small.png", "-o", "o.png"],
+        1,
+        ["shape mismatch", "64x40", "64x48"],
+    ),
+    (
+        "negative sigma",
+        ["filter", "{d}/rgb8.png", "-o", "o.png", "--sigma-spatial", "-1"],
+        2,
+        ["--sigma-spatial", "positive"],
+    ),
+    (
+        "nan sigma",
+        ["filter", "{d}/rgb8.png", "-o", "o.png", "--sigma-color", "nan"],
+        2,
+        ["--sigma-color"],
+    ),
     ("bad radius", ["filter", "{d}/rgb8.png", "-o", "o.png", "--radius", "2.5"], 2, ["--radius"]),
-    ("output is input", ["filter", "{d}/rgb8.png", "-o", "{d}/../{n}/rgb8.png"], 2,
-     ["never overwrites"]),
-    ("unknown output extension", ["filter", "{d}/rgb8.png", "-o", "o.jpg"], 2,
-     ["unknown extension", ".jpg"]),
+    (
+        "output is input",
+        ["filter", "{d}/rgb8.png", "-o", "{d}/../{n}/rgb8.png"],
+        2,
+        ["never overwrites"],
+    ),
+    (
+        "unknown output extension",
+        ["filter", "{d}/rgb8.png", "-o", "o.jpg"],
+        2,
+        ["unknown extension", ".jpg"],
+    ),
     ("unknown input extension", ["filter", "photo.bmp", "-o", "o.png"], 2, ["unknown extension"]),
     ("float to png", ["filter", "{d}/rgbf32.npy", "-o", "o.png"], 1, ["PNG holds", "float32"]),
-    ("missing key", ["filter", "{d}/stack.npz", "--key", "nope", "-o", "o.npz"], 1,
-     ["no array 'nope'", "first, images"]),
+    (
+        "missing key",
+        ["filter", "{d}/stack.npz", "--key", "nope", "-o", "o.npz"],
+        1,
+        ["no array 'nope'", "first, images"],
+    ),
     ("no output", ["filter", "{d}/rgb8.png"], 2, ["-o"]),
-    ("upsample guide size", ["upsample", "{d}/small.png", "--guide", "{d}/rgb8.png", "--factor",
-                             "2", "-o", "o.png"], 1, ["shape mismatch", "--factor 2"]),
-    ("upsample factor", ["upsample", "{d}/small.png", "--guide", "{d}/rgb8.png", "--factor", "1",
-                         "-o", "o.png"], 2, ["--factor", ">= 2"]),
-    ("crf image size", ["crf", "{d}/rgbf32.npy", "--image", "{d}/small.png", "-o", "l.png"], 1,
-     ["shape mismatch"]),
-    ("bad crf kernel", ["crf", "{d}/rgbf32.npy", "--image", "{d}/rgb8.png", "-o", "l.png",
-                        "--kernel-size", "4"], 1, ["kernel_size"]),
+    (
+        "upsample guide size",
+        ["upsample", "{d}/small.png", "--guide", "{d}/rgb8.png", "--factor", "2", "-o", "o.png"],
+        1,
+        ["shape mismatch", "--factor 2"],
+    ),
+    (
+        "upsample factor",
+        ["upsample", "{d}/small.png", "--guide", "{d}/rgb8.png", "--factor", "1", "-o", "o.png"],
+        2,
+        ["--factor", ">= 2"],
+    ),
+    (
+        "crf image size",
+        ["crf", "{d}/rgbf32.npy", "--image", "{d}/small.png", "-o", "l.png"],
+        1,
+        ["shape mismatch"],
+    ),
+    (
+        "bad crf kernel",
+        ["crf", "{d}/rgbf32.npy", "--image", "{d}/rgb8.png", "-o", "l.png", "--kernel-size", "4"],
+        1,
+        ["kernel_size"],
+    ),
     ("threads", ["filter", "{d}/rgb8.png", "-o", "o.png", "--threads", "0"], 2, ["--threads"]),
-    ("too many threads", ["--threads", "100000", "filter", "{d}/rgb8.png", "-o", "o.png"], 2,
-     ["--threads 100000"]),
+    (
+        "too many threads",
+        ["--threads", "100000", "filter", "{d}/rgb8.png", "-o", "o.png"],
+        2,
+        ["--threads 100000"],
+    ),
 ]
 
 
@@ -418,8 +623,7 @@ def test_errors_are_one_line_and_write_nothing(files, tmp_path, name, args, code
     res = run_cli(tmp_path, *[a.format(d=d, n=d.name) for a in args])
     assert res.returncode == code, res.stderr
     lines = res.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pacnp") and ": error: " in lines[0], \
-        res.stderr
+    assert len(lines) == 1 and lines[0].startswith("pacnp") and ": error: " in lines[0], res.stderr
     for w in words:
         assert w in lines[0]
     assert res.stdout == ""
@@ -437,8 +641,17 @@ def test_output_through_a_link_to_an_input_is_refused(files, tmp_path):
 def test_cuda_backend(files, tmp_path):
     """On a machine with CuPy and a GPU the result equals the CPU's (to float rounding, then
     integer rounding); elsewhere a one-line error says what to install."""
-    res = run_cli(tmp_path, "filter", files["dir"] / "rgb8.png", "-o", "gpu.png", "--backend",
-                  "cuda", "--sigma-color", "30")
+    res = run_cli(
+        tmp_path,
+        "filter",
+        files["dir"] / "rgb8.png",
+        "-o",
+        "gpu.png",
+        "--backend",
+        "cuda",
+        "--sigma-color",
+        "30",
+    )
     has_cupy = importlib.util.find_spec("cupy") is not None
     if res.returncode == 0:
         assert has_cupy
@@ -480,9 +693,24 @@ def test_sigterm_mid_write_leaves_no_part_file_and_no_output(tmp_path):
     big = np.random.default_rng(0).random((2000, 4000))  # 64 MB: seconds to deflate
     np.save(tmp_path / "big.npy", big)
     before = (tmp_path / "big.npy").read_bytes()
-    proc = subprocess.Popen([sys.executable, "-m", "pacnp", "filter", "big.npy", "-o",
-                             "out.npz", "--radius", "0", "-q"], cwd=tmp_path, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pacnp",
+            "filter",
+            "big.npy",
+            "-o",
+            "out.npz",
+            "--radius",
+            "0",
+            "-q",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 240  # a cold numba cache compiles first
     while not any(p.name.endswith(".part") for p in tmp_path.iterdir()):
         if proc.poll() is not None or time.monotonic() > deadline:

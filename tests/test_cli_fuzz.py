@@ -18,6 +18,7 @@ thousands with ``--border nearest``, r³ in ``pacnp.filters``; ``--blur`` near 2
 millions of ``--num-steps`` in ``pacnp.crf``) stay out of the drawn numbers; their fixes
 belong to those modules (issue 14, "Slow or unbounded").
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,15 +46,51 @@ imagecodecs = pytest.importorskip("imagecodecs")
 REPO = Path(__file__).resolve().parents[1]
 
 #: drawn integer texts: valid small ones, and every way an integer option can be wrong
-INTS = ["0", "1", "2", "3", "5", "-1", "-7", "2.5", "1e3", "abc", "", " 4", "+2", "0x3",
-        "1_0", "99999999999999999999", "2147483648", "1" * 5000]
+INTS = [
+    "0",
+    "1",
+    "2",
+    "3",
+    "5",
+    "-1",
+    "-7",
+    "2.5",
+    "1e3",
+    "abc",
+    "",
+    " 4",
+    "+2",
+    "0x3",
+    "1_0",
+    "99999999999999999999",
+    "2147483648",
+    "1" * 5000,
+]
 #: integers that are valid and large: cheap where the library refuses or bounds them (an
 #: allocation it cannot make, a size mismatch); kept from the options whose cost grows
 #: without bound (radius with border nearest, blur, num-steps)
 BIG_INTS = ["1000000", "2147483647"]
 #: drawn float texts
-FLOATS = ["0.5", "1", "3", "12", "0", "-0", "-1", "1e-300", "5e-324", "1e-30", "1e300", "1e999",
-          "inf", "-inf", "nan", "abc", "", "0x1p3"]
+FLOATS = [
+    "0.5",
+    "1",
+    "3",
+    "12",
+    "0",
+    "-0",
+    "-1",
+    "1e-300",
+    "5e-324",
+    "1e-30",
+    "1e300",
+    "1e999",
+    "inf",
+    "-inf",
+    "nan",
+    "abc",
+    "",
+    "0x1p3",
+]
 AXES = ["auto", "none", "0", "1", "2", "-1", "-2", "-3", "3", "7", "x", "99999999999999999999"]
 
 _PART = ".part"
@@ -62,12 +99,17 @@ _PART = ".part"
 # --------------------------------------------------------------------------- files
 def _png_bomb():
     """A valid PNG header (CRC included) claiming 100000 × 100000 16-bit RGB."""
+
     def chunk(tag, body):
         return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
 
     ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 16, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\0" * (1 << 20))) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * (1 << 20)))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -101,17 +143,45 @@ def pool(tmp_path_factory):
 
 #: the valid files whose damaged copies a run may read
 DAMAGEABLE = ["rgb8.png", "grey16.png", "grey16.tif", "rgbf32.npy", "stack.npz"]
-POOL = ["rgb8.png", "grey16.png", "grey16.tif", "rgbf32.npy", "probs.npy", "stack.npz",
-        "low.png", "low.npy", "conf.npy", "bools.npy", "complex.npy", "empty.npy", "line.npy",
-        "big5d.npy", "bomb.png", "photo.bmp", "notes.txt", "dir.png", "missing.png",
-        "missing.npy"]
-OUTPUTS = ["out.png", "out.tif", "out.npy", "out.npz", "out.jpg", "out", "nodir/out.png",
-           "OUT.PNG", "dir.png"]
+POOL = [
+    "rgb8.png",
+    "grey16.png",
+    "grey16.tif",
+    "rgbf32.npy",
+    "probs.npy",
+    "stack.npz",
+    "low.png",
+    "low.npy",
+    "conf.npy",
+    "bools.npy",
+    "complex.npy",
+    "empty.npy",
+    "line.npy",
+    "big5d.npy",
+    "bomb.png",
+    "photo.bmp",
+    "notes.txt",
+    "dir.png",
+    "missing.png",
+    "missing.npy",
+]
+OUTPUTS = [
+    "out.png",
+    "out.tif",
+    "out.npy",
+    "out.npz",
+    "out.jpg",
+    "out",
+    "nodir/out.png",
+    "OUT.PNG",
+    "dir.png",
+]
 
 
 def _digest(folder):
-    return {p.name: (p.is_dir() or hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in folder.iterdir()}
+    return {
+        p.name: (p.is_dir() or hashlib.sha256(p.read_bytes()).hexdigest()) for p in folder.iterdir()
+    }
 
 
 # --------------------------------------------------------------------------- strategies
@@ -127,7 +197,7 @@ def damaged(draw, pool, work):
             i = draw(st.integers(0, limit - 1))
             data[i] ^= draw(st.integers(1, 255))
     else:
-        data = data[:draw(st.integers(0, len(data) - 1))]
+        data = data[: draw(st.integers(0, len(data) - 1))]
     path = work / ("damaged_" + name)
     path.write_bytes(bytes(data))
     return str(path)
@@ -160,8 +230,7 @@ def argv(draw, pool, work):
 
     floats = ["0.5", "1", "3", "12"]
     if command == "filter":
-        groups.append([file(["rgb8.png", "grey16.png", "grey16.tif", "rgbf32.npy",
-                             "stack.npz"])])
+        groups.append([file(["rgb8.png", "grey16.png", "grey16.tif", "rgbf32.npy", "stack.npz"])])
         if draw(st.booleans()):
             groups.append(["--guide", file(["rgb8.png", "grey16.png", "grey16.tif"])])
             maybe("--guide-key", ["images"], ["probs", "x"], 4)
@@ -172,8 +241,7 @@ def argv(draw, pool, work):
         if draw(st.booleans()):
             groups.append(["--border", border])
         # thousands of pixels of radius cost r³ with border nearest (a library matter)
-        maybe("--radius", ["0", "1", "2", "4"],
-              INTS + ([] if border == "nearest" else BIG_INTS))
+        maybe("--radius", ["0", "1", "2", "4"], INTS + ([] if border == "nearest" else BIG_INTS))
     elif command == "upsample":
         groups.append([file(["low.png", "low.npy"])])
         if not rarely(6):
@@ -192,16 +260,24 @@ def argv(draw, pool, work):
             groups.append(["--image", file(["rgb8.png"])])
         maybe("--image-key", ["images"], ["x"], 4)
         if rarely(4):  # a new file, or one of the inputs (refused)
-            groups.append(["--probabilities-out",
-                           str(work / draw(st.sampled_from(OUTPUTS))) if not rarely(4)
-                           else groups[0][0]])
+            groups.append(
+                [
+                    "--probabilities-out",
+                    str(work / draw(st.sampled_from(OUTPUTS))) if not rarely(4) else groups[0][0],
+                ]
+            )
         for flag in ("--num-steps", "--blur"):  # their cost grows with the value
             maybe(flag, ["1", "2"], INTS, 3)
         for flag in ("--kernel-size", "--smoothness-kernel-size"):
             maybe(flag, ["3", "5"], INTS + BIG_INTS, 3)
         maybe("--dilation", ["1", "2"], INTS + BIG_INTS, 3)
-        for flag in ("--sigma-xy", "--sigma-color", "--weight", "--smoothness-weight",
-                     "--unary-weight"):
+        for flag in (
+            "--sigma-xy",
+            "--sigma-color",
+            "--weight",
+            "--smoothness-weight",
+            "--unary-weight",
+        ):
             maybe(flag, ["0.1", "1", "3"], FLOATS, 3)
     maybe("--key", ["images", "probs"], ["nope", ""], 4)
     maybe("--channel-axis", ["auto", "-1"], AXES, 3)
@@ -238,10 +314,28 @@ def _run_in_process(args):
 
 def _kind(stderr):
     line = next(x for x in stderr.splitlines() if ": error: " in x).split(": error: ", 1)[1]
-    for words in ("argument", "cannot read", "shape mismatch", "unknown extension", "has dtype",
-                  "have dtype", "never overwrites", "no such file", "decompression", "threads",
-                  "cuda", "Unable to allocate", "unrecognized", "required", "is a directory",
-                  "PNG holds", "does not exist", "has shape", "have shape", "no array"):
+    for words in (
+        "argument",
+        "cannot read",
+        "shape mismatch",
+        "unknown extension",
+        "has dtype",
+        "have dtype",
+        "never overwrites",
+        "no such file",
+        "decompression",
+        "threads",
+        "cuda",
+        "Unable to allocate",
+        "unrecognized",
+        "required",
+        "is a directory",
+        "PNG holds",
+        "does not exist",
+        "has shape",
+        "have shape",
+        "no array",
+    ):
         if words in line:
             return words + (" " + line.split(":")[0].split()[-1] if words == "argument" else "")
     return line[:60]
@@ -261,9 +355,16 @@ def check_outcome(code, stdout, stderr, args):
     assert stdout == "", where
 
 
-@settings(max_examples=250, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
+@settings(
+    max_examples=250,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 @given(data=st.data())
 def test_generated_command_lines_fail_cleanly(pool, data):
     before = _digest(pool)
@@ -293,8 +394,13 @@ def _run_process(args, cwd):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop(_imageio.MAX_BYTES_ENV, None)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "pacnp", *map(str, args)], cwd=cwd,
-                                env=env, stdout=out, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pacnp", *map(str, args)],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
         try:
             proc.wait(timeout=300)  # never a hang
         except subprocess.TimeoutExpired:
@@ -311,8 +417,13 @@ def _peak_rss(args, cwd):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop(_imageio.MAX_BYTES_ENV, None)
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "pacnp", *map(str, args)], cwd=cwd,
-                                env=env, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pacnp", *map(str, args)],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
@@ -356,8 +467,14 @@ def test_decompression_bomb_through_the_command_line_stays_small(pool, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
-DEMO_CASES = [["--bogus"], ["--factors", "1"], ["--factors", "abc"], ["--downsample", "cubic"],
-              ["--only", "x"], ["--factors", "99999999999999999999"]]
+DEMO_CASES = [
+    ["--bogus"],
+    ["--factors", "1"],
+    ["--factors", "abc"],
+    ["--downsample", "cubic"],
+    ["--only", "x"],
+    ["--factors", "99999999999999999999"],
+]
 
 
 @pytest.mark.parametrize("extra", DEMO_CASES, ids=[" ".join(c) for c in DEMO_CASES])

@@ -8,6 +8,7 @@ fails when a public function is added without an entry. The libraries are those 
 NumPy, torch, JAX, array_api_strict and CuPy in the main run; numba device arrays under numba's
 CUDA simulator (``make test-cuda-sim`` runs this file there too) or on a real GPU.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -36,6 +37,7 @@ def _numba_device_ok():
     if not _have("numba_cuda"):
         return False
     from numba import cuda
+
     return SIM or cuda.is_available()
 
 
@@ -49,26 +51,31 @@ class Lib:
 
 def _torch_put(a):
     import torch
+
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def _jax_put(a):
     import jax.numpy as jnp
+
     return jnp.asarray(a)
 
 
 def _strict_put(a):
     import array_api_strict as xp
+
     return xp.asarray(a)
 
 
 def _cupy_put(a):
     import cupy
+
     return cupy.asarray(a)
 
 
 def _numba_put(a):
     from numba import cuda
+
     return cuda.to_device(np.ascontiguousarray(a))
 
 
@@ -83,22 +90,57 @@ def _numba_is(a):
 
 LIBS = [
     Lib("numpy", np.asarray, lambda a: isinstance(a, np.ndarray), lambda a: "cpu", True, ""),
-    Lib("torch", _torch_put, _module_is("torch"), lambda a: str(a.device), _have("torch"),
-        "torch is not installed"),
-    Lib("jax", _jax_put, lambda a: type(a).__module__.startswith(("jax", "jaxlib")),
-        lambda a: str(a.devices()), _have("jax"), "jax is not installed"),
-    Lib("array_api_strict", _strict_put, _module_is("array_api_strict"),
-        lambda a: str(a.device), _have("array_api_strict"), "array_api_strict is not installed"),
-    Lib("cupy", _cupy_put, _module_is("cupy"), lambda a: str(a.device), _have("cupy"),
-        "CuPy is not installed (no GPU here)"),
-    Lib("numba", _numba_put, _numba_is, lambda a: "cuda", _numba_device_ok(),
-        "numba device arrays need numba-cuda and a GPU or NUMBA_ENABLE_CUDASIM=1"),
+    Lib(
+        "torch",
+        _torch_put,
+        _module_is("torch"),
+        lambda a: str(a.device),
+        _have("torch"),
+        "torch is not installed",
+    ),
+    Lib(
+        "jax",
+        _jax_put,
+        lambda a: type(a).__module__.startswith(("jax", "jaxlib")),
+        lambda a: str(a.devices()),
+        _have("jax"),
+        "jax is not installed",
+    ),
+    Lib(
+        "array_api_strict",
+        _strict_put,
+        _module_is("array_api_strict"),
+        lambda a: str(a.device),
+        _have("array_api_strict"),
+        "array_api_strict is not installed",
+    ),
+    Lib(
+        "cupy",
+        _cupy_put,
+        _module_is("cupy"),
+        lambda a: str(a.device),
+        _have("cupy"),
+        "CuPy is not installed (no GPU here)",
+    ),
+    Lib(
+        "numba",
+        _numba_put,
+        _numba_is,
+        lambda a: "cuda",
+        _numba_device_ok(),
+        "numba device arrays need numba-cuda and a GPU or NUMBA_ENABLE_CUDASIM=1",
+    ),
 ]
 
 
-@pytest.fixture(params=[pytest.param(lib, id=lib.name,
-                                     marks=[pytest.mark.cuda] if lib.name in ("cupy", "numba")
-                                     else []) for lib in LIBS])
+@pytest.fixture(
+    params=[
+        pytest.param(
+            lib, id=lib.name, marks=[pytest.mark.cuda] if lib.name in ("cupy", "numba") else []
+        )
+        for lib in LIBS
+    ]
+)
 def lib(request):
     lib = request.param
     if not lib.available:
@@ -124,7 +166,9 @@ def _inputs():
         hi=rng.random((6, 6, 3)).astype(f32),
         unary=rng.standard_normal((1, 3, 6, 5)).astype(f32),
         feat=rng.standard_normal((1, 2, 6, 5)).astype(f32),
-        probs=np.ascontiguousarray(rng.dirichlet(np.ones(3), size=(6, 5)).astype(f32).transpose(2, 0, 1)),
+        probs=np.ascontiguousarray(
+            rng.dirichlet(np.ones(3), size=(6, 5)).astype(f32).transpose(2, 0, 1)
+        ),
     )
     d["K"] = pacnp.packernel2d(d["g"], 3, padding=1)[0]
     d["Kt"] = pacnp.packernel2d(d["gt"], 3, stride=2, padding=1, transposed=True)[0]
@@ -154,40 +198,56 @@ def _paccrf_model(put):
 CALLS = {
     "pacnp.packernel2d": lambda p: pacnp.packernel2d(p(IN["g"]), 3, **KW),
     "pacnp.packernel2d_backward": lambda p: pacnp.packernel2d_backward(
-        p(IN["K"]), p(IN["g"]), 3, **KW),
-    "pacnp.pacconv2d": lambda p: pacnp.pacconv2d(p(IN["x"]), p(IN["K"]), p(IN["w"]),
-                                                 p(IN["b"]), **KW),
+        p(IN["K"]), p(IN["g"]), 3, **KW
+    ),
+    "pacnp.pacconv2d": lambda p: pacnp.pacconv2d(
+        p(IN["x"]), p(IN["K"]), p(IN["w"]), p(IN["b"]), **KW
+    ),
     "pacnp.pacconv2d_backward": lambda p: pacnp.pacconv2d_backward(
-        p(IN["gy"]), p(IN["x"]), p(IN["K"]), p(IN["w"]), p(IN["b"]), **KW),
+        p(IN["gy"]), p(IN["x"]), p(IN["K"]), p(IN["w"]), p(IN["b"]), **KW
+    ),
     "pacnp.pacconv_transpose2d": lambda p: pacnp.pacconv_transpose2d(
-        p(IN["x"]), p(IN["Kt"]), p(IN["wt"]), p(IN["b"]), **TKW),
+        p(IN["x"]), p(IN["Kt"]), p(IN["wt"]), p(IN["b"]), **TKW
+    ),
     "pacnp.pacconv_transpose2d_backward": lambda p: pacnp.pacconv_transpose2d_backward(
-        p(IN["gyt"]), p(IN["x"]), p(IN["Kt"]), p(IN["wt"]), p(IN["b"]), **TKW),
+        p(IN["gyt"]), p(IN["x"]), p(IN["Kt"]), p(IN["wt"]), p(IN["b"]), **TKW
+    ),
     "pacnp.pacpool2d": lambda p: pacnp.pacpool2d(p(IN["x"]), p(IN["K"]), 3, **KW),
     "pacnp.pacpool2d_backward": lambda p: pacnp.pacpool2d_backward(
-        p(IN["gyp"]), p(IN["x"]), p(IN["K"]), 3, **KW),
+        p(IN["gyp"]), p(IN["x"]), p(IN["K"]), 3, **KW
+    ),
     "pacnp.pacconv2d_fused": lambda p: pacnp.pacconv2d_fused(
-        p(IN["x"]), p(IN["g"]), p(IN["w"]), p(IN["b"]), **KW),
+        p(IN["x"]), p(IN["g"]), p(IN["w"]), p(IN["b"]), **KW
+    ),
     "pacnp.pacconv2d_fused_backward": lambda p: pacnp.pacconv2d_fused_backward(
-        p(IN["gy"]), p(IN["x"]), p(IN["g"]), p(IN["w"]), p(IN["b"]), **KW),
+        p(IN["gy"]), p(IN["x"]), p(IN["g"]), p(IN["w"]), p(IN["b"]), **KW
+    ),
     "pacnp.pacconv_transpose2d_fused": lambda p: pacnp.pacconv_transpose2d_fused(
-        p(IN["x"]), p(IN["gt"]), p(IN["wt"]), p(IN["b"]), **TKW),
+        p(IN["x"]), p(IN["gt"]), p(IN["wt"]), p(IN["b"]), **TKW
+    ),
     "pacnp.pacconv_transpose2d_fused_backward": lambda p: pacnp.pacconv_transpose2d_fused_backward(
-        p(IN["gyt"]), p(IN["x"]), p(IN["gt"]), p(IN["wt"]), p(IN["b"]), **TKW),
+        p(IN["gyt"]), p(IN["x"]), p(IN["gt"]), p(IN["wt"]), p(IN["b"]), **TKW
+    ),
     "pacnp.pacpool2d_fused": lambda p: pacnp.pacpool2d_fused(p(IN["x"]), p(IN["g"]), 3, **KW),
     "pacnp.pacpool2d_fused_backward": lambda p: pacnp.pacpool2d_fused_backward(
-        p(IN["gyp"]), p(IN["x"]), p(IN["g"]), 3, **KW),
+        p(IN["gyp"]), p(IN["x"]), p(IN["g"]), 3, **KW
+    ),
     "filters.bilateral_filter": lambda p: filters.bilateral_filter(
-        p(IN["img"]), sigma_spatial=1.0, channel_axis=-1),
+        p(IN["img"]), sigma_spatial=1.0, channel_axis=-1
+    ),
     "filters.joint_bilateral_filter": lambda p: filters.joint_bilateral_filter(
-        p(IN["img"]), p(IN["img"][..., :1]), sigma_spatial=1.0, channel_axis=-1),
+        p(IN["img"]), p(IN["img"][..., :1]), sigma_spatial=1.0, channel_axis=-1
+    ),
     "filters.joint_bilateral_upsample": lambda p: filters.joint_bilateral_upsample(
-        p(IN["low"]), p(IN["hi"]), 2, channel_axis=-1, confidence=p(IN["low"][..., 0])),
+        p(IN["low"]), p(IN["hi"]), 2, channel_axis=-1, confidence=p(IN["low"][..., 0])
+    ),
     "filters.detail_preserving_pool": lambda p: filters.detail_preserving_pool(
-        p(IN["img"]), 3, channel_axis=-1),
+        p(IN["img"]), 3, channel_axis=-1
+    ),
     "crf.paccrf": lambda p: crf.paccrf(p(IN["unary"]), p(IN["feat"]), [_term(p)], num_steps=2),
     "crf.paccrf_backward": lambda p: crf.paccrf_backward(
-        p(IN["unary"]), p(IN["unary"]), p(IN["feat"]), [_term(p)], num_steps=2),
+        p(IN["unary"]), p(IN["unary"]), p(IN["feat"]), [_term(p)], num_steps=2
+    ),
     "crf.PacCRF": lambda p: _paccrf_model(p)(p(IN["unary"]), p(IN["feat"])),
     "crf.crf_refine": lambda p: crf.crf_refine(p(IN["probs"]), p(IN["img"]), num_steps=2),
     "crf.create_YXRGB": lambda p: crf.create_YXRGB(p(IN["x"]), yx_scale=2.0, rgb_scale=0.5),
@@ -247,13 +307,21 @@ def test_same_library_device_and_dtype_out(lib, name):
 
 #: one call per family with two array arguments: (name, call(put_first, put_second), names)
 MIXED = [
-    ("pacnp.pacconv2d", lambda p, q: pacnp.pacconv2d(p(IN["x"]), q(IN["K"]), p(IN["w"]), **KW),
-     ("input", "kernel")),
-    ("filters.joint_bilateral_filter",
-     lambda p, q: filters.joint_bilateral_filter(p(IN["img"]), q(IN["img"]), channel_axis=-1),
-     ("image", "guide")),
-    ("crf.crf_refine", lambda p, q: crf.crf_refine(p(IN["probs"]), q(IN["img"]), num_steps=1),
-     ("probabilities", "image")),
+    (
+        "pacnp.pacconv2d",
+        lambda p, q: pacnp.pacconv2d(p(IN["x"]), q(IN["K"]), p(IN["w"]), **KW),
+        ("input", "kernel"),
+    ),
+    (
+        "filters.joint_bilateral_filter",
+        lambda p, q: filters.joint_bilateral_filter(p(IN["img"]), q(IN["img"]), channel_axis=-1),
+        ("image", "guide"),
+    ),
+    (
+        "crf.crf_refine",
+        lambda p, q: crf.crf_refine(p(IN["probs"]), q(IN["img"]), num_steps=1),
+        ("probabilities", "image"),
+    ),
 ]
 
 

@@ -1,5 +1,6 @@
 """The CPU kernels' shared helpers (pacnp/cpu/common.py): the vectorised float32 exp and the
 unit-stride run detection the fast loops rely on."""
+
 import numpy as np
 import pytest
 from numba import njit
@@ -31,8 +32,9 @@ def test_exp_f32_relative_error_below_float32_resolution():
 
 
 def test_exp_f32_special_values():
-    a = np.array([-np.inf, np.nan, np.inf, 0.0, -0.0, -1e30, 1e30, -87.5, 88.5, -100.0],
-                 dtype=np.float32)
+    a = np.array(
+        [-np.inf, np.nan, np.inf, 0.0, -0.0, -1e30, 1e30, -87.5, 88.5, -100.0], dtype=np.float32
+    )
     out = np.empty_like(a)
     _exp_all(a, out)
     assert out[0] == 0.0
@@ -60,8 +62,9 @@ def _runs(tab):
     return runs
 
 
-@pytest.mark.parametrize("n_in,k,s,p,d", [(7, 3, 1, 1, 1), (7, 5, 1, 2, 2), (9, 3, 1, 0, 1),
-                                          (1, 5, 1, 2, 1)])
+@pytest.mark.parametrize(
+    "n_in,k,s,p,d", [(7, 3, 1, 1, 1), (7, 5, 1, 2, 2), (9, 3, 1, 0, 1), (1, 5, 1, 2, 1)]
+)
 def test_unit_runs_of_stride1_convolutions(n_in, k, s, p, d):
     n_out = _core.conv_out_size(n_in, k, s, p, d)
     tab = _core.conv_taps(n_in, n_out, k, s, p, d)

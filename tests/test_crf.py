@@ -6,12 +6,13 @@ torch's own; backward against central finite differences (directional derivative
 directions, float64, tiny shapes); the object form, the torch layer, real-image refinement and
 the error messages.
 """
+
 import re
 
 import numpy as np
 import pytest
-
 import reference as R
+
 from pacnp import crf
 
 C, H, W = 3, 6, 7
@@ -43,8 +44,9 @@ def test_reference_blur_is_torch_pool_and_interpolate(hw, b):
     x = np.random.default_rng(0).standard_normal((1, 2, H_, W_))
     pooled = F.avg_pool2d(torch.from_numpy(x), b, padding=pad, count_include_pad=False).numpy()
     np.testing.assert_allclose(R.crf_avg_pool(x, b), pooled, atol=1e-14)
-    up = F.interpolate(torch.from_numpy(pooled), scale_factor=b, mode="bilinear",
-                       align_corners=False).numpy()[:, :, pad[0]:pad[0] + H_, pad[1]:pad[1] + W_]
+    up = F.interpolate(
+        torch.from_numpy(pooled), scale_factor=b, mode="bilinear", align_corners=False
+    ).numpy()[:, :, pad[0] : pad[0] + H_, pad[1] : pad[1] + W_]
     np.testing.assert_allclose(R.crf_upsample(pooled, b, hw), up, atol=1e-14)
 
 
@@ -61,23 +63,30 @@ def test_forward_matches_reference(kind, final_output):
 
 
 @pytest.mark.parametrize("kind", crf.COMPAT_TYPES)
-@pytest.mark.parametrize("blur, dilation, hw", [(1, 2, (6, 7)), (2, 1, (6, 7)), (3, 1, (7, 5)),
-                                                (2, 2, (9, 8)), (4, 1, (9, 10))])
+@pytest.mark.parametrize(
+    "blur, dilation, hw",
+    [(1, 2, (6, 7)), (2, 1, (6, 7)), (3, 1, (7, 5)), (2, 2, (9, 8)), (4, 1, (9, 10))],
+)
 def test_forward_geometry_matches_reference(kind, blur, dilation, hw):
     rng = np.random.default_rng(2)
     U, f = inputs(rng, H=hw[0], W=hw[1])
     term = make_term(rng, kind, dilation=dilation, blur=blur)
     kw = dict(num_steps=2, final_output="log_softmax")
-    np.testing.assert_allclose(crf.paccrf(U, f, [term], **kw), R.paccrf(U, f, [term], **kw),
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        crf.paccrf(U, f, [term], **kw), R.paccrf(U, f, [term], **kw), rtol=1e-10, atol=1e-10
+    )
 
 
 def test_several_terms_shared_and_per_term_features():
     rng = np.random.default_rng(3)
     U, f = inputs(rng)
     f2 = rng.standard_normal((2, 2, H, W))
-    terms = [make_term(rng, "4d", k=5), make_term(rng, "potts", blur=2, dilation=2),
-             make_term(rng, "2d", blur=2), make_term(rng, "na")]
+    terms = [
+        make_term(rng, "4d", k=5),
+        make_term(rng, "potts", blur=2, dilation=2),
+        make_term(rng, "2d", blur=2),
+        make_term(rng, "na"),
+    ]
     kw = dict(num_steps=3, final_output="softmax", unary_weight=1.3)
     shared = crf.paccrf(U, f, terms, **kw)
     np.testing.assert_allclose(shared, R.paccrf(U, f, terms, **kw), rtol=1e-10, atol=1e-12)
@@ -100,8 +109,10 @@ def test_float32_close_to_float64():
 def test_zero_steps_and_no_terms():
     rng = np.random.default_rng(5)
     U, f = inputs(rng)
-    np.testing.assert_allclose(crf.paccrf(U, f, [make_term(rng, "4d")], num_steps=0,
-                                          final_output="softmax"), R._crf_softmax(U))
+    np.testing.assert_allclose(
+        crf.paccrf(U, f, [make_term(rng, "4d")], num_steps=0, final_output="softmax"),
+        R._crf_softmax(U),
+    )
     # without pairwise terms a step is the scaled unary
     np.testing.assert_allclose(crf.paccrf(U, None, [], num_steps=2, unary_weight=2.0), 2.0 * U)
 
@@ -152,8 +163,15 @@ def _directional_check(fun, grad, x, rng, n_dirs=3, eps=1e-6, name=""):
         assert abs(num - ana) <= 1e-6 * max(1.0, abs(num)), (name, num, ana)
 
 
-BACKWARD_CASES = [("na", 1, 1), ("2d", 1, 2), ("4d", 1, 1), ("potts", 1, 1),
-                  ("2d", 2, 1), ("4d", 3, 1), ("potts", 2, 2)]
+BACKWARD_CASES = [
+    ("na", 1, 1),
+    ("2d", 1, 2),
+    ("4d", 1, 1),
+    ("potts", 1, 1),
+    ("2d", 2, 1),
+    ("4d", 3, 1),
+    ("potts", 2, 2),
+]
 
 
 @pytest.mark.parametrize("final_output", ["log_softmax", "softmax"])
@@ -173,21 +191,29 @@ def test_backward_matches_finite_differences(kind, blur, dilation, final_output)
     assert g.kernels is None and g.logQ is None
     _directional_check(lambda x: loss(U=x), g.unary, U, rng, name="unary")
     _directional_check(lambda x: loss(f=x), g.edge_feat, f, rng, name="edge_feat")
-    _directional_check(lambda x: loss(unary_weight=float(x)), g.unary_weight, 0.9, rng,
-                       name="unary_weight")
+    _directional_check(
+        lambda x: loss(unary_weight=float(x)), g.unary_weight, 0.9, rng, name="unary_weight"
+    )
 
     def with_term(**change):
         fields = dict(vars(term))
         fields.update(change)
         return (crf.PairwiseTerm(**fields), other)
 
-    _directional_check(lambda x: loss(terms=with_term(filter=x)), g.filters[0], term.filter,
-                       rng, name="filter")
-    _directional_check(lambda x: loss(terms=with_term(weight=float(x))), g.weights[0],
-                       term.weight, rng, name="weight")
+    _directional_check(
+        lambda x: loss(terms=with_term(filter=x)), g.filters[0], term.filter, rng, name="filter"
+    )
+    _directional_check(
+        lambda x: loss(terms=with_term(weight=float(x))),
+        g.weights[0],
+        term.weight,
+        rng,
+        name="weight",
+    )
     if kind == "2d":
-        _directional_check(lambda x: loss(terms=with_term(compat=x)), g.compats[0],
-                           term.compat, rng, name="compat")
+        _directional_check(
+            lambda x: loss(terms=with_term(compat=x)), g.compats[0], term.compat, rng, name="compat"
+        )
     else:
         assert g.compats[0] is None
 
@@ -211,14 +237,23 @@ def test_backward_kernels_logQ_and_per_term_features():
     _directional_check(lambda x: loss(U=x), g.unary, U, rng, name="unary")
     _directional_check(lambda x: loss(L0=x), g.logQ, L0, rng, name="logQ")
     for i in range(2):
-        _directional_check(lambda x: loss(Ks=[x if j == i else Ks[j] for j in range(2)]),
-                           g.kernels[i], Ks[i], rng, name=f"kernels[{i}]")
+        _directional_check(
+            lambda x, i=i: loss(Ks=[x if j == i else Ks[j] for j in range(2)]),
+            g.kernels[i],
+            Ks[i],
+            rng,
+            name=f"kernels[{i}]",
+        )
     f2 = rng.standard_normal((1, 2, H, W))
     g2 = crf.paccrf_backward(G, U, [f, f2], terms, **kw)
     assert isinstance(g2.edge_feat, list) and g2.edge_feat[1].shape == f2.shape
     _directional_check(
-        lambda x: float(np.sum(G * crf.paccrf(U, [f, x], terms, **kw))), g2.edge_feat[1], f2,
-        rng, name="edge_feat[1]")
+        lambda x: float(np.sum(G * crf.paccrf(U, [f, x], terms, **kw))),
+        g2.edge_feat[1],
+        f2,
+        rng,
+        name="edge_feat[1]",
+    )
 
 
 def test_needs_selects_gradients():
@@ -231,8 +266,9 @@ def test_needs_selects_gradients():
     assert part.edge_feat is None and part.filters is None and part.unary_weight is None
     np.testing.assert_allclose(part.unary, full.unary, rtol=1e-14)
     np.testing.assert_allclose(part.weights[0], full.weights[0], rtol=1e-14)
-    bools = crf.paccrf_backward(G, U, f, terms, num_steps=2,
-                                needs=(False, True, False, False, False, False, False, False))
+    bools = crf.paccrf_backward(
+        G, U, f, terms, num_steps=2, needs=(False, True, False, False, False, False, False, False)
+    )
     assert bools.unary is None
     np.testing.assert_allclose(bools.edge_feat, full.edge_feat, rtol=1e-14)
 
@@ -249,15 +285,16 @@ def test_object_form_initialisation_and_call():
     gauss = np.outer(e, e) * 25 / np.outer(e, e).sum()
     gauss[2, 2] = 0
     np.testing.assert_allclose(t4.filter[0, 1], gauss, rtol=1e-12)
-    np.testing.assert_array_equal(t4.filter[1, 1], 0)                    # 1 − I compatibility
+    np.testing.assert_array_equal(t4.filter[1, 1], 0)  # 1 − I compatibility
     np.testing.assert_array_equal(tp.filter[0, 0], [[1, 1, 1], [1, 0, 1], [1, 1, 1]])
     np.testing.assert_array_equal(t2.compat, 1 - np.eye(4))
     assert tp.weight == 2.0 and "0d_3_1_1" in repr(model)
     rng = np.random.default_rng(12)
     U, f = inputs(rng, C=4)
     out = model(U, f)
-    np.testing.assert_allclose(out, R.paccrf(U, f, model.terms, num_steps=2,
-                                             final_output="softmax"), rtol=1e-10)
+    np.testing.assert_allclose(
+        out, R.paccrf(U, f, model.terms, num_steps=2, final_output="softmax"), rtol=1e-10
+    )
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-12)
     perturbed = crf.PacCRF(4, 1, seed=0, pairwise_kernels=dict(kernel_size=3))
     assert perturbed.terms[0].filter.dtype == np.float32
@@ -267,8 +304,9 @@ def test_object_form_initialisation_and_call():
 def test_object_backward_fixed_weighting():
     rng = np.random.default_rng(13)
     U, f = inputs(rng)
-    model = crf.PacCRF(C, 2, fixed_weighting=True, dtype=np.float64,
-                       pairwise_kernels=[dict(compat_type="2d")])
+    model = crf.PacCRF(
+        C, 2, fixed_weighting=True, dtype=np.float64, pairwise_kernels=[dict(compat_type="2d")]
+    )
     g = model.backward(np.ones_like(U), U, f)
     assert g.weights is None and g.unary_weight is None
     assert g.compats[0].shape == (C, C) and np.abs(g.compats[0]).max() > 0
@@ -293,13 +331,27 @@ def test_matches_torch_paccrf_layer():
     terms = []
     for i, kind in enumerate(kinds):
         w = float(layer.pairwise_weights[i].detach())
-        compat = None if layer.compat[i] is None else \
-            layer.compat[i].weight.detach().numpy()[:, :, 0, 0]
-        terms.append(crf.PairwiseTerm(kind, layer.messengers[i].weight.detach().numpy(),
-                                      -w if kind == "potts" else w, compat,
-                                      layer.messengers[i].dilation[0], layer.blur[i]))
-    out = crf.paccrf(U, f, terms, num_steps=3, unary_weight=float(layer.unary_weight.detach()),
-                     final_output="log_softmax")
+        compat = (
+            None if layer.compat[i] is None else layer.compat[i].weight.detach().numpy()[:, :, 0, 0]
+        )
+        terms.append(
+            crf.PairwiseTerm(
+                kind,
+                layer.messengers[i].weight.detach().numpy(),
+                -w if kind == "potts" else w,
+                compat,
+                layer.messengers[i].dilation[0],
+                layer.blur[i],
+            )
+        )
+    out = crf.paccrf(
+        U,
+        f,
+        terms,
+        num_steps=3,
+        unary_weight=float(layer.unary_weight.detach()),
+        final_output="log_softmax",
+    )
     np.testing.assert_allclose(out, expect, rtol=1e-9, atol=1e-9)
 
 
@@ -314,12 +366,12 @@ def test_array_api_and_torch_inputs_come_back_in_their_library():
     out = crf.paccrf(xp.asarray(U), xp.asarray(f), [sterm], num_steps=2)
     assert type(out).__module__.startswith("array_api_strict")
     np.testing.assert_allclose(np.asarray(out), expect, rtol=1e-12)
-    g = crf.paccrf_backward(xp.ones_like(out), xp.asarray(U), xp.asarray(f), [sterm],
-                            num_steps=2)
+    g = crf.paccrf_backward(xp.ones_like(out), xp.asarray(U), xp.asarray(f), [sterm], num_steps=2)
     assert type(g.edge_feat).__module__.startswith("array_api_strict")
     torch = pytest.importorskip("torch")
-    tterm = crf.PairwiseTerm("2d", torch.from_numpy(term.filter), 0.7,
-                             torch.from_numpy(term.compat), 1, 2)
+    tterm = crf.PairwiseTerm(
+        "2d", torch.from_numpy(term.filter), 0.7, torch.from_numpy(term.compat), 1, 2
+    )
     tout = crf.paccrf(torch.from_numpy(U), torch.from_numpy(f), [tterm], num_steps=2)
     assert isinstance(tout, torch.Tensor)
     np.testing.assert_allclose(tout.numpy(), expect, rtol=1e-12)
@@ -329,8 +381,8 @@ def test_create_features():
     img = np.arange(2 * 3 * 4 * 5, dtype=np.uint8).reshape(2, 3, 4, 5)
     feats = crf.create_YXRGB(img, yx_scale=2.0, rgb_scale=[10.0, 20.0, 40.0])
     assert feats.shape == (2, 5, 4, 5) and feats.dtype == np.float32
-    np.testing.assert_allclose(feats[1, 0, 3, 2], 1.5)   # y / 2
-    np.testing.assert_allclose(feats[1, 1, 3, 2], 1.0)   # x / 2
+    np.testing.assert_allclose(feats[1, 0, 3, 2], 1.5)  # y / 2
+    np.testing.assert_allclose(feats[1, 1, 3, 2], 1.0)  # x / 2
     np.testing.assert_allclose(feats[1, 3], img[1, 1] / 20.0)
     same = crf.create_YXRGB(img.astype(np.float64), scales=[2.0, 2.0, 10.0, 20.0, 40.0])
     assert same.dtype == np.float64
@@ -348,15 +400,16 @@ def _kmeans_labels(img, k, iters=8):
     centres = x[order[np.linspace(0, len(x) - 1, k).astype(int)]]
     for _ in range(iters):
         lab = np.argmin(((x[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
-        centres = np.stack([x[lab == i].mean(0) if np.any(lab == i) else centres[i]
-                            for i in range(k)])
+        centres = np.stack(
+            [x[lab == i].mean(0) if np.any(lab == i) else centres[i] for i in range(k)]
+        )
     return lab.reshape(img.shape[:2])
 
 
 @pytest.mark.parametrize("name", ["astronaut", "coffee"])
 def test_crf_refine_cleans_a_noisy_segmentation_of_a_real_image(name):
     data = pytest.importorskip("skimage.data")
-    img = getattr(data, name)()[::4, ::4]            # uint8 RGB, (H, W, 3)
+    img = getattr(data, name)()[::4, ::4]  # uint8 RGB, (H, W, 3)
     k = 4
     clean = _kmeans_labels(img, k)
     onehot = (clean[None] == np.arange(k)[:, None, None]).astype(np.float64)
@@ -370,8 +423,7 @@ def test_crf_refine_cleans_a_noisy_segmentation_of_a_real_image(name):
     after = np.mean(refined.argmax(axis=0) == clean)
     assert before < 0.75 and after > before + 0.15, (before, after)
     # batched, channel-first image and float image in [0, 1] give the same
-    batched = crf.crf_refine(probs[None], np.moveaxis(img, -1, 0)[None] / 255.0,
-                             channel_axis=1)
+    batched = crf.crf_refine(probs[None], np.moveaxis(img, -1, 0)[None] / 255.0, channel_axis=1)
     np.testing.assert_allclose(batched[0], refined, atol=2e-4)
 
 
@@ -458,8 +510,13 @@ def test_benchmark_torch_peer_computes_the_same():
     assert isinstance(peer, torch.Tensor)
     np.testing.assert_allclose(pac, peer.numpy(), rtol=1e-10, atol=1e-10)
     U, f, filt = mod.make_crf_inputs(w, np.float64)
-    ref = R.paccrf(U, f, [dict(compat_type="4d", filter=filt, weight=1.0, dilation=2)],
-                   num_steps=3, final_output="log_softmax")
+    ref = R.paccrf(
+        U,
+        f,
+        [dict(compat_type="4d", filter=filt, weight=1.0, dilation=2)],
+        num_steps=3,
+        final_output="log_softmax",
+    )
     np.testing.assert_allclose(pac, ref, rtol=1e-10, atol=1e-10)
 
 

@@ -8,18 +8,19 @@ Like them, this file needs a GPU or numba's CUDA simulator, which must be on bef
 (``NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cuda ...``). In a process with neither (the main
 ``pytest tests`` run without a GPU) the module is skipped, with the reason.
 """
+
 import itertools
 
 import numpy as np
 import pytest
-
 from cases import cuda_missing
 
 if cuda_missing():
     pytest.skip(f"CUDA backend: {cuda_missing()}", allow_module_level=True)
 
-import pacnp  # noqa: E402
 from cases import Backend, as_tuple, assert_close, make_case  # noqa: E402
+
+import pacnp  # noqa: E402
 
 pytestmark = pytest.mark.cuda
 
@@ -27,8 +28,15 @@ GPU = Backend("cuda")
 
 
 # --------------------------------------------------------------------------- dtypes, layouts
-@pytest.mark.parametrize("label", ["pacconv2d/dense", "pacconv2d_backward/shared",
-                                   "packernel2d/gaussian-mask", "pacpool2d_backward/strided"])
+@pytest.mark.parametrize(
+    "label",
+    [
+        "pacconv2d/dense",
+        "pacconv2d_backward/shared",
+        "packernel2d/gaussian-mask",
+        "pacpool2d_backward/strided",
+    ],
+)
 def test_float16_inputs_give_float16_results_computed_in_float32(label):
     """float16 device arrays: converted to float32 on the device, results back in float16.
     The reference sees the same float16-rounded inputs; the tolerance is float16's."""
@@ -47,15 +55,18 @@ def test_float16_inputs_give_float16_results_computed_in_float32(label):
 def test_float16_mixed_with_float32_is_a_type_error():
     case = make_case("pacconv2d/dense", batch=1)
     args, kwargs = case.split()
-    args = [GPU.put(args[0].astype(np.float16))] + [GPU.put(a.astype(np.float32))
-                                                    for a in args[1:]]
-    with pytest.raises(TypeError, match=r"pacconv2d: floating arrays of one call must share a "
-                                        r"dtype \(input: float16, kernel: float32"):
+    args = [GPU.put(args[0].astype(np.float16))] + [GPU.put(a.astype(np.float32)) for a in args[1:]]
+    with pytest.raises(
+        TypeError,
+        match=r"pacconv2d: floating arrays of one call must share a "
+        r"dtype \(input: float16, kernel: float32",
+    ):
         pacnp.pacconv2d(*args, **kwargs)
 
 
 def test_strided_device_inputs_are_copied_not_misread():
     from numba import cuda
+
     case = make_case("pacconv2d_backward/dense", batch=1)
     args, kwargs = case.split()
 
@@ -74,11 +85,15 @@ def test_strided_device_inputs_are_copied_not_misread():
 def test_mixing_host_and_device_arrays_is_a_type_error_naming_them():
     case = make_case("pacconv2d/dense", batch=1)
     p = case.params
-    with pytest.raises(TypeError, match=r"pacconv2d: arrays on a CUDA device and on the host "
-                                        r"cannot be mixed \(on the device: input, weight; on the "
-                                        r"host: kernel, bias\)"):
-        pacnp.pacconv2d(GPU.put(p["input"]), p["kernel"], GPU.put(p["weight"]), p["bias"],
-                        padding=1)
+    with pytest.raises(
+        TypeError,
+        match=r"pacconv2d: arrays on a CUDA device and on the host "
+        r"cannot be mixed \(on the device: input, weight; on the "
+        r"host: kernel, bias\)",
+    ):
+        pacnp.pacconv2d(
+            GPU.put(p["input"]), p["kernel"], GPU.put(p["weight"]), p["bias"], padding=1
+        )
 
 
 def test_device_errors_are_the_cpu_errors():

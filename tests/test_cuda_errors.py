@@ -2,6 +2,7 @@
 process): ``import pacnp`` stays CUDA-free, device arrays are recognised without importing
 their library, mixing host and device arrays is a TypeError naming them, and a device array
 without numba-cuda installed is an ImportError that says what to install."""
+
 import subprocess
 import sys
 
@@ -27,12 +28,13 @@ class FakeDeviceArray:
 
 
 def test_import_pacnp_does_not_import_numba_cuda():
-    code = ("import sys, numpy as np, pacnp; "
-            "pacnp.pacpool2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 3, 3, 3, 3)), 3, padding=1); "
-            "bad = [m for m in sys.modules if m.startswith(('numba.cuda', 'pacnp.cuda', 'cupy'))]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
+    code = (
+        "import sys, numpy as np, pacnp; "
+        "pacnp.pacpool2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 3, 3, 3, 3)), 3, padding=1); "
+        "bad = [m for m in sys.modules if m.startswith(('numba.cuda', 'pacnp.cuda', 'cupy'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -54,26 +56,40 @@ def test_other_devices_are_a_type_error():
 
 def test_mixing_host_and_device_arrays_is_a_type_error_naming_them():
     K = np.ones((1, 1, 3, 3, 3, 3))
-    with pytest.raises(TypeError, match=r"pacpool2d: arrays on a CUDA device and on the host "
-                                        r"cannot be mixed \(on the device: input; on the host: "
-                                        r"kernel\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"pacpool2d: arrays on a CUDA device and on the host "
+        r"cannot be mixed \(on the device: input; on the host: "
+        r"kernel\)",
+    ):
         pacnp.pacpool2d(FakeDeviceArray((1, 1, 3, 3)), K, 3, padding=1)
 
 
 def test_arrays_on_two_devices_are_a_type_error(monkeypatch):
     monkeypatch.setattr(_namespace, "_cuda_backend", lambda fn, name: pytest.fail("backend loaded"))
-    with pytest.raises(TypeError, match=r"pacpool2d: arrays on different CUDA devices cannot be "
-                                        r"mixed \(input: cuda:0, kernel: cuda:1\)"):
-        pacnp.pacpool2d(FakeDeviceArray((1, 1, 3, 3), 0), FakeDeviceArray((1, 1, 3, 3, 3, 3), 1),
-                        3, padding=1)
+    with pytest.raises(
+        TypeError,
+        match=r"pacpool2d: arrays on different CUDA devices cannot be "
+        r"mixed \(input: cuda:0, kernel: cuda:1\)",
+    ):
+        pacnp.pacpool2d(
+            FakeDeviceArray((1, 1, 3, 3), 0), FakeDeviceArray((1, 1, 3, 3, 3, 3), 1), 3, padding=1
+        )
 
 
 def test_device_array_without_numba_cuda_says_what_to_install(monkeypatch):
     real = _namespace.importlib.util.find_spec
-    monkeypatch.setattr(_namespace.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "numba_cuda" else real(name, *a))
-    with pytest.raises(ImportError, match=r"pacpool2d: input lives on a CUDA device; pacnp's "
-                                          r"CUDA backend needs the numba-cuda package: "
-                                          r"pip install numba-cuda"):
-        pacnp.pacpool2d(FakeDeviceArray((1, 1, 3, 3)), FakeDeviceArray((1, 1, 3, 3, 3, 3)), 3,
-                        padding=1)
+    monkeypatch.setattr(
+        _namespace.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "numba_cuda" else real(name, *a),
+    )
+    with pytest.raises(
+        ImportError,
+        match=r"pacpool2d: input lives on a CUDA device; pacnp's "
+        r"CUDA backend needs the numba-cuda package: "
+        r"pip install numba-cuda",
+    ):
+        pacnp.pacpool2d(
+            FakeDeviceArray((1, 1, 3, 3)), FakeDeviceArray((1, 1, 3, 3, 3, 3)), 3, padding=1
+        )

@@ -35,7 +35,7 @@ def test_constant_disparity_round_trips(method, f):
     H, W = 6 * f, 7 * f
     gt = np.full((H, W), 17.25, np.float32)
     valid = rng.random((H, W)) > 0.3
-    valid[f:2 * f, 2 * f:3 * f] = False  # one whole block: an invalid sample for both methods
+    valid[f : 2 * f, 2 * f : 3 * f] = False  # one whole block: an invalid sample for both methods
     gt[~valid] = 1e6  # garbage where invalid
     lo, lo_valid = demo.downsample(gt, valid, f, method)
     assert lo.shape == (6, 7) and not lo_valid.all()
@@ -53,10 +53,9 @@ def test_linear_ramp_is_not_shifted(method, f):
     back. Bilinear is exact inside; the Gaussian weights leave a small periodic ripple, but no
     bias: a misalignment by half a pixel would shift the mean error by ~0.4."""
     h, w = 12, 14
-    Y, X = np.mgrid[0:h * f, 0:w * f].astype(np.float64)
+    Y, X = np.mgrid[0 : h * f, 0 : w * f].astype(np.float64)
     plane = 0.5 * Y + 0.25 * X + 3.0
-    lo, lo_valid = demo.downsample(plane.astype(np.float32), np.ones(plane.shape, bool), f,
-                                   method)
+    lo, lo_valid = demo.downsample(plane.astype(np.float32), np.ones(plane.shape, bool), f, method)
     bil = demo.upsample_bilinear(lo, lo_valid, f, method)
     pac = demo.upsample_pac(lo, lo_valid, np.full((h * f, w * f, 3), 100.0), f, method=method)
     inner = (slice(3 * f, -3 * f), slice(3 * f, -3 * f))  # whole periods, away from borders
@@ -86,8 +85,9 @@ def _direct_joint_bilateral(lo, lo_valid, rgb, f, sigma_s, sigma_c, method):
                     if not lo_valid[n, m] or abs(gy - Y) > r or abs(gx - X) > r:
                         continue
                     colour = np.exp(-0.5 * np.sum((guide[Y, X] - guide[gy, gx]) ** 2))
-                    space = np.exp(-0.5 * ((Y - n * f - s) ** 2 + (X - m * f - s) ** 2)
-                                   / sigma_s ** 2)
+                    space = np.exp(
+                        -0.5 * ((Y - n * f - s) ** 2 + (X - m * f - s) ** 2) / sigma_s**2
+                    )
                     num += colour * space * lo[n, m]
                     tot += colour * space
             out[Y, X] = num / tot if tot > 0 else np.nan
@@ -102,8 +102,16 @@ def test_pac_upsampling_equals_the_joint_bilateral_formula(method, f):
     lo, lo_valid, rgb = _random_case(rng, 3, 4, f)
     lo_valid[0, 0] = True
     sigma_s, sigma_c = 0.7 * f, 25.0
-    out, den = demo.upsample_pac(lo, lo_valid, rgb, f, sigma_spatial=sigma_s, sigma_color=sigma_c,
-                                 method=method, return_weight=True)
+    out, den = demo.upsample_pac(
+        lo,
+        lo_valid,
+        rgb,
+        f,
+        sigma_spatial=sigma_s,
+        sigma_color=sigma_c,
+        method=method,
+        return_weight=True,
+    )
     ref, ref_den = _direct_joint_bilateral(lo, lo_valid, rgb, f, sigma_s, sigma_c, method)
     assert np.isfinite(ref).all()
     np.testing.assert_allclose(den, ref_den, rtol=1e-4, atol=1e-7)
@@ -142,7 +150,7 @@ def test_downsample_respects_invalid_pixels():
     d = np.arange(64, dtype=np.float32).reshape(8, 8)
     valid = np.ones((8, 8), bool)
     valid[0:4, 0:4] = False  # block (0, 0) entirely invalid
-    valid[4, 4] = False      # block (1, 1): one invalid pixel
+    valid[4, 4] = False  # block (1, 1): one invalid pixel
     d[~valid] = np.nan
     lo, lo_valid = demo.downsample(d, valid, f, "mean")
     assert lo_valid.tolist() == [[False, True], [True, True]]

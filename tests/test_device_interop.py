@@ -13,21 +13,28 @@ Needs a CUDA GPU and a real driver: without one (and under numba's simulator, wh
 arrays only) the module is skipped; each library's tests are skipped where that library or its
 GPU support is missing. ``make gpu-check`` runs this file on the GPU machine (tools/gpu/README.md).
 """
+
 import os
 
 import numpy as np
 import pytest
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-    pytest.skip("device interop needs a real GPU: numba's simulator takes numba arrays only",
-                allow_module_level=True)
+    pytest.skip(
+        "device interop needs a real GPU: numba's simulator takes numba arrays only",
+        allow_module_level=True,
+    )
 _cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
 if not _cuda.is_available():
-    pytest.skip("no CUDA GPU here: this file runs on the GPU machine through `make gpu-check` "
-                "(tools/gpu/README.md)", allow_module_level=True)
+    pytest.skip(
+        "no CUDA GPU here: this file runs on the GPU machine through `make gpu-check` "
+        "(tools/gpu/README.md)",
+        allow_module_level=True,
+    )
+
+import reference as R  # noqa: E402
 
 import pacnp  # noqa: E402
-import reference as R  # noqa: E402
 from pacnp import filters  # noqa: E402
 
 K_SIZE, PAD = 5, 2
@@ -54,10 +61,12 @@ class CupyLib:
         return self.cp.asnumpy(a)
 
     def check(self, a, like, what):
-        assert isinstance(a, self.cp.ndarray), f"{what}: {type(a).__module__}." \
-                                               f"{type(a).__name__}, not a CuPy array"
-        assert a.device.id == like.device.id, f"{what}: on GPU {a.device.id}, input on " \
-                                              f"{like.device.id}"
+        assert isinstance(a, self.cp.ndarray), (
+            f"{what}: {type(a).__module__}.{type(a).__name__}, not a CuPy array"
+        )
+        assert a.device.id == like.device.id, (
+            f"{what}: on GPU {a.device.id}, input on {like.device.id}"
+        )
         assert a.dtype == like.dtype, f"{what}: dtype {a.dtype}, input {like.dtype}"
 
 
@@ -76,8 +85,9 @@ class TorchLib:
         return a.detach().cpu().numpy()
 
     def check(self, a, like, what):
-        assert isinstance(a, self.torch.Tensor), f"{what}: {type(a).__module__}." \
-                                                 f"{type(a).__name__}, not a torch tensor"
+        assert isinstance(a, self.torch.Tensor), (
+            f"{what}: {type(a).__module__}.{type(a).__name__}, not a torch tensor"
+        )
         assert a.device == like.device, f"{what}: on {a.device}, input on {like.device}"
         assert a.dtype == like.dtype, f"{what}: dtype {a.dtype}, input {like.dtype}"
 
@@ -99,10 +109,10 @@ class JaxLib:
         return np.asarray(a)
 
     def check(self, a, like, what):
-        assert isinstance(a, self.jax.Array), f"{what}: {type(a).__module__}." \
-                                              f"{type(a).__name__}, not a JAX array"
-        assert a.devices() == like.devices(), f"{what}: on {a.devices()}, input on " \
-                                              f"{like.devices()}"
+        assert isinstance(a, self.jax.Array), (
+            f"{what}: {type(a).__module__}.{type(a).__name__}, not a JAX array"
+        )
+        assert a.devices() == like.devices(), f"{what}: on {a.devices()}, input on {like.devices()}"
         assert a.dtype == like.dtype, f"{what}: dtype {a.dtype}, input {like.dtype}"
 
 
@@ -141,17 +151,20 @@ def bilateral_reference(img, sigma_s, sigma_c, r):
     den = np.zeros((H, W, 1))
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
-            nb = p[r + dy:r + dy + H, r + dx:r + dx + W]
-            wgt = np.exp(-(dy * dy + dx * dx) / (2 * sigma_s ** 2)
-                         - 0.5 * ((nb - x) ** 2).sum(-1, keepdims=True) / sigma_c ** 2)
+            nb = p[r + dy : r + dy + H, r + dx : r + dx + W]
+            wgt = np.exp(
+                -(dy * dy + dx * dx) / (2 * sigma_s**2)
+                - 0.5 * ((nb - x) ** 2).sum(-1, keepdims=True) / sigma_c**2
+            )
             num += wgt * nb
             den += wgt
     return num / den
 
 
 def assert_close(actual, expected, what):
-    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=2e-4, atol=2e-5,
-                               err_msg=what)
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64), expected, rtol=2e-4, atol=2e-5, err_msg=what
+    )
 
 
 # --------------------------------------------------------------------------- same library out
@@ -191,8 +204,9 @@ def test_joint_bilateral_filter_gives_the_callers_library_and_device(lib):
     rng = np.random.default_rng(2)
     img = (rng.random((20, 23, 3)) * 255).astype(np.float32)
     a = lib.put(img)
-    out = filters.joint_bilateral_filter(a, a, sigma_spatial=2.0, sigma_color=25.0, radius=3,
-                                         border="reflect", channel_axis=-1)
+    out = filters.joint_bilateral_filter(
+        a, a, sigma_spatial=2.0, sigma_color=25.0, radius=3, border="reflect", channel_axis=-1
+    )
     lib.check(out, a, "filtered image")
     assert_close(lib.get(out), bilateral_reference(img, 2.0, 25.0, 3), "filtered image")
 
@@ -233,8 +247,9 @@ def test_torch_side_stream_orders_pacnp_after_its_producer_and_before_its_consum
             a = a @ a
         dx.copy_(src_x + 0 * a[0, 0])
         dg.copy_(src_g + 0 * a[0, 0])
-        out, _ = pacnp.pacconv2d_fused(dx, dg, torch.from_numpy(w).cuda(),
-                                       torch.from_numpy(b).cuda(), padding=PAD)
+        out, _ = pacnp.pacconv2d_fused(
+            dx, dg, torch.from_numpy(w).cuda(), torch.from_numpy(b).cuda(), padding=PAD
+        )
         consumed = out * 2
     s.synchronize()
     assert isinstance(out, torch.Tensor) and out.is_cuda

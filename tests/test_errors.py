@@ -1,14 +1,15 @@
 """Every mistake gets a ValueError or TypeError that names the function, the argument, what was
 seen and what was expected; NaN and inf in the data propagate instead of crashing."""
+
 import importlib.util
 import re
 
 import numpy as np
 import pytest
-
-import pacnp
 import reference as ref
 from cases import PUBLIC, Case, make_case
+
+import pacnp
 
 #: a valid call of each public function, with every optional array argument present
 BASE = {
@@ -22,8 +23,12 @@ BASE = {
     "pacpool2d_backward": "pacpool2d_backward/strided",
 }
 KERNEL_FNS = ("packernel2d", "packernel2d_backward")
-CONV_FNS = ("pacconv2d", "pacconv2d_backward", "pacconv_transpose2d",
-            "pacconv_transpose2d_backward")
+CONV_FNS = (
+    "pacconv2d",
+    "pacconv2d_backward",
+    "pacconv_transpose2d",
+    "pacconv_transpose2d_backward",
+)
 POOL_FNS = ("pacpool2d", "pacpool2d_backward")
 OP_FNS = CONV_FNS + POOL_FNS
 BACKWARD_FNS = tuple(f for f in PUBLIC if f.endswith("_backward"))
@@ -39,8 +44,9 @@ FLOAT_ARRAYS = {
 for _f in ("pacconv2d", "pacconv_transpose2d", "pacpool2d"):
     FLOAT_ARRAYS[f"{_f}_backward"] = ("grad_output",) + FLOAT_ARRAYS[_f]
 #: every array argument (the mask may also be bool or integer)
-ALL_ARRAYS = {f: names + (("mask",) if f in KERNEL_FNS else ())
-              for f, names in FLOAT_ARRAYS.items()}
+ALL_ARRAYS = {
+    f: names + (("mask",) if f in KERNEL_FNS else ()) for f, names in FLOAT_ARRAYS.items()
+}
 
 
 def base(fn_name) -> Case:
@@ -65,8 +71,9 @@ def params(fns, names):
 
 
 # =========================================================================== shapes
-NDIM_ARGS = {f: tuple(n for n in ALL_ARRAYS[f] if n not in ("inv_alpha", "inv_lambda"))
-             for f in ALL_ARRAYS}
+NDIM_ARGS = {
+    f: tuple(n for n in ALL_ARRAYS[f] if n not in ("inv_alpha", "inv_lambda")) for f in ALL_ARRAYS
+}
 
 
 @pytest.mark.parametrize("change", ["one more axis", "one axis less"])
@@ -83,7 +90,7 @@ def test_kernel_with_neither_one_nor_c_channels(fn_name, rng):
     case = base(fn_name)
     K = case.params["kernel"]
     bad = rng.random((K.shape[0], 2) + K.shape[2:])
-    msg = expect_error(ValueError, case, "kernel", bad.shape, **{"kernel": bad})
+    msg = expect_error(ValueError, case, "kernel", bad.shape, kernel=bad)
     assert "1 or 3" in msg  # what was expected: 1 or C channels
 
 
@@ -91,9 +98,12 @@ def test_kernel_with_neither_one_nor_c_channels(fn_name, rng):
 def test_weight_input_channels_mismatch(fn_name, rng):
     case = base(fn_name)
     w = case.params["weight"]
-    bad = rng.standard_normal((w.shape[0], 2) + w.shape[2:]) if "transpose" not in fn_name \
+    bad = (
+        rng.standard_normal((w.shape[0], 2) + w.shape[2:])
+        if "transpose" not in fn_name
         else rng.standard_normal((2,) + w.shape[1:])
-    msg = expect_error(ValueError, case, "weight", bad.shape, **{"weight": bad})
+    )
+    msg = expect_error(ValueError, case, "weight", bad.shape, weight=bad)
     assert "3 channels" in msg
 
 
@@ -111,12 +121,14 @@ GEOMETRY_CHANGES = {
 }
 
 
-@pytest.mark.parametrize("fn_name, change", [
-    (f, ch) for f in OP_FNS for ch in GEOMETRY_CHANGES[f.replace("_backward", "")]],
-    ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "fn_name, change",
+    [(f, ch) for f in OP_FNS for ch in GEOMETRY_CHANGES[f.replace("_backward", "")]],
+    ids=lambda v: str(v),
+)
 def test_kernel_shape_does_not_match_the_output_size(fn_name, change):
     case = base(fn_name)
-    (name, value), = change.items()
+    ((name, value),) = change.items()
     told = f"kernel_size={value}" if name == "kernel_size" else f"{name}={(value, value)}"
     expect_error(ValueError, case, "kernel", case.params["kernel"].shape, told, **change)
 
@@ -152,25 +164,42 @@ def test_kernel_size_of_the_wrong_type(fn_name, value):
     expect_error(TypeError, base(fn_name), "kernel_size", repr(value), kernel_size=value)
 
 
-@pytest.mark.parametrize("arg, value", [
-    ("stride", 0), ("stride", (1, 0)), ("stride", -2), ("dilation", 0), ("dilation", (0, 1)),
-    ("padding", -1), ("padding", (0, -1))])
+@pytest.mark.parametrize(
+    "arg, value",
+    [
+        ("stride", 0),
+        ("stride", (1, 0)),
+        ("stride", -2),
+        ("dilation", 0),
+        ("dilation", (0, 1)),
+        ("padding", -1),
+        ("padding", (0, -1)),
+    ],
+)
 @pytest.mark.parametrize("fn_name", PUBLIC)
 def test_non_positive_stride_dilation_negative_padding(fn_name, arg, value):
     msg = expect_error(ValueError, base(fn_name), arg, repr(value), **{arg: value})
     assert ("positive" in msg) if arg != "padding" else (">= 0" in msg)
 
 
-@pytest.mark.parametrize("arg, value", [("stride", 1.5), ("padding", "1"), ("dilation", (1,)),
-                                        ("stride", False)])
+@pytest.mark.parametrize(
+    "arg, value", [("stride", 1.5), ("padding", "1"), ("dilation", (1,)), ("stride", False)]
+)
 @pytest.mark.parametrize("fn_name", PUBLIC)
 def test_geometry_argument_of_the_wrong_type(fn_name, arg, value):
     expect_error(TypeError, base(fn_name), arg, repr(value), **{arg: value})
 
 
-@pytest.mark.parametrize("arg, value", [
-    ("stride", 2**63), ("stride", (1, 2**31)), ("dilation", 2**62), ("padding", 2**31),
-    ("padding", (0, 2**63))])
+@pytest.mark.parametrize(
+    "arg, value",
+    [
+        ("stride", 2**63),
+        ("stride", (1, 2**31)),
+        ("dilation", 2**62),
+        ("padding", 2**31),
+        ("padding", (0, 2**63)),
+    ],
+)
 @pytest.mark.parametrize("fn_name", PUBLIC)
 def test_geometry_beyond_int32_is_refused_by_name(fn_name, arg, value):
     """Sizes past 2**31 − 1 are a ValueError naming the argument (not an OverflowError of the
@@ -179,9 +208,14 @@ def test_geometry_beyond_int32_is_refused_by_name(fn_name, arg, value):
     assert "largest size" in msg
 
 
-@pytest.mark.parametrize("fn_name, arg, value", [
-    ("packernel2d", "smooth_kernel_type", "average_99999"),
-    ("packernel2d", "kernel_size", 8193), ("pacpool2d", "kernel_size", (2**27 + 1, 1))])
+@pytest.mark.parametrize(
+    "fn_name, arg, value",
+    [
+        ("packernel2d", "smooth_kernel_type", "average_99999"),
+        ("packernel2d", "kernel_size", 8193),
+        ("pacpool2d", "kernel_size", (2**27 + 1, 1)),
+    ],
+)
 def test_window_beyond_the_limit_is_refused_before_allocation(fn_name, arg, value):
     msg = expect_error(ValueError, base(fn_name), arg, "taps", **{arg: value})
     assert "67108864" in msg
@@ -204,8 +238,9 @@ def test_packernel_padding_larger_than_window_radius(fn_name, padding, dilation)
 
 @pytest.mark.parametrize("fn_name", KERNEL_FNS)
 def test_packernel_output_padding_without_transposed(fn_name):
-    expect_error(ValueError, base(fn_name), "output_padding", "(1, 1)", "transposed=True",
-                 output_padding=1)
+    expect_error(
+        ValueError, base(fn_name), "output_padding", "(1, 1)", "transposed=True", output_padding=1
+    )
 
 
 def transposed_kernel_case(fn_name):
@@ -226,8 +261,9 @@ def test_transposed_guide_size_inconsistent(fn_name, rng):
     case = transposed_kernel_case(fn_name)
     g = case.params["guide"]
     bad = rng.standard_normal(g.shape[:2] + (g.shape[2] + 1, g.shape[3]))
-    expect_error(ValueError, case, "guide", (bad.shape[2], bad.shape[3]), "transposed=True",
-                 guide=bad)
+    expect_error(
+        ValueError, case, "guide", (bad.shape[2], bad.shape[3]), "transposed=True", guide=bad
+    )
 
 
 @pytest.mark.parametrize("fn_name", PUBLIC)
@@ -243,8 +279,10 @@ def test_empty_output(fn_name, rng):
 
 
 # =========================================================================== kernel options
-@pytest.mark.parametrize("value", ["gauss", "inv_1", "inv_1_2_foo", "gaussian_asym", "",
-                                   "inv_0.5_-1_asym_asym", "INV_0.5_-1"])
+@pytest.mark.parametrize(
+    "value",
+    ["gauss", "inv_1", "inv_1_2_foo", "gaussian_asym", "", "inv_0.5_-1_asym_asym", "INV_0.5_-1"],
+)
 @pytest.mark.parametrize("fn_name", KERNEL_FNS)
 def test_unknown_kernel_type_lists_the_valid_ones(fn_name, value):
     msg = expect_error(ValueError, base(fn_name), "kernel_type", repr(value), kernel_type=value)
@@ -254,8 +292,14 @@ def test_unknown_kernel_type_lists_the_valid_ones(fn_name, value):
 @pytest.mark.parametrize("value", ["box", "average", "full", "full_x", "Gaussian", "average_3x3"])
 @pytest.mark.parametrize("fn_name", KERNEL_FNS)
 def test_unknown_smooth_kernel_type_lists_the_valid_ones(fn_name, value):
-    msg = expect_error(ValueError, base(fn_name), "smooth_kernel_type", repr(value),
-                       smooth_kernel_type=value, smooth_kernel=None)
+    msg = expect_error(
+        ValueError,
+        base(fn_name),
+        "smooth_kernel_type",
+        repr(value),
+        smooth_kernel_type=value,
+        smooth_kernel=None,
+    )
     for valid in ("'none'", "'gaussian'", "'average_N'", "'full_N'"):
         assert valid in msg
 
@@ -263,13 +307,26 @@ def test_unknown_smooth_kernel_type_lists_the_valid_ones(fn_name, value):
 @pytest.mark.parametrize("value", ["average_2", "full_4", "average_0"])
 @pytest.mark.parametrize("fn_name", KERNEL_FNS)
 def test_even_smoothing_size(fn_name, value):
-    msg = expect_error(ValueError, base(fn_name), "smooth_kernel_type", repr(value),
-                       smooth_kernel_type=value, smooth_kernel=None)
+    msg = expect_error(
+        ValueError,
+        base(fn_name),
+        "smooth_kernel_type",
+        repr(value),
+        smooth_kernel_type=value,
+        smooth_kernel=None,
+    )
     assert "odd" in msg
 
 
-@pytest.mark.parametrize("arg, value", [("kernel_type", None), ("kernel_type", 1),
-                                        ("smooth_kernel_type", None), ("smooth_kernel_type", 3)])
+@pytest.mark.parametrize(
+    "arg, value",
+    [
+        ("kernel_type", None),
+        ("kernel_type", 1),
+        ("smooth_kernel_type", None),
+        ("smooth_kernel_type", 3),
+    ],
+)
 @pytest.mark.parametrize("fn_name", KERNEL_FNS)
 def test_option_strings_of_the_wrong_type(fn_name, arg, value):
     expect_error(TypeError, base(fn_name), arg, repr(value), "string", **{arg: value})
@@ -279,10 +336,12 @@ def test_option_strings_of_the_wrong_type(fn_name, arg, value):
 @pytest.mark.parametrize("fn_name", KERNEL_FNS)
 def test_inv_without_numbers_needs_alpha_and_lambda(fn_name, kernel_type):
     case = base(fn_name)
-    expect_error(ValueError, case, "inv_alpha", "inv_0.5_-1", kernel_type=kernel_type,
-                 inv_alpha=None)
-    expect_error(ValueError, case, "inv_lambda", "inv_0.5_-1", kernel_type=kernel_type,
-                 inv_lambda=None)
+    expect_error(
+        ValueError, case, "inv_alpha", "inv_0.5_-1", kernel_type=kernel_type, inv_alpha=None
+    )
+    expect_error(
+        ValueError, case, "inv_lambda", "inv_0.5_-1", kernel_type=kernel_type, inv_lambda=None
+    )
     # both given: fine
     assert case.call(kernel_type=kernel_type) is not None
 
@@ -293,12 +352,15 @@ def test_alpha_lambda_given_for_gaussian(fn_name, arg):
     case = base(fn_name)
     other = "inv_lambda" if arg == "inv_alpha" else "inv_alpha"
     expect_error(ValueError, case, arg, "gaussian", kernel_type="gaussian", **{other: None})
-    expect_error(ValueError, case, arg, "gaussian", kernel_type="gaussian", **{other: None,
-                                                                               arg: 0.5})
+    expect_error(
+        ValueError, case, arg, "gaussian", kernel_type="gaussian", **{other: None, arg: 0.5}
+    )
 
 
-@pytest.mark.parametrize("shape, channel_wise", [((3,), False), ((2,), True), ((3, 1), True),
-                                                 ((1, 3), True), ((2, 2), False), ((4,), True)])
+@pytest.mark.parametrize(
+    "shape, channel_wise",
+    [((3,), False), ((2,), True), ((3, 1), True), ((1, 3), True), ((2, 2), False), ((4,), True)],
+)
 @pytest.mark.parametrize("arg", ["inv_alpha", "inv_lambda"])
 @pytest.mark.parametrize("fn_name", KERNEL_FNS)
 def test_alpha_lambda_of_the_wrong_shape(fn_name, arg, shape, channel_wise):
@@ -313,22 +375,34 @@ def test_alpha_lambda_of_the_wrong_shape(fn_name, arg, shape, channel_wise):
 
 @pytest.mark.parametrize("fn_name", KERNEL_FNS)
 def test_full_smoothing_without_smooth_kernel(fn_name):
-    expect_error(ValueError, base(fn_name), "smooth_kernel", "full_3", "(3, 3)",
-                 smooth_kernel=None)
+    expect_error(ValueError, base(fn_name), "smooth_kernel", "full_3", "(3, 3)", smooth_kernel=None)
 
 
 @pytest.mark.parametrize("shape", [(5, 5), (3, 3, 1, 1), (1, 3, 3), (2, 1, 3, 3), (3, 5)])
 @pytest.mark.parametrize("fn_name", KERNEL_FNS)
 def test_full_smoothing_with_smooth_kernel_of_the_wrong_shape(fn_name, shape):
-    expect_error(ValueError, base(fn_name), "smooth_kernel", shape, "(3, 3)", "(1, 1, 3, 3)",
-                 smooth_kernel=np.ones(shape) / 9)
+    expect_error(
+        ValueError,
+        base(fn_name),
+        "smooth_kernel",
+        shape,
+        "(3, 3)",
+        "(1, 1, 3, 3)",
+        smooth_kernel=np.ones(shape) / 9,
+    )
 
 
 @pytest.mark.parametrize("smooth", ["none", "gaussian", "average_3"])
 @pytest.mark.parametrize("fn_name", KERNEL_FNS)
 def test_smooth_kernel_given_for_other_smoothing(fn_name, smooth):
-    expect_error(ValueError, base(fn_name), "smooth_kernel", repr(smooth), "full_N",
-                 smooth_kernel_type=smooth)
+    expect_error(
+        ValueError,
+        base(fn_name),
+        "smooth_kernel",
+        repr(smooth),
+        "full_N",
+        smooth_kernel_type=smooth,
+    )
 
 
 # =========================================================================== mask
@@ -338,8 +412,12 @@ def test_mask_shape_mismatch(fn_name, change):
     case = base(fn_name)
     m = case.params["mask"]
     B, _, H, W = m.shape
-    bad = {"width": m[..., :-1], "channels": np.concatenate([m, m], axis=1), "batch": m[:1],
-           "ndim": m[:, 0]}[change]
+    bad = {
+        "width": m[..., :-1],
+        "channels": np.concatenate([m, m], axis=1),
+        "batch": m[:1],
+        "ndim": m[:, 0],
+    }[change]
     expect_error(ValueError, case, "mask", bad.shape, (B, 1, H, W), mask=bad)
 
 
@@ -395,12 +473,16 @@ def test_mixed_float32_float64(fn_name, arg):
     case = base(fn_name)
     primary = "guide" if fn_name in KERNEL_FNS else "input"
     if arg == primary:  # it sets the compute dtype: the other arrays disagree with it
-        with pytest.raises(TypeError, match=rf"^{fn_name}: \w+ has dtype float64 but the "
-                                            rf"computation runs in float32"):
+        with pytest.raises(
+            TypeError,
+            match=rf"^{fn_name}: \w+ has dtype float64 but the "
+            rf"computation runs in float32",
+        ):
             case.call(**{arg: case.params[arg].astype(np.float32)})
     else:
-        expect_error(TypeError, case, arg, "float32", "float64",
-                     **{arg: case.params[arg].astype(np.float32)})
+        expect_error(
+            TypeError, case, arg, "float32", "float64", **{arg: case.params[arg].astype(np.float32)}
+        )
 
 
 def test_dtype_error_hint_names_an_existing_module():
@@ -409,12 +491,14 @@ def test_dtype_error_hint_names_an_existing_module():
         pacnp.pacpool2d(np.zeros((1, 1, 3, 3), dtype=np.uint8), np.ones((1, 1, 1, 1, 3, 3)), 1)
     for module in re.findall(r"pacnp\.\w+", str(info.value)):
         assert importlib.util.find_spec(module) is not None, (
-            f"the message {str(info.value)!r} points to {module}, which does not exist")
+            f"the message {str(info.value)!r} points to {module}, which does not exist"
+        )
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "int16", "complex64"])
 def test_torch_non_float_dtypes_say_what_was_seen_and_expected(dtype):
     import torch
+
     case = base("pacconv2d")
     bad = torch.zeros(case.params["input"].shape, dtype=getattr(torch, dtype))
     tcase = case.map_arrays(lambda n, a: torch.from_numpy(a)).with_params(input=bad)
@@ -448,8 +532,11 @@ def test_grad_of_the_wrong_shape(fn_name, change):
     case = base(fn_name)
     gname = next(iter(case.params))
     g = case.params[gname]
-    bad = {"last axis": g[..., :-1], "channels": g[:, :1] if g.shape[1] > 1 else
-           np.concatenate([g, g], axis=1), "batch": g[:1]}[change]
+    bad = {
+        "last axis": g[..., :-1],
+        "channels": g[:, :1] if g.shape[1] > 1 else np.concatenate([g, g], axis=1),
+        "batch": g[:1],
+    }[change]
     expect_error(ValueError, case, gname, bad.shape, g.shape, **{gname: bad})
 
 
@@ -465,8 +552,7 @@ def test_needs_of_the_wrong_length(fn_name, needs):
 def test_needs_with_non_bool_entries(fn_name, entry):
     n = 2 if fn_name.startswith("pacpool") else 4
     needs = (True,) * (n - 1) + (entry,)
-    expect_error((TypeError, ValueError), base(fn_name), "needs", repr(needs), "bools",
-                 needs=needs)
+    expect_error((TypeError, ValueError), base(fn_name), "needs", repr(needs), "bools", needs=needs)
 
 
 @pytest.mark.parametrize("needs", [True, 1, "all"])
@@ -516,6 +602,7 @@ def test_python_list_instead_of_an_array(fn_name, arg):
 @pytest.mark.parametrize("fn_name, arg", params(PUBLIC, ALL_ARRAYS))
 def test_mixing_numpy_and_torch(fn_name, arg):
     import torch
+
     case = base(fn_name)
     one_torch = case.with_params(**{arg: torch.from_numpy(case.params[arg])})
     expect_error(TypeError, one_torch, arg, f"{arg}: torch", "numpy", "different libraries")
@@ -530,8 +617,10 @@ def _reads(case, arg, index):
     (reference run on non-negative data with an indicator at ``index``)."""
     fwd = case.fn_name.replace("_backward", "")
     p = {k: v for k, v in case.params.items() if k not in ("grad_output", "needs")}
-    p = {k: (np.ones_like(v, dtype=np.float64) if isinstance(v, np.ndarray) else v)
-         for k, v in p.items()}
+    p = {
+        k: (np.ones_like(v, dtype=np.float64) if isinstance(v, np.ndarray) else v)
+        for k, v in p.items()
+    }
     if p.get("bias") is not None:
         p["bias"] = np.zeros_like(p["bias"])
     ind = np.zeros_like(p[arg])
@@ -595,8 +684,9 @@ def test_nan_in_weight_or_bias_reaches_its_output_channel(fn_name, arg):
     assert np.isfinite(np.delete(out, o, axis=1)).all()
 
 
-@pytest.mark.parametrize("fn_name", ["pacconv2d_backward", "pacconv_transpose2d_backward",
-                                     "pacpool2d_backward"])
+@pytest.mark.parametrize(
+    "fn_name", ["pacconv2d_backward", "pacconv_transpose2d_backward", "pacpool2d_backward"]
+)
 def test_nan_in_grad_output_propagates_to_every_gradient(fn_name):
     case = base(fn_name)
     g = case.params["grad_output"].copy()
@@ -678,12 +768,14 @@ def test_nan_inf_in_transposed_weight_reach_only_outputs_where_that_tap_is_valid
     it is torch's conv_transpose2d: a non-finite weight tap leaves the outputs it never touches
     finite, exactly as torch does."""
     import torch
+
     x = rng.standard_normal((1, 2, 3, 2))
     w = rng.standard_normal((2, 3, 3, 3))
     w[1, 2, 1, 1] = value
     kw = dict(stride=2, padding=1, output_padding=1)
-    want = torch.nn.functional.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w),
-                                                **kw).numpy()
+    want = torch.nn.functional.conv_transpose2d(
+        torch.from_numpy(x), torch.from_numpy(w), **kw
+    ).numpy()
     got = pacnp.pacconv_transpose2d(x, np.ones((1, 1, 3, 3) + want.shape[2:]), w, **kw)
     assert (~np.isfinite(want)).any() and np.isfinite(want).any()
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))

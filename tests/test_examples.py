@@ -1,4 +1,5 @@
 """The example scripts of ``examples/`` run as the README shows them, on small sizes."""
+
 from __future__ import annotations
 
 import subprocess
@@ -17,10 +18,30 @@ def test_dask_ooc_matches_the_in_memory_filter(tmp_path, source):
     pytest.importorskip("dask.array")
     pytest.importorskip("zarr")
     pytest.importorskip("psutil")
-    proc = subprocess.run([sys.executable, str(EXAMPLES / "dask_ooc.py"), "--size", "256",
-                           "--chunk", "64", "--source", source, "--scheduler", "threads",
-                           "--workers", "2", "--workdir", str(tmp_path / "work"), "--check", "4"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "dask_ooc.py"),
+            "--size",
+            "256",
+            "--chunk",
+            "64",
+            "--source",
+            source,
+            "--scheduler",
+            "threads",
+            "--workers",
+            "2",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--check",
+            "4",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "seam tiles vs in-memory filter: max |difference|" in proc.stdout
     assert not any((tmp_path / "work").iterdir())  # the stores are removed without --keep

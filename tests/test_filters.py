@@ -1,4 +1,5 @@
 """pacnp.filters against brute-force loops written from the filters' definitions (float64)."""
+
 import numpy as np
 import pytest
 
@@ -40,8 +41,9 @@ def test_joint_bilateral_matches_definition(border, cg):
     rng = np.random.default_rng(1)
     img = rng.random((7, 9, 3))
     guide = rng.random((7, 9, cg))
-    out = F.joint_bilateral_filter(img, guide, sigma_spatial=1.3, sigma_color=0.4, radius=2,
-                                   border=border, channel_axis=-1)
+    out = F.joint_bilateral_filter(
+        img, guide, sigma_spatial=1.3, sigma_color=0.4, radius=2, border=border, channel_axis=-1
+    )
     expect = brute_joint_bilateral(img, guide, 1.3, 0.4, 2, border)
     np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
 
@@ -65,12 +67,19 @@ def test_bilateral_rgb_guided_by_itself(border, hw):
     reflection)."""
     rng = np.random.default_rng(3)
     img = rng.random(hw + (3,))
-    out = F.bilateral_filter(img, sigma_spatial=1.1, sigma_color=0.3, radius=3, border=border,
-                             channel_axis=-1)
+    out = F.bilateral_filter(
+        img, sigma_spatial=1.1, sigma_color=0.3, radius=3, border=border, channel_axis=-1
+    )
     expect = brute_joint_bilateral(img, img, 1.1, 0.3, 3, border)
     np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
-    out32 = F.bilateral_filter(img.astype(np.float32), sigma_spatial=1.1, sigma_color=0.3,
-                               radius=3, border=border, channel_axis=-1)
+    out32 = F.bilateral_filter(
+        img.astype(np.float32),
+        sigma_spatial=1.1,
+        sigma_color=0.3,
+        radius=3,
+        border=border,
+        channel_axis=-1,
+    )
     assert out32.dtype == np.float32
     np.testing.assert_allclose(out32, expect, rtol=1e-5, atol=1e-5)
 
@@ -81,10 +90,11 @@ def test_fill_border_is_numpy_pad(mode):
     for h, w, r in [(5, 6, 0), (5, 6, 2), (4, 4, 3), (2, 7, 1), (1, 1, 2), (3, 2, 5)]:
         inner = rng.random((2, 3, h, w))
         a = np.full((2, 3, h + 2 * r, w + 2 * r), np.nan)
-        a[..., r:r + h, r:r + w] = inner
+        a[..., r : r + h, r : r + w] = inner
         F._fill_border(np, a, r, mode)
-        np.testing.assert_array_equal(a, np.pad(inner, ((0, 0), (0, 0), (r, r), (r, r)),
-                                                mode=mode), err_msg=f"{(h, w, r)}")
+        np.testing.assert_array_equal(
+            a, np.pad(inner, ((0, 0), (0, 0), (r, r), (r, r)), mode=mode), err_msg=f"{(h, w, r)}"
+        )
 
 
 @pytest.mark.parametrize("layout", ["HW", "HWC", "CHW", "NHWC", "NCHW"])
@@ -95,8 +105,9 @@ def test_layouts_and_batches_agree(layout):
     per = [F.joint_bilateral_filter(im, im, channel_axis=-1, **kw) for im in imgs]
     if layout == "HW":
         out = F.bilateral_filter(imgs[0, ..., 0], **kw)
-        expect = brute_joint_bilateral(imgs[0, ..., :1], imgs[0, ..., :1], 1.0, 0.3, 1,
-                                       "reflect")[..., 0]
+        expect = brute_joint_bilateral(imgs[0, ..., :1], imgs[0, ..., :1], 1.0, 0.3, 1, "reflect")[
+            ..., 0
+        ]
     elif layout == "HWC":
         out, expect = F.bilateral_filter(imgs[0], channel_axis=-1, **kw), per[0]
     elif layout == "CHW":
@@ -118,8 +129,14 @@ def test_dtypes_round_clip_and_come_back(dtype):
     img = (rng.random((8, 9, 3)) * top).astype(dtype)
     out = F.bilateral_filter(img, sigma_spatial=1.0, sigma_color=0.2 * top, channel_axis=-1)
     assert out.dtype == img.dtype and out.shape == img.shape
-    exact = brute_joint_bilateral(img.astype(np.float64), img.astype(np.float64), 1.0,
-                                  0.2 * top, F.default_radius(1.0), "reflect")
+    exact = brute_joint_bilateral(
+        img.astype(np.float64),
+        img.astype(np.float64),
+        1.0,
+        0.2 * top,
+        F.default_radius(1.0),
+        "reflect",
+    )
     if dtype in (np.uint8, np.uint16):
         # float32 compute, then round to nearest: at most one step off the exact rounding
         assert np.abs(out.astype(np.int64) - np.rint(exact).astype(np.int64)).max() <= 1
@@ -153,9 +170,11 @@ def brute_upsample(low, guide, f, ss, sc, r, conf):
                     sy, sx = n * f + o, m * f + o
                     if abs(sy - Y) > r or abs(sx - X) > r:
                         continue
-                    wt = (np.exp(-((sy - Y) ** 2 + (sx - X) ** 2) / (2 * ss * ss))
-                          * np.exp(-np.sum((guide[:, Y, X] - guide[:, sy, sx]) ** 2)
-                                   / (2 * sc * sc)) * conf[n, m])
+                    wt = (
+                        np.exp(-((sy - Y) ** 2 + (sx - X) ** 2) / (2 * ss * ss))
+                        * np.exp(-np.sum((guide[:, Y, X] - guide[:, sy, sx]) ** 2) / (2 * sc * sc))
+                        * conf[n, m]
+                    )
                     num += wt * low[n, m]
                     den += wt
             if den > 0:
@@ -169,8 +188,9 @@ def test_joint_bilateral_upsample_matches_definition(f):
     low = rng.random((3, 4))
     guide = rng.random((2, 3 * f, 4 * f))
     conf = (rng.random((3, 4)) > 0.2).astype(float)
-    out = F.joint_bilateral_upsample(low, guide, f, sigma_color=0.5, guide_channel_axis=0,
-                                     confidence=conf)
+    out = F.joint_bilateral_upsample(
+        low, guide, f, sigma_color=0.5, guide_channel_axis=0, confidence=conf
+    )
     expect = brute_upsample(low, guide, f, f / 2, 0.5, 3 * f // 2, conf)
     np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12, equal_nan=True)
 
@@ -187,7 +207,7 @@ def test_detail_preserving_pool_matches_definition():
     expect = np.zeros((C, Ho, Wo))
     for c in range(C):
         pz = np.pad(img[c], 1)
-        smooth = sum(S[u, v] * pz[u:u + H, v:v + W] for u in range(3) for v in range(3))
+        smooth = sum(S[u, v] * pz[u : u + H, v : v + W] for u in range(3) for v in range(3))
         for yo in range(Ho):
             for xo in range(Wo):
                 num = den = 0.0
@@ -203,21 +223,31 @@ def test_detail_preserving_pool_matches_definition():
     np.testing.assert_allclose(out, expect, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: F.bilateral_filter(np.ones((4, 4)), sigma_spatial=-1), "sigma_spatial"),
-    (lambda: F.bilateral_filter(np.ones((4, 4)), sigma_color="x"), "sigma_color"),
-    (lambda: F.bilateral_filter(np.ones((4, 4)), radius=1.5), "radius"),
-    (lambda: F.bilateral_filter(np.ones((4, 4)), border="wrap"), "border"),
-    (lambda: F.bilateral_filter(np.ones((4, 4), dtype=np.int32)), "dtype int32"),
-    (lambda: F.bilateral_filter(np.ones(4)), "at least 2 axes"),
-    (lambda: F.bilateral_filter(np.ones((4, 4, 3)), channel_axis=5), "channel_axis=5"),
-    (lambda: F.joint_bilateral_filter(np.ones((4, 4)), np.ones((4, 5))), "do not match"),
-    (lambda: F.joint_bilateral_upsample(np.ones((2, 2)), np.ones((4, 4)), 1), "factor"),
-    (lambda: F.joint_bilateral_upsample(np.ones((2, 2)), np.ones((5, 4)), 2), "guide has shape"),
-    (lambda: F.joint_bilateral_upsample(np.ones((2, 2)), np.ones((4, 4)), 2, border="reflect"),
-     "border"),
-    (lambda: F.detail_preserving_pool(np.ones((4, 4)), 2), "odd"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: F.bilateral_filter(np.ones((4, 4)), sigma_spatial=-1), "sigma_spatial"),
+        (lambda: F.bilateral_filter(np.ones((4, 4)), sigma_color="x"), "sigma_color"),
+        (lambda: F.bilateral_filter(np.ones((4, 4)), radius=1.5), "radius"),
+        (lambda: F.bilateral_filter(np.ones((4, 4)), border="wrap"), "border"),
+        (lambda: F.bilateral_filter(np.ones((4, 4), dtype=np.int32)), "dtype int32"),
+        (lambda: F.bilateral_filter(np.ones(4)), "at least 2 axes"),
+        (lambda: F.bilateral_filter(np.ones((4, 4, 3)), channel_axis=5), "channel_axis=5"),
+        (lambda: F.joint_bilateral_filter(np.ones((4, 4)), np.ones((4, 5))), "do not match"),
+        (lambda: F.joint_bilateral_upsample(np.ones((2, 2)), np.ones((4, 4)), 1), "factor"),
+        (
+            lambda: F.joint_bilateral_upsample(np.ones((2, 2)), np.ones((5, 4)), 2),
+            "guide has shape",
+        ),
+        (
+            lambda: F.joint_bilateral_upsample(
+                np.ones((2, 2)), np.ones((4, 4)), 2, border="reflect"
+            ),
+            "border",
+        ),
+        (lambda: F.detail_preserving_pool(np.ones((4, 4)), 2), "odd"),
+    ],
+)
 def test_errors_name_function_argument_and_value(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()

@@ -1,16 +1,28 @@
 """The fused path (K computed stripe by stripe) equals the two-step path, forward and backward,
 in float64 — with the whole image in one stripe and with many small stripes."""
+
 import importlib
 
 import numpy as np
 import pytest
+import reference as R
+from cases import (
+    EXACT,
+    FUSED,
+    FUSED_GRID,
+    PAIR_GRID,
+    SMALL_FUSED_GRID,
+    SMALL_PAIR_GRID,
+    assert_close,
+    fused_case,
+    pair_case,
+    pair_fused,
+    simulator_grid,
+    two_step,
+)
 
 import pacnp
-import reference as R
 from pacnp import config
-
-from cases import (EXACT, FUSED, FUSED_GRID, PAIR_GRID, SMALL_FUSED_GRID, SMALL_PAIR_GRID,
-                   assert_close, fused_case, pair_case, pair_fused, simulator_grid, two_step)
 
 
 @pytest.fixture(params=["one stripe", "many stripes"])
@@ -20,21 +32,36 @@ def stripe_budget(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("op,k,s,d,kt,smooth,cw,norm,masked,shared",
-                         simulator_grid(FUSED_GRID, SMALL_FUSED_GRID))
-def test_fused_equals_two_step(backend, stripe_budget, op, k, s, d, kt, smooth, cw, norm, masked,
-                               shared):
+@pytest.mark.parametrize(
+    "op,k,s,d,kt,smooth,cw,norm,masked,shared", simulator_grid(FUSED_GRID, SMALL_FUSED_GRID)
+)
+def test_fused_equals_two_step(
+    backend, stripe_budget, op, k, s, d, kt, smooth, cw, norm, masked, shared
+):
     rng = np.random.default_rng(k * 1000 + s * 100 + d * 10 + len(kt) + len(op))
     x, guide, w, b, geo, kw, lead = fused_case(
-        rng, op, k, s, d, kt, smooth, cw, norm, masked, shared,
-        **backend.pick(dict(B=2, C=3, Cout=4), dict(B=1, C=2, Cout=3)))
+        rng,
+        op,
+        k,
+        s,
+        d,
+        kt,
+        smooth,
+        cw,
+        norm,
+        masked,
+        shared,
+        **backend.pick(dict(B=2, C=3, Cout=4), dict(B=1, C=2, Cout=3)),
+    )
     out, om = backend.call(FUSED[op][0], *lead, **geo, **kw)
     g = rng.standard_normal(out.shape)
     grads = backend.call(FUSED[op][1], g, *lead, **geo, **kw)
     # against pacnp's two-step path on the CPU (whose ops test_ops holds to the reference):
     # the same arithmetic, so equal to rounding; and against the float64 reference itself
-    for lib, tol, grad_tol in ((pacnp, EXACT, dict(rtol=1e-10, atol=1e-11)),
-                               (R, {}, dict(rtol=1e-9, atol=1e-11))):
+    for lib, tol, grad_tol in (
+        (pacnp, EXACT, dict(rtol=1e-10, atol=1e-11)),
+        (R, {}, dict(rtol=1e-9, atol=1e-11)),
+    ):
         ref_out, ref_om, ref_grads = two_step(op, x, guide, w, b, k, geo, kw, g, lib=lib)
         what = f"vs the two-step path of {lib.__name__}"
         assert_close(out, ref_out, f"output {what}", **tol)
@@ -47,8 +74,9 @@ def test_fused_equals_two_step(backend, stripe_budget, op, k, s, d, kt, smooth, 
         if op == "pool":
             ref_grads = tuple(ref_grads[i] for i in (0, 1, 4, 5, 6))
         assert len(grads) == len(ref_grads)
-        for name, a, r in zip(("input", "guide", "weight", "bias", "alpha", "lambda", "smooth"),
-                              grads, ref_grads):
+        for name, a, r in zip(
+            ("input", "guide", "weight", "bias", "alpha", "lambda", "smooth"), grads, ref_grads
+        ):
             assert_close(a, r, f"d_{name} {what}", **grad_tol)
 
 
@@ -63,8 +91,9 @@ def test_fused_needs_and_float32():
     assert_close(out, pacnp.pacconv2d(x, K, w, padding=1), rtol=1e-5, atol=1e-5)
     g = np.ones_like(out)
     full = pacnp.pacconv2d_fused_backward(g, x, guide, w, padding=1)
-    part = pacnp.pacconv2d_fused_backward(g, x, guide, w, padding=1,
-                                          needs=(False, True, False, False, False, False, False))
+    part = pacnp.pacconv2d_fused_backward(
+        g, x, guide, w, padding=1, needs=(False, True, False, False, False, False, False)
+    )
     assert part[0] is None and part[2] is None and part[3] is None
     np.testing.assert_array_equal(part[1], full[1])
 
@@ -79,8 +108,13 @@ def test_fused_rejects_a_guide_that_does_not_fit():
     with pytest.raises(ValueError, match="pacconv2d_fused: channel_wise=True"):
         pacnp.pacconv2d_fused(x, np.zeros((1, 3, 8, 8)), w, padding=1, channel_wise=True)
     with pytest.raises(ValueError, match=r"pacconv_transpose2d_fused: guide has spatial size"):
-        pacnp.pacconv_transpose2d_fused(np.zeros((1, 2, 4, 4)), np.zeros((1, 1, 9, 9)),
-                                        np.zeros((2, 3, 3, 3)), stride=2, padding=1)
+        pacnp.pacconv_transpose2d_fused(
+            np.zeros((1, 2, 4, 4)),
+            np.zeros((1, 1, 9, 9)),
+            np.zeros((2, 3, 3, 3)),
+            stride=2,
+            padding=1,
+        )
     with pytest.raises(TypeError, match="pacpool2d_fused: guide has dtype float32"):
         pacnp.pacpool2d_fused(x, np.zeros((1, 1, 8, 8), np.float32), 3, padding=1)
 
@@ -92,7 +126,7 @@ def pair_blocks(request, monkeypatch):
     (pacnp._ops computes the blocks for both backends)."""
     if request.param == "tiny blocks":
         monkeypatch.setattr(config, "PAIR_ROWS_PER_REACH", 0)
-        monkeypatch.setattr(config, "ROW_BLOCKS", 10 ** 9)
+        monkeypatch.setattr(config, "ROW_BLOCKS", 10**9)
         monkeypatch.setattr(config, "PAIR_BLOCK_COLS", 2)
     return request.param
 
@@ -109,6 +143,7 @@ def pair_calls(request, monkeypatch):
     def spy(*args):
         calls.append(tuple(args[-1].shape))
         return real(*args)
+
     monkeypatch.setattr(depthwise, "pac_depthwise_symmetric_forward", spy)
     return calls
 
@@ -150,6 +185,7 @@ def test_pair_form_float32_and_nonfinite_values(pair_calls):
 
 def _plans(op="conv", w=None, stride=1, transposed=False, shared=True, **kernel_kw):
     from pacnp import _core
+
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 2, 9, 8))
     guide = rng.standard_normal((1, 2, 9, 8))
@@ -157,39 +193,49 @@ def _plans(op="conv", w=None, stride=1, transposed=False, shared=True, **kernel_
         w = np.ones((1, 1, 3, 3)) if shared else np.ones((2, 2, 3, 3))
     opts = dict(stride=stride, padding=1, dilation=1)
     if transposed:
-        oplan = _core.plan_op("f", x, None, w, None, output_padding=0, transposed=True,
-                              shared_filters=shared, **opts)
+        oplan = _core.plan_op(
+            "f", x, None, w, None, output_padding=0, transposed=True, shared_filters=shared, **opts
+        )
         gh = oplan.geo.out_hw
         guide = rng.standard_normal((1, 2) + tuple(gh))
     elif op == "pool":
         oplan = _core.plan_op("f", x, None, None, None, kernel_size=3, **opts)
     else:
         oplan = _core.plan_op("f", x, None, w, None, shared_filters=shared, **opts)
-    kw = dict(kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
-              inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
-              mask=None)
+    kw = dict(
+        kernel_type="gaussian",
+        smooth_kernel_type="none",
+        smooth_kernel=None,
+        inv_alpha=None,
+        inv_lambda=None,
+        channel_wise=False,
+        normalize_kernel=False,
+        mask=None,
+    )
     kw.update(kernel_kw)
-    kplan = _core.plan_packernel("f", guide, (3, 3), output_padding=0, transposed=transposed,
-                                 **opts, **kw)
+    kplan = _core.plan_packernel(
+        "f", guide, (3, 3), output_padding=0, transposed=transposed, **opts, **kw
+    )
     return kplan, oplan
 
 
 def test_pair_form_only_where_k_and_the_filter_are_symmetric():
     from pacnp._core import pair_geometry
+
     assert pair_geometry(*_plans()) is not None
     assert pair_geometry(*_plans("pool")) is not None
     assert pair_geometry(*_plans(kernel_type="inv_0.5_-1")) is not None
     w = np.arange(9.0).reshape(1, 1, 3, 3)
     assert pair_geometry(*_plans(w=w + w[..., ::-1, ::-1])) is not None
     not_symmetric = [
-        _plans(w=w),                                  # w(δ) ≠ w(−δ)
-        _plans(shared=False),                         # a dense filter
-        _plans(stride=2),                             # centres skip pixels
+        _plans(w=w),  # w(δ) ≠ w(−δ)
+        _plans(shared=False),  # a dense filter
+        _plans(stride=2),  # centres skip pixels
         _plans(transposed=True),
-        _plans(kernel_type="inv_0.5_-1_asym"),        # max(Δ, 0): direction matters
+        _plans(kernel_type="inv_0.5_-1_asym"),  # max(Δ, 0): direction matters
         _plans(channel_wise=True),
-        _plans(normalize_kernel=True),                # per-centre normalisation
-        _plans(smooth_kernel_type="gaussian"),        # centre features smoothed
+        _plans(normalize_kernel=True),  # per-centre normalisation
+        _plans(smooth_kernel_type="gaussian"),  # centre features smoothed
         _plans(mask=np.ones((1, 1, 9, 8))),
     ]
     for plans in not_symmetric:

@@ -2,6 +2,7 @@
 type round-trips bit for bit (16-bit colour PNG above all), files of other writers (Pillow,
 tifffile, OpenCV, a hand-built PNG with every row filter) read exactly, and damaged, hostile or
 misnamed files give one-line errors."""
+
 from __future__ import annotations
 
 import functools
@@ -35,8 +36,8 @@ def _chunks(data):
     """(tag, offset of the chunk's length field, data length) of every chunk of PNG bytes."""
     out, pos = [], 8
     while pos + 8 <= len(data):
-        (n,) = struct.unpack(">I", data[pos:pos + 4])
-        out.append((data[pos + 4:pos + 8], pos, n))
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        out.append((data[pos + 4 : pos + 8], pos, n))
         pos += 12 + n
     return out
 
@@ -99,8 +100,9 @@ def test_compressed_tiff_is_read(tmp_path):
     imagecodecs."""
     a = np.random.default_rng(1).integers(0, 65536, (9, 11, 3)).astype(np.uint16)
     for compression in ("lzw", "zlib"):
-        tifffile.imwrite(tmp_path / f"{compression}.tif", a, photometric="rgb",
-                         compression=compression)
+        tifffile.imwrite(
+            tmp_path / f"{compression}.tif", a, photometric="rgb", compression=compression
+        )
         np.testing.assert_array_equal(read_array(tmp_path / f"{compression}.tif"), a)
 
 
@@ -186,7 +188,7 @@ def _png_with_every_filter(a, chunks=2):
     out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0))
     step = -(-len(data) // chunks)
     for i in range(0, len(data), step):
-        out += chunk(b"IDAT", data[i:i + step])
+        out += chunk(b"IDAT", data[i : i + step])
     return out + chunk(b"IEND", b"")
 
 
@@ -229,7 +231,7 @@ def test_not_a_png_is_an_error(tmp_path, content):
 def test_truncated_png_is_an_error(tmp_path):
     write_array(tmp_path / "ok.png", np.arange(64 * 48, dtype=np.uint16).reshape(64, 48))
     data = (tmp_path / "ok.png").read_bytes()
-    (tmp_path / "cut.png").write_bytes(data[:len(data) // 2])
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageFileError, match="cannot read"):
         read_array(tmp_path / "cut.png")
 
@@ -239,20 +241,32 @@ def test_giant_png_header_is_refused_before_decoding(tmp_path, monkeypatch):
     from the header, before libpng allocates 30 GB. The limit (bytes of the decoded image) can
     be raised for trusted files."""
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    body = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + header + \
-        struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    body = (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", 13)
+        + b"IHDR"
+        + header
+        + struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    )
     idat = zlib.compress(b"\0" * 4096)
-    body += struct.pack(">I", len(idat)) + b"IDAT" + idat + struct.pack(">I", zlib.crc32(
-        b"IDAT" + idat))
+    body += (
+        struct.pack(">I", len(idat))
+        + b"IDAT"
+        + idat
+        + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
+    )
     (tmp_path / "bomb.png").write_bytes(body)
-    with pytest.raises(ImageFileError, match="bomb.png: .*10000000000 pixels.*"
-                                             "PACNP_MAX_IMAGE_BYTES=30000000000"):
+    with pytest.raises(
+        ImageFileError, match="bomb.png: .*10000000000 pixels.*PACNP_MAX_IMAGE_BYTES=30000000000"
+    ):
         read_array(tmp_path / "bomb.png")
     small = np.zeros((20, 30), np.uint8)
     write_array(tmp_path / "small.png", small)
     monkeypatch.setenv(_imageio.MAX_BYTES_ENV, "599")
-    with pytest.raises(ImageFileError, match="30x20 = 600 pixels of 1 × uint8 = 600 bytes .*"
-                                             "more than the limit of 599 bytes"):
+    with pytest.raises(
+        ImageFileError,
+        match="30x20 = 600 pixels of 1 × uint8 = 600 bytes .*more than the limit of 599 bytes",
+    ):
         read_array(tmp_path / "small.png")
     monkeypatch.setenv(_imageio.MAX_BYTES_ENV, "600")
     np.testing.assert_array_equal(read_array(tmp_path / "small.png"), small)
@@ -282,35 +296,50 @@ def _deflated_zeros(n):
 def _png_claiming(width, height, depth=16, colour=2, idat=None):
     """PNG bytes with a valid IHDR (CRC included) claiming width × height, and one IDAT (by
     default a few compressed zeros): a decompression bomb."""
+
     def chunk(tag, body):
         return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
 
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
     idat = zlib.compress(b"\0" * (1 << 20)) if idat is None else idat
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def _tiff_claiming(width, height, data=None):
     """A little-endian TIFF of one deflate strip whose tags claim a width × height 16-bit grey
     page; the strip holds ``data`` (default: 1 KB of compressed zeros)."""
     data = zlib.compress(b"\0" * 1024) if data is None else data
-    tags = [(256, 4, width), (257, 4, height), (258, 3, 16), (259, 3, 8), (262, 3, 1),
-            (273, 4, 0), (277, 3, 1), (278, 4, height), (279, 4, len(data))]
+    tags = [
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 16),
+        (259, 3, 8),
+        (262, 3, 1),
+        (273, 4, 0),
+        (277, 3, 1),
+        (278, 4, height),
+        (279, 4, len(data)),
+    ]
     ifd_size = 2 + 12 * len(tags) + 4
     tags[5] = (273, 4, 8 + ifd_size)  # the strip right after the IFD
-    ifd = struct.pack("<H", len(tags)) + b"".join(
-        struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3
-                                              else struct.pack("<I", value))
-        for tag, kind, value in tags) + struct.pack("<I", 0)
+    ifd = (
+        struct.pack("<H", len(tags))
+        + b"".join(
+            struct.pack("<HHI", tag, kind, 1)
+            + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+            for tag, kind, value in tags
+        )
+        + struct.pack("<I", 0)
+    )
     return b"II*\0" + struct.pack("<I", 8) + ifd + data
 
 
 def _npy_claiming(shape, descr="<u2"):
     """.npy bytes whose header claims ``shape`` of ``descr``, followed by 64 bytes of data."""
     f = io.BytesIO()
-    np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False,
-                                             "shape": shape})
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
     return f.getvalue() + b"\0" * 64
 
 
@@ -326,22 +355,35 @@ def _npz_claiming(shape, descr="<u2"):
 BOMBS = {  # file name → (bytes, what the message says of the claim)
     # complete, valid files under the old limit of 178,956,970 pixels that decode to ~770 MB of
     # zeros from less than a megabyte: the limit counts bytes, 16-bit samples and channels
-    "rgba16.png": (lambda: _png_claiming(9800, 9800, colour=6,
-                                         idat=_deflated_zeros(9800 * (1 + 9800 * 8))),
-                   "9800x9800 = 96040000 pixels of 4 × uint16 = 768320000 bytes"),
-    "deflate16.tif": (lambda: _tiff_claiming(20_000, 20_000, _deflated_zeros(20_000**2 * 2)),
-                      "shape (20000, 20000) and type uint16 = 800000000 bytes"),
+    "rgba16.png": (
+        lambda: _png_claiming(9800, 9800, colour=6, idat=_deflated_zeros(9800 * (1 + 9800 * 8))),
+        "9800x9800 = 96040000 pixels of 4 × uint16 = 768320000 bytes",
+    ),
+    "deflate16.tif": (
+        lambda: _tiff_claiming(20_000, 20_000, _deflated_zeros(20_000**2 * 2)),
+        "shape (20000, 20000) and type uint16 = 800000000 bytes",
+    ),
     # headers claiming far more than the file holds
-    "rgb16.png": (lambda: _png_claiming(100_000, 100_000),
-                  "100000x100000 = 10000000000 pixels of 3 × uint16 = 60000000000 bytes"),
-    "palette.png": (lambda: _png_claiming(60_000, 60_000, depth=8, colour=3),
-                    "60000x60000 = 3600000000 pixels of 4 × uint8"),
-    "grey16.tif": (lambda: _tiff_claiming(100_000, 100_000),
-                   "shape (100000, 100000) and type uint16 = 20000000000 bytes"),
-    "huge.npy": (lambda: _npy_claiming((100_000, 100_000, 3)),
-                 "shape (100000, 100000, 3) and type uint16 = 60000000000 bytes"),
-    "huge.npz": (lambda: _npz_claiming((100_000, 100_000, 3)),
-                 "member image.npy's header claims an array of shape (100000, 100000, 3)"),
+    "rgb16.png": (
+        lambda: _png_claiming(100_000, 100_000),
+        "100000x100000 = 10000000000 pixels of 3 × uint16 = 60000000000 bytes",
+    ),
+    "palette.png": (
+        lambda: _png_claiming(60_000, 60_000, depth=8, colour=3),
+        "60000x60000 = 3600000000 pixels of 4 × uint8",
+    ),
+    "grey16.tif": (
+        lambda: _tiff_claiming(100_000, 100_000),
+        "shape (100000, 100000) and type uint16 = 20000000000 bytes",
+    ),
+    "huge.npy": (
+        lambda: _npy_claiming((100_000, 100_000, 3)),
+        "shape (100000, 100000, 3) and type uint16 = 60000000000 bytes",
+    ),
+    "huge.npz": (
+        lambda: _npz_claiming((100_000, 100_000, 3)),
+        "member image.npy's header claims an array of shape (100000, 100000, 3)",
+    ),
     "float64.npy": (lambda: _npy_claiming((2**62, 2**62), "<f8"), str(2**124 * 8) + " bytes"),
 }
 
@@ -388,8 +430,14 @@ def test_decompression_bombs_stay_within_a_small_memory(tmp_path):
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1")
     env.pop(_imageio.MAX_BYTES_ENV, None)
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     report = dict(line.split() for line in proc.stdout.splitlines())
     assert set(report) == set(BOMBS) | {"rss"}
@@ -399,8 +447,9 @@ def test_decompression_bombs_stay_within_a_small_memory(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", [".png", ".tif", ".npy", ".npz"])
-@pytest.mark.parametrize("dtype, channels", [(np.uint8, 1), (np.uint8, 3), (np.uint16, 3),
-                                             (np.uint16, 4)])
+@pytest.mark.parametrize(
+    "dtype, channels", [(np.uint8, 1), (np.uint8, 3), (np.uint16, 3), (np.uint16, 4)]
+)
 def test_the_limit_counts_bytes_in_every_format(tmp_path, monkeypatch, fmt, dtype, channels):
     """One limit for every format, sample type and channel count: a file is read when its
     decoded array has at most the limit's bytes, refused one byte below."""
@@ -410,8 +459,7 @@ def test_the_limit_counts_bytes_in_every_format(tmp_path, monkeypatch, fmt, dtyp
     monkeypatch.setenv(_imageio.MAX_BYTES_ENV, str(a.nbytes))
     np.testing.assert_array_equal(read_array(tmp_path / ("a" + fmt)), expected)
     monkeypatch.setenv(_imageio.MAX_BYTES_ENV, str(a.nbytes - 1))
-    with pytest.raises(ImageFileError, match=f"= {a.nbytes} bytes .*limit of {a.nbytes - 1} "
-                                             f"bytes"):
+    with pytest.raises(ImageFileError, match=f"= {a.nbytes} bytes .*limit of {a.nbytes - 1} bytes"):
         read_array(tmp_path / ("a" + fmt))
 
 
@@ -419,8 +467,9 @@ def test_a_bad_limit_is_a_usage_error(tmp_path, monkeypatch):
     write_array(tmp_path / "a.npy", np.zeros(3))
     for text in ("lots", "-1", "1.5"):
         monkeypatch.setenv(_imageio.MAX_BYTES_ENV, text)
-        with pytest.raises(ImageFileError, match="PACNP_MAX_IMAGE_BYTES=.* is not a number of "
-                                                 "bytes") as info:
+        with pytest.raises(
+            ImageFileError, match="PACNP_MAX_IMAGE_BYTES=.* is not a number of bytes"
+        ) as info:
             read_array(tmp_path / "a.npy")
         assert info.value.usage
 
@@ -445,8 +494,9 @@ def test_unknown_extension_and_missing_files(tmp_path):
 
 
 def test_formats_that_cannot_hold_the_result_are_refused_before_writing(tmp_path):
-    with pytest.raises(ImageFileError, match="PNG holds uint8 or uint16 images but the result "
-                                             "is float32"):
+    with pytest.raises(
+        ImageFileError, match="PNG holds uint8 or uint16 images but the result is float32"
+    ):
         write_array(tmp_path / "f.png", np.zeros((4, 4), np.float32))
     with pytest.raises(ImageFileError, match="1 to 4 channels"):
         write_array(tmp_path / "c.png", np.zeros((4, 4, 5), np.uint8))
@@ -475,6 +525,7 @@ class _Stop(Exception):
 
 def _raising_mid_write(monkeypatch, signum):
     """Make the PNG encoder raise ``signum`` at this process, as a kill would mid-write."""
+
     def encode(a):
         data = _ENCODE_PNG(a)
         signal.raise_signal(signum)
@@ -485,7 +536,8 @@ def _raising_mid_write(monkeypatch, signum):
 
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP", "SIGINT"])
 def test_a_signal_mid_write_removes_the_part_file_then_reaches_the_previous_handler(
-        tmp_path, monkeypatch, name):
+    tmp_path, monkeypatch, name
+):
     """The handler that was there before sees the signal after the .part file is gone, and is
     put back: here one that raises (as a server's shutdown handler would)."""
     signum = getattr(signal, name, None)
@@ -512,12 +564,15 @@ def test_a_signal_mid_write_removes_the_part_file_then_reaches_the_previous_hand
 
 
 def test_a_signal_whose_handler_returns_is_an_error_and_sigint_is_keyboardinterrupt(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     old = signal.signal(signal.SIGTERM, lambda s, frame: None)
     try:
         _raising_mid_write(monkeypatch, signal.SIGTERM)
-        with pytest.raises(ImageFileError, match="writing output .*out.png was interrupted by "
-                                                 "SIGTERM; nothing was written"):
+        with pytest.raises(
+            ImageFileError,
+            match="writing output .*out.png was interrupted by SIGTERM; nothing was written",
+        ):
             write_array(tmp_path / "out.png", np.zeros((4, 4), np.uint8))
     finally:
         signal.signal(signal.SIGTERM, old)
@@ -573,11 +628,12 @@ def test_killed_mid_write_leaves_no_part_file(tmp_path, name, delay):
         import numpy as np
         from pacnp._imageio import write_array
         a = np.random.default_rng(0).random((2000, 4000))  # 64 MB, seconds to deflate
-        write_array({str(tmp_path / 'out.npz')!r}, a)
+        write_array({str(tmp_path / "out.npz")!r}, a)
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     _wait_for_part(tmp_path, proc)
     time.sleep(delay)
     assert proc.poll() is None, "the write ended before the signal: make it larger"

@@ -9,6 +9,7 @@
 * The filters with a radius far beyond the image: the padded taps fold onto the pixels they
   repeat (``filters._direct_weighted_sum``), equal to the window form and to the definition.
 """
+
 import os
 import subprocess
 import sys
@@ -19,12 +20,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_filters import brute_joint_bilateral, brute_upsample
 
 import pacnp
 from pacnp import config
 from pacnp import filters as F
-
-from test_filters import brute_joint_bilateral, brute_upsample
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,9 +40,14 @@ def test_border_index_is_numpy_pad(mode):
 
 
 @settings(max_examples=25, deadline=None)
-@given(h=st.integers(1, 4), w=st.integers(1, 5), extra=st.integers(0, 4),
-       border=st.sampled_from(["nearest", "reflect", "constant"]),
-       guided=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    h=st.integers(1, 4),
+    w=st.integers(1, 5),
+    extra=st.integers(0, 4),
+    border=st.sampled_from(["nearest", "reflect", "constant"]),
+    guided=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_direct_sum_equals_window_form(h, w, extra, border, guided, seed):
     """Where both run (a radius ≥ the image), the folded sum equals the padded window form."""
     rng = np.random.default_rng(seed)
@@ -62,8 +67,9 @@ def test_radius_beyond_image_matches_definition(border):
     rng = np.random.default_rng(3)
     img, guide = rng.random((2, 3, 2)), rng.random((2, 3, 1))
     for r in (3, 8):
-        out = F.joint_bilateral_filter(img, guide, sigma_spatial=2.5, sigma_color=0.4, radius=r,
-                                       border=border, channel_axis=-1)
+        out = F.joint_bilateral_filter(
+            img, guide, sigma_spatial=2.5, sigma_color=0.4, radius=r, border=border, channel_axis=-1
+        )
         expect = brute_joint_bilateral(img, guide, 2.5, 0.4, r, border)
         np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12, err_msg=f"r={r}")
 
@@ -75,8 +81,9 @@ def test_huge_radius_costs_what_the_image_reaches(border):
     img = rng.random((1, 6)).astype(np.float32)
     F.bilateral_filter(img, sigma_spatial=1.0, radius=7, border=border)  # compile
     t = time.perf_counter()
-    far = F.bilateral_filter(img, sigma_spatial=4000 / 3, sigma_color=0.3, radius=4000,
-                             border=border)
+    far = F.bilateral_filter(
+        img, sigma_spatial=4000 / 3, sigma_color=0.3, radius=4000, border=border
+    )
     assert time.perf_counter() - t < 5.0
     assert np.isfinite(far).all()
     # σ_s = 2: every tap beyond ~30 pixels weighs 0 in float32, so radius 4000 is radius 40
@@ -88,30 +95,43 @@ def test_huge_radius_costs_what_the_image_reaches(border):
 def test_upsample_radius_beyond_image_is_exact_and_small():
     rng = np.random.default_rng(5)
     low, guide = rng.random((3, 2)), rng.random((6, 4))
-    out = F.joint_bilateral_upsample(low, guide, 2, sigma_spatial=3.0, sigma_color=0.5,
-                                     radius=2000)
+    out = F.joint_bilateral_upsample(low, guide, 2, sigma_spatial=3.0, sigma_color=0.5, radius=2000)
     expect = brute_upsample(low, guide[None], 2, 3.0, 0.5, 2000, np.ones((3, 2)))
     np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12)
 
 
 @settings(max_examples=20, deadline=None)
-@given(h=st.integers(1, 4), w=st.integers(1, 5), extra=st.integers(0, 3),
-       border=st.sampled_from(["nearest", "reflect", "constant"]), stride=st.integers(1, 3),
-       lam=st.sampled_from([-1.0, 0.5, 1.0]), seed=st.integers(0, 2**16))
+@given(
+    h=st.integers(1, 4),
+    w=st.integers(1, 5),
+    extra=st.integers(0, 3),
+    border=st.sampled_from(["nearest", "reflect", "constant"]),
+    stride=st.integers(1, 3),
+    lam=st.sampled_from([-1.0, 0.5, 1.0]),
+    seed=st.integers(0, 2**16),
+)
 def test_direct_pool_equals_window_form(h, w, extra, border, stride, lam, seed):
     """detail_preserving_pool with a window larger than the image (folded over the image's
     pixels) equals the padded window form it replaces."""
     rng = np.random.default_rng(seed)
     x = rng.random((2, 2, h, w))
     r = max(h, w) + extra
-    plan = F.plan_detail_preserving_pool(x, 2 * r + 1, stride=stride, alpha=0.3, lam=lam,
-                                         border=border, channel_axis=1)
+    plan = F.plan_detail_preserving_pool(
+        x, 2 * r + 1, stride=stride, alpha=0.3, lam=lam, border=border, channel_axis=1
+    )
     got = F.pool(plan, x)
     pad = np.pad(x, ((0, 0), (0, 0), (r, r), (r, r)), mode=F._PAD_MODE[border])
-    want, _ = pacnp.pacpool2d_fused(pad, pad, 2 * r + 1, stride=stride, padding=0,
-                                    kernel_type=f"inv_{0.3!r}_{2 * lam!r}_fixed",
-                                    smooth_kernel_type="gaussian", channel_wise=True,
-                                    normalize_kernel=True)
+    want, _ = pacnp.pacpool2d_fused(
+        pad,
+        pad,
+        2 * r + 1,
+        stride=stride,
+        padding=0,
+        kernel_type=f"inv_{0.3!r}_{2 * lam!r}_fixed",
+        smooth_kernel_type="gaussian",
+        channel_wise=True,
+        normalize_kernel=True,
+    )
     np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
 
 
@@ -125,8 +145,13 @@ def test_huge_pool_window_is_fast():
 
 
 @settings(max_examples=20, deadline=None)
-@given(h=st.integers(1, 4), w=st.integers(1, 4), f=st.integers(2, 4), extra=st.integers(0, 6),
-       seed=st.integers(0, 2**16))
+@given(
+    h=st.integers(1, 4),
+    w=st.integers(1, 4),
+    f=st.integers(2, 4),
+    extra=st.integers(0, 6),
+    seed=st.integers(0, 2**16),
+)
 def test_direct_upsample_equals_definition(h, w, f, extra, seed):
     """joint_bilateral_upsample with a window wider than the samples' grid (summed over the
     samples) equals the definition, confidence and guide channels included."""
@@ -135,8 +160,16 @@ def test_direct_upsample_equals_definition(h, w, f, extra, seed):
     guide = rng.random((2, h * f, w * f))
     conf = rng.random((h, w)) * (rng.random((h, w)) > 0.2)
     r = max(h, w) * f // 2 + f + extra
-    out = F.joint_bilateral_upsample(low, guide, f, sigma_spatial=1.5, sigma_color=0.5,
-                                     radius=r, guide_channel_axis=0, confidence=conf)
+    out = F.joint_bilateral_upsample(
+        low,
+        guide,
+        f,
+        sigma_spatial=1.5,
+        sigma_color=0.5,
+        radius=r,
+        guide_channel_axis=0,
+        confidence=conf,
+    )
     expect = brute_upsample(low, guide, f, 1.5, 0.5, r, conf)
     np.testing.assert_allclose(out, expect, rtol=1e-11, atol=1e-12, equal_nan=True)
 
@@ -166,8 +199,9 @@ def test_dead_taps_trimmed_equal_two_step(backend, op, monkeypatch):
         geo = dict(stride=2, padding=p, output_padding=0)
         K, _ = pacnp.packernel2d(guide, k, transposed=True, **geo, **kw)
         ref = pacnp.pacconv_transpose2d(x, K, w, shared_filters=True, **geo)
-        out, _ = backend.call(pacnp.pacconv_transpose2d_fused, x, guide, w, shared_filters=True,
-                              **geo, **kw)
+        out, _ = backend.call(
+            pacnp.pacconv_transpose2d_fused, x, guide, w, shared_filters=True, **geo, **kw
+        )
     else:
         guide = rng.standard_normal((2, 2, 4, 3))
         geo = dict(padding=p)
@@ -179,14 +213,24 @@ def test_dead_taps_trimmed_equal_two_step(backend, op, monkeypatch):
             w = rng.standard_normal((3, 2, k, k) if op == "conv_dense" else (1, 1, k, k))
             sh = op == "conv"
             ref = pacnp.pacconv2d(x, K, w, shared_filters=sh, **geo)
-            out, _ = backend.call(pacnp.pacconv2d_fused, x, guide, w, shared_filters=sh, **geo,
-                                  **kw)
+            out, _ = backend.call(
+                pacnp.pacconv2d_fused, x, guide, w, shared_filters=sh, **geo, **kw
+            )
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
     if op == "conv":
         g = rng.standard_normal(out.shape)
         kb = dict(kernel_type="inv", inv_alpha=0.5, inv_lambda=-1.0)
-        got = backend.call(pacnp.pacconv2d_fused_backward, g, x, guide, w, shared_filters=True,
-                           **geo, **kb, needs=(True, True, False, False, True, True, False))
+        got = backend.call(
+            pacnp.pacconv2d_fused_backward,
+            g,
+            x,
+            guide,
+            w,
+            shared_filters=True,
+            **geo,
+            **kb,
+            needs=(True, True, False, False, True, True, False),
+        )
         full = pacnp.pacconv2d_fused_backward(g, x, guide, w, shared_filters=True, **geo, **kb)
         for a, b in zip(got, full):
             if a is not None:
@@ -194,9 +238,16 @@ def test_dead_taps_trimmed_equal_two_step(backend, op, monkeypatch):
 
 
 @settings(max_examples=30, deadline=None)
-@given(h=st.integers(1, 5), w=st.integers(1, 5), half=st.integers(0, 9), pad=st.integers(0, 9),
-       stride=st.integers(1, 3), norm=st.booleans(), masked=st.booleans(),
-       seed=st.integers(0, 2**16))
+@given(
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+    half=st.integers(0, 9),
+    pad=st.integers(0, 9),
+    stride=st.integers(1, 3),
+    norm=st.booleans(),
+    masked=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_generated_windows_beyond_the_image(h, w, half, pad, stride, norm, masked, seed):
     """Generated geometries, windows up to 19 wide on images down to 1 pixel, padding up to
     the reach: the fused pool (dead taps dropped) equals the two-step pool (K whole), with
@@ -222,11 +273,26 @@ def test_generated_windows_beyond_the_image(h, w, half, pad, stride, norm, maske
 def test_stripes_respect_the_budget(monkeypatch):
     from pacnp import _ops
     from pacnp._core import plan_packernel
+
     guide = np.zeros((1, 1, 40, 30))
-    plan = plan_packernel("t", guide, 5, stride=1, padding=2, output_padding=0, dilation=1,
-                          kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
-                          inv_alpha=None, inv_lambda=None, channel_wise=False,
-                          normalize_kernel=False, mask=None, transposed=False)
+    plan = plan_packernel(
+        "t",
+        guide,
+        5,
+        stride=1,
+        padding=2,
+        output_padding=0,
+        dilation=1,
+        kernel_type="gaussian",
+        smooth_kernel_type="none",
+        smooth_kernel=None,
+        inv_alpha=None,
+        inv_lambda=None,
+        channel_wise=False,
+        normalize_kernel=False,
+        mask=None,
+        transposed=False,
+    )
     row = 25 * 30 * 8
     monkeypatch.setattr(config, "STRIPE_BYTES", 3 * row)
     s = _ops.stripes(plan)
@@ -289,9 +355,15 @@ def test_failed_allocation_reaches_the_caller(limit_mib):
     """Under a tight address-space limit every call gives the right result or a MemoryError:
     never NaN, a SystemError or a K left partly unwritten."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-c", LOW_MEMORY, str(limit_mib)], cwd=ROOT, env=env,
-                       check=False,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-c", LOW_MEMORY, str(limit_mib)],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = r.stdout.split("\n")
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("upsample", "packernel2d", "bilateral", "fused_backward"):

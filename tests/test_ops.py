@@ -1,23 +1,42 @@
 """Every op, forward and backward, against the NumPy reference (tests/reference.py) and against
 central finite differences, in float64; the identities with torch as separate tests."""
+
 import itertools
 import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+import reference as R
+from cases import (
+    CASE_LABELS,
+    F64,
+    FUSED_GRID,
+    KERNEL_GRID,
+    KERNEL_TYPES,
+    OP_GRID,
+    OPS,
+    PAIR_GRID,
+    SMALL_CASE_LABELS,
+    SMALL_FUSED_GRID,
+    SMALL_KERNEL_GRID,
+    SMALL_OP_GRID,
+    SMALL_PAIR_GRID,
+    SMOOTH_TYPES,
+    assert_close,
+    kernel_case,
+    op_case,
+    simulator_grid,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pacnp
-import reference as R
-from cases import (CASE_LABELS, F64, FUSED_GRID, KERNEL_GRID, KERNEL_TYPES, OP_GRID, OPS, PAIR_GRID,
-                   SMALL_CASE_LABELS, SMALL_FUSED_GRID, SMALL_KERNEL_GRID, SMALL_OP_GRID,
-                   SMALL_PAIR_GRID, SMOOTH_TYPES, assert_close, kernel_case, op_case,
-                   simulator_grid)
 
 
 # --------------------------------------------------------------------------- finite differences
 def directional_fd(f, args, index, direction, eps=1e-6):
     """(f(a + εv) - f(a - εv)) / 2ε for argument ``index`` (a tuple index or a keyword name)."""
+
     def shifted(sign):
         a = list(args[0])
         kw = dict(args[1])
@@ -26,29 +45,48 @@ def directional_fd(f, args, index, direction, eps=1e-6):
         else:
             kw[index] = np.asarray(kw[index]) + sign * eps * direction
         return np.asarray(f(*a, **kw))
+
     return (shifted(1) - shifted(-1)) / (2 * eps)
 
 
 def test_simulator_grids_keep_their_small_subsets():
     """simulator_grid finds a small grid's entries in the full grid by identity: a small grid
     rebuilt from copies would leave the CUDA simulator nothing to run, silently."""
-    for grid, small in ((KERNEL_GRID, SMALL_KERNEL_GRID), (OP_GRID, SMALL_OP_GRID),
-                        (FUSED_GRID, SMALL_FUSED_GRID), (PAIR_GRID, SMALL_PAIR_GRID),
-                        (CASE_LABELS, SMALL_CASE_LABELS)):
+    for grid, small in (
+        (KERNEL_GRID, SMALL_KERNEL_GRID),
+        (OP_GRID, SMALL_OP_GRID),
+        (FUSED_GRID, SMALL_FUSED_GRID),
+        (PAIR_GRID, SMALL_PAIR_GRID),
+        (CASE_LABELS, SMALL_CASE_LABELS),
+    ):
         params = simulator_grid(grid, small)
         unmarked = [p for p in params if not isinstance(p, type(pytest.param(0)))]
         assert len(params) == len(grid) and 0 < len(unmarked) == len(small) < len(grid)
 
 
 # --------------------------------------------------------------------------- packernel2d
-@pytest.mark.parametrize("k,s,d,kt,smooth,cw,norm,masked,tr",
-                         simulator_grid(KERNEL_GRID, SMALL_KERNEL_GRID))
-def test_packernel2d_forward_backward_vs_reference(backend, k, s, d, kt, smooth, cw, norm, masked,
-                                                   tr):
-    rng = np.random.default_rng(zlib.crc32(repr((k, s, d, kt, smooth, cw, norm, masked,
-                                                 tr)).encode()))
-    guide, kw = kernel_case(rng, k, s, d, kt, smooth, cw, norm, masked, tr,
-                            **backend.pick(dict(B=2, C=3), dict(B=1, C=2)))
+@pytest.mark.parametrize(
+    "k,s,d,kt,smooth,cw,norm,masked,tr", simulator_grid(KERNEL_GRID, SMALL_KERNEL_GRID)
+)
+def test_packernel2d_forward_backward_vs_reference(
+    backend, k, s, d, kt, smooth, cw, norm, masked, tr
+):
+    rng = np.random.default_rng(
+        zlib.crc32(repr((k, s, d, kt, smooth, cw, norm, masked, tr)).encode())
+    )
+    guide, kw = kernel_case(
+        rng,
+        k,
+        s,
+        d,
+        kt,
+        smooth,
+        cw,
+        norm,
+        masked,
+        tr,
+        **backend.pick(dict(B=2, C=3), dict(B=1, C=2)),
+    )
     K, om = backend.call(pacnp.packernel2d, guide, k, **kw)
     K_ref, om_ref = R.packernel2d(guide, k, **kw)
     assert K.shape == K_ref.shape and K.dtype == np.float64
@@ -64,8 +102,9 @@ def test_packernel2d_forward_backward_vs_reference(backend, k, s, d, kt, smooth,
 @pytest.mark.parametrize("k,s,d,kt,smooth,cw,norm,masked,tr", KERNEL_GRID[::3])
 def test_packernel2d_backward_vs_finite_differences(k, s, d, kt, smooth, cw, norm, masked, tr):
     rng = np.random.default_rng(7 + k * 100 + s * 10 + d)
-    guide, kw = kernel_case(rng, k, s, d, kt, smooth, cw, norm, masked, tr, B=1,
-                            explicit_params=True)
+    guide, kw = kernel_case(
+        rng, k, s, d, kt, smooth, cw, norm, masked, tr, B=1, explicit_params=True
+    )
     fwd = lambda g, k_, **o: pacnp.packernel2d(g, k_, **o)[0]
     K = fwd(guide, k, **kw)
     gK = rng.standard_normal(K.shape)
@@ -84,6 +123,7 @@ def test_packernel2d_backward_vs_finite_differences(k, s, d, kt, smooth, cw, nor
 def test_packernel2d_gradients_present_exactly_when_differentiable():
     rng = np.random.default_rng(0)
     guide = rng.standard_normal((1, 2, 6, 6))
+
     def g(needs=None, **kw):
         K, _ = pacnp.packernel2d(guide, 3, padding=1, **kw)
         return pacnp.packernel2d_backward(np.ones(K.shape), guide, 3, padding=1, needs=needs, **kw)
@@ -98,22 +138,35 @@ def test_packernel2d_gradients_present_exactly_when_differentiable():
     assert d[1] is None and d[2] is None
     d = g(smooth_kernel_type="full_3", smooth_kernel=np.full((1, 1, 3, 3), 1 / 9))
     assert d[3].shape == (1, 1, 3, 3)
-    d = g(kernel_type="inv_0.5_-1", inv_alpha=np.array([0.5, 0.2]), inv_lambda=-1.0,
-          channel_wise=True)
+    d = g(
+        kernel_type="inv_0.5_-1", inv_alpha=np.array([0.5, 0.2]), inv_lambda=-1.0, channel_wise=True
+    )
     assert d[1].shape == (2,) and np.shape(d[2]) == ()
-    d = g(needs=(False, True, True, False), kernel_type="inv_0.5_-1", inv_alpha=0.5,
-          inv_lambda=-1.0)
+    d = g(
+        needs=(False, True, True, False), kernel_type="inv_0.5_-1", inv_alpha=0.5, inv_lambda=-1.0
+    )
     assert d[0] is None and d[1] is not None
 
 
 # --------------------------------------------------------------------------- the three ops
-@pytest.mark.parametrize("op,k,s,d,shared,kc_many,with_bias",
-                         simulator_grid(OP_GRID, SMALL_OP_GRID))
+@pytest.mark.parametrize(
+    "op,k,s,d,shared,kc_many,with_bias", simulator_grid(OP_GRID, SMALL_OP_GRID)
+)
 def test_op_forward_backward_vs_reference(backend, op, k, s, d, shared, kc_many, with_bias):
-    rng = np.random.default_rng(zlib.crc32(repr((op, k, s, d, shared, kc_many,
-                                                 with_bias)).encode()))
-    args, kw = op_case(rng, op, k, s, d, shared, kc_many, with_bias,
-                       **backend.pick(dict(B=2, C=3, Co=4), dict(B=1, C=2, Co=3)))
+    rng = np.random.default_rng(
+        zlib.crc32(repr((op, k, s, d, shared, kc_many, with_bias)).encode())
+    )
+    args, kw = op_case(
+        rng,
+        op,
+        k,
+        s,
+        d,
+        shared,
+        kc_many,
+        with_bias,
+        **backend.pick(dict(B=2, C=3, Co=4), dict(B=1, C=2, Co=3)),
+    )
     fwd, bwd, rfwd, rbwd = OPS[op]
     out = backend.call(fwd, *args, **kw)
     assert_close(out, rfwd(*args, **kw), "forward", **F64)
@@ -138,8 +191,9 @@ def test_op_forward_backward_vs_reference(backend, op, k, s, d, shared, kc_many,
 @pytest.mark.parametrize("op,k,s,d,shared,kc_many,with_bias", OP_GRID[::5])
 def test_op_backward_vs_finite_differences(op, k, s, d, shared, kc_many, with_bias):
     rng = np.random.default_rng(11 + k + 10 * s + 100 * d)
-    args, kw = op_case(rng, op, k, s, d, shared, kc_many, with_bias, p=d * (k - 1) // 2, B=1,
-                       C=2, Co=2)
+    args, kw = op_case(
+        rng, op, k, s, d, shared, kc_many, with_bias, p=d * (k - 1) // 2, B=1, C=2, Co=2
+    )
     fwd, bwd, _, _ = OPS[op]
     out = fwd(*args, **kw)
     g = rng.standard_normal(out.shape)
@@ -157,38 +211,59 @@ def test_op_backward_vs_finite_differences(op, k, s, d, shared, kc_many, with_bi
 @pytest.mark.parametrize("s,p,d", [(1, 0, 1), (1, 1, 1), (2, 1, 1), (3, 2, 2), (2, 3, 1)])
 def test_identity_ones_kernel_is_torch_conv2d(s, p, d):
     import torch
+
     rng = np.random.default_rng(s * 10 + p)
     x = rng.standard_normal((2, 3, 9, 10))
     w = rng.standard_normal((5, 3, 3, 3))
     b = rng.standard_normal(5)
-    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w),
-                                     torch.from_numpy(b), stride=s, padding=p, dilation=d).numpy()
+    ref = torch.nn.functional.conv2d(
+        torch.from_numpy(x),
+        torch.from_numpy(w),
+        torch.from_numpy(b),
+        stride=s,
+        padding=p,
+        dilation=d,
+    ).numpy()
     K = np.ones((2, 1, 3, 3) + ref.shape[2:])
     out = pacnp.pacconv2d(x, K, w, b, stride=s, padding=p, dilation=d)
     assert out.shape == ref.shape
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
     # shared filters == depthwise conv2d (groups=C) with the filter repeated
     ws = rng.standard_normal((1, 1, 3, 3))
-    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(ws).repeat(3, 1, 1, 1),
-                                     stride=s, padding=p, dilation=d, groups=3).numpy()
+    ref = torch.nn.functional.conv2d(
+        torch.from_numpy(x),
+        torch.from_numpy(ws).repeat(3, 1, 1, 1),
+        stride=s,
+        padding=p,
+        dilation=d,
+        groups=3,
+    ).numpy()
     out = pacnp.pacconv2d(x, K, ws, stride=s, padding=p, dilation=d, shared_filters=True)
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("k,s,p,op,d", [(3, 1, 1, 0, 1), (5, 2, 2, 1, 1), (3, 2, 0, 1, 2),
-                                        (3, 3, 1, 2, 1), (5, 2, 1, 0, 2)])
+@pytest.mark.parametrize(
+    "k,s,p,op,d",
+    [(3, 1, 1, 0, 1), (5, 2, 2, 1, 1), (3, 2, 0, 1, 2), (3, 3, 1, 2, 1), (5, 2, 1, 0, 2)],
+)
 def test_identity_ones_kernel_is_torch_conv_transpose2d(k, s, p, op, d):
     import torch
+
     rng = np.random.default_rng(k + s + p)
     x = rng.standard_normal((2, 3, 5, 4))
     w = rng.standard_normal((3, 4, k, k))
     b = rng.standard_normal(4)
     ref = torch.nn.functional.conv_transpose2d(
-        torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride=s, padding=p,
-        output_padding=op, dilation=d).numpy()
+        torch.from_numpy(x),
+        torch.from_numpy(w),
+        torch.from_numpy(b),
+        stride=s,
+        padding=p,
+        output_padding=op,
+        dilation=d,
+    ).numpy()
     K = np.ones((2, 1, k, k) + ref.shape[2:])
-    out = pacnp.pacconv_transpose2d(x, K, w, b, stride=s, padding=p, output_padding=op,
-                                    dilation=d)
+    out = pacnp.pacconv_transpose2d(x, K, w, b, stride=s, padding=p, output_padding=op, dilation=d)
     assert out.shape == ref.shape
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
 
@@ -196,13 +271,15 @@ def test_identity_ones_kernel_is_torch_conv_transpose2d(k, s, p, op, d):
 @pytest.mark.parametrize("k,s,p", [(3, 1, 1), (3, 2, 1), (5, 2, 2), (5, 3, 1), (3, 1, 0)])
 def test_identity_normalised_constant_guide_pool_is_avg_pool2d(k, s, p):
     import torch
+
     rng = np.random.default_rng(k * s)
     x = rng.standard_normal((2, 3, 9, 11))
     guide = np.full((2, 4, 9, 11), 0.7)
     K, _ = pacnp.packernel2d(guide, k, stride=s, padding=p, normalize_kernel=True)
     out = pacnp.pacpool2d(x, K, k, stride=s, padding=p)
-    ref = torch.nn.functional.avg_pool2d(torch.from_numpy(x), k, stride=s, padding=p,
-                                         count_include_pad=False).numpy()
+    ref = torch.nn.functional.avg_pool2d(
+        torch.from_numpy(x), k, stride=s, padding=p, count_include_pad=False
+    ).numpy()
     assert out.shape == ref.shape
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
 
@@ -210,6 +287,7 @@ def test_identity_normalised_constant_guide_pool_is_avg_pool2d(k, s, p):
 def test_identity_gaussian_constant_guide_conv_is_conv2d():
     """K from a constant guide is 1 on valid taps: PAC reduces to the plain convolution."""
     import torch
+
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 2, 8, 8))
     w = rng.standard_normal((3, 2, 5, 5))
@@ -230,10 +308,15 @@ def test_flipped_weight_checkpoint_conversion():
     xp = np.zeros((2, 8 + 2, 8 + 2))
     xp[:, 1:9:2, 1:9:2] = x[0]  # zero-inserted (stride 2), padded by 1 (k=3, p=1, op=1)
     for o, Y, X in itertools.product(range(3), range(8), range(8)):
-        out_old[0, o, Y, X] = sum(K[0, 0, i, j, Y, X] * w_old[c, o, i, j] * xp[c, Y + i, X + j]
-                                  for c in range(2) for i in range(3) for j in range(3))
-    out_new = pacnp.pacconv_transpose2d(x, K, np.ascontiguousarray(w_old[:, :, ::-1, ::-1]),
-                                        stride=2, padding=1, output_padding=1)
+        out_old[0, o, Y, X] = sum(
+            K[0, 0, i, j, Y, X] * w_old[c, o, i, j] * xp[c, Y + i, X + j]
+            for c in range(2)
+            for i in range(3)
+            for j in range(3)
+        )
+    out_new = pacnp.pacconv_transpose2d(
+        x, K, np.ascontiguousarray(w_old[:, :, ::-1, ::-1]), stride=2, padding=1, output_padding=1
+    )
     np.testing.assert_allclose(out_new, out_old, rtol=1e-12, atol=1e-12)
 
 
@@ -258,8 +341,14 @@ def test_random_configurations_two_step_path(data):
     Ho, Wo = K.shape[-2:]
     p, op = kw["padding"], kw["output_padding"]
     if tr:
-        x = rng.standard_normal((1, C, (guide.shape[2] - 1 + 2 * p - d * (k - 1) - op) // s + 1,
-                                 (guide.shape[3] - 1 + 2 * p - d * (k - 1) - op) // s + 1))
+        x = rng.standard_normal(
+            (
+                1,
+                C,
+                (guide.shape[2] - 1 + 2 * p - d * (k - 1) - op) // s + 1,
+                (guide.shape[3] - 1 + 2 * p - d * (k - 1) - op) // s + 1,
+            )
+        )
         w = rng.standard_normal((C, 2, k, k))
         args, okw = (x, K, w), dict(stride=s, padding=p, output_padding=op, dilation=d)
         fwd, bwd, rfwd, rbwd = OPS["transpose"]
@@ -281,6 +370,7 @@ def test_dense_forward_in_column_tiles_vs_reference(transposed):
     column tiles (pacnp.cpu.conv.gemm_tile; config.GEMM_SMALL_MNK), stride-1 runs and the
     phases of a transposed convolution alike."""
     from pacnp import config
+
     rng = np.random.default_rng(11)
     C, Cout, k = 16, 32, 5
     m = C * k * k

@@ -9,6 +9,7 @@ ignores write permissions, so as root the interpreter runs without capabilities 
 set emptied before exec): still uid 0, the owner of the venv under /root, but bound by the
 permission bits like any user.
 """
+
 from __future__ import annotations
 
 import base64
@@ -67,8 +68,10 @@ def _expected():
     rng = np.random.default_rng(7)
     img = rng.random((9, 8), dtype=np.float32)
     g = rng.standard_normal((1, 3, 6, 5), dtype=np.float32)
-    return {"bilateral": filters.bilateral_filter(img, sigma_spatial=1.0),
-            "packernel": pacnp.packernel2d(g, 3, padding=1)[0]}
+    return {
+        "bilateral": filters.bilateral_filter(img, sigma_spatial=1.0),
+        "packernel": pacnp.packernel2d(g, 3, padding=1)[0],
+    }
 
 
 def _drop_capabilities():
@@ -97,16 +100,26 @@ def readonly_install(tmp_path_factory):
     # must not land in the checkout
     for name in ("pyproject.toml", "setup.cfg", "README.md"):
         shutil.copy2(ROOT / name, src / name)
-    shutil.copytree(ROOT / "pacnp", src / "pacnp",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        ROOT / "pacnp", src / "pacnp", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     # --no-build-isolation: the build uses this environment's setuptools instead of fetching
     # one (tests run offline)
     pytest.importorskip("setuptools", reason="building the wheel needs setuptools")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     wheel = base / "wheel"
     _check(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(wheel), str(src)])
-    _check(pip + ["install", "--no-deps", "--no-index", "--target", str(base / "site"),
-                  *map(str, wheel.glob("*.whl"))])
+    _check(
+        pip
+        + [
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(base / "site"),
+            *map(str, wheel.glob("*.whl")),
+        ]
+    )
     site, home = base / "site", base / "home"
     home.mkdir()
     for path in [site, *site.rglob("*")]:
@@ -122,17 +135,35 @@ def readonly_install(tmp_path_factory):
 def _run(site, home, **env):
     """Run CHILD from a fresh interpreter on the read-only install, as a user who cannot write
     there (as root: without capabilities); returns (results, stderr)."""
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith("NUMBA_CACHE") and k not in ("XDG_CACHE_HOME", "PYTHONPATH")}
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("NUMBA_CACHE") and k not in ("XDG_CACHE_HOME", "PYTHONPATH")
+    }
     full_env.update(PYTHONPATH=str(site), HOME=str(home), **env)
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(site), str(site / "pacnp"),
-                           str(site / "pacnp" / "cpu"), str(home)],
-                          check=False, cwd=home, env=full_env, capture_output=True, text=True,
-                          timeout=600,
-                          preexec_fn=_drop_capabilities if os.geteuid() == 0 else None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(site),
+            str(site / "pacnp"),
+            str(site / "pacnp" / "cpu"),
+            str(home),
+        ],
+        check=False,
+        cwd=home,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=_drop_capabilities if os.geteuid() == 0 else None,
+    )
     if proc.returncode == 3:
-        pytest.skip("cannot make a directory read-only for the interpreter (a privileged user "
-                    "that keeps its capabilities)")
+        pytest.skip(
+            "cannot make a directory read-only for the interpreter (a privileged user "
+            "that keeps its capabilities)"
+        )
     assert proc.returncode == 0, proc.stderr[-4000:]
     with np.load(io.BytesIO(base64.b64decode(proc.stdout.strip()))) as npz:
         return {k: npz[k] for k in npz.files}, proc.stderr
@@ -163,9 +194,10 @@ def test_runs_on_a_readonly_install_with_one_warning_naming_numba_cache_dir(read
 def no_cache_dir(monkeypatch):
     """numba finds no cache directory (every locator declines), and pacnp has not warned yet."""
     from numba.core import caching
+
     monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
     monkeypatch.setattr(_jit, "_warned", False)
-    monkeypatch.setattr(_jit, "_env_read", True)     # test_honours_... covers that reload
+    monkeypatch.setattr(_jit, "_env_read", True)  # test_honours_... covers that reload
     monkeypatch.delenv("NUMBA_CACHE_LOCATOR_CLASSES", raising=False)
 
 
@@ -192,6 +224,7 @@ def test_honours_numba_cache_dir_set_after_importing_numba(monkeypatch, tmp_path
     """numba read the environment when it was imported (by now it has been); a NUMBA_CACHE_DIR
     set later, before pacnp's first kernel, is where the kernels go."""
     from numba.core import config as nconfig
+
     monkeypatch.setattr(_jit, "_warned", False)
     monkeypatch.setattr(_jit, "_env_read", False)
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
@@ -213,6 +246,7 @@ def test_an_unusable_numba_cache_dir_is_named(monkeypatch, tmp_path):
     """numba passes over a NUMBA_CACHE_DIR it cannot write (here a file) for the next
     directory: one warning says so, and the kernel still runs."""
     from numba.core import config as nconfig
+
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
     monkeypatch.setattr(_jit, "_warned", False)
@@ -232,12 +266,14 @@ def test_a_failed_cache_write_leaves_the_kernel_in_memory(monkeypatch, tmp_path)
     monkeypatch.setattr(_jit, "_warned", False)
     monkeypatch.setattr(_jit, "_env_read", True)
     from numba.core import config as nconfig
+
     monkeypatch.setattr(nconfig, "CACHE_DIR", str(tmp_path))
     kernel = _jit.njit()(_double)
     assert type(kernel._cache).__name__ == "FrozenKeyedCache"
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(kernel._cache._cache_file, "save", full_disk)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")

@@ -26,13 +26,15 @@ RTOL = 1e-6
 # ============================================================================ FD machinery
 
 
-def assert_grads_match_fd(forward, inputs, grads, grad_output, rng, *, n_dirs=2, n_coords=10,
-                          eps=EPS, rtol=RTOL):
+def assert_grads_match_fd(
+    forward, inputs, grads, grad_output, rng, *, n_dirs=2, n_coords=10, eps=EPS, rtol=RTOL
+):
     """Check ``grads[name] == d/d inputs[name] Σ grad_output · forward(**inputs)`` by central FD.
 
     For every name in ``grads``: ``n_dirs`` random unit directions (covering every element),
     plus ``n_coords`` single coordinates (all of them for small inputs).  Tolerance:
     ``rtol`` relative to the gradient's norm, plus the rounding floor of the loss / eps."""
+
     def loss(values):
         return float(np.sum(grad_output * forward(**values)))
 
@@ -61,14 +63,17 @@ def assert_grads_match_fd(forward, inputs, grads, grad_output, rng, *, n_dirs=2,
             )
             checked += 1
         maxabs = float(np.max(np.abs(G), initial=0.0))
-        coords = range(a.size) if a.size <= n_coords else rng.choice(a.size, n_coords, replace=False)
+        coords = (
+            range(a.size) if a.size <= n_coords else rng.choice(a.size, n_coords, replace=False)
+        )
         for flat in coords:
             v = np.zeros(a.size)
             v[flat] = 1.0
             v = v.reshape(a.shape)
             analytic, numeric = float(G.reshape(-1)[flat]), fd(v)
             assert abs(analytic - numeric) <= rtol * maxabs + floor, (
-                f"{name}[{np.unravel_index(flat, a.shape)}]: {analytic!r} vs finite difference {numeric!r}"
+                f"{name}[{np.unravel_index(flat, a.shape)}]: {analytic!r} vs finite difference "
+                f"{numeric!r}"
             )
             checked += 1
     assert checked > 0
@@ -141,8 +146,14 @@ def _make_packernel_cases(n_cases, seed):
             size = tuple(max(int(rng.integers(7, 10)), 2 * r[a] - 2 * p[a] + 1) for a in range(2))
         guide = 0.8 * rng.standard_normal((B, Cg) + size)
         kwargs = dict(
-            stride=s, padding=p, output_padding=op, dilation=d, kernel_type=kt,
-            smooth_kernel_type=smoothing, channel_wise=channel_wise, normalize_kernel=normalize,
+            stride=s,
+            padding=p,
+            output_padding=op,
+            dilation=d,
+            kernel_type=kt,
+            smooth_kernel_type=smoothing,
+            channel_wise=channel_wise,
+            normalize_kernel=normalize,
             transposed=transposed,
         )
         if smoothing.startswith("full_"):
@@ -164,9 +175,17 @@ def _make_packernel_cases(n_cases, seed):
             if mode in ("lambda", "both"):
                 lam = parsed["lambda"] + rng.uniform(-0.2, 0.2, Cg if as_array else None)
                 kwargs["inv_lambda"] = lam if as_array else float(lam)
-        cases.append(pytest.param(k, guide, kwargs, seed + n, id=f"pk{n}-k{k}-s{s}-d{d}-{kt}-{smoothing}"
-                                  f"-cw{int(channel_wise)}-n{int(normalize)}-m{int(use_mask)}"
-                                  f"-t{int(transposed)}"))
+        cases.append(
+            pytest.param(
+                k,
+                guide,
+                kwargs,
+                seed + n,
+                id=f"pk{n}-k{k}-s{s}-d{d}-{kt}-{smoothing}"
+                f"-cw{int(channel_wise)}-n{int(normalize)}-m{int(use_mask)}"
+                f"-t{int(transposed)}",
+            )
+        )
     return cases
 
 
@@ -174,8 +193,24 @@ PACKERNEL_CASES = _make_packernel_cases(60, seed=1234)
 
 
 def test_packernel_grid_covers_every_value():
-    seen = {key: set() for key in ("k", "s", "d", "p>0", "kt", "sm", "cw", "norm", "mask", "tr",
-                                   "alpha", "lambda", "op>0")}
+    seen = {
+        key: set()
+        for key in (
+            "k",
+            "s",
+            "d",
+            "p>0",
+            "kt",
+            "sm",
+            "cw",
+            "norm",
+            "mask",
+            "tr",
+            "alpha",
+            "lambda",
+            "op>0",
+        )
+    }
     for case in PACKERNEL_CASES:
         k, guide, kw, _ = case.values
         seen["k"].update(k)
@@ -219,7 +254,10 @@ def test_packernel2d_backward_matches_fd(k, guide, kwargs, seed):
         assert d_alpha is None
     if differentiable and "inv_lambda" in kwargs:
         assert d_lambda is not None and d_lambda.shape == np.shape(kwargs["inv_lambda"])
-        inputs["inv_lambda"], grads["inv_lambda"] = np.asarray(kwargs["inv_lambda"], float), d_lambda
+        inputs["inv_lambda"], grads["inv_lambda"] = (
+            np.asarray(kwargs["inv_lambda"], float),
+            d_lambda,
+        )
     else:
         assert d_lambda is None
     if kwargs["smooth_kernel_type"].startswith("full_"):
@@ -256,7 +294,9 @@ def _make_conv_cases(n_cases, seed, transposed):
         if transposed:
             op = tuple(int(rng.integers(0, max(s[a], d[a]))) for a in range(2))
             size = tuple(int(rng.integers(3, 6)) for _ in range(2))
-            out = tuple((size[a] - 1) * s[a] - 2 * p[a] + d[a] * (k[a] - 1) + op[a] + 1 for a in range(2))
+            out = tuple(
+                (size[a] - 1) * s[a] - 2 * p[a] + d[a] * (k[a] - 1) + op[a] + 1 for a in range(2)
+            )
             if min(out) < 1:
                 p = (0, 0)
                 out = tuple((size[a] - 1) * s[a] + d[a] * (k[a] - 1) + op[a] + 1 for a in range(2))
@@ -271,7 +311,9 @@ def _make_conv_cases(n_cases, seed, transposed):
         K = rng.standard_normal((B, Cin if kernel_channels else 1) + k + out)
         W = rng.standard_normal(w_shape)
         bias = rng.standard_normal(Cin if shared else Cout) if with_bias else None
-        cases.append(pytest.param(x, K, W, bias, kwargs, id=f"c{n}-k{k}-s{s}-d{d}-p{p}-sh{int(shared)}"))
+        cases.append(
+            pytest.param(x, K, W, bias, kwargs, id=f"c{n}-k{k}-s{s}-d{d}-p{p}-sh{int(shared)}")
+        )
     return cases
 
 
@@ -336,8 +378,13 @@ def test_chained_layer_backward_matches_fd():
     x = rng.standard_normal((2, 2, 8, 8))
     W = rng.standard_normal((4, 2, 3, 3))
     kw = dict(stride=2, padding=1, dilation=1)
-    pk = dict(kernel_type="inv_0.5_-1_asym", smooth_kernel_type="gaussian", normalize_kernel=True,
-              inv_alpha=0.7, **kw)
+    pk = dict(
+        kernel_type="inv_0.5_-1_asym",
+        smooth_kernel_type="gaussian",
+        normalize_kernel=True,
+        inv_alpha=0.7,
+        **kw,
+    )
 
     def fwd(guide):
         K, _ = ref.packernel2d(guide, 3, **pk)
@@ -380,8 +427,12 @@ def test_pacconv2d_with_unit_kernel_is_conv2d(k, s, p, d, with_bias):
     W = rng.standard_normal((4, 3, kh, kw))
     b = rng.standard_normal(4) if with_bias else None
     expected = torch.nn.functional.conv2d(
-        torch.from_numpy(x), torch.from_numpy(W), None if b is None else torch.from_numpy(b),
-        stride=s, padding=p, dilation=d,
+        torch.from_numpy(x),
+        torch.from_numpy(W),
+        None if b is None else torch.from_numpy(b),
+        stride=s,
+        padding=p,
+        dilation=d,
     ).numpy()
     K = np.ones((2, 1, kh, kw) + expected.shape[2:])
     out = ref.pacconv2d(x, K, W, b, stride=s, padding=p, dilation=d)
@@ -389,13 +440,18 @@ def test_pacconv2d_with_unit_kernel_is_conv2d(k, s, p, d, with_bias):
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
     # Same with a per-channel unit kernel.
     K3 = np.ones((2, 3, kh, kw) + expected.shape[2:])
-    np.testing.assert_allclose(ref.pacconv2d(x, K3, W, b, stride=s, padding=p, dilation=d), expected,
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        ref.pacconv2d(x, K3, W, b, stride=s, padding=p, dilation=d),
+        expected,
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("k, s, p, d, with_bias", TORCH_CONV_CASES)
 def test_pacconv2d_general_kernel_matches_torch_unfold(k, s, p, d, with_bias):
-    """A general K against an independent formulation: torch unfold (im2col) · K, then the weights."""
+    """A general K against an independent formulation: torch unfold (im2col) · K, then the
+    weights."""
     torch = _torch()
     rng = np.random.default_rng(22)
     kh, kw = ref._pair(k)
@@ -403,24 +459,38 @@ def test_pacconv2d_general_kernel_matches_torch_unfold(k, s, p, d, with_bias):
     x = rng.standard_normal((B, Cin, 9, 8))
     W = rng.standard_normal((Cout, Cin, kh, kw))
     b = rng.standard_normal(Cout) if with_bias else None
-    cols = torch.nn.functional.unfold(torch.from_numpy(x), (kh, kw), dilation=d, padding=p, stride=s)
-    Ho, Wo = ref._conv_axis(9, kh, ref._pair(s)[0], ref._pair(p)[0], ref._pair(d)[0])[0], \
-        ref._conv_axis(8, kw, ref._pair(s)[1], ref._pair(p)[1], ref._pair(d)[1])[0]
+    cols = torch.nn.functional.unfold(
+        torch.from_numpy(x), (kh, kw), dilation=d, padding=p, stride=s
+    )
+    Ho, Wo = (
+        ref._conv_axis(9, kh, ref._pair(s)[0], ref._pair(p)[0], ref._pair(d)[0])[0],
+        ref._conv_axis(8, kw, ref._pair(s)[1], ref._pair(p)[1], ref._pair(d)[1])[0],
+    )
     cols = cols.numpy().reshape(B, Cin, kh, kw, Ho, Wo)
     for kc in (1, Cin):
         K = rng.standard_normal((B, kc, kh, kw, Ho, Wo))
-        expected = np.einsum("bcijyx,ocij->boyx", cols * K, W) + (0 if b is None else b[None, :, None, None])
+        expected = np.einsum("bcijyx,ocij->boyx", cols * K, W) + (
+            0 if b is None else b[None, :, None, None]
+        )
         out = ref.pacconv2d(x, K, W, b, stride=s, padding=p, dilation=d)
         np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
         # shared filters: each channel with the single filter
         W1 = rng.standard_normal((1, 1, kh, kw))
         expected = np.einsum("bcijyx,ij->bcyx", cols * K, W1[0, 0])
-        np.testing.assert_allclose(ref.pacconv2d(x, K, W1, stride=s, padding=p, dilation=d,
-                                                 shared_filters=True), expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            ref.pacconv2d(x, K, W1, stride=s, padding=p, dilation=d, shared_filters=True),
+            expected,
+            rtol=1e-12,
+            atol=1e-12,
+        )
         # pacpool2d is the same sum without weights
         expected = np.einsum("bcijyx->bcyx", cols * K)
-        np.testing.assert_allclose(ref.pacpool2d(x, K, k, stride=s, padding=p, dilation=d), expected,
-                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            ref.pacpool2d(x, K, k, stride=s, padding=p, dilation=d),
+            expected,
+            rtol=1e-12,
+            atol=1e-12,
+        )
 
 
 TORCH_CONVT_CASES = [
@@ -445,12 +515,19 @@ def test_pacconv_transpose2d_with_unit_kernel_is_conv_transpose2d(k, s, p, op, d
     W = rng.standard_normal((3, 2, kh, kw))
     b = rng.standard_normal(2) if with_bias else None
     expected = torch.nn.functional.conv_transpose2d(
-        torch.from_numpy(x), torch.from_numpy(W), None if b is None else torch.from_numpy(b),
-        stride=s, padding=p, output_padding=op, dilation=d,
+        torch.from_numpy(x),
+        torch.from_numpy(W),
+        None if b is None else torch.from_numpy(b),
+        stride=s,
+        padding=p,
+        output_padding=op,
+        dilation=d,
     ).numpy()
     for kc in (1, 3):
         K = np.ones((2, kc, kh, kw) + expected.shape[2:])
-        out = ref.pacconv_transpose2d(x, K, W, b, stride=s, padding=p, output_padding=op, dilation=d)
+        out = ref.pacconv_transpose2d(
+            x, K, W, b, stride=s, padding=p, output_padding=op, dilation=d
+        )
         assert out.shape == expected.shape
         np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
     # The transposed packernel2d of a guide at the output resolution has the output's size,
@@ -459,19 +536,30 @@ def test_pacconv_transpose2d_with_unit_kernel_is_conv_transpose2d(k, s, p, op, d
     rh, rw = (ref._pair(d)[0] * (kh - 1)) // 2, (ref._pair(d)[1] * (kw - 1)) // 2
     if ph <= rh and pw <= rw:
         guide = rng.standard_normal((2, 1) + expected.shape[2:])
-        Kg, _ = ref.packernel2d(guide, k, stride=s, padding=p, output_padding=op, dilation=d,
-                                kernel_type="inv_1_1", transposed=True)
+        Kg, _ = ref.packernel2d(
+            guide,
+            k,
+            stride=s,
+            padding=p,
+            output_padding=op,
+            dilation=d,
+            kernel_type="inv_1_1",
+            transposed=True,
+        )
         assert Kg.shape[-2:] == expected.shape[2:]
         ones_in = torch.ones((1, 1, 5, 4))
         for i, j in itertools.product(range(kh), range(kw)):
             delta = torch.zeros((1, 1, kh, kw))
             delta[0, 0, kh - 1 - i, kw - 1 - j] = 1.0  # conv_transpose2d applies W flipped
-            hit = torch.nn.functional.conv_transpose2d(ones_in, delta, stride=s, padding=p,
-                                                       output_padding=op, dilation=d).numpy()[0, 0]
+            hit = torch.nn.functional.conv_transpose2d(
+                ones_in, delta, stride=s, padding=p, output_padding=op, dilation=d
+            ).numpy()[0, 0]
             np.testing.assert_array_equal(Kg[0, 0, i, j] != 0, hit != 0)
 
 
-@pytest.mark.parametrize("k, s, p, d", [(3, 1, 1, 1), (3, 2, 0, 1), (5, 2, 1, 2), ((3, 1), (1, 2), (1, 0), 1)])
+@pytest.mark.parametrize(
+    "k, s, p, d", [(3, 1, 1, 1), (3, 2, 0, 1), (5, 2, 1, 2), ((3, 1), (1, 2), (1, 0), 1)]
+)
 def test_shared_filters_with_unit_kernel_is_depthwise_conv2d(k, s, p, d):
     torch = _torch()
     rng = np.random.default_rng(24)
@@ -481,8 +569,13 @@ def test_shared_filters_with_unit_kernel_is_depthwise_conv2d(k, s, p, d):
     W1 = rng.standard_normal((1, 1, kh, kw))
     b = rng.standard_normal(C)
     expected = torch.nn.functional.conv2d(
-        torch.from_numpy(x), torch.from_numpy(np.repeat(W1, C, axis=0)), torch.from_numpy(b),
-        stride=s, padding=p, dilation=d, groups=C,
+        torch.from_numpy(x),
+        torch.from_numpy(np.repeat(W1, C, axis=0)),
+        torch.from_numpy(b),
+        stride=s,
+        padding=p,
+        dilation=d,
+        groups=C,
     ).numpy()
     K = np.ones((2, 1, kh, kw) + expected.shape[2:])
     out = ref.pacconv2d(x, K, W1, b, stride=s, padding=p, dilation=d, shared_filters=True)
@@ -490,40 +583,57 @@ def test_shared_filters_with_unit_kernel_is_depthwise_conv2d(k, s, p, d):
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("k, s, p", [(3, 1, 1), (3, 2, 1), (3, 2, 0), (5, 1, 2), (5, 3, 1), ((3, 5), (1, 2), (1, 2))])
+@pytest.mark.parametrize(
+    "k, s, p", [(3, 1, 1), (3, 2, 1), (3, 2, 0), (5, 1, 2), (5, 3, 1), ((3, 5), (1, 2), (1, 2))]
+)
 @pytest.mark.parametrize("channel_wise", [False, True])
 def test_normalised_constant_guide_pool_is_avg_pool2d(k, s, p, channel_wise):
     torch = _torch()
     rng = np.random.default_rng(25)
     x = rng.standard_normal((2, 3, 9, 8))
     guide = np.full((2, 3, 9, 8), 0.37)
-    K, mask_out = ref.packernel2d(guide, k, stride=s, padding=p, normalize_kernel=True,
-                                  channel_wise=channel_wise)
+    K, mask_out = ref.packernel2d(
+        guide, k, stride=s, padding=p, normalize_kernel=True, channel_wise=channel_wise
+    )
     assert mask_out is None
-    expected = torch.nn.functional.avg_pool2d(torch.from_numpy(x), k, stride=s, padding=p,
-                                              count_include_pad=False).numpy()
+    expected = torch.nn.functional.avg_pool2d(
+        torch.from_numpy(x), k, stride=s, padding=p, count_include_pad=False
+    ).numpy()
     assert K.shape[-2:] == expected.shape[2:]
     out = ref.pacpool2d(x, K, k, stride=s, padding=p)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("H, W, k, s, p, d", [(9, 8, 3, 2, 1, 1), (7, 9, 5, 3, 2, 1), (9, 9, 5, 2, 4, 2),
-                                              (8, 7, (3, 5), (3, 1), (0, 2), (2, 1)), (7, 7, 1, 3, 0, 1)])
+@pytest.mark.parametrize(
+    "H, W, k, s, p, d",
+    [
+        (9, 8, 3, 2, 1, 1),
+        (7, 9, 5, 3, 2, 1),
+        (9, 9, 5, 2, 4, 2),
+        (8, 7, (3, 5), (3, 1), (0, 2), (2, 1)),
+        (7, 7, 1, 3, 0, 1),
+    ],
+)
 def test_packernel2d_output_size_is_conv2d_output_size(H, W, k, s, p, d):
     torch = _torch()
     kh, kw = ref._pair(k)
-    expected = torch.nn.functional.conv2d(torch.zeros((1, 1, H, W)), torch.zeros((1, 1, kh, kw)),
-                                          stride=s, padding=p, dilation=d).shape[2:]
+    expected = torch.nn.functional.conv2d(
+        torch.zeros((1, 1, H, W)), torch.zeros((1, 1, kh, kw)), stride=s, padding=p, dilation=d
+    ).shape[2:]
     K, _ = ref.packernel2d(np.zeros((1, 2, H, W)), k, stride=s, padding=p, dilation=d)
     assert K.shape == (1, 1, kh, kw) + tuple(expected)
-    assert ref.pacpool2d(np.zeros((1, 2, H, W)), K, k, stride=s, padding=p, dilation=d).shape[2:] == expected
+    assert (
+        ref.pacpool2d(np.zeros((1, 2, H, W)), K, k, stride=s, padding=p, dilation=d).shape[2:]
+        == expected
+    )
 
 
-# ============================================================================ independent scalar loops
+# ====================================================================== independent scalar loops
 
 
-def _brute_packernel(guide, k, s, p, op, d, kernel_type, S, alpha, lam, channel_wise, normalize,
-                     mask, transposed):
+def _brute_packernel(
+    guide, k, s, p, op, d, kernel_type, S, alpha, lam, channel_wise, normalize, mask, transposed
+):
     """The document's packernel2d equations as scalar loops (one axis at a time, no vectorising).
     ``S`` is the smoothing kernel or None; ``alpha``/``lam`` are per channel arrays (length Cg)."""
     B, Cg, H, W = guide.shape
@@ -532,8 +642,17 @@ def _brute_packernel(guide, k, s, p, op, d, kernel_type, S, alpha, lam, channel_
     if S is None:
         F = guide
     else:
-        F = np.stack([np.stack([scipy.ndimage.correlate(guide[b, c], S, mode="constant", cval=0.0)
-                                for c in range(Cg)]) for b in range(B)])
+        F = np.stack(
+            [
+                np.stack(
+                    [
+                        scipy.ndimage.correlate(guide[b, c], S, mode="constant", cval=0.0)
+                        for c in range(Cg)
+                    ]
+                )
+                for b in range(B)
+            ]
+        )
 
     def axis(n, kk, ss, pp, oo, dd):
         r = dd * (kk - 1) // 2
@@ -573,11 +692,17 @@ def _brute_packernel(guide, k, s, p, op, d, kernel_type, S, alpha, lam, channel_
             if asym:
                 delta = [max(v, 0.0) for v in delta]
             if kernel_type == "gaussian":
-                vals = [np.exp(-0.5 * v * v) for v in delta] if channel_wise else \
-                    [np.exp(-0.5 * sum(v * v for v in delta))]
+                vals = (
+                    [np.exp(-0.5 * v * v) for v in delta]
+                    if channel_wise
+                    else [np.exp(-0.5 * sum(v * v for v in delta))]
+                )
             else:
-                vals = [alpha[c] + (delta[c] ** 2 + 1e-4) ** (lam[c] / 2) for c in range(Cg)] \
-                    if channel_wise else [alpha[0] + (sum(v * v for v in delta) + 1e-4) ** (lam[0] / 2)]
+                vals = (
+                    [alpha[c] + (delta[c] ** 2 + 1e-4) ** (lam[c] / 2) for c in range(Cg)]
+                    if channel_wise
+                    else [alpha[0] + (sum(v * v for v in delta) + 1e-4) ** (lam[0] / 2)]
+                )
             raw[:, i, j] = vals
         Km = raw * m
         n_in = m.sum()
@@ -594,8 +719,9 @@ def _brute_packernel(guide, k, s, p, op, d, kernel_type, S, alpha, lam, channel_
 
 
 # every transposed case of the grid (n % 3 == 2) and every fifth of the others
-@pytest.mark.parametrize("n", sorted(set(range(0, len(PACKERNEL_CASES), 5))
-                                     | set(range(2, len(PACKERNEL_CASES), 3))))
+@pytest.mark.parametrize(
+    "n", sorted(set(range(0, len(PACKERNEL_CASES), 5)) | set(range(2, len(PACKERNEL_CASES), 3)))
+)
 def test_packernel2d_matches_scalar_loops(n):
     case = PACKERNEL_CASES[n]
     k, guide, kwargs, _ = case.values
@@ -604,14 +730,29 @@ def test_packernel2d_matches_scalar_loops(n):
     alpha = np.broadcast_to(kwargs.get("inv_alpha", kt["alpha"]), (Cg,))
     lam = np.broadcast_to(kwargs.get("inv_lambda", kt["lambda"]), (Cg,))
     st = kwargs["smooth_kernel_type"]
-    S = {"none": None, "gaussian": np.outer([0.25, 0.5, 0.25], [0.25, 0.5, 0.25]),
-         "average_3": np.full((3, 3), 1 / 9), "average_5": np.full((5, 5), 1 / 25)}.get(st)
+    S = {
+        "none": None,
+        "gaussian": np.outer([0.25, 0.5, 0.25], [0.25, 0.5, 0.25]),
+        "average_3": np.full((3, 3), 1 / 9),
+        "average_5": np.full((5, 5), 1 / 25),
+    }.get(st)
     if st.startswith("full_"):
         S = np.asarray(kwargs["smooth_kernel"]).reshape(int(st[5:]), int(st[5:]))
     expected, exp_mask = _brute_packernel(
-        guide, k, kwargs["stride"], kwargs["padding"], kwargs["output_padding"], kwargs["dilation"],
-        kwargs["kernel_type"].replace("_fixed", ""), S, alpha, lam, kwargs["channel_wise"],
-        kwargs["normalize_kernel"], kwargs.get("mask"), kwargs["transposed"],
+        guide,
+        k,
+        kwargs["stride"],
+        kwargs["padding"],
+        kwargs["output_padding"],
+        kwargs["dilation"],
+        kwargs["kernel_type"].replace("_fixed", ""),
+        S,
+        alpha,
+        lam,
+        kwargs["channel_wise"],
+        kwargs["normalize_kernel"],
+        kwargs.get("mask"),
+        kwargs["transposed"],
     )
     K, out_mask = ref.packernel2d(guide, k, **kwargs)
     np.testing.assert_allclose(K, expected, rtol=1e-12, atol=1e-14)
@@ -622,7 +763,9 @@ def test_packernel2d_matches_scalar_loops(n):
 
 
 @pytest.mark.parametrize("shared", [False, True])
-@pytest.mark.parametrize("k, s, p, op, d", [(3, 2, 1, 1, 1), (5, 3, 0, 2, 2), ((3, 1), (1, 2), (2, 0), (0, 1), 1)])
+@pytest.mark.parametrize(
+    "k, s, p, op, d", [(3, 2, 1, 1, 1), (5, 3, 0, 2, 2), ((3, 1), (1, 2), (2, 0), (0, 1), 1)]
+)
 def test_pacconv_transpose2d_matches_scalar_loops(k, s, p, op, d, shared):
     """General K against the document's transposed formula, looped output pixel by output pixel."""
     rng = np.random.default_rng(26)
@@ -648,8 +791,9 @@ def test_pacconv_transpose2d_matches_scalar_loops(k, s, p, op, d, shared):
             w = W[0, 0, kh - 1 - i, kw - 1 - j] if shared else W[c, o, kh - 1 - i, kw - 1 - j]
             acc += K[b, c, i, j, Y, X] * w * x[b, c, qy // sh, qx // sw]
         expected[b, o, Y, X] = acc
-    out = ref.pacconv_transpose2d(x, K, W, bias, stride=s, padding=p, output_padding=op, dilation=d,
-                                  shared_filters=shared)
+    out = ref.pacconv_transpose2d(
+        x, K, W, bias, stride=s, padding=p, output_padding=op, dilation=d, shared_filters=shared
+    )
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -668,7 +812,9 @@ def test_gaussian_centre_tap_is_one_without_smoothing():
     # transposed: the centre tap is 1 wherever it is valid (stride 1 -> everywhere)
     K, _ = ref.packernel2d(rng.standard_normal((2, 3, 7, 7)), 3, padding=1, transposed=True)
     np.testing.assert_array_equal(K[:, :, 1, 1], 1.0)
-    K, _ = ref.packernel2d(rng.standard_normal((2, 3, 9, 9)), 3, stride=2, padding=1, transposed=True)
+    K, _ = ref.packernel2d(
+        rng.standard_normal((2, 3, 9, 9)), 3, stride=2, padding=1, transposed=True
+    )
     np.testing.assert_array_equal(K[:, :, 1, 1][..., ::2, ::2], 1.0)
     np.testing.assert_array_equal(K[:, :, 1, 1][..., 1::2, :], 0.0)
 
@@ -687,7 +833,9 @@ def test_invalid_taps_are_zero():
                 Py, Px = y * sh - ph + i * dh, x * sw - pw + j * dw
                 inside = 0 <= Py < H and 0 <= Px < W
                 if inside:
-                    assert np.all(K[:, :, i, j, y, x] > 0)  # gaussian > 0; these inv kernels have α > 0
+                    assert np.all(
+                        K[:, :, i, j, y, x] > 0
+                    )  # gaussian > 0; these inv kernels have α > 0
                 else:
                     assert np.all(K[:, :, i, j, y, x] == 0)
 
@@ -702,14 +850,25 @@ def test_normalised_kernel_sums_to_one_over_valid_taps(transposed, channel_wise)
     mask[0, :, :4, :4] = 0.0  # some windows with no pixel in the mask
     for kt in ("gaussian", "inv_0.5_-1_asym"):
         for m in (None, mask):
-            K, out_mask = ref.packernel2d(guide, 3, stride=2, padding=1, output_padding=0,
-                                          kernel_type=kt, normalize_kernel=True, mask=m,
-                                          channel_wise=channel_wise, transposed=transposed)
+            K, out_mask = ref.packernel2d(
+                guide,
+                3,
+                stride=2,
+                padding=1,
+                output_padding=0,
+                kernel_type=kt,
+                normalize_kernel=True,
+                mask=m,
+                channel_wise=channel_wise,
+                transposed=transposed,
+            )
             sums = K.sum(axis=(2, 3))
             if m is None:
                 np.testing.assert_allclose(sums, 1.0, rtol=1e-13)
             else:
-                np.testing.assert_allclose(sums, np.broadcast_to(out_mask, sums.shape), rtol=1e-13, atol=0)
+                np.testing.assert_allclose(
+                    sums, np.broadcast_to(out_mask, sums.shape), rtol=1e-13, atol=0
+                )
                 assert 0 < out_mask.sum() < out_mask.size  # both cases happen
                 np.testing.assert_array_equal(K * (1 - out_mask[:, :, None, None]), 0.0)
 
@@ -720,8 +879,15 @@ def test_all_ones_mask_changes_nothing_and_all_zero_mask_gives_zero(normalize, t
     rng = np.random.default_rng(33)
     guide = rng.standard_normal((2, 3, 9, 9))
     for kt, sm in (("gaussian", "none"), ("inv_0.5_-1", "gaussian"), ("inv_1_2_asym", "average_3")):
-        kw = dict(stride=2, padding=1, dilation=1, kernel_type=kt, smooth_kernel_type=sm,
-                  normalize_kernel=normalize, transposed=transposed)
+        kw = dict(
+            stride=2,
+            padding=1,
+            dilation=1,
+            kernel_type=kt,
+            smooth_kernel_type=sm,
+            normalize_kernel=normalize,
+            transposed=transposed,
+        )
         K0, m0 = ref.packernel2d(guide, 3, **kw)
         assert m0 is None
         K1, m1 = ref.packernel2d(guide, 3, mask=np.ones((2, 1, 9, 9)), **kw)
@@ -733,7 +899,9 @@ def test_all_ones_mask_changes_nothing_and_all_zero_mask_gives_zero(normalize, t
         np.testing.assert_array_equal(mz, 0.0)
         assert np.any(K0 != 0)
         # and the gradients through an all-zero mask vanish
-        dg = ref.packernel2d_backward(np.ones_like(Kz), guide, 3, mask=np.zeros((2, 1, 9, 9)), **kw)[0]
+        dg = ref.packernel2d_backward(
+            np.ones_like(Kz), guide, 3, mask=np.zeros((2, 1, 9, 9)), **kw
+        )[0]
         np.testing.assert_array_equal(dg, 0.0)
 
 
@@ -746,7 +914,9 @@ def test_partial_mask_rescales_by_valid_over_inside():
     K0, _ = ref.packernel2d(guide, 3, kernel_type="inv_0.5_1")
     K, om = ref.packernel2d(guide, 3, kernel_type="inv_0.5_1", mask=mask)
     assert K.shape == (1, 1, 3, 3, 1, 1)
-    np.testing.assert_allclose(K[0, 0, :, :, 0, 0], K0[0, 0, :, :, 0, 0] * mask[0, 0] * 9 / 6, rtol=1e-15)
+    np.testing.assert_allclose(
+        K[0, 0, :, :, 0, 0], K0[0, 0, :, :, 0, 0] * mask[0, 0] * 9 / 6, rtol=1e-15
+    )
     assert om[0, 0, 0, 0] == 1.0
 
 
@@ -757,18 +927,28 @@ def test_smoothing_with_dilation_uses_smoothed_centre(smoothing, transposed):
     rng = np.random.default_rng(35)
     B, Cg, H, W = 2, 3, 9, 9
     guide = rng.standard_normal((B, Cg, H, W))
-    S = {"gaussian": np.outer([0.25, 0.5, 0.25], [0.25, 0.5, 0.25]),
-         "average_3": np.full((3, 3), 1 / 9), "average_5": np.full((5, 5), 1 / 25),
-         "full_3": rng.random((3, 3))}[smoothing]
+    S = {
+        "gaussian": np.outer([0.25, 0.5, 0.25], [0.25, 0.5, 0.25]),
+        "average_3": np.full((3, 3), 1 / 9),
+        "average_5": np.full((5, 5), 1 / 25),
+        "full_3": rng.random((3, 3)),
+    }[smoothing]
     F = np.empty_like(guide)
     for b, c in itertools.product(range(B), range(Cg)):
         F[b, c] = scipy.ndimage.correlate(guide[b, c], S, mode="constant", cval=0.0)
     d, k = 2, 3
     r = d * (k - 1) // 2
     stride = 1 if transposed else 2
-    K, _ = ref.packernel2d(guide, k, stride=stride, padding=r, dilation=d, smooth_kernel_type=smoothing,
-                           smooth_kernel=S if smoothing.startswith("full") else None,
-                           transposed=transposed)
+    K, _ = ref.packernel2d(
+        guide,
+        k,
+        stride=stride,
+        padding=r,
+        dilation=d,
+        smooth_kernel_type=smoothing,
+        smooth_kernel=S if smoothing.startswith("full") else None,
+        transposed=transposed,
+    )
     Ho, Wo = K.shape[-2:]
     for y, x, i, j in itertools.product(range(Ho), range(Wo), range(k), range(k)):
         cy, cx = (y, x) if transposed else (y * stride - r + r, x * stride - r + r)
@@ -797,23 +977,33 @@ def test_inv_kernel_values_and_parameter_sources():
     guide = np.array([0.0, 2.0, -1.0]).reshape(1, 1, 1, 3)
     K, _ = ref.packernel2d(guide, (1, 3), padding=(0, 1), kernel_type="inv_0.5_-1")
     # output pixel 1 (centre value 2): taps read 0, 2, -1
-    np.testing.assert_allclose(K[0, 0, 0, :, 0, 1],
-                               [0.5 + (4 + 1e-4) ** -0.5, 0.5 + 1e-4 ** -0.5, 0.5 + (9 + 1e-4) ** -0.5])
+    np.testing.assert_allclose(
+        K[0, 0, 0, :, 0, 1], [0.5 + (4 + 1e-4) ** -0.5, 0.5 + 1e-4**-0.5, 0.5 + (9 + 1e-4) ** -0.5]
+    )
     np.testing.assert_array_equal(K[0, 0, 0, 0, 0, 0], 0.0)  # left padding tap
     Ka, _ = ref.packernel2d(guide, (1, 3), padding=(0, 1), kernel_type="inv_0.5_-1_asym")
     # asym: Δ = max(tap - centre, 0) -> for centre 2 every Δ is 0
-    np.testing.assert_allclose(Ka[0, 0, 0, :, 0, 1], 0.5 + 1e-4 ** -0.5)
-    Kp, _ = ref.packernel2d(guide, (1, 3), padding=(0, 1), kernel_type="inv_9_9", inv_alpha=0.5,
-                            inv_lambda=-1.0)
+    np.testing.assert_allclose(Ka[0, 0, 0, :, 0, 1], 0.5 + 1e-4**-0.5)
+    Kp, _ = ref.packernel2d(
+        guide, (1, 3), padding=(0, 1), kernel_type="inv_9_9", inv_alpha=0.5, inv_lambda=-1.0
+    )
     np.testing.assert_allclose(Kp, K, rtol=1e-15)
     Kf, _ = ref.packernel2d(guide, (1, 3), padding=(0, 1), kernel_type="inv_0.5_-1_fixed")
     np.testing.assert_allclose(Kf, K, rtol=1e-15)
     # _fixed: no gradient for α/λ even when passed; gaussian: never
-    out = ref.packernel2d_backward(np.ones_like(K), guide, (1, 3), padding=(0, 1),
-                                   kernel_type="inv_0.5_-1_fixed", inv_alpha=0.5, inv_lambda=-1.0)
+    out = ref.packernel2d_backward(
+        np.ones_like(K),
+        guide,
+        (1, 3),
+        padding=(0, 1),
+        kernel_type="inv_0.5_-1_fixed",
+        inv_alpha=0.5,
+        inv_lambda=-1.0,
+    )
     assert out[1] is None and out[2] is None and out[3] is None
-    out = ref.packernel2d_backward(np.ones_like(K), guide, (1, 3), padding=(0, 1),
-                                   kernel_type="inv_0.5_-1", inv_alpha=0.5)
+    out = ref.packernel2d_backward(
+        np.ones_like(K), guide, (1, 3), padding=(0, 1), kernel_type="inv_0.5_-1", inv_alpha=0.5
+    )
     # dK/dα = 1 at each valid tap: 2 + 3 + 2 valid taps
     assert out[1].shape == () and out[1] == 7.0 and out[2] is None
 
@@ -823,7 +1013,9 @@ def test_reference_rejects_bad_shapes():
     with pytest.raises(AssertionError):
         ref.packernel2d(guide, 3, padding=2)  # padding > r
     with pytest.raises(AssertionError):
-        ref.packernel2d(guide, 3, padding=1, stride=2, transposed=True, output_padding=1)  # H_in not integer
+        ref.packernel2d(
+            guide, 3, padding=1, stride=2, transposed=True, output_padding=1
+        )  # H_in not integer
     with pytest.raises(AssertionError):
         ref.packernel2d(guide, 3, mask=np.ones((1, 2, 7, 7)))
     with pytest.raises(AssertionError):

@@ -1,5 +1,6 @@
 """Reliability: results never alias inputs, backward calls need their gradient, degenerate σ
 and memory layouts give the same well-defined answers, byte-swapped arrays work everywhere."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,11 +19,13 @@ BACKWARDS = {
     "packernel2d_backward": lambda: pacnp.packernel2d_backward(None, G, 3, padding=1),
     "pacconv2d_backward": lambda: pacnp.pacconv2d_backward(None, X, K, W, padding=1),
     "pacconv_transpose2d_backward": lambda: pacnp.pacconv_transpose2d_backward(
-        None, X, K, W.transpose(1, 0, 2, 3), padding=1),
+        None, X, K, W.transpose(1, 0, 2, 3), padding=1
+    ),
     "pacpool2d_backward": lambda: pacnp.pacpool2d_backward(None, X, K, 3, padding=1),
     "pacconv2d_fused_backward": lambda: pacnp.pacconv2d_fused_backward(None, X, G, W, padding=1),
     "pacconv_transpose2d_fused_backward": lambda: pacnp.pacconv_transpose2d_fused_backward(
-        None, X, G, W.transpose(1, 0, 2, 3), padding=1),
+        None, X, G, W.transpose(1, 0, 2, 3), padding=1
+    ),
     "pacpool2d_fused_backward": lambda: pacnp.pacpool2d_fused_backward(None, X, G, 3, padding=1),
 }
 
@@ -58,8 +61,9 @@ def test_crf_results_never_alias_torch_inputs():
     u = torch.randn(1, 3, 5, 4, dtype=torch.float64)
     f = torch.randn(1, 2, 5, 4, dtype=torch.float64)
     keep = u.clone()
-    out = crf.paccrf(u, f, [crf.PairwiseTerm("potts", torch.ones(1, 1, 3, 3, dtype=torch.float64))],
-                     num_steps=0)
+    out = crf.paccrf(
+        u, f, [crf.PairwiseTerm("potts", torch.ones(1, 1, 3, 3, dtype=torch.float64))], num_steps=0
+    )
     out[...] = 7.0
     assert torch.equal(u, keep)
 
@@ -71,8 +75,9 @@ def test_underflowing_sigma_color_is_the_limit_not_nan(dtype):
     out = filters.bilateral_filter(img, sigma_spatial=1.0, sigma_color=1e-300)
     assert not np.isnan(out).any()
     np.testing.assert_allclose(out, img, rtol=1e-6 if dtype == np.float32 else 1e-14, atol=0)
-    up = filters.joint_bilateral_upsample(img[:3, :3], np.repeat(np.repeat(img[:3, :3], 2, 0),
-                                                                   2, 1), 2, sigma_color=1e-300)
+    up = filters.joint_bilateral_upsample(
+        img[:3, :3], np.repeat(np.repeat(img[:3, :3], 2, 0), 2, 1), 2, sigma_color=1e-300
+    )
     assert not np.isnan(up).any()
 
 
@@ -86,16 +91,21 @@ def test_default_sigma_color_does_not_depend_on_memory_layout(fn):
     else:
         low = img[:3, :2]
         a = filters.joint_bilateral_upsample(low, img[:6, :4], 2, channel_axis=-1)
-        b = filters.joint_bilateral_upsample(np.asfortranarray(low), fimg[:6, :4], 2,
-                                             channel_axis=-1)
+        b = filters.joint_bilateral_upsample(
+            np.asfortranarray(low), fimg[:6, :4], 2, channel_axis=-1
+        )
     np.testing.assert_array_equal(a, b)
 
 
 def test_byte_swapped_arrays_work_in_filters_and_crf():
     img = RNG.random((6, 5, 3))
     swapped = img.astype(img.dtype.newbyteorder(">" if img.dtype.byteorder != ">" else "<"))
-    np.testing.assert_allclose(filters.bilateral_filter(swapped, channel_axis=-1),
-                               filters.bilateral_filter(img, channel_axis=-1), rtol=0, atol=0)
+    np.testing.assert_allclose(
+        filters.bilateral_filter(swapped, channel_axis=-1),
+        filters.bilateral_filter(img, channel_axis=-1),
+        rtol=0,
+        atol=0,
+    )
     chw = np.ascontiguousarray(img.transpose(2, 0, 1))
     feats = crf.create_YXRGB(chw.astype(swapped.dtype), yx_scale=2.0, rgb_scale=0.5)
     assert feats.dtype == np.float64
@@ -103,4 +113,5 @@ def test_byte_swapped_arrays_work_in_filters_and_crf():
     probs = RNG.dirichlet(np.ones(3), size=(6, 5)).transpose(2, 0, 1)
     np.testing.assert_array_equal(
         crf.crf_refine(probs.astype(swapped.dtype), swapped, num_steps=1),
-        crf.crf_refine(probs, img, num_steps=1))
+        crf.crf_refine(probs, img, num_steps=1),
+    )

@@ -1,5 +1,6 @@
 """pacnp.torch: gradients (gradcheck, float64), layer identities against torch's own layers,
 torch.compile, CRF, checkpoints of the reference code, autocast, zero-copy, errors."""
+
 from __future__ import annotations
 
 import subprocess
@@ -49,8 +50,12 @@ def gradcheck(fn, inputs):
 def test_gradcheck_packernel2d_gaussian_mask_fixed_smoothing(gen):
     g = rnd(1, 2, 5, 4, gen=gen)
     mask = torch.rand(1, 1, 5, 4, generator=gen) < 0.7
-    gradcheck(lambda g: pt.packernel2d(g, mask, kernel_size=3, padding=1,
-                                       smooth_kernel_type="gaussian")[0], (g,))
+    gradcheck(
+        lambda g: pt.packernel2d(g, mask, kernel_size=3, padding=1, smooth_kernel_type="gaussian")[
+            0
+        ],
+        (g,),
+    )
 
 
 def test_gradcheck_packernel2d_inv_learnable_all(gen):
@@ -60,18 +65,41 @@ def test_gradcheck_packernel2d_inv_learnable_all(gen):
     lam = (-rnd(2, gen=gen, grad=False, pos=True)).requires_grad_()
     sk = rnd(1, 1, 3, 3, gen=gen, scale=0.3)
     mask = (torch.rand(1, 1, 4, 4, generator=gen) < 0.8).to(D)
-    gradcheck(lambda g, a, lam, sk: pt.packernel2d(
-        g, mask, kernel_size=3, padding=1, kernel_type="inv_0.5_-1", smooth_kernel_type="full_3",
-        smooth_kernel=sk, inv_alpha=a, inv_lambda=lam, channel_wise=True,
-        normalize_kernel=True)[0], (g, a, lam, sk))
+    gradcheck(
+        lambda g, a, lam, sk: pt.packernel2d(
+            g,
+            mask,
+            kernel_size=3,
+            padding=1,
+            kernel_type="inv_0.5_-1",
+            smooth_kernel_type="full_3",
+            smooth_kernel=sk,
+            inv_alpha=a,
+            inv_lambda=lam,
+            channel_wise=True,
+            normalize_kernel=True,
+        )[0],
+        (g, a, lam, sk),
+    )
 
 
 def test_gradcheck_packernel2d_transposed_dilated(gen):
-    g = rnd(1, 2, 6, 4, gen=gen)   # output of a stride-2 transposed conv of a 3×2 input
+    g = rnd(1, 2, 6, 4, gen=gen)  # output of a stride-2 transposed conv of a 3×2 input
     a = rnd(gen=gen, pos=True)
-    gradcheck(lambda g, a: pt.packernel2d(
-        g, kernel_size=3, stride=2, padding=1, output_padding=1, transposed=True,
-        kernel_type="inv_0.3_0.7_asym", inv_alpha=a, inv_lambda=0.7)[0], (g, a))
+    gradcheck(
+        lambda g, a: pt.packernel2d(
+            g,
+            kernel_size=3,
+            stride=2,
+            padding=1,
+            output_padding=1,
+            transposed=True,
+            kernel_type="inv_0.3_0.7_asym",
+            inv_alpha=a,
+            inv_lambda=0.7,
+        )[0],
+        (g, a),
+    )
     g2 = rnd(1, 1, 5, 5, gen=gen)
     gradcheck(lambda g: pt.packernel2d(g, kernel_size=3, padding=2, dilation=2)[0], (g2,))
 
@@ -105,8 +133,13 @@ def test_gradcheck_pacconv_transpose2d(gen, variant):
     else:
         K = rnd(1, 2, 3, 3, 7, 4, gen=gen, pos=True)
         w, b = rnd(1, 1, 3, 3, gen=gen), rnd(2, gen=gen)
-        kw = dict(stride=(1, 2), padding=(0, 1), output_padding=(0, 1), dilation=(2, 1),
-                  shared_filters=True)
+        kw = dict(
+            stride=(1, 2),
+            padding=(0, 1),
+            output_padding=(0, 1),
+            dilation=(2, 1),
+            shared_filters=True,
+        )
     gradcheck(lambda x, K, w, b: pt.pacconv_transpose2d(x, K, w, b, **kw), (x, K, w, b))
 
 
@@ -122,20 +155,38 @@ def test_gradcheck_fused_conv(gen):
     a, lam = rnd(gen=gen, pos=True), (-rnd(gen=gen, grad=False, pos=True)).requires_grad_()
     sk = rnd(3, 3, gen=gen, scale=0.3)
     mask = torch.rand(1, 1, 4, 4, generator=gen) < 0.8
-    gradcheck(lambda x, g, w, b, a, lam, sk: pt.pacconv2d_fused(
-        x, g, w, b, padding=1, kernel_type="inv_0.5_-1", inv_alpha=a, inv_lambda=lam,
-        smooth_kernel_type="full_3", smooth_kernel=sk, mask=mask)[0], (x, g, w, b, a, lam, sk))
+    gradcheck(
+        lambda x, g, w, b, a, lam, sk: pt.pacconv2d_fused(
+            x,
+            g,
+            w,
+            b,
+            padding=1,
+            kernel_type="inv_0.5_-1",
+            inv_alpha=a,
+            inv_lambda=lam,
+            smooth_kernel_type="full_3",
+            smooth_kernel=sk,
+            mask=mask,
+        )[0],
+        (x, g, w, b, a, lam, sk),
+    )
 
 
 def test_gradcheck_fused_transpose_and_pool(gen):
     x, g = rnd(1, 2, 3, 2, gen=gen), rnd(1, 2, 6, 4, gen=gen)
     w, b = rnd(2, 2, 3, 3, gen=gen), rnd(2, gen=gen)
-    gradcheck(lambda x, g, w, b: pt.pacconv_transpose2d_fused(
-        x, g, w, b, stride=2, padding=1, output_padding=1, normalize_kernel=True)[0],
-        (x, g, w, b))
+    gradcheck(
+        lambda x, g, w, b: pt.pacconv_transpose2d_fused(
+            x, g, w, b, stride=2, padding=1, output_padding=1, normalize_kernel=True
+        )[0],
+        (x, g, w, b),
+    )
     x2, g2 = rnd(1, 2, 5, 5, gen=gen), rnd(1, 2, 5, 5, gen=gen)
-    gradcheck(lambda x, g: pt.pacpool2d_fused(x, g, 3, stride=2, padding=1,
-                                              channel_wise=True)[0], (x2, g2))
+    gradcheck(
+        lambda x, g: pt.pacpool2d_fused(x, g, 3, stride=2, padding=1, channel_wise=True)[0],
+        (x2, g2),
+    )
 
 
 # =========================================================================== layers
@@ -177,8 +228,10 @@ def test_from_conv_transpose_equals_conv_transpose2d(gen):
     out = pac(x, _const_guide(2, *ref.shape[2:]))
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     go = torch.randn_like(ref)
-    for a, e in zip(torch.autograd.grad(out, (x, pac.weight, pac.bias), go),
-                    torch.autograd.grad(ref, (x, deconv.weight, deconv.bias), go)):
+    for a, e in zip(
+        torch.autograd.grad(out, (x, pac.weight, pac.bias), go),
+        torch.autograd.grad(ref, (x, deconv.weight, deconv.bias), go),
+    ):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
@@ -187,8 +240,11 @@ def test_from_conv_rejects_what_pac_cannot_copy():
         pt.PacConv2d.from_conv(nn.Conv2d(4, 4, 3, groups=2))
     with pytest.raises(ValueError, match=r"padding_mode='reflect'"):
         pt.PacConv2d.from_conv(nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
-    with pytest.raises(TypeError, match=r"PacConvTranspose2d.from_conv: conv must be a "
-                                        r"torch.nn.ConvTranspose2d, got Conv2d"):
+    with pytest.raises(
+        TypeError,
+        match=r"PacConvTranspose2d.from_conv: conv must be a "
+        r"torch.nn.ConvTranspose2d, got Conv2d",
+    ):
         pt.PacConvTranspose2d.from_conv(nn.Conv2d(4, 4, 3))
 
 
@@ -198,13 +254,15 @@ def test_pacpool2d_layer_equals_avg_pool2d(gen):
     out = pool(x, _const_guide(2, 7, 6))
     ref = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(nn.AvgPool2d(3, 2, 1, count_include_pad=False)(x), out,
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        nn.AvgPool2d(3, 2, 1, count_include_pad=False)(x), out, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_layer_two_step_equals_fused_and_returns_mask(gen):
-    layer = pt.PacConv2d(2, 3, 3, padding=1, kernel_type="inv_0.5_-1",
-                         smooth_kernel_type="full_3").double()
+    layer = pt.PacConv2d(
+        2, 3, 3, padding=1, kernel_type="inv_0.5_-1", smooth_kernel_type="full_3"
+    ).double()
     x = torch.randn(2, 2, 5, 6, generator=gen, dtype=D)
     g = torch.randn(2, 2, 5, 6, generator=gen, dtype=D)
     mask = torch.rand(2, 1, 5, 6, generator=gen) < 0.6
@@ -216,8 +274,9 @@ def test_layer_two_step_equals_fused_and_returns_mask(gen):
 
 
 def test_learnable_kernel_parameters_get_gradients(gen):
-    layer = pt.PacConv2d(2, 3, 3, padding=1, kernel_type="inv_0.5_-1",
-                         smooth_kernel_type="full_3").double()
+    layer = pt.PacConv2d(
+        2, 3, 3, padding=1, kernel_type="inv_0.5_-1", smooth_kernel_type="full_3"
+    ).double()
     names = {n for n, _ in layer.named_parameters()}
     assert names == {"weight", "bias", "inv_alpha", "inv_lambda", "smooth_kernel"}
     assert layer.inv_alpha.item() == 0.5 and layer.inv_lambda.item() == -1.0
@@ -246,13 +305,15 @@ def test_fixed_smoothing_buffer_is_the_kernel_used(gen):
     x = torch.randn(1, 2, 5, 5, generator=gen, dtype=D)
     g = torch.randn(1, 2, 5, 5, generator=gen, dtype=D)
     K = pacnp.packernel2d(g, 3, padding=1, smooth_kernel_type="gaussian")[0]
-    torch.testing.assert_close(layer(x, g), pacnp.pacpool2d(x, K, 3, padding=1),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        layer(x, g), pacnp.pacpool2d(x, K, 3, padding=1), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_fillers():
-    lin = pt.PacConvTranspose2d(2, 2, 3, stride=2, padding=1, output_padding=1,
-                                filler="linear", normalize_kernel=True).double()
+    lin = pt.PacConvTranspose2d(
+        2, 2, 3, stride=2, padding=1, output_padding=1, filler="linear", normalize_kernel=True
+    ).double()
     x = torch.full((1, 2, 3, 4), 2.5, dtype=D)
     out = lin(x, _const_guide(1, 6, 8))
     # bilinear upsampling with a normalised kernel keeps a constant image constant, borders
@@ -261,7 +322,7 @@ def test_fillers():
     x2 = torch.arange(4, dtype=D).reshape(1, 1, 1, 4).expand(1, 2, 3, 4)
     row = lin(x2, _const_guide(1, 6, 8))[0, 0, 2]
     # linear interpolation between samples, the last one repeated at the border
-    torch.testing.assert_close(row, torch.tensor([0, .5, 1, 1.5, 2, 2.5, 3, 3], dtype=D))
+    torch.testing.assert_close(row, torch.tensor([0, 0.5, 1, 1.5, 2, 2.5, 3, 3], dtype=D))
     crf = pt.PacConv2d(3, 3, 5, padding=2, bias=False, filler="crf")
     assert torch.all(crf.weight[:, :, 2, 2] == 0) and torch.all(crf.weight[0, 0] == 0)
     assert crf.weight[0, 1, 1, 2] > crf.weight[0, 1, 0, 2] > 0
@@ -290,37 +351,56 @@ def test_constructor_errors_name_the_layer_and_argument():
 
 def test_functional_errors():
     x = torch.zeros(1, 2, 5, 5)
-    with pytest.raises(TypeError, match=r"pacnp.torch.pacconv2d: weight must be a "
-                                        r"torch.Tensor, got ndarray"):
+    with pytest.raises(
+        TypeError,
+        match=r"pacnp.torch.pacconv2d: weight must be a "
+        r"torch.Tensor, got ndarray",
+    ):
         pt.pacconv2d(x, torch.ones(1, 1, 3, 3, 5, 5), np.ones((2, 2, 3, 3)), padding=1)
     # pacnp's own validation reaches the caller unchanged
-    with pytest.raises(ValueError, match=r"pacconv2d: kernel has shape \(1, 1, 3, 3, 5, 5\) "
-                                         r"but input, kernel size 3, stride=\(1, 1\), "
-                                         r"padding=\(2, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"pacconv2d: kernel has shape \(1, 1, 3, 3, 5, 5\) "
+        r"but input, kernel size 3, stride=\(1, 1\), "
+        r"padding=\(2, 2\)",
+    ):
         pt.pacconv2d(x, torch.ones(1, 1, 3, 3, 5, 5), torch.ones(2, 2, 3, 3), padding=2)
     with pytest.raises(TypeError, match="pacpool2d_fused: stride must be an int or a pair"):
         pt.pacpool2d_fused(x, x, 3, stride="2")
     with pytest.raises(TypeError, match="has dtype float64 but the computation runs in float32"):
-        pt.pacconv2d(x, torch.ones(1, 1, 3, 3, 5, 5), torch.ones(2, 2, 3, 3, dtype=D),
-                     padding=1)
+        pt.pacconv2d(x, torch.ones(1, 1, 3, 3, 5, 5), torch.ones(2, 2, 3, 3, dtype=D), padding=1)
 
 
 def test_reference_signatures_and_native_impl_ignored(gen):
     g = torch.randn(1, 2, 5, 5, generator=gen)
     x = torch.randn(1, 2, 5, 5, generator=gen)
-    K, m = pt.packernel2d(input=g, mask=None, kernel_size=3, stride=1, padding=1,
-                          output_padding=0, dilation=1, kernel_type="gaussian",
-                          smooth_kernel_type="none", smooth_kernel=None, inv_alpha=None,
-                          inv_lambda=None, channel_wise=False, normalize_kernel=False,
-                          transposed=False, native_impl=True)
+    K, m = pt.packernel2d(
+        input=g,
+        mask=None,
+        kernel_size=3,
+        stride=1,
+        padding=1,
+        output_padding=0,
+        dilation=1,
+        kernel_type="gaussian",
+        smooth_kernel_type="none",
+        smooth_kernel=None,
+        inv_alpha=None,
+        inv_lambda=None,
+        channel_wise=False,
+        normalize_kernel=False,
+        transposed=False,
+        native_impl=True,
+    )
     assert m is None
     w = torch.randn(3, 2, 3, 3, generator=gen)
-    a = pt.pacconv2d(x, K, w, None, 1, 1, 1, False, True)   # all positional, as in the reference
+    a = pt.pacconv2d(x, K, w, None, 1, 1, 1, False, True)  # all positional, as in the reference
     torch.testing.assert_close(a, pacnp.pacconv2d(x, K, w, padding=1))
     p = pt.pacpool2d(x, K, 3, 1, 1, 1, native_impl=True)
     torch.testing.assert_close(p, pacnp.pacpool2d(x, K, 3, padding=1))
-    layer = pt.PacConvTranspose2d(2, 2, 3, 2, 1, 1, 1, True, "gaussian", "none", False, False,
-                                  "uniform", True)
+    layer = pt.PacConvTranspose2d(
+        2, 2, 3, 2, 1, 1, 1, True, "gaussian", "none", False, False, "uniform", True
+    )
     assert layer(x, torch.randn(1, 2, 10, 10, generator=gen)).shape == (1, 2, 10, 10)
 
 
@@ -345,11 +425,11 @@ def test_reference_checkpoint_converter(gen):
             self.up = pt.PacConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1)
 
     net = Net().double()
-    w_ref = torch.randn(3, 2, 3, 3, generator=gen, dtype=D)   # as the reference trained it
+    w_ref = torch.randn(3, 2, 3, 3, generator=gen, dtype=D)  # as the reference trained it
     sd = dict(net.state_dict(), **{"up.weight": w_ref})
     before = {k: v.clone() for k, v in sd.items()}
     pt.load_reference_state_dict(net, sd)
-    assert all(torch.equal(sd[k], before[k]) for k in sd)      # input not modified
+    assert all(torch.equal(sd[k], before[k]) for k in sd)  # input not modified
     torch.testing.assert_close(net.up.weight, w_ref.flip(-2, -1))
     torch.testing.assert_close(net.down.weight, sd["down.weight"])
     x = torch.randn(1, 3, 3, 4, generator=gen, dtype=D)
@@ -357,8 +437,12 @@ def test_reference_checkpoint_converter(gen):
     ref = _reference_transposed_conv(x, w_ref, net.up.bias, 2, 1, 1)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     # without the conversion the result would differ: the test can fail
-    assert not torch.allclose(pt.pacconv_transpose2d(
-        x, torch.ones(1, 1, 3, 3, 6, 8, dtype=D), w_ref, net.up.bias, 2, 1, 1), ref)
+    assert not torch.allclose(
+        pt.pacconv_transpose2d(
+            x, torch.ones(1, 1, 3, 3, 6, 8, dtype=D), w_ref, net.up.bias, 2, 1, 1
+        ),
+        ref,
+    )
 
 
 def test_whole_model_pickles_name_the_public_module(gen):
@@ -384,8 +468,9 @@ class _SmallNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.pac = pt.PacConv2d(4, 4, 3, padding=1, kernel_type="inv_0.5_-1",
-                                smooth_kernel_type="full_3")
+        self.pac = pt.PacConv2d(
+            4, 4, 3, padding=1, kernel_type="inv_0.5_-1", smooth_kernel_type="full_3"
+        )
         self.pool = pt.PacPool2d(3, padding=1, normalize_kernel=True)
         self.up = pt.PacConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)
 
@@ -401,8 +486,12 @@ class _SmallNet(nn.Module):
 def test_torch_compile_fullgraph_forward_and_backward(gen):
     torch.manual_seed(0)
     net = _SmallNet()
-    args = (torch.randn(2, 3, 6, 5, generator=gen), torch.randn(2, 2, 6, 5, generator=gen),
-            torch.randn(2, 2, 12, 10, generator=gen), torch.rand(2, 1, 6, 5, generator=gen) > .3)
+    args = (
+        torch.randn(2, 3, 6, 5, generator=gen),
+        torch.randn(2, 2, 6, 5, generator=gen),
+        torch.randn(2, 2, 12, 10, generator=gen),
+        torch.rand(2, 1, 6, 5, generator=gen) > 0.3,
+    )
     ref = net(*args)
     ref.square().sum().backward()
     ref_grads = {n: p.grad.clone() for n, p in net.named_parameters()}
@@ -420,17 +509,37 @@ def test_custom_ops_pass_opcheck(gen):
     x = torch.randn(1, 2, 4, 4, generator=gen, dtype=D, requires_grad=True)
     g = torch.randn(1, 2, 4, 4, generator=gen, dtype=D, requires_grad=True)
     w = torch.randn(3, 2, 3, 3, generator=gen, dtype=D, requires_grad=True)
-    geo = dict(kernel_size=[3, 3], stride=[1, 1], padding=[1, 1], output_padding=[0, 0],
-               dilation=[1, 1])
-    torch.library.opcheck(torch.ops.pacnp.pac_fused.default,
-                          (x, g, w, None, None, None, None, None, "conv", *geo.values(), False,
-                           "gaussian", "none", False, False))
+    geo = dict(
+        kernel_size=[3, 3], stride=[1, 1], padding=[1, 1], output_padding=[0, 0], dilation=[1, 1]
+    )
+    torch.library.opcheck(
+        torch.ops.pacnp.pac_fused.default,
+        (
+            x,
+            g,
+            w,
+            None,
+            None,
+            None,
+            None,
+            None,
+            "conv",
+            *geo.values(),
+            False,
+            "gaussian",
+            "none",
+            False,
+            False,
+        ),
+    )
     K = torch.rand(1, 1, 3, 3, 4, 4, generator=gen, dtype=D, requires_grad=True)
-    torch.library.opcheck(torch.ops.pacnp.pac_op.default,
-                          (x, K, w, None, "conv", *geo.values(), False))
-    torch.library.opcheck(torch.ops.pacnp.packernel2d.default,
-                          (g, None, None, None, None, *geo.values(), "gaussian", "none", False,
-                           False, False))
+    torch.library.opcheck(
+        torch.ops.pacnp.pac_op.default, (x, K, w, None, "conv", *geo.values(), False)
+    )
+    torch.library.opcheck(
+        torch.ops.pacnp.packernel2d.default,
+        (g, None, None, None, None, *geo.values(), "gaussian", "none", False, False, False),
+    )
 
 
 # =========================================================================== autocast / dtypes
@@ -443,8 +552,9 @@ def test_reduced_precision_inputs_compute_in_float32(gen):
         xh = x.to(dt).requires_grad_()
         out = layer(xh, g.to(dt))
         assert out.dtype == dt
-        torch.testing.assert_close(out.float(), layer(xh.float(), g.to(dt).float()),
-                                   rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(
+            out.float(), layer(xh.float(), g.to(dt).float()), rtol=1e-2, atol=1e-2
+        )
         out.float().sum().backward()
         assert xh.grad.dtype == dt and layer.weight.grad.dtype == torch.float32
         layer.zero_grad()
@@ -453,15 +563,18 @@ def test_reduced_precision_inputs_compute_in_float32(gen):
 
 def test_autocast_model(gen):
     net = _SmallNet()
-    args = (torch.randn(1, 3, 6, 5, generator=gen), torch.randn(1, 2, 6, 5, generator=gen),
-            torch.randn(1, 2, 12, 10, generator=gen), torch.ones(1, 1, 6, 5, dtype=torch.bool))
+    args = (
+        torch.randn(1, 3, 6, 5, generator=gen),
+        torch.randn(1, 2, 6, 5, generator=gen),
+        torch.randn(1, 2, 12, 10, generator=gen),
+        torch.ones(1, 1, 6, 5, dtype=torch.bool),
+    )
     ref = net(*args)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(*args)
-    assert out.dtype == torch.bfloat16      # the nn.Conv2d in front ran in bfloat16
-    out.float().square().sum().backward()   # no dtype mismatch in backward
-    assert all(p.grad is not None and p.grad.dtype == torch.float32
-               for p in net.parameters())
+    assert out.dtype == torch.bfloat16  # the nn.Conv2d in front ran in bfloat16
+    out.float().square().sum().backward()  # no dtype mismatch in backward
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters())
     torch.testing.assert_close(out.float(), ref, rtol=0.1, atol=0.1)
 
 
@@ -498,8 +611,8 @@ def test_create_yxrgb_and_position_feats():
     img = torch.arange(2 * 3 * 2 * 4, dtype=torch.float32).reshape(2, 3, 2, 4)
     f = pt.create_YXRGB(img, scales=[2.0, 4.0, 1.0, 2.0, 10.0])
     assert f.shape == (2, 5, 2, 4)
-    torch.testing.assert_close(f[1, 0, 1], torch.full((4,), 0.5))       # y / 2
-    torch.testing.assert_close(f[0, 1, 0], torch.arange(4.0) / 4)        # x / 4
+    torch.testing.assert_close(f[1, 0, 1], torch.full((4,), 0.5))  # y / 2
+    torch.testing.assert_close(f[0, 1, 0], torch.arange(4.0) / 4)  # x / 4
     torch.testing.assert_close(f[:, 2:], img / torch.tensor([1.0, 2.0, 10.0]).view(3, 1, 1))
     pos = pt.create_position_feats((2, 3), bs=2)
     assert pos.shape == (2, 2, 2, 3) and pos[1, 1, 1, 2] == 2 and pos[0, 0, 1, 0] == 1
@@ -511,28 +624,36 @@ def test_crf_one_step_matches_the_mean_field_update(gen):
     """One mean-field step with a Potts box kernel, computed by hand: the (learnable) pairwise
     and unary weights take part in the result."""
     C, H, W = 3, 5, 6
-    crf = pt.PacCRF(C, 1, final_output="log_Q", unary_weight=0.75,
-                    pairwise_kernels=dict(kernel_size=3, compat_type="potts",
-                                          spatial_filter=False, pairwise_weight=1.5)).double()
+    crf = pt.PacCRF(
+        C,
+        1,
+        final_output="log_Q",
+        unary_weight=0.75,
+        pairwise_kernels=dict(
+            kernel_size=3, compat_type="potts", spatial_filter=False, pairwise_weight=1.5
+        ),
+    ).double()
     unary = torch.randn(1, C, H, W, generator=gen, dtype=D)
     feat = torch.randn(1, 2, H, W, generator=gen, dtype=D)
     out = crf(unary, feat)
     K, _ = pt.packernel2d(feat, kernel_size=3, padding=1)
     Q = F.softmax(unary, 1)
     cols = F.unfold(Q, 3, padding=1).view(1, C, 9, H, W)
-    msg = (cols * K.view(1, 1, 9, H, W))
-    msg = msg.sum(2) - msg[:, :, 4]          # no message from a pixel to itself
+    msg = cols * K.view(1, 1, 9, H, W)
+    msg = msg.sum(2) - msg[:, :, 4]  # no message from a pixel to itself
     torch.testing.assert_close(out, 0.75 * unary + 1.5 * msg, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("cls", [pt.PacCRF, pt.PacCRFLoose])
 def test_crf_forward_backward_all_kernel_kinds(gen, cls):
     C, H, W = 3, 7, 6
-    kernels = [dict(kernel_size=3, compat_type="4d"),
-               dict(kernel_size=3, dilation=2, compat_type="2d", pairwise_weight=0.5),
-               dict(kernel_size=3, compat_type="potts", spatial_filter=True),
-               dict(kernel_size=3, compat_type="potts", spatial_filter=False, blur=2),
-               dict(kernel_size=3, compat_type="na")]
+    kernels = [
+        dict(kernel_size=3, compat_type="4d"),
+        dict(kernel_size=3, dilation=2, compat_type="2d", pairwise_weight=0.5),
+        dict(kernel_size=3, compat_type="potts", spatial_filter=True),
+        dict(kernel_size=3, compat_type="potts", spatial_filter=False, blur=2),
+        dict(kernel_size=3, compat_type="na"),
+    ]
     crf = cls(C, 2, final_output="log_softmax", pairwise_kernels=kernels)
     assert crf.num_pairwise_kernels() == 5
     unary = torch.randn(2, C, H, W, generator=gen, requires_grad=True)
@@ -554,10 +675,15 @@ def test_crf_forward_backward_all_kernel_kinds(gen, cls):
 
 
 def test_crf_gradcheck_small(gen):
-    crf = pt.PacCRF(2, 2, final_output="softmax",
-                    pairwise_kernels=[dict(kernel_size=3, compat_type="4d"),
-                                      dict(kernel_size=3, compat_type="potts",
-                                           spatial_filter=False)]).double()
+    crf = pt.PacCRF(
+        2,
+        2,
+        final_output="softmax",
+        pairwise_kernels=[
+            dict(kernel_size=3, compat_type="4d"),
+            dict(kernel_size=3, compat_type="potts", spatial_filter=False),
+        ],
+    ).double()
     unary = torch.randn(1, 2, 4, 4, generator=gen, dtype=D, requires_grad=True)
     feat = torch.randn(1, 2, 4, 4, generator=gen, dtype=D, requires_grad=True)
     gradcheck(lambda u, f: crf(u, f), (unary, feat))
@@ -569,6 +695,8 @@ def test_crf_gradcheck_small(gen):
 
 # =========================================================================== packaging
 def test_import_pacnp_imports_no_framework():
-    code = ("import sys, pacnp; bad = [m for m in ('torch', 'jax') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, pacnp; bad = [m for m in ('torch', 'jax') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -17,14 +17,21 @@ Backends as in ``common.py``: ``numpy`` (CPU) and ``cupy`` (pacnp's CUDA backend
 arrays, torch on ``cuda``; skipped without a GPU). ``tests/test_crf.py`` checks that both
 implementations compute the same.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from .common import (fix_malloc_threshold, get_backend, measure_extra_peak, peak_rss_supported,
-                     require_torch, set_threads)
+from .common import (
+    fix_malloc_threshold,
+    get_backend,
+    measure_extra_peak,
+    peak_rss_supported,
+    require_torch,
+    set_threads,
+)
 
 IMPLS = ("pacnp", "torch_unfold")
 BACKENDS = ("numpy", "cupy")
@@ -38,12 +45,14 @@ class CRFWorkload:
     steps: int = 5
     k: int = 5
     dilation: int = 1
-    yx_scale: float = 5.0      # bandwidths of the YXRGB features (pixels, 0–255 colour)
+    yx_scale: float = 5.0  # bandwidths of the YXRGB features (pixels, 0–255 colour)
     rgb_scale: float = 13.0
 
     def describe(self):
-        return (f"PacCRF B={self.B}, {self.C} labels, {self.hw}², {self.steps} steps, one "
-                f"{self.k}×{self.k} 4d term on YXRGB")
+        return (
+            f"PacCRF B={self.B}, {self.C} labels, {self.hw}², {self.steps} steps, one "
+            f"{self.k}×{self.k} 4d term on YXRGB"
+        )
 
 
 CRF_WORKLOADS = {"W6": CRFWorkload()}
@@ -54,14 +63,20 @@ def make_crf_inputs(w: CRFWorkload, dtype=np.float32, seed=0):
     blocky random colour image with noise (so that K varies at edges and inside regions); the
     2019 ``crf`` initial filter ``(1 − I) ⊗ Gaussian`` with small noise."""
     from pacnp import crf
+
     rng = np.random.default_rng(seed)
     unary = rng.standard_normal((w.B, w.C, w.hw, w.hw))
     blocks = rng.integers(0, 256, (w.B, 3, w.hw // 16 + 1, w.hw // 16 + 1)).astype(np.float64)
-    img = blocks.repeat(16, axis=2).repeat(16, axis=3)[:, :, :w.hw, :w.hw]
+    img = blocks.repeat(16, axis=2).repeat(16, axis=3)[:, :, : w.hw, : w.hw]
     img = img + rng.normal(0.0, 8.0, img.shape)
     feats = crf.create_YXRGB(img, yx_scale=w.yx_scale, rgb_scale=w.rgb_scale)
-    model = crf.PacCRF(w.C, w.steps, dtype=np.float64, seed=seed,
-                       pairwise_kernels=dict(kernel_size=w.k, dilation=w.dilation))
+    model = crf.PacCRF(
+        w.C,
+        w.steps,
+        dtype=np.float64,
+        seed=seed,
+        pairwise_kernels=dict(kernel_size=w.k, dilation=w.dilation),
+    )
     filt = model.terms[0].filter
     return tuple(np.ascontiguousarray(a, dtype=dtype) for a in (unary, feats, filt))
 
@@ -86,13 +101,15 @@ class PacnpCRFRunner(CRFRunner):
     def __init__(self, w, backend="numpy", dtype=np.float32, seed=0):
         super().__init__(w, backend, dtype, seed)
         from pacnp import crf
+
         self.crf = crf
         self.unary, self.feats, filt = (self.backend.asarray(a) for a in self.np_inputs)
         self.terms = [crf.PairwiseTerm("4d", filt, 1.0, None, w.dilation, 1)]
 
     def forward(self):
-        return self.crf.paccrf(self.unary, self.feats, self.terms, num_steps=self.w.steps,
-                               final_output="log_softmax")
+        return self.crf.paccrf(
+            self.unary, self.feats, self.terms, num_steps=self.w.steps, final_output="log_softmax"
+        )
 
 
 def torch_mean_field(unary, feats, filt, *, steps, dilation=1, weight=1.0, unary_weight=1.0):
@@ -105,6 +122,7 @@ def torch_mean_field(unary, feats, filt, *, steps, dilation=1, weight=1.0, unary
     """
     import torch
     import torch.nn.functional as F
+
     B, C, H, W = unary.shape
     k = filt.shape[-1]
     pad = dilation * (k - 1) // 2
@@ -136,8 +154,9 @@ class TorchCRFRunner(CRFRunner):
 
     def forward(self):
         with self.torch.no_grad():
-            return torch_mean_field(self.unary, self.feats, self.filt, steps=self.w.steps,
-                                    dilation=self.w.dilation)
+            return torch_mean_field(
+                self.unary, self.feats, self.filt, steps=self.w.steps, dilation=self.w.dilation
+            )
 
     def run(self):
         out = self.forward()

@@ -12,6 +12,7 @@ Peers raise NotImplementedError (asv: skipped) when not installed. Parameter ``s
 runs a 256² image for a quick look. Threads: numba's maximum; OpenCV and torch are given the
 same count.
 """
+
 import importlib.util
 
 import numpy as np
@@ -29,6 +30,7 @@ def w5_image(size=1024, seed=0):
     smooth random image when scikit-image is absent (same sizes, same work)."""
     try:
         from skimage import data, transform
+
         img = transform.resize(data.astronaut(), (size, size), preserve_range=True)
     except ImportError:
         rng = np.random.default_rng(seed)
@@ -41,31 +43,43 @@ def w5_runner(impl, img):
     threads = set_threads()
     if impl == "pacnp":
         from pacnp import filters
+
         return lambda: filters.joint_bilateral_filter(
-            img, img, sigma_spatial=SIGMA_SPATIAL, sigma_color=SIGMA_COLOR, radius=RADIUS,
-            border="reflect", channel_axis=-1)
+            img,
+            img,
+            sigma_spatial=SIGMA_SPATIAL,
+            sigma_color=SIGMA_COLOR,
+            radius=RADIUS,
+            border="reflect",
+            channel_axis=-1,
+        )
     if impl == "opencv":
         if importlib.util.find_spec("cv2") is None:
             raise NotImplementedError("opencv-contrib-python is not installed")
         import cv2
+
         if not hasattr(cv2, "ximgproc"):
             raise NotImplementedError("cv2 has no ximgproc: install opencv-contrib-python")
         cv2.setNumThreads(threads)
-        return lambda: cv2.ximgproc.jointBilateralFilter(img, img, 2 * RADIUS + 1, SIGMA_COLOR,
-                                                         SIGMA_SPATIAL)
+        return lambda: cv2.ximgproc.jointBilateralFilter(
+            img, img, 2 * RADIUS + 1, SIGMA_COLOR, SIGMA_SPATIAL
+        )
     if impl == "kornia":
         if importlib.util.find_spec("kornia") is None:
             raise NotImplementedError("kornia is not installed")
         import kornia
         import torch
+
         torch.set_num_threads(threads)
         t = torch.from_numpy(img.transpose(2, 0, 1)[None].copy())
         k = 2 * RADIUS + 1
 
         def run():
             with torch.no_grad():
-                return kornia.filters.joint_bilateral_blur(t, t, (k, k), SIGMA_COLOR,
-                                                           (SIGMA_SPATIAL, SIGMA_SPATIAL))
+                return kornia.filters.joint_bilateral_blur(
+                    t, t, (k, k), SIGMA_COLOR, (SIGMA_SPATIAL, SIGMA_SPATIAL)
+                )
+
         return run
     raise ValueError(f"unknown impl {impl!r}")
 
@@ -91,6 +105,6 @@ class JointBilateralW5:
     def track_extra_peak_mib(self, size, impl):
         fix_malloc_threshold()
         extra, _ = measure_extra_peak(self.run)
-        return extra / 2 ** 20
+        return extra / 2**20
 
     track_extra_peak_mib.unit = "MiB"

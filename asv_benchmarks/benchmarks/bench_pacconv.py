@@ -3,6 +3,7 @@ W1 layer's size sweep. Parameters: backend × workload × impl (see common.py).
 
 The sweep's class name leaves out "W1" on purpose: ``asv run -b W1`` selects the W1 workload, not
 the minutes-long sweep up to 1024² (select that with ``-b SizeSweep``)."""
+
 from .common import _MemBackward, _MemForward, _SweepSuite, _TimeSuite
 
 

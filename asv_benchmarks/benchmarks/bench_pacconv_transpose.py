@@ -1,5 +1,6 @@
 """pacconv_transpose2d from the guide (transposed K) on W4. Parameters: backend × workload ×
 impl."""
+
 from .common import _MemBackward, _MemForward, _TimeSuite
 
 

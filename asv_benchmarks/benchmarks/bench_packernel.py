@@ -4,6 +4,7 @@ of W1–W4; pacnp against the unfold formulation. Parameters: backend × workloa
 ``peakmem_forward`` is asv's whole-process peak, and this class's setup warms up the backward
 too: read it as a regression signal only (common.py's ``_MemForward`` classes measure memory
 properly)."""
+
 from .common import BACKENDS, WORKLOADS, KernelRunner, set_threads
 
 

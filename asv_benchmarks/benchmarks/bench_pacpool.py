@@ -1,4 +1,5 @@
 """pacpool2d from the guide (normalised K) on W3. Parameters: backend × workload × impl."""
+
 from .common import _MemBackward, _MemForward, _TimeSuite
 
 

@@ -35,6 +35,7 @@ raises NotImplementedError, which asv reports as skipped (``n/a``).
 This module is also imported by the ratio table (``../ratio_table.py``, ``make bench``) and
 ``tests/test_bench.py``, so the ratio table and asv time exactly the same calls.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -56,13 +57,13 @@ PASSES = ("forward", "backward", "forward_backward")
 # --------------------------------------------------------------------------- workloads
 @dataclass(frozen=True)
 class Workload:
-    op: str            # conv | pool | transpose
+    op: str  # conv | pool | transpose
     B: int
     cin: int
     cout: int
     cg: int
     k: int
-    hw: int            # input H = W
+    hw: int  # input H = W
     stride: int = 1
     padding: int = 0
     output_padding: int = 0
@@ -73,8 +74,13 @@ class Workload:
     def guide_hw(self):
         """Guide size: the input size, or the output size of a transposed convolution."""
         if self.op == "transpose":
-            return (self.hw - 1) * self.stride - 2 * self.padding + \
-                self.dilation * (self.k - 1) + self.output_padding + 1
+            return (
+                (self.hw - 1) * self.stride
+                - 2 * self.padding
+                + self.dilation * (self.k - 1)
+                + self.output_padding
+                + 1
+            )
         return self.hw
 
     @property
@@ -100,16 +106,31 @@ class Workload:
 
     def scaled(self, hw):
         """The same layer on an (hw × hw) input (the size sweep)."""
-        return Workload(self.op, self.B, self.cin, self.cout, self.cg, self.k, hw, self.stride,
-                        self.padding, self.output_padding, self.dilation, self.normalize)
+        return Workload(
+            self.op,
+            self.B,
+            self.cin,
+            self.cout,
+            self.cg,
+            self.k,
+            hw,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.dilation,
+            self.normalize,
+        )
 
     def describe(self):
         what = {"conv": "pacconv2d", "pool": "pacpool2d", "transpose": "pacconv_transpose2d"}
         chans = f"{self.cin}" if self.op == "pool" else f"{self.cin}→{self.cout}"
         geo = f"s{self.stride} p{self.padding}" + (
-            f" op{self.output_padding}" if self.op == "transpose" else "")
-        return (f"{what[self.op]} B={self.B} {chans} guide {self.cg}, {self.k}×{self.k} {geo}, "
-                f"{self.hw}² → {self.out_hw}²")
+            f" op{self.output_padding}" if self.op == "transpose" else ""
+        )
+        return (
+            f"{what[self.op]} B={self.B} {chans} guide {self.cg}, {self.k}×{self.k} {geo}, "
+            f"{self.hw}² → {self.out_hw}²"
+        )
 
 
 WORKLOADS = {
@@ -148,9 +169,16 @@ def options(w: Workload):
 
 def kernel_type_options(w: Workload):
     """The kernel keywords shared by packernel2d and the fused functions (all spelt out)."""
-    return dict(kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
-                inv_alpha=None, inv_lambda=None, channel_wise=False,
-                normalize_kernel=w.normalize, mask=None)
+    return dict(
+        kernel_type="gaussian",
+        smooth_kernel_type="none",
+        smooth_kernel=None,
+        inv_alpha=None,
+        inv_lambda=None,
+        channel_wise=False,
+        normalize_kernel=w.normalize,
+        mask=None,
+    )
 
 
 def kernel_options(w: Workload):
@@ -177,6 +205,7 @@ def fused_options(w: Workload):
 def set_threads(n=None):
     """Run numba (and torch, when imported) on ``n`` threads (default: numba's maximum)."""
     import numba
+
     n = numba.config.NUMBA_NUM_THREADS if n is None else int(n)
     numba.set_num_threads(n)
     torch = sys.modules.get("torch")  # only if a runner imported it: torch's import is slow
@@ -189,6 +218,7 @@ def _torch_or_none():
     if importlib.util.find_spec("torch") is None:
         return None
     import torch
+
     return torch
 
 
@@ -225,6 +255,7 @@ class CupyBackend(Backend):
         if importlib.util.find_spec("numba_cuda") is None:
             raise NotImplementedError("numba-cuda (pacnp's CUDA backend) is not installed")
         import cupy
+
         try:  # a CuPy wheel installs fine on a machine without a GPU or driver
             n_gpus = cupy.cuda.runtime.getDeviceCount()
         except Exception as exc:  # cupy's CUDARuntimeError, or a missing libcuda
@@ -316,10 +347,12 @@ class PacnpRunner(Runner):
     def __init__(self, w, backend="numpy", dtype=np.float32, seed=0):
         super().__init__(w, backend, dtype, seed)
         import pacnp
+
         self.pacnp = pacnp
         be = self.backend
         self.x, self.guide, self.weight, self.bias, self.grad = (
-            be.asarray(a) for a in self.np_inputs)
+            be.asarray(a) for a in self.np_inputs
+        )
         self.kkw = kernel_options(w)
         self.okw = options(w)
         name = {"conv": "pacconv2d", "pool": "pacpool2d", "transpose": "pacconv_transpose2d"}[w.op]
@@ -342,17 +375,22 @@ class PacnpRunner(Runner):
         out, K = self.saved
         grads = self.op_backward(self.grad, *self._op_args(K), **self.okw)
         dK = grads[1]
-        d_guide = self.pacnp.packernel2d_backward(dK, self.guide, self.w.k, **self.kkw,
-                                                  needs=(True, False, False, False))[0]
+        d_guide = self.pacnp.packernel2d_backward(
+            dK, self.guide, self.w.k, **self.kkw, needs=(True, False, False, False)
+        )[0]
         return (grads[0], d_guide) + tuple(grads[2:])
 
 
-FUSED_NAMES = {"conv": "pacconv2d_fused", "pool": "pacpool2d_fused",
-               "transpose": "pacconv_transpose2d_fused"}
+FUSED_NAMES = {
+    "conv": "pacconv2d_fused",
+    "pool": "pacpool2d_fused",
+    "transpose": "pacconv_transpose2d_fused",
+}
 
 
 def fused_available(op="conv"):
     import pacnp
+
     name = FUSED_NAMES[op]
     return hasattr(pacnp, name) and hasattr(pacnp, name + "_backward")
 
@@ -364,6 +402,7 @@ class PacnpFusedRunner(PacnpRunner):
 
     def __init__(self, w, backend="numpy", dtype=np.float32, seed=0):
         import pacnp
+
         name = FUSED_NAMES[w.op]
         if not fused_available(w.op):
             raise NotImplementedError(f"pacnp.{name} does not exist yet")
@@ -397,7 +436,8 @@ class TorchRunner(Runner):
             raise NotImplementedError("torch has no CUDA device here")
         self.torch = torch
         self.x, self.guide, self.weight, self.bias, self.grad = (
-            None if a is None else torch.from_numpy(a).to(dev) for a in self.np_inputs)
+            None if a is None else torch.from_numpy(a).to(dev) for a in self.np_inputs
+        )
         self.leaves = [t for t in (self.x, self.guide, self.weight, self.bias) if t is not None]
 
     def sync_torch(self):
@@ -435,18 +475,18 @@ class TorchUnfoldRunner(TorchRunner):
 
     def compute(self, x=None, guide=None, weight=None, bias=None):
         from . import peers
+
         w = self.w
         x = self.x if x is None else x
         guide = self.guide if guide is None else guide
         if w.op == "pool":
-            return peers.pacpool2d_from_guide(x, guide, w.k, **options(w),
-                                              normalize=w.normalize)
+            return peers.pacpool2d_from_guide(x, guide, w.k, **options(w), normalize=w.normalize)
         weight = self.weight if weight is None else weight
         bias = self.bias if bias is None else bias
-        fn = peers.pacconv2d_from_guide if w.op == "conv" else \
-            peers.pacconv_transpose2d_from_guide
-        return fn(x, guide, weight, bias, **options(w), normalize=w.normalize,
-                  contract=self.contract)
+        fn = peers.pacconv2d_from_guide if w.op == "conv" else peers.pacconv_transpose2d_from_guide
+        return fn(
+            x, guide, weight, bias, **options(w), normalize=w.normalize, contract=self.contract
+        )
 
 
 class TorchUnfoldMatmulRunner(TorchUnfoldRunner):
@@ -470,6 +510,7 @@ class TorchDenseRunner(TorchRunner):
 
     def compute(self, x=None, weight=None, bias=None):
         from . import peers
+
         w = self.w
         x = self.x if x is None else x
         if w.op == "pool":
@@ -486,9 +527,13 @@ class TorchDenseRunner(TorchRunner):
         return {k: (v - gb if k != "forward" else v) for k, v in out.items()}
 
 
-RUNNERS = {"pacnp": PacnpRunner, "pacnp_fused": PacnpFusedRunner,
-           "torch_unfold": TorchUnfoldRunner, "torch_unfold_mm": TorchUnfoldMatmulRunner,
-           "torch_dense": TorchDenseRunner}
+RUNNERS = {
+    "pacnp": PacnpRunner,
+    "pacnp_fused": PacnpFusedRunner,
+    "torch_unfold": TorchUnfoldRunner,
+    "torch_unfold_mm": TorchUnfoldMatmulRunner,
+    "torch_dense": TorchDenseRunner,
+}
 
 
 def make_runner(impl, w, backend="numpy", dtype=np.float32, seed=0) -> Runner:
@@ -514,6 +559,7 @@ class KernelRunner(Runner):
         guide = self.np_inputs[1]
         if impl == "pacnp":
             import pacnp
+
             self.pacnp = pacnp
             self.guide = self.backend.asarray(guide)
             self.gk = self.backend.asarray(gk)
@@ -521,6 +567,7 @@ class KernelRunner(Runner):
         elif impl == "torch_unfold":
             torch = require_torch()
             from . import peers
+
             dev = self.backend.torch_device
             if dev == "cuda" and not torch.cuda.is_available():
                 raise NotImplementedError("torch has no CUDA device here")
@@ -529,11 +576,16 @@ class KernelRunner(Runner):
             L = w.out_hw * w.out_hw
             self.gk = torch.from_numpy(gk).to(dev).reshape(w.B, 1, w.k * w.k, L)
             kw = options(w)
-            self.tkw = dict(stride=kw["stride"], padding=kw["padding"], dilation=kw["dilation"],
-                            normalize=w.normalize)
+            self.tkw = dict(
+                stride=kw["stride"],
+                padding=kw["padding"],
+                dilation=kw["dilation"],
+                normalize=w.normalize,
+            )
             if w.op == "transpose":
-                self.tkw.update(transposed=True, output_padding=w.output_padding,
-                                in_hw=(w.hw, w.hw))
+                self.tkw.update(
+                    transposed=True, output_padding=w.output_padding, in_hw=(w.hw, w.hw)
+                )
         else:
             raise NotImplementedError(f"no kernel-only benchmark for impl {impl!r}")
 
@@ -554,8 +606,9 @@ class KernelRunner(Runner):
 
     def backward(self):
         if self.impl == "pacnp":
-            return self.pacnp.packernel2d_backward(self.gk, self.guide, self.w.k, **self.kkw,
-                                                   needs=(True, False, False, False))[0]
+            return self.pacnp.packernel2d_backward(
+                self.gk, self.guide, self.w.k, **self.kkw, needs=(True, False, False, False)
+            )[0]
         g, K = self.saved
         return self.torch.autograd.grad(K, [g], self.gk, retain_graph=True)
 

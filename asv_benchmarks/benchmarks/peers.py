@@ -16,6 +16,7 @@ Layouts are pacnp's (= torch's): input NCHW, conv weight [C_out, C_in, kh, kw], 
 [C_in, C_out, kh, kw]. K is kept in unfold layout [B, 1, kh·kw, H_out·W_out];
 ``kernel_to_pacnp`` reshapes it to pacnp's [B, 1, kh, kw, H_out, W_out].
 """
+
 from __future__ import annotations
 
 import functools
@@ -58,7 +59,7 @@ def _zero_insert_pad(x, s, p, op, k, d):
     Left pad d(k−1) − p, right pad d(k−1) − p + op per axis (negative: crop)."""
     B, C, H, W = x.shape
     z = x.new_zeros((B, C, (H - 1) * s[0] + 1, (W - 1) * s[1] + 1))
-    z[:, :, ::s[0], ::s[1]] = x
+    z[:, :, :: s[0], :: s[1]] = x
     lh = d[0] * (k[0] - 1) - p[0]
     lw = d[1] * (k[1] - 1) - p[1]
     return F.pad(z, (lw, lw + op[1], lh, lh + op[0]))
@@ -75,8 +76,18 @@ def _transposed_valid(in_hw, k, s, p, op, d, dtype, device):
 
 
 # --------------------------------------------------------------------------- the kernel K
-def gaussian_kernel_unfold(guide, kernel_size, *, stride=1, padding=0, dilation=1,
-                           normalize=False, transposed=False, output_padding=0, in_hw=None):
+def gaussian_kernel_unfold(
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    normalize=False,
+    transposed=False,
+    output_padding=0,
+    in_hw=None,
+):
     """K of ``packernel2d(guide, kernel_size, kernel_type="gaussian", ...)`` in unfold layout.
 
     ``K[b, 0, t, l] = exp(−½ Σ_c (f_c(tap t of l) − f_c(centre of l))²)`` at valid taps, 0
@@ -90,14 +101,14 @@ def gaussian_kernel_unfold(guide, kernel_size, *, stride=1, padding=0, dilation=
     if transposed:
         r = (d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2)
         cols = F.unfold(guide, k, dilation=d, padding=r, stride=1)
-        valid = _transposed_valid(tuple(in_hw), k, s, p, _pair(output_padding), d,
-                                  guide.dtype, guide.device)
+        valid = _transposed_valid(
+            tuple(in_hw), k, s, p, _pair(output_padding), d, guide.dtype, guide.device
+        )
     else:
         cols = F.unfold(guide, k, dilation=d, padding=p, stride=s)
-        valid = _conv_valid((H, W), k, s, p, d, guide.dtype, guide.device) \
-            if p != (0, 0) else None
+        valid = _conv_valid((H, W), k, s, p, d, guide.dtype, guide.device) if p != (0, 0) else None
     cols = cols.view(B, Cg, kk, -1)
-    centre = cols[:, :, kk // 2:kk // 2 + 1, :]  # the middle tap is the window centre
+    centre = cols[:, :, kk // 2 : kk // 2 + 1, :]  # the middle tap is the window centre
     K = torch.exp(-0.5 * ((cols - centre) ** 2).sum(dim=1, keepdim=True))
     if transposed or valid is not None:
         K = K * valid
@@ -131,8 +142,9 @@ def _contract(cols, wm, contract):
     raise ValueError(f"contract must be one of {CONTRACTIONS}, got {contract!r}")
 
 
-def pacconv2d_unfold(x, K, weight, bias=None, *, stride=1, padding=0, dilation=1,
-                     contract="einsum"):
+def pacconv2d_unfold(
+    x, K, weight, bias=None, *, stride=1, padding=0, dilation=1, contract="einsum"
+):
     """out[b,o,y,x] = Σ_{c,t} W[o,c,t] · K[b,t,(y,x)] · x[b,c,tap t of (y,x)] + bias[o]."""
     s, p, d = (_pair(v) for v in (stride, padding, dilation))
     B, C, H, W = x.shape
@@ -147,8 +159,9 @@ def pacconv2d_unfold(x, K, weight, bias=None, *, stride=1, padding=0, dilation=1
     return out
 
 
-def pacconv_transpose2d_unfold(x, K, weight, bias=None, *, stride=1, padding=0,
-                               output_padding=0, dilation=1, contract="einsum"):
+def pacconv_transpose2d_unfold(
+    x, K, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1, contract="einsum"
+):
     """Transposed PAC as a stride-1 PAC correlation of the zero-inserted, padded input with the
     spatially flipped, transposed weights Wf[o, c, i, j] = weight[c, o, kh−1−i, kw−1−j]."""
     s, p, op, d = (_pair(v) for v in (stride, padding, output_padding, dilation))
@@ -177,30 +190,75 @@ def pacpool2d_unfold(x, K, kernel_size, *, stride=1, padding=0, dilation=1):
 
 
 # --------------------------------------------------------------------------- from the guide
-def pacconv2d_from_guide(x, guide, weight, bias=None, *, stride=1, padding=0, dilation=1,
-                         normalize=False, contract="einsum"):
-    K = gaussian_kernel_unfold(guide, weight.shape[2:], stride=stride, padding=padding,
-                               dilation=dilation, normalize=normalize)
-    return pacconv2d_unfold(x, K, weight, bias, stride=stride, padding=padding, dilation=dilation,
-                            contract=contract)
+def pacconv2d_from_guide(
+    x,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    normalize=False,
+    contract="einsum",
+):
+    K = gaussian_kernel_unfold(
+        guide,
+        weight.shape[2:],
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        normalize=normalize,
+    )
+    return pacconv2d_unfold(
+        x, K, weight, bias, stride=stride, padding=padding, dilation=dilation, contract=contract
+    )
 
 
-def pacconv_transpose2d_from_guide(x, guide, weight, bias=None, *, stride=1, padding=0,
-                                   output_padding=0, dilation=1, normalize=False,
-                                   contract="einsum"):
-    K = gaussian_kernel_unfold(guide, weight.shape[2:], stride=stride, padding=padding,
-                               dilation=dilation, normalize=normalize, transposed=True,
-                               output_padding=output_padding, in_hw=x.shape[2:])
-    return pacconv_transpose2d_unfold(x, K, weight, bias, stride=stride, padding=padding,
-                                      output_padding=output_padding, dilation=dilation,
-                                      contract=contract)
+def pacconv_transpose2d_from_guide(
+    x,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    normalize=False,
+    contract="einsum",
+):
+    K = gaussian_kernel_unfold(
+        guide,
+        weight.shape[2:],
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        normalize=normalize,
+        transposed=True,
+        output_padding=output_padding,
+        in_hw=x.shape[2:],
+    )
+    return pacconv_transpose2d_unfold(
+        x,
+        K,
+        weight,
+        bias,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        contract=contract,
+    )
 
 
-def pacpool2d_from_guide(x, guide, kernel_size, *, stride=1, padding=0, dilation=1,
-                         normalize=False, contract=None):
+def pacpool2d_from_guide(
+    x, guide, kernel_size, *, stride=1, padding=0, dilation=1, normalize=False, contract=None
+):
     """(``contract`` is accepted for a uniform call and ignored: pooling has no weights.)"""
-    K = gaussian_kernel_unfold(guide, kernel_size, stride=stride, padding=padding,
-                               dilation=dilation, normalize=normalize)
+    K = gaussian_kernel_unfold(
+        guide, kernel_size, stride=stride, padding=padding, dilation=dilation, normalize=normalize
+    )
     return pacpool2d_unfold(x, K, kernel_size, stride=stride, padding=padding, dilation=dilation)
 
 
@@ -209,10 +267,18 @@ def dense_conv2d(x, weight, bias=None, *, stride=1, padding=0, dilation=1):
     return F.conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation)
 
 
-def dense_conv_transpose2d(x, weight, bias=None, *, stride=1, padding=0, output_padding=0,
-                           dilation=1):
-    return F.conv_transpose2d(x, weight, bias, stride=stride, padding=padding,
-                              output_padding=output_padding, dilation=dilation)
+def dense_conv_transpose2d(
+    x, weight, bias=None, *, stride=1, padding=0, output_padding=0, dilation=1
+):
+    return F.conv_transpose2d(
+        x,
+        weight,
+        bias,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+    )
 
 
 def dense_pool2d(x, kernel_size, *, stride=1, padding=0, dilation=1):

@@ -5,6 +5,7 @@ modules and function names; ``pacnp._backend`` writes the interface down.
 The drivers hand each launcher a geometry (``pacnp._core``); how the kernels walk it — scatter
 rounds, column phases, row blocks, GEMM tiles — is derived here (``schedule``).
 """
+
 import contextlib
 
 from . import arrays, conv, depthwise, kernel, smooth  # noqa: F401
@@ -27,6 +28,7 @@ def blas_guard():
     if _controller is None:
         import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba calls: load it first)
         from threadpoolctl import ThreadpoolController
+
         # Only the BLAS numba calls (SciPy's). NumPy's own copy, if separate, is left alone:
         # flipping its thread count wakes its spinning worker threads, which then compete
         # with numba's for the cores.

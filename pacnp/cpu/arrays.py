@@ -4,6 +4,7 @@ The twin of ``pacnp.cuda.arrays`` (same names, same meaning; see ``pacnp._backen
 allocation, the fixed-order second pass of every reduction over partial buffers, in-place adds
 and the layout maps of the gradients. NumPy does all of it here.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,7 @@ def iadd(a, b):
 
 def add_bias(out, bias, y0, n):
     """out[:, :, y0:y0+n] += bias[None, :, None, None]."""
-    out[:, :, y0:y0 + n] += bias[None, :, None, None]
+    out[:, :, y0 : y0 + n] += bias[None, :, None, None]
 
 
 def channel_sum(g, n_chunks):

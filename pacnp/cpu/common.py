@@ -2,6 +2,7 @@
 
 None of this has a CUDA twin: the GPU has a fast ``exp`` of its own and no use for the other two.
 """
+
 import math
 
 import numpy as np
@@ -26,6 +27,7 @@ def _int_bits_as_f32(typingctx, i):
         elif i.bitwidth < 32:
             v = builder.sext(v, ir.IntType(32))
         return builder.bitcast(v, ir.FloatType())
+
     return types.float32(i), codegen
 
 
@@ -37,6 +39,7 @@ def _f32_bits(typingctx, x):
 
     def codegen(context, builder, sig, args):
         return builder.bitcast(args[0], ir.IntType(32))
+
     return types.int32(types.float32), codegen
 
 

@@ -13,6 +13,7 @@ The public functions (``pacnp._backend.Conv``) take the op's geometry and derive
 schedule from it (``pacnp.cpu.schedule``: column phases, row blocks, GEMM tiles, scatter
 rounds); the numba kernels they launch are the ``_``-prefixed functions.
 """
+
 import numpy as np
 from numba import prange
 
@@ -48,8 +49,9 @@ def modulate_run(cols, row, col0, K, x, b, kc, c, i, j, yk, iy, lo, hi, base):
 
 
 @njit()
-def phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph, q0, q1, itaps,
-                  n_i, buf, idx):
+def phase_columns(
+    x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph, q0, q1, itaps, n_i, buf, idx
+):
     """The column block of output row y, phase ph, phase columns q0 ≤ q < q1: only the taps
     that can be valid there.
 
@@ -71,7 +73,7 @@ def phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph
     nj = pntaps[ph]
     one_phase = pncols.shape[0] == 1
     m = C * n_i * nj
-    cols = buf[:m * nt].reshape(m, nt)
+    cols = buf[: m * nt].reshape(m, nt)
     if n_i * nj < kk:  # some taps skipped: the caller gathers the matching weight columns
         for c in range(C):
             for ii in range(n_i):
@@ -122,8 +124,23 @@ def phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph
             lo = min(max(lo, q0), q1)
             hi = min(max(hi, lo), q1)
             for c in range(C):
-                modulate_run(cols, (c * n_i + ii) * nj + jj, -q0, K, x, b,
-                             c if kc_many else 0, c, i, j, yk, iy, lo, hi, base)
+                modulate_run(
+                    cols,
+                    (c * n_i + ii) * nj + jj,
+                    -q0,
+                    K,
+                    x,
+                    b,
+                    c if kc_many else 0,
+                    c,
+                    i,
+                    j,
+                    yk,
+                    iy,
+                    lo,
+                    hi,
+                    base,
+                )
     return cols
 
 
@@ -167,8 +184,23 @@ def full_columns(x, K, ty, tx, jrun, b, y, yk, cols, col0):
             if lo < 0:
                 continue
             for c in range(C):
-                modulate_run(cols, (c * kh + i) * kw + j, col0, K, x, b,
-                             c if kc_many else 0, c, i, j, yk, iy, lo, hi, base)
+                modulate_run(
+                    cols,
+                    (c * kh + i) * kw + j,
+                    col0,
+                    K,
+                    x,
+                    b,
+                    c if kc_many else 0,
+                    c,
+                    i,
+                    j,
+                    yk,
+                    iy,
+                    lo,
+                    hi,
+                    base,
+                )
 
 
 @njit(inline="always")
@@ -182,8 +214,26 @@ def store_run(out, res, b, o, y, q0, q1, bo):
 
 
 @njit(parallel=True)
-def _dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out, y0, tile, buf_s,
-                   wbuf_s, idx_s, itaps_s, res_s):
+def _dense_forward(
+    x,
+    K,
+    Wm,
+    bias,
+    ty,
+    tx,
+    pcols,
+    pncols,
+    ptaps,
+    pntaps,
+    out,
+    y0,
+    tile,
+    buf_s,
+    wbuf_s,
+    idx_s,
+    itaps_s,
+    res_s,
+):
     """out[b, :, y, :] = Wm @ columns(b, y) + bias for the output rows y0 ≤ y < y0 + n that K
     (n rows, a stripe of the full kernel) covers; ``buf_s.shape[0]`` blocks of rows in
     parallel, one GEMM per phase and tile of ``tile`` columns. Each block works in its slice of
@@ -216,20 +266,40 @@ def _dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out, y0
                 nx = pncols[ph]
                 for q0 in range(0, nx, tile):
                     q1 = min(q0 + tile, nx)
-                    cols = phase_columns(x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y,
-                                         yk, ph, q0, q1, itaps, n_i, buf, idx)
+                    cols = phase_columns(
+                        x,
+                        K,
+                        ty,
+                        tx,
+                        jrun,
+                        pcols,
+                        pncols,
+                        ptaps,
+                        pntaps,
+                        b,
+                        y,
+                        yk,
+                        ph,
+                        q0,
+                        q1,
+                        itaps,
+                        n_i,
+                        buf,
+                        idx,
+                    )
                     m = cols.shape[0]
                     if m == 0:
                         for o in range(Cout):
                             for q in range(q0, q1):
-                                out[b, o, y, pcols[ph, q]] = (bias[o] if has_bias
-                                                              else np.float32(0.0))
+                                out[b, o, y, pcols[ph, q]] = (
+                                    bias[o] if has_bias else np.float32(0.0)
+                                )
                         continue
-                    res = resb[:Cout * (q1 - q0)].reshape(Cout, q1 - q0)
+                    res = resb[: Cout * (q1 - q0)].reshape(Cout, q1 - q0)
                     if m == C * kk:
                         np.dot(Wm, cols, res)
                     else:
-                        Wsub = wbuf[:Cout * m].reshape(Cout, m)
+                        Wsub = wbuf[: Cout * m].reshape(Cout, m)
                         for o in range(Cout):
                             for row in range(m):
                                 Wsub[o, row] = Wm[o, idx[row]]
@@ -246,8 +316,24 @@ def _dense_forward(x, K, Wm, bias, ty, tx, pcols, pncols, ptaps, pntaps, out, y0
 
 
 @njit(parallel=True)
-def _dense_backward_params(g, x, K, ty, tx, dW_parts, db_parts, n_chunks, y0, need_w, need_b,
-                           group, buf_s, gbuf_s, acc_s, part_s):
+def _dense_backward_params(
+    g,
+    x,
+    K,
+    ty,
+    tx,
+    dW_parts,
+    db_parts,
+    n_chunks,
+    y0,
+    need_w,
+    need_b,
+    group,
+    buf_s,
+    gbuf_s,
+    acc_s,
+    part_s,
+):
     """Weight and bias gradients from the output rows y0 ≤ y < y0 + K.shape[4].
 
     dW = Σ_rows g_row · columns_rowᵀ, with the columns of ``group`` output rows of one image
@@ -291,8 +377,8 @@ def _dense_backward_params(g, x, K, ty, tx, dW_parts, db_parts, n_chunks, y0, ne
                         db_parts[ch, o] += sb
             if need_w:
                 ncol = R * Wo
-                cols = buf[:m * ncol].reshape(m, ncol)
-                gT = gbuf[:ncol * Cout].reshape(ncol, Cout)
+                cols = buf[: m * ncol].reshape(m, ncol)
+                gT = gbuf[: ncol * Cout].reshape(ncol, Cout)
                 for t in range(R):
                     full_columns(x, K, ty, tx, jrun, b, y0 + yk + t, yk + t, cols, t * Wo)
                     for xo in range(Wo):
@@ -341,8 +427,7 @@ def tap_grads_gather(G, grow, x, K, dK, dx, b, kc, c, i, j, yk, iy, tx, need_k, 
 
 
 @njit(parallel=True)
-def _dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_k, grow_s,
-                         G_s):
+def _dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_k, grow_s, G_s):
     """Input and kernel gradients from the output rows y0 ≤ y < y0 + K.shape[4] with
     y ≡ rnd (mod R).
 
@@ -393,11 +478,30 @@ def _dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_
                         kc = c if KC > 1 else 0
                         grow_t = c * kk + i * kw + j
                         if lo >= 0:
-                            tap_grads_run(G, grow_t, x, K, dK, dx, b, kc, c, i, j, yk, iy, lo, hi,
-                                          base, need_k, need_x)
+                            tap_grads_run(
+                                G,
+                                grow_t,
+                                x,
+                                K,
+                                dK,
+                                dx,
+                                b,
+                                kc,
+                                c,
+                                i,
+                                j,
+                                yk,
+                                iy,
+                                lo,
+                                hi,
+                                base,
+                                need_k,
+                                need_x,
+                            )
                         else:
-                            tap_grads_gather(G, grow_t, x, K, dK, dx, b, kc, c, i, j, yk, iy, tx,
-                                             need_k, need_x)
+                            tap_grads_gather(
+                                G, grow_t, x, K, dK, dx, b, kc, c, i, j, yk, iy, tx, need_k, need_x
+                            )
 
 
 # --------------------------------------------------------------------------- launchers
@@ -410,10 +514,26 @@ def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
     # per-block scratch, allocated here (see _dense_forward); blocks ≤ rows
     blocks = schedule.scratch_blocks(x.shape[0] * K.shape[4], (m + Cout) * Wo * x.itemsize)
     dt = x.dtype
-    _dense_forward(x, K, Wm, bias, geo.ty, geo.tx, pcols, pncols, ptaps, pntaps, out, y0, tile,
-                   np.empty((blocks, m * Wo), dt), np.empty((blocks, Cout * m), dt),
-                   np.empty((blocks, m), np.int64), np.empty((blocks, geo.ty.shape[0]), np.int64),
-                   np.empty((blocks, Cout * tile), dt))
+    _dense_forward(
+        x,
+        K,
+        Wm,
+        bias,
+        geo.ty,
+        geo.tx,
+        pcols,
+        pncols,
+        ptaps,
+        pntaps,
+        out,
+        y0,
+        tile,
+        np.empty((blocks, m * Wo), dt),
+        np.empty((blocks, Cout * m), dt),
+        np.empty((blocks, m), np.int64),
+        np.empty((blocks, geo.ty.shape[0]), np.int64),
+        np.empty((blocks, Cout * tile), dt),
+    )
 
 
 def pac_dense_backward_params(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, need_w, need_b):
@@ -425,10 +545,24 @@ def pac_dense_backward_params(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, ne
     # per-chunk scratch, allocated here (see the kernel); empty without need_w
     mw, cw = (m, Cout) if need_w else (0, 0)
     dt = x.dtype
-    _dense_backward_params(g, x, K, geo.ty, geo.tx, dW_parts, db_parts, n_chunks, y0, need_w,
-                           need_b, group, np.empty((n_chunks, mw * group * Wo), dt),
-                           np.empty((n_chunks, cw * group * Wo), g.dtype),
-                           np.empty((n_chunks, mw, cw), dt), np.empty((n_chunks, mw, cw), dt))
+    _dense_backward_params(
+        g,
+        x,
+        K,
+        geo.ty,
+        geo.tx,
+        dW_parts,
+        db_parts,
+        n_chunks,
+        y0,
+        need_w,
+        need_b,
+        group,
+        np.empty((n_chunks, mw * group * Wo), dt),
+        np.empty((n_chunks, cw * group * Wo), g.dtype),
+        np.empty((n_chunks, mw, cw), dt),
+        np.empty((n_chunks, mw, cw), dt),
+    )
 
 
 def pac_dense_backward_data(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k):
@@ -437,10 +571,12 @@ def pac_dense_backward_data(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k):
     R = schedule.op_rounds(geo)
     Cout, Wo = g.shape[1], g.shape[3]
     # per-block scratch, allocated here (see the kernel): blocks ≤ the rows of a round
-    blocks = schedule.scratch_blocks(x.shape[0] * -(-K.shape[4] // R),
-                                     (WmT.shape[0] + Cout) * Wo * x.itemsize)
+    blocks = schedule.scratch_blocks(
+        x.shape[0] * -(-K.shape[4] // R), (WmT.shape[0] + Cout) * Wo * x.itemsize
+    )
     grow = np.empty((blocks, Cout, Wo), g.dtype)
     G = np.empty((blocks, WmT.shape[0], Wo), g.dtype)
     for rnd in range(R):
-        _dense_backward_data(g, x, K, WmT, geo.ty, geo.tx, dx, dK, y0, rnd, R, need_x, need_k,
-                             grow, G)
+        _dense_backward_data(
+            g, x, K, WmT, geo.ty, geo.tx, dx, dK, y0, rnd, R, need_x, need_k, grow, G
+        )

@@ -14,6 +14,7 @@ backend's schedule from it (``pacnp.cpu.schedule``: row blocks, inverse row taps
 stripe reaches, the pair form's blocks); the numba kernels they launch are the ``_``-prefixed
 functions.
 """
+
 import numpy as np
 from numba import prange
 
@@ -188,10 +189,14 @@ def pair_weights(e, guide, b, s, s2, lo, dx, n, wv, kind, alpha, lam):
     last = guide.shape[1] - 1
     if kind == GAUSSIAN and last == 2:
         for t in range(n):
-            e[nowrap(t)] = wv * vexp((diff_sq(guide, b, 0, s, s2, lo + t, o2 + t)
-                                      + diff_sq(guide, b, 1, s, s2, lo + t, o2 + t)
-                                      + diff_sq(guide, b, 2, s, s2, lo + t, o2 + t))
-                                     * np.float32(-0.5))
+            e[nowrap(t)] = wv * vexp(
+                (
+                    diff_sq(guide, b, 0, s, s2, lo + t, o2 + t)
+                    + diff_sq(guide, b, 1, s, s2, lo + t, o2 + t)
+                    + diff_sq(guide, b, 2, s, s2, lo + t, o2 + t)
+                )
+                * np.float32(-0.5)
+            )
         return
     for c in range(last):
         if c == 0:
@@ -205,20 +210,22 @@ def pair_weights(e, guide, b, s, s2, lo, dx, n, wv, kind, alpha, lam):
             e[nowrap(t)] = wv * kernel_value(0.0 * wv, kind, alpha, lam)
     elif kind == GAUSSIAN and last == 0:
         for t in range(n):
-            e[nowrap(t)] = wv * vexp(diff_sq(guide, b, 0, s, s2, lo + t, o2 + t)
-                                     * np.float32(-0.5))
+            e[nowrap(t)] = wv * vexp(diff_sq(guide, b, 0, s, s2, lo + t, o2 + t) * np.float32(-0.5))
     elif kind == GAUSSIAN:
         for t in range(n):
-            e[nowrap(t)] = wv * vexp((e[nowrap(t)] + diff_sq(guide, b, last, s, s2, lo + t,
-                                                             o2 + t)) * np.float32(-0.5))
+            e[nowrap(t)] = wv * vexp(
+                (e[nowrap(t)] + diff_sq(guide, b, last, s, s2, lo + t, o2 + t)) * np.float32(-0.5)
+            )
     elif last == 0:
         for t in range(n):
-            e[nowrap(t)] = wv * kernel_value(diff_sq(guide, b, 0, s, s2, lo + t, o2 + t), kind,
-                                             alpha, lam)
+            e[nowrap(t)] = wv * kernel_value(
+                diff_sq(guide, b, 0, s, s2, lo + t, o2 + t), kind, alpha, lam
+            )
     else:
         for t in range(n):
-            e[nowrap(t)] = wv * kernel_value(e[nowrap(t)] + diff_sq(guide, b, last, s, s2, lo + t,
-                                                                    o2 + t), kind, alpha, lam)
+            e[nowrap(t)] = wv * kernel_value(
+                e[nowrap(t)] + diff_sq(guide, b, last, s, s2, lo + t, o2 + t), kind, alpha, lam
+            )
 
 
 @njit(inline="always")
@@ -228,8 +235,7 @@ def scatter_run(out, b, orow, ocol, e, eo, x, xrow, xcol, n):
         return
     for c in range(x.shape[1]):
         for t in range(n):
-            out[b, c, orow, nowrap(ocol + t)] += e[nowrap(eo + t)] * x[b, c, xrow,
-                                                                         nowrap(xcol + t)]
+            out[b, c, orow, nowrap(ocol + t)] += e[nowrap(eo + t)] * x[b, c, xrow, nowrap(xcol + t)]
 
 
 @njit(inline="always")
@@ -243,8 +249,9 @@ def store_run(out, b, orow, ocol, e, x, xrow, xcol, n):
 
 
 @njit(parallel=True, fastmath=frozen("PAIR_FASTMATH"))
-def _depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, rows, cols, out,
-                                 e_s):
+def _depthwise_symmetric_forward(
+    x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, rows, cols, out, e_s
+):
     """The fused depthwise op for a symmetric K and filter, pair by pair (Su et al. 2019, Eq. 3
     with K(f_a, f_b) = K(f_b, f_a) and w(δ) = w(−δ)):
 
@@ -285,7 +292,7 @@ def _depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam
             q1 = min(q0 + cols, Wo)
             c0, c1 = r0 + oy0, r1 + oy0  # image rows of the block's centres
             x0, x1 = q0 + ox0, q1 + ox0  # and image columns
-            e = e_row[:x1 - x0 + dx[T - 1]]
+            e = e_row[: x1 - x0 + dx[T - 1]]
             wc = w[tc // kw, tc % kw]
             for s in range(c0, c1):
                 pair_weights(e, guide, b, s, s, x0, 0, x1 - x0, wc, kind, alpha, lam)
@@ -309,14 +316,17 @@ def _depthwise_symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam
                         lo, hi = min(lo, blo), max(hi, bhi)
                     if hi <= lo:
                         continue
-                    pair_weights(e, guide, b, s, s2, lo, ox, hi - lo, w[t // kw, t % kw], kind,
-                                 alpha, lam)
+                    pair_weights(
+                        e, guide, b, s, s2, lo, ox, hi - lo, w[t // kw, t % kw], kind, alpha, lam
+                    )
                     if at_a:
-                        scatter_run(out, b, s - oy0, alo - ox0, e, alo - lo, x, s2, alo + ox,
-                                    ahi - alo)
+                        scatter_run(
+                            out, b, s - oy0, alo - ox0, e, alo - lo, x, s2, alo + ox, ahi - alo
+                        )
                     if at_b:
-                        scatter_run(out, b, s2 - oy0, blo + ox - ox0, e, blo - lo, x, s, blo,
-                                    bhi - blo)
+                        scatter_run(
+                            out, b, s2 - oy0, blo + ox - ox0, e, blo - lo, x, s, blo, bhi - blo
+                        )
 
 
 # --------------------------------------------------------------------------- launchers
@@ -329,8 +339,9 @@ def pac_depthwise_forward(x, K, w, geo, out, y0):
 
 def pac_depthwise_backward_params(g, x, K, w, geo, dK, dw_parts, n_chunks, y0, need_k, need_w):
     """dK of the output rows K covers (written) and dw (added into the partial buffers)."""
-    _depthwise_backward_params(g, x, K, w, geo.ty, geo.tx, dK, dw_parts, n_chunks, y0, need_k,
-                               need_w)
+    _depthwise_backward_params(
+        g, x, K, w, geo.ty, geo.tx, dK, dw_parts, n_chunks, y0, need_k, need_w
+    )
 
 
 def pac_depthwise_backward_input(g, K, w, geo, dx, y0):
@@ -341,8 +352,18 @@ def pac_depthwise_backward_input(g, K, w, geo, dx, y0):
         B, C, _, Win = dx.shape
         # per-block scratch, allocated here (see the kernel)
         blocks = schedule.scratch_blocks(B * C * (n1 - n0), Win * dx.itemsize)
-        _depthwise_backward_input(g, K, w, schedule.inverse_rows(geo), geo.tx, dx, y0, n0, n1,
-                                  np.empty((blocks, Win), dx.dtype))
+        _depthwise_backward_input(
+            g,
+            K,
+            w,
+            schedule.inverse_rows(geo),
+            geo.tx,
+            dx,
+            y0,
+            n0,
+            n1,
+            np.empty((blocks, Win), dx.dtype),
+        )
 
 
 def pac_depthwise_symmetric_forward(x, guide, w, pairs, kind, alpha, lam, out):
@@ -354,5 +375,6 @@ def pac_depthwise_symmetric_forward(x, guide, w, pairs, kind, alpha, lam, out):
     # a row of pair weights per worker, allocated here (see the kernel)
     workers = max(1, min(nb, 4 * config.ROW_BLOCKS))
     e = np.empty((workers, cols + int(pairs.dx[-1])), out.dtype)
-    _depthwise_symmetric_forward(x, guide, w, pairs.dy, pairs.dx, pairs.oy0, pairs.ox0, kind,
-                                 alpha, lam, rows, cols, out, e)
+    _depthwise_symmetric_forward(
+        x, guide, w, pairs.dy, pairs.dx, pairs.oy0, pairs.ox0, kind, alpha, lam, rows, cols, out, e
+    )

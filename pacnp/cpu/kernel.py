@@ -15,6 +15,7 @@ The public functions (``pacnp._backend.Kernel``) take the kernel's geometry and 
 backend's schedule from it (``pacnp.cpu.schedule``: row blocks, scatter rounds); the numba
 kernels they launch are the ``_``-prefixed functions.
 """
+
 import math
 
 import numpy as np
@@ -93,8 +94,30 @@ def kernel_row(km, bk, yk, kc, i, j, sq, kind, alpha, lam):
 
 
 @njit()
-def window_row(guide, src, gy, gx, cy, cx, jrun, cbase, mask, alpha, lam, kind, asym, has_mask,
-               b, y, km, bk, yk, sq, stats, need_stats):
+def window_row(
+    guide,
+    src,
+    gy,
+    gx,
+    cy,
+    cx,
+    jrun,
+    cbase,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    has_mask,
+    b,
+    y,
+    km,
+    bk,
+    yk,
+    sq,
+    stats,
+    need_stats,
+):
     """Masked raw kernel Km and squared distances s of every tap of output row (b, y).
 
     Km goes to km[bk, :, :, :, yk, :] (K itself, or a one-row scratch with bk = yk = 0);
@@ -175,8 +198,28 @@ def scale_factor(stats, kc, xo, normalize, has_mask):
 
 
 @njit(parallel=True)
-def _packernel_forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize,
-                       has_mask, K, out_mask, n_chunks, y0, sq_s, stats_s, fac_s):
+def _packernel_forward(
+    guide,
+    src,
+    gy,
+    gx,
+    cy,
+    cx,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    normalize,
+    has_mask,
+    K,
+    out_mask,
+    n_chunks,
+    y0,
+    sq_s,
+    stats_s,
+    fac_s,
+):
     """K for the output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel),
     row by row, written in place; rows go to ``n_chunks`` contiguous blocks, each with its own
     slice of the scratch buffers (``sq_s`` [n_chunks, KC, kh, kw, W_out], ``stats_s``,
@@ -197,8 +240,30 @@ def _packernel_forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym,
             b = r // n
             yk = r % n
             y = y0 + yk
-            window_row(guide, src, gy, gx, cy, cx, jrun, cbase, mask, alpha, lam, kind, asym,
-                       has_mask, b, y, K, b, yk, sq, stats, need_stats)
+            window_row(
+                guide,
+                src,
+                gy,
+                gx,
+                cy,
+                cx,
+                jrun,
+                cbase,
+                mask,
+                alpha,
+                lam,
+                kind,
+                asym,
+                has_mask,
+                b,
+                y,
+                K,
+                b,
+                yk,
+                sq,
+                stats,
+                need_stats,
+            )
             if not need_stats:
                 continue
             for kc in range(KC):
@@ -214,8 +279,9 @@ def _packernel_forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym,
 
 
 @njit(inline="always")
-def scatter_run(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, lo, hi, base, cbase, asym,
-                need_f, need_g):
+def scatter_run(
+    g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, lo, hi, base, cbase, asym, need_f, need_g
+):
     """dL/dΔ = g2·Δ along a unit-stride run: − into the centre features, + into the taps."""
     n = hi - lo
     og = base + lo
@@ -234,8 +300,9 @@ def scatter_run(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, lo, hi, ba
 
 
 @njit(inline="always")
-def scatter_gather(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, gx, cx, asym, need_f,
-                   need_g):
+def scatter_gather(
+    g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, gx, cx, asym, need_f, need_g
+):
     """scatter_run through the tap tables."""
     for xo in range(g2.shape[3]):
         px = gx[j, xo]
@@ -252,9 +319,37 @@ def scatter_gather(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, gx, cx,
 
 
 @njit(parallel=True)
-def _packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize,
-                        has_mask, dsrc, dguide, dpar_rows, y0, rnd, R, need_f, need_g, need_par,
-                        km_s, sq_s, g2_s, stats_s, fac_s, bc_s):
+def _packernel_backward(
+    dK,
+    guide,
+    src,
+    gy,
+    gx,
+    cy,
+    cx,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    normalize,
+    has_mask,
+    dsrc,
+    dguide,
+    dpar_rows,
+    y0,
+    rnd,
+    R,
+    need_f,
+    need_g,
+    need_par,
+    km_s,
+    sq_s,
+    g2_s,
+    stats_s,
+    fac_s,
+    bc_s,
+):
     """Backward of K for the output rows y0 ≤ y < y0 + dK.shape[4] with y ≡ rnd (mod R).
 
     Per row: K is recomputed (window_row), the normalisation / mask backward turns dK into
@@ -295,8 +390,30 @@ def _packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, 
             g2[:, :, :, :] = 0.0
             fac[:] = 1.0
             bc[:] = 0.0
-            window_row(guide, src, gy, gx, cy, cx, jrun, cbase, mask, alpha, lam, kind, asym,
-                       has_mask, b, y, km_s, blk, 0, sq, stats, need_stats)
+            window_row(
+                guide,
+                src,
+                gy,
+                gx,
+                cy,
+                cx,
+                jrun,
+                cbase,
+                mask,
+                alpha,
+                lam,
+                kind,
+                asym,
+                has_mask,
+                b,
+                y,
+                km_s,
+                blk,
+                0,
+                sq,
+                stats,
+                need_stats,
+            )
             for kc in range(KC):
                 if need_stats:
                     for xo in range(Wo):
@@ -322,8 +439,10 @@ def _packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, 
                             # dKraw/ds = −Kraw/2 and m·Kraw = Km (m ∈ {0, 1}; Km = 0 off the
                             # window): g2 = −(f·dK − Bc)·Km, one vectorised line per tap
                             for xo in range(Wo):
-                                g2[kc, i, j, xo] = -(fac[xo] * dK[b, kc, i, j, yk, xo]
-                                                     - bc[xo]) * km_s[blk, kc, i, j, 0, xo]
+                                g2[kc, i, j, xo] = (
+                                    -(fac[xo] * dK[b, kc, i, j, yk, xo] - bc[xo])
+                                    * km_s[blk, kc, i, j, 0, xo]
+                                )
                             continue
                         for xo in range(Wo):
                             px = gx[j, xo]
@@ -353,30 +472,103 @@ def _packernel_backward(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, 
                     for j in range(kw):
                         lo, hi, base = jrun[j, 0], jrun[j, 1], jrun[j, 2]
                         if lo >= 0 and cbase >= 0:
-                            scatter_run(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy,
-                                        lo, hi, base, cbase, asym, need_f, need_g)
+                            scatter_run(
+                                g2,
+                                kc,
+                                i,
+                                j,
+                                guide,
+                                src,
+                                dsrc,
+                                dguide,
+                                b,
+                                c,
+                                py,
+                                qy,
+                                lo,
+                                hi,
+                                base,
+                                cbase,
+                                asym,
+                                need_f,
+                                need_g,
+                            )
                         else:
-                            scatter_gather(g2, kc, i, j, guide, src, dsrc, dguide, b, c, py,
-                                           qy, gx, cx, asym, need_f, need_g)
+                            scatter_gather(
+                                g2,
+                                kc,
+                                i,
+                                j,
+                                guide,
+                                src,
+                                dsrc,
+                                dguide,
+                                b,
+                                c,
+                                py,
+                                qy,
+                                gx,
+                                cx,
+                                asym,
+                                need_f,
+                                need_g,
+                            )
 
 
 # --------------------------------------------------------------------------- launchers
-def packernel_forward(guide, src, geo, mask, alpha, lam, kind, asym, normalize, has_mask, K,
-                      out_mask, y0):
+def packernel_forward(
+    guide, src, geo, mask, alpha, lam, kind, asym, normalize, has_mask, K, out_mask, y0
+):
     """K of the output rows y0 ≤ y < y0 + K.shape[4] (K: that stripe), written in place; with
     a mask also those rows of ``out_mask``."""
     KC, kh, kw, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[5]
     blocks = schedule.thread_blocks(guide.shape[0] * K.shape[4])
     # scratch per block, allocated here (see _packernel_forward): at most one row of K per
     # block, and no more blocks than rows, so never more than the stripe of K itself
-    _packernel_forward(guide, src, geo.gy, geo.gx, geo.cy, geo.cx, mask, alpha, lam, kind, asym,
-                       normalize, has_mask, K, out_mask, blocks, y0,
-                       np.empty((blocks, KC, kh, kw, Wo), K.dtype),
-                       np.empty((blocks, 2 + KC, Wo), K.dtype), np.empty((blocks, Wo), K.dtype))
+    _packernel_forward(
+        guide,
+        src,
+        geo.gy,
+        geo.gx,
+        geo.cy,
+        geo.cx,
+        mask,
+        alpha,
+        lam,
+        kind,
+        asym,
+        normalize,
+        has_mask,
+        K,
+        out_mask,
+        blocks,
+        y0,
+        np.empty((blocks, KC, kh, kw, Wo), K.dtype),
+        np.empty((blocks, 2 + KC, Wo), K.dtype),
+        np.empty((blocks, Wo), K.dtype),
+    )
 
 
-def packernel_backward(dK, guide, src, geo, mask, alpha, lam, kind, asym, normalize, has_mask,
-                       dsrc, dguide, dpar_rows, y0, need_f, need_g, need_par):
+def packernel_backward(
+    dK,
+    guide,
+    src,
+    geo,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    normalize,
+    has_mask,
+    dsrc,
+    dguide,
+    dpar_rows,
+    y0,
+    need_f,
+    need_g,
+    need_par,
+):
     """Gradients from the output rows y0 ≤ y < y0 + dK.shape[4]: added into ``dsrc`` (the
     centre features' source) and ``dguide``, dα/dλ written to their rows of ``dpar_rows``; in
     the scatter rounds of the geometry, one after another."""
@@ -393,6 +585,34 @@ def packernel_backward(dK, guide, src, geo, mask, alpha, lam, kind, asym, normal
     fac = np.empty((blocks, Wo), dt)
     bc = np.empty((blocks, Wo), dt)
     for rnd in range(R):
-        _packernel_backward(dK, guide, src, geo.gy, geo.gx, geo.cy, geo.cx, mask, alpha, lam,
-                            kind, asym, normalize, has_mask, dsrc, dguide, dpar_rows, y0, rnd, R,
-                            need_f, need_g, need_par, km, sq, g2, stats, fac, bc)
+        _packernel_backward(
+            dK,
+            guide,
+            src,
+            geo.gy,
+            geo.gx,
+            geo.cy,
+            geo.cx,
+            mask,
+            alpha,
+            lam,
+            kind,
+            asym,
+            normalize,
+            has_mask,
+            dsrc,
+            dguide,
+            dpar_rows,
+            y0,
+            rnd,
+            R,
+            need_f,
+            need_g,
+            need_par,
+            km,
+            sq,
+            g2,
+            stats,
+            fac,
+            bc,
+        )

@@ -16,6 +16,7 @@ Everything derived from a geometry alone is memoised on the geometry object (``_
 memoises those, so a layer called again with the same sizes reuses its schedule). None of it
 changes a result: every output element has one writer and sums in a fixed order.
 """
+
 from __future__ import annotations
 
 import threading
@@ -69,8 +70,9 @@ def op_rounds(geo) -> int:
 def kernel_rounds(geo) -> int:
     """Scatter rounds of packernel2d's backward: a row scatters into the guide rows its taps
     read and into its centre row."""
-    return _per_geometry("kernel_rounds", geo,
-                         lambda g: conflict_free_rounds(np.vstack([g.gy, g.cy[None, :]])))
+    return _per_geometry(
+        "kernel_rounds", geo, lambda g: conflict_free_rounds(np.vstack([g.gy, g.cy[None, :]]))
+    )
 
 
 def inverse_rows(geo) -> np.ndarray:
@@ -93,10 +95,10 @@ def column_phases(tx: np.ndarray, period: int):
     pntaps = np.zeros(P, dtype=np.int64)
     for ph in range(P):
         cols = np.arange(ph, n_out, P)
-        pcols[ph, :cols.size] = cols
+        pcols[ph, : cols.size] = cols
         pncols[ph] = cols.size
         taps = np.nonzero((tx[:, cols] >= 0).any(axis=1))[0]
-        ptaps[ph, :taps.size] = taps
+        ptaps[ph, : taps.size] = taps
         pntaps[ph] = taps.size
     return pcols, pncols, ptaps, pntaps
 
@@ -105,8 +107,8 @@ def phases(geo):
     """Column phases of an op: stride-many for a transposed convolution (the output columns
     X ≡ ph mod s share their valid taps), else one holding every column."""
     return _per_geometry(
-        "phases", geo,
-        lambda g: column_phases(g.tx, g.stride[1] if g.transposed else 1))
+        "phases", geo, lambda g: column_phases(g.tx, g.stride[1] if g.transposed else 1)
+    )
 
 
 # --------------------------------------------------------------------------- blocks

@@ -4,6 +4,7 @@ cross-correlated with an odd N×N kernel S, zero padded, same size; forward and 
 The input-gradient of a zero-padded, centred correlation with S is the same correlation with S
 flipped on both axes, so the backward in the guide is ``smooth_forward(d, S[::-1, ::-1])``.
 """
+
 from numba import prange
 
 from .._jit import njit

@@ -78,6 +78,7 @@ pooling / upsampling), ``_engine`` (the mean-field loop and its backward), ``_fu
 (paccrf, paccrf_backward), ``_features`` (create_position_feats, create_YXRGB), ``_model``
 (PacCRF), ``_refine`` (crf_refine); ``_space`` is the only module that knows array libraries.
 """
+
 from ._features import create_position_feats, create_YXRGB
 from ._functional import paccrf, paccrf_backward
 from ._model import PacCRF
@@ -85,6 +86,14 @@ from ._refine import crf_refine
 from ._terms import COMPAT_TYPES, FINAL_OUTPUTS, CRFGrads, PairwiseTerm
 
 __all__ = [
-    "PairwiseTerm", "CRFGrads", "paccrf", "paccrf_backward", "PacCRF", "crf_refine",
-    "create_YXRGB", "create_position_feats", "COMPAT_TYPES", "FINAL_OUTPUTS",
+    "PairwiseTerm",
+    "CRFGrads",
+    "paccrf",
+    "paccrf_backward",
+    "PacCRF",
+    "crf_refine",
+    "create_YXRGB",
+    "create_position_feats",
+    "COMPAT_TYPES",
+    "FINAL_OUTPUTS",
 ]

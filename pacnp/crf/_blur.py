@@ -1,6 +1,7 @@
 """Coarse-grid messages (``blur = b > 1``): b×b average pooling down, bilinear upsampling up,
 their adjoints, and the padding helpers they need (the package docstring of :mod:`pacnp.crf`
 has the geometry)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,14 @@ def _replicate_pad_adjoint(xp, g, axis):
     n = g.shape[axis] - 2
     if n == 1:
         return _sl(g, axis, 0, 1) + _sl(g, axis, 1, 2) + _sl(g, axis, 2, 3)
-    return xp.concat([_sl(g, axis, 1, 2) + _sl(g, axis, 0, 1), _sl(g, axis, 2, n),
-                      _sl(g, axis, n, n + 1) + _sl(g, axis, n + 1, n + 2)], axis=axis)
+    return xp.concat(
+        [
+            _sl(g, axis, 1, 2) + _sl(g, axis, 0, 1),
+            _sl(g, axis, 2, n),
+            _sl(g, axis, n, n + 1) + _sl(g, axis, n + 1, n + 2),
+        ],
+        axis=axis,
+    )
 
 
 class _Blur:
@@ -89,14 +96,15 @@ class _Blur:
     def down(self, x):
         y = pac.pacpool2d(x, self.K_pool, self.kp, stride=self.b, padding=self.pp)
         if self.mp != self.m:
-            y = y[:, :, :self.m[0], :self.m[1]]
+            y = y[:, :, : self.m[0], : self.m[1]]
         return y
 
     def down_adjoint(self, xp, g, x):
         for axis, (m, mp) in enumerate(zip(self.m, self.mp)):
             g = _zero_pad(xp, g, axis + 2, 0, mp - m)
-        return pac.pacpool2d_backward(g, x, self.K_pool, self.kp, stride=self.b,
-                                      padding=self.pp, needs=(True, False))[0]
+        return pac.pacpool2d_backward(
+            g, x, self.K_pool, self.kp, stride=self.b, padding=self.pp, needs=(True, False)
+        )[0]
 
     def _up_args(self, z_rep):
         return (z_rep, self.up_guide, self.w_up)
@@ -108,13 +116,16 @@ class _Blur:
         z_rep = _replicate_pad(xp, _replicate_pad(xp, z, 2), 3)
         u, _ = pac.pacconv_transpose2d_fused(*self._up_args(z_rep), **self._up_kw())
         (sy, sx), (H, W) = self.shift, self.hw
-        return u[:, :, sy:sy + H, sx:sx + W]
+        return u[:, :, sy : sy + H, sx : sx + W]
 
     def up_adjoint(self, xp, g, z):
         (sy, sx), (H, W), (Hu, Wu) = self.shift, self.hw, self.up_hw
         g = _zero_pad(xp, _zero_pad(xp, g, 2, sy, Hu - sy - H), 3, sx, Wu - sx - W)
         z_rep = _replicate_pad(xp, _replicate_pad(xp, z, 2), 3)
         gz = pac.pacconv_transpose2d_fused_backward(
-            g, *self._up_args(z_rep), **self._up_kw(),
-            needs=(True, False, False, False, False, False, False))[0]
+            g,
+            *self._up_args(z_rep),
+            **self._up_kw(),
+            needs=(True, False, False, False, False, False, False),
+        )[0]
         return _replicate_pad_adjoint(xp, _replicate_pad_adjoint(xp, gz, 2), 3)

@@ -1,5 +1,6 @@
 """Argument checks shared by the mean-field engine, the functional and object forms and
 :func:`~pacnp.crf.crf_refine`."""
+
 from __future__ import annotations
 
 import numbers
@@ -42,8 +43,10 @@ def _check_reach(fn, where, k, dilation, blur):
 def _odd_pair(fn, name, shape):
     for k in shape:
         if k % 2 == 0:
-            raise ValueError(f"{fn}: {name} has shape {tuple(shape)}; its window "
-                             f"{tuple(shape[-2:])} must have odd sizes (the window needs a centre)")
+            raise ValueError(
+                f"{fn}: {name} has shape {tuple(shape)}; its window "
+                f"{tuple(shape[-2:])} must have odd sizes (the window needs a centre)"
+            )
 
 
 _NEED_NAMES = CRFGrads._fields
@@ -61,11 +64,15 @@ def _check_needs(fn, needs):
     if items and all(isinstance(v, str) for v in items) and not isinstance(needs, dict):
         bad = [v for v in items if v not in _NEED_NAMES]
         if bad:
-            raise ValueError(f"{fn}: needs names {bad} that are not gradients; expected names "
-                             f"from {list(_NEED_NAMES)}")
+            raise ValueError(
+                f"{fn}: needs names {bad} that are not gradients; expected names "
+                f"from {list(_NEED_NAMES)}"
+            )
         return tuple(name in items for name in _NEED_NAMES)
     if len(items) != len(_NEED_NAMES) or not all(isinstance(v, (bool, np.bool_)) for v in items):
-        raise ValueError(f"{fn}: needs must be None, a tuple of {len(_NEED_NAMES)} bools (one per "
-                         f"gradient: {', '.join(_NEED_NAMES)}) or a collection of those names; "
-                         f"got {needs!r}")
+        raise ValueError(
+            f"{fn}: needs must be None, a tuple of {len(_NEED_NAMES)} bools (one per "
+            f"gradient: {', '.join(_NEED_NAMES)}) or a collection of those names; "
+            f"got {needs!r}"
+        )
     return tuple(bool(v) for v in items)

@@ -1,5 +1,6 @@
 """The mean-field engine: validation of one CRF call (:class:`_Run`, :class:`_Term`), the
 unrolled forward loop and its backward (backpropagation through the steps)."""
+
 from __future__ import annotations
 
 import numbers
@@ -57,30 +58,38 @@ class _Term:
             try:
                 term = PairwiseTerm(**term)
             except TypeError as exc:
-                raise TypeError(f"{fn}: {where} is a dict with bad keys ({exc}); expected the "
-                                f"fields of PairwiseTerm: compat_type, filter, weight, compat, "
-                                f"dilation, blur") from None
+                raise TypeError(
+                    f"{fn}: {where} is a dict with bad keys ({exc}); expected the "
+                    f"fields of PairwiseTerm: compat_type, filter, weight, compat, "
+                    f"dilation, blur"
+                ) from None
         if not isinstance(term, PairwiseTerm):
-            raise TypeError(f"{fn}: {where} must be a PairwiseTerm (or a dict of its fields), "
-                            f"got {type(term).__name__}")
+            raise TypeError(
+                f"{fn}: {where} must be a PairwiseTerm (or a dict of its fields), "
+                f"got {type(term).__name__}"
+            )
         kind = term.compat_type
         if kind not in COMPAT_TYPES:
-            raise ValueError(f"{fn}: {where}.compat_type={kind!r}; expected one of "
-                             f"{list(COMPAT_TYPES)}")
+            raise ValueError(
+                f"{fn}: {where}.compat_type={kind!r}; expected one of {list(COMPAT_TYPES)}"
+            )
         self.kind = kind
         self.dilation = _check_positive_int(fn, f"{where}.dilation", term.dilation)
         self.blur = _check_positive_int(fn, f"{where}.blur", term.blur)
         sp = run.space
         filt = sp.inp(term.filter, f"{where}.filter")
         if filt is None or not hasattr(filt, "shape"):
-            raise TypeError(f"{fn}: {where}.filter must be an array, got "
-                            f"{type(term.filter).__name__}")
+            raise TypeError(
+                f"{fn}: {where}.filter must be an array, got {type(term.filter).__name__}"
+            )
         dense = kind in ("na", "4d")
         want = "(C, C, kh, kw)" if dense else "(1, 1, kh, kw)"
         lead = (C, C) if dense else (1, 1)
         if len(filt.shape) != 4 or tuple(filt.shape[:2]) != lead:
-            raise ValueError(f"{fn}: {where}.filter has shape {tuple(filt.shape)}; compat_type="
-                             f"{kind!r} with C={C} labels needs {want} = {lead + ('kh', 'kw')}")
+            raise ValueError(
+                f"{fn}: {where}.filter has shape {tuple(filt.shape)}; compat_type="
+                f"{kind!r} with C={C} labels needs {want} = {lead + ('kh', 'kw')}"
+            )
         _odd_pair(fn, f"{where}.filter", tuple(filt.shape[2:]))
         run.check_dtype(filt, f"{where}.filter")
         self.filter = filt
@@ -91,18 +100,22 @@ class _Term:
         if kind == "2d":
             if compat is None or not hasattr(compat, "shape") or tuple(compat.shape) != (C, C):
                 seen = None if compat is None else tuple(getattr(compat, "shape", ()))
-                raise ValueError(f"{fn}: {where}.compat must be a ({C}, {C}) array for "
-                                 f"compat_type='2d', got {seen if seen is not None else None}")
+                raise ValueError(
+                    f"{fn}: {where}.compat must be a ({C}, {C}) array for "
+                    f"compat_type='2d', got {seen if seen is not None else None}"
+                )
             run.check_dtype(compat, f"{where}.compat")
         elif compat is not None:
-            raise ValueError(f"{fn}: {where}.compat is only used with compat_type='2d', but "
-                             f"compat_type={kind!r}; pass compat=None")
+            raise ValueError(
+                f"{fn}: {where}.compat is only used with compat_type='2d', but "
+                f"compat_type={kind!r}; pass compat=None"
+            )
         self.compat = compat
         w = term.weight
-        if isinstance(w, (bool, np.bool_)) or not (isinstance(w, numbers.Real)
-                                                   or hasattr(w, "shape") and w.shape == ()):
-            raise TypeError(f"{fn}: {where}.weight must be a real number or a 0-d array, "
-                            f"got {w!r}")
+        if isinstance(w, (bool, np.bool_)) or not (
+            isinstance(w, numbers.Real) or hasattr(w, "shape") and w.shape == ()
+        ):
+            raise TypeError(f"{fn}: {where}.weight must be a real number or a 0-d array, got {w!r}")
         self.weight = sp.inp(w, f"{where}.weight")
         # potts enters as L += w·P(Q) (μ = −I), every other type as L −= w·μ(P(Q))
         self.sign = 1.0 if kind == "potts" else -1.0
@@ -110,22 +123,24 @@ class _Term:
         self.blurg = _Blur(sp, (H, W), self.blur, run.B, run.dtype) if self.blur > 1 else None
         self.coarse_hw = self.blurg.m if self.blurg else (H, W)
         self.K = None
-        self.feat = None       # features at the message resolution (pooled), K's guide
-        self.feat_src = None   # index of the caller's feature array they come from
+        self.feat = None  # features at the message resolution (pooled), K's guide
+        self.feat_src = None  # index of the caller's feature array they come from
         self.zguide = None
-        if kind == "na":       # K ≡ 1: a zero guide makes packernel2d's Gaussian exactly 1
+        if kind == "na":  # K ≡ 1: a zero guide makes packernel2d's Gaussian exactly 1
             self.zguide = sp.asarray(np.zeros((run.B, 1) + self.coarse_hw), run.dtype)
 
     # ------------------------------------------------------------ forward pieces
     def conv_kw(self):
-        return dict(padding=self.pad, dilation=self.dilation,
-                    shared_filters=self.kind in ("2d", "potts"))
+        return dict(
+            padding=self.pad, dilation=self.dilation, shared_filters=self.kind in ("2d", "potts")
+        )
 
     def message(self, xp, X):
         """Y = P(X) on the coarse grid."""
         if self.kind == "na":
-            return pac.pacconv2d_fused(X, self.zguide, self.filter, padding=self.pad,
-                                       dilation=self.dilation)[0]
+            return pac.pacconv2d_fused(
+                X, self.zguide, self.filter, padding=self.pad, dilation=self.dilation
+            )[0]
         return pac.pacconv2d(X, self.K, self.filter, **self.conv_kw())
 
     def mix(self, xp, Y):
@@ -139,16 +154,18 @@ class _Term:
 class _Run:
     """Validation and the unrolled mean-field loop of one :func:`paccrf` call."""
 
-    def __init__(self, fn, unary, edge_feat, terms, num_steps, unary_weight, final_output,
-                 logQ, kernels):
+    def __init__(
+        self, fn, unary, edge_feat, terms, num_steps, unary_weight, final_output, logQ, kernels
+    ):
         self.fn = fn
         if isinstance(terms, (PairwiseTerm, dict)):
             terms = [terms]
         try:
             terms = list(terms)
         except TypeError:
-            raise TypeError(f"{fn}: terms must be a list of PairwiseTerm, got "
-                            f"{type(terms).__name__}") from None
+            raise TypeError(
+                f"{fn}: terms must be a list of PairwiseTerm, got {type(terms).__name__}"
+            ) from None
         named = dict(unary=unary, logQ=logQ)
         feats_in = edge_feat if isinstance(edge_feat, (list, tuple)) else [edge_feat]
         for i, f in enumerate(feats_in):
@@ -164,36 +181,43 @@ class _Run:
         self.xp = sp.xp
         U = sp.inp(unary, "unary")
         if U is None or not hasattr(U, "shape"):
-            raise TypeError(f"{fn}: unary must be an array (B, C, H, W), got "
-                            f"{type(unary).__name__}")
+            raise TypeError(
+                f"{fn}: unary must be an array (B, C, H, W), got {type(unary).__name__}"
+            )
         if len(U.shape) != 4:
-            raise ValueError(f"{fn}: unary must be 4-D (B, C, H, W), got shape "
-                             f"{tuple(U.shape)}")
+            raise ValueError(f"{fn}: unary must be 4-D (B, C, H, W), got shape {tuple(U.shape)}")
         if not _is_float(U.dtype):
             raise TypeError(f"{fn}: unary has dtype {U.dtype}; expected float32 or float64")
         self.U = U
         self.dtype = U.dtype
         self.B, self.C, H, W = (int(v) for v in U.shape)
         if min(self.C, H, W) < 1:
-            raise ValueError(f"{fn}: unary has shape {tuple(U.shape)}; it needs at least one "
-                             f"label and a non-empty image")
+            raise ValueError(
+                f"{fn}: unary has shape {tuple(U.shape)}; it needs at least one "
+                f"label and a non-empty image"
+            )
         self.hw = (H, W)
         self.T = _check_steps(fn, num_steps)
         if final_output not in FINAL_OUTPUTS:
-            raise ValueError(f"{fn}: final_output={final_output!r}; expected one of "
-                             f"{list(FINAL_OUTPUTS)}")
+            raise ValueError(
+                f"{fn}: final_output={final_output!r}; expected one of {list(FINAL_OUTPUTS)}"
+            )
         self.final_output = final_output
         if isinstance(unary_weight, (bool, np.bool_)) or not (
-                isinstance(unary_weight, numbers.Real)
-                or hasattr(unary_weight, "shape") and unary_weight.shape == ()):
-            raise TypeError(f"{fn}: unary_weight must be a real number or a 0-d array, got "
-                            f"{unary_weight!r}")
+            isinstance(unary_weight, numbers.Real)
+            or hasattr(unary_weight, "shape")
+            and unary_weight.shape == ()
+        ):
+            raise TypeError(
+                f"{fn}: unary_weight must be a real number or a 0-d array, got {unary_weight!r}"
+            )
         self.wu = sp.inp(unary_weight, "unary_weight")
         L0 = sp.inp(logQ, "logQ")
         if L0 is not None:
             if tuple(L0.shape) != tuple(U.shape):
-                raise ValueError(f"{fn}: logQ has shape {tuple(L0.shape)}; expected the "
-                                 f"unary's {tuple(U.shape)}")
+                raise ValueError(
+                    f"{fn}: logQ has shape {tuple(L0.shape)}; expected the unary's {tuple(U.shape)}"
+                )
             self.check_dtype(L0, "logQ")
         self.L0 = L0
         self.terms = [_Term(self, i, t) for i, t in enumerate(terms)]
@@ -201,18 +225,23 @@ class _Run:
 
     def check_dtype(self, a, name):
         if a.dtype != self.dtype:
-            raise TypeError(f"{self.fn}: {name} has dtype {a.dtype} but unary has {self.dtype}; "
-                            f"pass all floating arrays in one dtype (float32 or float64)")
+            raise TypeError(
+                f"{self.fn}: {name} has dtype {a.dtype} but unary has {self.dtype}; "
+                f"pass all floating arrays in one dtype (float32 or float64)"
+            )
 
     def _check_feat(self, f, name):
         if f is None or not hasattr(f, "shape"):
-            raise TypeError(f"{self.fn}: {name} must be an array (B, F, H, W), got "
-                            f"{type(f).__name__}")
+            raise TypeError(
+                f"{self.fn}: {name} must be an array (B, F, H, W), got {type(f).__name__}"
+            )
         B, H, W = self.B, *self.hw
         if len(f.shape) != 4 or f.shape[0] != B or tuple(f.shape[2:]) != (H, W):
-            raise ValueError(f"{self.fn}: {name} has shape {tuple(f.shape)}; expected "
-                             f"({B}, F, {H}, {W}) — the unary's batch and image size "
-                             f"(create it with create_YXRGB(image, ...))")
+            raise ValueError(
+                f"{self.fn}: {name} has shape {tuple(f.shape)}; expected "
+                f"({B}, F, {H}, {W}) — the unary's batch and image size "
+                f"(create it with create_YXRGB(image, ...))"
+            )
         self.check_dtype(f, name)
 
     def _check_kernel(self, K, i, t):
@@ -221,12 +250,19 @@ class _Run:
         if K is None or not hasattr(K, "shape"):
             raise TypeError(f"{self.fn}: {name} must be an array, got {type(K).__name__}")
         shape = tuple(int(v) for v in K.shape)
-        if (len(shape) != 6 or shape[0] != self.B or shape[1] not in (1, self.C)
-                or shape[2:4] != t.k or shape[4:] != tuple(t.coarse_hw)):
+        if (
+            len(shape) != 6
+            or shape[0] != self.B
+            or shape[1] not in (1, self.C)
+            or shape[2:4] != t.k
+            or shape[4:] != tuple(t.coarse_hw)
+        ):
             want = (self.B, "1 or C") + t.k + tuple(t.coarse_hw)
-            raise ValueError(f"{self.fn}: {name} has shape {shape}; terms[{i}] needs {want} "
-                             f"(packernel2d of its features at the message grid; "
-                             f"PacCRF.compute_kernels makes them)")
+            raise ValueError(
+                f"{self.fn}: {name} has shape {shape}; terms[{i}] needs {want} "
+                f"(packernel2d of its features at the message grid; "
+                f"PacCRF.compute_kernels makes them)"
+            )
         self.check_dtype(K, name)
         return K
 
@@ -238,13 +274,17 @@ class _Run:
         if kernels is not None:
             ks = list(kernels) if isinstance(kernels, (list, tuple)) else [kernels] * n
             if len(ks) != n:
-                raise ValueError(f"{fn}: kernels has {len(ks)} entries but there are {n} "
-                                 f"pairwise terms; give one K per term (None for 'na')")
+                raise ValueError(
+                    f"{fn}: kernels has {len(ks)} entries but there are {n} "
+                    f"pairwise terms; give one K per term (None for 'na')"
+                )
             for i, (t, K) in enumerate(zip(self.terms, ks)):
                 if t.kind != "na":
                     if K is None:
-                        raise ValueError(f"{fn}: kernels[{i}] is None but terms[{i}] has "
-                                         f"compat_type={t.kind!r}, which needs a K")
+                        raise ValueError(
+                            f"{fn}: kernels[{i}] is None but terms[{i}] has "
+                            f"compat_type={t.kind!r}, which needs a K"
+                        )
                     t.K = self._check_kernel(sp.inp(K, f"kernels[{i}]"), i, t)
             return
         needs_k = [t for t in self.terms if t.kind != "na"]
@@ -255,11 +295,14 @@ class _Run:
             self.feats = [sp.inp(edge_feat, "edge_feat")]
         else:
             if len(edge_feat) != n:
-                raise ValueError(f"{fn}: edge_feat is a list of {len(edge_feat)} arrays but "
-                                 f"there are {n} pairwise terms; give one per term (None for "
-                                 f"'na') or one array shared by all")
-            self.feats = [None if f is None else sp.inp(f, f"edge_feat[{i}]")
-                          for i, f in enumerate(edge_feat)]
+                raise ValueError(
+                    f"{fn}: edge_feat is a list of {len(edge_feat)} arrays but "
+                    f"there are {n} pairwise terms; give one per term (None for "
+                    f"'na') or one array shared by all"
+                )
+            self.feats = [
+                None if f is None else sp.inp(f, f"edge_feat[{i}]") for i, f in enumerate(edge_feat)
+            ]
         pooled = {}
         for i, t in enumerate(self.terms):
             if t.kind == "na":
@@ -269,8 +312,10 @@ class _Run:
             name = "edge_feat" if self.shared_feat else f"edge_feat[{i}]"
             if not self.shared_feat:
                 if f is None:
-                    raise ValueError(f"{fn}: {name} is None but terms[{i}] has compat_type="
-                                     f"{t.kind!r}, which needs features")
+                    raise ValueError(
+                        f"{fn}: {name} is None but terms[{i}] has compat_type="
+                        f"{t.kind!r}, which needs features"
+                    )
                 self._check_feat(f, name)
             key = (src, t.blur)
             if key not in pooled:  # pooled features are shared by terms of one blur factor
@@ -347,11 +392,14 @@ class _Run:
                     B, C, h, w = Y.shape
                     dZr = xp.reshape(dZ, (B, C, h * w))
                     if nComp:
-                        g = xp.sum(xp.matmul(dZr, xp.permute_dims(xp.reshape(Y, (B, C, h * w)),
-                                                                  (0, 2, 1))), axis=0)
+                        g = xp.sum(
+                            xp.matmul(
+                                dZr, xp.permute_dims(xp.reshape(Y, (B, C, h * w)), (0, 2, 1))
+                            ),
+                            axis=0,
+                        )
                         dcomp[i] = g if dcomp[i] is None else dcomp[i] + g
-                    dY = xp.reshape(xp.matmul(xp.permute_dims(t.compat, (1, 0)), dZr),
-                                    (B, C, h, w))
+                    dY = xp.reshape(xp.matmul(xp.permute_dims(t.compat, (1, 0)), dZr), (B, C, h, w))
                 else:
                     dY = dZ
                 dX, gK, gF = self._message_backward(t, dY, X, need_dK and t.kind != "na", nFilt)
@@ -382,9 +430,10 @@ class _Run:
         d_feat = d_kernels = None
         if need_dK:
             if self.kernels_given:
-                d_kernels = [None if t.kind == "na" else
-                             (dK[i] if dK[i] is not None else xp.zeros_like(t.K))
-                             for i, t in enumerate(self.terms)]
+                d_kernels = [
+                    None if t.kind == "na" else (dK[i] if dK[i] is not None else xp.zeros_like(t.K))
+                    for i, t in enumerate(self.terms)
+                ]
             else:
                 d_feat = self._feature_grads(dK)
         sp = self.space
@@ -399,7 +448,8 @@ class _Run:
         return CRFGrads(
             unary=sp.out(dU) if nU else None,
             edge_feat=(sp.out(d_feat) if self.shared_feat else lst(d_feat))
-            if d_feat is not None else None,
+            if d_feat is not None
+            else None,
             kernels=lst(d_kernels) if d_kernels is not None else None,
             logQ=sp.out(dL0) if nL0 else None,
             unary_weight=sp.out(dWu) if nWu else None,
@@ -411,11 +461,18 @@ class _Run:
     def _message_backward(self, t, dY, X, need_K, need_filter):
         if t.kind == "na":
             g = pac.pacconv2d_fused_backward(
-                dY, X, t.zguide, t.filter, padding=t.pad, dilation=t.dilation,
-                needs=(True, False, need_filter, False, False, False, False))
+                dY,
+                X,
+                t.zguide,
+                t.filter,
+                padding=t.pad,
+                dilation=t.dilation,
+                needs=(True, False, need_filter, False, False, False, False),
+            )
             return g[0], None, g[2]
-        g = pac.pacconv2d_backward(dY, X, t.K, t.filter, **t.conv_kw(),
-                                   needs=(True, need_K, need_filter, False))
+        g = pac.pacconv2d_backward(
+            dY, X, t.K, t.filter, **t.conv_kw(), needs=(True, need_K, need_filter, False)
+        )
         return g[0], g[1], g[2]
 
     def _feature_grads(self, dK):
@@ -424,8 +481,14 @@ class _Run:
         for i, t in enumerate(self.terms):
             if t.kind == "na" or dK[i] is None:
                 continue
-            g = pac.packernel2d_backward(dK[i], t.feat, t.k, padding=t.pad, dilation=t.dilation,
-                                         needs=(True, False, False, False))[0]
+            g = pac.packernel2d_backward(
+                dK[i],
+                t.feat,
+                t.k,
+                padding=t.pad,
+                dilation=t.dilation,
+                needs=(True, False, False, False),
+            )[0]
             if t.blurg is not None:
                 g = t.blurg.down_adjoint(xp, g, self.feats[t.feat_src])
             src = t.feat_src

@@ -1,5 +1,6 @@
 """Features for the pairwise kernels: pixel positions (:func:`create_position_feats`) and
 DenseCRF's position + colour features (:func:`create_YXRGB`)."""
+
 from __future__ import annotations
 
 import numbers
@@ -42,8 +43,7 @@ def create_position_feats(shape, scales=None, bs=1, device=None, *, dtype=np.flo
     array([[0., 2., 4.],
            [0., 2., 4.]], dtype=float32)
     """
-    return _position_feats("create_position_feats", "scales", shape, scales, bs, device,
-                           dtype, xp)
+    return _position_feats("create_position_feats", "scales", shape, scales, bs, device, dtype, xp)
 
 
 def _count(fn, name, v, minimum):
@@ -62,8 +62,7 @@ def _scales(fn, name, scales, n):
     except Exception:
         s = None
     if s is None or s.dtype.kind not in "iuf":
-        raise TypeError(f"{fn}: {name} must be a number or a sequence of numbers, got "
-                        f"{scales!r}")
+        raise TypeError(f"{fn}: {name} must be a number or a sequence of numbers, got {scales!r}")
     s = s.astype(np.float64).reshape(-1)
     if s.size not in (1, n):
         raise ValueError(f"{fn}: {name} has {s.size} values; expected 1 or {n}")
@@ -79,14 +78,17 @@ def _position_feats(fn, name, shape, scales, bs, device, dtype, xp):
     except TypeError:
         raise TypeError(f"{fn}: shape must be a tuple of ints, got {shape!r}") from None
     if isinstance(shape, (str, bytes)) or not shape:
-        raise ValueError(f"{fn}: shape must be a non-empty tuple of ints, e.g. (H, W), got "
-                         f"{shape!r}")
+        raise ValueError(
+            f"{fn}: shape must be a non-empty tuple of ints, e.g. (H, W), got {shape!r}"
+        )
     shape = tuple(_count(fn, "shape", n, 0) for n in shape)
     bs = _count(fn, "bs", bs, 0)
-    _core.check_elements(fn, f"the features of bs={bs}, shape={shape}",
-                         (max(bs, 1), max(len(shape), 1)) + tuple(max(n, 1) for n in shape))
-    mesh = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape],
-                                indexing="ij"))
+    _core.check_elements(
+        fn,
+        f"the features of bs={bs}, shape={shape}",
+        (max(bs, 1), max(len(shape), 1)) + tuple(max(n, 1) for n in shape),
+    )
+    mesh = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"))
     if scales is not None:
         s = _scales(fn, name, scales, len(shape))
         mesh = mesh / s.reshape((-1,) + (1,) * len(shape))
@@ -132,8 +134,10 @@ def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
     a = sp.inp(img, "img")
     xp = sp.xp
     if not hasattr(a, "shape") or len(a.shape) not in (3, 4):
-        raise ValueError(f"{fn}: img must be (B, C, H, W) or (C, H, W), got shape "
-                         f"{tuple(getattr(a, 'shape', ()))}")
+        raise ValueError(
+            f"{fn}: img must be (B, C, H, W) or (C, H, W), got shape "
+            f"{tuple(getattr(a, 'shape', ()))}"
+        )
     if len(a.shape) == 3:
         a = xp.reshape(a, (1,) + tuple(a.shape))
     if scales is not None:
@@ -141,8 +145,10 @@ def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
             raise ValueError(f"{fn}: give scales or yx_scale/rgb_scale, not both")
         scales = list(_scales(fn, "scales", scales, np.size(scales)))
         if len(scales) < 3:
-            raise ValueError(f"{fn}: scales has {len(scales)} values; expected yx_scale's 2 "
-                             f"then rgb_scale's (1, or one per channel)")
+            raise ValueError(
+                f"{fn}: scales has {len(scales)} values; expected yx_scale's 2 "
+                f"then rgb_scale's (1, or one per channel)"
+            )
         yx_scale, rgb_scale = scales[:2], scales[2:]
     dtype = a.dtype if _is_float(a.dtype) else xp.float32
     a = xp.astype(a, dtype) if a.dtype != dtype else a
@@ -150,6 +156,7 @@ def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
     if rgb_scale is not None:
         s = _scales(fn, "rgb_scale" if scales is None else "scales", rgb_scale, C)
         a = a / sp.asarray(s.reshape(1, C, 1, 1), dtype)
-    pos = sp.asarray(_position_feats(fn, "yx_scale", (H, W), yx_scale, B, None, np.float64,
-                                     None), dtype)
+    pos = sp.asarray(
+        _position_feats(fn, "yx_scale", (H, W), yx_scale, B, None, np.float64, None), dtype
+    )
     return sp.out(xp.concat([pos, a], axis=1))

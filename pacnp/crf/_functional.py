@@ -1,13 +1,24 @@
 """The functional form: :func:`paccrf` and :func:`paccrf_backward`, with the parameters
 passed explicitly."""
+
 from __future__ import annotations
 
 from ._checks import _check_needs
 from ._engine import _final, _Run
 
 
-def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output="log_Q",
-           logQ=None, kernels=None, on_step=None):
+def paccrf(
+    unary,
+    edge_feat,
+    terms,
+    *,
+    num_steps,
+    unary_weight=1.0,
+    final_output="log_Q",
+    logQ=None,
+    kernels=None,
+    on_step=None,
+):
     """Mean-field inference of a CRF with PAC pairwise terms (``pacnp.crf``'s docstring has the
     update ``L ← w_u·U − Σ_m w_m·μ_m(Up_m(P_m(Down_m(softmax(L)))))`` and its conventions).
 
@@ -70,14 +81,26 @@ def paccrf(unary, edge_feat, terms, *, num_steps, unary_weight=1.0, final_output
     """
     if on_step is not None and not callable(on_step):
         raise TypeError(f"paccrf: on_step must be callable or None, got {on_step!r}")
-    run = _Run("paccrf", unary, edge_feat, terms, num_steps, unary_weight, final_output, logQ,
-               kernels)
+    run = _Run(
+        "paccrf", unary, edge_feat, terms, num_steps, unary_weight, final_output, logQ, kernels
+    )
     L, _ = run.forward(on_step=on_step)
     return run.space.out(_final(run.xp, final_output, L))
 
 
-def paccrf_backward(grad_output, unary, edge_feat, terms, *, num_steps, unary_weight=1.0,
-                    final_output="log_Q", logQ=None, kernels=None, needs=None):
+def paccrf_backward(
+    grad_output,
+    unary,
+    edge_feat,
+    terms,
+    *,
+    num_steps,
+    unary_weight=1.0,
+    final_output="log_Q",
+    logQ=None,
+    kernels=None,
+    needs=None,
+):
     """Gradients of :func:`paccrf`'s output (given ``grad_output``, its gradient) with respect
     to every input, by backpropagation through the unrolled steps.
 
@@ -120,12 +143,12 @@ def paccrf_backward(grad_output, unary, edge_feat, terms, *, num_steps, unary_we
     """
     fn = "paccrf_backward"
     needs = _check_needs(fn, needs)
-    run = _Run(fn, unary, edge_feat, terms, num_steps, unary_weight, final_output, logQ,
-               kernels)
+    run = _Run(fn, unary, edge_feat, terms, num_steps, unary_weight, final_output, logQ, kernels)
     g = run.space.inp(grad_output, "grad_output")
     if g is None or not hasattr(g, "shape") or tuple(g.shape) != tuple(run.U.shape):
         seen = tuple(g.shape) if hasattr(g, "shape") else type(grad_output).__name__
-        raise ValueError(f"{fn}: grad_output has shape {seen}; expected the output's "
-                         f"{tuple(run.U.shape)}")
+        raise ValueError(
+            f"{fn}: grad_output has shape {seen}; expected the output's {tuple(run.U.shape)}"
+        )
     run.check_dtype(g, "grad_output")
     return run.backward(g, needs)

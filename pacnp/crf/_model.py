@@ -1,5 +1,6 @@
 """The object form: :class:`PacCRF`, mirroring the 2019 ``PacCRF`` module, with NumPy
 parameters."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,14 @@ import numpy as np
 from .. import _api as pac
 from .. import _core
 from ._blur import _Blur
-from ._checks import (_NEED_NAMES, _check_needs, _check_positive_int, _check_reach, _check_real,
-                      _check_steps)
+from ._checks import (
+    _NEED_NAMES,
+    _check_needs,
+    _check_positive_int,
+    _check_reach,
+    _check_real,
+    _check_steps,
+)
 from ._functional import paccrf, paccrf_backward
 from ._space import _parameter_converter, _Space
 from ._terms import COMPAT_TYPES, FINAL_OUTPUTS, PairwiseTerm
@@ -62,7 +69,8 @@ class PacCRF:
     -----
     Initial values, as in the 2019 code: ``'4d'`` filters ``(1 − I) ⊗ G`` and ``'2d'`` / ``'potts'``
     spatial filters G (G: a k×k Gaussian of σ = k/4 scaled to mean 1, centre tap 0), or with
-    ``spatial_filter=False`` a box of ones without the centre; ``'2d'`` compatibility ``1 − I``. ``'na'`` filters start as
+    ``spatial_filter=False`` a box of ones without the centre; ``'2d'`` compatibility
+    ``1 − I``. ``'na'`` filters start as
     ``(1 − I) ⊗ G`` too (the 2019 code left ``nn.Conv2d``'s random initialisation, useless
     without training). Every weight takes part in the update (as in ``pacnp.torch.PacCRF``).
 
@@ -83,15 +91,27 @@ class PacCRF:
     True
     """
 
-    def __init__(self, channels, num_steps, final_output="log_Q", perturbed_init=True,
-                 native_impl=False, fixed_weighting=False, unary_weight=1.0,
-                 pairwise_kernels=None, *, dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        channels,
+        num_steps,
+        final_output="log_Q",
+        perturbed_init=True,
+        native_impl=False,
+        fixed_weighting=False,
+        unary_weight=1.0,
+        pairwise_kernels=None,
+        *,
+        dtype=np.float32,
+        seed=None,
+    ):
         fn = "PacCRF"
         self.channels = _check_positive_int(fn, "channels", channels)
         self.num_steps = _check_steps(fn, num_steps)
         if final_output not in FINAL_OUTPUTS:
-            raise ValueError(f"{fn}: final_output={final_output!r}; expected one of "
-                             f"{list(FINAL_OUTPUTS)}")
+            raise ValueError(
+                f"{fn}: final_output={final_output!r}; expected one of {list(FINAL_OUTPUTS)}"
+            )
         self.final_output = final_output
         self.perturbed_init = bool(perturbed_init)
         self.native_impl = native_impl
@@ -105,12 +125,20 @@ class PacCRF:
         self.terms = []
         self._specs = []
         if pairwise_kernels is not None:
-            for spec in ([pairwise_kernels] if isinstance(pairwise_kernels, dict)
-                         else pairwise_kernels):
+            for spec in (
+                [pairwise_kernels] if isinstance(pairwise_kernels, dict) else pairwise_kernels
+            ):
                 self.add_pairwise_kernel(**spec)
 
-    def add_pairwise_kernel(self, kernel_size=3, dilation=1, blur=1, compat_type="4d",
-                            spatial_filter=True, pairwise_weight=1.0):
+    def add_pairwise_kernel(
+        self,
+        kernel_size=3,
+        dilation=1,
+        blur=1,
+        compat_type="4d",
+        spatial_filter=True,
+        pairwise_weight=1.0,
+    ):
         """Add a pairwise term (the 2019 ``add_pairwise_kernel`` arguments and defaults).
 
         Parameters
@@ -129,16 +157,22 @@ class PacCRF:
         """
         fn = "PacCRF.add_pairwise_kernel"
         if compat_type not in COMPAT_TYPES:
-            raise ValueError(f"{fn}: compat_type={compat_type!r}; expected one of "
-                             f"{list(COMPAT_TYPES)}")
+            raise ValueError(
+                f"{fn}: compat_type={compat_type!r}; expected one of {list(COMPAT_TYPES)}"
+            )
         k = _check_positive_int(fn, "kernel_size", kernel_size)
         if k % 2 == 0:
-            raise ValueError(f"{fn}: kernel_size must be odd (the window needs a centre), got "
-                             f"{kernel_size!r}")
-        spec = dict(kernel_size=k, dilation=_check_positive_int(fn, "dilation", dilation),
-                    blur=_check_positive_int(fn, "blur", blur), compat_type=compat_type,
-                    spatial_filter=bool(spatial_filter),
-                    pairwise_weight=_check_real(fn, "pairwise_weight", pairwise_weight))
+            raise ValueError(
+                f"{fn}: kernel_size must be odd (the window needs a centre), got {kernel_size!r}"
+            )
+        spec = dict(
+            kernel_size=k,
+            dilation=_check_positive_int(fn, "dilation", dilation),
+            blur=_check_positive_int(fn, "blur", blur),
+            compat_type=compat_type,
+            spatial_filter=bool(spatial_filter),
+            pairwise_weight=_check_real(fn, "pairwise_weight", pairwise_weight),
+        )
         _check_reach(fn, "", (k,), spec["dilation"], spec["blur"])
         _core.check_window(fn, "kernel_size", kernel_size, k * k)
         self._specs.append(spec)
@@ -173,24 +207,34 @@ class PacCRF:
                 if self.perturbed_init:
                     compat = compat + (self.rng.random(compat.shape) - 0.5) * 1e-3
                 compat = compat.astype(dt)
-            self.terms[i] = PairwiseTerm(kind, filt.astype(dt), s["pairwise_weight"], compat,
-                                         s["dilation"], s["blur"])
+            self.terms[i] = PairwiseTerm(
+                kind, filt.astype(dt), s["pairwise_weight"], compat, s["dilation"], s["blur"]
+            )
 
     def num_pairwise_kernels(self):
         return len(self.terms)
 
     def _kw(self):
-        return dict(num_steps=self.num_steps, unary_weight=self.unary_weight,
-                    final_output=self.final_output)
+        return dict(
+            num_steps=self.num_steps, unary_weight=self.unary_weight, final_output=self.final_output
+        )
 
     def _terms_for(self, unary):
         """The parameters in the caller's array library (NumPy: as they are)."""
         conv = _parameter_converter("PacCRF", unary)
         if conv is None:
             return self.terms
-        return [PairwiseTerm(t.compat_type, conv(t.filter), t.weight,
-                             None if t.compat is None else conv(t.compat), t.dilation, t.blur)
-                for t in self.terms]
+        return [
+            PairwiseTerm(
+                t.compat_type,
+                conv(t.filter),
+                t.weight,
+                None if t.compat is None else conv(t.compat),
+                t.dilation,
+                t.blur,
+            )
+            for t in self.terms
+        ]
 
     def compute_kernels(self, edge_feat):
         """K of every term (None for ``'na'``), to pass as ``edge_kernel`` to later calls.
@@ -201,8 +245,10 @@ class PacCRF:
         shared = not isinstance(edge_feat, (list, tuple))
         feats = [edge_feat] * len(self.terms) if shared else list(edge_feat)
         if len(feats) != len(self.terms):
-            raise ValueError(f"PacCRF.compute_kernels: edge_feat is a list of {len(feats)} "
-                             f"arrays but there are {len(self.terms)} pairwise terms")
+            raise ValueError(
+                f"PacCRF.compute_kernels: edge_feat is a list of {len(feats)} "
+                f"arrays but there are {len(self.terms)} pairwise terms"
+            )
         fn = "PacCRF.compute_kernels"
         out = []
         for i, (t, f) in enumerate(zip(self.terms, feats)):
@@ -213,9 +259,11 @@ class PacCRF:
             sp = _Space(fn, {name: f})
             g = sp.inp(f, name)
             if g is None or not hasattr(g, "shape") or len(g.shape) != 4:
-                raise ValueError(f"{fn}: {name} must be a (B, F, H, W) array for terms[{i}] "
-                                 f"(compat_type={t.compat_type!r}), got "
-                                 f"{tuple(g.shape) if hasattr(g, 'shape') else g!r}")
+                raise ValueError(
+                    f"{fn}: {name} must be a (B, F, H, W) array for terms[{i}] "
+                    f"(compat_type={t.compat_type!r}), got "
+                    f"{tuple(g.shape) if hasattr(g, 'shape') else g!r}"
+                )
             if t.blur > 1:
                 g = _Blur(sp, tuple(g.shape[2:]), t.blur, int(g.shape[0]), g.dtype).down(g)
             k = int(t.filter.shape[-1])
@@ -232,13 +280,13 @@ class PacCRF:
         kernels = edge_kernel
         if kernels is not None and not isinstance(kernels, (list, tuple)):
             kernels = [None if t.compat_type == "na" else kernels for t in self.terms]
-        return paccrf(unary, edge_feat, self._terms_for(unary), kernels=kernels, logQ=logQ,
-                      **self._kw())
+        return paccrf(
+            unary, edge_feat, self._terms_for(unary), kernels=kernels, logQ=logQ, **self._kw()
+        )
 
     forward = __call__
 
-    def backward(self, grad_output, unary, edge_feat=None, edge_kernel=None, logQ=None,
-                 needs=None):
+    def backward(self, grad_output, unary, edge_feat=None, edge_kernel=None, logQ=None, needs=None):
         """:func:`paccrf_backward` with this object's parameters (a :class:`CRFGrads`); with
         ``fixed_weighting`` the weight gradients are None."""
         needs = list(_check_needs("PacCRF.backward", needs))
@@ -248,12 +296,25 @@ class PacCRF:
         kernels = edge_kernel
         if kernels is not None and not isinstance(kernels, (list, tuple)):
             kernels = [None if t.compat_type == "na" else kernels for t in self.terms]
-        return paccrf_backward(grad_output, unary, edge_feat, self._terms_for(unary),
-                               kernels=kernels, logQ=logQ, needs=tuple(needs), **self._kw())
+        return paccrf_backward(
+            grad_output,
+            unary,
+            edge_feat,
+            self._terms_for(unary),
+            kernels=kernels,
+            logQ=logQ,
+            needs=tuple(needs),
+            **self._kw(),
+        )
 
     def __repr__(self):
-        parts = [f"{s['compat_type'] if s['compat_type'] != 'potts' else '0d'}"
-                 f"{'s' if s['spatial_filter'] else ''}_{s['kernel_size']}_{s['dilation']}_"
-                 f"{s['blur']}" for s in self._specs]
-        return (f"PacCRF(categories={self.channels}, num_steps={self.num_steps}, "
-                f"final_output={self.final_output}, pairwise_kernels=({', '.join(parts)}))")
+        parts = [
+            f"{s['compat_type'] if s['compat_type'] != 'potts' else '0d'}"
+            f"{'s' if s['spatial_filter'] else ''}_{s['kernel_size']}_{s['dilation']}_"
+            f"{s['blur']}"
+            for s in self._specs
+        ]
+        return (
+            f"PacCRF(categories={self.channels}, num_steps={self.num_steps}, "
+            f"final_output={self.final_output}, pairwise_kernels=({', '.join(parts)}))"
+        )

@@ -1,5 +1,6 @@
 """The application: :func:`crf_refine`, a one-call dense-CRF-style refinement of
 segmentation probabilities guided by an image."""
+
 from __future__ import annotations
 
 import numbers
@@ -24,24 +25,30 @@ def _image_to_chw(fn, sp, image, channel_axis, batched, dtype):
     nd = len(a.shape)
     spatial = 3 if batched else 2  # (B, H, W) or (H, W) without channels
     if nd == spatial:
-        a = xp.reshape(a, tuple(a.shape[:nd - 2]) + (1,) + tuple(a.shape[nd - 2:]))
+        a = xp.reshape(a, tuple(a.shape[: nd - 2]) + (1,) + tuple(a.shape[nd - 2 :]))
         caxis = nd - 2
     elif nd == spatial + 1:
         if channel_axis is None:
-            raise ValueError(f"{fn}: image has shape {tuple(a.shape)} (with a channel axis) but "
-                             f"channel_axis=None; pass channel_axis=-1 for (H, W, C) images")
+            raise ValueError(
+                f"{fn}: image has shape {tuple(a.shape)} (with a channel axis) but "
+                f"channel_axis=None; pass channel_axis=-1 for (H, W, C) images"
+            )
         caxis = channel_axis + nd if channel_axis < 0 else channel_axis
         first = 1 if batched else 0
         if not first <= caxis < nd:
-            raise ValueError(f"{fn}: channel_axis={channel_axis} is not an image axis of the "
-                             f"image of shape {tuple(a.shape)}")
+            raise ValueError(
+                f"{fn}: channel_axis={channel_axis} is not an image axis of the "
+                f"image of shape {tuple(a.shape)}"
+            )
         perm = [i for i in range(nd) if i != caxis]
         perm.insert(first, caxis)
         a = xp.permute_dims(a, tuple(perm))
     else:
         want = "(B, H, W, C) or (B, H, W)" if batched else "(H, W, C) or (H, W)"
-        raise ValueError(f"{fn}: image has shape {tuple(a.shape)}; expected {want} with "
-                         f"probabilities of shape {'(B, C, H, W)' if batched else '(C, H, W)'}")
+        raise ValueError(
+            f"{fn}: image has shape {tuple(a.shape)}; expected {want} with "
+            f"probabilities of shape {'(B, C, H, W)' if batched else '(C, H, W)'}"
+        )
     if not batched:
         a = xp.reshape(a, (1,) + tuple(a.shape))
     kind = getattr(_np_dtype(a.dtype), "kind", "?")
@@ -52,14 +59,30 @@ def _image_to_chw(fn, sp, image, channel_axis, batched, dtype):
     elif _is_float(a.dtype):
         a = xp.astype(a, dtype) if a.dtype != dtype else a
     else:
-        raise TypeError(f"{fn}: image has dtype {a.dtype}; expected an integer, bool or float "
-                        f"image")
+        raise TypeError(
+            f"{fn}: image has dtype {a.dtype}; expected an integer, bool or float image"
+        )
     return a
 
 
-def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, sigma_xy=3.0,
-               sigma_color=0.1, weight=8.0, smoothness_weight=1.0, smoothness_kernel_size=3,
-               unary_weight=1.0, blur=1, channel_axis=-1, eps=1e-6, on_step=None):
+def crf_refine(
+    probabilities,
+    image,
+    *,
+    num_steps=5,
+    kernel_size=5,
+    dilation=1,
+    sigma_xy=3.0,
+    sigma_color=0.1,
+    weight=8.0,
+    smoothness_weight=1.0,
+    smoothness_kernel_size=3,
+    unary_weight=1.0,
+    blur=1,
+    channel_axis=-1,
+    eps=1e-6,
+    on_step=None,
+):
     """Dense-CRF-style refinement of segmentation probabilities guided by an image, in one call.
 
     A mean-field CRF (:func:`paccrf`) with the unary ``log(max(p, eps))`` and two Potts terms
@@ -151,15 +174,18 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
     num_steps = _check_steps(fn, num_steps)
     if on_step is not None and not callable(on_step):
         raise TypeError(f"{fn}: on_step must be callable or None, got {on_step!r}")
-    if channel_axis is not None and (isinstance(channel_axis, (bool, np.bool_))
-                                     or not isinstance(channel_axis, numbers.Integral)):
+    if channel_axis is not None and (
+        isinstance(channel_axis, (bool, np.bool_)) or not isinstance(channel_axis, numbers.Integral)
+    ):
         raise TypeError(f"{fn}: channel_axis must be an int or None, got {channel_axis!r}")
     sp = _Space(fn, dict(probabilities=probabilities, image=image))
     xp = sp.xp
     P = sp.inp(probabilities, "probabilities")
     if not hasattr(P, "shape") or len(P.shape) not in (3, 4):
-        raise ValueError(f"{fn}: probabilities must be (C, H, W) or (B, C, H, W), got shape "
-                         f"{tuple(getattr(P, 'shape', ()))}")
+        raise ValueError(
+            f"{fn}: probabilities must be (C, H, W) or (B, C, H, W), got shape "
+            f"{tuple(getattr(P, 'shape', ()))}"
+        )
     batched = len(P.shape) == 4
     dtype = xp.float64 if _np_dtype(P.dtype) == np.float64 else xp.float32
     if not (_is_float(P.dtype) or getattr(_np_dtype(P.dtype), "kind", "") in "iu"):
@@ -169,22 +195,34 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
         P = xp.reshape(P, (1,) + tuple(P.shape))
     B, C, H, W = (int(v) for v in P.shape)
     if min(C, H, W) < 1:
-        raise ValueError(f"{fn}: probabilities has shape {tuple(P.shape)}; it "
-                         f"needs at least one label and a non-empty image")
+        raise ValueError(
+            f"{fn}: probabilities has shape {tuple(P.shape)}; it "
+            f"needs at least one label and a non-empty image"
+        )
     if bool(xp.any(P < 0)) or bool(xp.any(xp.isnan(P))):
-        raise ValueError(f"{fn}: probabilities must be >= 0 and not NaN (got a minimum of "
-                         f"{float(xp.min(P))}); pass probabilities, e.g. softmax(scores)")
+        raise ValueError(
+            f"{fn}: probabilities must be >= 0 and not NaN (got a minimum of "
+            f"{float(xp.min(P))}); pass probabilities, e.g. softmax(scores)"
+        )
     img = _image_to_chw(fn, sp, image, channel_axis, batched, dtype)
     if tuple(img.shape[2:]) != (H, W) or int(img.shape[0]) != B:
-        raise ValueError(f"{fn}: image has {int(img.shape[0])} image(s) of size "
-                         f"{tuple(img.shape[2:])} but probabilities has {B} of size {(H, W)}; "
-                         f"they must match")
+        raise ValueError(
+            f"{fn}: image has {int(img.shape[0])} image(s) of size "
+            f"{tuple(img.shape[2:])} but probabilities has {B} of size {(H, W)}; "
+            f"they must match"
+        )
     for name, v in (("sigma_xy", sigma_xy), ("sigma_color", sigma_color), ("eps", eps)):
-        if not isinstance(v, numbers.Real) or isinstance(v, (bool, np.bool_)) or not (
-                v > 0 and np.isfinite(v)):
+        if (
+            not isinstance(v, numbers.Real)
+            or isinstance(v, (bool, np.bool_))
+            or not (v > 0 and np.isfinite(v))
+        ):
             raise ValueError(f"{fn}: {name} must be a positive number, finite, got {v!r}")
-    for name, v in (("weight", weight), ("smoothness_weight", smoothness_weight),
-                    ("unary_weight", unary_weight)):
+    for name, v in (
+        ("weight", weight),
+        ("smoothness_weight", smoothness_weight),
+        ("unary_weight", unary_weight),
+    ):
         if not isinstance(v, numbers.Real) or isinstance(v, bool) or not np.isfinite(v):
             raise ValueError(f"{fn}: {name} must be a finite number, got {v!r}")
     terms, feats = [], []
@@ -192,8 +230,9 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
     def window_mean(k, name):
         k = _check_positive_int(fn, name, k)
         if k % 2 == 0 or k < 3:
-            raise ValueError(f"{fn}: {name} must be odd and >= 3 (a window around the pixel), "
-                             f"got {k!r}")
+            raise ValueError(
+                f"{fn}: {name} must be odd and >= 3 (a window around the pixel), got {k!r}"
+            )
         _core.check_window(fn, name, k, k * k)
         _core.check_size(fn, "dilation", d * (k - 1) // 2, dilation)
         w = np.full((1, 1, k, k), 1.0 / (k * k - 1))
@@ -203,19 +242,35 @@ def crf_refine(probabilities, image, *, num_steps=5, kernel_size=5, dilation=1, 
     # features in window units: dilation d spaces the taps d pixels apart
     d = _check_positive_int(fn, "dilation", dilation)
     b = _check_positive_int(fn, "blur", blur)
-    terms.append(PairwiseTerm("potts", window_mean(kernel_size, "kernel_size"), float(weight),
-                              None, d, b))
+    terms.append(
+        PairwiseTerm("potts", window_mean(kernel_size, "kernel_size"), float(weight), None, d, b)
+    )
     _core.check_window(fn, "blur", blur, (2 * b + 1) ** 2)
     feats.append(create_YXRGB(img, yx_scale=sigma_xy, rgb_scale=sigma_color))
     if smoothness_weight != 0:
-        terms.append(PairwiseTerm("potts", window_mean(smoothness_kernel_size,
-                                                       "smoothness_kernel_size"),
-                                  float(smoothness_weight), None, 1, 1))
-        feats.append(sp.asarray(create_position_feats((H, W), sigma_xy, B, dtype=np.float64),
-                                dtype))
+        terms.append(
+            PairwiseTerm(
+                "potts",
+                window_mean(smoothness_kernel_size, "smoothness_kernel_size"),
+                float(smoothness_weight),
+                None,
+                1,
+                1,
+            )
+        )
+        feats.append(
+            sp.asarray(create_position_feats((H, W), sigma_xy, B, dtype=np.float64), dtype)
+        )
     unary = xp.log(xp.maximum(P, sp.asarray(eps, dtype)))
-    out = paccrf(unary, feats, terms, num_steps=num_steps, unary_weight=float(unary_weight),
-                 final_output="softmax", on_step=on_step)
+    out = paccrf(
+        unary,
+        feats,
+        terms,
+        num_steps=num_steps,
+        unary_weight=float(unary_weight),
+        final_output="softmax",
+        on_step=on_step,
+    )
     if not batched:
         out = out[0]
     return sp.out(out)

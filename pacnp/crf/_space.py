@@ -5,6 +5,7 @@ Every other module of ``pacnp.crf`` reaches the caller's library only through th
 (``_Space``, ``_NP``, ``_np_dtype``, ``_is_float``, ``_dev``, ``_is_numpy``,
 ``_parameter_converter``).
 """
+
 from __future__ import annotations
 
 import numbers

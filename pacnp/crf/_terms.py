@@ -1,6 +1,7 @@
 """The CRF's data types: :class:`PairwiseTerm` (one pairwise term's parameters),
 :class:`CRFGrads` (what :func:`~pacnp.crf.paccrf_backward` returns) and the names of the
 compatibility and output types."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -10,6 +10,7 @@ Imported only when a device array reaches a public function (``import pacnp`` ne
 ``numba.cuda``). Needs the ``numba-cuda`` package; under ``NUMBA_ENABLE_CUDASIM=1`` the kernels
 run in numba's CUDA simulator on the host (how the test suite runs them without a GPU).
 """
+
 import contextlib
 
 from . import arrays, conv, depthwise, kernel, smooth  # noqa: F401

@@ -8,6 +8,7 @@ A launcher here uploads those tables once per public call (``upload`` caches by 
 the duration of a ``launch`` context, so the fused path's many stripes do not upload again) and
 runs its kernels on the caller's stream.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,12 +16,11 @@ import threading
 
 import numpy as np
 from numba import cuda
+from numba.cuda.core import config as _cuda_config
 
 from .. import config
 from .._core import inverse_taps
 from .._jit import cuda_jit
-
-from numba.cuda.core import config as _cuda_config
 
 #: numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1): kernels run as Python threads on the host
 SIMULATOR = bool(_cuda_config.ENABLE_CUDASIM)

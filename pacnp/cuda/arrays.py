@@ -6,6 +6,7 @@ kernel gradient: each output element sums its partials in index order, one threa
 deterministic, no atomics), in-place adds and layout gathers. Everything runs on the stream of
 the current call (``_launch.launch``); nothing is copied to the host.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -148,8 +149,10 @@ def contiguous(a, dtype=None):
         view = out
     kernel = _COPY.get(view.ndim)
     if kernel is None:
-        raise TypeError(f"pacnp (CUDA): cannot copy a {a.ndim}-D device array; pacnp's arrays "
-                        f"are 0-, 1-, 2-, 4- or 6-D")
+        raise TypeError(
+            f"pacnp (CUDA): cannot copy a {a.ndim}-D device array; pacnp's arrays "
+            f"are 0-, 1-, 2-, 4- or 6-D"
+        )
     run(kernel, a.size, a, view)
     return out
 

@@ -12,6 +12,7 @@ conflict-free scatter rounds; dW / db fixed chunks of rows
 into partial buffers (one thread per (chunk, weight element)), summed in chunk order by the
 driver — deterministic, no atomics.
 """
+
 from numba import cuda
 
 from .._jit import cuda_jit
@@ -37,8 +38,9 @@ def _forward(x, K, Wm, bias, ty, tx, out, y0, has_bias, zero):
                 for j in range(kw):
                     ix = tx[j, xo]
                     if ix >= 0:
-                        acc += Wm[o, c * kk + i * kw + j] * (K[b, kc, i, j, yk, xo]
-                                                             * x[b, c, iy, ix])
+                        acc += Wm[o, c * kk + i * kw + j] * (
+                            K[b, kc, i, j, yk, xo] * x[b, c, iy, ix]
+                        )
         if has_bias:
             acc += bias[o]
         out[b, o, y, xo] = acc
@@ -49,8 +51,20 @@ def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
     B, Cout, _, Wo = out.shape
     n = K.shape[4]
     it = index_dtype(x.size, K.size, out.size)
-    run(_forward, B * Cout * n * Wo, x, K, upload(Wm), upload(bias), upload(geo.ty, it),
-        upload(geo.tx, it), out, y0, bias.shape[0] > 0, out.dtype.type(0))
+    run(
+        _forward,
+        B * Cout * n * Wo,
+        x,
+        K,
+        upload(Wm),
+        upload(bias),
+        upload(geo.ty, it),
+        upload(geo.tx, it),
+        out,
+        y0,
+        bias.shape[0] > 0,
+        out.dtype.type(0),
+    )
 
 
 @cuda_jit()
@@ -110,8 +124,19 @@ def pac_dense_backward_params(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, ne
     zero = g.dtype.type(0)
     it = index_dtype(x.size, K.size, g.size)
     if need_w:
-        run(_backward_weight, n_chunks * Cout * C * kk, g, x, K, upload(geo.ty, it),
-            upload(geo.tx, it), dW_parts, n_chunks, y0, zero)
+        run(
+            _backward_weight,
+            n_chunks * Cout * C * kk,
+            g,
+            x,
+            K,
+            upload(geo.ty, it),
+            upload(geo.tx, it),
+            dW_parts,
+            n_chunks,
+            y0,
+            zero,
+        )
     if need_b:
         run(_backward_bias, n_chunks * Cout, g, db_parts, n_chunks, y0, n, zero)
 
@@ -176,8 +201,18 @@ def pac_dense_backward_data(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k):
     it = index_dtype(x.size, K.size, g.size)
     WmT_d = upload(WmT)
     if need_k:
-        run(_backward_kernel, dK.size, g, x, WmT_d, upload(geo.ty, it), upload(geo.tx, it), dK,
-            y0, zero)
+        run(
+            _backward_kernel,
+            dK.size,
+            g,
+            x,
+            WmT_d,
+            upload(geo.ty, it),
+            upload(geo.tx, it),
+            dK,
+            y0,
+            zero,
+        )
     if need_x:
         inv_y = inverse_table(geo.ty, x.shape[2], it)
         inv_x = inverse_table(geo.tx, x.shape[3], it)

@@ -10,6 +10,7 @@ per (chunk, tap)), summed in chunk order by the driver — deterministic, no ato
 ``pac_depthwise_symmetric_forward``: the fused op for a symmetric K and filter, one thread per
 output pixel.
 """
+
 from numba import cuda
 
 from .._core import reached_rows
@@ -44,8 +45,18 @@ def pac_depthwise_forward(x, K, w, geo, out, y0):
     B, C = x.shape[0], x.shape[1]
     n = K.shape[4]
     it = index_dtype(x.size, K.size, out.size)
-    run(_forward, B * C * n * out.shape[3], x, K, upload(w), upload(geo.ty, it),
-        upload(geo.tx, it), out, y0, out.dtype.type(0))
+    run(
+        _forward,
+        B * C * n * out.shape[3],
+        x,
+        K,
+        upload(w),
+        upload(geo.ty, it),
+        upload(geo.tx, it),
+        out,
+        y0,
+        out.dtype.type(0),
+    )
 
 
 @cuda_jit()
@@ -111,8 +122,7 @@ def pac_depthwise_backward_params(g, x, K, w, geo, dK, dw_parts, n_chunks, y0, n
         run(_backward_kernel, dK.size, g, x, upload(w), ty_d, tx_d, dK, y0, zero)
     if need_w:
         kh, kw = K.shape[2], K.shape[3]
-        run(_backward_weight, n_chunks * kh * kw, g, x, K, ty_d, tx_d, dw_parts, n_chunks, y0,
-            zero)
+        run(_backward_weight, n_chunks * kh * kw, g, x, K, ty_d, tx_d, dw_parts, n_chunks, y0, zero)
 
 
 @cuda_jit()
@@ -148,8 +158,20 @@ def pac_depthwise_backward_input(g, K, w, geo, dx, y0):
         return
     B, C, Hin, Win = dx.shape
     it = index_dtype(dx.size, K.size, g.size)
-    run(_backward_input, B * C * (n1 - n0) * Win, g, K, upload(w), inverse_table(geo.ty, Hin, it),
-        inverse_table(geo.tx, Win, it), dx, y0, n0, n1, g.dtype.type(0))
+    run(
+        _backward_input,
+        B * C * (n1 - n0) * Win,
+        g,
+        K,
+        upload(w),
+        inverse_table(geo.ty, Hin, it),
+        inverse_table(geo.tx, Win, it),
+        dx,
+        y0,
+        n0,
+        n1,
+        g.dtype.type(0),
+    )
 
 
 @cuda_jit()
@@ -170,8 +192,11 @@ def _symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, out):
             if py < 0 or py >= H or px < 0 or px >= W:
                 continue
             v = w[tap // kw, tap % kw] * kernel_value(
-                distance(guide, guide, b, 0, guide.shape[1], py, px, qy, qx, False), kind,
-                alpha, lam)
+                distance(guide, guide, b, 0, guide.shape[1], py, px, qy, qx, False),
+                kind,
+                alpha,
+                lam,
+            )
             for c in range(C):
                 if k == 0:
                     out[b, c, yo, xo] = v * x[b, c, py, px]
@@ -186,5 +211,18 @@ def pac_depthwise_symmetric_forward(x, guide, w, pairs, kind, alpha, lam, out):
     a weight with the pixel at the other end, and has exps to spare (so no CPU blocking)."""
     B, _, Ho, Wo = out.shape
     it = index_dtype(x.size, guide.size, out.size)
-    run(_symmetric_forward, B * Ho * Wo, x, guide, upload(w), upload(pairs.dy, it),
-        upload(pairs.dx, it), pairs.oy0, pairs.ox0, kind, alpha, lam, out)
+    run(
+        _symmetric_forward,
+        B * Ho * Wo,
+        x,
+        guide,
+        upload(w),
+        upload(pairs.dy, it),
+        upload(pairs.dx, it),
+        pairs.oy0,
+        pairs.ox0,
+        kind,
+        alpha,
+        lam,
+        out,
+    )

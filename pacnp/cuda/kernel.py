@@ -9,6 +9,7 @@ thread per guide pixel *gathers* g2·Δ over the taps that read it (inverse tap 
 the CPU scatters in conflict-free rounds. α/λ gradients: per-pixel partials, then per-row sums in
 column order. No atomics anywhere: bit-identical results from run to run.
 """
+
 import math
 
 from numba import cuda
@@ -58,8 +59,9 @@ def distance(guide, src, b, c0, c1, py, px, qy, qx, asym):
 
 
 @cuda_jit()
-def _forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize, has_mask, K,
-             out_mask, y0):
+def _forward(
+    guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize, has_mask, K, out_mask, y0
+):
     B, Cg = guide.shape[0], guide.shape[1]
     KC, kh, kw, n, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
     for t in range(cuda.grid(1), B * KC * n * Wo, cuda.gridsize(1)):
@@ -80,8 +82,15 @@ def _forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize
                     K[b, kc, i, j, yk, xo] = 0.0
                     continue
                 m = mask[b, py, px] if has_mask else 1.0
-                v = kernel_value(distance(guide, src, b, c0, c1, py, px, qy, qx, asym), kind,
-                                 alpha[kc], lam[kc]) * m
+                v = (
+                    kernel_value(
+                        distance(guide, src, b, c0, c1, py, px, qy, qx, asym),
+                        kind,
+                        alpha[kc],
+                        lam[kc],
+                    )
+                    * m
+                )
                 K[b, kc, i, j, yk, xo] = v
                 n_valid += 1.0
                 n_in += m
@@ -99,20 +108,59 @@ def _forward(guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize
             out_mask[b, 0, y, xo] = 1.0 if n_in > 0.0 else 0.0
 
 
-def packernel_forward(guide, src, geo, mask, alpha, lam, kind, asym, normalize, has_mask, K,
-                      out_mask, y0):
+def packernel_forward(
+    guide, src, geo, mask, alpha, lam, kind, asym, normalize, has_mask, K, out_mask, y0
+):
     """K for the output rows y0 ≤ y < y0 + K.shape[4] (K: that stripe): one thread per output
     element."""
     B, KC, _, _, n, Wo = K.shape
     it = index_dtype(guide.size, K.size)
-    run(_forward, B * KC * n * Wo, guide, src, upload(geo.gy, it), upload(geo.gx, it),
-        upload(geo.cy, it), upload(geo.cx, it), upload(mask), upload(alpha), upload(lam), kind,
-        asym, normalize, has_mask, K, upload(out_mask), y0)
+    run(
+        _forward,
+        B * KC * n * Wo,
+        guide,
+        src,
+        upload(geo.gy, it),
+        upload(geo.gx, it),
+        upload(geo.cy, it),
+        upload(geo.cx, it),
+        upload(mask),
+        upload(alpha),
+        upload(lam),
+        kind,
+        asym,
+        normalize,
+        has_mask,
+        K,
+        upload(out_mask),
+        y0,
+    )
 
 
 @cuda_jit()
-def _backward_pixels(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize,
-                     has_mask, dsrc, G2, pda, pdl, y0, need_f, need_par):
+def _backward_pixels(
+    dK,
+    guide,
+    src,
+    gy,
+    gx,
+    cy,
+    cx,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    normalize,
+    has_mask,
+    dsrc,
+    G2,
+    pda,
+    pdl,
+    y0,
+    need_f,
+    need_par,
+):
     """Per output element: g2 of every tap into G2, α/λ partials, and the centre's gradient."""
     B, Cg = guide.shape[0], guide.shape[1]
     KC, kh, kw, n, Wo = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4], dK.shape[5]
@@ -137,8 +185,10 @@ def _backward_pixels(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asy
                 if py < 0 or px < 0:
                     continue
                 m = mask[b, py, px] if has_mask else 1.0
-                v = kernel_value(distance(guide, src, b, c0, c1, py, px, qy, qx, asym), kind,
-                                 a, lm) * m
+                v = (
+                    kernel_value(distance(guide, src, b, c0, c1, py, px, qy, qx, asym), kind, a, lm)
+                    * m
+                )
                 n_valid += 1.0
                 n_in += m
                 total += v
@@ -184,8 +234,9 @@ def _backward_pixels(dK, guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asy
                         px = gx[j, xo]
                         if px < 0:
                             continue
-                        acc += G2[b, kc, i, j, yk, xo] * difference(guide, src, b, c, py, px,
-                                                                     qy, qx, asym)
+                        acc += G2[b, kc, i, j, yk, xo] * difference(
+                            guide, src, b, c, py, px, qy, qx, asym
+                        )
                 dsrc[b, c, qy, qx] -= acc
 
 
@@ -207,8 +258,9 @@ def _backward_guide(G2, guide, src, inv_y, inv_x, cy, cx, asym, dguide, y0):
                 xo = inv_x[j, px]
                 if xo < 0:
                     continue
-                acc += G2[b, kc, i, j, y - y0, xo] * difference(guide, src, b, c, py, px, cy[y],
-                                                                 cx[xo], asym)
+                acc += G2[b, kc, i, j, y - y0, xo] * difference(
+                    guide, src, b, c, py, px, cy[y], cx[xo], asym
+                )
         dguide[b, c, py, px] += acc
 
 
@@ -230,8 +282,26 @@ def _backward_rows(pda, pdl, dpar_rows, y0, Ho):
         dpar_rows[b * Ho + y0 + yk, 1, kc] = sl
 
 
-def packernel_backward(dK, guide, src, geo, mask, alpha, lam, kind, asym, normalize, has_mask,
-                       dsrc, dguide, dpar_rows, y0, need_f, need_g, need_par):
+def packernel_backward(
+    dK,
+    guide,
+    src,
+    geo,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    normalize,
+    has_mask,
+    dsrc,
+    dguide,
+    dpar_rows,
+    y0,
+    need_f,
+    need_g,
+    need_par,
+):
     """Backward of K for the output rows of ``dK``: the GPU gathers through the inverse tap
     tables instead of scattering in rounds."""
     B, KC, kh, kw, n, Wo = dK.shape
@@ -243,12 +313,46 @@ def packernel_backward(dK, guide, src, geo, mask, alpha, lam, kind, asym, normal
     pda = empty((B, KC, n, Wo), dt)
     pdl = empty((B, KC, n, Wo), dt)
     dsrc_d = upload(dsrc)
-    run(_backward_pixels, B * KC * n * Wo, dK, guide, src, gy_d, gx_d, cy_d, cx_d, upload(mask),
-        upload(alpha), upload(lam), kind, asym, normalize, has_mask, dsrc_d, G2, pda, pdl, y0,
-        need_f, need_par)
+    run(
+        _backward_pixels,
+        B * KC * n * Wo,
+        dK,
+        guide,
+        src,
+        gy_d,
+        gx_d,
+        cy_d,
+        cx_d,
+        upload(mask),
+        upload(alpha),
+        upload(lam),
+        kind,
+        asym,
+        normalize,
+        has_mask,
+        dsrc_d,
+        G2,
+        pda,
+        pdl,
+        y0,
+        need_f,
+        need_par,
+    )
     if need_g:
         # ordered after the centre writes above on the same stream: dsrc may be dguide itself
-        run(_backward_guide, dguide.size, G2, guide, src, inverse_table(geo.gy, H, it),
-            inverse_table(geo.gx, W, it), cy_d, cx_d, asym, dguide, y0)
+        run(
+            _backward_guide,
+            dguide.size,
+            G2,
+            guide,
+            src,
+            inverse_table(geo.gy, H, it),
+            inverse_table(geo.gx, W, it),
+            cy_d,
+            cx_d,
+            asym,
+            dguide,
+            y0,
+        )
     if need_par:
         run(_backward_rows, B * n * KC, pda, pdl, dpar_rows, y0, geo.cy.shape[0])

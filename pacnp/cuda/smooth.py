@@ -4,6 +4,7 @@ guide channel cross-correlated with an odd N×N kernel S, zero padded, same size
 Forward: one thread per pixel. dS: fixed chunks of (b, c, y) rows into partial buffers, one
 thread per (chunk, u, v), summed in chunk order by the driver — deterministic, no atomics.
 """
+
 from numba import cuda
 
 from .._jit import cuda_jit

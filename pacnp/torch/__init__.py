@@ -23,28 +23,40 @@ One module per concern, each built on the one before it:
 
 This package holds public names only; import them from here (``import pacnp.torch as pac``).
 """
+
 # ``import torch`` in the submodules is PyTorch, not this package: Python 3 imports are absolute
 # and this package is ``pacnp.torch``. (Only a sys.path entry of pacnp/ itself, e.g. running a
 # file of pacnp/ as a script, would make it ``torch``; so it was with the one-file module.)
 from .checkpoints import convert_reference_state_dict, load_reference_state_dict
 from .crf import PacCRF, PacCRFLoose, create_position_feats, create_YXRGB
 from .functional import (
-    packernel2d,
     pacconv2d,
     pacconv2d_fused,
     pacconv_transpose2d,
     pacconv_transpose2d_fused,
+    packernel2d,
     pacpool2d,
     pacpool2d_fused,
 )
 from .layers import PacConv2d, PacConvTranspose2d, PacPool2d
 
 __all__ = [
-    "packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
-    "pacconv2d_fused", "pacconv_transpose2d_fused", "pacpool2d_fused",
-    "PacConv2d", "PacConvTranspose2d", "PacPool2d", "PacCRF", "PacCRFLoose",
-    "create_YXRGB", "create_position_feats",
-    "convert_reference_state_dict", "load_reference_state_dict",
+    "packernel2d",
+    "pacconv2d",
+    "pacconv_transpose2d",
+    "pacpool2d",
+    "pacconv2d_fused",
+    "pacconv_transpose2d_fused",
+    "pacpool2d_fused",
+    "PacConv2d",
+    "PacConvTranspose2d",
+    "PacPool2d",
+    "PacCRF",
+    "PacCRFLoose",
+    "create_YXRGB",
+    "create_position_feats",
+    "convert_reference_state_dict",
+    "load_reference_state_dict",
 ]
 
 # Every public name keeps the module it had when pacnp.torch was one file. Pickles of whole

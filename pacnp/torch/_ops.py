@@ -17,6 +17,7 @@ static options. Optional outputs cannot be None in an op schema: an absent outpu
 gradient is an empty tensor, which the autograd formulas here and the wrappers in
 ``functional`` turn back into None.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -54,53 +55,136 @@ def _grads_fake(likes, needs):
     return [torch.empty_like(like) if need else _empty(base) for like, need in zip(likes, needs)]
 
 
-def _kernel_kw(smooth_kernel, inv_alpha, inv_lambda, mask, kernel_type, smooth_kernel_type,
-               channel_wise, normalize_kernel):
-    return dict(kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-                smooth_kernel=smooth_kernel, inv_alpha=inv_alpha, inv_lambda=inv_lambda,
-                channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask)
+def _kernel_kw(
+    smooth_kernel,
+    inv_alpha,
+    inv_lambda,
+    mask,
+    kernel_type,
+    smooth_kernel_type,
+    channel_wise,
+    normalize_kernel,
+):
+    return dict(
+        kernel_type=kernel_type,
+        smooth_kernel_type=smooth_kernel_type,
+        smooth_kernel=smooth_kernel,
+        inv_alpha=inv_alpha,
+        inv_lambda=inv_lambda,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
+    )
 
 
 # --------------------------------------------------------------------------- packernel2d
 @torch.library.custom_op("pacnp::packernel2d", mutates_args=())
-def packernel2d_op(guide: Tensor, mask: Optional[Tensor], smooth_kernel: Optional[Tensor],
-                   inv_alpha: Optional[Tensor], inv_lambda: Optional[Tensor],
-                   kernel_size: list[int], stride: list[int], padding: list[int],
-                   output_padding: list[int], dilation: list[int], kernel_type: str,
-                   smooth_kernel_type: str, channel_wise: bool, normalize_kernel: bool,
-                   transposed: bool) -> tuple[Tensor, Tensor]:
+def packernel2d_op(
+    guide: Tensor,
+    mask: Optional[Tensor],
+    smooth_kernel: Optional[Tensor],
+    inv_alpha: Optional[Tensor],
+    inv_lambda: Optional[Tensor],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    output_padding: list[int],
+    dilation: list[int],
+    kernel_type: str,
+    smooth_kernel_type: str,
+    channel_wise: bool,
+    normalize_kernel: bool,
+    transposed: bool,
+) -> tuple[Tensor, Tensor]:
     K, out_mask = _api.packernel2d(
-        guide, kernel_size, stride=stride, padding=padding, output_padding=output_padding,
-        dilation=dilation, transposed=transposed,
-        **_kernel_kw(smooth_kernel, inv_alpha, inv_lambda, mask, kernel_type,
-                     smooth_kernel_type, channel_wise, normalize_kernel))
+        guide,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        transposed=transposed,
+        **_kernel_kw(
+            smooth_kernel,
+            inv_alpha,
+            inv_lambda,
+            mask,
+            kernel_type,
+            smooth_kernel_type,
+            channel_wise,
+            normalize_kernel,
+        ),
+    )
     return K, (_empty(guide) if out_mask is None else out_mask)
 
 
 @packernel2d_op.register_fake
-def _(guide, mask, smooth_kernel, inv_alpha, inv_lambda, kernel_size, stride, padding,
-      output_padding, dilation, kernel_type, smooth_kernel_type, channel_wise, normalize_kernel,
-      transposed):
-    shape = _adapt.kernel_shape(guide.shape, kernel_size, stride, padding, dilation,
-                                channel_wise, transposed)
-    out_mask = _empty(guide) if mask is None else guide.new_empty(
-        (shape[0], 1) + tuple(shape[4:]))
+def _(
+    guide,
+    mask,
+    smooth_kernel,
+    inv_alpha,
+    inv_lambda,
+    kernel_size,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    kernel_type,
+    smooth_kernel_type,
+    channel_wise,
+    normalize_kernel,
+    transposed,
+):
+    shape = _adapt.kernel_shape(
+        guide.shape, kernel_size, stride, padding, dilation, channel_wise, transposed
+    )
+    out_mask = _empty(guide) if mask is None else guide.new_empty((shape[0], 1) + tuple(shape[4:]))
     return guide.new_empty(shape), out_mask
 
 
 @torch.library.custom_op("pacnp::packernel2d_backward", mutates_args=())
-def _kernel_bwd_op(grad: Tensor, guide: Tensor, mask: Optional[Tensor],
-                   smooth_kernel: Optional[Tensor], inv_alpha: Optional[Tensor],
-                   inv_lambda: Optional[Tensor], kernel_size: list[int], stride: list[int],
-                   padding: list[int], output_padding: list[int], dilation: list[int],
-                   kernel_type: str, smooth_kernel_type: str, channel_wise: bool,
-                   normalize_kernel: bool, transposed: bool, needs: list[bool]) -> list[Tensor]:
+def _kernel_bwd_op(
+    grad: Tensor,
+    guide: Tensor,
+    mask: Optional[Tensor],
+    smooth_kernel: Optional[Tensor],
+    inv_alpha: Optional[Tensor],
+    inv_lambda: Optional[Tensor],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    output_padding: list[int],
+    dilation: list[int],
+    kernel_type: str,
+    smooth_kernel_type: str,
+    channel_wise: bool,
+    normalize_kernel: bool,
+    transposed: bool,
+    needs: list[bool],
+) -> list[Tensor]:
     # pacnp's order: (d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel)
     grads = _api.packernel2d_backward(
-        grad, guide, kernel_size, stride=stride, padding=padding, output_padding=output_padding,
-        dilation=dilation, transposed=transposed, needs=tuple(needs),
-        **_kernel_kw(smooth_kernel, inv_alpha, inv_lambda, mask, kernel_type,
-                     smooth_kernel_type, channel_wise, normalize_kernel))
+        grad,
+        guide,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        transposed=transposed,
+        needs=tuple(needs),
+        **_kernel_kw(
+            smooth_kernel,
+            inv_alpha,
+            inv_lambda,
+            mask,
+            kernel_type,
+            smooth_kernel_type,
+            channel_wise,
+            normalize_kernel,
+        ),
+    )
     return _grads_out(grads, (guide, inv_alpha, inv_lambda, smooth_kernel), needs)
 
 
@@ -123,66 +207,170 @@ def _kernel_backward(ctx, grad_K, _grad_mask):
     if grad_K is None or not any(needs):
         return (None,) * 5 + none
     d_guide, d_alpha, d_lambda, d_smooth = _kernel_bwd_op(
-        grad_K, guide, mask, smooth_kernel, inv_alpha, inv_lambda, *ctx.static, needs)
-    return (d_guide if needs[0] else None, None, d_smooth if needs[3] else None,
-            d_alpha if needs[1] else None, d_lambda if needs[2] else None) + none
+        grad_K, guide, mask, smooth_kernel, inv_alpha, inv_lambda, *ctx.static, needs
+    )
+    return (
+        d_guide if needs[0] else None,
+        None,
+        d_smooth if needs[3] else None,
+        d_alpha if needs[1] else None,
+        d_lambda if needs[2] else None,
+    ) + none
 
 
 packernel2d_op.register_autograd(_kernel_backward, setup_context=_kernel_setup)
 
 
 # --------------------------------------------------------------------------- two-step ops
-def _op_forward(op, input, kernel, weight, bias, kernel_size, stride, padding, output_padding,
-                dilation, shared_filters):
+def _op_forward(
+    op,
+    input,
+    kernel,
+    weight,
+    bias,
+    kernel_size,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    shared_filters,
+):
     if op == "conv":
-        return _api.pacconv2d(input, kernel, weight, bias, stride=stride, padding=padding,
-                              dilation=dilation, shared_filters=shared_filters)
+        return _api.pacconv2d(
+            input,
+            kernel,
+            weight,
+            bias,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            shared_filters=shared_filters,
+        )
     if op == "transpose":
-        return _api.pacconv_transpose2d(input, kernel, weight, bias, stride=stride,
-                                        padding=padding, output_padding=output_padding,
-                                        dilation=dilation, shared_filters=shared_filters)
-    return _api.pacpool2d(input, kernel, kernel_size, stride=stride, padding=padding,
-                          dilation=dilation)
+        return _api.pacconv_transpose2d(
+            input,
+            kernel,
+            weight,
+            bias,
+            stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            dilation=dilation,
+            shared_filters=shared_filters,
+        )
+    return _api.pacpool2d(
+        input, kernel, kernel_size, stride=stride, padding=padding, dilation=dilation
+    )
 
 
 @torch.library.custom_op("pacnp::pac_op", mutates_args=())
-def pac_op(input: Tensor, kernel: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-           op: str, kernel_size: list[int], stride: list[int], padding: list[int],
-           output_padding: list[int], dilation: list[int], shared_filters: bool) -> Tensor:
-    return _op_forward(op, input, kernel, weight, bias, kernel_size, stride, padding,
-                       output_padding, dilation, shared_filters)
+def pac_op(
+    input: Tensor,
+    kernel: Tensor,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    op: str,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    output_padding: list[int],
+    dilation: list[int],
+    shared_filters: bool,
+) -> Tensor:
+    return _op_forward(
+        op,
+        input,
+        kernel,
+        weight,
+        bias,
+        kernel_size,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+    )
 
 
 @pac_op.register_fake
-def _(input, kernel, weight, bias, op, kernel_size, stride, padding, output_padding, dilation,
-      shared_filters):
-    hw = _adapt.op_out_hw(op, input.shape[2:], kernel_size, stride, padding, output_padding,
-                          dilation)
-    c = _adapt.op_out_channels(op, input.shape[1], None if weight is None else weight.shape,
-                               shared_filters)
+def _(
+    input,
+    kernel,
+    weight,
+    bias,
+    op,
+    kernel_size,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    shared_filters,
+):
+    hw = _adapt.op_out_hw(
+        op, input.shape[2:], kernel_size, stride, padding, output_padding, dilation
+    )
+    c = _adapt.op_out_channels(
+        op, input.shape[1], None if weight is None else weight.shape, shared_filters
+    )
     return input.new_empty((input.shape[0], c) + tuple(hw))
 
 
 @torch.library.custom_op("pacnp::pac_op_backward", mutates_args=())
-def _op_bwd_op(grad: Tensor, input: Tensor, kernel: Tensor, weight: Optional[Tensor],
-               bias: Optional[Tensor], op: str, kernel_size: list[int], stride: list[int],
-               padding: list[int], output_padding: list[int], dilation: list[int],
-               shared_filters: bool, needs: list[bool]) -> list[Tensor]:
+def _op_bwd_op(
+    grad: Tensor,
+    input: Tensor,
+    kernel: Tensor,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    op: str,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    output_padding: list[int],
+    dilation: list[int],
+    shared_filters: bool,
+    needs: list[bool],
+) -> list[Tensor]:
     # always four results (input, kernel, weight, bias); pooling has no weight or bias
     likes = (input, kernel, weight, bias)
     if op == "conv":
-        grads = _api.pacconv2d_backward(grad, input, kernel, weight, bias, stride=stride,
-                                        padding=padding, dilation=dilation,
-                                        shared_filters=shared_filters, needs=tuple(needs))
+        grads = _api.pacconv2d_backward(
+            grad,
+            input,
+            kernel,
+            weight,
+            bias,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            shared_filters=shared_filters,
+            needs=tuple(needs),
+        )
     elif op == "transpose":
         grads = _api.pacconv_transpose2d_backward(
-            grad, input, kernel, weight, bias, stride=stride, padding=padding,
-            output_padding=output_padding, dilation=dilation, shared_filters=shared_filters,
-            needs=tuple(needs))
+            grad,
+            input,
+            kernel,
+            weight,
+            bias,
+            stride=stride,
+            padding=padding,
+            output_padding=output_padding,
+            dilation=dilation,
+            shared_filters=shared_filters,
+            needs=tuple(needs),
+        )
     else:
-        grads = _api.pacpool2d_backward(grad, input, kernel, kernel_size, stride=stride,
-                                        padding=padding, dilation=dilation,
-                                        needs=tuple(needs[:2])) + (None, None)
+        grads = _api.pacpool2d_backward(
+            grad,
+            input,
+            kernel,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            needs=tuple(needs[:2]),
+        ) + (None, None)
     return _grads_out(grads, likes, needs)
 
 
@@ -210,60 +398,159 @@ pac_op.register_autograd(_op_backward, setup_context=_op_setup)
 
 
 # --------------------------------------------------------------------------- fused ops
-def _fused_call(backward, op, input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda,
-                mask, kernel_size, stride, padding, output_padding, dilation, shared_filters,
-                kernel_type, smooth_kernel_type, channel_wise, normalize_kernel, **extra):
-    kw = dict(stride=stride, padding=padding, dilation=dilation, **extra,
-              **_kernel_kw(smooth_kernel, inv_alpha, inv_lambda, mask, kernel_type,
-                           smooth_kernel_type, channel_wise, normalize_kernel))
+def _fused_call(
+    backward,
+    op,
+    input,
+    guide,
+    weight,
+    bias,
+    smooth_kernel,
+    inv_alpha,
+    inv_lambda,
+    mask,
+    kernel_size,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    shared_filters,
+    kernel_type,
+    smooth_kernel_type,
+    channel_wise,
+    normalize_kernel,
+    **extra,
+):
+    kw = dict(
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        **extra,
+        **_kernel_kw(
+            smooth_kernel,
+            inv_alpha,
+            inv_lambda,
+            mask,
+            kernel_type,
+            smooth_kernel_type,
+            channel_wise,
+            normalize_kernel,
+        ),
+    )
     if op == "pool":
         fn = _api.pacpool2d_fused_backward if backward else _api.pacpool2d_fused
         return fn(*backward, input, guide, kernel_size, **kw)
     kw["shared_filters"] = shared_filters
     if op == "transpose":
         kw["output_padding"] = output_padding
-        fn = _api.pacconv_transpose2d_fused_backward if backward else \
-            _api.pacconv_transpose2d_fused
+        fn = _api.pacconv_transpose2d_fused_backward if backward else _api.pacconv_transpose2d_fused
     else:
         fn = _api.pacconv2d_fused_backward if backward else _api.pacconv2d_fused
     return fn(*backward, input, guide, weight, bias, **kw)
 
 
 @torch.library.custom_op("pacnp::pac_fused", mutates_args=())
-def pac_fused_op(input: Tensor, guide: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                 smooth_kernel: Optional[Tensor], inv_alpha: Optional[Tensor],
-                 inv_lambda: Optional[Tensor], mask: Optional[Tensor], op: str,
-                 kernel_size: list[int], stride: list[int], padding: list[int],
-                 output_padding: list[int], dilation: list[int], shared_filters: bool,
-                 kernel_type: str, smooth_kernel_type: str, channel_wise: bool,
-                 normalize_kernel: bool) -> tuple[Tensor, Tensor]:
+def pac_fused_op(
+    input: Tensor,
+    guide: Tensor,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    smooth_kernel: Optional[Tensor],
+    inv_alpha: Optional[Tensor],
+    inv_lambda: Optional[Tensor],
+    mask: Optional[Tensor],
+    op: str,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    output_padding: list[int],
+    dilation: list[int],
+    shared_filters: bool,
+    kernel_type: str,
+    smooth_kernel_type: str,
+    channel_wise: bool,
+    normalize_kernel: bool,
+) -> tuple[Tensor, Tensor]:
     out, out_mask = _fused_call(
-        (), op, input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda, mask,
-        kernel_size, stride, padding, output_padding, dilation, shared_filters, kernel_type,
-        smooth_kernel_type, channel_wise, normalize_kernel)
+        (),
+        op,
+        input,
+        guide,
+        weight,
+        bias,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        mask,
+        kernel_size,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+        kernel_type,
+        smooth_kernel_type,
+        channel_wise,
+        normalize_kernel,
+    )
     return out, (_empty(input) if out_mask is None else out_mask)
 
 
 @pac_fused_op.register_fake
-def _(input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda, mask, op, kernel_size,
-      stride, padding, output_padding, dilation, shared_filters, *kernel_options):
-    hw = tuple(_adapt.op_out_hw(op, input.shape[2:], kernel_size, stride, padding,
-                                output_padding, dilation))
-    c = _adapt.op_out_channels(op, input.shape[1], None if weight is None else weight.shape,
-                               shared_filters)
+def _(
+    input,
+    guide,
+    weight,
+    bias,
+    smooth_kernel,
+    inv_alpha,
+    inv_lambda,
+    mask,
+    op,
+    kernel_size,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    shared_filters,
+    *kernel_options,
+):
+    hw = tuple(
+        _adapt.op_out_hw(
+            op, input.shape[2:], kernel_size, stride, padding, output_padding, dilation
+        )
+    )
+    c = _adapt.op_out_channels(
+        op, input.shape[1], None if weight is None else weight.shape, shared_filters
+    )
     out_mask = _empty(input) if mask is None else input.new_empty((input.shape[0], 1) + hw)
     return input.new_empty((input.shape[0], c) + hw), out_mask
 
 
 @torch.library.custom_op("pacnp::pac_fused_backward", mutates_args=())
-def _fused_bwd_op(grad: Tensor, input: Tensor, guide: Tensor, weight: Optional[Tensor],
-                  bias: Optional[Tensor], smooth_kernel: Optional[Tensor],
-                  inv_alpha: Optional[Tensor], inv_lambda: Optional[Tensor],
-                  mask: Optional[Tensor], op: str, kernel_size: list[int], stride: list[int],
-                  padding: list[int], output_padding: list[int], dilation: list[int],
-                  shared_filters: bool, kernel_type: str, smooth_kernel_type: str,
-                  channel_wise: bool, normalize_kernel: bool,
-                  needs: list[bool]) -> list[Tensor]:
+def _fused_bwd_op(
+    grad: Tensor,
+    input: Tensor,
+    guide: Tensor,
+    weight: Optional[Tensor],
+    bias: Optional[Tensor],
+    smooth_kernel: Optional[Tensor],
+    inv_alpha: Optional[Tensor],
+    inv_lambda: Optional[Tensor],
+    mask: Optional[Tensor],
+    op: str,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    output_padding: list[int],
+    dilation: list[int],
+    shared_filters: bool,
+    kernel_type: str,
+    smooth_kernel_type: str,
+    channel_wise: bool,
+    normalize_kernel: bool,
+    needs: list[bool],
+) -> list[Tensor]:
     # ``needs`` and the result follow this op's input order (input, guide, weight, bias,
     # smooth_kernel, inv_alpha, inv_lambda); pacnp's order puts α, λ before smooth_kernel and
     # has no weight/bias for pooling.
@@ -271,23 +558,47 @@ def _fused_bwd_op(grad: Tensor, input: Tensor, guide: Tensor, weight: Optional[T
     pool = op == "pool"
     pac_needs = (n_x, n_g, n_a, n_l, n_s) if pool else (n_x, n_g, n_w, n_b, n_a, n_l, n_s)
     grads = _fused_call(
-        (grad,), op, input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda, mask,
-        kernel_size, stride, padding, output_padding, dilation, shared_filters, kernel_type,
-        smooth_kernel_type, channel_wise, normalize_kernel, needs=pac_needs)
+        (grad,),
+        op,
+        input,
+        guide,
+        weight,
+        bias,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        mask,
+        kernel_size,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+        kernel_type,
+        smooth_kernel_type,
+        channel_wise,
+        normalize_kernel,
+        needs=pac_needs,
+    )
     if pool:
         d_x, d_g, d_a, d_l, d_s = grads
         d_w = d_b = None
     else:
         d_x, d_g, d_w, d_b, d_a, d_l, d_s = grads
-    return _grads_out((d_x, d_g, d_w, d_b, d_s, d_a, d_l),
-                      (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda), needs)
+    return _grads_out(
+        (d_x, d_g, d_w, d_b, d_s, d_a, d_l),
+        (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda),
+        needs,
+    )
 
 
 @_fused_bwd_op.register_fake
-def _(grad, input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda, mask,
-      *static_and_needs):
-    return _grads_fake((input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda),
-                       static_and_needs[-1])
+def _(
+    grad, input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda, mask, *static_and_needs
+):
+    return _grads_fake(
+        (input, guide, weight, bias, smooth_kernel, inv_alpha, inv_lambda), static_and_needs[-1]
+    )
 
 
 def _fused_setup(ctx, inputs, output):

@@ -4,6 +4,7 @@ Parameter and buffer names and shapes are the same; the only conversion needed i
 reference ``PacConvTranspose2d`` applied its weight spatially flipped relative to
 ``nn.ConvTranspose2d`` (and pacnp), so those weights are flipped on load.
 """
+
 from __future__ import annotations
 
 from .layers import PacConvTranspose2d

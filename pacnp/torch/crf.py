@@ -6,6 +6,7 @@ initialisation. ``create_YXRGB`` / ``create_position_feats`` build DenseCRF's bi
 ``pacnp.crf`` computes the same model on any array library; this is its ``nn.Module`` form,
 trained through torch's autograd.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -36,8 +37,9 @@ def create_position_feats(shape, scales=None, bs=1, device=None):
     """
     # pacnp.crf's own checks and arithmetic (float64, then float32): the same values and the
     # same errors as pacnp.crf.create_position_feats, named for this function
-    feats = _features._position_feats("pacnp.torch.create_position_feats", "scales", shape,
-                                      scales, bs, None, np.float32, None)
+    feats = _features._position_feats(
+        "pacnp.torch.create_position_feats", "scales", shape, scales, bs, None, np.float32, None
+    )
     return torch.from_numpy(np.require(feats, requirements="W")).to(device)
 
 
@@ -56,24 +58,29 @@ def create_YXRGB(img, yx_scale=None, rgb_scale=None, scales=None):
     """
     fn = "pacnp.torch.create_YXRGB"
     if not isinstance(img, torch.Tensor) or img.dim() not in (3, 4):
-        raise TypeError(f"{fn}: img must be a (B, C, H, W) or (C, H, W) tensor, got "
-                        f"{type(img).__name__} of shape {tuple(getattr(img, 'shape', ()))}")
+        raise TypeError(
+            f"{fn}: img must be a (B, C, H, W) or (C, H, W) tensor, got "
+            f"{type(img).__name__} of shape {tuple(getattr(img, 'shape', ()))}"
+        )
     img = img.reshape(-1, *img.shape[-3:])
     if scales is not None:
         if yx_scale is not None or rgb_scale is not None:
             raise ValueError(f"{fn}: give scales or yx_scale/rgb_scale, not both")
         scales = list(_features._scales(fn, "scales", scales, np.size(scales)))
         if len(scales) < 3:
-            raise ValueError(f"{fn}: scales has {len(scales)} values; expected yx_scale's 2 "
-                             f"then rgb_scale's (1, or one per channel)")
+            raise ValueError(
+                f"{fn}: scales has {len(scales)} values; expected yx_scale's 2 "
+                f"then rgb_scale's (1, or one per channel)"
+            )
         yx_scale, rgb_scale = scales[:2], scales[2:]
     B, C, H, W = img.shape
-    mesh = _features._position_feats(fn, "yx_scale", (H, W), yx_scale, B, None, np.float64,
-                                     None)
+    mesh = _features._position_feats(fn, "yx_scale", (H, W), yx_scale, B, None, np.float64, None)
     if rgb_scale is not None:
         s = _features._scales(fn, "rgb_scale" if scales is None else "scales", rgb_scale, C)
         img = img / torch.tensor(np.array(s), dtype=img.dtype, device=img.device).reshape(-1, 1, 1)
-    mesh = torch.from_numpy(np.require(mesh, requirements="W")).to(device=img.device, dtype=img.dtype)
+    mesh = torch.from_numpy(np.require(mesh, requirements="W")).to(
+        device=img.device, dtype=img.dtype
+    )
     return torch.cat([mesh, img], dim=1)
 
 
@@ -115,8 +122,12 @@ def _edge_kernels(messengers, blurs, edge_feat, edge_kernel):
             feat = feats[i]
         else:
             feat = feats[1] if shared else feats[i]
-            feat = F.avg_pool2d(feat, kernel_size=blur, padding=_blur_pad(feat.shape[2:], blur),
-                                count_include_pad=False)
+            feat = F.avg_pool2d(
+                feat,
+                kernel_size=blur,
+                padding=_blur_pad(feat.shape[2:], blur),
+                count_include_pad=False,
+            )
             if shared:
                 feats[blur] = feat
         kernels[i], _ = messenger.compute_kernel(feat)
@@ -163,13 +174,22 @@ class PacCRF(nn.Module):
     (1, 3, 12, 12)
     """
 
-    def __init__(self, channels, num_steps, final_output="log_Q", perturbed_init=True,
-                 native_impl=False, fixed_weighting=False, unary_weight=1.0,
-                 pairwise_kernels=None):
+    def __init__(
+        self,
+        channels,
+        num_steps,
+        final_output="log_Q",
+        perturbed_init=True,
+        native_impl=False,
+        fixed_weighting=False,
+        unary_weight=1.0,
+        pairwise_kernels=None,
+    ):
         super().__init__()
         if final_output not in _FINAL_OUTPUTS:
-            raise ValueError(f"PacCRF: final_output={final_output!r}; expected one of "
-                             f"{list(_FINAL_OUTPUTS)}")
+            raise ValueError(
+                f"PacCRF: final_output={final_output!r}; expected one of {list(_FINAL_OUTPUTS)}"
+            )
         self.channels = channels
         self.num_steps = num_steps
         self.final_output = final_output
@@ -181,13 +201,15 @@ class PacCRF(nn.Module):
         self.compat = nn.ModuleList()
         self.init_pairwise_weights = []
         self.pairwise_weights = nn.ParameterList()
-        self.unary_weight = unary_weight if fixed_weighting else \
-            Parameter(torch.tensor(float(unary_weight)))
+        self.unary_weight = (
+            unary_weight if fixed_weighting else Parameter(torch.tensor(float(unary_weight)))
+        )
         self.blur = []
         self.pairwise_repr = []
         if pairwise_kernels is not None:
-            for spec in ([pairwise_kernels] if isinstance(pairwise_kernels, dict)
-                         else pairwise_kernels):
+            for spec in (
+                [pairwise_kernels] if isinstance(pairwise_kernels, dict) else pairwise_kernels
+            ):
                 self.add_pairwise_kernel(**spec)
 
     def reset_parameters(self, pairwise_idx=None):
@@ -211,8 +233,10 @@ class PacCRF(nn.Module):
                 self.pairwise_weights[i].fill_(self.init_pairwise_weights[i])
 
     def extra_repr(self):
-        s = f"categories={self.channels}, num_steps={self.num_steps}, " \
+        s = (
+            f"categories={self.channels}, num_steps={self.num_steps}, "
             f"final_output={self.final_output}"
+        )
         if self.perturbed_init:
             s += ", perturbed_init=True"
         if self.fixed_weighting:
@@ -221,8 +245,15 @@ class PacCRF(nn.Module):
             s += f", pairwise_kernels=({', '.join(self.pairwise_repr)})"
         return s
 
-    def add_pairwise_kernel(self, kernel_size=3, dilation=1, blur=1, compat_type="4d",
-                            spatial_filter=True, pairwise_weight=1.0):
+    def add_pairwise_kernel(
+        self,
+        kernel_size=3,
+        dilation=1,
+        blur=1,
+        compat_type="4d",
+        spatial_filter=True,
+        pairwise_weight=1.0,
+    ):
         """Add a pairwise term.
 
         Parameters
@@ -244,26 +275,30 @@ class PacCRF(nn.Module):
         """
         fn = "PacCRF.add_pairwise_kernel"
         if compat_type not in _COMPAT_TYPES:
-            raise ValueError(f"{fn}: compat_type={compat_type!r}; expected one of "
-                             f"{list(_COMPAT_TYPES)}")
+            raise ValueError(
+                f"{fn}: compat_type={compat_type!r}; expected one of {list(_COMPAT_TYPES)}"
+            )
         ks = _core.pair(kernel_size, "kernel_size", fn, minimum=1, odd=True)
         dil = _core.pair(dilation, "dilation", fn, minimum=1)
         if not isinstance(blur, numbers.Integral) or blur < 1:
             raise ValueError(f"{fn}: blur must be a positive int, got {blur!r}")
         self.pairwise_repr.append(
             f"{'0d' if compat_type == 'potts' else compat_type}{'s' if spatial_filter else ''}"
-            f"_{kernel_size}_{dilation}_{blur}")
+            f"_{kernel_size}_{dilation}_{blur}"
+        )
         if compat_type == "potts":
             # Potts energy: the message is the agreement with the same label, so it enters
             # with the opposite sign of a compatibility-weighted message
             pairwise_weight = -pairwise_weight
-        weight = Parameter(torch.tensor(float(pairwise_weight)),
-                           requires_grad=not self.fixed_weighting)
+        weight = Parameter(
+            torch.tensor(float(pairwise_weight)), requires_grad=not self.fixed_weighting
+        )
         self.pairwise_weights.append(weight)
         self.init_pairwise_weights.append(float(pairwise_weight))
         self.blur.append(int(blur))
-        self.compat.append(nn.Conv2d(self.channels, self.channels, 1, bias=False)
-                           if compat_type == "2d" else None)
+        self.compat.append(
+            nn.Conv2d(self.channels, self.channels, 1, bias=False) if compat_type == "2d" else None
+        )
         pad = tuple(d * (k // 2) for k, d in zip(ks, dil))
         C = self.channels
         if compat_type == "na":
@@ -273,8 +308,16 @@ class PacCRF(nn.Module):
                 filler = "crf_perturbed" if self.perturbed_init else "crf"
             else:
                 filler = "crf_pool"
-            messenger = PacConv2d(C, C, ks, padding=pad, dilation=dil, bias=False,
-                                  shared_filters=compat_type != "4d", filler=filler)
+            messenger = PacConv2d(
+                C,
+                C,
+                ks,
+                padding=pad,
+                dilation=dil,
+                bias=False,
+                shared_filters=compat_type != "4d",
+                filler=filler,
+            )
         self.messengers.append(messenger)
         self.reset_parameters(len(self.messengers) - 1)
 
@@ -299,8 +342,9 @@ class PacCRF(nn.Module):
                 blur = self.blur[i]
                 pad = _blur_pad(Q.shape[2:], blur)
                 if blur not in blurred:
-                    blurred[blur] = F.avg_pool2d(Q, kernel_size=blur, padding=pad,
-                                                 count_include_pad=False)
+                    blurred[blur] = F.avg_pool2d(
+                        Q, kernel_size=blur, padding=pad, count_include_pad=False
+                    )
                 if isinstance(messenger, _PacConvNd):
                     msg = messenger(blurred[blur], None, kernels[i])
                 else:
@@ -308,9 +352,10 @@ class PacCRF(nn.Module):
                 if self.compat[i] is not None:
                     msg = self.compat[i](msg)
                 if blur > 1:
-                    msg = F.interpolate(msg, scale_factor=blur, mode="bilinear",
-                                        align_corners=False)
-                    msg = msg[:, :, pad[0]:pad[0] + H, pad[1]:pad[1] + W]
+                    msg = F.interpolate(
+                        msg, scale_factor=blur, mode="bilinear", align_corners=False
+                    )
+                    msg = msg[:, :, pad[0] : pad[0] + H, pad[1] : pad[1] + W]
                 logQ = logQ - msg * self.pairwise_weights[i]
         return _final("PacCRF", self.final_output, logQ)
 
@@ -331,34 +376,64 @@ class PacCRFLoose(nn.Module):
     ((1, 3, 8, 8), True)
     """
 
-    def __init__(self, channels, num_steps, final_output="log_Q", perturbed_init=True,
-                 native_impl=False, fixed_weighting=False, unary_weight=1.0,
-                 pairwise_kernels=None):
+    def __init__(
+        self,
+        channels,
+        num_steps,
+        final_output="log_Q",
+        perturbed_init=True,
+        native_impl=False,
+        fixed_weighting=False,
+        unary_weight=1.0,
+        pairwise_kernels=None,
+    ):
         super().__init__()
         if final_output not in _FINAL_OUTPUTS:
-            raise ValueError(f"PacCRFLoose: final_output={final_output!r}; expected one of "
-                             f"{list(_FINAL_OUTPUTS)}")
+            raise ValueError(
+                f"PacCRFLoose: final_output={final_output!r}; expected one of "
+                f"{list(_FINAL_OUTPUTS)}"
+            )
         self.channels = channels
         self.num_steps = num_steps
         self.final_output = final_output
         self.steps = nn.ModuleList(
-            PacCRF(channels, 1, "log_Q", perturbed_init, native_impl, fixed_weighting,
-                   unary_weight, pairwise_kernels) for _ in range(num_steps))
+            PacCRF(
+                channels,
+                1,
+                "log_Q",
+                perturbed_init,
+                native_impl,
+                fixed_weighting,
+                unary_weight,
+                pairwise_kernels,
+            )
+            for _ in range(num_steps)
+        )
 
     def reset_parameters(self):
         for step in self.steps:
             step.reset_parameters()
 
     def extra_repr(self):
-        return f"categories={self.channels}, num_steps={self.num_steps}, " \
-               f"final_output={self.final_output}"
+        return (
+            f"categories={self.channels}, num_steps={self.num_steps}, "
+            f"final_output={self.final_output}"
+        )
 
-    def add_pairwise_kernel(self, kernel_size=3, dilation=1, blur=1, compat_type="4d",
-                            spatial_filter=True, pairwise_weight=1.0):
+    def add_pairwise_kernel(
+        self,
+        kernel_size=3,
+        dilation=1,
+        blur=1,
+        compat_type="4d",
+        spatial_filter=True,
+        pairwise_weight=1.0,
+    ):
         """:meth:`PacCRF.add_pairwise_kernel` on every step."""
         for step in self.steps:
-            step.add_pairwise_kernel(kernel_size, dilation, blur, compat_type, spatial_filter,
-                                     pairwise_weight)
+            step.add_pairwise_kernel(
+                kernel_size, dilation, blur, compat_type, spatial_filter, pairwise_weight
+            )
 
     def num_pairwise_kernels(self):
         return self.steps[0].num_pairwise_kernels()

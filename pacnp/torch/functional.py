@@ -9,6 +9,7 @@ arguments are tensors, turn geometry into int pairs, float16/bfloat16 into float
 the result is cast back) and Python-number α/λ into 0-d tensors. All other validation is
 pacnp's own, inside the op: its ``ValueError`` / ``TypeError`` propagate unchanged.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -21,8 +22,13 @@ from .. import _adapt, _api
 from ._ops import pac_fused_op, pac_op, packernel2d_op
 
 __all__ = [
-    "packernel2d", "pacconv2d", "pacconv_transpose2d", "pacpool2d",
-    "pacconv2d_fused", "pacconv_transpose2d_fused", "pacpool2d_fused",
+    "packernel2d",
+    "pacconv2d",
+    "pacconv_transpose2d",
+    "pacpool2d",
+    "pacconv2d_fused",
+    "pacconv_transpose2d_fused",
+    "pacpool2d_fused",
 ]
 
 # pacnp's kernels compute in float32 or float64; these dtypes are computed in float32
@@ -33,8 +39,11 @@ def _tensor(fn, name, value, optional=True):
     if value is None and optional:
         return None
     if not isinstance(value, Tensor):
-        raise TypeError(f"pacnp.torch.{fn}: {name} must be a torch.Tensor"
-                        + (" or None" if optional else "") + f", got {type(value).__name__}")
+        raise TypeError(
+            f"pacnp.torch.{fn}: {name} must be a torch.Tensor"
+            + (" or None" if optional else "")
+            + f", got {type(value).__name__}"
+        )
     return value
 
 
@@ -59,12 +68,18 @@ def _param(fn, name, value, like):
 
 def _kernel_tensors(fn, guide, mask, smooth_kernel, inv_alpha, inv_lambda, smooth_kernel_type):
     smooth_kernel_type, smooth_kernel = _adapt.smooth_for_pacnp(
-        smooth_kernel_type, _up(_tensor(fn, "smooth_kernel", smooth_kernel)))
+        smooth_kernel_type, _up(_tensor(fn, "smooth_kernel", smooth_kernel))
+    )
     mask = _tensor(fn, "mask", mask)
     if mask is not None and mask.dtype in _REDUCED:
         mask = mask.float()
-    return (mask, smooth_kernel, _param(fn, "inv_alpha", inv_alpha, guide),
-            _param(fn, "inv_lambda", inv_lambda, guide), smooth_kernel_type)
+    return (
+        mask,
+        smooth_kernel,
+        _param(fn, "inv_alpha", inv_alpha, guide),
+        _param(fn, "inv_lambda", inv_lambda, guide),
+        smooth_kernel_type,
+    )
 
 
 def _check(check, *args, **kwargs):
@@ -79,10 +94,24 @@ def _mask_or_none(out_mask, mask):
     return None if mask is None else out_mask
 
 
-def packernel2d(input, mask=None, kernel_size=0, stride=1, padding=0, output_padding=0,
-                dilation=1, kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
-                inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
-                transposed=False, native_impl=False):
+def packernel2d(
+    input,
+    mask=None,
+    kernel_size=0,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    transposed=False,
+    native_impl=False,
+):
     """The adapting kernel K of a PAC layer, differentiable (reference-code signature).
 
     Parameters
@@ -124,23 +153,69 @@ def packernel2d(input, mask=None, kernel_size=0, stride=1, padding=0, output_pad
     fn = "packernel2d"
     guide = _tensor(fn, "input", input, optional=False)
     g = _up(guide)
-    mask, sk, a, lam, skt = _kernel_tensors(fn, g, mask, smooth_kernel, inv_alpha, inv_lambda,
-                                            smooth_kernel_type)
-    _check(_api.check_packernel2d, g, kernel_size, stride=stride, padding=padding,
-           output_padding=output_padding, dilation=dilation, kernel_type=kernel_type,
-           smooth_kernel_type=skt, smooth_kernel=sk, inv_alpha=a, inv_lambda=lam,
-           channel_wise=channel_wise, normalize_kernel=normalize_kernel, mask=mask,
-           transposed=transposed)
-    geo = _adapt.pairs(fn, kernel_size=kernel_size, stride=stride, padding=padding,
-                       output_padding=output_padding, dilation=dilation)
-    K, out_mask = packernel2d_op(g, mask, sk, a, lam, geo["kernel_size"], geo["stride"],
-                                 geo["padding"], geo["output_padding"], geo["dilation"],
-                                 kernel_type, skt, channel_wise, normalize_kernel, transposed)
+    mask, sk, a, lam, skt = _kernel_tensors(
+        fn, g, mask, smooth_kernel, inv_alpha, inv_lambda, smooth_kernel_type
+    )
+    _check(
+        _api.check_packernel2d,
+        g,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        kernel_type=kernel_type,
+        smooth_kernel_type=skt,
+        smooth_kernel=sk,
+        inv_alpha=a,
+        inv_lambda=lam,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
+        transposed=transposed,
+    )
+    geo = _adapt.pairs(
+        fn,
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+    )
+    K, out_mask = packernel2d_op(
+        g,
+        mask,
+        sk,
+        a,
+        lam,
+        geo["kernel_size"],
+        geo["stride"],
+        geo["padding"],
+        geo["output_padding"],
+        geo["dilation"],
+        kernel_type,
+        skt,
+        channel_wise,
+        normalize_kernel,
+        transposed,
+    )
     return _down(K, guide), _mask_or_none(_down(out_mask, guide), mask)
 
 
-def _op(fn, op, input, kernel, weight, bias, kernel_size, stride, padding, output_padding,
-        dilation, shared_filters):
+def _op(
+    fn,
+    op,
+    input,
+    kernel,
+    weight,
+    bias,
+    kernel_size,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    shared_filters,
+):
     x = _tensor(fn, "input", input, optional=False)
     kernel = _tensor(fn, "kernel", kernel, optional=False)
     if op == "pool":
@@ -150,19 +225,56 @@ def _op(fn, op, input, kernel, weight, bias, kernel_size, stride, padding, outpu
         # pacnp takes the kernel size from the weight; the fake implementation needs it here
         ks = tuple(weight.shape[-2:]) if weight.dim() >= 2 else 1
     bias = _tensor(fn, "bias", bias)
-    _check(_api.check_op, fn, op, _up(x), _up(kernel), _up(weight), _up(bias),
-           kernel_size=kernel_size, stride=stride, padding=padding,
-           output_padding=output_padding, dilation=dilation, shared_filters=shared_filters)
-    geo = _adapt.pairs(fn, kernel_size=ks, stride=stride, padding=padding,
-                       output_padding=output_padding, dilation=dilation)
-    out = pac_op(_up(x), _up(kernel), _up(weight), _up(_tensor(fn, "bias", bias)), op,
-                 geo["kernel_size"], geo["stride"], geo["padding"], geo["output_padding"],
-                 geo["dilation"], shared_filters)
+    _check(
+        _api.check_op,
+        fn,
+        op,
+        _up(x),
+        _up(kernel),
+        _up(weight),
+        _up(bias),
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        shared_filters=shared_filters,
+    )
+    geo = _adapt.pairs(
+        fn,
+        kernel_size=ks,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+    )
+    out = pac_op(
+        _up(x),
+        _up(kernel),
+        _up(weight),
+        _up(_tensor(fn, "bias", bias)),
+        op,
+        geo["kernel_size"],
+        geo["stride"],
+        geo["padding"],
+        geo["output_padding"],
+        geo["dilation"],
+        shared_filters,
+    )
     return _down(out, x)
 
 
-def pacconv2d(input, kernel, weight, bias=None, stride=1, padding=0, dilation=1,
-              shared_filters=False, native_impl=False):
+def pacconv2d(
+    input,
+    kernel,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    shared_filters=False,
+    native_impl=False,
+):
     """Pixel-adaptive convolution with a precomputed ``kernel`` (reference-code signature).
 
     ``input`` (B, C_in, H, W), ``kernel`` (B, 1 or C_in, kh, kw, Ho, Wo) from
@@ -187,12 +299,34 @@ def pacconv2d(input, kernel, weight, bias=None, stride=1, padding=0, dilation=1,
     >>> out.sum().backward(); tuple(w.grad.shape)
     (4, 2, 3, 3)
     """
-    return _op("pacconv2d", "conv", input, kernel, weight, bias, None, stride, padding, 0,
-               dilation, shared_filters)
+    return _op(
+        "pacconv2d",
+        "conv",
+        input,
+        kernel,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        0,
+        dilation,
+        shared_filters,
+    )
 
 
-def pacconv_transpose2d(input, kernel, weight, bias=None, stride=1, padding=0, output_padding=0,
-                        dilation=1, shared_filters=False, native_impl=False):
+def pacconv_transpose2d(
+    input,
+    kernel,
+    weight,
+    bias=None,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+    native_impl=False,
+):
     """Pixel-adaptive transposed convolution (reference-code signature).
 
     ``weight`` is (C_in, C_out, kh, kw) **in torch's ``ConvTranspose2d`` orientation**: with
@@ -216,8 +350,20 @@ def pacconv_transpose2d(input, kernel, weight, bias=None, stride=1, padding=0, o
     >>> tuple(out.shape)
     (1, 5, 8, 8)
     """
-    return _op("pacconv_transpose2d", "transpose", input, kernel, weight, bias, None, stride,
-               padding, output_padding, dilation, shared_filters)
+    return _op(
+        "pacconv_transpose2d",
+        "transpose",
+        input,
+        kernel,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+    )
 
 
 def pacpool2d(input, kernel, kernel_size, stride=1, padding=0, dilation=1, native_impl=False):
@@ -239,13 +385,44 @@ def pacpool2d(input, kernel, kernel_size, stride=1, padding=0, dilation=1, nativ
     tensor([[[[ 2.5000,  4.0000],
               [ 8.5000, 10.0000]]]])
     """
-    return _op("pacpool2d", "pool", input, kernel, None, None, kernel_size, stride, padding, 0,
-               dilation, False)
+    return _op(
+        "pacpool2d",
+        "pool",
+        input,
+        kernel,
+        None,
+        None,
+        kernel_size,
+        stride,
+        padding,
+        0,
+        dilation,
+        False,
+    )
 
 
-def _fused(fn, op, input, guide, weight, bias, kernel_size, stride, padding, output_padding,
-           dilation, shared_filters, kernel_type, smooth_kernel_type, smooth_kernel, inv_alpha,
-           inv_lambda, channel_wise, normalize_kernel, mask):
+def _fused(
+    fn,
+    op,
+    input,
+    guide,
+    weight,
+    bias,
+    kernel_size,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    shared_filters,
+    kernel_type,
+    smooth_kernel_type,
+    smooth_kernel,
+    inv_alpha,
+    inv_lambda,
+    channel_wise,
+    normalize_kernel,
+    mask,
+):
     x = _tensor(fn, "input", input, optional=False)
     g = _up(_tensor(fn, "guide", guide, optional=False))
     if op == "pool":
@@ -253,27 +430,83 @@ def _fused(fn, op, input, guide, weight, bias, kernel_size, stride, padding, out
     else:
         weight = _tensor(fn, "weight", weight, optional=False)
         ks = tuple(weight.shape[-2:]) if weight.dim() >= 2 else 1
-    mask, sk, a, lam, skt = _kernel_tensors(fn, g, mask, smooth_kernel, inv_alpha, inv_lambda,
-                                            smooth_kernel_type)
-    _check(_api.check_fused, fn, op, _up(x), g, _up(weight), _up(_tensor(fn, "bias", bias)),
-           kernel_size=kernel_size, stride=stride, padding=padding,
-           output_padding=output_padding, dilation=dilation, shared_filters=shared_filters,
-           kernel_type=kernel_type, smooth_kernel_type=skt, smooth_kernel=sk, inv_alpha=a,
-           inv_lambda=lam, channel_wise=channel_wise, normalize_kernel=normalize_kernel,
-           mask=mask)
-    geo = _adapt.pairs(fn, kernel_size=ks, stride=stride, padding=padding,
-                       output_padding=output_padding, dilation=dilation)
+    mask, sk, a, lam, skt = _kernel_tensors(
+        fn, g, mask, smooth_kernel, inv_alpha, inv_lambda, smooth_kernel_type
+    )
+    _check(
+        _api.check_fused,
+        fn,
+        op,
+        _up(x),
+        g,
+        _up(weight),
+        _up(_tensor(fn, "bias", bias)),
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        shared_filters=shared_filters,
+        kernel_type=kernel_type,
+        smooth_kernel_type=skt,
+        smooth_kernel=sk,
+        inv_alpha=a,
+        inv_lambda=lam,
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=mask,
+    )
+    geo = _adapt.pairs(
+        fn,
+        kernel_size=ks,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+    )
     out, out_mask = pac_fused_op(
-        _up(x), g, _up(weight), _up(_tensor(fn, "bias", bias)), sk, a, lam, mask, op,
-        geo["kernel_size"], geo["stride"], geo["padding"], geo["output_padding"],
-        geo["dilation"], shared_filters, kernel_type, skt, channel_wise, normalize_kernel)
+        _up(x),
+        g,
+        _up(weight),
+        _up(_tensor(fn, "bias", bias)),
+        sk,
+        a,
+        lam,
+        mask,
+        op,
+        geo["kernel_size"],
+        geo["stride"],
+        geo["padding"],
+        geo["output_padding"],
+        geo["dilation"],
+        shared_filters,
+        kernel_type,
+        skt,
+        channel_wise,
+        normalize_kernel,
+    )
     return _down(out, x), _mask_or_none(_down(out_mask, x), mask)
 
 
-def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dilation=1,
-                    shared_filters=False, kernel_type="gaussian", smooth_kernel_type="none",
-                    smooth_kernel=None, inv_alpha=None, inv_lambda=None, channel_wise=False,
-                    normalize_kernel=False, mask=None):
+def pacconv2d_fused(
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    shared_filters=False,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
     """:func:`packernel2d` + :func:`pacconv2d` in one op, K never materialised whole.
 
     ``guide`` is (B, Cg, H, W) at the input's resolution; the kernel keywords are
@@ -297,16 +530,50 @@ def pacconv2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0, dil
     >>> out.sum().backward(); tuple(guide.grad.shape)
     (1, 3, 8, 8)
     """
-    return _fused("pacconv2d_fused", "conv", input, guide, weight, bias, None, stride, padding,
-                  0, dilation, shared_filters, kernel_type, smooth_kernel_type, smooth_kernel,
-                  inv_alpha, inv_lambda, channel_wise, normalize_kernel, mask)
+    return _fused(
+        "pacconv2d_fused",
+        "conv",
+        input,
+        guide,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        0,
+        dilation,
+        shared_filters,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+    )
 
 
-def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padding=0,
-                              output_padding=0, dilation=1, shared_filters=False,
-                              kernel_type="gaussian", smooth_kernel_type="none",
-                              smooth_kernel=None, inv_alpha=None, inv_lambda=None,
-                              channel_wise=False, normalize_kernel=False, mask=None):
+def pacconv_transpose2d_fused(
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
     """:func:`pacconv_transpose2d` straight from the guide (at the *output* resolution).
     Returns ``(output, output_mask or None)``.
 
@@ -320,16 +587,47 @@ def pacconv_transpose2d_fused(input, guide, weight, bias=None, *, stride=1, padd
     >>> tuple(out.shape)
     (1, 1, 8, 8)
     """
-    return _fused("pacconv_transpose2d_fused", "transpose", input, guide, weight, bias, None,
-                  stride, padding, output_padding, dilation, shared_filters, kernel_type,
-                  smooth_kernel_type, smooth_kernel, inv_alpha, inv_lambda, channel_wise,
-                  normalize_kernel, mask)
+    return _fused(
+        "pacconv_transpose2d_fused",
+        "transpose",
+        input,
+        guide,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+    )
 
 
-def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=1,
-                    kernel_type="gaussian", smooth_kernel_type="none", smooth_kernel=None,
-                    inv_alpha=None, inv_lambda=None, channel_wise=False, normalize_kernel=False,
-                    mask=None):
+def pacpool2d_fused(
+    input,
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
     """:func:`pacpool2d` straight from the guide. Returns ``(output, output_mask or None)``.
 
     Examples
@@ -341,6 +639,25 @@ def pacpool2d_fused(input, guide, kernel_size, *, stride=1, padding=0, dilation=
     >>> tuple(out.shape)
     (1, 2, 4, 4)
     """
-    return _fused("pacpool2d_fused", "pool", input, guide, None, None, kernel_size, stride,
-                  padding, 0, dilation, False, kernel_type, smooth_kernel_type, smooth_kernel,
-                  inv_alpha, inv_lambda, channel_wise, normalize_kernel, mask)
+    return _fused(
+        "pacpool2d_fused",
+        "pool",
+        input,
+        guide,
+        None,
+        None,
+        kernel_size,
+        stride,
+        padding,
+        0,
+        dilation,
+        False,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+    )

@@ -6,6 +6,7 @@ orientation difference). ``from_conv`` turns a trained ``nn.Conv2d`` / ``nn.Conv
 into the equivalent PAC layer (the paper's Sec. 6 hot-swap). ``forward`` runs the fused op when no
 precomputed kernel is given, so K is never materialised whole.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,11 +19,11 @@ from torch.nn import Parameter
 
 from .. import _core
 from .functional import (
-    packernel2d,
     pacconv2d,
     pacconv2d_fused,
     pacconv_transpose2d,
     pacconv_transpose2d_fused,
+    packernel2d,
     pacpool2d,
     pacpool2d_fused,
 )
@@ -68,9 +69,25 @@ class _PacConvNd(nn.Module):
     names (``weight``, ``bias``, ``inv_alpha``, ``inv_lambda``, ``smooth_kernel``), so state dicts
     map one to one; argument checks reuse pacnp's own parsers."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                 transposed, output_padding, bias, pool_only, kernel_type, smooth_kernel_type,
-                 channel_wise, normalize_kernel, shared_filters, filler):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        transposed,
+        output_padding,
+        bias,
+        pool_only,
+        kernel_type,
+        smooth_kernel_type,
+        channel_wise,
+        normalize_kernel,
+        shared_filters,
+        filler,
+    ):
         super().__init__()
         fn = type(self).__name__
         if not pool_only:
@@ -83,8 +100,9 @@ class _PacConvNd(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _core.pair(kernel_size, "kernel_size", fn, minimum=1, odd=True)
-        _core.check_window(fn, "kernel_size", kernel_size,
-                           self.kernel_size[0] * self.kernel_size[1])
+        _core.check_window(
+            fn, "kernel_size", kernel_size, self.kernel_size[0] * self.kernel_size[1]
+        )
         self.stride = _core.pair(stride, "stride", fn, minimum=1)
         self.padding = _core.pair(padding, "padding", fn)
         self.dilation = _core.pair(dilation, "dilation", fn, minimum=1)
@@ -102,13 +120,17 @@ class _PacConvNd(nn.Module):
             if filler not in _FILLERS:
                 raise ValueError(f"{fn}: filler={filler!r}; expected one of {list(_FILLERS)}")
             if shared_filters and in_channels != out_channels:
-                raise ValueError(f"{fn}: shared_filters=True applies one filter to every channel, "
-                                 f"so in_channels ({in_channels}) must equal out_channels "
-                                 f"({out_channels})")
+                raise ValueError(
+                    f"{fn}: shared_filters=True applies one filter to every channel, "
+                    f"so in_channels ({in_channels}) must equal out_channels "
+                    f"({out_channels})"
+                )
             if filler in ("pool", "crf_pool"):
                 if not shared_filters:
-                    raise ValueError(f"{fn}: filler={filler!r} is a fixed pooling filter and "
-                                     f"needs shared_filters=True")
+                    raise ValueError(
+                        f"{fn}: filler={filler!r} is a fixed pooling filter and "
+                        f"needs shared_filters=True"
+                    )
                 # fixed, not learnt (a buffer, as in the reference code)
                 self.register_buffer("weight", torch.ones(1, 1, kh, kw))
             elif shared_filters:
@@ -125,15 +147,19 @@ class _PacConvNd(nn.Module):
         self._inv_init = None
         if spec.kind == 1:  # inv_{α}_{λ}: α, λ start from the numbers in the string
             if spec.alpha is None:
-                raise ValueError(f"{fn}: kernel_type={kernel_type!r} needs the initial α and λ "
-                                 f"in the string, e.g. 'inv_0.5_-1'")
+                raise ValueError(
+                    f"{fn}: kernel_type={kernel_type!r} needs the initial α and λ "
+                    f"in the string, e.g. 'inv_0.5_-1'"
+                )
             self._inv_init = (spec.alpha, spec.lam)
             shape = ()
             if channel_wise and not spec.fixed:
                 if out_channels is None or out_channels <= 0:
-                    raise ValueError(f"{fn}: channel_wise=True with a learnable {kernel_type!r} "
-                                     f"kernel needs out_channels (one α, λ per channel), got "
-                                     f"out_channels={out_channels}")
+                    raise ValueError(
+                        f"{fn}: channel_wise=True with a learnable {kernel_type!r} "
+                        f"kernel needs out_channels (one α, λ per channel), got "
+                        f"out_channels={out_channels}"
+                    )
                 shape = (out_channels,)
             alpha = torch.full(shape, spec.alpha)
             lam = torch.full(shape, spec.lam)
@@ -181,14 +207,20 @@ class _PacConvNd(nn.Module):
                 self.bias.uniform_(-bound, bound)
         elif self.filler == "linear":
             if not self.transposed or self.in_channels != self.out_channels:
-                raise ValueError(f"{fn}: filler='linear' (bilinear upsampling) needs a transposed "
-                                 f"layer with in_channels == out_channels, got transposed="
-                                 f"{self.transposed}, {self.in_channels} → {self.out_channels}")
+                raise ValueError(
+                    f"{fn}: filler='linear' (bilinear upsampling) needs a transposed "
+                    f"layer with in_channels == out_channels, got transposed="
+                    f"{self.transposed}, {self.in_channels} → {self.out_channels}"
+                )
             if any(k < 2 * s - 1 for k, s in zip(self.kernel_size, self.stride)):
-                raise ValueError(f"{fn}: filler='linear' needs kernel_size >= 2*stride-1, got "
-                                 f"kernel_size={self.kernel_size}, stride={self.stride}")
-            taps = [_linear_taps(k, s, self.normalize_kernel)
-                    for k, s in zip(self.kernel_size, self.stride)]
+                raise ValueError(
+                    f"{fn}: filler='linear' needs kernel_size >= 2*stride-1, got "
+                    f"kernel_size={self.kernel_size}, stride={self.stride}"
+                )
+            taps = [
+                _linear_taps(k, s, self.normalize_kernel)
+                for k, s in zip(self.kernel_size, self.stride)
+            ]
             filt = torch.from_numpy(np.outer(*taps)).to(w)
             w.zero_()
             for c in range(1 if self.shared_filters else self.in_channels):
@@ -197,9 +229,11 @@ class _PacConvNd(nn.Module):
                 self.bias.zero_()
         else:  # crf, crf_perturbed: Gaussian spatial filter, no self-message, Potts compat.
             if kh != kw or self.in_channels != self.out_channels:
-                raise ValueError(f"{fn}: filler={self.filler!r} needs a square kernel and "
-                                 f"in_channels == out_channels, got kernel_size="
-                                 f"{self.kernel_size}, {self.in_channels} → {self.out_channels}")
+                raise ValueError(
+                    f"{fn}: filler={self.filler!r} needs a square kernel and "
+                    f"in_channels == out_channels, got kernel_size="
+                    f"{self.kernel_size}, {self.in_channels} → {self.out_channels}"
+                )
             g = _gaussian_2d(kh) * kh * kw
             g[kh // 2, kw // 2] = 0.0
             g = torch.from_numpy(g).to(w)
@@ -214,25 +248,43 @@ class _PacConvNd(nn.Module):
                 self.bias.zero_()
 
     def _kernel_kwargs(self):
-        return dict(kernel_type=self.kernel_type, smooth_kernel_type=self.smooth_kernel_type,
-                    smooth_kernel=getattr(self, "smooth_kernel", None),
-                    inv_alpha=getattr(self, "inv_alpha", None),
-                    inv_lambda=getattr(self, "inv_lambda", None),
-                    channel_wise=self.channel_wise, normalize_kernel=self.normalize_kernel)
+        return dict(
+            kernel_type=self.kernel_type,
+            smooth_kernel_type=self.smooth_kernel_type,
+            smooth_kernel=getattr(self, "smooth_kernel", None),
+            inv_alpha=getattr(self, "inv_alpha", None),
+            inv_lambda=getattr(self, "inv_lambda", None),
+            channel_wise=self.channel_wise,
+            normalize_kernel=self.normalize_kernel,
+        )
 
     def compute_kernel(self, input_for_kernel, input_mask=None):
         """K (and the output mask, or None) of this layer for a guide, as :func:`packernel2d`."""
-        return packernel2d(input_for_kernel, input_mask, kernel_size=self.kernel_size,
-                           stride=self.stride, padding=self.padding,
-                           output_padding=self.output_padding, dilation=self.dilation,
-                           transposed=self.transposed, **self._kernel_kwargs())
+        return packernel2d(
+            input_for_kernel,
+            input_mask,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=self.output_padding,
+            dilation=self.dilation,
+            transposed=self.transposed,
+            **self._kernel_kwargs(),
+        )
 
     def extra_repr(self):
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}" \
-            if not self.pool_only else f"kernel_size={self.kernel_size}"
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+            if not self.pool_only
+            else f"kernel_size={self.kernel_size}"
+        )
         s += f", kernel_type={self.kernel_type}"
-        for name, default in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1)),
-                              ("output_padding", (0, 0))):
+        for name, default in (
+            ("stride", (1, 1)),
+            ("padding", (0, 0)),
+            ("dilation", (1, 1)),
+            ("output_padding", (0, 0)),
+        ):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)}"
         if not self.pool_only and self.bias is None:
@@ -250,21 +302,30 @@ def _from_conv_args(fn, conv, transposed):
     nn.ConvTranspose2d); the hot-swap of the paper's Sec. 6."""
     cls = nn.ConvTranspose2d if transposed else nn.Conv2d
     if not isinstance(conv, cls):  # (ConvTranspose2d is not a Conv2d subclass)
-        raise TypeError(f"{fn}: conv must be a torch.nn.{cls.__name__}, got "
-                        f"{type(conv).__name__}")
+        raise TypeError(f"{fn}: conv must be a torch.nn.{cls.__name__}, got {type(conv).__name__}")
     if conv.groups != 1:
-        raise ValueError(f"{fn}: conv has groups={conv.groups}; only groups=1 has a PAC "
-                         f"equivalent")
+        raise ValueError(f"{fn}: conv has groups={conv.groups}; only groups=1 has a PAC equivalent")
     if conv.padding_mode != "zeros":
-        raise ValueError(f"{fn}: conv has padding_mode={conv.padding_mode!r}; PAC pads with "
-                         f"zeros, so only padding_mode='zeros' keeps the output identical")
+        raise ValueError(
+            f"{fn}: conv has padding_mode={conv.padding_mode!r}; PAC pads with "
+            f"zeros, so only padding_mode='zeros' keeps the output identical"
+        )
     padding = conv.padding
     if isinstance(padding, str):  # 'valid' / 'same' (odd kernels: 'same' is symmetric)
-        padding = (0, 0) if padding == "valid" else tuple(
-            d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))
-    kw = dict(in_channels=conv.in_channels, out_channels=conv.out_channels,
-              kernel_size=conv.kernel_size, stride=conv.stride, padding=padding,
-              dilation=conv.dilation, bias=conv.bias is not None)
+        padding = (
+            (0, 0)
+            if padding == "valid"
+            else tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))
+        )
+    kw = dict(
+        in_channels=conv.in_channels,
+        out_channels=conv.out_channels,
+        kernel_size=conv.kernel_size,
+        stride=conv.stride,
+        padding=padding,
+        dilation=conv.dilation,
+        bias=conv.bias is not None,
+    )
     if transposed:
         kw["output_padding"] = conv.output_padding
     return kw
@@ -321,29 +382,72 @@ class PacConv2d(_PacConvNd):
     True
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 bias=True, kernel_type="gaussian", smooth_kernel_type="none",
-                 normalize_kernel=False, shared_filters=False, filler="uniform",
-                 native_impl=False):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, False,
-                         0, bias, False, kernel_type, smooth_kernel_type, False, normalize_kernel,
-                         shared_filters, filler)
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias=True,
+        kernel_type="gaussian",
+        smooth_kernel_type="none",
+        normalize_kernel=False,
+        shared_filters=False,
+        filler="uniform",
+        native_impl=False,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            False,
+            0,
+            bias,
+            False,
+            kernel_type,
+            smooth_kernel_type,
+            False,
+            normalize_kernel,
+            shared_filters,
+            filler,
+        )
         self.native_impl = native_impl
 
     def forward(self, input, guide, kernel=None, mask=None):
         if kernel is not None:
-            return pacconv2d(input, kernel, self.weight, self.bias, self.stride, self.padding,
-                             self.dilation, self.shared_filters)
-        out, out_mask = pacconv2d_fused(input, guide, self.weight, self.bias,
-                                        stride=self.stride, padding=self.padding,
-                                        dilation=self.dilation,
-                                        shared_filters=self.shared_filters, mask=mask,
-                                        **self._kernel_kwargs())
+            return pacconv2d(
+                input,
+                kernel,
+                self.weight,
+                self.bias,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.shared_filters,
+            )
+        out, out_mask = pacconv2d_fused(
+            input,
+            guide,
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            shared_filters=self.shared_filters,
+            mask=mask,
+            **self._kernel_kwargs(),
+        )
         return out if out_mask is None else (out, out_mask)
 
     @classmethod
-    def from_conv(cls, conv, *, kernel_type="gaussian", smooth_kernel_type="none",
-                  normalize_kernel=False):
+    def from_conv(
+        cls, conv, *, kernel_type="gaussian", smooth_kernel_type="none", normalize_kernel=False
+    ):
         """A PAC layer initialised from ``conv`` (``nn.Conv2d``, groups=1, zero padding).
 
         Its weight and bias are copies of ``conv``'s; with a constant guide (K ≡ 1 at every
@@ -351,8 +455,12 @@ class PacConv2d(_PacConvNd):
         so a trained network can be made pixel-adaptive layer by layer (paper, Sec. 6).
         """
         kw = _from_conv_args("PacConv2d.from_conv", conv, False)
-        layer = cls(**kw, kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-                    normalize_kernel=normalize_kernel)
+        layer = cls(
+            **kw,
+            kernel_type=kernel_type,
+            smooth_kernel_type=smooth_kernel_type,
+            normalize_kernel=normalize_kernel,
+        )
         return _copy_from_conv(layer, conv)
 
 
@@ -376,34 +484,84 @@ class PacConvTranspose2d(_PacConvNd):
     (1, 2, 16, 16)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, dilation=1, bias=True, kernel_type="gaussian",
-                 smooth_kernel_type="none", normalize_kernel=False, shared_filters=False,
-                 filler="uniform", native_impl=False):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, True,
-                         output_padding, bias, False, kernel_type, smooth_kernel_type, False,
-                         normalize_kernel, shared_filters, filler)
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        dilation=1,
+        bias=True,
+        kernel_type="gaussian",
+        smooth_kernel_type="none",
+        normalize_kernel=False,
+        shared_filters=False,
+        filler="uniform",
+        native_impl=False,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            True,
+            output_padding,
+            bias,
+            False,
+            kernel_type,
+            smooth_kernel_type,
+            False,
+            normalize_kernel,
+            shared_filters,
+            filler,
+        )
         self.native_impl = native_impl
 
     def forward(self, input, guide, kernel=None, mask=None):
         if kernel is not None:
-            return pacconv_transpose2d(input, kernel, self.weight, self.bias, self.stride,
-                                       self.padding, self.output_padding, self.dilation,
-                                       self.shared_filters)
+            return pacconv_transpose2d(
+                input,
+                kernel,
+                self.weight,
+                self.bias,
+                self.stride,
+                self.padding,
+                self.output_padding,
+                self.dilation,
+                self.shared_filters,
+            )
         out, out_mask = pacconv_transpose2d_fused(
-            input, guide, self.weight, self.bias, stride=self.stride, padding=self.padding,
-            output_padding=self.output_padding, dilation=self.dilation,
-            shared_filters=self.shared_filters, mask=mask, **self._kernel_kwargs())
+            input,
+            guide,
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            output_padding=self.output_padding,
+            dilation=self.dilation,
+            shared_filters=self.shared_filters,
+            mask=mask,
+            **self._kernel_kwargs(),
+        )
         return out if out_mask is None else (out, out_mask)
 
     @classmethod
-    def from_conv(cls, conv, *, kernel_type="gaussian", smooth_kernel_type="none",
-                  normalize_kernel=False):
+    def from_conv(
+        cls, conv, *, kernel_type="gaussian", smooth_kernel_type="none", normalize_kernel=False
+    ):
         """A PAC layer initialised from ``conv`` (``nn.ConvTranspose2d``, groups=1); with a
         constant guide its output equals ``conv``'s to float rounding."""
         kw = _from_conv_args("PacConvTranspose2d.from_conv", conv, True)
-        layer = cls(**kw, kernel_type=kernel_type, smooth_kernel_type=smooth_kernel_type,
-                    normalize_kernel=normalize_kernel)
+        layer = cls(
+            **kw,
+            kernel_type=kernel_type,
+            smooth_kernel_type=smooth_kernel_type,
+            normalize_kernel=normalize_kernel,
+        )
         return _copy_from_conv(layer, conv)
 
 
@@ -422,19 +580,52 @@ class PacPool2d(_PacConvNd):
     (1, 4, 4, 4)
     """
 
-    def __init__(self, kernel_size, stride=1, padding=0, dilation=1, kernel_type="gaussian",
-                 smooth_kernel_type="none", channel_wise=False, normalize_kernel=False,
-                 out_channels=-1, native_impl=False):
-        super().__init__(-1, out_channels, kernel_size, stride, padding, dilation, False, 0,
-                         False, True, kernel_type, smooth_kernel_type, channel_wise,
-                         normalize_kernel, False, None)
+    def __init__(
+        self,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        kernel_type="gaussian",
+        smooth_kernel_type="none",
+        channel_wise=False,
+        normalize_kernel=False,
+        out_channels=-1,
+        native_impl=False,
+    ):
+        super().__init__(
+            -1,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            False,
+            0,
+            False,
+            True,
+            kernel_type,
+            smooth_kernel_type,
+            channel_wise,
+            normalize_kernel,
+            False,
+            None,
+        )
         self.native_impl = native_impl
 
     def forward(self, input, guide, kernel=None, mask=None):
         if kernel is not None:
-            return pacpool2d(input, kernel, self.kernel_size, self.stride, self.padding,
-                             self.dilation)
-        out, out_mask = pacpool2d_fused(input, guide, self.kernel_size, stride=self.stride,
-                                        padding=self.padding, dilation=self.dilation, mask=mask,
-                                        **self._kernel_kwargs())
+            return pacpool2d(
+                input, kernel, self.kernel_size, self.stride, self.padding, self.dilation
+            )
+        out, out_mask = pacpool2d_fused(
+            input,
+            guide,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            mask=mask,
+            **self._kernel_kwargs(),
+        )
         return out if out_mask is None else (out, out_mask)

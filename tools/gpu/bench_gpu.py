@@ -33,12 +33,12 @@ cannot rot without a GPU (``tests/test_gpu_check.py``): its figures are not meas
 The report is rewritten after every row, so a run stopped by its time budget (``--budget``)
 leaves every row it finished.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -69,9 +69,14 @@ PASSES = ("forward", "forward_backward")
 CONV_IMPLS = ("pacnp", "pacnp_fused", "cudnn", "cudnn_tf32", "unfold", "unfold_mm")
 FILTER_IMPLS = ("pacnp", "cudnn", "unfold")
 #: asv runner of each conv implementation
-RUNNER_IMPL = {"pacnp": "pacnp", "pacnp_fused": "pacnp_fused", "cudnn": "torch_dense",
-               "cudnn_tf32": "torch_dense", "unfold": "torch_unfold",
-               "unfold_mm": "torch_unfold_mm"}
+RUNNER_IMPL = {
+    "pacnp": "pacnp",
+    "pacnp_fused": "pacnp_fused",
+    "cudnn": "torch_dense",
+    "cudnn_tf32": "torch_dense",
+    "unfold": "torch_unfold",
+    "unfold_mm": "torch_unfold_mm",
+}
 
 
 def expected_rows():
@@ -90,13 +95,13 @@ class Row:
     pass_: str
     impl: str
     shape: str = ""
-    status: str = "ok"           # ok | skipped: … | error: …
-    first_s: float = math.nan    # the first call (compilation, autotuning)
+    status: str = "ok"  # ok | skipped: … | error: …
+    first_s: float = math.nan  # the first call (compilation, autotuning)
     median_ms: float = math.nan
     min_ms: float = math.nan
     wall_median_ms: float = math.nan
     repeats: int = 0
-    rel_err: float = math.nan    # forward output vs the unfold peer
+    rel_err: float = math.nan  # forward output vs the unfold peer
 
 
 # ---------------------------------------------------------------------------- device
@@ -106,12 +111,14 @@ class Device:
     def __init__(self, name):
         self.name = name
         import torch
+
         self.torch = torch
         self.cp = None
         if name == "cuda":
             if not torch.cuda.is_available():
                 raise SystemExit("--device cuda: torch sees no CUDA GPU (use --dry-run here)")
             import cupy
+
             self.cp = cupy
             torch.backends.cudnn.benchmark = True
             self.torch_device = torch.device("cuda")
@@ -125,9 +132,11 @@ class Device:
         t = self.torch
         if self.name == "cuda":
             p = t.cuda.get_device_properties(0)
-            return (f"{p.name}, {p.total_memory / 2**30:.0f} GiB, cc {p.major}.{p.minor}; torch "
-                    f"{t.__version__} (cuDNN {t.backends.cudnn.version()}), CuPy "
-                    f"{self.cp.__version__}")
+            return (
+                f"{p.name}, {p.total_memory / 2**30:.0f} GiB, cc {p.major}.{p.minor}; torch "
+                f"{t.__version__} (cuDNN {t.backends.cudnn.version()}), CuPy "
+                f"{self.cp.__version__}"
+            )
         return f"CPU ({platform.processor() or platform.machine()}), torch {t.__version__}"
 
     def array(self, a):
@@ -213,6 +222,7 @@ def conv_callable(dev, impl, w, pass_):
                 return method()
             finally:
                 cudnn.allow_tf32 = old
+
         return call
     return getattr(runner, pass_)
 
@@ -237,9 +247,9 @@ def w5_unfold(torch, img):
     xp = F.pad(x, (r, r, r, r), mode="reflect")  # = pacnp's 'reflect' (no edge repeat)
     cols = F.unfold(xp, k).view(1, 3, k * k, H * W)
     centre = x.reshape(1, 3, 1, H * W)
-    d2 = ((cols - centre) ** 2).sum(1) / (W5_SIGMA_C ** 2)
+    d2 = ((cols - centre) ** 2).sum(1) / (W5_SIGMA_C**2)
     ax = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    ws = torch.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * W5_SIGMA_S ** 2)).reshape(1, -1, 1)
+    ws = torch.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * W5_SIGMA_S**2)).reshape(1, -1, 1)
     wgt = torch.exp(-0.5 * d2) * ws
     out = (cols * wgt[:, None]).sum(2) / wgt.sum(1, keepdim=True)
     return out.view(3, H, W).permute(1, 2, 0)
@@ -247,8 +257,11 @@ def w5_unfold(torch, img):
 
 def w5_cudnn_inputs(dev, img):
     x = dev.tensor(img.transpose(2, 0, 1)[None])
-    w = dev.tensor(np.full((3, 1, 2 * W5_RADIUS + 1, 2 * W5_RADIUS + 1),
-                           1 / (2 * W5_RADIUS + 1) ** 2, np.float32))
+    w = dev.tensor(
+        np.full(
+            (3, 1, 2 * W5_RADIUS + 1, 2 * W5_RADIUS + 1), 1 / (2 * W5_RADIUS + 1) ** 2, np.float32
+        )
+    )
     return x, w
 
 
@@ -256,14 +269,20 @@ def w5_callable(dev, impl, img):
     torch = dev.torch
     if impl == "pacnp":
         from pacnp import filters
+
         a = dev.array(img)
         return lambda: filters.joint_bilateral_filter(
-            a, a, sigma_spatial=W5_SIGMA_S, sigma_color=W5_SIGMA_C, radius=W5_RADIUS,
-            border="reflect", channel_axis=-1)
+            a,
+            a,
+            sigma_spatial=W5_SIGMA_S,
+            sigma_color=W5_SIGMA_C,
+            radius=W5_RADIUS,
+            border="reflect",
+            channel_axis=-1,
+        )
     if impl == "cudnn":
         x, w = w5_cudnn_inputs(dev, img)
-        return no_grad(torch, lambda: torch.nn.functional.conv2d(x, w, padding=W5_RADIUS,
-                                                                 groups=3))
+        return no_grad(torch, lambda: torch.nn.functional.conv2d(x, w, padding=W5_RADIUS, groups=3))
     if impl == "unfold":
         t = dev.tensor(img)
         return no_grad(torch, lambda: w5_unfold(torch, t))
@@ -275,9 +294,10 @@ def w7_inputs(tiny, seed=0):
     h, w = (4, 6) if tiny else (128, 192)
     f = W7_FACTOR
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h * f, 0:w * f] / (h * f)
-    guide = np.stack([np.cos(5 * xx + c) * 60 + 100 * (xx + yy > 0.8 + 0.2 * c)
-                      for c in range(3)], -1)
+    yy, xx = np.mgrid[0 : h * f, 0 : w * f] / (h * f)
+    guide = np.stack(
+        [np.cos(5 * xx + c) * 60 + 100 * (xx + yy > 0.8 + 0.2 * c) for c in range(3)], -1
+    )
     guide = (guide + rng.normal(0, 5, guide.shape)).astype(np.float32)
     o = (f - 1) // 2
     low = (guide[o::f, o::f].mean(-1) + rng.normal(0, 2, (h, w))).astype(np.float32)
@@ -286,9 +306,9 @@ def w7_inputs(tiny, seed=0):
 
 def w7_geometry():
     f = W7_FACTOR
-    r = 3 * f // 2             # joint_bilateral_upsample's default radius
-    o = (f - 1) // 2           # low-res sample n sits at high-res pixel n·f + o
-    return f, r, o, f / 2      # σ_s default: half the sample spacing
+    r = 3 * f // 2  # joint_bilateral_upsample's default radius
+    o = (f - 1) // 2  # low-res sample n sits at high-res pixel n·f + o
+    return f, r, o, f / 2  # σ_s default: half the sample spacing
 
 
 def w7_unfold(torch, low, guide):
@@ -300,15 +320,15 @@ def w7_unfold(torch, low, guide):
     k = 2 * r + 1
     h, w = low.shape
     H, W = h * f, w * f
-    g = guide.permute(2, 0, 1)[None] / W7_SIGMA_C             # [1, 3, H, W]
+    g = guide.permute(2, 0, 1)[None] / W7_SIGMA_C  # [1, 3, H, W]
     z = torch.zeros((1, 5, H, W), dtype=g.dtype, device=g.device)
-    z[0, 0, o::f, o::f] = low                                  # the samples
-    z[0, 1, o::f, o::f] = 1                                    # their presence
-    z[:, 2:, o::f, o::f] = g[:, :, o::f, o::f]                 # the guide at the samples
+    z[0, 0, o::f, o::f] = low  # the samples
+    z[0, 1, o::f, o::f] = 1  # their presence
+    z[:, 2:, o::f, o::f] = g[:, :, o::f, o::f]  # the guide at the samples
     cols = F.unfold(z, k, padding=r).view(1, 5, k * k, H * W)
     d2 = ((cols[:, 2:] - g.reshape(1, 3, 1, H * W)) ** 2).sum(1)
     ax = torch.arange(-r, r + 1, dtype=g.dtype, device=g.device)
-    ws = torch.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * sigma_s ** 2)).reshape(1, -1, 1)
+    ws = torch.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * sigma_s**2)).reshape(1, -1, 1)
     wgt = torch.exp(-0.5 * d2) * ws * cols[:, 1]
     return ((cols[:, 0] * wgt).sum(1) / wgt.sum(1)).view(H, W)
 
@@ -318,17 +338,23 @@ def w7_callable(dev, impl, low, guide):
     f, r, o, sigma_s = w7_geometry()
     if impl == "pacnp":
         from pacnp import filters
+
         lo, g = dev.array(low), dev.array(guide)
         return lambda: filters.joint_bilateral_upsample(
-            lo, g, f, sigma_color=W7_SIGMA_C, channel_axis=None, guide_channel_axis=-1)
+            lo, g, f, sigma_color=W7_SIGMA_C, channel_axis=None, guide_channel_axis=-1
+        )
     if impl == "cudnn":
         # the same transposed geometry as pacnp's (filters.py): k = 2r+1, padding r − o,
         # output_padding (f−1) % 2, on [value, confidence]
         x = dev.tensor(np.stack([low, np.ones_like(low)])[None])
         k = 2 * r + 1
-        wt = dev.tensor(np.full((2, 1, k, k), 1 / k ** 2, np.float32))
-        return no_grad(torch, lambda: torch.nn.functional.conv_transpose2d(
-            x, wt, stride=f, padding=r - o, output_padding=(f - 1) % 2, groups=2))
+        wt = dev.tensor(np.full((2, 1, k, k), 1 / k**2, np.float32))
+        return no_grad(
+            torch,
+            lambda: torch.nn.functional.conv_transpose2d(
+                x, wt, stride=f, padding=r - o, output_padding=(f - 1) % 2, groups=2
+            ),
+        )
     if impl == "unfold":
         lo, g = dev.tensor(low), dev.tensor(guide)
         return no_grad(torch, lambda: w7_unfold(torch, lo, g))
@@ -339,6 +365,7 @@ def no_grad(torch, fn):
     def call():
         with torch.no_grad():
             return fn()
+
     return call
 
 
@@ -349,7 +376,7 @@ class Bench:
         self.dev = Device(args.device)
         self.rows: list[Row] = []
         self.t_start = time.perf_counter()
-        self.outputs = {}   # (workload, impl) -> forward output, for rel err
+        self.outputs = {}  # (workload, impl) -> forward output, for rel err
         self._filter_inputs = {}
 
     def left_s(self):
@@ -362,13 +389,16 @@ class Bench:
             n = w5_inputs(self.args.tiny).shape[0]
             return f"joint bilateral {n}×{n} RGB, 11×11, σ_s 3, σ_c 25, reflect"
         low, guide = self.filter_inputs("W7")
-        return (f"joint upsampling ×{W7_FACTOR}: {low.shape[1]}×{low.shape[0]} grey → "
-                f"{guide.shape[1]}×{guide.shape[0]} RGB guide, radius 12, σ_s 4, σ_c 25")
+        return (
+            f"joint upsampling ×{W7_FACTOR}: {low.shape[1]}×{low.shape[0]} grey → "
+            f"{guide.shape[1]}×{guide.shape[0]} RGB guide, radius 12, σ_s 4, σ_c 25"
+        )
 
     def filter_inputs(self, wl):
         if wl not in self._filter_inputs:
-            self._filter_inputs[wl] = (w5_inputs(self.args.tiny),) if wl == "W5" else \
-                w7_inputs(self.args.tiny)
+            self._filter_inputs[wl] = (
+                (w5_inputs(self.args.tiny),) if wl == "W5" else w7_inputs(self.args.tiny)
+            )
         return self._filter_inputs[wl]
 
     def callable(self, wl, pass_, impl):
@@ -386,8 +416,9 @@ class Bench:
             return row
         try:
             fn = self.callable(wl, pass_, impl)
-            first, ev, wall, out = self.dev.time(fn, self.args.repeats, self.args.warmup,
-                                                 self.args.row_seconds)
+            first, ev, wall, out = self.dev.time(
+                fn, self.args.repeats, self.args.warmup, self.args.row_seconds
+            )
             row.first_s = first
             row.median_ms, row.min_ms = statistics.median(ev), min(ev)
             row.wall_median_ms = statistics.median(wall)
@@ -408,8 +439,9 @@ class Bench:
             if only and wl not in only:
                 continue
             row = self.run_row(wl, pass_, impl)
-            print(f"{wl:3s} {pass_:16s} {impl:11s} {row.median_ms:10.3f} ms  {row.status}",
-                  flush=True)
+            print(
+                f"{wl:3s} {pass_:16s} {impl:11s} {row.median_ms:10.3f} ms  {row.status}", flush=True
+            )
             self.fill_errors()
             self.write()
 
@@ -428,8 +460,11 @@ class Bench:
         return None
 
     def best_pacnp(self, wl, pass_):
-        rows = [r for r in (self.find(wl, pass_, "pacnp"), self.find(wl, pass_, "pacnp_fused"))
-                if r is not None]
+        rows = [
+            r
+            for r in (self.find(wl, pass_, "pacnp"), self.find(wl, pass_, "pacnp_fused"))
+            if r is not None
+        ]
         return min(rows, key=lambda r: r.median_ms) if rows else None
 
     def targets(self):
@@ -442,37 +477,61 @@ class Bench:
             which = f"pacnp ({best.impl}) {best.median_ms:.3f} ms" if best else "pacnp: no row"
             if best and cudnn:
                 x = best.median_ms / cudnn.median_ms
-                out.append((f"{wl} forward ≤ {MAX_X_CUDNN:g}× cuDNN conv2d",
-                            f"{which} / cuDNN {cudnn.median_ms:.3f} ms = {x:.2f}×",
-                            "PASS" if x <= MAX_X_CUDNN else "FAIL"))
+                out.append(
+                    (
+                        f"{wl} forward ≤ {MAX_X_CUDNN:g}× cuDNN conv2d",
+                        f"{which} / cuDNN {cudnn.median_ms:.3f} ms = {x:.2f}×",
+                        "PASS" if x <= MAX_X_CUDNN else "FAIL",
+                    )
+                )
             else:
-                out.append((f"{wl} forward ≤ {MAX_X_CUDNN:g}× cuDNN conv2d", "missing rows",
-                            "n/a"))
+                out.append((f"{wl} forward ≤ {MAX_X_CUDNN:g}× cuDNN conv2d", "missing rows", "n/a"))
             if best and unfold:
                 x = unfold.median_ms / best.median_ms
-                out.append((f"{wl} forward ≥ {MIN_X_FASTER_THAN_UNFOLD:g}× faster than "
-                            f"unfold+einsum", f"unfold {unfold.median_ms:.3f} ms / {which} = "
-                            f"{x:.2f}×", "PASS" if x >= MIN_X_FASTER_THAN_UNFOLD else "FAIL"))
+                out.append(
+                    (
+                        f"{wl} forward ≥ {MIN_X_FASTER_THAN_UNFOLD:g}× faster than unfold+einsum",
+                        f"unfold {unfold.median_ms:.3f} ms / {which} = {x:.2f}×",
+                        "PASS" if x >= MIN_X_FASTER_THAN_UNFOLD else "FAIL",
+                    )
+                )
             else:
-                out.append((f"{wl} forward ≥ {MIN_X_FASTER_THAN_UNFOLD:g}× faster than "
-                            f"unfold+einsum", "missing rows", "n/a"))
+                out.append(
+                    (
+                        f"{wl} forward ≥ {MIN_X_FASTER_THAN_UNFOLD:g}× faster than unfold+einsum",
+                        "missing rows",
+                        "n/a",
+                    )
+                )
         w5 = self.find("W5", "forward", "pacnp")
-        out.append((f"W5 ≤ {W5_MAX_MS:g} ms", f"{w5.median_ms:.3f} ms" if w5 else "missing row",
-                    ("PASS" if w5.median_ms <= W5_MAX_MS else "FAIL") if w5 else "n/a"))
+        out.append(
+            (
+                f"W5 ≤ {W5_MAX_MS:g} ms",
+                f"{w5.median_ms:.3f} ms" if w5 else "missing row",
+                ("PASS" if w5.median_ms <= W5_MAX_MS else "FAIL") if w5 else "n/a",
+            )
+        )
         return out
 
     def markdown(self):
         a = self.args
-        lines = [f"### GPU benchmarks ({'DRY RUN: CPU, tiny shapes, not a measurement' if a.tiny else a.device})",
-                 "",
-                 f"{self.dev.describe()}; pacnp from {ROOT}; float32; {a.repeats} timed calls "
-                 f"after {a.warmup} warm-up call(s), medians"
-                 + (" of CUDA events (device synchronised after each call)"
-                    if self.dev.name == "cuda" else " of the host clock") + ".",
-                 "",
-                 "| workload | pass | impl | median ms | min ms | wall median ms | first call s "
-                 "| × cuDNN | unfold ÷ this | rel err vs unfold | status |",
-                 "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        lines = [
+            "### GPU benchmarks ("
+            f"{'DRY RUN: CPU, tiny shapes, not a measurement' if a.tiny else a.device})",
+            "",
+            f"{self.dev.describe()}; pacnp from {ROOT}; float32; {a.repeats} timed calls "
+            f"after {a.warmup} warm-up call(s), medians"
+            + (
+                " of CUDA events (device synchronised after each call)"
+                if self.dev.name == "cuda"
+                else " of the host clock"
+            )
+            + ".",
+            "",
+            "| workload | pass | impl | median ms | min ms | wall median ms | first call s "
+            "| × cuDNN | unfold ÷ this | rel err vs unfold | status |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for r in self.rows:
             cudnn = self.find(r.workload, r.pass_, "cudnn")
             unfold = self.find(r.workload, r.pass_, "unfold")
@@ -480,15 +539,25 @@ class Bench:
             x_cudnn = f"{r.median_ms / cudnn.median_ms:.2f}" if ok and cudnn else "—"
             x_unf = f"{unfold.median_ms / r.median_ms:.2f}" if ok and unfold else "—"
             err = f"{r.rel_err:.1e}" if not math.isnan(r.rel_err) else "—"
-            num = (lambda v: f"{v:.3f}" if ok else "—")
-            lines.append(f"| {r.workload} | {r.pass_} | {r.impl} | {num(r.median_ms)} | "
-                         f"{num(r.min_ms)} | {num(r.wall_median_ms)} | "
-                         f"{f'{r.first_s:.2f}' if ok else '—'} | {x_cudnn} | {x_unf} | {err} | "
-                         f"{r.status} |")
-        lines += ["", "Shapes: " + "; ".join(
-            f"{wl} {self.shape_of(wl)}" for wl in dict.fromkeys(r.workload for r in self.rows)),
-            "", "### Targets (issue 13)", "",
-            "| target | measured | status |", "|---|---|---|"]
+            num = lambda v, ok=ok: f"{v:.3f}" if ok else "—"
+            lines.append(
+                f"| {r.workload} | {r.pass_} | {r.impl} | {num(r.median_ms)} | "
+                f"{num(r.min_ms)} | {num(r.wall_median_ms)} | "
+                f"{f'{r.first_s:.2f}' if ok else '—'} | {x_cudnn} | {x_unf} | {err} | "
+                f"{r.status} |"
+            )
+        lines += [
+            "",
+            "Shapes: "
+            + "; ".join(
+                f"{wl} {self.shape_of(wl)}" for wl in dict.fromkeys(r.workload for r in self.rows)
+            ),
+            "",
+            "### Targets (issue 13)",
+            "",
+            "| target | measured | status |",
+            "|---|---|---|",
+        ]
         lines += [f"| {t} | {m} | {s} |" for t, m, s in self.targets()]
         return "\n".join(lines) + "\n"
 
@@ -499,36 +568,65 @@ class Bench:
         if a.json:
             rows = []
             for r in self.rows:
-                d = {k: None if isinstance(v, float) and math.isnan(v) else v  # strict JSON
-                     for k, v in r.__dict__.items()}
+                d = {
+                    k: None if isinstance(v, float) and math.isnan(v) else v  # strict JSON
+                    for k, v in r.__dict__.items()
+                }
                 d["pass"] = d.pop("pass_")
                 rows.append(d)
-            Path(a.json).write_text(json.dumps(
-                {"device": self.dev.describe(), "dry_run": a.tiny, "repeats": a.repeats,
-                 "warmup": a.warmup, "rows": rows,
-                 "targets": [dict(zip(("target", "measured", "status"), t))
-                             for t in self.targets()]},
-                indent=1, default=lambda v: None))
+            Path(a.json).write_text(
+                json.dumps(
+                    {
+                        "device": self.dev.describe(),
+                        "dry_run": a.tiny,
+                        "repeats": a.repeats,
+                        "warmup": a.warmup,
+                        "rows": rows,
+                        "targets": [
+                            dict(zip(("target", "measured", "status"), t)) for t in self.targets()
+                        ],
+                    },
+                    indent=1,
+                    default=lambda v: None,
+                )
+            )
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         description="GPU benchmarks of issue 13 (W1, W2, W5, W7) against cuDNN and unfold; "
-                    "see the module docstring.")
-    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                    help="cuda: pacnp on CuPy arrays, peers on torch CUDA tensors (default); "
-                         "cpu: NumPy arrays and CPU tensors")
+        "see the module docstring."
+    )
+    ap.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="cuda: pacnp on CuPy arrays, peers on torch CUDA tensors (default); "
+        "cpu: NumPy arrays and CPU tensors",
+    )
     ap.add_argument("--tiny", action="store_true", help="tiny shapes (seconds on a CPU)")
-    ap.add_argument("--dry-run", action="store_true",
-                    help="--device cpu --tiny --repeats 1 --warmup 1: the same code on the CPU")
+    ap.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="--device cpu --tiny --repeats 1 --warmup 1: the same code on the CPU",
+    )
     ap.add_argument("--repeats", type=int, default=30, help="timed calls per row (default 30)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
-    ap.add_argument("--row-seconds", type=float, default=4.0,
-                    help="stop a row's timed calls after this long (at least 3 calls; 4)")
-    ap.add_argument("--budget", type=float, default=150.0,
-                    help="seconds; rows not started by then are reported as skipped (150)")
-    ap.add_argument("--only", nargs="*", choices=("W1", "W2", "W5", "W7"),
-                    help="only these workloads")
+    ap.add_argument(
+        "--row-seconds",
+        type=float,
+        default=4.0,
+        help="stop a row's timed calls after this long (at least 3 calls; 4)",
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=150.0,
+        help="seconds; rows not started by then are reported as skipped (150)",
+    )
+    ap.add_argument(
+        "--only", nargs="*", choices=("W1", "W2", "W5", "W7"), help="only these workloads"
+    )
     ap.add_argument("--out", help="write the Markdown table here")
     ap.add_argument("--json", help="write every figure here")
     args = ap.parse_args(argv)

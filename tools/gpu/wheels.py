@@ -13,6 +13,7 @@ directory's ``.pth`` files run (``--target`` directories on PYTHONPATH are not s
 numba-cuda's ``.pth`` is what redirects ``numba.cuda`` to it). Standard library only: it runs
 before anything is installed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,14 @@ HERE = Path(__file__).resolve().parent
 LIST = HERE / "wheels.txt"
 PYTHON_VERSION = "3.12"
 # manylinux tags pip must match exactly (device README: add others when a wheel is not found)
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
-             "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
 # the carry limit of the device tool is 64 MiB for the whole working tree
 SIZE_LIMIT = 24 * 2**20
 
@@ -66,8 +73,11 @@ def read_list(path=LIST):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][A-Za-z0-9.+!-]*)"
-                         r"(?:\s+min=([0-9][A-Za-z0-9.]*))?", line)
+        m = re.fullmatch(
+            r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][A-Za-z0-9.+!-]*)"
+            r"(?:\s+min=([0-9][A-Za-z0-9.]*))?",
+            line,
+        )
         if m is None:
             raise SystemExit(f"{path}:{n}: expected 'NAME==VERSION [min=VERSION]', got {raw!r}")
         key = re.sub(r"[-_.]+", "-", m.group(1)).lower()
@@ -82,6 +92,7 @@ def version_key(v):
     """A comparable key of a version string (packaging's Version where installed)."""
     try:
         from packaging.version import Version
+
         return Version(v)
     except Exception:  # noqa: BLE001 - no packaging, or a version it cannot parse
         return tuple(int(x) for x in re.findall(r"\d+", v.split("+")[0])[:4])
@@ -106,8 +117,9 @@ def check_tags(path):
     pys = py.split(".")
     if not ({"cp312", "py3", "py312"} & set(pys)) or (abi not in ("none", "abi3", "cp312")):
         return f"{path.name}: not for CPython 3.12 ({py}-{abi})"
-    if plat != "any" and not any(p.endswith("x86_64") and p.startswith("manylinux")
-                                 for p in plat.split(".")):
+    if plat != "any" and not any(
+        p.endswith("x86_64") and p.startswith("manylinux") for p in plat.split(".")
+    ):
         return f"{path.name}: not a manylinux x86_64 wheel ({plat})"
     return None
 
@@ -120,9 +132,21 @@ def download(args):
     for e in entries:
         have = wheel_file(e, dest)
         if have is None:
-            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                   "--only-binary=:all:", "--python-version", PYTHON_VERSION,
-                   "--implementation", "cp", "-d", str(dest)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                PYTHON_VERSION,
+                "--implementation",
+                "cp",
+                "-d",
+                str(dest),
+            ]
             for p in PLATFORMS:
                 cmd += ["--platform", p]
             subprocess.run(cmd + [f"{e.name}=={e.version}"], check=True)
@@ -144,8 +168,10 @@ def download(args):
         print(f"{size / 2**20:7.2f} MiB  {name}")
     print(f"{total / 2**20:7.2f} MiB  in all ({len(keep)} wheels in {dest}/)")
     if total > SIZE_LIMIT:
-        raise SystemExit(f"{total / 2**20:.1f} MiB of wheels: over {SIZE_LIMIT / 2**20:.0f} MiB; "
-                         f"the device tool carries 64 MiB with the whole working tree")
+        raise SystemExit(
+            f"{total / 2**20:.1f} MiB of wheels: over {SIZE_LIMIT / 2**20:.0f} MiB; "
+            f"the device tool carries 64 MiB with the whole working tree"
+        )
 
 
 def plan(entries, dest):
@@ -153,8 +179,7 @@ def plan(entries, dest):
     rows = []
     for e in entries:
         have = installed_version(e.name)
-        need = e.minimum is None or have is None or \
-            version_key(have) < version_key(e.minimum)
+        need = e.minimum is None or have is None or version_key(have) < version_key(e.minimum)
         rows.append((e, wheel_file(e, dest), have, need))
     return rows
 
@@ -164,9 +189,15 @@ def install(args):
     chosen, missing = [], []
     print(f"python {sys.version.split()[0]} at {sys.executable}")
     for e, whl, have, need in rows:
-        why = ("always" if e.minimum is None else
-               f"missing (need >= {e.minimum})" if have is None else
-               f"has {have} < {e.minimum}" if need else f"has {have} >= {e.minimum}: kept")
+        why = (
+            "always"
+            if e.minimum is None
+            else f"missing (need >= {e.minimum})"
+            if have is None
+            else f"has {have} < {e.minimum}"
+            if need
+            else f"has {have} >= {e.minimum}: kept"
+        )
         print(f"  {e.name:18s} {'INSTALL ' + e.version if need else 'skip':18s} {why}")
         if need:
             if whl is None:
@@ -174,8 +205,10 @@ def install(args):
             else:
                 chosen.append(whl)
     if missing:
-        print(f"wheels missing from {args.dest}/: {', '.join(missing)} (run `make gpu-wheels` "
-              f"and carry .whl)")
+        print(
+            f"wheels missing from {args.dest}/: {', '.join(missing)} (run `make gpu-wheels` "
+            f"and carry .whl)"
+        )
         return 2
     if not chosen:
         print("nothing to install")
@@ -184,9 +217,21 @@ def install(args):
     if bad:
         print("\n".join(bad))
         return 2
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-           "--no-compile", "--no-cache-dir", "--upgrade", "--target", args.target,
-           *map(str, chosen)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-index",
+        "--no-deps",
+        "--no-compile",
+        "--no-cache-dir",
+        "--upgrade",
+        "--target",
+        args.target,
+        *map(str, chosen),
+    ]
     print(" ".join(cmd))
     if args.dry_run:
         print("dry run: nothing installed")
