@@ -127,10 +127,14 @@ def _positive(fn, name, value, allow_none=False):
     return v
 
 
-def _radius(fn, radius, sigma_spatial):
+def _radius(fn, radius, sigma_spatial, reach):
+    """The window radius (given, or the default for σ_s), checked; the window-size limit
+    applies to what the window can reach, ``min(r, reach)``: beyond the image the filters
+    clamp or fold the window (its cost is bounded by the image, whatever the radius)."""
     if radius is None:
         r = default_radius(sigma_spatial)
-        _window(fn, "sigma_spatial", sigma_spatial, r)
+        _core.check_size(fn, "the radius of sigma_spatial", r, sigma_spatial)
+        _window(fn, "sigma_spatial", sigma_spatial, min(r, reach))
         return r
     if isinstance(radius, (bool, np.bool_)):
         raise TypeError(f"{fn}: radius must be an integer >= 0, got {radius!r}")
@@ -140,7 +144,8 @@ def _radius(fn, radius, sigma_spatial):
         raise TypeError(f"{fn}: radius must be an integer >= 0, got {radius!r}") from None
     if r < 0:
         raise ValueError(f"{fn}: radius must be an integer >= 0, got {radius!r}")
-    _window(fn, "radius", radius, r)
+    _core.check_size(fn, "radius", r, radius)
+    _window(fn, "radius", radius, min(r, reach))
     return r
 
 
@@ -215,6 +220,8 @@ def default_sigma_color(xp, guide, dtype):
     ``xp``: the guide's array module (NumPy, CuPy or ``dask.array``)."""
     # C order first: the sum's order — and so the last bits of σ_c — must not depend on the
     # memory layout of the caller's array (``astype`` alone keeps a Fortran-ordered layout)
+    if guide.size == 0:  # an empty batch: no colour scale to measure, and none needed
+        return 1.0
     g = guide.astype(dtype, order="C")
     s = float(g.std())
     if not math.isfinite(s):  # NaN or inf somewhere: the scale of the finite values
@@ -448,9 +455,9 @@ def plan_joint_bilateral_filter(
     _check_dtype(fn, "image", image)
     sigma_spatial = _positive(fn, "sigma_spatial", sigma_spatial)
     sigma_color = _positive(fn, "sigma_color", sigma_color, allow_none=True)
-    r = _radius(fn, radius, sigma_spatial)
-    border = _border(fn, border)
     lay = Layout(fn, "image", image.shape, channel_axis)
+    r = _radius(fn, radius, sigma_spatial, max(lay.hw))
+    border = _border(fn, border)
     glay = None
     if guide is not None:
         _check_dtype(fn, "guide", guide)
@@ -492,11 +499,13 @@ def plan_joint_bilateral_upsample(
     sigma_spatial = _positive(
         fn, "sigma_spatial", f / 2 if sigma_spatial is None else sigma_spatial
     )
+    lay = Layout(fn, "low", low.shape, channel_axis)
+    reach = f * max(lay.hw)  # no output pixel is farther than this from every sample
     if radius is None:
         r = 3 * f // 2
-        _window(fn, "factor", factor, r)
+        _window(fn, "factor", factor, min(r, reach))
     else:
-        r = _radius(fn, radius, sigma_spatial)
+        r = _radius(fn, radius, sigma_spatial, reach)
     o = (f - 1) // 2  # low-res sample n sits at high-res pixel n·f + o
     if r < f - 1 - o:
         raise ValueError(
@@ -505,7 +514,6 @@ def plan_joint_bilateral_upsample(
         )
     _border(fn, border, ("renormalize",))
     sigma_color = _positive(fn, "sigma_color", sigma_color, allow_none=True)
-    lay = Layout(fn, "low", low.shape, channel_axis)
     if guide_channel_axis == "auto" and len(guide.shape) != len(low.shape):
         guide_channel_axis = None
     glay = _guide_layout(fn, lay, guide, guide_channel_axis, scale=f)
@@ -553,7 +561,6 @@ def plan_detail_preserving_pool(
     k = _int(fn, "kernel_size", kernel_size, 1, "an odd integer >= 1")
     if k % 2 == 0:
         raise ValueError(f"{fn}: kernel_size must be an odd integer >= 1, got {kernel_size!r}")
-    _core.check_window(fn, "kernel_size", kernel_size, k * k)
     s = _int(fn, "stride", stride, 1, "an integer >= 1")
     for name, v in (("alpha", alpha), ("lam", lam)):
         if isinstance(v, (bool, np.bool_, str, bytes)):
@@ -569,6 +576,8 @@ def plan_detail_preserving_pool(
         raise ValueError(f"{fn}: lam must be a finite number, got {lam}")
     border = _border(fn, border)
     lay = Layout(fn, "image", image.shape, channel_axis)
+    # the limit applies to what the window can reach: beyond the image it is folded
+    _core.check_window(fn, "kernel_size", kernel_size, min(k, 2 * max(lay.hw) + 1) ** 2)
     r = k // 2
     return FilterPlan(
         fn,

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -79,13 +78,16 @@ def test_huge_radius_costs_what_the_image_reaches(border):
     """The issue's case: a 1×6 image, radius 4000 (nearest took > 300 s, cost ~ r³)."""
     rng = np.random.default_rng(4)
     img = rng.random((1, 6)).astype(np.float32)
-    F.bilateral_filter(img, sigma_spatial=1.0, radius=7, border=border)  # compile
-    t = time.perf_counter()
     far = F.bilateral_filter(
         img, sigma_spatial=4000 / 3, sigma_color=0.3, radius=4000, border=border
     )
-    assert time.perf_counter() - t < 5.0
+    far64 = F.bilateral_filter(
+        img.astype(np.float64), sigma_spatial=4000 / 3, sigma_color=0.3, radius=4000, border=border
+    )
     assert np.isfinite(far).all()
+    # folded onto the image: float32 agrees with float64 (the padded window form summed 64 M
+    # float32 taps per pixel and drifted by ~1e-4)
+    np.testing.assert_allclose(far, far64, rtol=2e-6, atol=2e-7)
     # σ_s = 2: every tap beyond ~30 pixels weighs 0 in float32, so radius 4000 is radius 40
     a = F.bilateral_filter(img, sigma_spatial=2.0, sigma_color=0.3, radius=4000, border=border)
     b = F.bilateral_filter(img, sigma_spatial=2.0, sigma_color=0.3, radius=40, border=border)
@@ -135,13 +137,17 @@ def test_direct_pool_equals_window_form(h, w, extra, border, stride, lam, seed):
     np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
 
 
-def test_huge_pool_window_is_fast():
+def test_huge_pool_window_is_bounded_by_the_image():
+    """An 8001-wide window on a 1 × 6 image: accepted (the window-size limit applies to what
+    the window can reach) and computed by folding onto the image — the same numbers in float32
+    and float64 (the padded window form summed 64 M float32 taps per output and drifted)."""
     rng = np.random.default_rng(8)
-    img = rng.random((1, 6)).astype(np.float32)
+    img = rng.random((1, 6))
     for border in F.BORDERS:
-        t = time.perf_counter()
-        out = F.detail_preserving_pool(img, 8001, stride=2, border=border)
-        assert time.perf_counter() - t < 5.0 and np.isfinite(out).all(), border
+        out32 = F.detail_preserving_pool(img.astype(np.float32), 8001, stride=2, border=border)
+        out64 = F.detail_preserving_pool(img, 8001, stride=2, border=border)
+        assert np.isfinite(out64).all(), border
+        np.testing.assert_allclose(out32, out64, rtol=1e-5, atol=1e-6, err_msg=border)
 
 
 @settings(max_examples=20, deadline=None)
@@ -177,9 +183,12 @@ def test_direct_upsample_equals_definition(h, w, f, extra, seed):
 def test_large_upsample_with_huge_radius_is_bounded():
     rng = np.random.default_rng(9)
     low, guide = rng.random((24, 20)).astype(np.float32), rng.random((48, 40)).astype(np.float32)
-    t = time.perf_counter()
     out = F.joint_bilateral_upsample(low, guide, 2, radius=10**6)
-    assert time.perf_counter() - t < 10.0 and np.isfinite(out).all()
+    # no output pixel is farther than 2 · 24 high-res pixels from any sample: the radius is
+    # clamped to that reach, exactly (the window-size limit applies to the reach too)
+    reach = F.joint_bilateral_upsample(low, guide, 2, radius=48)
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out, reach)
 
 
 # --------------------------------------------------------------------------- dead taps
