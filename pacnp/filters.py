@@ -912,9 +912,45 @@ def bilateral(plan, image, guide=None):
     return _finish(xp, lay.from_bchw(xp, num / den), plan.dtype)
 
 
+def _phase_taps(f, o, r, ws):
+    """Per output phase p (Y = q·f + p) the samples n = q − m in reach, |m·f + p − o| ≤ r:
+    (taps [f, J] the offsets m, weights [f, J] their w_s(m·f + p − o) from ``ws`` (the 2r + 1
+    window weights), counts [f] how many of row p's entries are used). The same for both
+    axes (w_s is separable and both axes share f, o and r)."""
+    lists = []
+    for p in range(f):
+        m_lo = -((r + p - o) // f)
+        m_hi = (r - p + o) // f
+        lists.append(range(m_lo, m_hi + 1))
+    J = max(len(ms) for ms in lists)
+    taps = np.zeros((f, J), dtype=np.int64)
+    weights = np.zeros((f, J), dtype=ws.dtype)
+    counts = np.zeros(f, dtype=np.int64)
+    for p, ms in enumerate(lists):
+        counts[p] = len(ms)
+        for j, m in enumerate(ms):
+            taps[p, j] = m
+            weights[p, j] = ws[m * f + p - o + r]
+    return taps, weights, counts
+
+
+def _upsample_kernel(xp):
+    """The backend module computing :func:`upsample`'s sums for arrays of module ``xp``:
+    ``pacnp.cpu.upsample`` for NumPy, its numba.cuda twin for device (CuPy) arrays."""
+    if xp is np:
+        from .cpu import upsample as kernels
+    else:
+        from .cuda import upsample as kernels
+    return kernels
+
+
 def upsample(plan, low, guide, confidence=None):
     """The computing half of :func:`joint_bilateral_upsample` (``plan`` from
-    :func:`plan_joint_bilateral_upsample`; NumPy or CuPy arrays)."""
+    :func:`plan_joint_bilateral_upsample`; NumPy or CuPy arrays).
+
+    A direct sum over (high-res pixel, low-res sample) pairs (``pacnp.cpu.upsample``): each
+    pixel visits the ≈ (2r/f + 1)² samples in reach, not the transposed PAC's (2r + 1)² taps
+    — for the default radius 3f/2 a cost independent of the factor."""
     xp = _xp_of(low)
     lay, ct, f, r = plan.layout, plan.compute_dtype, plan.factor, plan.radius
     o = (f - 1) // 2
@@ -933,36 +969,25 @@ def upsample(plan, low, guide, confidence=None):
         if bool((conf < 0).any()):
             raise ValueError(f"{plan.fn}: confidence must be >= 0")
     plan = plan.resolve_sigma_color(xp, g)
-    g = g / plan.sigma_color_in(ct)
+    g = xp.ascontiguousarray(g / plan.sigma_color_in(ct))
     # no sample lies farther than this from any output pixel (samples beyond the image do not
-    # exist, border 'renormalize'): a larger radius adds only taps that meet nothing, so
-    # clamping it is exact and bounds the window (hence cost and memory) by the image
+    # exist, border 'renormalize'): a larger radius adds only pairs that meet nothing, so
+    # clamping it is exact and bounds the tables (hence cost) by the image
     reach = max(max((n - 1) * f + o, n * f - 1 - o) for n in (h, w))
     r = min(r, reach)
-    xx = xp.concatenate([x * conf, conf], axis=1)
-    if (2 * r + 1) ** 2 > 4 * h * w:
-        # a window wider than the samples' grid: the window form would evaluate (2r + 1)²
-        # taps per pixel (one row of K: (2r + 1)²·W values) for h·w samples; sum over the
-        # samples instead
-        out = _direct_upsample(xp, xx, g, r, f, o, plan.sigma_spatial, ct)
+    xx = xp.ascontiguousarray(xp.concatenate([x * conf, conf], axis=1))
+    ws = _gaussian_1d(r, plan.sigma_spatial, ct)  # w_s(d), d = −r … r
+    taps, weights, counts = _phase_taps(f, o, r, ws)
+    res = xp.empty((B, C, H, W), dtype=ct)
+    kernels = _upsample_kernel(xp)
+    if xp is np:
+        kernels.joint_upsample(xx, g, f, o, taps, weights, counts, res)
     else:
-        # transposed PAC geometry: kernel k = 2r+1 on the output grid, sample n at n·f + o
-        k = 2 * r + 1
-        ws = _gaussian_1d(r, plan.sigma_spatial, ct)  # w_s(j − r): tap j's offset from its sample
-        weight = xp.asarray(np.outer(ws, ws).reshape(1, 1, k, k))
-        out, _ = _api.pacconv_transpose2d_fused(
-            xp.ascontiguousarray(xx),
-            xp.ascontiguousarray(g),
-            weight,
-            stride=f,
-            padding=r - o,
-            output_padding=(f - 1) % 2,
-            shared_filters=True,
-            kernel_type="gaussian",
-        )
-    num, den = out[:, :C], out[:, C:]
-    tiny = np.finfo(ct).tiny
-    res = xp.where(den >= tiny, num / xp.where(den >= tiny, den, 1), xp.nan)
+        from .cuda import _launch
+
+        stream = _launch.stream_from_pointer(xp.cuda.get_current_stream().ptr)
+        with _launch.launch(stream):
+            kernels.joint_upsample(xx, g, f, o, taps, weights, counts, res)
     if plan.dtype.kind == "u":
         res = xp.nan_to_num(res, nan=0.0)
     return _finish(xp, lay.from_bchw(xp, res, (H, W)), plan.dtype)
