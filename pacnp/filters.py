@@ -764,44 +764,6 @@ def _direct_pool(xp, x, plan):
     return out.reshape(B, C, Ho, Wo).astype(plan.compute_dtype, copy=False)
 
 
-def _direct_upsample(xp, xx, g, r, f, o, sigma_spatial, ct):
-    """The transposed PAC of :func:`upsample` summed over the samples instead of the window's
-    taps: out[Y] = Σ_n w_s(Y − p_n)·K(g_Y, g_(p_n))·xx_n over the samples n within ``r``
-    (p_n = n·f + o; w_s separable, so Wy[Y, n]·Wx[X, m]). ``xx`` [B, C + 1, h, w] (values ×
-    confidence, confidence), ``g`` [B, Cg, H, W] already divided by σ_c. Cost H·W·h·w, memory
-    in blocks of output pixels ≲ config.STRIPE_BYTES; float64, cast to ``ct``."""
-    from . import config
-
-    B, C1, h, w = xx.shape
-    H, W = g.shape[2], g.shape[3]
-    ws = _gaussian_1d(r, sigma_spatial, ct).astype(np.float64)
-
-    def axis(n_out, n_in):
-        d = np.arange(n_out)[:, None] - (np.arange(n_in) * f + o)[None, :]
-        return np.where(np.abs(d) <= r, ws[np.clip(d + r, 0, 2 * r)], 0.0)
-
-    Wy, Wx = axis(H, h), axis(W, w)
-    n = h * w
-    ny, nx = np.divmod(np.arange(n), w)
-    v = xp.asarray(xx, dtype=np.float64).reshape(B, C1, n)
-    gf = xp.asarray(g, dtype=np.float64)
-    gs = gf[:, :, ny * f + o, nx * f + o]  # the guide at the samples [B, Cg, n]
-    gf = gf.reshape(B, gf.shape[1], H * W)
-    out = xp.empty((B, C1, H * W), dtype=np.float64)
-    step = max(1, (config.STRIPE_BYTES // 8) // max(1, B * n * (gs.shape[1] + 2)))
-    for i0 in range(0, H * W, step):
-        i1 = min(H * W, i0 + step)
-        yy, xq = np.divmod(np.arange(i0, i1), W)
-        sp = xp.asarray(Wy[yy][:, ny] * Wx[xq][:, nx])  # [m, n]
-        d2 = xp.zeros((B, i1 - i0, n), dtype=np.float64)
-        for c in range(gs.shape[1]):
-            diff = gf[:, c, i0:i1, None] - gs[:, c, None, :]
-            d2 += diff * diff
-        A = xp.exp(-0.5 * d2) * sp[None]
-        out[:, :, i0:i1] = xp.einsum("bmn,bcn->bcm", A, v)
-    return out.reshape(B, C1, H, W).astype(ct, copy=False)
-
-
 def _fill_border(xp, a, r, mode):
     """Fill the r-pixel band around the interior of ``a`` [..., H + 2r, W + 2r] in place, as
     ``numpy.pad(interior, r, mode)`` would (modes 'reflect', 'edge', 'constant' = zeros).
