@@ -919,7 +919,7 @@ def upsample(plan, low, guide, confidence=None):
     x = lay.to_bchw(xp, low).astype(ct)
     B, C, h, w = x.shape
     H, W = h * f, w * f
-    g = plan.guide_layout.to_bchw(xp, guide).astype(ct)
+    g = plan.guide_layout.to_bchw(xp, guide)  # a view: cast and divided in one pass below
     if confidence is None:
         conf = xp.ones((B, 1, h, w), dtype=ct)
     else:
@@ -931,7 +931,9 @@ def upsample(plan, low, guide, confidence=None):
         if bool((conf < 0).any()):
             raise ValueError(f"{plan.fn}: confidence must be >= 0")
     plan = plan.resolve_sigma_color(xp, g)
-    g = xp.ascontiguousarray(g / plan.sigma_color_in(ct))
+    gg = xp.empty((B, g.shape[1], H, W), dtype=ct)
+    xp.divide(g.astype(ct, copy=False), plan.sigma_color_in(ct), out=gg)
+    g = gg
     # no sample lies farther than this from any output pixel (samples beyond the image do not
     # exist, border 'renormalize'): a larger radius adds only pairs that meet nothing, so
     # clamping it is exact and bounds the tables (hence cost) by the image
