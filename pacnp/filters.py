@@ -906,6 +906,32 @@ def _upsample_kernel(xp):
     return kernels
 
 
+def _upsample_direct(xp, xx, g, f, r, sigma_spatial, out):
+    """Run the direct kernel of :func:`upsample` (``pacnp.cpu.upsample``, or its CUDA twin for
+    CuPy arrays): ``xx`` [B, C + 1, h, w] values × confidence then the confidence, ``g``
+    [B, Cg, h·f, w·f] the guide divided by σ_c (C-contiguous, one float dtype), radius ``r``;
+    writes ``out`` [B, C, H, W] (NaN where no weight), with C + 1 channels also the weight
+    sum. The demo calls it for the weight sum."""
+    h, w = xx.shape[2], xx.shape[3]
+    o = (f - 1) // 2
+    # no sample lies farther than this from any output pixel (samples beyond the image do not
+    # exist, border 'renormalize'): a larger radius adds only pairs that meet nothing, so
+    # clamping it is exact and bounds the tables (hence cost) by the image
+    reach = max(max((n - 1) * f + o, n * f - 1 - o) for n in (h, w))
+    r = min(r, reach)
+    ws = _gaussian_1d(r, sigma_spatial, out.dtype)  # w_s(d), d = −r … r
+    taps, weights, counts = _phase_taps(f, o, r, ws)
+    kernels = _upsample_kernel(xp)
+    if xp is np:
+        kernels.joint_upsample(xx, g, f, o, taps, weights, counts, out)
+        return
+    from .cuda import _launch
+
+    stream = _launch.stream_from_pointer(xp.cuda.get_current_stream().ptr)
+    with _launch.launch(stream):
+        kernels.joint_upsample(xx, g, f, o, taps, weights, counts, out)
+
+
 def upsample(plan, low, guide, confidence=None):
     """The computing half of :func:`joint_bilateral_upsample` (``plan`` from
     :func:`plan_joint_bilateral_upsample`; NumPy or CuPy arrays).
@@ -915,7 +941,6 @@ def upsample(plan, low, guide, confidence=None):
     — for the default radius 3f/2 a cost independent of the factor."""
     xp = _xp_of(low)
     lay, ct, f, r = plan.layout, plan.compute_dtype, plan.factor, plan.radius
-    o = (f - 1) // 2
     x = lay.to_bchw(xp, low).astype(ct)
     B, C, h, w = x.shape
     H, W = h * f, w * f
@@ -934,24 +959,9 @@ def upsample(plan, low, guide, confidence=None):
     gg = xp.empty((B, g.shape[1], H, W), dtype=ct)
     xp.divide(g.astype(ct, copy=False), plan.sigma_color_in(ct), out=gg)
     g = gg
-    # no sample lies farther than this from any output pixel (samples beyond the image do not
-    # exist, border 'renormalize'): a larger radius adds only pairs that meet nothing, so
-    # clamping it is exact and bounds the tables (hence cost) by the image
-    reach = max(max((n - 1) * f + o, n * f - 1 - o) for n in (h, w))
-    r = min(r, reach)
     xx = xp.ascontiguousarray(xp.concatenate([x * conf, conf], axis=1))
-    ws = _gaussian_1d(r, plan.sigma_spatial, ct)  # w_s(d), d = −r … r
-    taps, weights, counts = _phase_taps(f, o, r, ws)
     res = xp.empty((B, C, H, W), dtype=ct)
-    kernels = _upsample_kernel(xp)
-    if xp is np:
-        kernels.joint_upsample(xx, g, f, o, taps, weights, counts, res)
-    else:
-        from .cuda import _launch
-
-        stream = _launch.stream_from_pointer(xp.cuda.get_current_stream().ptr)
-        with _launch.launch(stream):
-            kernels.joint_upsample(xx, g, f, o, taps, weights, counts, res)
+    _upsample_direct(xp, xx, g, f, r, plan.sigma_spatial, res)
     if plan.dtype.kind == "u":
         res = xp.nan_to_num(res, nan=0.0)
     return _finish(xp, lay.from_bchw(xp, res, (H, W)), plan.dtype)

@@ -193,7 +193,7 @@ def test_cuda_twin_under_the_simulator():
         "    g = rng.random((B, 2, h * f, w * f)).astype(dt)\n"
         "    ws = F._gaussian_1d(r, f / 2, dt)\n"
         "    t, wt, n = F._phase_taps(f, o, r, ws)\n"
-        "    a = np.empty((B, C, h * f, w * f), dt)\n"
+        "    a = np.empty((B, C + 1, h * f, w * f), dt)\n"
         "    cpu.joint_upsample(xx, g, f, o, t, wt, n, a)\n"
         "    d = cuda.device_array(a.shape, dtype=dt)\n"
         "    gpu.joint_upsample(cuda.to_device(xx), cuda.to_device(g), f, o, t, wt, n, d)\n"
@@ -207,3 +207,33 @@ def test_cuda_twin_under_the_simulator():
         [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_weight_sum_channel():
+    """An ``out`` of C + 1 channels also gets Σ w·conf (the demo reads it): the definition's
+    denominator, 0 where no sample with confidence is in reach."""
+    rng = np.random.default_rng(8)
+    f, h, w = 3, 4, 5
+    o, r = 1, 4
+    low = rng.random((h, w))
+    guide = rng.random((2, h * f, w * f))
+    conf = (rng.random((h, w)) > 0.4).astype(float)
+    xx = np.ascontiguousarray(np.stack([low * conf, conf])[None])
+    g = np.ascontiguousarray(guide[None] / 0.3)
+    out = np.empty((1, 2, h * f, w * f))
+    F._upsample_direct(np, xx, g, f, r, 1.5, out)
+    den = np.zeros((h * f, w * f))
+    for Y in range(h * f):
+        for X in range(w * f):
+            for n in range(h):
+                for m in range(w):
+                    sy, sx = n * f + o, m * f + o
+                    if abs(sy - Y) <= r and abs(sx - X) <= r:
+                        den[Y, X] += (
+                            np.exp(-((sy - Y) ** 2 + (sx - X) ** 2) / (2 * 1.5**2))
+                            * np.exp(-np.sum((guide[:, Y, X] - guide[:, sy, sx]) ** 2) / 0.18)
+                            * conf[n, m]
+                        )
+    np.testing.assert_allclose(out[0, 1], den, rtol=1e-12, atol=1e-300)
+    expect = brute_upsample(low, guide, f, 1.5, 0.3, r, conf)
+    np.testing.assert_allclose(out[0, 0], expect, rtol=1e-12, atol=1e-12, equal_nan=True)

@@ -96,11 +96,16 @@ def _rows(xx, gp, gs, taps, weights, counts, out, acc, d2, tiny, neg_half, nan, 
                         if den >= tiny:
                             v = a[c, px, q] / den
                         out[b, c, Y, q * f + px] = v
+            if out.shape[1] > C:  # the weight sum asked for too
+                for px in range(f):
+                    for q in range(w):
+                        out[b, C, Y, q * f + px] = a[C, px, q]
 
 
 def joint_upsample(xx, g, f, o, taps, weights, counts, out):
     """Write out [B, C, H, W] (H = h·f, W = w·f): Σ w·x / Σ w·conf over the samples in reach,
-    NaN where that weight is below the dtype's smallest normal number.
+    NaN where that weight is below the dtype's smallest normal number; an ``out`` of C + 1
+    channels also gets the weight sum Σ w·conf in its last one.
 
     xx: [B, C + 1, h, w] values × confidence, then the confidence; g: [B, Cg, H, W] the guide
     divided by σ_c (one float dtype, as xx and out); taps / weights / counts: the per-phase

@@ -25,7 +25,8 @@ def _upsample(xx, g, f, o, taps, weights, counts, out, tiny, neg_half, nan, zero
         b = r // H
         qy, py = Y // f, Y % f
         qx, px = X // f, X % f
-        for c in range(C):
+        den = zero
+        for c in range(C):  # every pass sums the same den
             num = zero
             den = zero
             for iy in range(counts[py]):
@@ -49,6 +50,8 @@ def _upsample(xx, g, f, o, taps, weights, counts, out, tiny, neg_half, nan, zero
             if den >= tiny:
                 v = num / den
             out[b, c, Y, X] = v
+        if out.shape[1] > C:  # the weight sum Σ w·conf asked for too
+            out[b, C, Y, X] = den
 
 
 def joint_upsample(xx, g, f, o, taps, weights, counts, out):
