@@ -23,6 +23,11 @@ Downsampling (``downsample``): low-res sample ``n`` stands for high-res position
       wins at ×4 and ×8 but loses at ×16 (RMSE bilinear / PAC: 1.796 / 1.643, 2.820 / 2.792,
       4.048 / 4.194), and ``main`` then exits with 1.
 
+Guided-filter baseline (``upsample_guided``)
+    The usual fast alternative: the bilinear map refined by He et al.'s guided filter of the RGB
+    (radius 8, ε = σ_c²); OpenCV's ``ximgproc.guidedFilter`` when installed, else
+    ``guided_filter_numpy``. Reported as a second column, whatever it shows.
+
 Bilinear baseline (``upsample_bilinear``)
     Separable bilinear interpolation between the sample positions ``s_n`` (constant extrapolation
     at the borders), applied to ``[d·v, v]`` and divided: invalid low-res samples get no weight
@@ -30,7 +35,11 @@ Bilinear baseline (``upsample_bilinear``)
     invalid it takes the nearest valid low-res sample.
 
 PAC joint bilateral upsampling (``upsample_pac``)
-    A normalised joint bilateral filter, computed with pacnp's transposed PAC::
+    A normalised joint bilateral filter. By default (``nearest`` downsampling, or an odd f) its
+    sums come from the direct kernel of ``pacnp.filters.joint_bilateral_upsample`` (each pixel
+    visits only the samples in reach; ``direct=False`` forces the form below); with ``mean``
+    and an even f the spatial weight sits half a pixel off the guide pixel, which only the
+    transposed PAC expresses. As pacnp's transposed PAC::
 
         D(Y) = Σ_n K(Y, n) w(Y - s_n) v_n d_n  /  Σ_n K(Y, n) w(Y - s_n) v_n
 
