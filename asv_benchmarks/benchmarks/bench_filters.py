@@ -193,3 +193,60 @@ class JointUpsampleW7:
 
     def time_upsample(self, factor, impl):
         self.run()
+
+
+def w7_once(impls=IMPLS_W7, repeats=7, log=print):
+    """W7 in one process, outside asv: the median of ``repeats`` timed calls after a warm-up
+    call (two for the fast ones) per (impl, factor), then the issue's ratios. Returns
+    {(impl, factor): seconds}."""
+    import statistics
+    import time
+
+    res = {}
+    for impl in impls:
+        for f in W7_FACTORS:
+            low, guide = w7_inputs(f)
+            try:
+                run = w7_runner(impl, low, guide, f)
+            except NotImplementedError as exc:
+                log(f"{impl:14s} x{f:<3d} skipped: {exc}")
+                continue
+            slow = impl == "opencv_jbf"  # seconds per call at x16: fewer repeats
+            for _ in range(1 if slow else 2):
+                run()
+            ts = []
+            for _ in range(min(repeats, 3) if slow else repeats):
+                t = time.perf_counter()
+                run()
+                ts.append(time.perf_counter() - t)
+            res[impl, f] = statistics.median(ts)
+            log(f"{impl:14s} x{f:<3d} median {res[impl, f] * 1e3:9.1f} ms  (n={len(ts)})")
+    if ("pacnp", 4) in res and ("pacnp", 16) in res:
+        log(f"pacnp x16 / x4 = {res['pacnp', 16] / res['pacnp', 4]:.2f}  (target <= 1.3)")
+    if ("pacnp", 8) in res and ("opencv_guided", 8) in res:
+        r = res["pacnp", 8] / res["opencv_guided", 8]
+        log(f"pacnp x8 / (resize + guidedFilter) x8 = {r:.2f}  (target <= 1.5)")
+    for f in W7_FACTORS:
+        if ("pacnp", f) in res and ("opencv_jbf", f) in res:
+            r = res["opencv_jbf", f] / res["pacnp", f]
+            log(f"(resize + jointBilateralFilter) / pacnp x{f} = {r:.1f}  (target at x8: >= 20)")
+    return res
+
+
+if __name__ == "__main__":
+    # python -m asv_benchmarks.benchmarks.bench_filters [--pacnp-root DIR] [--impls a,b] [-n N]
+    # --pacnp-root: the checkout whose pacnp is measured (another tree: before / after)
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="W7 once, medians after warm-up")
+    ap.add_argument("--pacnp-root", default=None)
+    ap.add_argument("--impls", default=",".join(IMPLS_W7))
+    ap.add_argument("-n", type=int, default=7)
+    a = ap.parse_args()
+    if a.pacnp_root:
+        sys.path.insert(0, a.pacnp_root)
+    import pacnp
+
+    print("pacnp from", pacnp.__file__)
+    w7_once(a.impls.split(","), a.n)
