@@ -194,6 +194,28 @@ class Smooth(Protocol):
 
 
 @runtime_checkable
+class Upsample(Protocol):
+    """Joint bilateral upsampling as a direct sum over (high-res pixel, low-res sample) pairs
+    (``pacnp.filters.joint_bilateral_upsample``)."""
+
+    def joint_upsample(
+        self,
+        xx: Array,
+        g: Array,
+        f: int,
+        o: int,
+        taps: Table,
+        weights: Table,
+        counts: Table,
+        out: Array,
+    ) -> None:
+        """Write out [B, C, H, W] = Σ w·x / Σ w·conf (NaN where no weight; C + 1 channels: the
+        weight sum too). xx: [B, C + 1, h, w] values × confidence, then the confidence; g:
+        [B, Cg, h·f, w·f] the guide / σ_c; taps, weights [f, J], counts [f]: the samples
+        n = q − m in reach of phase p and their w_s (``pacnp.filters._phase_taps``)."""
+
+
+@runtime_checkable
 class Arrays(Protocol):
     """The drivers' array operations on the backend's arrays (``pacnp.cpu.arrays``: NumPy;
     ``pacnp.cuda.arrays``: device kernels on the call's stream, nothing copied to the host).
@@ -235,6 +257,7 @@ class Backend(Protocol):
     depthwise: Depthwise
     kernel: Kernel
     smooth: Smooth
+    upsample: Upsample
     arrays: Arrays
     #: the same module as ``arrays`` (the name the public layer uses)
     xp: Arrays
@@ -254,6 +277,7 @@ MODULES = {
     "depthwise": Depthwise,
     "kernel": Kernel,
     "smooth": Smooth,
+    "upsample": Upsample,
     "arrays": Arrays,
 }
 

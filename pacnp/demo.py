@@ -23,6 +23,11 @@ Downsampling (``downsample``): low-res sample ``n`` stands for high-res position
       wins at ×4 and ×8 but loses at ×16 (RMSE bilinear / PAC: 1.796 / 1.643, 2.820 / 2.792,
       4.048 / 4.194), and ``main`` then exits with 1.
 
+Guided-filter baseline (``upsample_guided``)
+    The usual fast alternative: the bilinear map refined by He et al.'s guided filter of the RGB
+    (radius 8, ε = σ_c²); OpenCV's ``ximgproc.guidedFilter`` when installed, else
+    ``guided_filter_numpy``. Reported as a second column, whatever it shows.
+
 Bilinear baseline (``upsample_bilinear``)
     Separable bilinear interpolation between the sample positions ``s_n`` (constant extrapolation
     at the borders), applied to ``[d·v, v]`` and divided: invalid low-res samples get no weight
@@ -30,7 +35,11 @@ Bilinear baseline (``upsample_bilinear``)
     invalid it takes the nearest valid low-res sample.
 
 PAC joint bilateral upsampling (``upsample_pac``)
-    A normalised joint bilateral filter, computed with pacnp's transposed PAC::
+    A normalised joint bilateral filter. By default (``nearest`` downsampling, or an odd f) its
+    sums come from the direct kernel of ``pacnp.filters.joint_bilateral_upsample`` (each pixel
+    visits only the samples in reach; ``direct=False`` forces the form below); with ``mean``
+    and an even f the spatial weight sits half a pixel off the guide pixel, which only the
+    transposed PAC expresses. As pacnp's transposed PAC::
 
         D(Y) = Σ_n K(Y, n) w(Y - s_n) v_n d_n  /  Σ_n K(Y, n) w(Y - s_n) v_n
 
@@ -95,6 +104,11 @@ __all__ = [
     "pac_geometry",
     "spatial_weight",
     "upsample_pac",
+    "GUIDED_RADIUS",
+    "GUIDED_EPS",
+    "guided_filter",
+    "guided_filter_numpy",
+    "upsample_guided",
     "rmse",
     "colorize",
     "render_panel",
@@ -260,6 +274,7 @@ def upsample_pac(
     max_kernel_bytes=MAX_KERNEL_BYTES,
     tile_width=TILE_WIDTH,
     return_weight=False,
+    direct=None,
 ):
     """PAC joint bilateral upsampling of ``lo`` ([h, w]) guided by ``rgb`` ([h·f, w·f, 3], 0–255).
 
@@ -267,6 +282,12 @@ def upsample_pac(
     bilinear result. ``tile_width`` (high-res pixels) and ``max_kernel_bytes`` (bytes of K) set
     the tile size; the result does not depend on them. Returns the float32 map, and with
     ``return_weight`` also the weight sum (the denominator).
+
+    ``direct`` (default: whenever it applies) computes the same sums with the direct kernel of
+    :func:`pacnp.filters.joint_bilateral_upsample` (each pixel visits the ≈ (2r/f + 1)² samples
+    in reach, no K, no tiles): it applies when the spatial weight is centred on the guide pixel
+    of each sample, i.e. ``nearest`` downsampling or an odd f. ``direct=False`` forces the
+    transposed PAC (packernel2d + pacconv_transpose2d, in tiles).
     """
     lo_valid = np.asarray(lo_valid, dtype=bool)
     h, wd = lo.shape
@@ -280,6 +301,33 @@ def upsample_pac(
     v = lo_valid.astype(DTYPE)
     x = np.stack([np.where(lo_valid, lo, 0).astype(DTYPE) * v, v])[None]  # [1, 2, h, w]
     guide = (np.asarray(rgb, dtype=DTYPE) / DTYPE(sigma_color)).transpose(2, 0, 1)[None]
+
+    centred = sample_offset(f, method) == (f - 1) // 2
+    if direct is None:
+        direct = centred
+    if direct and not centred:
+        raise ValueError(
+            f"upsample_pac: direct=True needs the weight centred on the guide pixel "
+            f"('nearest' downsampling or an odd factor; got {method!r}, f={f})"
+        )
+    if direct:
+        from pacnp import filters
+
+        sums = np.empty((1, 2, H, W), dtype=DTYPE)
+        filters._upsample_direct(
+            np,
+            np.ascontiguousarray(x, dtype=DTYPE),
+            np.ascontiguousarray(guide, dtype=DTYPE),
+            f,
+            (k - 1) // 2,
+            sigma_spatial,
+            sums,
+        )
+        res, den = sums[0]
+        if fallback is None:
+            fallback = upsample_bilinear(lo, lo_valid, f, method)
+        out = np.where(np.isnan(res), fallback, res).astype(DTYPE)
+        return (out, den) if return_weight else out
 
     # tiles: strips about tile_width px wide (halo included), as tall as the memory bound allows
     before, after = _halo(f, k)
@@ -311,6 +359,84 @@ def upsample_pac(
     ok = den >= np.finfo(DTYPE).tiny
     out = np.where(ok, num / np.where(ok, den, 1), fallback).astype(DTYPE)
     return (out, den) if return_weight else out
+
+
+# --------------------------------------------------------------------------- guided filter
+#: The guided filter baseline (He et al., "Guided Image Filtering", ECCV 2010 / TPAMI 2013):
+#: window radius in high-res pixels, and ε = σ_c² (on the 0–255 scale, as the PAC colour term).
+GUIDED_RADIUS = 8
+GUIDED_EPS = SIGMA_COLOR**2
+
+
+def _box_mean(a, r):
+    """Mean of ``a`` ([H, W] or [H, W, C]) over the (2r + 1)² window of each pixel, the image
+    mirrored at its borders with the edge pixel repeated (OpenCV's BORDER_REFLECT, as its
+    guided filter): cumulative sums, O(1) per pixel whatever r."""
+    pad = [(r, r), (r, r)] + [(0, 0)] * (a.ndim - 2)
+    c = np.pad(np.asarray(a, dtype=np.float64), pad, mode="symmetric")
+    for ax in (0, 1):
+        c = np.cumsum(c, axis=ax)
+        zero = np.zeros_like(np.take(c, [0], axis=ax))
+        c = np.concatenate([zero, c], axis=ax)
+        n = c.shape[ax] - 2 * r - 1
+        c = np.take(c, np.arange(2 * r + 1, 2 * r + 1 + n), axis=ax) - np.take(
+            c, np.arange(n), axis=ax
+        )
+    return c / float((2 * r + 1) ** 2)
+
+
+def guided_filter_numpy(guide, src, radius, eps):
+    """He et al.'s guided filter with a colour guide ([H, W, 3]) of a one-channel ``src``
+    ([H, W]), in NumPy (float64): per window the linear model q = a·I + b that fits src best
+    with the ridge ε on a (a = (Σ_I + εU)⁻¹ cov(I, p), b = p̄ − a·Ī), the models of the windows
+    covering a pixel averaged. Box means by cumulative sums."""
+    g = np.asarray(guide, dtype=np.float64)
+    p = np.asarray(src, dtype=np.float64)
+    r = int(radius)
+    mean_I = _box_mean(g, r)
+    mean_p = _box_mean(p, r)
+    cov_Ip = _box_mean(g * p[..., None], r) - mean_I * mean_p[..., None]
+    var = np.empty(g.shape[:2] + (3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            v = _box_mean(g[..., i] * g[..., j], r) - mean_I[..., i] * mean_I[..., j]
+            var[..., i, j] = var[..., j, i] = v
+    var += eps * np.eye(3)
+    a = np.linalg.solve(var, cov_Ip[..., None])[..., 0]
+    b = mean_p - (a * mean_I).sum(axis=-1)
+    return (_box_mean(a, r) * g).sum(axis=-1) + _box_mean(b, r)
+
+
+def guided_filter(guide, src, radius=GUIDED_RADIUS, eps=GUIDED_EPS):
+    """(result float32, implementation name): OpenCV's ``cv2.ximgproc.guidedFilter`` when
+    opencv-contrib is installed, else :func:`guided_filter_numpy`."""
+    try:
+        import cv2
+
+        gf = cv2.ximgproc.guidedFilter
+    except (ImportError, AttributeError):
+        return guided_filter_numpy(guide, src, radius, eps).astype(DTYPE), "numpy"
+    out = gf(np.asarray(guide, np.float32), np.asarray(src, np.float32), int(radius), float(eps))
+    return np.asarray(out, dtype=DTYPE), "opencv"
+
+
+def upsample_guided(
+    lo,
+    lo_valid,
+    rgb,
+    f,
+    *,
+    radius=GUIDED_RADIUS,
+    eps=GUIDED_EPS,
+    method=DOWNSAMPLING,
+    bilinear=None,
+):
+    """The usual fast alternative to joint bilateral upsampling: bilinear upsampling
+    (:func:`upsample_bilinear`, or ``bilinear`` when given) refined by the guided filter of
+    the high-res RGB. Returns (float32 map, implementation name)."""
+    if bilinear is None:
+        bilinear = upsample_bilinear(lo, lo_valid, f, method)
+    return guided_filter(rgb, bilinear, radius, eps)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -454,6 +580,9 @@ class Result:
     rmse_pac: float
     pac_seconds: float
     png: Path
+    rmse_guided: float = float("nan")
+    guided_seconds: float = float("nan")
+    guided_impl: str = ""
 
 
 def _warm_up():
@@ -484,7 +613,11 @@ def run(factors=DEFAULT_FACTORS, out="demo-output", method=DOWNSAMPLING, log=pri
         t0 = time.perf_counter()
         pac = upsample_pac(lo, lo_valid, rgb, f, method=method, fallback=bil)
         secs = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        gdf, gimpl = upsample_guided(lo, lo_valid, rgb, f, method=method, bilinear=bil)
+        gsecs = time.perf_counter() - t0
         r_bil, r_pac = rmse(bil, gt, valid), rmse(pac, gt, valid)
+        r_gdf = rmse(gdf, gt, valid)
         png = render_panel(
             Path(out) / f"upsampling_x{f}.png",
             f,
@@ -499,17 +632,25 @@ def run(factors=DEFAULT_FACTORS, out="demo-output", method=DOWNSAMPLING, log=pri
             r_pac,
             method=method,
         )
-        results.append(Result(f, lo.shape, r_bil, r_pac, secs, png))
+        results.append(Result(f, lo.shape, r_bil, r_pac, secs, png, r_gdf, gsecs, gimpl))
     log("")
-    log(f"{'factor':>6}  {'low-res':>8}  {'RMSE bilinear':>13}  {'RMSE PAC':>8}  {'PAC time':>8}")
+    log(
+        f"{'factor':>6}  {'low-res':>8}  {'RMSE bilinear':>13}  {'RMSE PAC':>8}  "
+        f"{'RMSE guided':>11}  {'PAC time':>8}  {'guided time':>11}"
+    )
     for r in results:
         log(
             f"{r.factor:>6}  {f'{r.lo_shape[1]}x{r.lo_shape[0]}':>8}  {r.rmse_bilinear:>13.4f}  "
-            f"{r.rmse_pac:>8.4f}  {r.pac_seconds:>7.2f}s"
+            f"{r.rmse_pac:>8.4f}  {r.rmse_guided:>11.4f}  {r.pac_seconds:>7.3f}s  "
+            f"{r.guided_seconds:>10.3f}s"
         )
+    impl = results[0].guided_impl if results else ""
     log(
-        "RMSE in disparity pixels over the valid ground-truth pixels; PAC time: packernel2d + "
-        "pacconv_transpose2d + normalisation"
+        "RMSE in disparity pixels over the valid ground-truth pixels. PAC: joint bilateral "
+        "upsampling (the direct kernel of filters.joint_bilateral_upsample for 'nearest' "
+        "downsampling or odd f, else packernel2d + pacconv_transpose2d), time incl. "
+        "normalisation; guided: bilinear + guided filter (He et al.; radius "
+        f"{GUIDED_RADIUS}, eps {GUIDED_EPS:g}; {impl}), time excl. the bilinear step"
     )
     for r in results:
         log(f"wrote {r.png}")

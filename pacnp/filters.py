@@ -773,44 +773,6 @@ def _direct_pool(xp, x, plan):
     return out.reshape(B, C, Ho, Wo).astype(plan.compute_dtype, copy=False)
 
 
-def _direct_upsample(xp, xx, g, r, f, o, sigma_spatial, ct):
-    """The transposed PAC of :func:`upsample` summed over the samples instead of the window's
-    taps: out[Y] = Σ_n w_s(Y − p_n)·K(g_Y, g_(p_n))·xx_n over the samples n within ``r``
-    (p_n = n·f + o; w_s separable, so Wy[Y, n]·Wx[X, m]). ``xx`` [B, C + 1, h, w] (values ×
-    confidence, confidence), ``g`` [B, Cg, H, W] already divided by σ_c. Cost H·W·h·w, memory
-    in blocks of output pixels ≲ config.STRIPE_BYTES; float64, cast to ``ct``."""
-    from . import config
-
-    B, C1, h, w = xx.shape
-    H, W = g.shape[2], g.shape[3]
-    ws = _gaussian_1d(r, sigma_spatial, ct).astype(np.float64)
-
-    def axis(n_out, n_in):
-        d = np.arange(n_out)[:, None] - (np.arange(n_in) * f + o)[None, :]
-        return np.where(np.abs(d) <= r, ws[np.clip(d + r, 0, 2 * r)], 0.0)
-
-    Wy, Wx = axis(H, h), axis(W, w)
-    n = h * w
-    ny, nx = np.divmod(np.arange(n), w)
-    v = xp.asarray(xx, dtype=np.float64).reshape(B, C1, n)
-    gf = xp.asarray(g, dtype=np.float64)
-    gs = gf[:, :, ny * f + o, nx * f + o]  # the guide at the samples [B, Cg, n]
-    gf = gf.reshape(B, gf.shape[1], H * W)
-    out = xp.empty((B, C1, H * W), dtype=np.float64)
-    step = max(1, (config.STRIPE_BYTES // 8) // max(1, B * n * (gs.shape[1] + 2)))
-    for i0 in range(0, H * W, step):
-        i1 = min(H * W, i0 + step)
-        yy, xq = np.divmod(np.arange(i0, i1), W)
-        sp = xp.asarray(Wy[yy][:, ny] * Wx[xq][:, nx])  # [m, n]
-        d2 = xp.zeros((B, i1 - i0, n), dtype=np.float64)
-        for c in range(gs.shape[1]):
-            diff = gf[:, c, i0:i1, None] - gs[:, c, None, :]
-            d2 += diff * diff
-        A = xp.exp(-0.5 * d2) * sp[None]
-        out[:, :, i0:i1] = xp.einsum("bmn,bcn->bcm", A, v)
-    return out.reshape(B, C1, H, W).astype(ct, copy=False)
-
-
 def _fill_border(xp, a, r, mode):
     """Fill the r-pixel band around the interior of ``a`` [..., H + 2r, W + 2r] in place, as
     ``numpy.pad(interior, r, mode)`` would (modes 'reflect', 'edge', 'constant' = zeros).
@@ -921,16 +883,77 @@ def bilateral(plan, image, guide=None):
     return _finish(xp, lay.from_bchw(xp, num / den), plan.dtype)
 
 
+def _phase_taps(f, o, r, ws):
+    """Per output phase p (Y = q·f + p) the samples n = q − m in reach, |m·f + p − o| ≤ r:
+    (taps [f, J] the offsets m, weights [f, J] their w_s(m·f + p − o) from ``ws`` (the 2r + 1
+    window weights), counts [f] how many of row p's entries are used). The same for both
+    axes (w_s is separable and both axes share f, o and r)."""
+    lists = []
+    for p in range(f):
+        m_lo = -((r + p - o) // f)
+        m_hi = (r - p + o) // f
+        lists.append(range(m_lo, m_hi + 1))
+    J = max(len(ms) for ms in lists)
+    taps = np.zeros((f, J), dtype=np.int64)
+    weights = np.zeros((f, J), dtype=ws.dtype)
+    counts = np.zeros(f, dtype=np.int64)
+    for p, ms in enumerate(lists):
+        counts[p] = len(ms)
+        for j, m in enumerate(ms):
+            taps[p, j] = m
+            weights[p, j] = ws[m * f + p - o + r]
+    return taps, weights, counts
+
+
+def _upsample_kernel(xp):
+    """The backend module computing :func:`upsample`'s sums for arrays of module ``xp``:
+    ``pacnp.cpu.upsample`` for NumPy, its numba.cuda twin for device (CuPy) arrays."""
+    if xp is np:
+        from .cpu import upsample as kernels
+    else:
+        from .cuda import upsample as kernels
+    return kernels
+
+
+def _upsample_direct(xp, xx, g, f, r, sigma_spatial, out):
+    """Run the direct kernel of :func:`upsample` (``pacnp.cpu.upsample``, or its CUDA twin for
+    CuPy arrays): ``xx`` [B, C + 1, h, w] values × confidence then the confidence, ``g``
+    [B, Cg, h·f, w·f] the guide divided by σ_c (C-contiguous, one float dtype), radius ``r``;
+    writes ``out`` [B, C, H, W] (NaN where no weight), with C + 1 channels also the weight
+    sum. The demo calls it for the weight sum."""
+    h, w = xx.shape[2], xx.shape[3]
+    o = (f - 1) // 2
+    # no sample lies farther than this from any output pixel (samples beyond the image do not
+    # exist, border 'renormalize'): a larger radius adds only pairs that meet nothing, so
+    # clamping it is exact and bounds the tables (hence cost) by the image
+    reach = max(max((n - 1) * f + o, n * f - 1 - o) for n in (h, w))
+    r = min(r, reach)
+    ws = _gaussian_1d(r, sigma_spatial, out.dtype)  # w_s(d), d = −r … r
+    taps, weights, counts = _phase_taps(f, o, r, ws)
+    kernels = _upsample_kernel(xp)
+    if xp is np:
+        kernels.joint_upsample(xx, g, f, o, taps, weights, counts, out)
+        return
+    from .cuda import _launch
+
+    stream = _launch.stream_from_pointer(xp.cuda.get_current_stream().ptr)
+    with _launch.launch(stream):
+        kernels.joint_upsample(xx, g, f, o, taps, weights, counts, out)
+
+
 def upsample(plan, low, guide, confidence=None):
     """The computing half of :func:`joint_bilateral_upsample` (``plan`` from
-    :func:`plan_joint_bilateral_upsample`; NumPy or CuPy arrays)."""
+    :func:`plan_joint_bilateral_upsample`; NumPy or CuPy arrays).
+
+    A direct sum over (high-res pixel, low-res sample) pairs (``pacnp.cpu.upsample``): each
+    pixel visits the ≈ (2r/f + 1)² samples in reach, not the transposed PAC's (2r + 1)² taps
+    — for the default radius 3f/2 a cost independent of the factor."""
     xp = _xp_of(low)
     lay, ct, f, r = plan.layout, plan.compute_dtype, plan.factor, plan.radius
-    o = (f - 1) // 2
     x = lay.to_bchw(xp, low).astype(ct)
     B, C, h, w = x.shape
     H, W = h * f, w * f
-    g = plan.guide_layout.to_bchw(xp, guide).astype(ct)
+    g = plan.guide_layout.to_bchw(xp, guide)  # a view: cast and divided in one pass below
     if confidence is None:
         conf = xp.ones((B, 1, h, w), dtype=ct)
     else:
@@ -942,36 +965,12 @@ def upsample(plan, low, guide, confidence=None):
         if bool((conf < 0).any()):
             raise ValueError(f"{plan.fn}: confidence must be >= 0")
     plan = plan.resolve_sigma_color(xp, g)
-    g = g / plan.sigma_color_in(ct)
-    # no sample lies farther than this from any output pixel (samples beyond the image do not
-    # exist, border 'renormalize'): a larger radius adds only taps that meet nothing, so
-    # clamping it is exact and bounds the window (hence cost and memory) by the image
-    reach = max(max((n - 1) * f + o, n * f - 1 - o) for n in (h, w))
-    r = min(r, reach)
-    xx = xp.concatenate([x * conf, conf], axis=1)
-    if (2 * r + 1) ** 2 > 4 * h * w:
-        # a window wider than the samples' grid: the window form would evaluate (2r + 1)²
-        # taps per pixel (one row of K: (2r + 1)²·W values) for h·w samples; sum over the
-        # samples instead
-        out = _direct_upsample(xp, xx, g, r, f, o, plan.sigma_spatial, ct)
-    else:
-        # transposed PAC geometry: kernel k = 2r+1 on the output grid, sample n at n·f + o
-        k = 2 * r + 1
-        ws = _gaussian_1d(r, plan.sigma_spatial, ct)  # w_s(j − r): tap j's offset from its sample
-        weight = xp.asarray(np.outer(ws, ws).reshape(1, 1, k, k))
-        out, _ = _api.pacconv_transpose2d_fused(
-            xp.ascontiguousarray(xx),
-            xp.ascontiguousarray(g),
-            weight,
-            stride=f,
-            padding=r - o,
-            output_padding=(f - 1) % 2,
-            shared_filters=True,
-            kernel_type="gaussian",
-        )
-    num, den = out[:, :C], out[:, C:]
-    tiny = np.finfo(ct).tiny
-    res = xp.where(den >= tiny, num / xp.where(den >= tiny, den, 1), xp.nan)
+    gg = xp.empty((B, g.shape[1], H, W), dtype=ct)
+    xp.divide(g.astype(ct, copy=False), plan.sigma_color_in(ct), out=gg)
+    g = gg
+    xx = xp.ascontiguousarray(xp.concatenate([x * conf, conf], axis=1))
+    res = xp.empty((B, C, H, W), dtype=ct)
+    _upsample_direct(xp, xx, g, f, r, plan.sigma_spatial, res)
     if plan.dtype.kind == "u":
         res = xp.nan_to_num(res, nan=0.0)
     return _finish(xp, lay.from_bchw(xp, res, (H, W)), plan.dtype)

@@ -34,7 +34,14 @@ def run_python(code, **env):
 
 # --------------------------------------------------------------------------- interface
 def test_protocols_name_every_family_and_function():
-    assert set(_backend.MODULES) == {"conv", "depthwise", "kernel", "smooth", "arrays"}
+    assert set(_backend.MODULES) == {
+        "conv",
+        "depthwise",
+        "kernel",
+        "smooth",
+        "upsample",
+        "arrays",
+    }
     for proto in _backend.MODULES.values():
         functions = [n for n, m in vars(proto).items() if not n.startswith("_") and callable(m)]
         assert functions, proto
@@ -54,7 +61,7 @@ def test_mismatches_reports_a_missing_function_and_a_renamed_parameter():
     import pacnp.cpu
 
     fake = types.ModuleType("fake")
-    for name in ("conv", "kernel", "smooth", "arrays", "blas_guard", "launch"):
+    for name in ("conv", "kernel", "smooth", "upsample", "arrays", "blas_guard", "launch"):
         setattr(fake, name, getattr(pacnp.cpu, name))
     fake.xp = fake.arrays
     dw = types.SimpleNamespace(

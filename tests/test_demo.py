@@ -122,9 +122,78 @@ def test_tiling_does_not_change_the_result():
     rng = np.random.default_rng(3)
     f = 4
     lo, lo_valid, rgb = _random_case(rng, 9, 11, f)
-    whole = demo.upsample_pac(lo, lo_valid, rgb, f, tile_width=10**6, max_kernel_bytes=1 << 40)
-    tiled = demo.upsample_pac(lo, lo_valid, rgb, f, tile_width=1, max_kernel_bytes=1)
+    kw = dict(direct=False)  # the tiles belong to the transposed PAC path
+    whole = demo.upsample_pac(
+        lo, lo_valid, rgb, f, tile_width=10**6, max_kernel_bytes=1 << 40, **kw
+    )
+    tiled = demo.upsample_pac(lo, lo_valid, rgb, f, tile_width=1, max_kernel_bytes=1, **kw)
     np.testing.assert_allclose(tiled, whole, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("f", [2, 3, 4, 8])
+def test_direct_kernel_equals_the_transposed_pac(f):
+    """The fast path (filters' direct kernel, taken by default for 'nearest') computes the
+    transposed PAC's sums: the same map and weight sum to float32 rounding."""
+    rng = np.random.default_rng(20 + f)
+    lo, lo_valid, rgb = _random_case(rng, 5, 6, f)
+    lo_valid[2:4, 2:4] = False
+    fast, den = demo.upsample_pac(lo, lo_valid, rgb, f, return_weight=True)
+    slow, den0 = demo.upsample_pac(lo, lo_valid, rgb, f, return_weight=True, direct=False)
+    np.testing.assert_allclose(den, den0, rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_direct_kernel_needs_a_centred_weight():
+    rng = np.random.default_rng(1)
+    lo, lo_valid, rgb = _random_case(rng, 3, 3, 4)
+    with pytest.raises(ValueError, match="direct"):
+        demo.upsample_pac(lo, lo_valid, rgb, 4, method="mean", direct=True)
+    odd = demo.upsample_pac(*_random_case(rng, 3, 3, 3), 3, method="mean")  # odd f: direct
+    assert np.isfinite(odd).all()
+
+
+# --------------------------------------------------------------------------- guided filter
+def test_guided_filter_keeps_a_linear_function_of_the_guide():
+    """With ε → 0 the guided filter reproduces any src that is a linear function of the guide
+    (its local model is exact), and a constant stays constant."""
+    rng = np.random.default_rng(4)
+    g = rng.random((20, 23, 3)) * 255
+    p = 0.5 * g[..., 0] - 0.25 * g[..., 2] + 7.0
+    np.testing.assert_allclose(demo.guided_filter_numpy(g, p, 3, 1e-9), p, atol=1e-5)
+    np.testing.assert_allclose(demo.guided_filter_numpy(g, np.full((20, 23), 4.0), 5, 625), 4.0)
+
+
+def test_guided_filter_numpy_matches_opencv():
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "ximgproc"):
+        pytest.skip("cv2 has no ximgproc")
+    rng = np.random.default_rng(5)
+    g = (rng.random((40, 50, 3)) * 255).astype(np.float32)
+    p = (rng.random((40, 50)) * 30).astype(np.float32)
+    ours = demo.guided_filter_numpy(g, p, 8, 625.0)
+    theirs = cv2.ximgproc.guidedFilter(g, p, 8, 625.0)
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_upsample_guided_numpy_fallback(monkeypatch):
+    """Without OpenCV the baseline is the NumPy guided filter of the bilinear map."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_cv2(name, *a, **k):
+        if name == "cv2":
+            raise ImportError("no cv2")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_cv2)
+    rng = np.random.default_rng(6)
+    lo, lo_valid, rgb = _random_case(rng, 6, 7, 4)
+    out, impl = demo.upsample_guided(lo, lo_valid, rgb, 4)
+    assert impl == "numpy" and out.dtype == np.float32 and out.shape == (24, 28)
+    bil = demo.upsample_bilinear(lo, lo_valid, 4)
+    expect = demo.guided_filter_numpy(rgb, bil, demo.GUIDED_RADIUS, demo.GUIDED_EPS)
+    np.testing.assert_allclose(out, expect, rtol=1e-6, atol=1e-4)
 
 
 def test_pac_falls_back_to_bilinear_where_no_sample_reaches():
@@ -215,10 +284,15 @@ def test_main_on_the_real_data_factor_8(tmp_path, capsys):
     with Image.open(png) as im:
         assert im.format == "PNG" and im.width > 3 * 736 and im.height > 2 * 496
     out = capsys.readouterr().out
+    header = [line for line in out.splitlines() if line.split()[:1] == ["factor"]]
+    assert header and "RMSE guided" in header[0] and "guided time" in header[0]
     row = [line.split() for line in out.splitlines() if line.split()[:1] == ["8"]]
     assert len(row) == 1
-    rmse_bilinear, rmse_pac = float(row[0][2]), float(row[0][3])
+    rmse_bilinear, rmse_pac, rmse_guided = (float(v) for v in row[0][2:5])
     assert rmse_pac < rmse_bilinear
+    assert 0 < rmse_guided < 3 * rmse_bilinear  # a real baseline, reported whatever it shows
+    pac_time, guided_time = (float(v.rstrip("s")) for v in row[0][5:7])
+    assert pac_time > 0 and guided_time > 0
 
 
 def test_psnr():

@@ -8,7 +8,7 @@ rounds, column phases, row blocks, GEMM tiles — is derived here (``schedule``)
 
 import contextlib
 
-from . import arrays, conv, depthwise, kernel, smooth  # noqa: F401
+from . import arrays, conv, depthwise, kernel, smooth, upsample  # noqa: F401
 
 #: the drivers' array module on this backend (the same name as on ``pacnp.cuda``)
 xp = arrays

@@ -13,7 +13,7 @@ run in numba's CUDA simulator on the host (how the test suite runs them without 
 
 import contextlib
 
-from . import arrays, conv, depthwise, kernel, smooth  # noqa: F401
+from . import arrays, conv, depthwise, kernel, smooth, upsample  # noqa: F401
 from ._launch import SIMULATOR, launch, stream_from_pointer  # noqa: F401
 
 #: the drivers' array module on this backend (as on ``pacnp.cpu``)
