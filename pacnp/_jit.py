@@ -85,7 +85,18 @@ def check_frozen():
 class KernelCacheWarning(RuntimeWarning):
     """numba's on-disk cache of pacnp's kernels does not work as configured: no writable
     directory (the kernels are compiled in memory, in every process; the message says where a
-    cache could go), or a NUMBA_CACHE_DIR that numba passed over."""
+    cache could go), or a NUMBA_CACHE_DIR that numba passed over. Emitted at most once per
+    process; set ``NUMBA_CACHE_DIR`` to a directory only you can write to avoid it.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import pacnp
+    >>> issubclass(pacnp.KernelCacheWarning, RuntimeWarning)
+    True
+    >>> with warnings.catch_warnings():  # silence it, if you must
+    ...     warnings.simplefilter("ignore", pacnp.KernelCacheWarning)
+    """
 
 
 #: Where numba looks for a writable cache directory, in its order (``numba.core.caching``):

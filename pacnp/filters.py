@@ -217,7 +217,29 @@ def default_sigma_color(xp, guide, dtype):
     must not set the colour scale of the others), and 1 when that is 0 or there is no finite
     value (a constant guide: every colour weight is 1 whatever σ_c is).
 
-    ``xp``: the guide's array module (NumPy, CuPy or ``dask.array``)."""
+    Parameters
+    ----------
+    xp : module
+        The guide's array module (NumPy, CuPy or ``dask.array``).
+    guide : array
+        The guide, any layout.
+    dtype : numpy.dtype
+        The compute dtype (:func:`compute_dtype` of the image's dtype).
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import filters
+    >>> g = np.array([[0.0, 2.0], [np.nan, 4.0]])
+    >>> round(filters.default_sigma_color(np, g, np.dtype(np.float64)), 4)  # over 0, 2, 4
+    1.633
+    >>> filters.default_sigma_color(np, np.ones((3, 3)), np.dtype(np.float32))  # constant
+    1.0
+    """
     # C order first: the sum's order — and so the last bits of σ_c — must not depend on the
     # memory layout of the caller's array (``astype`` alone keeps a Fortran-ordered layout)
     if guide.size == 0:  # an empty batch: no colour scale to measure, and none needed
@@ -240,7 +262,25 @@ class Layout:
     scikit-image; module docstring), and the moves between that layout and the canonical
     ``(*batch, C, H, W)`` the PAC operations take. Built from the shape alone, so the filters,
     ``pacnp.dask`` and the command line share it; the moves work on NumPy, CuPy and Dask
-    arrays (``xp``: their module)."""
+    arrays (``xp``: their module).
+
+    Parameters
+    ----------
+    fn, name : str
+        The function and argument named in errors.
+    shape : tuple of int
+    channel_axis : int or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp.filters import Layout
+    >>> lay = Layout("demo", "image", (4, 5, 6, 3), channel_axis=-1)  # a batch of 4 RGB images
+    >>> lay.batch_shape, lay.channels, lay.hw
+    ((4,), 3, (5, 6))
+    >>> lay.to_bchw(np, np.zeros((4, 5, 6, 3))).shape
+    (4, 3, 5, 6)
+    """
 
     def __init__(self, fn, name, shape, channel_axis):
         self.shape = tuple(int(n) for n in shape)
@@ -363,6 +403,17 @@ class FilterPlan:
 
     ``halo``: the input pixels of context an output region needs on each side (in input
     pixels; for upsampling, low-resolution samples).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import filters
+    >>> img = np.zeros((100, 120, 3), np.uint8)
+    >>> plan = filters.plan_joint_bilateral_filter(img, img, sigma_spatial=2.0, channel_axis=-1)
+    >>> plan.radius, plan.halo, plan.border, plan.compute_dtype, plan.out_shape
+    (6, 6, 'reflect', dtype('float32'), (100, 120, 3))
+    >>> plan.resolve_sigma_color(np, img).chunk_kwargs()["sigma_color"]  # a constant guide
+    1.0
     """
 
     fn: str
@@ -451,7 +502,34 @@ def plan_joint_bilateral_filter(
 ):
     """Check the arguments of :func:`joint_bilateral_filter` (``guide=None``: of
     :func:`bilateral_filter`) and return its :class:`FilterPlan`. Only the arrays' ``shape``
-    and ``dtype`` are read."""
+    and ``dtype`` are read, so NumPy, CuPy and Dask arrays plan alike.
+
+    Parameters
+    ----------
+    image, guide : array or None
+        As :func:`joint_bilateral_filter` (``guide`` None: the image guides itself).
+    sigma_spatial, sigma_color, radius, border, channel_axis, guide_channel_axis
+        As :func:`joint_bilateral_filter`.
+    fn : str
+        The function named in errors.
+
+    Returns
+    -------
+    FilterPlan
+
+    Raises
+    ------
+    TypeError, ValueError
+        Exactly the errors :func:`joint_bilateral_filter` raises for these arguments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import filters
+    >>> plan = filters.plan_joint_bilateral_filter(np.zeros((8, 8)), None, sigma_spatial=1.0)
+    >>> plan.radius, plan.out_shape
+    (3, (8, 8))
+    """
     _check_dtype(fn, "image", image)
     sigma_spatial = _positive(fn, "sigma_spatial", sigma_spatial)
     sigma_color = _positive(fn, "sigma_color", sigma_color, allow_none=True)
@@ -492,7 +570,33 @@ def plan_joint_bilateral_upsample(
     fn="joint_bilateral_upsample",
 ):
     """Check the arguments of :func:`joint_bilateral_upsample` and return its
-    :class:`FilterPlan` (``halo`` in low-resolution samples)."""
+    :class:`FilterPlan` (``halo`` in low-resolution samples).
+
+    Parameters
+    ----------
+    low, guide, factor, sigma_spatial, sigma_color, radius, border, channel_axis,
+    guide_channel_axis, confidence
+        As :func:`joint_bilateral_upsample` (only shapes and dtypes are read).
+    fn : str
+        The function named in errors.
+
+    Returns
+    -------
+    FilterPlan
+
+    Raises
+    ------
+    TypeError, ValueError
+        Exactly the errors :func:`joint_bilateral_upsample` raises for these arguments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import filters
+    >>> plan = filters.plan_joint_bilateral_upsample(np.zeros((10, 12)), np.zeros((80, 96)), 8)
+    >>> plan.radius, plan.sigma_spatial, plan.out_shape
+    (12, 4.0, (80, 96))
+    """
     _check_dtype(fn, "low", low)
     _check_dtype(fn, "guide", guide)
     f = _int(fn, "factor", factor, 2, "an integer >= 2")
@@ -556,7 +660,32 @@ def plan_detail_preserving_pool(
     fn="detail_preserving_pool",
 ):
     """Check the arguments of :func:`detail_preserving_pool` and return its
-    :class:`FilterPlan` (``halo``: the window and the 3 × 3 smoothing of its centre)."""
+    :class:`FilterPlan` (``halo``: the window and the 3 × 3 smoothing of its centre).
+
+    Parameters
+    ----------
+    image, kernel_size, stride, alpha, lam, border, channel_axis
+        As :func:`detail_preserving_pool` (only the shape and dtype are read).
+    fn : str
+        The function named in errors.
+
+    Returns
+    -------
+    FilterPlan
+
+    Raises
+    ------
+    TypeError, ValueError
+        Exactly the errors :func:`detail_preserving_pool` raises for these arguments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import filters
+    >>> plan = filters.plan_detail_preserving_pool(np.zeros((9, 10)), 3, stride=2)
+    >>> plan.out_shape, plan.halo
+    ((5, 5), 1)
+    """
     _check_dtype(fn, "image", image)
     k = _int(fn, "kernel_size", kernel_size, 1, "an odd integer >= 1")
     if k % 2 == 0:

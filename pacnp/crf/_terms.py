@@ -53,6 +53,16 @@ class CRFGrads(NamedTuple):
     ``edge_feat``: an array (one shared feature array) or a list (one per term, None for terms
     without K); ``kernels``: a list (when K was given instead of features); ``filters``,
     ``compats``, ``weights``: lists, one entry per term (``compats`` None except for ``'2d'``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pacnp import crf
+    >>> u = np.zeros((1, 2, 4, 4)); f = np.zeros((1, 2, 4, 4))
+    >>> term = crf.PairwiseTerm("potts", np.ones((1, 1, 3, 3)))
+    >>> g = crf.paccrf_backward(np.ones_like(u), u, f, [term], num_steps=1)
+    >>> type(g).__name__, g.unary.shape, len(g.filters)
+    ('CRFGrads', (1, 2, 4, 4), 1)
     """
 
     unary: Any
