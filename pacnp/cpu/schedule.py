@@ -111,6 +111,20 @@ def phases(geo):
     )
 
 
+def row_phases(geo):
+    """Row phases of an op, as :func:`phases` for the rows (output rows y ≡ r mod s of a
+    transposed convolution share their valid row taps)."""
+    return _per_geometry(
+        "row_phases", geo, lambda g: column_phases(g.ty, g.stride[0] if g.transposed else 1)
+    )
+
+
+def by_phase(geo) -> bool:
+    """Whether a dense backward runs by phase (a transposed convolution with a stride > 1:
+    most of its taps miss the input samples)."""
+    return bool(geo.transposed) and max(geo.stride) > 1
+
+
 # --------------------------------------------------------------------------- blocks
 def row_blocks(rows: int) -> int:
     """Contiguous blocks of rows for kernels without reductions (config.ROW_BLOCKS)."""
