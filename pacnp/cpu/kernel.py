@@ -106,7 +106,7 @@ def add_stats(km, bk, yk, stats, i, j, gx, mask, has_mask, b, py):
             stats[2 + kc, xo] += km[bk, kc, i, j, yk, xo]
 
 
-@njit()
+@njit(inline="always")
 def strided_tap(
     km,
     bk,
