@@ -106,58 +106,6 @@ def add_stats(km, bk, yk, stats, i, j, gx, mask, has_mask, b, py):
             stats[2 + kc, xo] += km[bk, kc, i, j, yk, xo]
 
 
-@njit(inline="always")
-def strided_tap(
-    km,
-    bk,
-    yk,
-    sq,
-    i,
-    j,
-    x0,
-    step,
-    nv,
-    p0,
-    guide,
-    src,
-    cx,
-    mask,
-    alpha,
-    lam,
-    kind,
-    asym,
-    has_mask,
-    b,
-    py,
-    qy,
-):
-    """Km and s of tap (i, j) of a row where the tap meets a sample only at the columns
-    x0 + step·q (guide column p0 + q, common.strided_runs): a transposed window. Visits those
-    nv columns only (1/stride of the row); Km is 0 at the others, sq is left 0 there."""
-    Cg = guide.shape[1]
-    KC = sq.shape[0]
-    for c in range(Cg):
-        kc = c if KC > 1 else 0
-        for q in range(nv):
-            X = x0 + step * q
-            d = guide[b, c, py, p0 + q] - src[b, c, qy, cx[X]]
-            if asym:  # max(Δ, 0), NaN kept
-                d = d if (d > 0.0 or d != d) else np.float32(0.0)
-            sq[kc, i, j, X] += d * d
-    for kc in range(KC):
-        for xo in range(sq.shape[3]):
-            km[bk, kc, i, j, yk, xo] = 0.0
-        for q in range(nv):
-            X = x0 + step * q
-            if kind == GAUSSIAN:
-                v = vexp(sq[kc, i, j, X] * np.float32(-0.5))
-            else:
-                v = kernel_value(sq[kc, i, j, X], kind, alpha[kc], lam[kc])
-            if has_mask:
-                v *= mask[b, py, p0 + q]
-            km[bk, kc, i, j, yk, X] = v
-
-
 @njit()
 def window_row(
     guide,
@@ -210,34 +158,6 @@ def window_row(
                 continue
             lo, hi, base = jrun[j, 0], jrun[j, 1], jrun[j, 2]
             fast = lo >= 0 and cbase >= 0
-            if not fast and jrun[j, 4] > 0:
-                strided_tap(
-                    km,
-                    bk,
-                    yk,
-                    sq,
-                    i,
-                    j,
-                    jrun[j, 3],
-                    jrun[j, 4],
-                    jrun[j, 5],
-                    jrun[j, 6],
-                    guide,
-                    src,
-                    cx,
-                    mask,
-                    alpha,
-                    lam,
-                    kind,
-                    asym,
-                    has_mask,
-                    b,
-                    py,
-                    qy,
-                )
-                if need_stats:
-                    add_stats(km, bk, yk, stats, i, j, gx, mask, has_mask, b, py)
-                continue
             for c in range(Cg):
                 kc = c if KC > 1 else 0
                 if fast:
