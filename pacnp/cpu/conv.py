@@ -717,6 +717,25 @@ def _dense_backward_params_phased(
                 dW_parts[ch, o, q] += acc[q, o]
 
 
+@njit(inline="always")
+def phase_grads_run(
+    G, row, x, K, dK, dx, b, kc, c, i, j, yk, iy, lo, hi, base, X0, P, need_k, need_x
+):
+    """tap_grads_run over phase columns lo ≤ q < hi (output column X0 + P·q, input column
+    base + q): no table lookup or validity test per column."""
+    n = hi - lo
+    ox = base + lo
+    if lo < 0 or ox < 0 or iy < 0 or row < 0 or X0 < 0:
+        return
+    for t in range(n):
+        gv = G[row, lo + t]
+        X = X0 + P * (lo + t)
+        if need_k:
+            dK[b, kc, i, j, yk, X] += gv * x[b, c, iy, ox + t]
+        if need_x:
+            dx[b, c, iy, ox + t] += K[b, kc, i, j, yk, X] * gv
+
+
 @njit(parallel=True)
 def _dense_backward_data_phased(
     g,
@@ -729,6 +748,7 @@ def _dense_backward_data_phased(
     pncols,
     ptaps,
     pntaps,
+    prun,
     dx,
     dK,
     y0,
@@ -748,6 +768,7 @@ def _dense_backward_data_phased(
     KC, kh, kw, n = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
     Wo = K.shape[5]
     kk = kh * kw
+    P = pncols.shape[0]
     first, cnt = round_rows(y0, n, rnd, R)
     blocks = grow_s.shape[0]
     items = B * cnt
@@ -793,9 +814,34 @@ def _dense_backward_data_phased(
                     iy = ty[i, y]
                     for jj in range(nj):
                         j = ptaps[ph, jj]
+                        lo, hi, base = prun[ph, j, 0], prun[ph, j, 1], prun[ph, j, 2]
                         for c in range(C):
                             kc = c if KC > 1 else 0
                             row = (c * n_i + ii) * nj + jj
+                            if lo >= 0:
+                                phase_grads_run(
+                                    G,
+                                    row,
+                                    x,
+                                    K,
+                                    dK,
+                                    dx,
+                                    b,
+                                    kc,
+                                    c,
+                                    i,
+                                    j,
+                                    yk,
+                                    iy,
+                                    lo,
+                                    hi,
+                                    base,
+                                    pcols[ph, 0],
+                                    P,
+                                    need_k,
+                                    need_x,
+                                )
+                                continue
                             for qq in range(nx):
                                 X = pcols[ph, qq]
                                 ix = tx[j, X]
@@ -847,6 +893,7 @@ def _params_by_phase(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, need_w, nee
 def _data_by_phase(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k, R):
     """pac_dense_backward_data of a transposed convolution: _dense_backward_data_phased."""
     pcols, pncols, ptaps, pntaps = schedule.phases(geo)
+    prun = schedule.phase_runs(geo)
     C, Cout = x.shape[1], g.shape[1]
     kh = geo.ty.shape[0]
     mp = C * kh * max(int(pntaps.max()), 1)
@@ -871,6 +918,7 @@ def _data_by_phase(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k, R):
             pncols,
             ptaps,
             pntaps,
+            prun,
             dx,
             dK,
             y0,
