@@ -597,6 +597,22 @@ def pac_dense_backward_data(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k):
 # zero (s² of the work: 16× at stride 4).
 
 
+@njit(inline="always")
+def phase_column_run(cols, row, col0, nx, K, x, b, kc, c, i, j, yk, iy, lo, hi, base, X0, P):
+    """cols[row, col0 + q] = K·x over the phase columns q (output column X0 + P·q) where tap
+    (i, j) meets the input, lo ≤ q < hi at input column base + q; 0 at the others."""
+    if lo < 0 or hi > nx or col0 < 0 or row < 0 or iy < 0 or X0 < 0 or base + lo < 0:
+        return
+    for q in range(lo):
+        cols[row, col0 + q] = 0.0
+    for q in range(hi, nx):
+        cols[row, col0 + q] = 0.0
+    ox = base + lo
+    oc = col0 + lo
+    for t in range(hi - lo):
+        cols[row, oc + t] = K[b, kc, i, j, yk, X0 + P * (lo + t)] * x[b, c, iy, ox + t]
+
+
 @njit(parallel=True)
 def _dense_backward_params_phased(
     g,
@@ -610,6 +626,7 @@ def _dense_backward_params_phased(
     pncols,
     ptaps,
     pntaps,
+    prun,
     dW_parts,
     db_parts,
     n_chunks,
@@ -634,6 +651,7 @@ def _dense_backward_params_phased(
     kh, kw = ty.shape[0], tx.shape[0]
     kk = kh * kw
     Pr = rntaps.shape[0]
+    Pc = pncols.shape[0]
     rows = B * n
     for ch in prange(n_chunks):
         r0 = ch * rows // n_chunks
@@ -690,6 +708,29 @@ def _dense_backward_params_phased(
                                 for jj in range(nj):
                                     j = ptaps[pc, jj]
                                     row = (c * ni + ii) * nj + jj
+                                    lo, hi = prun[pc, j, 0], prun[pc, j, 1]
+                                    if lo >= 0 and iy >= 0:
+                                        phase_column_run(
+                                            cols,
+                                            row,
+                                            t * nx,
+                                            nx,
+                                            K,
+                                            x,
+                                            b,
+                                            kc,
+                                            c,
+                                            i,
+                                            j,
+                                            yk,
+                                            iy,
+                                            lo,
+                                            hi,
+                                            prun[pc, j, 2],
+                                            pc,
+                                            Pc,
+                                        )
+                                        continue
                                     for q in range(nx):
                                         X = pcols[pc, q]
                                         ix = tx[j, X]
@@ -875,6 +916,7 @@ def _params_by_phase(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, need_w, nee
         pncols,
         ptaps,
         pntaps,
+        schedule.phase_runs(geo),
         dW_parts,
         db_parts,
         n_chunks,
