@@ -8,6 +8,8 @@ Workloads (float32), named as in the performance issue:
 * W3 — pacpool2d with W1's sizes, 5×5, stride 2, padding 2 (normalised kernel, as pooling wants).
 * W4 — pacconv_transpose2d 16→32, 5×5, stride 2, padding 2, output_padding 1, 32×32 → 64×64,
   guide 8 at 64×64.
+* W4b — pacconv_transpose2d 16→16, 9×9, stride 4, padding 4, output_padding 3, 64×64 →
+  256×256, guide 8 at 256×256: joint upsampling, where only ≈ (9/4)² of the 81 taps meet a sample.
 
 Gaussian kernel, no smoothing, no mask; W1, W2 and W4 not normalised.
 
@@ -138,6 +140,7 @@ WORKLOADS = {
     "W2": Workload("conv", 1, 64, 64, 16, 3, 256, padding=1),
     "W3": Workload("pool", 2, 16, 16, 8, 5, 64, stride=2, padding=2, normalize=True),
     "W4": Workload("transpose", 2, 16, 32, 8, 5, 32, stride=2, padding=2, output_padding=1),
+    "W4b": Workload("transpose", 2, 16, 16, 8, 9, 64, stride=4, padding=4, output_padding=3),
 }
 #: input sizes of the size sweep of the W1 layer
 SWEEP_SIZES = [64, 128, 256, 512, 1024]

@@ -122,6 +122,44 @@ def _nowrap_overload(i):
 
 # --------------------------------------------------------------------------- tap runs
 @njit()
+def strided_runs(tab, runs, off):
+    """runs[i, off:off + 4] = (x0, step, n, p0) when row i of a tap table is valid exactly at
+    x = x0 + step·q, 0 ≤ q < n, with tab[i, x] = p0 + q (a transposed convolution's tap: it
+    meets a sample at every step-th output column, one sample further each time; n = 0 when
+    it meets none); (-1, -1, -1, -1) otherwise. Kernels then visit only the n columns where a
+    tap exists instead of testing all of them."""
+    n_out = tab.shape[1]
+    for i in range(tab.shape[0]):
+        x0 = -1
+        step = 0
+        n = 0
+        ok = True
+        prev = -1
+        for x in range(n_out):
+            if tab[i, x] < 0:
+                continue
+            if n == 0:
+                x0 = x
+            elif n == 1:
+                step = x - prev
+            elif x - prev != step:
+                ok = False
+            if tab[i, x] != tab[i, x0] + n:
+                ok = False
+            prev = x
+            n += 1
+        if n == 0:
+            runs[i, off], runs[i, off + 1], runs[i, off + 2], runs[i, off + 3] = 0, 1, 0, 0
+        elif not ok:
+            runs[i, off], runs[i, off + 1], runs[i, off + 2], runs[i, off + 3] = -1, -1, -1, -1
+        else:
+            if n == 1:
+                step = 1
+            runs[i, off], runs[i, off + 1], runs[i, off + 2] = x0, step, n
+            runs[i, off + 3] = tab[i, x0]
+
+
+@njit()
 def unit_runs(tab, runs):
     """runs[i] = (lo, hi, base) when row i of a tap table is valid exactly on lo ≤ x < hi with
     tab[i, x] = base + x (a unit-stride run: every tap of a stride-1 convolution or window);

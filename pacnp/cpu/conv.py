@@ -541,6 +541,9 @@ def pac_dense_backward_params(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, ne
     (``n_chunks`` fixed chunks of rows)."""
     m = x.shape[1] * geo.ty.shape[0] * geo.tx.shape[0]
     Cout, Wo = g.shape[1], g.shape[3]
+    if schedule.by_phase(geo):
+        _params_by_phase(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, need_w, need_b, m)
+        return
     group = schedule.param_group(m, Wo, x.itemsize)
     # per-chunk scratch, allocated here (see the kernel); empty without need_w
     mw, cw = (m, Cout) if need_w else (0, 0)
@@ -570,6 +573,9 @@ def pac_dense_backward_data(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k):
     rounds of the geometry, one after another."""
     R = schedule.op_rounds(geo)
     Cout, Wo = g.shape[1], g.shape[3]
+    if schedule.by_phase(geo):
+        _data_by_phase(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k, R)
+        return
     # per-block scratch, allocated here (see the kernel): blocks ≤ the rows of a round
     blocks = schedule.scratch_blocks(
         x.shape[0] * -(-K.shape[4] // R), (WmT.shape[0] + Cout) * Wo * x.itemsize
@@ -579,4 +585,391 @@ def pac_dense_backward_data(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k):
     for rnd in range(R):
         _dense_backward_data(
             g, x, K, WmT, geo.ty, geo.tx, dx, dK, y0, rnd, R, need_x, need_k, grow, G
+        )
+
+
+# --------------------------------------------------------------------------- transposed phases
+# A transposed convolution of stride s meets an input sample at only ≈ (k/s)² of its k² taps:
+# output row y ≡ r (mod s) has the row taps of row phase r, output column X ≡ ph (mod s) the
+# column taps of column phase ph (schedule.phases / schedule.row_phases). The backwards below
+# run one GEMM per (row or row phase, column phase) over those taps only, instead of the
+# all-taps GEMMs of _dense_backward_params / _dense_backward_data, whose rows are then mostly
+# zero (s² of the work: 16× at stride 4).
+
+
+@njit(inline="always")
+def phase_column_run(cols, row, col0, nx, K, x, b, kc, c, i, j, yk, iy, lo, hi, base, X0, P):
+    """cols[row, col0 + q] = K·x over the phase columns q (output column X0 + P·q) where tap
+    (i, j) meets the input, lo ≤ q < hi at input column base + q; 0 at the others."""
+    if lo < 0 or hi > nx or col0 < 0 or row < 0 or iy < 0 or X0 < 0 or base + lo < 0:
+        return
+    for q in range(lo):
+        cols[row, col0 + q] = 0.0
+    for q in range(hi, nx):
+        cols[row, col0 + q] = 0.0
+    ox = base + lo
+    oc = col0 + lo
+    for t in range(hi - lo):
+        cols[row, oc + t] = K[b, kc, i, j, yk, X0 + P * (lo + t)] * x[b, c, iy, ox + t]
+
+
+@njit(parallel=True)
+def _dense_backward_params_phased(
+    g,
+    x,
+    K,
+    ty,
+    tx,
+    rtaps,
+    rntaps,
+    pcols,
+    pncols,
+    ptaps,
+    pntaps,
+    prun,
+    dW_parts,
+    db_parts,
+    n_chunks,
+    y0,
+    need_w,
+    need_b,
+    group,
+    buf_s,
+    gbuf_s,
+    acc_s,
+    part_s,
+    rows_s,
+):
+    """_dense_backward_params by phase: per chunk of output rows, per row phase and column
+    phase, the columns of up to ``group`` rows of that row phase side by side, over the taps
+    of the two phases only (zero where a tap misses the input near the border)."""
+    B = x.shape[0]
+    C = x.shape[1]
+    Cout, Wo = g.shape[1], g.shape[3]
+    n = K.shape[4]
+    kc_many = K.shape[1] > 1
+    kh, kw = ty.shape[0], tx.shape[0]
+    kk = kh * kw
+    Pr = rntaps.shape[0]
+    Pc = pncols.shape[0]
+    rows = B * n
+    for ch in prange(n_chunks):
+        r0 = ch * rows // n_chunks
+        r1 = (ch + 1) * rows // n_chunks
+        buf = buf_s[ch]
+        gbuf = gbuf_s[ch]
+        acc = acc_s[ch]
+        part = part_s[ch]
+        grp = rows_s[ch]
+        if need_b:
+            for r in range(r0, r1):
+                b = r // n
+                y = y0 + r % n
+                for o in range(Cout):
+                    sb = 0.0
+                    for xo in range(Wo):
+                        sb += g[b, o, y, xo]
+                    db_parts[ch, o] += sb
+        if not need_w:
+            continue
+        acc[:, :] = 0.0
+        for pr in range(Pr):
+            ni = rntaps[pr]
+            if ni == 0:
+                continue
+            r = r0
+            while r < r1:
+                R = 0  # the next ≤ group rows of row phase pr
+                while r < r1 and R < group:
+                    if (y0 + r % n) % Pr == pr:
+                        grp[R] = r
+                        R += 1
+                    r += 1
+                if R == 0:
+                    continue
+                for pc in range(pncols.shape[0]):
+                    nx = pncols[pc]
+                    nj = pntaps[pc]
+                    m = C * ni * nj
+                    if m == 0 or nx == 0:
+                        continue
+                    ncol = R * nx
+                    cols = buf[: m * ncol].reshape(m, ncol)
+                    gT = gbuf[: ncol * Cout].reshape(ncol, Cout)
+                    for t in range(R):
+                        b = grp[t] // n
+                        yk = grp[t] % n
+                        y = y0 + yk
+                        for c in range(C):
+                            kc = c if kc_many else 0
+                            for ii in range(ni):
+                                i = rtaps[pr, ii]
+                                iy = ty[i, y]
+                                for jj in range(nj):
+                                    j = ptaps[pc, jj]
+                                    row = (c * ni + ii) * nj + jj
+                                    lo, hi = prun[pc, j, 0], prun[pc, j, 1]
+                                    if lo >= 0 and iy >= 0:
+                                        phase_column_run(
+                                            cols,
+                                            row,
+                                            t * nx,
+                                            nx,
+                                            K,
+                                            x,
+                                            b,
+                                            kc,
+                                            c,
+                                            i,
+                                            j,
+                                            yk,
+                                            iy,
+                                            lo,
+                                            hi,
+                                            prun[pc, j, 2],
+                                            pc,
+                                            Pc,
+                                        )
+                                        continue
+                                    for q in range(nx):
+                                        X = pcols[pc, q]
+                                        ix = tx[j, X]
+                                        if iy < 0 or ix < 0:
+                                            cols[row, t * nx + q] = 0.0
+                                        else:
+                                            cols[row, t * nx + q] = (
+                                                K[b, kc, i, j, yk, X] * x[b, c, iy, ix]
+                                            )
+                        for q in range(nx):
+                            X = pcols[pc, q]
+                            for o in range(Cout):
+                                gT[t * nx + q, o] = g[b, o, y, X]
+                    pm = part[: m * Cout].reshape(m, Cout)
+                    np.dot(cols, gT, pm)
+                    for c in range(C):
+                        for ii in range(ni):
+                            for jj in range(nj):
+                                row = (c * ni + ii) * nj + jj
+                                full = c * kk + rtaps[pr, ii] * kw + ptaps[pc, jj]
+                                for o in range(Cout):
+                                    acc[full, o] += pm[row, o]
+        for o in range(Cout):
+            for q in range(C * kk):
+                dW_parts[ch, o, q] += acc[q, o]
+
+
+@njit(inline="always")
+def phase_grads_run(
+    G, row, x, K, dK, dx, b, kc, c, i, j, yk, iy, lo, hi, base, X0, P, need_k, need_x
+):
+    """tap_grads_run over phase columns lo ≤ q < hi (output column X0 + P·q, input column
+    base + q): no table lookup or validity test per column."""
+    n = hi - lo
+    ox = base + lo
+    if lo < 0 or ox < 0 or iy < 0 or row < 0 or X0 < 0:
+        return
+    for t in range(n):
+        gv = G[row, lo + t]
+        X = X0 + P * (lo + t)
+        if need_k:
+            dK[b, kc, i, j, yk, X] += gv * x[b, c, iy, ox + t]
+        if need_x:
+            dx[b, c, iy, ox + t] += K[b, kc, i, j, yk, X] * gv
+
+
+@njit(parallel=True)
+def _dense_backward_data_phased(
+    g,
+    x,
+    K,
+    WmT,
+    ty,
+    tx,
+    pcols,
+    pncols,
+    ptaps,
+    pntaps,
+    prun,
+    dx,
+    dK,
+    y0,
+    rnd,
+    R,
+    need_x,
+    need_k,
+    itaps_s,
+    wbuf_s,
+    grow_s,
+    G_s,
+):
+    """_dense_backward_data by phase: per output row and column phase, G = Wsubᵀ-rows · g over
+    the row's valid row taps and the phase's column taps only; the same scatter rounds."""
+    B, C = x.shape[0], x.shape[1]
+    Cout = g.shape[1]
+    KC, kh, kw, n = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
+    Wo = K.shape[5]
+    kk = kh * kw
+    P = pncols.shape[0]
+    first, cnt = round_rows(y0, n, rnd, R)
+    blocks = grow_s.shape[0]
+    items = B * cnt
+    for blk in prange(blocks):
+        itaps = itaps_s[blk]
+        wbuf = wbuf_s[blk]
+        gbuf = grow_s[blk]
+        Gbuf = G_s[blk]
+        for q in range(blk * items // blocks, (blk + 1) * items // blocks):
+            b = q // cnt
+            y = first + (q % cnt) * R
+            yk = y - y0
+            if need_k:
+                for kc in range(KC):
+                    for i in range(kh):
+                        for j in range(kw):
+                            for xo in range(Wo):
+                                dK[b, kc, i, j, yk, xo] = 0.0
+            n_i = row_taps(ty, y, itaps)
+            if n_i == 0:
+                continue
+            for ph in range(pncols.shape[0]):
+                nx = pncols[ph]
+                nj = pntaps[ph]
+                m = C * n_i * nj
+                if m == 0 or nx == 0:
+                    continue
+                Wsub = wbuf[: m * Cout].reshape(m, Cout)
+                for c in range(C):
+                    for ii in range(n_i):
+                        for jj in range(nj):
+                            full = c * kk + itaps[ii] * kw + ptaps[ph, jj]
+                            for o in range(Cout):
+                                Wsub[(c * n_i + ii) * nj + jj, o] = WmT[full, o]
+                grow = gbuf[: Cout * nx].reshape(Cout, nx)
+                for o in range(Cout):
+                    for qq in range(nx):
+                        grow[o, qq] = g[b, o, y, pcols[ph, qq]]
+                G = Gbuf[: m * nx].reshape(m, nx)
+                np.dot(Wsub, grow, G)
+                for ii in range(n_i):
+                    i = itaps[ii]
+                    iy = ty[i, y]
+                    for jj in range(nj):
+                        j = ptaps[ph, jj]
+                        lo, hi, base = prun[ph, j, 0], prun[ph, j, 1], prun[ph, j, 2]
+                        for c in range(C):
+                            kc = c if KC > 1 else 0
+                            row = (c * n_i + ii) * nj + jj
+                            if lo >= 0:
+                                phase_grads_run(
+                                    G,
+                                    row,
+                                    x,
+                                    K,
+                                    dK,
+                                    dx,
+                                    b,
+                                    kc,
+                                    c,
+                                    i,
+                                    j,
+                                    yk,
+                                    iy,
+                                    lo,
+                                    hi,
+                                    base,
+                                    pcols[ph, 0],
+                                    P,
+                                    need_k,
+                                    need_x,
+                                )
+                                continue
+                            for qq in range(nx):
+                                X = pcols[ph, qq]
+                                ix = tx[j, X]
+                                if ix >= 0:
+                                    gv = G[row, qq]
+                                    if need_k:
+                                        dK[b, kc, i, j, yk, X] += gv * x[b, c, iy, ix]
+                                    if need_x:
+                                        dx[b, c, iy, ix] += K[b, kc, i, j, yk, X] * gv
+
+
+def _params_by_phase(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, need_w, need_b, m):
+    """pac_dense_backward_params of a transposed convolution: _dense_backward_params_phased."""
+    rcols, rncols, rtaps, rntaps = schedule.row_phases(geo)
+    pcols, pncols, ptaps, pntaps = schedule.phases(geo)
+    C, Cout = x.shape[1], g.shape[1]
+    mp = C * max(int(rntaps.max()), 1) * max(int(pntaps.max()), 1)
+    nx = pcols.shape[1]
+    group = schedule.param_group(mp, nx, x.itemsize)
+    mw, mpw, cw = (m, mp, Cout) if need_w else (0, 0, 0)
+    dt = x.dtype
+    _dense_backward_params_phased(
+        g,
+        x,
+        K,
+        geo.ty,
+        geo.tx,
+        rtaps,
+        rntaps,
+        pcols,
+        pncols,
+        ptaps,
+        pntaps,
+        schedule.phase_runs(geo),
+        dW_parts,
+        db_parts,
+        n_chunks,
+        y0,
+        need_w,
+        need_b,
+        group,
+        np.empty((n_chunks, mpw * group * nx), dt),
+        np.empty((n_chunks, cw * group * nx), g.dtype),
+        np.empty((n_chunks, mw, cw), dt),
+        np.empty((n_chunks, mpw * cw), dt),
+        np.empty((n_chunks, group), np.int64),
+    )
+
+
+def _data_by_phase(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k, R):
+    """pac_dense_backward_data of a transposed convolution: _dense_backward_data_phased."""
+    pcols, pncols, ptaps, pntaps = schedule.phases(geo)
+    prun = schedule.phase_runs(geo)
+    C, Cout = x.shape[1], g.shape[1]
+    kh = geo.ty.shape[0]
+    mp = C * kh * max(int(pntaps.max()), 1)
+    nx = pcols.shape[1]
+    blocks = schedule.scratch_blocks(
+        x.shape[0] * -(-K.shape[4] // R), (mp * (Cout + nx) + Cout * nx) * x.itemsize
+    )
+    dt = g.dtype
+    itaps = np.empty((blocks, kh), np.int64)
+    wbuf = np.empty((blocks, mp * Cout), WmT.dtype)
+    grow = np.empty((blocks, Cout * nx), dt)
+    G = np.empty((blocks, mp * nx), dt)
+    for rnd in range(R):
+        _dense_backward_data_phased(
+            g,
+            x,
+            K,
+            WmT,
+            geo.ty,
+            geo.tx,
+            pcols,
+            pncols,
+            ptaps,
+            pntaps,
+            prun,
+            dx,
+            dK,
+            y0,
+            rnd,
+            R,
+            need_x,
+            need_k,
+            itaps,
+            wbuf,
+            grow,
+            G,
         )

@@ -23,7 +23,7 @@ from numba import prange
 
 from .._jit import frozen, njit
 from . import schedule
-from .common import round_rows, unit_runs, vexp
+from .common import round_rows, strided_runs, unit_runs, vexp
 
 #: ε of the inv kernels (config.INV_EPS): a compile-time constant of the kernels
 EPS = frozen("INV_EPS")
@@ -91,6 +91,19 @@ def kernel_row(km, bk, yk, kc, i, j, sq, kind, alpha, lam):
     else:
         for xo in range(sq.shape[3]):
             km[bk, kc, i, j, yk, xo] = kernel_value(sq[kc, i, j, xo], kind, alpha, lam)
+
+
+@njit(inline="always")
+def add_stats(km, bk, yk, stats, i, j, gx, mask, has_mask, b, py):
+    """stats += tap (i, j)'s share: n_valid, n_in, Σ Km per channel."""
+    for xo in range(km.shape[5]):
+        px = gx[j, xo]
+        if px >= 0:
+            stats[0, xo] += 1.0
+            stats[1, xo] += mask[b, py, px] if has_mask else 1.0
+    for kc in range(km.shape[1]):
+        for xo in range(km.shape[5]):
+            stats[2 + kc, xo] += km[bk, kc, i, j, yk, xo]
 
 
 @njit()
@@ -166,14 +179,7 @@ def window_row(
                         elif has_mask:
                             km[bk, kc, i, j, yk, xo] *= mask[b, py, px]
             if need_stats:
-                for xo in range(Wo):
-                    px = gx[j, xo]
-                    if px >= 0:
-                        stats[0, xo] += 1.0
-                        stats[1, xo] += mask[b, py, px] if has_mask else 1.0
-                for kc in range(KC):
-                    for xo in range(Wo):
-                        stats[2 + kc, xo] += km[bk, kc, i, j, yk, xo]
+                add_stats(km, bk, yk, stats, i, j, gx, mask, has_mask, b, py)
 
 
 @njit()
@@ -228,8 +234,9 @@ def _packernel_forward(
     B = guide.shape[0]
     KC, kh, kw, n, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
     rows = B * n
-    jrun = np.empty((kw, 3), dtype=np.int64)
+    jrun = np.empty((kw, 7), dtype=np.int64)
     unit_runs(gx, jrun)
+    strided_runs(gx, jrun, 3)
     cbase = centre_base(cx)
     need_stats = normalize or has_mask
     for ch in prange(n_chunks):
@@ -318,6 +325,44 @@ def scatter_gather(
             dguide[b, c, py, px] += v
 
 
+@njit(inline="always")
+def scatter_strided(
+    g2,
+    kc,
+    i,
+    j,
+    guide,
+    src,
+    dsrc,
+    dguide,
+    b,
+    c,
+    py,
+    qy,
+    cx,
+    x0,
+    step,
+    nv,
+    p0,
+    asym,
+    need_f,
+    need_g,
+):
+    """scatter_gather over the columns x0 + step·q where a transposed tap meets a sample
+    (common.strided_runs), in the same order."""
+    for q in range(nv):
+        X = x0 + step * q
+        px = p0 + q
+        d = guide[b, c, py, px] - src[b, c, qy, cx[X]]
+        if asym:
+            d = d if (d > 0.0 or d != d) else np.float32(0.0)
+        v = g2[kc, i, j, X] * d
+        if need_f:
+            dsrc[b, c, qy, cx[X]] -= v
+        if need_g:
+            dguide[b, c, py, px] += v
+
+
 @njit(parallel=True)
 def _packernel_backward(
     dK,
@@ -368,8 +413,9 @@ def _packernel_backward(
     B, Cg = guide.shape[0], guide.shape[1]
     KC, kh, kw, n, Wo = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4], dK.shape[5]
     Ho = cy.shape[0]
-    jrun = np.empty((kw, 3), dtype=np.int64)
+    jrun = np.empty((kw, 7), dtype=np.int64)
     unit_runs(gx, jrun)
+    strided_runs(gx, jrun, 3)
     cbase = centre_base(cx)
     need_stats = normalize or has_mask
     first, cnt = round_rows(y0, n, rnd, R)
@@ -489,6 +535,29 @@ def _packernel_backward(
                                 hi,
                                 base,
                                 cbase,
+                                asym,
+                                need_f,
+                                need_g,
+                            )
+                        elif jrun[j, 4] > 0:
+                            scatter_strided(
+                                g2,
+                                kc,
+                                i,
+                                j,
+                                guide,
+                                src,
+                                dsrc,
+                                dguide,
+                                b,
+                                c,
+                                py,
+                                qy,
+                                cx,
+                                jrun[j, 3],
+                                jrun[j, 4],
+                                jrun[j, 5],
+                                jrun[j, 6],
                                 asym,
                                 need_f,
                                 need_g,

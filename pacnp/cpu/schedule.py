@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import config
 from .._core import inverse_taps
+from .common import unit_runs
 
 _memo = {}
 _memo_lock = threading.Lock()
@@ -109,6 +110,35 @@ def phases(geo):
     return _per_geometry(
         "phases", geo, lambda g: column_phases(g.tx, g.stride[1] if g.transposed else 1)
     )
+
+
+def row_phases(geo):
+    """Row phases of an op, as :func:`phases` for the rows (output rows y ≡ r mod s of a
+    transposed convolution share their valid row taps)."""
+    return _per_geometry(
+        "row_phases", geo, lambda g: column_phases(g.ty, g.stride[0] if g.transposed else 1)
+    )
+
+
+def phase_runs(geo) -> np.ndarray:
+    """runs[ph, j] = (lo, hi, base): within column phase ph, tap j meets the input exactly at
+    the phase columns lo ≤ q < hi, input column base + q (common.unit_runs of the phase's tap
+    table; -1s where it does not take that form)."""
+
+    def make(g):
+        pcols, pncols, _, _ = phases(g)
+        runs = np.full((pcols.shape[0], g.tx.shape[0], 3), -1, dtype=np.int64)
+        for ph in range(pcols.shape[0]):
+            unit_runs(np.ascontiguousarray(g.tx[:, pcols[ph, : pncols[ph]]]), runs[ph])
+        return runs
+
+    return _per_geometry("phase_runs", geo, make)
+
+
+def by_phase(geo) -> bool:
+    """Whether a dense backward runs by phase (a transposed convolution with a stride > 1:
+    most of its taps miss the input samples)."""
+    return bool(geo.transposed) and max(geo.stride) > 1
 
 
 # --------------------------------------------------------------------------- blocks

@@ -1,0 +1,143 @@
+"""Transposed PAC by stride phase (issue 15): with stride s a tap of a transposed window meets an
+input sample at one output row / column in s, so the kernels visit, per row phase and column
+phase, only the taps that exist. These cases take strides beyond the general grids (3, 4) and
+windows wider than the stride, and hold every path — packernel2d, the dense and depthwise ops,
+two-step and fused, forward and backward — to the float64 reference."""
+
+import itertools
+
+import numpy as np
+import pytest
+import reference as R
+from cases import FUSED, assert_close, fused_case, two_step
+
+import pacnp
+from pacnp import config
+from pacnp._core import conv_taps, conv_transpose_taps
+from pacnp.cpu import schedule
+from pacnp.cpu.common import strided_runs
+
+GEOMETRIES = [  # (n_in, k, s, p, d, output_padding)
+    (5, 9, 4, 4, 1, 3),
+    (4, 9, 4, 3, 1, 0),
+    (6, 5, 3, 0, 1, 2),
+    (5, 5, 4, 4, 2, 1),
+    (3, 3, 4, 1, 3, 0),
+    (7, 4, 2, 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize("n_in,k,s,p,d,op", GEOMETRIES)
+def test_strided_runs_describe_a_transposed_tap_table(n_in, k, s, p, d, op):
+    n_out = (n_in - 1) * s - 2 * p + d * (k - 1) + op + 1
+    tab = conv_transpose_taps(n_in, n_out, k, s, p, d)
+    runs = np.empty((k, 5), np.int64)
+    strided_runs(tab, runs, 1)
+    for i in range(k):
+        x0, step, n, p0 = runs[i, 1:]
+        assert step > 0, "every tap of a transposed window is a strided run"
+        expect = np.full(n_out, -1)
+        cols = x0 + step * np.arange(n)
+        expect[cols] = p0 + np.arange(n)
+        np.testing.assert_array_equal(tab[i], expect)
+
+
+def test_strided_runs_reject_other_tables():
+    tab = conv_taps(9, 4, 3, 2, 1, 1)  # a strided convolution: the input column jumps by 2
+    runs = np.empty((3, 4), np.int64)
+    strided_runs(tab, runs, 0)
+    for i in range(3):
+        if (tab[i] >= 0).sum() > 1:
+            assert runs[i, 1] == -1
+
+
+@pytest.mark.parametrize("n_in,k,s,p,d,op", GEOMETRIES)
+def test_row_and_column_phases_hold_every_valid_tap(n_in, k, s, p, d, op):
+    n_out = (n_in - 1) * s - 2 * p + d * (k - 1) + op + 1
+    tab = conv_transpose_taps(n_in, n_out, k, s, p, d)
+    pcols, pncols, ptaps, pntaps = schedule.column_phases(tab, s)
+    for ph in range(pcols.shape[0]):
+        taps = set(ptaps[ph, : pntaps[ph]].tolist())
+        for X in pcols[ph, : pncols[ph]]:
+            assert set(np.nonzero(tab[:, X] >= 0)[0].tolist()) <= taps
+        # ≈ k/s taps per phase, not k
+        assert len(taps) <= -(-k // (s // np.gcd(s, d)))
+
+
+CASES = list(
+    itertools.product(
+        [(9, 4, 1), (5, 3, 1), (5, 4, 2)],  # (k, s, d)
+        [
+            ("gaussian", "none", False, False, False, False),
+            ("inv_0.5_2", "none", True, True, False, False),
+            ("gaussian", "gaussian", False, True, True, False),
+            ("gaussian", "none", False, False, True, True),
+            ("inv_0.5_2", "none", False, False, False, True),
+        ],
+    )
+)
+
+
+@pytest.fixture(params=["one stripe", "many stripes"])
+def stripe_budget(request, monkeypatch):
+    if request.param == "many stripes":
+        monkeypatch.setattr(config, "STRIPE_BYTES", 1)
+    return request.param
+
+
+@pytest.mark.parametrize("ksd,kernel", CASES)
+def test_transposed_by_phase_vs_reference(stripe_budget, ksd, kernel):
+    """Two-step and fused, forward and every gradient, against tests/reference.py (float64)."""
+    k, s, d = ksd
+    kt, smooth, cw, norm, masked, shared = kernel
+    rng = np.random.default_rng(k * 100 + s * 10 + d + len(kt) + 7 * masked + 3 * shared)
+    x, guide, w, b, geo, kw, lead = fused_case(
+        rng, "transpose", k, s, d, kt, smooth, cw, norm, masked, shared, B=2, C=3, Cout=2
+    )
+    g = None
+    ref_out = ref_om = None
+    for lib in (R, pacnp):
+        if g is None:
+            K0, _ = R.packernel2d(
+                guide,
+                k,
+                **kw,
+                **{n: geo[n] for n in ("stride", "padding", "dilation")},
+                output_padding=geo["output_padding"],
+                transposed=True,
+            )
+            g = rng.standard_normal(R.pacconv_transpose2d(x, K0, w, b, **geo).shape)
+        out, om, grads = two_step("transpose", x, guide, w, b, k, geo, kw, g, lib=lib)
+        if lib is R:
+            ref_out, ref_om, ref_grads = out, om, grads
+            continue
+        assert_close(out, ref_out, "two-step output")
+        assert_close(om, ref_om, "two-step output_mask")
+        for name, a, r in zip(
+            ("input", "guide", "weight", "bias", "alpha", "lambda", "smooth"), grads, ref_grads
+        ):
+            assert_close(a, r, f"two-step d_{name}", rtol=1e-9, atol=1e-11)
+    out, om = FUSED["transpose"][0](*lead, **geo, **kw)
+    assert_close(out, ref_out, "fused output")
+    assert_close(om, ref_om, "fused output_mask")
+    grads = FUSED["transpose"][1](g, *lead, **geo, **kw)
+    for name, a, r in zip(
+        ("input", "guide", "weight", "bias", "alpha", "lambda", "smooth"), grads, ref_grads
+    ):
+        assert_close(a, r, f"fused d_{name}", rtol=1e-9, atol=1e-11)
+
+
+def test_transposed_kernel_is_zero_where_no_sample_is():
+    """packernel2d(transposed=True) keeps its layout: K = 0 at every (tap, pixel) that meets no
+    sample, and the reference's values elsewhere."""
+    rng = np.random.default_rng(5)
+    guide = rng.standard_normal((1, 2, 20, 20))  # 5² input samples → 20² at stride 4
+    kw = dict(stride=4, padding=4, output_padding=3, transposed=True)
+    K, _ = pacnp.packernel2d(guide, 9, **kw)
+    ref, _ = R.packernel2d(guide, 9, **kw)
+    assert_close(K, ref, "K")
+    Ho = guide.shape[2]
+    ty = conv_transpose_taps(5, Ho, 9, 4, 4, 1)
+    dead = (ty[:, None, :, None] < 0) | (ty[None, :, None, :] < 0)  # [i, j, y, x]
+    assert np.all(K[:, :, dead] == 0.0)
+    assert dead.mean() > 0.8  # most of the 81 taps meet no sample at a given pixel
