@@ -15,7 +15,7 @@ rounds); the numba kernels they launch are the ``_``-prefixed functions.
 """
 
 import numpy as np
-from numba import prange
+from numba import get_thread_id, prange
 
 from .._jit import njit
 from . import schedule
@@ -228,6 +228,7 @@ def _dense_forward(
     out,
     y0,
     tile,
+    blocks,
     buf_s,
     wbuf_s,
     idx_s,
@@ -235,10 +236,11 @@ def _dense_forward(
     res_s,
 ):
     """out[b, :, y, :] = Wm @ columns(b, y) + bias for the output rows y0 ≤ y < y0 + n that K
-    (n rows, a stripe of the full kernel) covers; ``buf_s.shape[0]`` blocks of rows in
-    parallel, one GEMM per phase and tile of ``tile`` columns. Each block works in its slice of
-    the scratch buffers (columns, weight rows, tap indices, GEMM result), which the launcher
-    allocates: a failed allocation inside the parallel region would not reach the caller."""
+    (n rows, a stripe of the full kernel) covers; ``blocks`` blocks of rows in parallel, one
+    GEMM per phase and tile of ``tile`` columns. Each block works in the running thread's slice
+    (``numba.get_thread_id()``) of the scratch buffers (columns, weight rows, tap indices, GEMM
+    result), which the launcher allocates: a failed allocation inside the parallel region would
+    not reach the caller."""
     B = x.shape[0]
     C = x.shape[1]
     Cout = out.shape[1]
@@ -250,13 +252,13 @@ def _dense_forward(
     unit_runs(tx, jrun)
     one_phase = pncols.shape[0] == 1
     rows = B * n
-    blocks = buf_s.shape[0]
-    for blk in prange(blocks):  # blocks of rows, each with its scratch
-        buf = buf_s[blk]
-        wbuf = wbuf_s[blk]
-        idx = idx_s[blk]
-        itaps = itaps_s[blk]
-        resb = res_s[blk]
+    for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
+        t = get_thread_id()
+        buf = buf_s[t]
+        wbuf = wbuf_s[t]
+        idx = idx_s[t]
+        itaps = itaps_s[t]
+        resb = res_s[t]
         for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
             b = r // n
             yk = r % n
@@ -427,7 +429,9 @@ def tap_grads_gather(G, grow, x, K, dK, dx, b, kc, c, i, j, yk, iy, tx, need_k, 
 
 
 @njit(parallel=True)
-def _dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_k, grow_s, G_s):
+def _dense_backward_data(
+    g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_k, blocks, grow_s, G_s
+):
     """Input and kernel gradients from the output rows y0 ≤ y < y0 + K.shape[4] with
     y ≡ rnd (mod R).
 
@@ -437,7 +441,7 @@ def _dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_
     rnd = 0..R-1 one after another with R such that rows of one round touch disjoint input rows
     (schedule.op_rounds),
     so the scatter has no races and every input pixel sums its contributions in a fixed order.
-    The rows go to ``grow_s.shape[0]`` contiguous blocks, each with its slice of the scratch
+    The rows go to ``blocks`` contiguous blocks, each in the running thread's slice of the scratch
     (g's row, G) that the launcher allocated.
     """
     B, C = x.shape[0], x.shape[1]
@@ -447,11 +451,11 @@ def _dense_backward_data(g, x, K, WmT, ty, tx, dx, dK, y0, rnd, R, need_x, need_
     first, cnt = round_rows(y0, n, rnd, R)
     jrun = np.empty((kw, 3), dtype=np.int64)
     unit_runs(tx, jrun)
-    blocks = grow_s.shape[0]
     items = B * cnt
-    for blk in prange(blocks):
-        grow = grow_s[blk]
-        G = G_s[blk]
+    for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
+        t = get_thread_id()
+        grow = grow_s[t]
+        G = G_s[t]
         for q in range(blk * items // blocks, (blk + 1) * items // blocks):
             b = q // cnt
             y = first + (q % cnt) * R
@@ -511,8 +515,9 @@ def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
     m = x.shape[1] * geo.ty.shape[0] * geo.tx.shape[0]
     Cout, Wo = out.shape[1], out.shape[3]
     tile = schedule.gemm_tile(Cout, m, pcols.shape[1])
-    # per-block scratch, allocated here (see _dense_forward); blocks ≤ rows
-    blocks = schedule.scratch_blocks(x.shape[0] * K.shape[4], (m + Cout) * Wo * x.itemsize)
+    # scratch per thread, allocated here (see _dense_forward)
+    blocks = schedule.row_blocks(x.shape[0] * K.shape[4])
+    T = schedule.scratch_slices()
     dt = x.dtype
     _dense_forward(
         x,
@@ -528,11 +533,12 @@ def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
         out,
         y0,
         tile,
-        np.empty((blocks, m * Wo), dt),
-        np.empty((blocks, Cout * m), dt),
-        np.empty((blocks, m), np.int64),
-        np.empty((blocks, geo.ty.shape[0]), np.int64),
-        np.empty((blocks, Cout * tile), dt),
+        blocks,
+        np.empty((T, m * Wo), dt),
+        np.empty((T, Cout * m), dt),
+        np.empty((T, m), np.int64),
+        np.empty((T, geo.ty.shape[0]), np.int64),
+        np.empty((T, Cout * tile), dt),
     )
 
 
@@ -576,15 +582,14 @@ def pac_dense_backward_data(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k):
     if schedule.by_phase(geo):
         _data_by_phase(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k, R)
         return
-    # per-block scratch, allocated here (see the kernel): blocks ≤ the rows of a round
-    blocks = schedule.scratch_blocks(
-        x.shape[0] * -(-K.shape[4] // R), (WmT.shape[0] + Cout) * Wo * x.itemsize
-    )
-    grow = np.empty((blocks, Cout, Wo), g.dtype)
-    G = np.empty((blocks, WmT.shape[0], Wo), g.dtype)
+    # scratch per thread, allocated here (see the kernel); blocks for balance
+    blocks = schedule.row_blocks(x.shape[0] * -(-K.shape[4] // R))
+    T = schedule.scratch_slices()
+    grow = np.empty((T, Cout, Wo), g.dtype)
+    G = np.empty((T, WmT.shape[0], Wo), g.dtype)
     for rnd in range(R):
         _dense_backward_data(
-            g, x, K, WmT, geo.ty, geo.tx, dx, dK, y0, rnd, R, need_x, need_k, grow, G
+            g, x, K, WmT, geo.ty, geo.tx, dx, dK, y0, rnd, R, need_x, need_k, blocks, grow, G
         )
 
 
@@ -797,6 +802,7 @@ def _dense_backward_data_phased(
     R,
     need_x,
     need_k,
+    blocks,
     itaps_s,
     wbuf_s,
     grow_s,
@@ -811,13 +817,13 @@ def _dense_backward_data_phased(
     kk = kh * kw
     P = pncols.shape[0]
     first, cnt = round_rows(y0, n, rnd, R)
-    blocks = grow_s.shape[0]
     items = B * cnt
-    for blk in prange(blocks):
-        itaps = itaps_s[blk]
-        wbuf = wbuf_s[blk]
-        gbuf = grow_s[blk]
-        Gbuf = G_s[blk]
+    for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
+        t = get_thread_id()
+        itaps = itaps_s[t]
+        wbuf = wbuf_s[t]
+        gbuf = grow_s[t]
+        Gbuf = G_s[t]
         for q in range(blk * items // blocks, (blk + 1) * items // blocks):
             b = q // cnt
             y = first + (q % cnt) * R
@@ -940,14 +946,13 @@ def _data_by_phase(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k, R):
     kh = geo.ty.shape[0]
     mp = C * kh * max(int(pntaps.max()), 1)
     nx = pcols.shape[1]
-    blocks = schedule.scratch_blocks(
-        x.shape[0] * -(-K.shape[4] // R), (mp * (Cout + nx) + Cout * nx) * x.itemsize
-    )
+    blocks = schedule.row_blocks(x.shape[0] * -(-K.shape[4] // R))
+    T = schedule.scratch_slices()  # scratch per thread (see the kernel)
     dt = g.dtype
-    itaps = np.empty((blocks, kh), np.int64)
-    wbuf = np.empty((blocks, mp * Cout), WmT.dtype)
-    grow = np.empty((blocks, Cout * nx), dt)
-    G = np.empty((blocks, mp * nx), dt)
+    itaps = np.empty((T, kh), np.int64)
+    wbuf = np.empty((T, mp * Cout), WmT.dtype)
+    grow = np.empty((T, Cout * nx), dt)
+    G = np.empty((T, mp * nx), dt)
     for rnd in range(R):
         _dense_backward_data_phased(
             g,
@@ -968,6 +973,7 @@ def _data_by_phase(g, x, K, WmT, geo, dx, dK, y0, need_x, need_k, R):
             R,
             need_x,
             need_k,
+            blocks,
             itaps,
             wbuf,
             grow,

@@ -16,7 +16,7 @@ functions.
 """
 
 import numpy as np
-from numba import prange
+from numba import get_thread_id, prange
 
 from .. import config
 from .._core import reached_rows
@@ -39,11 +39,11 @@ def accumulate_run(acc, c, wv, K, x, b, kc, i, j, yk, iy, lo, hi, base):
 
 
 @njit(parallel=True)
-def _depthwise_forward(x, K, w, ty, tx, out, y0, acc_s):
+def _depthwise_forward(x, K, w, ty, tx, out, y0, blocks, acc_s):
     """Output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel), in
-    ``acc_s.shape[0]`` blocks of rows, each accumulating in its slice of ``acc_s`` [blocks, C,
-    W_out] (allocated by the launcher: an allocation failing inside the parallel region would
-    not reach the caller).
+    ``blocks`` blocks of rows, each accumulating in the running thread's slice of ``acc_s``
+    [threads, C, W_out] (allocated by the launcher: an allocation failing inside the parallel
+    region would not reach the caller).
 
     One (image, output row) per iteration with every channel in it, tap-major: a tap's K row is
     read once and used for all channels while it sits in L1 (a channel-major loop re-reads
@@ -56,9 +56,8 @@ def _depthwise_forward(x, K, w, ty, tx, out, y0, acc_s):
     jrun = np.empty((kw, 3), dtype=np.int64)
     unit_runs(tx, jrun)
     rows = B * n
-    blocks = acc_s.shape[0]
-    for blk in prange(blocks):
-        acc = acc_s[blk]
+    for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
+        acc = acc_s[get_thread_id()]
         for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
             b = r // n
             yk = r % n
@@ -131,21 +130,20 @@ def _depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, y0, n
 
 
 @njit(parallel=True)
-def _depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1, acc_s):
+def _depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1, blocks, acc_s):
     """dx += the gradient flowing from the output rows K covers, for input rows n0 ≤ n < n1
     (a gather, see pacnp.cpu.conv.pac_dense_backward_input). The (image, channel, row) items go
-    to ``acc_s.shape[0]`` contiguous blocks, each accumulating a row in its slice of ``acc_s``
-    (allocated by the launcher)."""
+    to ``blocks`` contiguous blocks, each accumulating a row in the running thread's slice of
+    ``acc_s`` (allocated by the launcher)."""
     B, C, Hin, Win = dx.shape
     Wo = g.shape[3]
     n_k = K.shape[4]
     kh, kw = iy_inv.shape[0], tx.shape[0]
     kc_many = K.shape[1] > 1
     m = n1 - n0
-    blocks = acc_s.shape[0]
     items = B * C * m
-    for blk in prange(blocks):
-        acc = acc_s[blk]
+    for blk in prange(blocks):  # blocks of items; the scratch is the running thread's
+        acc = acc_s[get_thread_id()]
         for r in range(blk * items // blocks, (blk + 1) * items // blocks):
             b = r // (C * m)
             c = (r // m) % C
@@ -333,8 +331,9 @@ def _depthwise_symmetric_forward(
 def pac_depthwise_forward(x, K, w, geo, out, y0):
     """Output rows y0 ≤ y < y0 + K.shape[4] (K: that stripe of the kernel)."""
     C, Wo = out.shape[1], out.shape[3]
-    blocks = schedule.scratch_blocks(x.shape[0] * K.shape[4], C * Wo * out.itemsize)
-    _depthwise_forward(x, K, w, geo.ty, geo.tx, out, y0, np.empty((blocks, C, Wo), out.dtype))
+    blocks = schedule.row_blocks(x.shape[0] * K.shape[4])
+    acc = np.empty((schedule.scratch_slices(), C, Wo), out.dtype)  # per thread
+    _depthwise_forward(x, K, w, geo.ty, geo.tx, out, y0, blocks, acc)
 
 
 def pac_depthwise_backward_params(g, x, K, w, geo, dK, dw_parts, n_chunks, y0, need_k, need_w):
@@ -351,7 +350,7 @@ def pac_depthwise_backward_input(g, K, w, geo, dx, y0):
     if n1 > n0:
         B, C, _, Win = dx.shape
         # per-block scratch, allocated here (see the kernel)
-        blocks = schedule.scratch_blocks(B * C * (n1 - n0), Win * dx.itemsize)
+        blocks = schedule.row_blocks(B * C * (n1 - n0))
         _depthwise_backward_input(
             g,
             K,
@@ -362,7 +361,8 @@ def pac_depthwise_backward_input(g, K, w, geo, dx, y0):
             y0,
             n0,
             n1,
-            np.empty((blocks, Win), dx.dtype),
+            blocks,
+            np.empty((schedule.scratch_slices(), Win), dx.dtype),  # per thread
         )
 
 

@@ -147,12 +147,13 @@ def row_blocks(rows: int) -> int:
     return max(1, min(rows, config.ROW_BLOCKS))
 
 
-def scratch_blocks(rows: int, scratch_bytes: int) -> int:
-    """Blocks of rows for a kernel whose blocks each get ``scratch_bytes`` of scratch from its
-    launcher: :func:`row_blocks`, but no more than keep the scratch of all blocks within
-    config.STRIPE_BYTES (never fewer than the threads, unless the rows are fewer)."""
-    cap = max(numba.get_num_threads(), config.STRIPE_BYTES // max(1, scratch_bytes))
-    return max(1, min(row_blocks(rows), cap))
+def scratch_slices() -> int:
+    """Scratch slices for the kernels that get their scratch from the launcher: one per
+    thread, indexed by ``numba.get_thread_id()`` inside the parallel loop. The blocks of rows
+    stay many (:func:`row_blocks`, for load balance) while the scratch is the threads' — what
+    one allocation per block inside the loop held at any time, allocated outside it so that a
+    failure is a MemoryError for the caller."""
+    return max(1, numba.get_num_threads())
 
 
 def thread_blocks(rows: int) -> int:
