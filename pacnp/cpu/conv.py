@@ -253,12 +253,12 @@ def _dense_forward(
     one_phase = pncols.shape[0] == 1
     rows = B * n
     for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
-        t = get_thread_id()
-        buf = buf_s[t]
-        wbuf = wbuf_s[t]
-        idx = idx_s[t]
-        itaps = itaps_s[t]
-        resb = res_s[t]
+        tid = get_thread_id()
+        buf = buf_s[tid]
+        wbuf = wbuf_s[tid]
+        idx = idx_s[tid]
+        itaps = itaps_s[tid]
+        resb = res_s[tid]
         for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
             b = r // n
             yk = r % n
@@ -344,7 +344,7 @@ def _dense_backward_params(
     each of ``n_chunks`` fixed chunks of rows sums into its own partial buffer, in row order,
     and the caller adds the partials in chunk order — deterministic, no atomics.
     Every tap gets a column (zero where it falls outside): no column phases here. Scratch
-    per chunk (``buf_s``, ``gbuf_s``, ``acc_s``, ``part_s``; empty unless need_w) comes from
+    per thread (``buf_s``, ``gbuf_s``, ``acc_s``, ``part_s``; empty unless need_w) comes from
     the launcher, never allocated inside the parallel region.
     """
     B = x.shape[0]
@@ -360,10 +360,13 @@ def _dense_backward_params(
     for ch in prange(n_chunks):
         r0 = ch * rows // n_chunks
         r1 = (ch + 1) * rows // n_chunks
-        buf = buf_s[ch]
-        gbuf = gbuf_s[ch]
-        acc = acc_s[ch]
-        part = part_s[ch]
+        # the running thread's scratch: a chunk runs on one thread, so it reuses that thread's
+        # (cache-warm) buffers; the chunk's sum goes to its own dW_parts[ch] at the end
+        tid = get_thread_id()
+        buf = buf_s[tid]
+        gbuf = gbuf_s[tid]
+        acc = acc_s[tid]
+        part = part_s[tid]
         acc[:, :] = 0.0
         r = r0
         while r < r1:
@@ -453,9 +456,9 @@ def _dense_backward_data(
     unit_runs(tx, jrun)
     items = B * cnt
     for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
-        t = get_thread_id()
-        grow = grow_s[t]
-        G = G_s[t]
+        tid = get_thread_id()
+        grow = grow_s[tid]
+        G = G_s[tid]
         for q in range(blk * items // blocks, (blk + 1) * items // blocks):
             b = q // cnt
             y = first + (q % cnt) * R
@@ -551,8 +554,9 @@ def pac_dense_backward_params(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, ne
         _params_by_phase(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, need_w, need_b, m)
         return
     group = schedule.param_group(m, Wo, x.itemsize)
-    # per-chunk scratch, allocated here (see the kernel); empty without need_w
+    # scratch per thread, allocated here (see the kernel); empty without need_w
     mw, cw = (m, Cout) if need_w else (0, 0)
+    T = schedule.scratch_slices()
     dt = x.dtype
     _dense_backward_params(
         g,
@@ -567,10 +571,10 @@ def pac_dense_backward_params(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, ne
         need_w,
         need_b,
         group,
-        np.empty((n_chunks, mw * group * Wo), dt),
-        np.empty((n_chunks, cw * group * Wo), g.dtype),
-        np.empty((n_chunks, mw, cw), dt),
-        np.empty((n_chunks, mw, cw), dt),
+        np.empty((T, mw * group * Wo), dt),
+        np.empty((T, cw * group * Wo), g.dtype),
+        np.empty((T, mw, cw), dt),
+        np.empty((T, mw, cw), dt),
     )
 
 
@@ -819,11 +823,11 @@ def _dense_backward_data_phased(
     first, cnt = round_rows(y0, n, rnd, R)
     items = B * cnt
     for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
-        t = get_thread_id()
-        itaps = itaps_s[t]
-        wbuf = wbuf_s[t]
-        gbuf = grow_s[t]
-        Gbuf = G_s[t]
+        tid = get_thread_id()
+        itaps = itaps_s[tid]
+        wbuf = wbuf_s[tid]
+        gbuf = grow_s[tid]
+        Gbuf = G_s[tid]
         for q in range(blk * items // blocks, (blk + 1) * items // blocks):
             b = q // cnt
             y = first + (q % cnt) * R

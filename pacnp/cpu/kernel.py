@@ -19,7 +19,7 @@ kernels they launch are the ``_``-prefixed functions.
 import math
 
 import numpy as np
-from numba import prange
+from numba import get_thread_id, prange
 
 from .._jit import frozen, njit
 from . import schedule
@@ -388,6 +388,7 @@ def _packernel_backward(
     need_f,
     need_g,
     need_par,
+    blocks,
     km_s,
     sq_s,
     g2_s,
@@ -406,9 +407,9 @@ def _packernel_backward(
     (schedule.kernel_rounds):
     no two threads ever add to the same guide pixel, and every pixel receives its contributions
     in a fixed order (deterministic). dα, dλ go to per-row partials dpar_rows[b·Ho + y, 0|1, kc],
-    added in row order later. The rows go to km_s.shape[0] contiguous blocks, each with its
-    slice of the scratch buffers the launcher allocated (never inside the parallel region,
-    where a failed allocation would not reach the caller).
+    added in row order later. The rows go to ``blocks`` contiguous blocks, each working in the
+    running thread's slice of the scratch buffers the launcher allocated (never inside the
+    parallel region, where a failed allocation would not reach the caller).
     """
     B, Cg = guide.shape[0], guide.shape[1]
     KC, kh, kw, n, Wo = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4], dK.shape[5]
@@ -419,14 +420,14 @@ def _packernel_backward(
     cbase = centre_base(cx)
     need_stats = normalize or has_mask
     first, cnt = round_rows(y0, n, rnd, R)
-    blocks = km_s.shape[0]
     items = B * cnt
-    for blk in prange(blocks):
-        sq = sq_s[blk]
-        g2 = g2_s[blk]
-        stats = stats_s[blk]
-        fac = fac_s[blk]
-        bc = bc_s[blk]
+    for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
+        tid = get_thread_id()
+        sq = sq_s[tid]
+        g2 = g2_s[tid]
+        stats = stats_s[tid]
+        fac = fac_s[tid]
+        bc = bc_s[tid]
         for q in range(blk * items // blocks, (blk + 1) * items // blocks):
             b = q // cnt
             y = first + (q % cnt) * R
@@ -454,7 +455,7 @@ def _packernel_backward(
                 b,
                 y,
                 km_s,
-                blk,
+                tid,
                 0,
                 sq,
                 stats,
@@ -471,7 +472,7 @@ def _packernel_backward(
                     for i in range(kh):
                         for j in range(kw):
                             for xo in range(Wo):
-                                bc[xo] += dK[b, kc, i, j, yk, xo] * km_s[blk, kc, i, j, 0, xo]
+                                bc[xo] += dK[b, kc, i, j, yk, xo] * km_s[tid, kc, i, j, 0, xo]
                     for xo in range(Wo):
                         bc[xo] *= fac[xo] * fac[xo]
                 da = 0.0
@@ -487,7 +488,7 @@ def _packernel_backward(
                             for xo in range(Wo):
                                 g2[kc, i, j, xo] = (
                                     -(fac[xo] * dK[b, kc, i, j, yk, xo] - bc[xo])
-                                    * km_s[blk, kc, i, j, 0, xo]
+                                    * km_s[tid, kc, i, j, 0, xo]
                                 )
                             continue
                         for xo in range(Wo):
@@ -644,15 +645,16 @@ def packernel_backward(
     R = schedule.kernel_rounds(geo)
     B, KC, kh, kw, n, Wo = dK.shape
     dt = dK.dtype
-    # scratch per block of rows, allocated here (a failed allocation inside the parallel
-    # region would be lost): blocks ≤ the rows of a round, so ≤ 3 stripes of dK
-    blocks = schedule.thread_blocks(B * -(-n // R))
-    km = np.empty((blocks, KC, kh, kw, 1, Wo), dt)
-    sq = np.empty((blocks, KC, kh, kw, Wo), dt)
-    g2 = np.empty((blocks, KC, kh, kw, Wo), dt)
-    stats = np.empty((blocks, 2 + KC, Wo), dt)
-    fac = np.empty((blocks, Wo), dt)
-    bc = np.empty((blocks, Wo), dt)
+    # scratch per thread, allocated here (a failed allocation inside the parallel region
+    # would be lost): one row of dK per thread; many row blocks for load balance
+    blocks = schedule.row_blocks(B * -(-n // R))
+    T = schedule.scratch_slices()
+    km = np.empty((T, KC, kh, kw, 1, Wo), dt)
+    sq = np.empty((T, KC, kh, kw, Wo), dt)
+    g2 = np.empty((T, KC, kh, kw, Wo), dt)
+    stats = np.empty((T, 2 + KC, Wo), dt)
+    fac = np.empty((T, Wo), dt)
+    bc = np.empty((T, Wo), dt)
     for rnd in range(R):
         _packernel_backward(
             dK,
@@ -678,6 +680,7 @@ def packernel_backward(
             need_f,
             need_g,
             need_par,
+            blocks,
             km,
             sq,
             g2,
