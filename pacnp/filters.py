@@ -1038,9 +1038,10 @@ def _direct_pool(xp, x, plan):
         out_o = Σ_j F·D_oj·v_j / (Σ_j F·D_oj + D_o(0)·(taps on zero voxels)),
         D_oj = α + ((v_j − ṽ_o)² + ε²)^λ per channel,
 
-    ṽ_o the 3^d binomial smoothing of the padded image at the centre (separable: the same
-    folding with the offsets −1, 0, 1, one axis at a time). Exact up to rounding; the cost is
-    (voxels)·(output voxels), not the window's Π k_a per output. Computed in float64."""
+    ṽ_o the 3^d binomial smoothing of the padded image (zeros beyond it) at the centre
+    (separable: the same folding with the offsets −1, 0, 1, one axis at a time).
+    Exact up to rounding; the cost is (voxels)·(output voxels), not the window's
+    Π k_a per output. Computed in float64."""
     from . import config
 
     B, C = x.shape[:2]
@@ -1053,7 +1054,9 @@ def _direct_pool(xp, x, plan):
         F, mass_out = _fold_centres(n, centres, np.arange(-r, r + 1), np.ones(2 * r + 1), mode)
         Fs.append(F)
         Os.append(mass_out)
-        Ss.append(_fold_centres(n, centres, np.arange(-1, 2), b3, mode)[0])
+        # the smoothing reads the padded image, zeros beyond it: an axis padded by r = 0
+        # (kernel size 1) has zeros next to its edge voxels, not their border-mode repeats
+        Ss.append(_fold_centres(n, centres, np.arange(-1, 2), b3, mode if r else "constant")[0])
     v = xp.asarray(x, dtype=np.float64)
     smooth = v  # ṽ [B, C, *S_out]: the folded binomial along each axis in turn
     for a, Sa in enumerate(Ss):
