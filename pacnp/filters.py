@@ -51,7 +51,7 @@ import operator
 
 import numpy as np
 
-from . import _api, _core
+from . import _api, _core, _nd
 from ._namespace import array_module as _array_module
 from ._namespace import delegate
 
@@ -1127,17 +1127,22 @@ def _fill_border(xp, a, r, mode):
             a[at(slice(p + n, None))] = a[at(slice(p + n - 2, n - 2, -1))]
 
 
+def _public_op(name, nd):
+    """The public PAC op ``name`` (e.g. "pacconv{}d_fused") for ``nd`` spatial axes:
+    ``pacnp.pacconv1d_fused``, ``pacconv2d_fused`` or ``pacconv3d_fused``."""
+    return getattr(_api if nd == 2 else _nd, name.format(nd))
+
+
 def _fused_conv(nd):
-    """``pacconv{nd}d_fused``: the public PAC op of the filters for ``nd`` spatial axes."""
-    return getattr(_api, f"pacconv{nd}d_fused")
+    return _public_op("pacconv{}d_fused", nd)
 
 
 def _fused_transpose(nd):
-    return getattr(_api, f"pacconv_transpose{nd}d_fused")
+    return _public_op("pacconv_transpose{}d_fused", nd)
 
 
 def _fused_pool(nd):
-    return getattr(_api, f"pacpool{nd}d_fused")
+    return _public_op("pacpool{}d_fused", nd)
 
 
 def _weighted_sum(fn, xp, x, guide, sigma_color, w, border, radius, ct):
