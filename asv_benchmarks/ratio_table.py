@@ -757,6 +757,10 @@ def build_table(cfg: Config | None = None) -> Table:
     return table
 
 
+#: the filter rows' implementation names (LABEL's "pacnp" is the two-step PAC path)
+FILTER_IMPL = {"pacnp": "pacnp.filters"}
+
+
 def _volumes_and_signals(cfg, table, n):
     """W8 (pacnp vs SimpleITK, interleaved rounds: seconds per call, so few) and W9 against
     W5's pacnp (interleaved), as rows of their own section."""
@@ -766,8 +770,9 @@ def _volumes_and_signals(cfg, table, n):
     fns, families = {}, {}
     for impl in bf.IMPLS_W8:
         try:
-            fns[("W8", impl, "forward", n)] = bf.w8_runner(impl, vol)
-            families[("W8", impl, "forward", n)] = "numba" if impl == "pacnp" else impl
+            key = ("W8", FILTER_IMPL.get(impl, impl), "forward", n)
+            fns[key] = bf.w8_runner(impl, vol)
+            families[key] = "numba" if impl == "pacnp" else impl
         except NotImplementedError as exc:
             cfg.say(f"  skip W8 {impl}: {exc}")
     cfg.say(f"timing W8: 3-D bilateral {bf.W8_SIZE}³, 9³ window ({', '.join(k[1] for k in fns)})")
@@ -775,7 +780,7 @@ def _volumes_and_signals(cfg, table, n):
     v, d = _ratio(
         table,
         ("W8", "simpleitk", "forward", n),
-        ("W8", "pacnp", "forward", n),
+        ("W8", "pacnp.filters", "forward", n),
         ("SimpleITK", "pacnp"),
     )
     if v is None and ("W8", "simpleitk", "forward", n) not in fns:
@@ -785,11 +790,14 @@ def _volumes_and_signals(cfg, table, n):
     )
     cfg.say("timing W9: 1-D joint bilateral 2^20 × 3, window 31, and W5 (2-D)")
     fns = {
-        ("W9", "pacnp", "forward", n): bf.w9_runner(bf.w9_signal()),
-        ("W5", "pacnp", "forward", n): bf.w5_runner("pacnp", bf.w5_image(1024)),
+        ("W9", "pacnp.filters", "forward", n): bf.w9_runner(bf.w9_signal()),
+        ("W5", "pacnp.filters", "forward", n): bf.w5_runner("pacnp", bf.w5_image(1024)),
     }
     table.times.update(time_interleaved(fns, min(cfg.repeats, 5), 0.0, 1, None, cfg.settle))
-    t1, t2 = table.times[("W9", "pacnp", "forward", n)], table.times[("W5", "pacnp", "forward", n)]
+    t1, t2 = (
+        table.times[("W9", "pacnp.filters", "forward", n)],
+        table.times[("W5", "pacnp.filters", "forward", n)],
+    )
     taps1, taps2 = 2 * bf.W9_RADIUS + 1, (2 * bf.RADIUS + 1) ** 2
     ns1 = t1 / (bf.W9_SAMPLES * taps1) * 1e9
     ns2 = t2 / (1024 * 1024 * taps2) * 1e9

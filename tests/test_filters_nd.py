@@ -450,3 +450,17 @@ def test_plans_per_axis():
 def test_errors_name_function_argument_and_value(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge", "constant"])
+def test_fill_border_is_numpy_pad_in_1d_and_3d(mode):
+    """The band filled in place, axis by axis, equals numpy.pad of the interior (per-axis
+    widths, repeated reflections on axes thinner than their width)."""
+    rng = np.random.default_rng(16)
+    for shape, r in [((7,), (3,)), ((2,), (4,)), ((4, 5, 6), (1, 2, 3)), ((3, 1, 5), (2, 1, 0))]:
+        inner = rng.random((2,) + shape)
+        a = np.full((2,) + tuple(n + 2 * p for n, p in zip(shape, r)), np.nan)
+        a[(slice(None),) + tuple(slice(p, p + n) for n, p in zip(shape, r))] = inner
+        F._fill_border(np, a, r, mode)
+        want = np.pad(inner, [(0, 0)] + [(p, p) for p in r], mode=mode)
+        np.testing.assert_array_equal(a, want, err_msg=f"{shape} {r}")
