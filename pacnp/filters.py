@@ -1197,14 +1197,10 @@ def _xp_of(a):
 
 def _fold_instead(radii, S):
     """Whether the window of ``radii`` over spatial shape ``S`` is summed over the image's
-    voxels (the folded forms, cost n² for n voxels) instead of over its taps (cost
-    n·Π(2r_a + 1), after padding every axis by r_a): when the window covers the image on every
-    axis, or covers it on one and has at least n taps (the folded form is then no more
-    work, and a padding as wide as the radius is avoided)."""
-    if all(r >= n for r, n in zip(radii, S)):
-        return True
-    taps = math.prod(2 * r + 1 for r in radii)
-    return any(r >= n for r, n in zip(radii, S)) and taps >= math.prod(S)
+    voxels (the folded forms, cost n² for n voxels, in NumPy) instead of over its taps (cost
+    n·Π(2r_a + 1) in the PAC kernels, after padding every axis by r_a): when the window
+    covers the image on every axis (the 2-D rule, r ≥ max(H, W), on every axis)."""
+    return all(r >= n for r, n in zip(radii, S))
 
 
 def bilateral(plan, image, guide=None):
@@ -1217,7 +1213,10 @@ def bilateral(plan, image, guide=None):
     g = x if guide is None else plan.guide_layout.to_bchw(xp, guide)
     plan = plan.resolve_sigma_color(xp, g)
     S = tuple(x.shape[2:])
-    radii, sigmas = plan.radii, plan.voxel_sigmas
+    sigmas = plan.voxel_sigmas
+    # taps whose w_s is 0 in the compute dtype weigh nothing: a radius far beyond σ_s on an
+    # axis costs no more than ~40·σ_s there (nor pads the image by more)
+    radii = tuple(_gaussian_taps(r, sg, ct)[0] for r, sg in zip(plan.radii, sigmas))
     if plan.border == "renormalize":
         # taps beyond the image are left out: a radius past the axis' size − 1 adds none
         radii = tuple(min(r, n - 1) for r, n in zip(radii, S))
