@@ -8,6 +8,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pacnp import filters as F
 
@@ -464,3 +466,36 @@ def test_fill_border_is_numpy_pad_in_1d_and_3d(mode):
         F._fill_border(np, a, r, mode)
         want = np.pad(inner, [(0, 0)] + [(p, p) for p in r], mode=mode)
         np.testing.assert_array_equal(a, want, err_msg=f"{shape} {r}")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    nd=st.integers(1, 3),
+    data=st.data(),
+    border=st.sampled_from(F.BORDERS),
+    guided=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_joint_bilateral_random_geometry(nd, data, border, guided, seed):
+    """Random shapes, per-axis radii (some beyond the image) and spacings in 1-3 dimensions:
+    the window form, its pair form on padded volumes and the folded form all equal the
+    definition."""
+    shape = tuple(data.draw(st.lists(st.integers(1, 6), min_size=nd, max_size=nd)))
+    radii = tuple(data.draw(st.lists(st.integers(0, 4), min_size=nd, max_size=nd)))
+    spacing = tuple(data.draw(st.lists(st.sampled_from([0.5, 1.0, 2.5]), min_size=nd, max_size=nd)))
+    rng = np.random.default_rng(seed)
+    img = rng.random(shape + (2,))
+    guide = rng.random(shape + (3,)) if guided else img
+    out = F.joint_bilateral_filter(
+        img,
+        guide,
+        sigma_spatial=1.3,
+        sigma_color=0.5,
+        radius=radii,
+        border=border,
+        channel_axis=-1,
+        spatial_dims=nd,
+        spacing=spacing,
+    )
+    expect = ref_joint_bilateral(img, guide, 1.3, 0.5, radii, border, spacing)
+    np.testing.assert_allclose(out, expect, **TOL)
