@@ -51,18 +51,26 @@ def seeded(*key):
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
-def directional_fd(f, args, kwargs, index, direction, eps=1e-6):
-    """``(f(a + εv) - f(a - εv)) / 2ε`` for positional argument ``index`` or keyword ``index``."""
+def directional_fd(f, args, kwargs, index, direction, eps=1e-5):
+    """The derivative of ``f`` along ``direction`` in positional argument ``index`` (or keyword
+    ``index``): central differences at steps ε and ε/2, Richardson-extrapolated,
+    ``(4 D(ε/2) - D(ε)) / 3``, so that the truncation error is O(ε⁴). The inv kernels near
+    ``Σ Δ² = 0`` are strongly curved, and a full_N smoothing kernel in 3-D moves every
+    feature at once: there a plain central difference is off by O(ε²) times the third
+    derivative, 1e-6 relative at ε = 1e-6."""
 
-    def shifted(sign):
+    def at(step):
         a, kw = list(args), dict(kwargs)
         if isinstance(index, int):
-            a[index] = a[index] + sign * eps * direction
+            a[index] = a[index] + step * direction
         else:
-            kw[index] = np.asarray(kw[index]) + sign * eps * direction
+            kw[index] = np.asarray(kw[index]) + step * direction
         return f(*a, **kw)
 
-    return (shifted(1) - shifted(-1)) / (2 * eps)
+    def central(h):
+        return (at(h) - at(-h)) / (2 * h)
+
+    return (4 * central(eps / 2) - central(eps)) / 3
 
 
 def check_fd(loss, args, kwargs, grads, names, rng, what):
