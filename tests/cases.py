@@ -850,10 +850,11 @@ def _nd_sizes(nd, k, s, p, d, op, transposed):
     return size, size
 
 
-def nd_kernel_grid(nd, count=10, seed=None):
+def nd_kernel_grid(nd, count=12, seed=None):
     """(nd, k, stride, padding, dilation, output_padding, kernel type, smoothing,
     channel_wise, normalize, masked, transposed): every kernel type in both directions and
-    every smoothing, the per-axis geometry and the flags at random."""
+    every smoothing, a mask in both directions, the per-axis geometry and the other flags at
+    random."""
     rng = np.random.default_rng(1600 + nd if seed is None else seed)
     ks = [1, 3, 5] if nd < 3 else [1, 3, 3, 5]
     cases = []
@@ -872,7 +873,7 @@ def nd_kernel_grid(nd, count=10, seed=None):
                 SMOOTH_TYPES[(3 * n) % len(SMOOTH_TYPES)],
                 bool(rng.random() < 0.5),
                 bool(rng.random() < 0.5),
-                bool(rng.random() < 0.5),
+                n % 3 == 0,  # masked: both directions, every third case
                 tr,
             )
         )

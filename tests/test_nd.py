@@ -116,20 +116,37 @@ def grid_params(grid, small, ident):
     ]
 
 
+def first(grid, pred):
+    """The first entry of ``grid`` for which ``pred`` holds (by identity, for grid_params)."""
+    return next(c for c in grid if pred(c))
+
+
 KERNEL_GRID = [c for nd in ND_DIMS for c in nd_kernel_grid(nd)]
-#: the CUDA simulator: one packernel case per dimension, 1-D and 3-D
-SMALL_KERNEL_GRID = [c for c in KERNEL_GRID if c[0] == 1][1:2] + [
-    c for c in KERNEL_GRID if c[0] == 3 and max(c[1]) <= 3
-][:1]
 OP_GRID = [c for nd in ND_DIMS for c in nd_op_grid(nd)]
-#: one case of each op in 1-D, the transposed convolution in 3-D
-SMALL_OP_GRID = [c for c in OP_GRID if c[1] == 1][::4] + [
-    c for c in OP_GRID if c[1] == 3 and c[0] == "transpose" and max(c[2]) <= 3
-][:1]
 FUSED_GRID = [(nd,) + c for nd in ND_DIMS for c in nd_fused_grid(nd)]
-SMALL_FUSED_GRID = [c for c in FUSED_GRID if c[0] == 1][::4] + [
-    c for c in FUSED_GRID if c[0] == 3 and max(c[2][1]) <= 3
-][:1]
+#: what the CUDA simulator runs (it runs every GPU thread as a Python thread): per function
+#: one 1-D case and one 3-D case, windows of more than one tap, kernels other than the
+#: plain gaussian where the grid has them, two axes of three taps in 3-D
+SMALL_KERNEL_GRID = [
+    first(KERNEL_GRID, lambda c: c[0] == 1 and c[1][0] > 1 and c[6] != "gaussian"),
+    first(KERNEL_GRID, lambda c: c[0] == 3 and max(c[1]) <= 3 and sorted(c[1])[1] > 1),
+]
+SMALL_OP_GRID = [
+    first(OP_GRID, lambda c, op=op: c[1] == 1 and c[0] == op and c[2][0] > 1)
+    for op in ("conv", "transpose", "pool")
+] + [first(OP_GRID, lambda c: c[1] == 3 and c[0] == "transpose" and min(c[2]) == max(c[2]) == 3)]
+SMALL_FUSED_GRID = [
+    first(
+        FUSED_GRID,
+        lambda c, op=op: c[0] == 1 and c[1] == op and c[2][1][0] > 1 and c[2][6] != "gaussian",
+    )
+    for op in ("conv", "transpose", "pool")
+] + [
+    min(
+        (c for c in FUSED_GRID if c[0] == 3 and sorted(c[2][1])[1] > 1),
+        key=lambda c: np.prod(c[2][1]),  # the fewest taps
+    )
+]
 
 
 def test_grids_cover_the_options():
