@@ -876,3 +876,103 @@ def test_nd_names_are_public():
                 assert list(inspect.signature(fn).parameters) == list(
                     inspect.signature(two).parameters
                 ), name
+
+
+# =========================================================================== edge-case arrays
+def _views(rng, shape, kind):
+    """A float64 array of ``shape`` as ``kind``: C order, a strided view, axes permuted (no
+    dimension is contiguous in memory order), or float32."""
+    if kind == "strided":
+        big = rng.standard_normal(shape[:-1] + (2 * shape[-1],))
+        return big[..., ::2]
+    if kind == "permuted":
+        return np.moveaxis(
+            rng.standard_normal(shape[::-1]), range(len(shape)), range(len(shape))[::-1]
+        )
+    a = rng.standard_normal(shape)
+    return a.astype(np.float32) if kind == "float32" else a
+
+
+@pytest.mark.parametrize("kind", ["strided", "permuted", "float32"])
+@pytest.mark.parametrize("nd", [1, 3])
+def test_edge_case_arrays_vs_reference(nd, kind):
+    """Strided, permuted and float32 inputs give the reference's results (float32 to float32
+    accuracy), forward and backward, two-step and fused."""
+    rng = seeded("edge", nd, kind)
+    size = (7,) if nd == 1 else (4, 5, 3)
+    k = (3,) * nd
+    kw = dict(padding=1, stride=(2,) * nd if nd == 1 else (1, 2, 1))
+    x = _views(rng, (1, 2) + size, kind)
+    guide = _views(rng, (1, 2) + size, kind)
+    w = _views(rng, (3, 2) + k, kind)
+    tol = dict(rtol=2e-5, atol=2e-5) if kind == "float32" else F64
+    K, _ = nd_fn(pacnp, "packernel2d", nd)(guide, k, **kw)
+    K_ref, _ = nd_fn(R, "packernel2d", nd)(guide, k, **kw)
+    assert K.dtype == x.dtype
+    assert_close(K, K_ref, "K", **tol)
+    out = nd_fn(pacnp, "pacconv2d", nd)(x, K_ref.astype(x.dtype), w, **kw)
+    assert_close(out, nd_fn(R, "pacconv2d", nd)(x, K_ref, w, **kw), "pacconv", **tol)
+    g = _views(rng, out.shape, kind)
+    grads = nd_fn(pacnp, "pacconv2d_backward", nd)(g, x, K_ref.astype(x.dtype), w, **kw)
+    ref = nd_fn(R, "pacconv2d_backward", nd)(g, x, K_ref, w, **kw)
+    for name, a, b in zip(OP_GRADS, grads, ref):
+        assert_close(a, b, f"d_{name}", **tol)
+    out, _ = nd_fn(pacnp, "pacconv2d_fused", nd)(x, guide, w, **kw)
+    assert_close(out, nd_fn(R, "pacconv2d", nd)(x, K_ref, w, **kw), "fused", **tol)
+
+
+@pytest.mark.parametrize("nd", [1, 3])
+def test_one_voxel_and_window_wider_than_the_volume(nd):
+    """A single voxel (every tap but the centre invalid) and a dilated window wider than the
+    volume: K, the ops and the fused path still match the reference."""
+    rng = seeded("one voxel", nd)
+    for size, k, d, p in (
+        ((1,) * nd, (3,) * nd, (1,) * nd, (1,) * nd),
+        ((2,) * nd, (5,) * nd, (2,) * nd, (4,) * nd),
+    ):
+        guide = rng.standard_normal((1, 2) + size)
+        x = rng.standard_normal((1, 3) + size)
+        w = rng.standard_normal((2, 3) + k)
+        kw = dict(padding=p, dilation=d, kernel_type="inv_0.5_-1", normalize_kernel=True)
+        K, _ = nd_fn(pacnp, "packernel2d", nd)(guide, k, **kw)
+        K_ref, _ = nd_fn(R, "packernel2d", nd)(guide, k, **kw)
+        assert_close(K, K_ref, f"K {size}", **F64)
+        geo = dict(padding=p, dilation=d)
+        out = nd_fn(pacnp, "pacconv2d", nd)(x, K_ref, w, **geo)
+        assert_close(out, nd_fn(R, "pacconv2d", nd)(x, K_ref, w, **geo), f"pacconv {size}", **F64)
+        out, _ = nd_fn(pacnp, "pacpool2d_fused", nd)(
+            x, guide, k, **geo, **{n: kw[n] for n in ("kernel_type", "normalize_kernel")}
+        )
+        assert_close(
+            out, nd_fn(R, "pacpool2d", nd)(x, K_ref, k, **geo), f"fused pool {size}", **F64
+        )
+
+
+def test_bad_input_kernel_options_of_the_wrong_shape():
+    rng = np.random.default_rng(3)
+    guide = rng.standard_normal((1, 2, 4, 5, 6))
+    f = pacnp.packernel3d
+    _expect(
+        ValueError,
+        "packernel3d",
+        "smooth_kernel",
+        lambda: f(guide, 3, padding=1, smooth_kernel_type="full_3", smooth_kernel=np.ones((3, 3))),
+    )
+    _expect(
+        ValueError,
+        "packernel3d",
+        "mask",
+        lambda: f(guide, 3, padding=1, mask=np.ones((1, 1, 4, 5))),
+    )
+    _expect(
+        ValueError,
+        "packernel1d",
+        "mask",
+        lambda: pacnp.packernel1d(guide[:, :, 0, 0], 3, padding=1, mask=np.ones((1, 1, 5))),
+    )
+    _expect(
+        ValueError,
+        "packernel3d",
+        "inv_alpha",
+        lambda: f(guide, 3, kernel_type="inv_0.5_-1", inv_alpha=np.ones(3), channel_wise=True),
+    )
