@@ -976,3 +976,123 @@ def test_bad_input_kernel_options_of_the_wrong_shape():
         "inv_alpha",
         lambda: f(guide, 3, kernel_type="inv_0.5_-1", inv_alpha=np.ones(3), channel_wise=True),
     )
+
+
+# =========================================================================== fused schedules
+#: (op, kernel size, dilation, padding, kernel type, guide channels, channels, size): fused
+#: depthwise ops with a symmetric K and filter, stride 1 and "same" padding on every axis but
+#: the last, which pacnp runs in pair form (pacnp._core.pair_geometry), in 1-D and 3-D
+ND_PAIR_CASES = [
+    ("conv", (3,), (1,), (1,), "gaussian", 2, 3, (11,)),
+    ("conv", (5,), (2,), (1,), "inv_0.5_-1", 1, 2, (9,)),
+    ("pool", (7,), (1,), (3,), "gaussian", 3, 2, (4,)),  # window wider than the signal
+    ("conv", (3, 3, 3), (1, 1, 1), (1, 1, 1), "gaussian", 2, 2, (4, 5, 6)),
+    ("conv", (3, 5, 3), (2, 1, 1), (2, 2, 0), "inv_0.3_0.7", 1, 2, (3, 4, 7)),
+    ("pool", (5, 3, 3), (1, 2, 1), (2, 2, 1), "gaussian", 3, 1, (2, 3, 5)),
+    ("conv", (1, 3, 5), (1, 1, 2), (0, 1, 4), "gaussian", 1, 1, (1, 2, 3)),
+]
+
+
+@pytest.mark.parametrize("case", ND_PAIR_CASES, ids=lambda c: f"{c[0]}-{len(c[1])}d-k{c[1]}")
+def test_pair_form_nd_vs_reference(case, monkeypatch):
+    from pacnp import _ops
+
+    op, k, d, p, kt, Cg, C, size = case
+    nd = len(k)
+    rng = seeded("pair", case)
+    x = rng.standard_normal((2, C) + size)
+    guide = rng.standard_normal((2, Cg) + size)
+    kw = dict(padding=p, dilation=d, kernel_type=kt)
+    seen = []
+
+    def spy(kplan, oplan):
+        pairs = pair_geometry(kplan, oplan)
+        seen.append(pairs is not None)
+        return pairs
+
+    pair_geometry = _ops.pair_geometry
+    monkeypatch.setattr(_ops, "pair_geometry", spy)
+    K, _ = nd_fn(R, "packernel2d", nd)(guide, k, **kw)
+    if op == "pool":
+        lead = (x, guide, k)
+        ref = nd_fn(R, "pacpool2d", nd)(x, K, k, padding=p, dilation=d)
+    else:
+        w = rng.standard_normal((1, 1) + k)
+        w = w + w[(0, 0) + (slice(None, None, -1),) * nd][None, None]  # w(δ) = w(−δ)
+        b = rng.standard_normal(C)
+        lead = (x, guide, w, b)
+        kw["shared_filters"] = True
+        ref = nd_fn(R, "pacconv2d", nd)(x, K, w, b, padding=p, dilation=d, shared_filters=True)
+    out, om = nd_fn(pacnp, ND_FUSED[op][0], nd)(*lead, **kw)
+    assert seen == [True], "the pair form was not taken"
+    assert om is None
+    assert_close(out, ref, "pair form", **F64)
+    g = rng.standard_normal(out.shape)
+    grads = nd_fn(pacnp, ND_FUSED[op][1], nd)(g, *lead, **kw)
+    geo = dict(stride=1, padding=p, dilation=d)
+    if op != "pool":
+        geo["shared_filters"] = True
+    _, _, ref_grads = two_step_nd(nd, op, lead, k, geo, dict(kernel_type=kt), g, lib=R)
+    for name, a, r in zip(POOL_FUSED_GRADS if op == "pool" else FUSED_GRADS, grads, ref_grads):
+        assert_close(a, r, f"d_{name}", rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("case", [c for c in FUSED_GRID if c[0] != 2][1::2], ids=fused_id)
+def test_fused_nd_in_many_stripes(case, monkeypatch):
+    """K computed a few (folded) rows at a time: stripes end inside a plane of a volume."""
+    from pacnp import config
+
+    monkeypatch.setattr(config, "STRIPE_BYTES", 1)
+    nd, op, kcase, shared = case
+    rng = seeded("stripes", case)
+    lead, geo, kw, k = nd_fused_case(rng, op, kcase, shared)
+    out, om = nd_fn(pacnp, ND_FUSED[op][0], nd)(*lead, **geo, **kw)
+    g = rng.standard_normal(out.shape)
+    names = POOL_FUSED_GRADS if op == "pool" else FUSED_GRADS
+    # every gradient but the weight's: the dead taps are trimmed then (2-D only)
+    needs = tuple(n != "weight" for n in names)
+    grads = nd_fn(pacnp, ND_FUSED[op][1], nd)(g, *lead, **geo, **kw, needs=needs)
+    ref_out, ref_om, ref_grads = two_step_nd(nd, op, lead, k, geo, kw, g, lib=R)
+    assert_close(out, ref_out, "output", **F64)
+    assert_close(om, ref_om, "output_mask", **EXACT)
+    for name, want, a, r in zip(names, needs, grads, ref_grads):
+        assert_close(a, r if want else None, f"d_{name}", rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("nd", [1, 3])
+def test_dense_forward_in_column_tiles_nd(nd, transposed):
+    """A last axis long enough that the dense forward multiplies each (folded) row in column
+    tiles (config.GEMM_SMALL_MNK), two full tiles and a ragged one."""
+    from pacnp import config
+
+    rng = seeded("tiles", nd, transposed)
+    C, Cout = 8, 32
+    k = (5,) if nd == 1 else (3, 1, 5)
+    m = C * int(np.prod(k))
+    tile = (config.GEMM_SMALL_MNK // (Cout * m)) // config.GEMM_MIN_TILE * config.GEMM_MIN_TILE
+    assert tile >= config.GEMM_MIN_TILE
+    W = 2 * tile + 7
+    lead = () if nd == 1 else (2, 3)
+    if transposed:
+        s = (1,) * (nd - 1) + (2,)
+        kw = dict(
+            stride=s,
+            padding=tuple(ki // 2 for ki in k),
+            output_padding=(0,) * (nd - 1) + (int(W % 2 == 0),),
+        )
+        x = rng.standard_normal((1, C) + lead + ((W + 1) // 2,))
+        weight = rng.standard_normal((C, Cout) + k)
+        K = rng.standard_normal((1, 1) + k + lead + (W,))
+        out = nd_fn(pacnp, "pacconv_transpose2d", nd)(x, K, weight, **kw)
+        ref = nd_fn(R, "pacconv_transpose2d", nd)(x, K, weight, **kw)
+    else:
+        kw = dict(padding=tuple(ki // 2 for ki in k))
+        x = rng.standard_normal((1, C) + lead + (W,))
+        weight = rng.standard_normal((Cout, C) + k)
+        bias = rng.standard_normal(Cout)
+        K = rng.standard_normal((1, 1) + k + lead + (W,))
+        out = nd_fn(pacnp, "pacconv2d", nd)(x, K, weight, bias, **kw)
+        ref = nd_fn(R, "pacconv2d", nd)(x, K, weight, bias, **kw)
+    assert out.shape[-1] == W > 2 * tile
+    assert_close(out, ref, "tiled dense forward", rtol=1e-10, atol=1e-10)
