@@ -836,11 +836,14 @@ def _nd_axes(rng, nd, ks, transposed, pad_over_r=0):
     return k, s, p, d, op
 
 
-def _nd_sizes(nd, k, s, p, d, op, transposed):
+def _nd_sizes(nd, k, s, p, d, op, transposed, size_in=None):
     """(guide / input size, input size of the op): the guide lives at the op's output
-    resolution in a transposed geometry."""
+    resolution in a transposed geometry. ``size_in``: the op's input size (default: a few
+    pixels more than the window per axis, or ND_SIZE_IN for a transposed op)."""
+    if size_in is not None and not transposed:
+        return tuple(size_in), tuple(size_in)
     if transposed:
-        size_in = ND_SIZE_IN[nd]
+        size_in = ND_SIZE_IN[nd] if size_in is None else tuple(size_in)
         size = tuple(
             (n - 1) * si - 2 * pi + di * (ki - 1) + opi + 1
             for n, ki, si, pi, di, opi in zip(size_in, k, s, p, d, op)
@@ -880,11 +883,14 @@ def nd_kernel_grid(nd, count=12, seed=None):
     return cases
 
 
-def nd_kernel_case(rng, nd, k, s, p, d, op, kt, smooth, cw, norm, masked, tr, B=2, C=None):
+def nd_kernel_case(
+    rng, nd, k, s, p, d, op, kt, smooth, cw, norm, masked, tr, B=2, C=None, size_in=None
+):
     """Random guide and packernel{nd}d keywords of one nd_kernel_grid entry; α and λ as arrays
-    (per channel with channel_wise) so that their gradients are tested."""
+    (per channel with channel_wise) so that their gradients are tested. ``size_in``: the
+    op's input size (see _nd_sizes)."""
     C = ND_CHANNELS[nd] if C is None else C
-    size, _ = _nd_sizes(nd, k, s, p, d, op, tr)
+    size, _ = _nd_sizes(nd, k, s, p, d, op, tr, size_in)
     guide = rng.standard_normal((B, C) + size)
     kw = dict(
         stride=s,
@@ -980,16 +986,16 @@ def nd_fused_grid(nd, seed=None):
     return cases
 
 
-def nd_fused_case(rng, op, kcase, shared, B=2, C=None, Cout=3):
+def nd_fused_case(rng, op, kcase, shared, B=2, C=None, Cout=3, size_in=None):
     """Random inputs of one nd_fused_grid entry: (leading positional args, geometry keywords,
     kernel keywords, kernel size); ``lead`` is (x, guide, w, b) or (x, guide, k) for pool."""
     nd, k, s, p, d, opd = kcase[:6]
     C = ND_CHANNELS[nd] if C is None else C
-    guide, kw = nd_kernel_case(rng, *kcase, B=B, C=C)
+    guide, kw = nd_kernel_case(rng, *kcase, B=B, C=C, size_in=size_in)
     geo = {n: kw.pop(n) for n in ("stride", "padding", "dilation")}
     kw.pop("output_padding")
     kw.pop("transposed")
-    _, size_in = _nd_sizes(nd, k, s, p, d, opd, op == "transpose")
+    _, size_in = _nd_sizes(nd, k, s, p, d, opd, op == "transpose", size_in)
     if op == "transpose":
         geo["output_padding"] = opd
     x = rng.standard_normal((B, C) + size_in)

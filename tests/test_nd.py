@@ -24,9 +24,11 @@ import reference as R
 from cases import (
     EXACT,
     F64,
+    KERNEL_TYPES,
     ND_DIMS,
     ND_FUSED,
     ND_OPS,
+    SMOOTH_TYPES,
     assert_close,
     nd_fn,
     nd_fused_case,
@@ -37,6 +39,8 @@ from cases import (
     nd_op_grid,
     two_step_nd,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pacnp
 
@@ -993,7 +997,9 @@ ND_PAIR_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", ND_PAIR_CASES, ids=lambda c: f"{c[0]}-{len(c[1])}d-k{c[1]}")
+@pytest.mark.parametrize(
+    "case", ND_PAIR_CASES, ids=lambda c: f"{c[0]}-{len(c[1])}d-k{''.join(map(str, c[1]))}"
+)
 def test_pair_form_nd_vs_reference(case, monkeypatch):
     from pacnp import _ops
 
@@ -1096,3 +1102,65 @@ def test_dense_forward_in_column_tiles_nd(nd, transposed):
         ref = nd_fn(R, "pacconv2d", nd)(x, K, weight, bias, **kw)
     assert out.shape[-1] == W > 2 * tile
     assert_close(out, ref, "tiled dense forward", rtol=1e-10, atol=1e-10)
+
+
+# =========================================================================== hypothesis
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_random_nd_configurations(data):
+    """Random 1-D / 3-D configurations: sizes down to one voxel per axis, every option; K, the
+    matching op (forward and backward) and the fused path against the reference."""
+    nd = data.draw(st.sampled_from([1, 3]), "nd")
+    tr = data.draw(st.booleans(), "transposed")
+    op = "transpose" if tr else data.draw(st.sampled_from(["conv", "pool"]), "op")
+    k, s, d, p, opd, size, size_in = [], [], [], [], [], [], []
+    for a in range(nd):
+        ka = data.draw(st.sampled_from([1, 3, 5]), f"k{a}")
+        sa = data.draw(st.integers(1, 3), f"stride{a}")
+        da = data.draw(st.integers(1, 2), f"dilation{a}")
+        r = da * (ka - 1) // 2
+        pa = data.draw(st.integers(0, r), f"padding{a}")
+        if tr:
+            oa = data.draw(st.integers(0, max(sa, da) - 1), f"output_padding{a}")
+            na = data.draw(st.integers(1, 3), f"size_in{a}")
+            size_in.append(na)
+            size.append((na - 1) * sa - 2 * pa + da * (ka - 1) + oa + 1)
+        else:
+            oa = 0
+            lo = max(1, da * (ka - 1) + 1 - 2 * pa)  # at least one output
+            na = data.draw(st.integers(lo, lo + 4), f"size{a}")
+            size.append(na)
+            size_in.append(na)
+        for lst, v in ((k, ka), (s, sa), (d, da), (p, pa), (opd, oa)):
+            lst.append(v)
+    k, s, d, p, opd, size, size_in = map(tuple, (k, s, d, p, opd, size, size_in))
+    kt = data.draw(st.sampled_from(KERNEL_TYPES), "kernel_type")
+    smooth = data.draw(st.sampled_from(SMOOTH_TYPES), "smooth")
+    cw, norm, masked, shared = (
+        data.draw(st.booleans(), n) for n in ("channel_wise", "normalize", "mask", "shared")
+    )
+    B = data.draw(st.integers(1, 2), "B")
+    C = data.draw(st.integers(1, 3), "C")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31), "seed"))
+    kcase = (nd, k, s, p, d, opd, kt, smooth, cw, norm, masked, tr)
+    guide, kw = nd_kernel_case(rng, *kcase, B=B, C=C, size_in=size_in)
+    assert guide.shape[2:] == size
+    K, om = nd_fn(pacnp, "packernel2d", nd)(guide, k, **kw)
+    K_ref, om_ref = nd_fn(R, "packernel2d", nd)(guide, k, **kw)
+    assert_close(K, K_ref, "K", **F64)
+    assert_close(om, om_ref, "output_mask", **F64)
+    lead, geo, kkw, _ = nd_fused_case(rng, op, kcase, shared, B=B, C=C, Cout=2, size_in=size_in)
+    assert lead[0].shape[2:] == size_in
+    x = lead[0]
+    fwd, bwd = (nd_fn(pacnp, name, nd) for name in ND_OPS[op])
+    rfwd, rbwd = (nd_fn(R, name, nd) for name in ND_OPS[op])
+    args = (x, K_ref, k) if op == "pool" else (x, K_ref) + lead[2:]
+    out = fwd(*args, **geo)
+    assert_close(out, rfwd(*args, **geo), op, **F64)
+    g = rng.standard_normal(out.shape)
+    for name, a, b in zip(OP_GRADS, bwd(g, *args, **geo), rbwd(g, *args, **geo)):
+        assert_close(a, b, f"{op} d_{name}", **F64)
+    out, om = nd_fn(pacnp, ND_FUSED[op][0], nd)(*lead, **geo, **kkw)
+    ref_out, ref_om, _ = two_step_nd(nd, op, lead, k, geo, kkw, g, lib=R)
+    assert_close(out, ref_out, "fused", **F64)
+    assert_close(om, ref_om, "fused output_mask", **EXACT)
