@@ -984,8 +984,8 @@ def test_bad_input_kernel_options_of_the_wrong_shape():
 
 # =========================================================================== fused schedules
 #: (op, kernel size, dilation, padding, kernel type, guide channels, channels, size): fused
-#: depthwise ops with a symmetric K and filter, stride 1 and "same" padding on every axis but
-#: the last, which pacnp runs in pair form (pacnp._core.pair_geometry), in 1-D and 3-D
+#: depthwise ops with a symmetric K and filter and stride 1, which pacnp runs in pair form
+#: (pacnp._core.pair_geometry), in 1-D and 3-D
 ND_PAIR_CASES = [
     ("conv", (3,), (1,), (1,), "gaussian", 2, 3, (11,)),
     ("conv", (5,), (2,), (1,), "inv_0.5_-1", 1, 2, (9,)),
@@ -994,13 +994,23 @@ ND_PAIR_CASES = [
     ("conv", (3, 5, 3), (2, 1, 1), (2, 2, 0), "inv_0.3_0.7", 1, 2, (3, 4, 7)),
     ("pool", (5, 3, 3), (1, 2, 1), (2, 2, 1), "gaussian", 3, 1, (2, 3, 5)),
     ("conv", (1, 3, 5), (1, 1, 2), (0, 1, 4), "gaussian", 1, 1, (1, 2, 3)),
+    # padding other than "same" on the leading axes: output rows are not image rows
+    ("conv", (3, 3, 3), (1, 1, 1), (0, 1, 0), "gaussian", 2, 2, (4, 5, 6)),
+    ("pool", (5, 3, 3), (2, 1, 2), (1, 0, 2), "inv_0.5_-1", 1, 3, (9, 4, 6)),
+    ("conv", (3, 5, 1), (1, 2, 1), (0, 3, 0), "inv_1_0.7", 3, 2, (3, 9, 2)),
 ]
 
 
-@pytest.mark.parametrize(
-    "case", ND_PAIR_CASES, ids=lambda c: f"{c[0]}-{len(c[1])}d-k{''.join(map(str, c[1]))}"
-)
-def test_pair_form_nd_vs_reference(case, monkeypatch):
+def pair_id(c):
+    return f"{c[0]}-{len(c[1])}d-k{''.join(map(str, c[1]))}"
+
+
+#: the CUDA simulator's: the 1-D window and the 3-D one with a single plane
+SMALL_PAIR_CASES = [ND_PAIR_CASES[0], ND_PAIR_CASES[6]]
+
+
+@pytest.mark.parametrize("case", grid_params(ND_PAIR_CASES, SMALL_PAIR_CASES, pair_id))
+def test_pair_form_nd_vs_reference(backend, case, monkeypatch):
     from pacnp import _ops
 
     op, k, d, p, kt, Cg, C, size = case
@@ -1029,12 +1039,12 @@ def test_pair_form_nd_vs_reference(case, monkeypatch):
         lead = (x, guide, w, b)
         kw["shared_filters"] = True
         ref = nd_fn(R, "pacconv2d", nd)(x, K, w, b, padding=p, dilation=d, shared_filters=True)
-    out, om = nd_fn(pacnp, ND_FUSED[op][0], nd)(*lead, **kw)
+    out, om = backend.call(nd_fn(pacnp, ND_FUSED[op][0], nd), *lead, **kw)
     assert seen == [True], "the pair form was not taken"
     assert om is None
     assert_close(out, ref, "pair form", **F64)
     g = rng.standard_normal(out.shape)
-    grads = nd_fn(pacnp, ND_FUSED[op][1], nd)(g, *lead, **kw)
+    grads = backend.call(nd_fn(pacnp, ND_FUSED[op][1], nd), g, *lead, **kw)
     geo = dict(stride=1, padding=p, dilation=d)
     if op != "pool":
         geo["shared_filters"] = True
