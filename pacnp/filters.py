@@ -1174,19 +1174,11 @@ def _weighted_sum(fn, xp, x, guide, sigma_color, w, border, radius, ct):
         if any(pads):
             _fill_border(xp, gg, pads, mode)
     weight = xp.asarray(np.asarray(w).reshape((1, 1) + w.shape).astype(ct))
-    padding = [r - p for r, p in zip(radii, pads)]
-    crop = (slice(None), slice(None)) + (slice(None),) * nd
-    if nd > 2 and any(pads[:-1]):
-        # the fused op's pair form (half the kernel evaluations) takes a volume only with
-        # "same" padding on every axis but the last (its output rows must be image rows): the
-        # padded volume is filtered whole on those axes — (S + 2r) / S more rows, 13 % for W8's
-        # 128³ with r = 4 — and the band is cut off, instead of the window form's K stripes
-        padding[:-1] = radii[:-1]
-        crop = crop[:2] + tuple(slice(p, p + n) for n, p in zip(S[:-1], pads[:-1])) + crop[-1:]
+    padding = tuple(r - p for r, p in zip(radii, pads))
+    # (symmetric K and w_s, stride 1: the fused op takes its pair form, in any dimension)
     out, _ = _fused_conv(nd)(
-        xx, gg, weight, padding=tuple(padding), shared_filters=True, kernel_type="gaussian"
+        xx, gg, weight, padding=padding, shared_filters=True, kernel_type="gaussian"
     )
-    out = out[crop]
     return out[:, :C], out[:, C:]
 
 
