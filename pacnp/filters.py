@@ -19,7 +19,9 @@ runs wherever they run — NumPy arrays on the CPU, CuPy arrays on the GPU:
     Kopf et al.'s joint bilateral upsampling as one transposed PAC: low-res sample n sits at
     high-res voxel n·f + (f−1)//2, every high-res voxel averages the samples within
     ``radius`` high-res voxels, weighted by w_s of the distance and w_c of the colour difference
-    between the voxel and the sample's voxel in the high-res guide.
+    between the voxel and the sample's voxel in the high-res guide. (2-D with one radius and σ_s
+    for both axes runs a direct kernel over the samples in reach, ``pacnp.cpu.upsample``; 1-D,
+    3-D and anisotropic cases the transposed PAC, ``pacconv_transpose1d/2d/3d_fused``.)
 ``detail_preserving_pool``
     Detail-preserving pooling (Saeedan et al. 2018) as PAC pooling: weights
     α + (‖v_j − ṽ_i‖² + ε²)^λ per channel, ṽ the 3^d binomial smoothing of the input at the
