@@ -8,6 +8,8 @@ own; everything else (validation included) is left to the public pacnp function 
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from . import _core
@@ -16,13 +18,41 @@ from . import _core
 GEOMETRY = ("kernel_size", "stride", "padding", "output_padding", "dilation")
 
 
-def pairs(fn, **values):
-    """Each geometry value as a list of two ints, checked by pacnp's own ``_core.pair``.
+def ntuple(value, name, fn, nd, *, minimum=0, odd=False):
+    """An int or a tuple of ``nd`` ints as a tuple of ``nd`` ints, checked as ``_core.pair``
+    checks a pair (type, ``minimum``, ``odd``, size), with its messages.
+
+    For ``nd == 2`` this *is* ``_core.pair``; for 1 and 3 each int goes through ``_core.pair``
+    so the range checks stay pacnp's, and only the count of values is checked here.
+    """
+    if nd == 2:
+        return _core.pair(value, name, fn, minimum=minimum, odd=odd)
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        raise TypeError(f"{fn}: {name} must be an int or a tuple of {nd} ints, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        items = (value,) * nd
+    else:
+        try:
+            items = tuple(value)
+        except TypeError:
+            raise TypeError(
+                f"{fn}: {name} must be an int or a tuple of {nd} ints, got {value!r}"
+            ) from None
+        if len(items) != nd or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in items
+        ):
+            raise TypeError(f"{fn}: {name} must be an int or a tuple of {nd} ints, got {value!r}")
+    return tuple(_core.pair(int(v), name, fn, minimum=minimum, odd=odd)[0] for v in items)
+
+
+def tuples(fn, nd, **values):
+    """Each geometry value as a list of ``nd`` ints (see :func:`ntuple`).
 
     Frameworks need plain int lists (a torch op schema, a hashable JAX static argument); an
-    int or an ``(h, w)`` pair becomes ``[h, w]``. Range checks (odd, positive) stay with pacnp.
+    int or a per-axis tuple becomes ``[v_1, ..., v_nd]``. Range checks (odd, positive) stay with
+    pacnp. The ops read the number of spatial axes back as the length of these lists.
     """
-    return {name: list(_core.pair(v, name, fn)) for name, v in values.items()}
+    return {name: list(ntuple(v, name, fn, nd)) for name, v in values.items()}
 
 
 def checkable(a, reduced):
@@ -41,17 +71,18 @@ class _Spec:
 
 
 def op_out_hw(op, hw, kernel_size, stride, padding, output_padding, dilation):
-    """Output (H, W) of ``op`` in {"conv", "transpose", "pool"} (torch's formulas)."""
+    """Output spatial sizes of ``op`` in {"conv", "transpose", "pool"} (torch's formulas), one
+    per axis of ``hw`` (the input's spatial sizes, 1 to 3 of them)."""
     if op == "transpose":
         return tuple(
             _core.conv_transpose_out_size(
                 hw[a], kernel_size[a], stride[a], padding[a], output_padding[a], dilation[a]
             )
-            for a in range(2)
+            for a in range(len(hw))
         )
     return tuple(
         _core.conv_out_size(hw[a], kernel_size[a], stride[a], padding[a], dilation[a])
-        for a in range(2)
+        for a in range(len(hw))
     )
 
 
@@ -63,13 +94,13 @@ def op_out_channels(op, in_channels, weight_shape, shared_filters):
 
 
 def kernel_shape(guide_shape, kernel_size, stride, padding, dilation, channel_wise, transposed):
-    """Shape of ``packernel2d``'s K: ``[B, 1 or Cg, kh, kw, Ho, Wo]``."""
-    B, Cg, H, W = guide_shape
+    """Shape of ``packernel{nd}d``'s K: ``(B, 1 or Cg, *kernel_size, *S_out)``."""
+    B, Cg, *S = guide_shape
     if transposed:  # the guide already lives at the output resolution
-        out = (H, W)
+        out = tuple(S)
     else:
-        out = op_out_hw("conv", (H, W), kernel_size, stride, padding, (0, 0), dilation)
-    return (B, Cg if channel_wise else 1, kernel_size[0], kernel_size[1]) + tuple(out)
+        out = op_out_hw("conv", S, kernel_size, stride, padding, (0,) * len(S), dilation)
+    return (B, Cg if channel_wise else 1) + tuple(kernel_size) + out
 
 
 def smooth_for_pacnp(smooth_kernel_type, smooth_kernel):

@@ -1,11 +1,16 @@
 """The ``torch.library`` custom operators (``torch.ops.pacnp.*``) under the PyTorch adapter.
 
-Each of packernel2d, the two-step PAC ops and the fused PAC ops is a ``torch.library.custom_op``
+Each of packernel, the two-step PAC ops and the fused PAC ops is a ``torch.library.custom_op``
 with a fake implementation (result shapes from ``pacnp._adapt``, i.e. from ``pacnp._core``'s own
 formulas) and an autograd formula whose backward is again a custom op. That is what lets
 ``torch.compile(fullgraph=True)`` trace forward and backward without graph breaks. The op names
 (``pacnp::packernel2d``, ``pacnp::pac_op``, ``pacnp::pac_fused`` and their ``*_backward``) are
 part of the interface: compiled and exported graphs refer to them, so they never change.
+
+One op serves 1, 2 and 3 spatial dimensions: the number of spatial axes is the length of the
+geometry lists (``kernel_size`` etc., one int per axis), so it is static to the compiler as the
+geometry itself is, and the schemas of the 2-D ops (saved graphs name them) stay as they were.
+The op body calls pacnp's function for that many axes (``pacconv3d`` for three).
 
 The op bodies hand the tensors themselves to pacnp's public functions, which read them through
 DLPack (no copy for contiguous tensors) and return torch tensors wrapping pacnp's result buffers
@@ -28,7 +33,13 @@ from torch import Tensor
 from .. import _adapt, _api
 
 # what ``functional`` calls; the backward ops are reached only through the autograd formulas
-__all__ = ["packernel2d_op", "pac_op", "pac_fused_op"]
+__all__ = ["packernel_op", "pac_op", "pac_fused_op"]
+
+
+def _pacnp(name, geometry):
+    """pacnp's public function ``name`` for as many spatial axes as ``geometry`` has entries:
+    ``_pacnp("pacconv{}d", [2, 2, 2])`` is ``pacnp.pacconv3d``."""
+    return getattr(_api, name.format(len(geometry)))
 
 
 def _empty(like):
@@ -77,9 +88,10 @@ def _kernel_kw(
     )
 
 
-# --------------------------------------------------------------------------- packernel2d
+# --------------------------------------------------------------------------- packernel
+# (the op keeps its first name, "pacnp::packernel2d", for graphs saved before it went N-D)
 @torch.library.custom_op("pacnp::packernel2d", mutates_args=())
-def packernel2d_op(
+def packernel_op(
     guide: Tensor,
     mask: Optional[Tensor],
     smooth_kernel: Optional[Tensor],
@@ -96,7 +108,7 @@ def packernel2d_op(
     normalize_kernel: bool,
     transposed: bool,
 ) -> tuple[Tensor, Tensor]:
-    K, out_mask = _api.packernel2d(
+    K, out_mask = _pacnp("packernel{}d", kernel_size)(
         guide,
         kernel_size,
         stride=stride,
@@ -118,7 +130,7 @@ def packernel2d_op(
     return K, (_empty(guide) if out_mask is None else out_mask)
 
 
-@packernel2d_op.register_fake
+@packernel_op.register_fake
 def _(
     guide,
     mask,
@@ -139,7 +151,8 @@ def _(
     shape = _adapt.kernel_shape(
         guide.shape, kernel_size, stride, padding, dilation, channel_wise, transposed
     )
-    out_mask = _empty(guide) if mask is None else guide.new_empty((shape[0], 1) + tuple(shape[4:]))
+    nd = len(kernel_size)
+    out_mask = _empty(guide) if mask is None else guide.new_empty((shape[0], 1) + shape[-nd:])
     return guide.new_empty(shape), out_mask
 
 
@@ -164,7 +177,7 @@ def _kernel_bwd_op(
     needs: list[bool],
 ) -> list[Tensor]:
     # pacnp's order: (d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel)
-    grads = _api.packernel2d_backward(
+    grads = _pacnp("packernel{}d_backward", kernel_size)(
         grad,
         guide,
         kernel_size,
@@ -218,7 +231,7 @@ def _kernel_backward(ctx, grad_K, _grad_mask):
     ) + none
 
 
-packernel2d_op.register_autograd(_kernel_backward, setup_context=_kernel_setup)
+packernel_op.register_autograd(_kernel_backward, setup_context=_kernel_setup)
 
 
 # --------------------------------------------------------------------------- two-step ops
@@ -236,7 +249,7 @@ def _op_forward(
     shared_filters,
 ):
     if op == "conv":
-        return _api.pacconv2d(
+        return _pacnp("pacconv{}d", stride)(
             input,
             kernel,
             weight,
@@ -247,7 +260,7 @@ def _op_forward(
             shared_filters=shared_filters,
         )
     if op == "transpose":
-        return _api.pacconv_transpose2d(
+        return _pacnp("pacconv_transpose{}d", stride)(
             input,
             kernel,
             weight,
@@ -258,7 +271,7 @@ def _op_forward(
             dilation=dilation,
             shared_filters=shared_filters,
         )
-    return _api.pacpool2d(
+    return _pacnp("pacpool{}d", stride)(
         input, kernel, kernel_size, stride=stride, padding=padding, dilation=dilation
     )
 
@@ -334,7 +347,7 @@ def _op_bwd_op(
     # always four results (input, kernel, weight, bias); pooling has no weight or bias
     likes = (input, kernel, weight, bias)
     if op == "conv":
-        grads = _api.pacconv2d_backward(
+        grads = _pacnp("pacconv{}d_backward", stride)(
             grad,
             input,
             kernel,
@@ -347,7 +360,7 @@ def _op_bwd_op(
             needs=tuple(needs),
         )
     elif op == "transpose":
-        grads = _api.pacconv_transpose2d_backward(
+        grads = _pacnp("pacconv_transpose{}d_backward", stride)(
             grad,
             input,
             kernel,
@@ -361,7 +374,7 @@ def _op_bwd_op(
             needs=tuple(needs),
         )
     else:
-        grads = _api.pacpool2d_backward(
+        grads = _pacnp("pacpool{}d_backward", stride)(
             grad,
             input,
             kernel,
@@ -437,15 +450,16 @@ def _fused_call(
             normalize_kernel,
         ),
     )
+    suffix = "_backward" if backward else ""
     if op == "pool":
-        fn = _api.pacpool2d_fused_backward if backward else _api.pacpool2d_fused
+        fn = _pacnp("pacpool{}d_fused" + suffix, stride)
         return fn(*backward, input, guide, kernel_size, **kw)
     kw["shared_filters"] = shared_filters
     if op == "transpose":
         kw["output_padding"] = output_padding
-        fn = _api.pacconv_transpose2d_fused_backward if backward else _api.pacconv_transpose2d_fused
+        fn = _pacnp("pacconv_transpose{}d_fused" + suffix, stride)
     else:
-        fn = _api.pacconv2d_fused_backward if backward else _api.pacconv2d_fused
+        fn = _pacnp("pacconv{}d_fused" + suffix, stride)
     return fn(*backward, input, guide, weight, bias, **kw)
 
 
