@@ -8,8 +8,6 @@ own; everything else (validation included) is left to the public pacnp function 
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from . import _core
@@ -18,41 +16,14 @@ from . import _core
 GEOMETRY = ("kernel_size", "stride", "padding", "output_padding", "dilation")
 
 
-def ntuple(value, name, fn, nd, *, minimum=0, odd=False):
-    """An int or a tuple of ``nd`` ints as a tuple of ``nd`` ints, checked as ``_core.pair``
-    checks a pair (type, ``minimum``, ``odd``, size), with its messages.
-
-    For ``nd == 2`` this *is* ``_core.pair``; for 1 and 3 each int goes through ``_core.pair``
-    so the range checks stay pacnp's, and only the count of values is checked here.
-    """
-    if nd == 2:
-        return _core.pair(value, name, fn, minimum=minimum, odd=odd)
-    if isinstance(value, (bool, np.bool_)) or value is None:
-        raise TypeError(f"{fn}: {name} must be an int or a tuple of {nd} ints, got {value!r}")
-    if isinstance(value, numbers.Integral):
-        items = (value,) * nd
-    else:
-        try:
-            items = tuple(value)
-        except TypeError:
-            raise TypeError(
-                f"{fn}: {name} must be an int or a tuple of {nd} ints, got {value!r}"
-            ) from None
-        if len(items) != nd or not all(
-            isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in items
-        ):
-            raise TypeError(f"{fn}: {name} must be an int or a tuple of {nd} ints, got {value!r}")
-    return tuple(_core.pair(int(v), name, fn, minimum=minimum, odd=odd)[0] for v in items)
-
-
 def tuples(fn, nd, **values):
-    """Each geometry value as a list of ``nd`` ints (see :func:`ntuple`).
+    """Each geometry value as a list of ``nd`` ints, checked by pacnp's own ``_core.ntuple``.
 
     Frameworks need plain int lists (a torch op schema, a hashable JAX static argument); an
     int or a per-axis tuple becomes ``[v_1, ..., v_nd]``. Range checks (odd, positive) stay with
     pacnp. The ops read the number of spatial axes back as the length of these lists.
     """
-    return {name: list(ntuple(v, name, fn, nd)) for name, v in values.items()}
+    return {name: list(_core.ntuple(v, name, fn, nd)) for name, v in values.items()}
 
 
 def checkable(a, reduced):

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _adapt, _api
+from . import _adapt, _api, _nd
 
 __all__ = [
     "packernel1d",
@@ -59,7 +59,9 @@ _REDUCED = (jnp.float16, jnp.bfloat16)
 def _pacnp(name, geometry):
     """pacnp's public function ``name`` for as many spatial axes as ``geometry`` has entries:
     ``_pacnp("pacconv{}d", (2, 2, 2))`` is ``pacnp.pacconv3d``."""
-    return getattr(_api, name.format(len(geometry)))
+    nd = len(geometry)
+    # the 2-D functions live in _api, their 1-D / 3-D twins (same implementation) in _nd
+    return getattr(_api if nd == 2 else _nd, name.format(nd))
 
 
 def _call(fn, specs, *args):

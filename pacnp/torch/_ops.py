@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _adapt, _api
+from .. import _adapt, _api, _nd
 
 # what ``functional`` calls; the backward ops are reached only through the autograd formulas
 __all__ = ["packernel_op", "pac_op", "pac_fused_op"]
@@ -39,7 +39,9 @@ __all__ = ["packernel_op", "pac_op", "pac_fused_op"]
 def _pacnp(name, geometry):
     """pacnp's public function ``name`` for as many spatial axes as ``geometry`` has entries:
     ``_pacnp("pacconv{}d", [2, 2, 2])`` is ``pacnp.pacconv3d``."""
-    return getattr(_api, name.format(len(geometry)))
+    nd = len(geometry)
+    # the 2-D functions live in _api, their 1-D / 3-D twins (same implementation) in _nd
+    return getattr(_api if nd == 2 else _nd, name.format(nd))
 
 
 def _empty(like):

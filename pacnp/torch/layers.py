@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import Parameter
 
-from .. import _adapt, _core
+from .. import _core
 from . import functional
 
 __all__ = [
@@ -57,18 +57,6 @@ def _gaussian_nd(width, nd):
     r = np.arange(width, dtype=np.float64) - width // 2
     g = _outer([np.exp(-0.5 * (r / (width / 4.0)) ** 2)] * nd)
     return g / g.sum()
-
-
-def _fixed_smoothing(kind, n, nd):
-    """pacnp's fixed smoothing kernel ``kind`` ('gaussian', 'average') over ``nd`` axes, as the
-    (1, 1, n, ..., n) buffer the reference code's layers keep.
-
-    Both are separable: the product over the axes of one axis' weights ([1/4, 1/2, 1/4], or 1/n
-    each). Those weights are the row sums of pacnp's 2-D kernel (the outer product of two
-    axis vectors that each sum to 1), so the numbers are pacnp's own.
-    """
-    axis = _core.smoothing_kernel(kind, n, np.float64).sum(axis=1)
-    return _outer([axis] * nd).astype(np.float32).reshape((1, 1) + (n,) * nd)
 
 
 def _linear_taps(k, s, normalize):
@@ -133,12 +121,12 @@ class _PacConvNd(nn.Module):
         normalize_kernel = _core.check_bool(fn, "normalize_kernel", normalize_kernel)
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = _adapt.ntuple(kernel_size, "kernel_size", fn, nd, minimum=1, odd=True)
+        self.kernel_size = _core.ntuple(kernel_size, "kernel_size", fn, nd, minimum=1, odd=True)
         _core.check_window(fn, "kernel_size", kernel_size, math.prod(self.kernel_size))
-        self.stride = _adapt.ntuple(stride, "stride", fn, nd, minimum=1)
-        self.padding = _adapt.ntuple(padding, "padding", fn, nd)
-        self.dilation = _adapt.ntuple(dilation, "dilation", fn, nd, minimum=1)
-        self.output_padding = _adapt.ntuple(output_padding, "output_padding", fn, nd)
+        self.stride = _core.ntuple(stride, "stride", fn, nd, minimum=1)
+        self.padding = _core.ntuple(padding, "padding", fn, nd)
+        self.dilation = _core.ntuple(dilation, "dilation", fn, nd, minimum=1)
+        self.output_padding = _core.ntuple(output_padding, "output_padding", fn, nd)
         self.transposed = transposed
         self.pool_only = pool_only
         self.kernel_type = kernel_type
@@ -201,12 +189,13 @@ class _PacConvNd(nn.Module):
             else:
                 self.inv_alpha = Parameter(alpha)
                 self.inv_lambda = Parameter(lam)
-        kind, n = _core.parse_smooth_type(smooth_kernel_type, fn)
+        kind, n = _core.parse_smooth_type(smooth_kernel_type, fn, nd)
         if kind == "full":
             self.smooth_kernel = Parameter(torch.empty((1, 1) + (n,) * nd))
         elif kind != "none":
-            fixed = _fixed_smoothing(kind, n, nd)
-            self.register_buffer("smooth_kernel", torch.from_numpy(fixed))
+            # pacnp's kernel comes folded like the guide (rows: every axis but the last)
+            fixed = _core.smoothing_kernel(kind, n, np.float32, nd).reshape((1, 1) + (n,) * nd)
+            self.register_buffer("smooth_kernel", torch.from_numpy(fixed.copy()))
         self.reset_parameters()
 
     def reset_parameters(self):
