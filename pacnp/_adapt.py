@@ -4,16 +4,27 @@ Both adapters must tell their framework the shape of a result *before* pacnp com
 fake/meta implementations for ``torch.compile``, JAX's ``pure_callback`` result spec). The sizes
 come from ``pacnp._core``'s own output-size formulas, so the adapters hold no geometry of their
 own; everything else (validation included) is left to the public pacnp function they call.
+Geometry travels as lists of one int per spatial axis; their length picks that function
+(``function``: ``pacconv1d``, ``pacconv2d`` or ``pacconv3d``), so one op serves every ``nd``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import _core
+from . import _api, _core, _nd
 
 #: the geometry keywords, in the order the adapters pass them around
 GEOMETRY = ("kernel_size", "stride", "padding", "output_padding", "dilation")
+
+
+def function(name, geometry):
+    """pacnp's public function ``name`` for as many spatial axes as ``geometry`` (a geometry
+    list, one int per axis) has entries: ``function("pacconv{}d", [3, 3, 3])`` is
+    ``pacnp.pacconv3d``. The adapters' ops and callbacks take the number of axes from there."""
+    nd = len(geometry)
+    # the 2-D functions live in _api, their 1-D / 3-D twins (the same implementation) in _nd
+    return getattr(_api if nd == 2 else _nd, name.format(nd))
 
 
 def tuples(fn, nd, **values):

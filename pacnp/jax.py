@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _adapt, _api, _nd
+from . import _adapt, _api
 
 __all__ = [
     "packernel1d",
@@ -54,14 +54,6 @@ __all__ = [
 ]
 
 _REDUCED = (jnp.float16, jnp.bfloat16)
-
-
-def _pacnp(name, geometry):
-    """pacnp's public function ``name`` for as many spatial axes as ``geometry`` has entries:
-    ``_pacnp("pacconv{}d", (2, 2, 2))`` is ``pacnp.pacconv3d``."""
-    nd = len(geometry)
-    # the 2-D functions live in _api, their 1-D / 3-D twins (same implementation) in _nd
-    return getattr(_api if nd == 2 else _nd, name.format(nd))
 
 
 def _call(fn, specs, *args):
@@ -117,8 +109,8 @@ def _kernel_fn(static):
     geo = {name: opts.pop(name) for name in _adapt.GEOMETRY}
     kernel_size = geo.pop("kernel_size")
     nd = len(kernel_size)
-    forward_fn = _pacnp("packernel{}d", kernel_size)
-    backward_fn = _pacnp("packernel{}d_backward", kernel_size)
+    forward_fn = _adapt.function("packernel{}d", kernel_size)
+    backward_fn = _adapt.function("packernel{}d_backward", kernel_size)
 
     def kw(smooth_kernel, inv_alpha, inv_lambda, mask):
         return dict(
@@ -374,8 +366,8 @@ def _op_fn(op, static):
     """The custom_vjp function of one two-step op for one set of static options."""
     opts = dict(static)
     kernel_size = opts.pop("kernel_size")
-    forward_fn = _pacnp(_OP_NAMES[op], kernel_size)
-    backward_fn = _pacnp(_OP_NAMES[op] + "_backward", kernel_size)
+    forward_fn = _adapt.function(_OP_NAMES[op], kernel_size)
+    backward_fn = _adapt.function(_OP_NAMES[op] + "_backward", kernel_size)
     output_padding = opts.pop("output_padding")
     shared_filters = opts.pop("shared_filters")
     if op == "transpose":
@@ -641,8 +633,8 @@ def _fused_fn(op, static):
     opts = dict(static)
     k_alpha, k_lambda = opts.pop("inv_alpha"), opts.pop("inv_lambda")
     kernel_size = opts.pop("kernel_size")
-    forward_fn = _pacnp(_OP_NAMES[op] + "_fused", kernel_size)
-    backward_fn = _pacnp(_OP_NAMES[op] + "_fused_backward", kernel_size)
+    forward_fn = _adapt.function(_OP_NAMES[op] + "_fused", kernel_size)
+    backward_fn = _adapt.function(_OP_NAMES[op] + "_fused_backward", kernel_size)
     output_padding = opts.pop("output_padding")
     shared_filters = opts.pop("shared_filters")
     opts.pop("transposed")

@@ -30,18 +30,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _adapt, _api, _nd
+from .. import _adapt
 
 # what ``functional`` calls; the backward ops are reached only through the autograd formulas
 __all__ = ["packernel_op", "pac_op", "pac_fused_op"]
-
-
-def _pacnp(name, geometry):
-    """pacnp's public function ``name`` for as many spatial axes as ``geometry`` has entries:
-    ``_pacnp("pacconv{}d", [2, 2, 2])`` is ``pacnp.pacconv3d``."""
-    nd = len(geometry)
-    # the 2-D functions live in _api, their 1-D / 3-D twins (same implementation) in _nd
-    return getattr(_api if nd == 2 else _nd, name.format(nd))
 
 
 def _empty(like):
@@ -110,7 +102,7 @@ def packernel_op(
     normalize_kernel: bool,
     transposed: bool,
 ) -> tuple[Tensor, Tensor]:
-    K, out_mask = _pacnp("packernel{}d", kernel_size)(
+    K, out_mask = _adapt.function("packernel{}d", kernel_size)(
         guide,
         kernel_size,
         stride=stride,
@@ -179,7 +171,7 @@ def _kernel_bwd_op(
     needs: list[bool],
 ) -> list[Tensor]:
     # pacnp's order: (d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel)
-    grads = _pacnp("packernel{}d_backward", kernel_size)(
+    grads = _adapt.function("packernel{}d_backward", kernel_size)(
         grad,
         guide,
         kernel_size,
@@ -251,7 +243,7 @@ def _op_forward(
     shared_filters,
 ):
     if op == "conv":
-        return _pacnp("pacconv{}d", stride)(
+        return _adapt.function("pacconv{}d", stride)(
             input,
             kernel,
             weight,
@@ -262,7 +254,7 @@ def _op_forward(
             shared_filters=shared_filters,
         )
     if op == "transpose":
-        return _pacnp("pacconv_transpose{}d", stride)(
+        return _adapt.function("pacconv_transpose{}d", stride)(
             input,
             kernel,
             weight,
@@ -273,7 +265,7 @@ def _op_forward(
             dilation=dilation,
             shared_filters=shared_filters,
         )
-    return _pacnp("pacpool{}d", stride)(
+    return _adapt.function("pacpool{}d", stride)(
         input, kernel, kernel_size, stride=stride, padding=padding, dilation=dilation
     )
 
@@ -349,7 +341,7 @@ def _op_bwd_op(
     # always four results (input, kernel, weight, bias); pooling has no weight or bias
     likes = (input, kernel, weight, bias)
     if op == "conv":
-        grads = _pacnp("pacconv{}d_backward", stride)(
+        grads = _adapt.function("pacconv{}d_backward", stride)(
             grad,
             input,
             kernel,
@@ -362,7 +354,7 @@ def _op_bwd_op(
             needs=tuple(needs),
         )
     elif op == "transpose":
-        grads = _pacnp("pacconv_transpose{}d_backward", stride)(
+        grads = _adapt.function("pacconv_transpose{}d_backward", stride)(
             grad,
             input,
             kernel,
@@ -376,7 +368,7 @@ def _op_bwd_op(
             needs=tuple(needs),
         )
     else:
-        grads = _pacnp("pacpool{}d_backward", stride)(
+        grads = _adapt.function("pacpool{}d_backward", stride)(
             grad,
             input,
             kernel,
@@ -454,14 +446,14 @@ def _fused_call(
     )
     suffix = "_backward" if backward else ""
     if op == "pool":
-        fn = _pacnp("pacpool{}d_fused" + suffix, stride)
+        fn = _adapt.function("pacpool{}d_fused" + suffix, stride)
         return fn(*backward, input, guide, kernel_size, **kw)
     kw["shared_filters"] = shared_filters
     if op == "transpose":
         kw["output_padding"] = output_padding
-        fn = _pacnp("pacconv_transpose{}d_fused" + suffix, stride)
+        fn = _adapt.function("pacconv_transpose{}d_fused" + suffix, stride)
     else:
-        fn = _pacnp("pacconv{}d_fused" + suffix, stride)
+        fn = _adapt.function("pacconv{}d_fused" + suffix, stride)
     return fn(*backward, input, guide, weight, bias, **kw)
 
 
