@@ -644,6 +644,10 @@ class PacConv2d(_PacConv):
 
     _nd = 2
 
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
 
 class PacConv1d(_PacConv):
     """:class:`PacConv2d` for signals: input and guide (B, C, L), weight (C_out, C_in, k).
@@ -667,6 +671,10 @@ class PacConv1d(_PacConv):
 
     _nd = 1
 
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
 
 class PacConv3d(_PacConv):
     """:class:`PacConv2d` for volumes: input and guide (B, C, D, H, W), weight
@@ -687,6 +695,10 @@ class PacConv3d(_PacConv):
     """
 
     _nd = 3
+
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
 
 
 class PacConvTranspose2d(_PacConvTranspose):
@@ -711,6 +723,10 @@ class PacConvTranspose2d(_PacConvTranspose):
 
     _nd = 2
 
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
 
 class PacConvTranspose1d(_PacConvTranspose):
     """:class:`PacConvTranspose2d` for signals: weight (C_in, C_out, k) in
@@ -728,6 +744,10 @@ class PacConvTranspose1d(_PacConvTranspose):
     """
 
     _nd = 1
+
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
 
 
 class PacConvTranspose3d(_PacConvTranspose):
@@ -748,6 +768,10 @@ class PacConvTranspose3d(_PacConvTranspose):
 
     _nd = 3
 
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
 
 class PacPool2d(_PacPool):
     """Pixel-adaptive pooling layer (reference-code constructor and defaults).
@@ -766,6 +790,10 @@ class PacPool2d(_PacPool):
 
     _nd = 2
 
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
 
 class PacPool1d(_PacPool):
     """:class:`PacPool2d` for signals (B, C, L); the constructor arguments are
@@ -782,6 +810,10 @@ class PacPool1d(_PacPool):
 
     _nd = 1
 
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
 
 class PacPool3d(_PacPool):
     """:class:`PacPool2d` for volumes (B, C, D, H, W); the constructor arguments are
@@ -797,3 +829,7 @@ class PacPool3d(_PacPool):
     """
 
     _nd = 3
+
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
