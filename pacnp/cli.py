@@ -195,7 +195,15 @@ def _resolve_dims(args, a):
 
 def _spacing_for(args, dims):
     """--spacing as one float per spatial axis (None when not given), checked against
-    --dims."""
+    --dims, as is a --radius of one value per axis."""
+    radius = args.radius
+    if isinstance(radius, tuple) and len(radius) != dims:
+        raise CLIError(
+            f"--radius {','.join(map(str, radius))} gives {len(radius)} values but the "
+            f"{_THING[dims]} has {dims} spatial axes (--dims {dims}); give one radius, or one "
+            f"per axis",
+            code=2,
+        )
     spacing = args.spacing
     if spacing is None:
         return None
@@ -624,6 +632,21 @@ def _spacing(text):
 _spacing.__name__ = "spacing"
 
 
+def _radii(text):
+    """``--radius``: an integer >= 0, or one per spatial axis separated by commas."""
+    if "," not in text:
+        return _RADIUS(text)
+    try:
+        return tuple(_RADIUS(p.strip()) for p in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 0 or one per axis separated by commas, got {text!r}"
+        ) from None
+
+
+_radii.__name__ = "radius"
+
+
 def _axis(text):
     if text in ("auto", "none"):
         return None if text == "none" else "auto"
@@ -775,10 +798,11 @@ def _add_filter_params(p, sigma_default, sigma_help):
     )
     g.add_argument(
         "--radius",
-        type=_RADIUS,
+        type=_radii,
         default=None,
         metavar="R",
-        help="window radius in pixels (window 2R+1)",
+        help="window radius in pixels (window 2R+1), or one per spatial axis (R_z,R_y,R_x; "
+        "default: ⌈3σ_s / spacing⌉ per axis)",
     )
     g.add_argument(
         "--tile-rows",
