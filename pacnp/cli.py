@@ -857,7 +857,9 @@ def build_parser():
         metavar="AXIS",
         help="like --channel-axis, for the guide",
     )
-    _add_filter_params(p, 1.0, "σ_s of the spatial Gaussian in pixels (default: 1)")
+    _add_filter_params(
+        p, 1.0, "σ_s of the spatial Gaussian in pixels, or in --spacing units (default: 1)"
+    )
     p.add_argument(
         "--border",
         choices=BORDERS,
@@ -901,7 +903,12 @@ def build_parser():
         help="per-sample weights >= 0 of LOW's size (0: missing sample)",
     )
     p.add_argument("--confidence-key", default=None, help="array of an .npz confidence")
-    _add_filter_params(p, None, "σ_s in high-res pixels (default: factor/2)")
+    _add_filter_params(
+        p,
+        None,
+        "σ_s in high-res pixels, or in --spacing units (default: factor/2 pixels of the "
+        "finest axis)",
+    )
     p.set_defaults(run=cmd_upsample)
 
     p = sub.add_parser(

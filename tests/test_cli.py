@@ -515,6 +515,19 @@ def test_volume_upsample_writes_what_the_library_computes(volumes, tmp_path, fac
     assert _tiff_pages(tmp_path / "up.tif") == (D, (H, W))
 
 
+def test_signal_filter_with_dims_1(volumes, tmp_path):
+    """``--dims 1``: N×L×C signals (each row of the RGB volume's first slice, a real colour
+    scanline), filtered along L only, per-axis radius given as one value."""
+    sig = np.ascontiguousarray(volumes["rgbvol"][0]).astype(np.float32)  # 18 signals × 22 × 3
+    np.save(tmp_path / "sig.npy", sig)
+    args = ["filter", str(tmp_path / "sig.npy"), "-o", str(tmp_path / "o.npy"), "--dims", "1"]
+    assert cli.main(args + ["--radius", "4", "--sigma-color", "30", "--tile-rows", "5", "-q"]) == 0
+    expected = filters.bilateral_filter(
+        sig, radius=4, sigma_color=30.0, channel_axis=-1, spatial_dims=1
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), expected)
+
+
 def test_a_3d_array_of_many_values_per_pixel_needs_dims(files, tmp_path):
     """6×8×10: a volume or an image of 10 channels? Refused without --dims (exit 2, nothing
     written); --dims 2 or --channel-axis -1 take it as the image, as before --dims existed."""
