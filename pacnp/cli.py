@@ -148,8 +148,8 @@ def _layout(a, channel_axis, what, path, dims=2):
     channels (a grey image or volume), more axes end in channels."""
     from .filters import Layout
 
-    if channel_axis == "auto":
-        channel_axis = None if a.ndim == dims else -1
+    if channel_axis == "auto":  # (fewer axes than dims: refused below as too few)
+        channel_axis = None if a.ndim <= dims else -1
     # the 2-D call keeps the keyword out, as the filters took it before they had N-D
     nd = {} if dims == 2 else {"spatial_dims": dims}
     try:

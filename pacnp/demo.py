@@ -2,6 +2,11 @@
 done the classic, untrained way (a joint bilateral upsampler written as one transposed PAC).
 
     python -m pacnp.demo [--out DIR] [--factors 4 8 16] [--downsample nearest|mean]
+                         [--only upsampling denoising crf volume]
+
+(The tour's other parts, each a function below: ``run_denoise``, a bilateral filter of a noisy
+photo; ``run_crf``, CRF refinement of a speckled segmentation; ``run_volume``, the 3-D bilateral
+filter of a noisy MRI volume shipped inside nibabel, with the voxel size of its header.)
 
 Data
     The Middlebury 2014 *motorcycle* pair shipped with scikit-image

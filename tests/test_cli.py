@@ -428,10 +428,11 @@ def test_volume_filter_writes_what_the_library_computes(volumes, tmp_path, name,
 
 def test_volume_filter_is_3d_not_slice_by_slice(volumes, tmp_path):
     """The window reaches across slices: the result differs from filtering each slice as a
-    2-D image (what a 3-D array gave before --dims), which --dims 2 still does."""
+    2-D image, which --dims 2 --channel-axis none does (a batch of D grey images)."""
     d = volumes["dir"]
     for dims in ("3", "2"):
         args = ["filter", str(d / "mri.npy"), "-o", str(tmp_path / f"d{dims}.npy"), "-q"]
+        args += ["--channel-axis", "none"] if dims == "2" else []
         assert cli.main(args + ["--dims", dims, "--sigma-color", "800"]) == 0
     vol = np.load(d / "mri.npy")
     slices = filters.bilateral_filter(vol, sigma_color=800.0)  # a batch of D images
