@@ -969,18 +969,25 @@ def check_fused(fn, kplan: KernelPlan, oplan: OpPlan, transposed: bool) -> None:
 
 @dataclass(frozen=True)
 class PairGeometry:
-    """The fused depthwise op as a sum over pairs of pixels (see :func:`pair_geometry`).
+    """The fused depthwise op as a sum over pairs of pixels (see :func:`pair_geometry`), on
+    the folded image (:func:`fold_tables`).
 
-    dy[t], dx[t]: offset of tap t = i·kw + j from the window centre (taps after the centre,
-    t > kh·kw // 2, are the half plane dy > 0 or dy = 0 < dx; tap kh·kw − 1 − t mirrors t);
-    oy0, ox0: image row/column of output pixel (0, 0)'s centre (R − padding ≥ 0, R the
-    window's reach dilation·(k − 1)/2).
+    Tap t = u·kw + j (u: the window's tap over every spatial axis but the last, j: the last
+    axis's) has column offset dx[t] and reaches, from image row s, the row nbr[u, s] (-1: off
+    the image on some axis; a volume's row (z, y) is row z·H + y, so a neighbour never wraps
+    into the next plane); dy[t]: its folded row offset. Taps after the centre, t > T // 2, are
+    the half space of offsets lexicographically after 0 (dy > 0, or dy = 0 < dx); tap
+    T − 1 − t mirrors t. reach: the largest dy. oy0, ox0: image row/column of output pixel
+    (0, 0)'s centre (R − padding ≥ 0, R the window's reach dilation·(k − 1)/2; for more than
+    two axes the leading axes keep their size, oy0 = 0).
     """
 
     dy: np.ndarray
     dx: np.ndarray
     oy0: int
     ox0: int
+    nbr: np.ndarray
+    reach: int
 
 
 def pair_geometry(kplan: KernelPlan, oplan: OpPlan) -> PairGeometry | None:
@@ -990,18 +997,18 @@ def pair_geometry(kplan: KernelPlan, oplan: OpPlan) -> PairGeometry | None:
     pixel pair {i, i + δ} once for both of its outputs: half the kernel evaluations of the
     window form. That needs a symmetric K (gaussian or inv, not asym, one kernel channel, no
     smoothing of the centre features, no mask, no normalisation — each of those makes K depend
-    on which end is the centre), a depthwise filter with w[i, j] = w[kh−1−i, kw−1−j] (pooling's
-    w ≡ 1 included), a forward convolution of stride 1 (so every window centre is an image
-    pixel and a neighbour of one is a centre too, unless it lies in the border band). The
-    bilateral filters are exactly this case.
+    on which end is the centre), a depthwise filter with w(δ) = w(−δ) (pooling's w ≡ 1
+    included), a forward convolution of stride 1 (so every window centre is an image pixel and
+    a neighbour of one is a centre too, unless it lies in the border band); with more than two
+    spatial axes, also "same" padding on every axis but the last (output rows are then image
+    rows). The bilateral filters are exactly this case, in 1, 2 and 3 dimensions.
     """
     geo = kplan.geo
     if (
         oplan.dense
         or oplan.transposed
         or geo.transposed
-        or geo.nd != 2
-        or geo.stride != (1, 1)
+        or any(v != 1 for v in geo.stride)
         or kplan.KC != 1
         or kplan.asym
         or kplan.mask is not None
@@ -1010,15 +1017,31 @@ def pair_geometry(kplan: KernelPlan, oplan: OpPlan) -> PairGeometry | None:
         or kplan.kind not in (_KIND_GAUSSIAN, _KIND_INV)
     ):
         return None
-    w = np.asarray(oplan.w)
+    k, d, p = tuple(kplan.kernel_size), geo.dilation, geo.padding
+    if geo.nd > 2 and any(p[a] != d[a] * (k[a] - 1) // 2 for a in range(geo.nd - 1)):
+        return None
+    w = np.asarray(oplan.w)  # folded: reversing both axes reverses every spatial axis
     if not np.array_equal(w, w[::-1, ::-1]):
         return None
-    return _pair_geometry(tuple(int(k) for k in w.shape), geo.dilation, geo.padding)
+    return _pair_geometry(k, d, p, tuple(geo.guide_shape))
 
 
 @functools.lru_cache(maxsize=256)
-def _pair_geometry(k, d, p) -> PairGeometry:
-    i, j = np.divmod(np.arange(k[0] * k[1], dtype=np.int64), k[1])
-    dy = (i - (k[0] - 1) // 2) * d[0]
-    dx = (j - (k[1] - 1) // 2) * d[1]
-    return PairGeometry(dy, dx, d[0] * (k[0] - 1) // 2 - p[0], d[1] * (k[1] - 1) // 2 - p[1])
+def _pair_geometry(k, d, p, shape) -> PairGeometry:
+    nd = len(k)
+    lead = range(nd - 1)
+    offs = [(np.arange(k[a], dtype=np.int64) - (k[a] - 1) // 2) * d[a] for a in range(nd)]
+    tabs = []
+    for a in lead:  # row neighbours per leading axis: n + offset, -1 off the image
+        n = np.arange(shape[a], dtype=np.int64)[None, :] + offs[a][:, None]
+        tabs.append(np.where((n >= 0) & (n < shape[a]), n, -1))
+    nbr = fold_tables(tabs, shape[:-1])
+    # the folded row offset of each row tap, in tap order
+    row_off = np.zeros(1, dtype=np.int64)
+    for a in lead:
+        row_off = (row_off[:, None] * shape[a] + offs[a][None, :]).reshape(-1)
+    dy = np.repeat(row_off, k[-1])
+    dx = np.tile(offs[-1], row_off.size)
+    oy0 = d[0] * (k[0] - 1) // 2 - p[0] if nd == 2 else 0
+    ox0 = d[-1] * (k[-1] - 1) // 2 - p[-1]
+    return PairGeometry(dy, dx, oy0, ox0, nbr, int(dy[-1]))
