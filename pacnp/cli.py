@@ -231,6 +231,24 @@ def _first(v):
     return v[0] if isinstance(v, (tuple, list)) else v
 
 
+def _check_png_layout(path, lay, dims):
+    """A PNG holds one H×W image with its channels last: refuse any other layout before the
+    work. (The shape check of the writer alone would take a D×H×3 grey volume, or a batch of
+    three-pixel-wide images, for one RGB image.)"""
+    if os.path.splitext(str(path))[1].lower() != ".png":
+        return
+    if dims == 2 and not lay.batch and lay.caxis in (None, len(lay.shape) - 1):
+        return
+    thing = _THING[dims]
+    what = f"a batch of {thing}s" if lay.batch else f"{'an' if dims == 2 else 'a'} {thing}"
+    if lay.caxis is not None:
+        what += f" with channels on axis {lay.caxis}"
+    raise CLIError(
+        f"output {path}: PNG holds one H×W image with its channels last, but the result is "
+        f"{what}, shape {lay.shape}; write .tif, .npy or .npz instead"
+    )
+
+
 def _tiff_axes(lay, dims):
     """tifffile's axis letters for an output of layout ``lay`` (Z Y X spatial, S channels
     last, C channels elsewhere, Q batch), so that a volume becomes a stack of D pages; None
@@ -354,6 +372,7 @@ def cmd_filter(args, device, progress):
         glay = _layout(guide, gaxis, "guide", args.guide, dims)
         _guide_batch(glay, lay, args, dims)
         g = glay.to_bchw(np, guide)
+    _check_png_layout(args.output, lay, dims)
     _check_writable(args.output, image.dtype, image.shape)
 
     n, h = x.shape[0], x.shape[2]
@@ -447,6 +466,7 @@ def cmd_upsample(args, device, progress):
                 f"{'pixels' if dims < 3 else 'voxels'}"
             )
     out_shape = lay.from_bchw(np, np.empty((n, x.shape[1]) + big, np.uint8), big).shape
+    _check_png_layout(args.output, lay, dims)
     _check_writable(args.output, low.dtype, out_shape)
     nd = _nd_options(dims, spacing)
 

@@ -60,6 +60,8 @@ def files(tmp_path_factory):
     # one, an object array and a pickle under .npy names
     np.save(d / "vol.npy", np.stack([grey16[i : i + 8, :10] for i in range(6)]))
     np.save(d / "vol_small.npy", np.zeros((6, 8, 9), np.uint16))
+    np.save(d / "vol3.npy", np.zeros((6, 8, 3), np.uint16))
+    np.save(d / "planar3.npy", np.zeros((3, 8, 4), np.uint8))
     np.save(d / "obj.npy", np.array([[None, 1], [2, 3]], dtype=object), allow_pickle=True)
     (d / "pickle.npy").write_bytes(pickle.dumps(np.zeros((6, 8, 10))))
     return dict(dir=d, rgb8=rgb8, rgb16=rgb16, grey16=grey16)
@@ -867,7 +869,19 @@ ERRORS = [
         "volume to png",
         ["filter", "{d}/vol.npy", "-o", "o.png", "--dims", "3"],
         1,
-        ["PNG holds one H×W image"],
+        ["PNG holds one H×W image", "a volume, shape (6, 8, 10)"],
+    ),
+    (
+        "narrow volume to png",  # D×H×3: the shape of an RGB image, but a grey volume
+        ["filter", "{d}/vol3.npy", "-o", "o.png", "--dims", "3"],
+        1,
+        ["PNG holds one H×W image", "a volume, shape (6, 8, 3)"],
+    ),
+    (
+        "planar image to png",
+        ["filter", "{d}/planar3.npy", "-o", "o.png", "--channel-axis", "0"],
+        1,
+        ["PNG holds one H×W image", "an image with channels on axis 0", "(3, 8, 4)"],
     ),
 ]
 
