@@ -405,8 +405,8 @@ def _tiff_pages(path):
         (
             "mri.npy",
             None,
-            ["--radius", "2", "--border", "renormalize", "--tile-rows", "5"],
-            dict(radius=2, border="renormalize"),
+            ["--radius", "1,3,2", "--border", "renormalize", "--tile-rows", "5"],
+            dict(radius=(1, 3, 2), border="renormalize"),
         ),
     ],
 )
@@ -828,6 +828,18 @@ ERRORS = [
         ["filter", "{d}/vol.npy", "-o", "o.npy", "--dims", "3", "--spacing", "2,1"],
         2,
         ["--spacing 2,1 gives 2 value(s)", "3 spatial axes"],
+    ),
+    (
+        "radius count",
+        ["filter", "{d}/vol.npy", "-o", "o.npy", "--dims", "3", "--radius", "1,2"],
+        2,
+        ["--radius 1,2 gives 2 values", "3 spatial axes"],
+    ),
+    (
+        "radius list",
+        ["filter", "{d}/vol.npy", "-o", "o.npy", "--dims", "3", "--radius", "1,-2,1"],
+        2,
+        ["--radius", "one per axis", "'1,-2,1'"],
     ),
     (
         "spacing zero",
