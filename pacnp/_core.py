@@ -977,14 +977,16 @@ class PairGeometry:
     the image on some axis; a volume's row (z, y) is row z·H + y, so a neighbour never wraps
     into the next plane); dy[t]: its folded row offset. Taps after the centre, t > T // 2, are
     the half space of offsets lexicographically after 0 (dy > 0, or dy = 0 < dx); tap
-    T − 1 − t mirrors t. reach: the largest dy. oy0, ox0: image row/column of output pixel
-    (0, 0)'s centre (R − padding ≥ 0, R the window's reach dilation·(k − 1)/2; for more than
-    two axes the leading axes keep their size, oy0 = 0).
+    T − 1 − t mirrors t. reach: the largest dy. crow[y]: the image row of output row y's
+    centres; orow[s]: the output row whose centres lie on image row s, or -1 (rows in the
+    border band that padding < R leaves out). ox0: the image column of output column 0's
+    centre (R − padding ≥ 0, R the window's reach dilation·(k − 1)/2).
     """
 
     dy: np.ndarray
     dx: np.ndarray
-    oy0: int
+    crow: np.ndarray
+    orow: np.ndarray
     ox0: int
     nbr: np.ndarray
     reach: int
@@ -999,9 +1001,8 @@ def pair_geometry(kplan: KernelPlan, oplan: OpPlan) -> PairGeometry | None:
     smoothing of the centre features, no mask, no normalisation — each of those makes K depend
     on which end is the centre), a depthwise filter with w(δ) = w(−δ) (pooling's w ≡ 1
     included), a forward convolution of stride 1 (so every window centre is an image pixel and
-    a neighbour of one is a centre too, unless it lies in the border band); with more than two
-    spatial axes, also "same" padding on every axis but the last (output rows are then image
-    rows). The bilateral filters are exactly this case, in 1, 2 and 3 dimensions.
+    a neighbour of one is a centre too, unless it lies in the border band). The bilateral
+    filters are exactly this case, in 1, 2 and 3 dimensions.
     """
     geo = kplan.geo
     if (
@@ -1018,16 +1019,14 @@ def pair_geometry(kplan: KernelPlan, oplan: OpPlan) -> PairGeometry | None:
     ):
         return None
     k, d, p = tuple(kplan.kernel_size), geo.dilation, geo.padding
-    if geo.nd > 2 and any(p[a] != d[a] * (k[a] - 1) // 2 for a in range(geo.nd - 1)):
-        return None
     w = np.asarray(oplan.w)  # folded: reversing both axes reverses every spatial axis
     if not np.array_equal(w, w[::-1, ::-1]):
         return None
-    return _pair_geometry(k, d, p, tuple(geo.guide_shape))
+    return _pair_geometry(k, d, p, tuple(geo.guide_shape), tuple(geo.out_shape))
 
 
 @functools.lru_cache(maxsize=256)
-def _pair_geometry(k, d, p, shape) -> PairGeometry:
+def _pair_geometry(k, d, p, shape, out) -> PairGeometry:
     nd = len(k)
     lead = range(nd - 1)
     offs = [(np.arange(k[a], dtype=np.int64) - (k[a] - 1) // 2) * d[a] for a in range(nd)]
@@ -1042,6 +1041,10 @@ def _pair_geometry(k, d, p, shape) -> PairGeometry:
         row_off = (row_off[:, None] * shape[a] + offs[a][None, :]).reshape(-1)
     dy = np.repeat(row_off, k[-1])
     dx = np.tile(offs[-1], row_off.size)
-    oy0 = d[0] * (k[0] - 1) // 2 - p[0] if nd == 2 else 0
+    # stride 1: output o of axis a is centred at image index o + R_a − p_a
+    cs = [np.arange(out[a], dtype=np.int64) + d[a] * (k[a] - 1) // 2 - p[a] for a in lead]
+    crow = fold_index(cs, shape[:-1])
+    orow = np.full(prod(shape[:-1]), -1, dtype=np.int64)
+    orow[crow] = np.arange(crow.size, dtype=np.int64)
     ox0 = d[-1] * (k[-1] - 1) // 2 - p[-1]
-    return PairGeometry(dy, dx, oy0, ox0, nbr, int(dy[-1]))
+    return PairGeometry(dy, dx, crow, orow, ox0, nbr, int(dy[-1]))

@@ -175,7 +175,7 @@ def pac_depthwise_backward_input(g, K, w, geo, dx, y0):
 
 
 @cuda_jit()
-def _symmetric_forward(x, guide, w, nbr, dx, oy0, ox0, kind, alpha, lam, out):
+def _symmetric_forward(x, guide, w, nbr, dx, crow, ox0, kind, alpha, lam, out):
     B, C, H, W = x.shape
     Ho, Wo = out.shape[2], out.shape[3]
     kw = w.shape[1]
@@ -183,7 +183,7 @@ def _symmetric_forward(x, guide, w, nbr, dx, oy0, ox0, kind, alpha, lam, out):
     tc = T // 2
     for t in range(cuda.grid(1), B * Ho * Wo, cuda.gridsize(1)):
         b, _, yo, xo = unravel4(t, 1, Ho, Wo)
-        qy = yo + oy0
+        qy = crow[yo]  # the image row of the output row's centre
         qx = xo + ox0
         for k in range(T):
             tap = (tc + k) % T  # the centre first: it initialises the output
@@ -219,7 +219,7 @@ def pac_depthwise_symmetric_forward(x, guide, w, pairs, kind, alpha, lam, out):
         upload(w),
         upload(pairs.nbr, it),
         upload(pairs.dx, it),
-        pairs.oy0,
+        upload(pairs.crow, it),
         pairs.ox0,
         kind,
         alpha,
