@@ -150,10 +150,8 @@ def _layout(a, channel_axis, what, path, dims=2):
 
     if channel_axis == "auto":  # (fewer axes than dims: refused below as too few)
         channel_axis = None if a.ndim <= dims else -1
-    # the 2-D call keeps the keyword out, as the filters took it before they had N-D
-    nd = {} if dims == 2 else {"spatial_dims": dims}
     try:
-        return Layout(PROG, what, a.shape, channel_axis, **nd)
+        return Layout(PROG, what, a.shape, channel_axis, spatial_dims=dims)
     except ValueError:
         thing = _THING[dims]
         if channel_axis is None:
@@ -215,20 +213,6 @@ def _spacing_for(args, dims):
             code=2,
         )
     return spacing
-
-
-def _nd_options(dims, spacing):
-    """The filters' N-D keywords, left out for a 2-D call without spacing (the 2-D filters
-    are the same call without them)."""
-    out = {} if dims == 2 else {"spatial_dims": dims}
-    if spacing is not None:
-        out["spacing"] = spacing
-    return out
-
-
-def _first(v):
-    """The first axis's entry of a per-axis value (radius, halo), or the value itself."""
-    return v[0] if isinstance(v, (tuple, list)) else v
 
 
 def _check_png_layout(path, lay, dims):
@@ -376,7 +360,6 @@ def cmd_filter(args, device, progress):
     _check_writable(args.output, image.dtype, image.shape)
 
     n, h = x.shape[0], x.shape[2]
-    nd = _nd_options(dims, spacing)
     # one plan for the whole batch (radius, border, σ_c over the whole guide), repeated on
     # every tile through its keywords: the tiles compute exactly what the untiled call would
     plan = _planned(
@@ -389,14 +372,16 @@ def cmd_filter(args, device, progress):
             border=args.border,
             channel_axis=1,
             guide_channel_axis=1,
+            spatial_dims=dims,
+            spacing=spacing,
             fn="pacnp filter",
-            **nd,
         )
     )
+    # the plan's keywords carry spatial_dims, spacing and the per-axis radii to every tile
     opts = plan.resolve_sigma_color(np, g).chunk_kwargs()
-    opts.update(nd)  # (the plan's keywords carry them too; the same values either way)
-    # tiles are bands along the first spatial axis: rows of an image, slices of a volume
-    halo = _first(plan.halo)
+    # tiles are bands along the first spatial axis (rows of an image, slices of a volume),
+    # with that axis's halo: thick slices (a large spacing) need fewer halo slices
+    halo = plan.halos[0]
     out = np.empty_like(x)
     tiles = _row_tiles(h, _tile_rows(args, math.prod(x.shape[3:]), halo))
     with progress("pacnp filter", n * len(tiles), "tiles") as bar:
@@ -468,7 +453,6 @@ def cmd_upsample(args, device, progress):
     out_shape = lay.from_bchw(np, np.empty((n, x.shape[1]) + big, np.uint8), big).shape
     _check_png_layout(args.output, lay, dims)
     _check_writable(args.output, low.dtype, out_shape)
-    nd = _nd_options(dims, spacing)
 
     plan = _planned(
         lambda: filters.plan_joint_bilateral_upsample(
@@ -481,14 +465,14 @@ def cmd_upsample(args, device, progress):
             channel_axis=1,
             guide_channel_axis=1,
             confidence=conf,
+            spatial_dims=dims,
+            spacing=spacing,
             fn="pacnp upsample",
-            **nd,
         )
     )
     opts = plan.resolve_sigma_color(np, g).chunk_kwargs()
-    opts.update(nd)
     h, H = small[0], big[0]  # tiles: bands of rows (of slices) of the output
-    r, o = _first(plan.radius), (f - 1) // 2  # low-res sample m sits at high-res pixel m·f + o
+    r, o = plan.radii[0], (f - 1) // 2  # low-res sample m sits at high-res pixel m·f + o
     out = np.empty((n, x.shape[1]) + big, x.dtype)
     tiles = _row_tiles(H, _tile_rows(args, math.prod(big[1:]), r))
     with progress("pacnp upsample", n * len(tiles), "tiles") as bar:
