@@ -197,24 +197,29 @@ class Smooth(Protocol):
 
 @runtime_checkable
 class Upsample(Protocol):
-    """Joint bilateral upsampling as a direct sum over (high-res pixel, low-res sample) pairs
-    (``pacnp.filters.joint_bilateral_upsample``)."""
+    """Joint bilateral upsampling as a direct sum over (high-res voxel, low-res sample) pairs
+    (``pacnp.filters.joint_bilateral_upsample``), on arrays folded to rows (the leading
+    spatial axes as one)."""
 
     def joint_upsample(
         self,
         xx: Array,
         g: Array,
+        gs: Array,
         f: int,
-        o: int,
+        rtab: Table,
+        rw: Table,
         taps: Table,
         weights: Table,
         counts: Table,
         out: Array,
     ) -> None:
-        """Write out [B, C, H, W] = Σ w·x / Σ w·conf (NaN where no weight; C + 1 channels: the
-        weight sum too). xx: [B, C + 1, h, w] values × confidence, then the confidence; g:
-        [B, Cg, h·f, w·f] the guide / σ_c; taps, weights [f, J], counts [f]: the samples
-        n = q − m in reach of phase p and their w_s (``pacnp.filters._phase_taps``)."""
+        """Write out [B, C, R, w·f] = Σ w·x / Σ w·conf (NaN where no weight; C + 1 channels:
+        the weight sum too). xx: [B, C + 1, r, w] values × confidence, then the confidence;
+        g: [B, Cg, R, w·f] the guide / σ_c; gs: [B, Cg, r, w] g at the samples' voxels;
+        rtab, rw [R, J]: the folded low-res rows in reach of each high-res row (−1: none) and
+        their w_s; taps, weights [f, J'], counts [f]: the last axis's samples n = q − m in
+        reach of phase p and their w_s (``pacnp.filters._phase_taps``)."""
 
 
 @runtime_checkable

@@ -1139,10 +1139,6 @@ def _fused_conv(nd):
     return _public_op("pacconv{}d_fused", nd)
 
 
-def _fused_transpose(nd):
-    return _public_op("pacconv_transpose{}d_fused", nd)
-
-
 def _fused_pool(nd):
     return _public_op("pacpool{}d_fused", nd)
 
@@ -1246,8 +1242,8 @@ def bilateral(plan, image, guide=None):
 def _phase_taps(f, o, r, ws):
     """Per output phase p (Y = q·f + p) the samples n = q − m in reach, |m·f + p − o| ≤ r:
     (taps [f, J] the offsets m, weights [f, J] their w_s(m·f + p − o) from ``ws`` (the 2r + 1
-    window weights), counts [f] how many of row p's entries are used). The same for both
-    axes (w_s is separable and both axes share f, o and r)."""
+    window weights), counts [f] how many of row p's entries are used), for one axis of radius
+    ``r`` and spatial weights ``ws`` (w_s is separable: one table per axis)."""
     lists = []
     for p in range(f):
         m_lo = -((r + p - o) // f)
@@ -1265,6 +1261,36 @@ def _phase_taps(f, o, r, ws):
     return taps, weights, counts
 
 
+def _row_tables(f, o, radii, sigmas, s, dtype):
+    """The low-res rows in reach of each high-res row, over the leading spatial axes folded
+    into rows (``docs/development.md``, "Volumes and signals"): ``rtab`` [R, J] the folded
+    low-res row (−1 where any axis has no sample: the sample lies outside the image, or the
+    phase has fewer offsets than the longest), ``rw`` [R, J] the product of the axes' w_s.
+    ``radii``, ``sigmas``, ``s``: one per leading axis (low-res lengths); none (a signal):
+    one row reading row 0 with weight 1."""
+    rtab = np.zeros((1, 1), dtype=np.int64)
+    rw = np.ones((1, 1), dtype=np.float64)
+    for r, sigma, n in zip(radii, sigmas, s):
+        taps, weights, counts = _phase_taps(f, o, r, _gaussian_1d(r, sigma, np.float64))
+        Y = np.arange(n * f)
+        q, p = Y // f, Y % f
+        lo = q[:, None] - taps[p]  # [n·f, J_a]: the sample of entry j of high-res index Y
+        used = (np.arange(taps.shape[1])[None, :] < counts[p][:, None]) & (lo >= 0) & (lo < n)
+        tab = np.where(used, lo, -1)
+        wt = np.where(used, weights[p], 0.0)
+        # row (.., Y_a) of the fold so far × entry (.., j_a): index·n + n_a, −1 if either is
+        folded = np.where(
+            (rtab[:, None, :, None] < 0) | (tab[None, :, None, :] < 0),
+            -1,
+            rtab[:, None, :, None] * n + tab[None, :, None, :],
+        )
+        R, J = rtab.shape[0] * tab.shape[0], rtab.shape[1] * tab.shape[1]
+        rtab = folded.reshape(R, J)
+        rw = (rw[:, None, :, None] * wt[None, :, None, :]).reshape(R, J)
+    # the weights multiplied in float64 and rounded once, like the spatial window
+    return np.ascontiguousarray(rtab), np.ascontiguousarray(rw, dtype=dtype)
+
+
 def _upsample_kernel(xp):
     """The backend module computing :func:`upsample`'s sums for arrays of module ``xp``:
     ``pacnp.cpu.upsample`` for NumPy, its numba.cuda twin for device (CuPy) arrays."""
@@ -1277,79 +1303,63 @@ def _upsample_kernel(xp):
 
 def _upsample_direct(xp, xx, g, f, r, sigma_spatial, out):
     """Run the direct kernel of :func:`upsample` (``pacnp.cpu.upsample``, or its CUDA twin for
-    CuPy arrays): ``xx`` [B, C + 1, h, w] values × confidence then the confidence, ``g``
-    [B, Cg, h·f, w·f] the guide divided by σ_c (C-contiguous, one float dtype), radius ``r``;
-    writes ``out`` [B, C, H, W] (NaN where no weight), with C + 1 channels also the weight
-    sum. The demo calls it for the weight sum."""
-    h, w = xx.shape[2], xx.shape[3]
+    CuPy arrays) for any number of spatial axes: ``xx`` [B, C + 1, *s] values × confidence
+    then the confidence, ``g`` [B, Cg, *(s·f)] the guide divided by σ_c (C-contiguous, one
+    float dtype), radius ``r`` and σ_s in voxels ``sigma_spatial`` (a number, or one per
+    spatial axis); writes ``out`` [B, C, *(s·f)] (C-contiguous; NaN where no weight), with
+    C + 1 channels also the weight sum. The demo calls it for the weight sum."""
+    s = tuple(xx.shape[2:])
+    nd = len(s)
+    B, C1 = xx.shape[:2]
+    Cg = g.shape[1]
     o = (f - 1) // 2
-    # no sample lies farther than this from any output pixel (samples beyond the image do not
-    # exist, border 'renormalize'): a larger radius adds only pairs that meet nothing, so
-    # clamping it is exact and bounds the tables (hence cost) by the image
-    reach = max(max((n - 1) * f + o, n * f - 1 - o) for n in (h, w))
-    r = min(r, reach)
-    ws = _gaussian_1d(r, sigma_spatial, out.dtype)  # w_s(d), d = −r … r
-    taps, weights, counts = _phase_taps(f, o, r, ws)
+    # no sample lies farther than this from any output voxel on axis a (samples beyond the
+    # image do not exist, border 'renormalize'): a larger radius adds only pairs that meet
+    # nothing, so clamping it is exact and bounds the tables (hence cost) by the image
+    radii = tuple(
+        min(ra, max((n - 1) * f + o, n * f - 1 - o)) for ra, n in zip(_as_tuple(r, nd), s)
+    )
+    sigmas = _as_tuple(sigma_spatial, nd)
+    dt = np.dtype(out.dtype)
+    rtab, rw = _row_tables(f, o, radii[:-1], sigmas[:-1], s[:-1], dt)
+    ws = _gaussian_1d(radii[-1], sigmas[-1], dt)  # w_s(d), d = −r … r along the last axis
+    taps, weights, counts = _phase_taps(f, o, radii[-1], ws)
+    # the guide at the samples' voxels n·f + o on every axis (o < f: exactly s of them)
+    gs = xp.ascontiguousarray(g[(slice(None), slice(None)) + (slice(o, None, f),) * nd])
+    rows, cols = math.prod(s[:-1]), s[-1]
+    args = (
+        xx.reshape(B, C1, rows, cols),
+        g.reshape(B, Cg, rows * f ** (nd - 1), cols * f),
+        gs.reshape(B, Cg, rows, cols),
+        f,
+        rtab,
+        rw,
+        taps,
+        weights,
+        counts,
+        out.reshape(out.shape[:2] + (rows * f ** (nd - 1), cols * f)),
+    )
     kernels = _upsample_kernel(xp)
     if xp is np:
-        kernels.joint_upsample(xx, g, f, o, taps, weights, counts, out)
+        kernels.joint_upsample(*args)
         return
     from .cuda import _launch
 
     stream = _launch.stream_from_pointer(xp.cuda.get_current_stream().ptr)
     with _launch.launch(stream):
-        kernels.joint_upsample(xx, g, f, o, taps, weights, counts, out)
-
-
-def _upsample_pac(xp, xx, g, f, radii, sigmas, ct):
-    """:func:`upsample`'s sums as one transposed PAC (any number of spatial axes, any radius
-    and σ_s per axis): ``xx`` [B, C + 1, *s] values × confidence then the confidence, ``g``
-    [B, Cg, *(s·f)] the guide divided by σ_c; returns [B, C, *(s·f)], NaN where no weight.
-
-    Sample n is tap i of output Y where the zero-inserted input has it (stride f), at high-res
-    voxel n·f + o with padding r − o; output_padding (f − 1) % 2 makes the output exactly f×
-    the input; K compares the guide at Y with the guide at the sample's voxel, W is w_s (shared,
-    symmetric, so its flip in the transposed op is itself); the taps between samples are
-    skipped by the op (no sample there)."""
-    S = tuple(xx.shape[2:])
-    nd = len(S)
-    C = xx.shape[1] - 1
-    o = (f - 1) // 2
-    # no sample lies farther than this from any output voxel (samples beyond the image do not
-    # exist, border 'renormalize'): a larger radius adds only pairs that meet nothing, so
-    # clamping it is exact and bounds the window (hence cost) by the image
-    radii = tuple(min(r, max((n - 1) * f + o, n * f - 1 - o)) for r, n in zip(radii, S))
-    radii = tuple(max(r, f - 1 - o) for r in radii)
-    w = _gaussian_window(radii, sigmas, ct)
-    out, _ = _fused_transpose(nd)(
-        xx,
-        g,
-        xp.asarray(w.reshape((1, 1) + w.shape)),
-        stride=f,
-        padding=tuple(r - o for r in radii),
-        output_padding=(f - 1) % 2,
-        shared_filters=True,
-        kernel_type="gaussian",
-    )
-    num, den = out[:, :C], out[:, C:]
-    if xp is np:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return num / den  # 0 / 0 = NaN: no weight at all
-    return num / den
+        kernels.joint_upsample(*args)
 
 
 def upsample(plan, low, guide, confidence=None):
     """The computing half of :func:`joint_bilateral_upsample` (``plan`` from
     :func:`plan_joint_bilateral_upsample`; NumPy or CuPy arrays).
 
-    2-D with the same radius and σ_s on both axes: a direct sum over (high-res pixel, low-res
-    sample) pairs (``pacnp.cpu.upsample``): each pixel visits the ≈ (2r/f + 1)² samples in
-    reach, not the transposed PAC's (2r + 1)² taps — for the default radius 3f/2 a cost
-    independent of the factor. Other cases (1-D, 3-D, anisotropic ``spacing`` or radii): the
-    transposed PAC (:func:`_upsample_pac`)."""
+    A direct sum over (high-res voxel, low-res sample) pairs (``pacnp.cpu.upsample``), any
+    number of spatial axes, radius and σ_s per axis: each voxel visits the ≈ Π_a (2r_a/f + 1)
+    samples in reach, not a transposed PAC's Π_a (2r_a + 1) taps — for the default radius
+    3f/2 a cost independent of the factor."""
     xp = _xp_of(low)
     lay, ct, f = plan.layout, plan.compute_dtype, plan.factor
-    nd = plan.spatial_dims
     x = lay.to_bchw(xp, low).astype(ct)
     B, C = x.shape[:2]
     s = tuple(x.shape[2:])
@@ -1370,12 +1380,8 @@ def upsample(plan, low, guide, confidence=None):
     xp.divide(g.astype(ct, copy=False), plan.sigma_color_in(ct), out=gg)
     g = gg
     xx = xp.ascontiguousarray(xp.concatenate([x * conf, conf], axis=1))
-    sigmas = plan.voxel_sigmas
-    if nd == 2 and len(set(plan.radii)) == 1 and len(set(sigmas)) == 1:
-        res = xp.empty((B, C) + S, dtype=ct)
-        _upsample_direct(xp, xx, g, f, plan.radii[0], sigmas[0], res)
-    else:
-        res = _upsample_pac(xp, xx, g, f, plan.radii, sigmas, ct)
+    res = xp.empty((B, C) + S, dtype=ct)
+    _upsample_direct(xp, xx, g, f, plan.radii, plan.voxel_sigmas, res)
     if plan.dtype.kind == "u":
         res = xp.nan_to_num(res, nan=0.0)
     return _finish(xp, lay.from_bchw(xp, res, S), plan.dtype)

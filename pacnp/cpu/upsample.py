@@ -1,16 +1,21 @@
-"""Joint bilateral upsampling as a direct sum over (high-res pixel, low-res sample) pairs.
+"""Joint bilateral upsampling as a direct sum over (high-res voxel, low-res sample) pairs.
 
-Low-res sample n sits at high-res pixel n·f + o (o = (f − 1) // 2); output pixel Y averages the
-samples within ``r`` (per axis) weighted by w_s(Y − n·f − o) · w_c(g_Y − g_(n·f+o)) · conf_n.
-Writing Y = q·f + p (p the phase), the samples in reach are n = q − m for the offsets m of the
-phase p with |m·f + p − o| ≤ r: a table per phase (``taps``, ``weights``, ``counts``, the same
-for both axes since w_s is separable), so a pixel visits ≈ (2r/f + 1)² samples — the ones that
-exist — where the transposed PAC's window visits (2r + 1)² taps, most of them between samples.
+Low-res sample n sits at high-res voxel n·f + o on every axis (o = (f − 1) // 2); output voxel
+Y averages the samples within ``r_a`` on each axis a, weighted by
+w_s(Y − n·f − o) · w_c(g_Y − g_(n·f+o)) · conf_n, w_s separable over the axes. The arrays come
+folded (``docs/development.md``, "Volumes and signals"): the leading spatial axes are one axis
+of rows, so a volume is an image of rows and a signal one row. Along the rows the samples in
+reach of high-res row R are a table (``rtab[R, j]`` the folded low-res row, −1 when any axis has
+none; ``rw[R, j]`` the product of the axes' w_s). Along the last axis, writing X = q·f + p (p
+the phase), the samples in reach are n = q − m for the offsets m of phase p with
+|m·f + p − o| ≤ r: a table per phase (``taps``, ``weights``, ``counts``). A voxel so visits
+≈ Π_a (2r_a/f + 1) samples — the ones that exist — where the transposed PAC's window visits
+Π_a (2r_a + 1) taps, most of them between samples.
 
-The CPU walks output rows (prange over chunks of rows, one scratch row per chunk, allocated by
-the launcher); within a row, the columns of one phase px read the guide de-interleaved by phase
-(``gp[b, c, Y, px, q]`` = g[b, c, Y, q·f + px]) and the samples at unit stride, so every inner
-loop is a contiguous, vectorisable run over q.
+The CPU walks folded output rows (prange over chunks of rows, one scratch row per chunk,
+allocated by the launcher); within a row, the columns of one phase px read the guide
+de-interleaved by phase (``gp[b, c, R, px, q]`` = g[b, c, R, q·f + px]) and the samples at unit
+stride, so every inner loop is a contiguous, vectorisable run over q.
 """
 
 import numba
@@ -51,8 +56,8 @@ def _axpy(acc, dd, x, n):
 
 
 @njit(parallel=True)
-def _rows(xx, gp, gs, taps, weights, counts, out, acc, d2, tiny, neg_half, nan, n_chunks):
-    B, C1, h, w = xx.shape
+def _rows(xx, gp, gs, rtab, rw, taps, weights, counts, out, acc, d2, tiny, neg_half, nan, n_chunks):
+    B, C1, _, w = xx.shape
     Cg = gs.shape[1]
     H = gp.shape[2]
     f = gp.shape[3]
@@ -64,14 +69,12 @@ def _rows(xx, gp, gs, taps, weights, counts, out, acc, d2, tiny, neg_half, nan, 
         for row in range(t * rows // n_chunks, (t + 1) * rows // n_chunks):
             b = row // H
             Y = row % H
-            qy = Y // f
-            py = Y % f
             a[:] = 0
-            for iy in range(counts[py]):
-                ny = qy - taps[py, iy]
-                if ny < 0 or ny >= h:
+            for iy in range(rtab.shape[1]):
+                ny = rtab[Y, iy]  # the folded low-res row; −1: none on some axis
+                if ny < 0:
                     continue
-                wy = weights[py, iy]
+                wy = rw[Y, iy]
                 for px in range(f):
                     for ix in range(counts[px]):
                         # sample column q − m for the output columns q·f + px, lo ≤ q < hi
@@ -102,22 +105,24 @@ def _rows(xx, gp, gs, taps, weights, counts, out, acc, d2, tiny, neg_half, nan, 
                         out[b, C, Y, q * f + px] = a[C, px, q]
 
 
-def joint_upsample(xx, g, f, o, taps, weights, counts, out):
-    """Write out [B, C, H, W] (H = h·f, W = w·f): Σ w·x / Σ w·conf over the samples in reach,
-    NaN where that weight is below the dtype's smallest normal number; an ``out`` of C + 1
-    channels also gets the weight sum Σ w·conf in its last one.
+def joint_upsample(xx, g, gs, f, rtab, rw, taps, weights, counts, out):
+    """Write out [B, C, R, W] (W = w·f): Σ w·x / Σ w·conf over the samples in reach, NaN where
+    that weight is below the dtype's smallest normal number; an ``out`` of C + 1 channels also
+    gets the weight sum Σ w·conf in its last one. Every array is folded: the leading spatial
+    axes are one axis of rows (R high-res rows, r low-res rows; a signal: one row).
 
-    xx: [B, C + 1, h, w] values × confidence, then the confidence; g: [B, Cg, H, W] the guide
-    divided by σ_c (one float dtype, as xx and out); taps / weights / counts: the per-phase
-    tables (``pacnp.filters._phase_taps``): offsets m, w_s of each, how many per phase."""
-    B, C1, h, w = xx.shape
+    xx: [B, C + 1, r, w] values × confidence, then the confidence; g: [B, Cg, R, W] the guide
+    divided by σ_c; gs: [B, Cg, r, w] the same guide at the samples' voxels (n·f + o on every
+    axis); one float dtype for xx, g, gs and out. rtab / rw [R, J]: the low-res rows in reach
+    of each high-res row (−1: none) and their w_s; taps / weights / counts: the last axis's
+    per-phase tables (``pacnp.filters._phase_taps``): offsets m, w_s of each, how many per
+    phase."""
+    B, C1, _, w = xx.shape
     Cg, H = g.shape[1], g.shape[2]
     dt = xx.dtype
-    # the guide de-interleaved by column phase and sampled at the low-res positions: the two
-    # contiguous rows the inner loops read
+    # the guide de-interleaved by column phase: the contiguous rows the inner loops read
     gp = np.empty((B, Cg, H, f, w), dtype=dt)
     gp[...] = g.reshape(B, Cg, H, w, f).transpose(0, 1, 2, 4, 3)
-    gs = np.ascontiguousarray(g[:, :, o::f, o::f][:, :, :h, :w])
     rows = B * H
     n_chunks = max(1, min(rows, 4 * numba.get_num_threads()))
     acc = np.empty((n_chunks, C1, f, w), dtype=dt)
@@ -125,7 +130,9 @@ def joint_upsample(xx, g, f, o, taps, weights, counts, out):
     _rows(
         np.ascontiguousarray(xx),
         gp,
-        gs,
+        np.ascontiguousarray(gs, dtype=dt),
+        np.ascontiguousarray(rtab, dtype=np.int64),
+        np.ascontiguousarray(rw, dtype=dt),
         np.ascontiguousarray(taps, dtype=np.int64),
         np.ascontiguousarray(weights, dtype=dt),
         np.ascontiguousarray(counts, dtype=np.int64),

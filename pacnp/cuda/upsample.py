@@ -1,7 +1,8 @@
 """Joint bilateral upsampling on the GPU: the twin of ``pacnp.cpu.upsample`` (the same launcher
-and arguments). One thread per output pixel visits the samples of its phase's tables; the
-channels are summed one at a time (no per-thread array of runtime length), each pass
-recomputing the weights — cheap next to a launch, and identical sums on every channel.
+and arguments, arrays folded to rows). One thread per output voxel (folded row, column) visits
+the samples of its row table and its column phase's tables; the channels are summed one at a
+time (no per-thread array of runtime length), each pass recomputing the weights — cheap next
+to a launch, and identical sums on every channel.
 """
 
 import math
@@ -14,36 +15,33 @@ from ._launch import run, upload
 
 
 @cuda_jit()
-def _upsample(xx, g, f, o, taps, weights, counts, out, tiny, neg_half, nan, zero):
-    B, C1, h, w = xx.shape
+def _upsample(xx, g, gs, f, rtab, rw, taps, weights, counts, out, tiny, neg_half, nan, zero):
+    B, C1, _, w = xx.shape
     Cg, H, W = g.shape[1], g.shape[2], g.shape[3]
     C = C1 - 1
     for t in range(cuda.grid(1), B * H * W, cuda.gridsize(1)):
         X = t % W
         r = t // W
-        Y = r % H
+        Y = r % H  # the folded high-res row
         b = r // H
-        qy, py = Y // f, Y % f
         qx, px = X // f, X % f
         den = zero
         for c in range(C):  # every pass sums the same den
             num = zero
             den = zero
-            for iy in range(counts[py]):
-                ny = qy - taps[py, iy]
-                if ny < 0 or ny >= h:
+            for iy in range(rtab.shape[1]):
+                ny = rtab[Y, iy]  # the folded low-res row; −1: none on some axis
+                if ny < 0:
                     continue
-                sy = ny * f + o
                 for ix in range(counts[px]):
                     nx = qx - taps[px, ix]
                     if nx < 0 or nx >= w:
                         continue
-                    sx = nx * f + o
                     d2 = zero
                     for k in range(Cg):
-                        e = g[b, k, Y, X] - g[b, k, sy, sx]
+                        e = g[b, k, Y, X] - gs[b, k, ny, nx]
                         d2 += e * e
-                    wt = weights[py, iy] * weights[px, ix] * math.exp(neg_half * d2)
+                    wt = rw[Y, iy] * weights[px, ix] * math.exp(neg_half * d2)
                     num += wt * xx[b, c, ny, nx]
                     den += wt * xx[b, C, ny, nx]
             v = nan
@@ -54,9 +52,10 @@ def _upsample(xx, g, f, o, taps, weights, counts, out, tiny, neg_half, nan, zero
             out[b, C, Y, X] = den
 
 
-def joint_upsample(xx, g, f, o, taps, weights, counts, out):
-    """See ``pacnp.cpu.upsample.joint_upsample``: xx, g, out on the device (any array with
-    ``__cuda_array_interface__``), the tables NumPy (uploaded once per call)."""
+def joint_upsample(xx, g, gs, f, rtab, rw, taps, weights, counts, out):
+    """See ``pacnp.cpu.upsample.joint_upsample``: xx, g, gs, out on the device (any array
+    with ``__cuda_array_interface__``, folded as there), the tables NumPy (uploaded once per
+    call)."""
     dt = np.dtype(out.dtype)
     _, _, H, W = g.shape
     B = xx.shape[0]
@@ -65,8 +64,10 @@ def joint_upsample(xx, g, f, o, taps, weights, counts, out):
         B * H * W,
         xx,
         g,
+        gs,
         int(f),
-        int(o),
+        upload(np.ascontiguousarray(rtab, dtype=np.int64)),
+        upload(np.ascontiguousarray(rw, dtype=dt)),
         upload(np.ascontiguousarray(taps, dtype=np.int64)),
         upload(np.ascontiguousarray(weights, dtype=dt)),
         upload(np.ascontiguousarray(counts, dtype=np.int64)),
