@@ -97,3 +97,9 @@ GEMM_MIN_TILE = 16
 #: that one row of pairs touches in a core's L2 cache. The result does not depend on either.
 PAIR_ROWS_PER_REACH = 4
 PAIR_BLOCK_COLS = 1024
+
+#: Joint bilateral upsampling (``pacnp.cpu.upsample``) hands its threads rows of the output;
+#: with fewer rows than 4 per thread (a 1-D signal is one row per batch item) it also cuts the
+#: rows into blocks of columns, each at least UPSAMPLE_MIN_BLOCK_COLS low-res columns long so
+#: that its inner loops stay long vectorised runs. The result does not depend on it.
+UPSAMPLE_MIN_BLOCK_COLS = 256

@@ -502,3 +502,24 @@ def test_weight_sum_channel_3d():
                 )
                 den[Y] += ws * wc * conf[n]
     np.testing.assert_allclose(out[0, 1], den, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("min_cols", [1, 2, 3])
+@pytest.mark.parametrize("s", [(9,), (1, 8)])
+def test_rows_cut_into_column_blocks(monkeypatch, min_cols, s):
+    """A signal (or an image of few rows) is also cut into blocks of columns so that every
+    thread gets work (``config.UPSAMPLE_MIN_BLOCK_COLS``, lowered here so that tiny inputs are
+    cut into blocks down to one column): the same result as the definition."""
+    from pacnp import config
+
+    monkeypatch.setattr(config, "UPSAMPLE_MIN_BLOCK_COLS", min_cols)
+    rng = np.random.default_rng(60 + min_cols)
+    f = 3
+    low = rng.random(s)
+    guide = rng.random(tuple(n * f for n in s) + (2,))
+    conf = (rng.random(s) > 0.2).astype(float)
+    kw = dict(sigma_color=0.5, guide_channel_axis=-1, spatial_dims=len(s))
+    out = F.joint_bilateral_upsample(low, guide, f, confidence=conf, **kw)
+    plan = F.plan_joint_bilateral_upsample(low, guide, f, **kw)
+    expect = _expect(low, guide, plan, 0.5, conf)
+    np.testing.assert_allclose(out, expect, rtol=1e-12, atol=1e-12, equal_nan=True)

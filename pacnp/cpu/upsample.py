@@ -13,7 +13,8 @@ the phase), the samples in reach are n = q − m for the offsets m of phase p wi
 Π_a (2r_a + 1) taps, most of them between samples.
 
 The CPU walks folded output rows (prange over chunks of rows, one scratch row per chunk,
-allocated by the launcher); within a row, the columns of one phase px read the guide
+allocated by the launcher; a signal's few long rows are also cut into blocks of columns,
+``config.UPSAMPLE_MIN_BLOCK_COLS``); within a row, the columns of one phase px read the guide
 de-interleaved by phase (``gp[b, c, R, px, q]`` = g[b, c, R, q·f + px]) and the samples at unit
 stride, so every inner loop is a contiguous, vectorisable run over q.
 """
@@ -22,6 +23,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from .. import config
 from .._jit import njit
 from .common import vexp
 
@@ -56,17 +58,38 @@ def _axpy(acc, dd, x, n):
 
 
 @njit(parallel=True)
-def _rows(xx, gp, gs, rtab, rw, taps, weights, counts, out, acc, d2, tiny, neg_half, nan, n_chunks):
+def _rows(
+    xx,
+    gp,
+    gs,
+    rtab,
+    rw,
+    taps,
+    weights,
+    counts,
+    out,
+    acc,
+    d2,
+    tiny,
+    neg_half,
+    nan,
+    n_chunks,
+    n_blocks,
+):
     B, C1, _, w = xx.shape
     Cg = gs.shape[1]
     H = gp.shape[2]
     f = gp.shape[3]
     C = C1 - 1
-    rows = B * H
+    items = B * H * n_blocks  # (row, block of columns) pairs
     for t in prange(n_chunks):
         a = acc[t]
         dd = d2[t]
-        for row in range(t * rows // n_chunks, (t + 1) * rows // n_chunks):
+        for item in range(t * items // n_chunks, (t + 1) * items // n_chunks):
+            row = item // n_blocks
+            k = item % n_blocks
+            q0 = k * w // n_blocks  # low-res columns q0 ≤ q < q1 of this block
+            q1 = (k + 1) * w // n_blocks
             b = row // H
             Y = row % H
             a[:] = 0
@@ -79,8 +102,8 @@ def _rows(xx, gp, gs, rtab, rw, taps, weights, counts, out, acc, d2, tiny, neg_h
                     for ix in range(counts[px]):
                         # sample column q − m for the output columns q·f + px, lo ≤ q < hi
                         m = taps[px, ix]
-                        lo = max(0, m)
-                        hi = min(w, w + m)
+                        lo = max(q0, m)
+                        hi = min(q1, w + m)
                         if hi <= lo:
                             continue
                         n = hi - lo
@@ -90,19 +113,19 @@ def _rows(xx, gp, gs, rtab, rw, taps, weights, counts, out, acc, d2, tiny, neg_h
                             _d2_add(dv, gp[b, c, Y, px, lo:hi], gs[b, c, ny, lo - m : hi - m], n)
                         _weigh(dv, n, wy * weights[px, ix], neg_half)
                         for c in range(C1):
-                            _axpy(a[c, px, lo:hi], dv, xx[b, c, ny, lo - m : hi - m], n)
+                            _axpy(a[c, px, lo - q0 : hi - q0], dv, xx[b, c, ny, lo - m : hi - m], n)
             for c in range(C):
                 for px in range(f):
-                    for q in range(w):
+                    for q in range(q1 - q0):
                         den = a[C, px, q]
                         v = nan
                         if den >= tiny:
                             v = a[c, px, q] / den
-                        out[b, c, Y, q * f + px] = v
+                        out[b, c, Y, (q0 + q) * f + px] = v
             if out.shape[1] > C:  # the weight sum asked for too
                 for px in range(f):
-                    for q in range(w):
-                        out[b, C, Y, q * f + px] = a[C, px, q]
+                    for q in range(q1 - q0):
+                        out[b, C, Y, (q0 + q) * f + px] = a[C, px, q]
 
 
 def joint_upsample(xx, g, gs, f, rtab, rw, taps, weights, counts, out):
@@ -124,9 +147,15 @@ def joint_upsample(xx, g, gs, f, rtab, rw, taps, weights, counts, out):
     gp = np.empty((B, Cg, H, f, w), dtype=dt)
     gp[...] = g.reshape(B, Cg, H, w, f).transpose(0, 1, 2, 4, 3)
     rows = B * H
-    n_chunks = max(1, min(rows, 4 * numba.get_num_threads()))
-    acc = np.empty((n_chunks, C1, f, w), dtype=dt)
-    d2 = np.empty((n_chunks, w), dtype=dt)
+    want = 4 * numba.get_num_threads()
+    # too few rows to keep every thread busy (a signal): blocks of columns as well
+    n_blocks = 1
+    if rows < want:
+        n_blocks = max(1, min(-(-want // rows), w // config.UPSAMPLE_MIN_BLOCK_COLS))
+    n_chunks = max(1, min(rows * n_blocks, want))
+    wb = -(-w // n_blocks)  # the longest block
+    acc = np.empty((n_chunks, C1, f, wb), dtype=dt)
+    d2 = np.empty((n_chunks, wb), dtype=dt)
     _rows(
         np.ascontiguousarray(xx),
         gp,
@@ -143,4 +172,5 @@ def joint_upsample(xx, g, gs, f, rtab, rw, taps, weights, counts, out):
         dt.type(-0.5),
         dt.type(np.nan),
         n_chunks,
+        n_blocks,
     )
