@@ -19,7 +19,7 @@ from numba import get_thread_id, prange
 
 from .._jit import njit
 from . import schedule
-from .common import round_rows, unit_runs
+from .common import nowrap, round_rows, unit_runs
 
 
 @njit()
@@ -48,9 +48,48 @@ def modulate_run(cols, row, col0, K, x, b, kc, c, i, j, yk, iy, lo, hi, base):
         cols[row, oc + t] = K[b, kc, i, j, yk, lo + t] * x[b, c, iy, ox + t]
 
 
+@njit(inline="always")
+def phase_tile_run(cols, row, q0, q1, K, x, b, kc, c, i, j, yk, iy, lo, hi, base, X0, P):
+    """cols[row, q - q0] = K·x for the phase columns q0 ≤ q < q1 (output column X0 + P·q) where
+    tap (i, j) meets the input, lo ≤ q < hi at input column base + q; 0 at the others."""
+    lo = min(max(lo, q0), q1)
+    hi = min(max(hi, lo), q1)
+    ox = base + lo
+    oc = lo - q0
+    if row < 0 or iy < 0 or X0 < 0 or ox < 0 or oc < 0:
+        return
+    for q in range(lo - q0):
+        cols[row, q] = 0.0
+    for q in range(hi - q0, q1 - q0):
+        cols[row, q] = 0.0
+    for t in range(hi - lo):
+        cols[row, nowrap(oc + t)] = (
+            K[b, kc, i, j, yk, nowrap(X0 + P * (lo + t))] * x[b, c, iy, nowrap(ox + t)]
+        )
+
+
 @njit()
 def phase_columns(
-    x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph, q0, q1, itaps, n_i, buf, idx
+    x,
+    K,
+    ty,
+    tx,
+    jrun,
+    prun,
+    pcols,
+    pncols,
+    ptaps,
+    pntaps,
+    b,
+    y,
+    yk,
+    ph,
+    q0,
+    q1,
+    itaps,
+    n_i,
+    buf,
+    idx,
 ):
     """The column block of output row y, phase ph, phase columns q0 ≤ q < q1: only the taps
     that can be valid there.
@@ -60,7 +99,9 @@ def phase_columns(
     share their valid column taps ``ptaps[ph]``, and the row's valid row taps are ``itaps``.
     Writes cols[(c,ii,jj), q - q0] = K[b,c|0,i,j,yk,X] · x[b,c,ty[i,y],tx[j,X]] for
     X = pcols[ph,q] into ``buf`` (as an (m × (q1-q0)) block, returned) and the matching column
-    of Wm into ``idx``. ``jrun``: common.unit_runs of ``tx`` (used when there is one phase).
+    of Wm into ``idx``. ``jrun``: common.unit_runs of ``tx`` (used when there is one phase);
+    ``prun``: schedule.phase_runs (several phases: a tap meets the input on a run of the
+    phase's columns, K read at stride P, the input at unit stride — no table per column).
     Skipping the taps that fall between the samples of a zero-inserted input saves s² of the
     work of a transposed convolution, and keeps a non-finite weight out of outputs it never
     reaches (no NaN·0).
@@ -100,6 +141,31 @@ def phase_columns(
                         cols[row, q] = 0.0
                     for q in range(hi - q0, nt):
                         cols[row, q] = 0.0
+                continue
+            plo = prun[ph, j, 0]
+            if not one_phase and plo >= 0:
+                phi, pbase = prun[ph, j, 1], prun[ph, j, 2]
+                for c in range(C):
+                    phase_tile_run(
+                        cols,
+                        (c * n_i + ii) * nj + jj,
+                        q0,
+                        q1,
+                        K,
+                        x,
+                        b,
+                        c if kc_many else 0,
+                        c,
+                        i,
+                        j,
+                        yk,
+                        iy,
+                        plo,
+                        phi,
+                        pbase,
+                        pcols[ph, 0],
+                        pncols.shape[0],
+                    )
                 continue
             for c in range(C):
                 kc = c if kc_many else 0
@@ -225,6 +291,7 @@ def _dense_forward(
     pncols,
     ptaps,
     pntaps,
+    prun,
     out,
     y0,
     tile,
@@ -274,6 +341,7 @@ def _dense_forward(
                         ty,
                         tx,
                         jrun,
+                        prun,
                         pcols,
                         pncols,
                         ptaps,
@@ -533,6 +601,7 @@ def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
         pncols,
         ptaps,
         pntaps,
+        schedule.phase_runs(geo),
         out,
         y0,
         tile,

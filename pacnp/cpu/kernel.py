@@ -285,6 +285,242 @@ def _packernel_forward(
                     out_mask[b, 0, y, xo] = 1.0 if stats[1, xo] > 0.0 else 0.0
 
 
+# --------------------------------------------------------------------------- transposed phases
+# A transposed window of stride s meets an input sample at ≈ (k/s)² of its k² taps: output row y
+# has the row taps i with gy[i, y] ≥ 0, output column X ≡ ph (mod s) the column taps of column
+# phase ph (schedule.kernel_phases). The kernels below evaluate K at those taps only — the guide
+# samples a row reads gathered once into a contiguous buffer, the centres of a phase likewise, so
+# every tap's distance and exp run over contiguous memory and vectorise — and leave K = 0 at the
+# others (its documented layout). The all-taps loop of window_row instead evaluated all k² taps
+# at every column, then zeroed the (s² − 1)/s² that miss.
+
+
+@njit(inline="always")
+def gather_samples(gd, guide, b, py, row, c0, s):
+    """gd[row, c, m] = guide[b, c, py, c0 + s·m]: the guide samples of guide row ``py``."""
+    Ws = gd.shape[2]
+    if c0 < 0 or py < 0 or row < 0:
+        return
+    for c in range(guide.shape[1]):
+        for m in range(Ws):
+            gd[row, c, m] = guide[b, c, py, c0 + s * m]
+
+
+@njit(inline="always")
+def phase_sq(sq, kc, gd, ii, cen, c, lo, hi, base, asym):
+    """sq[kc, lo:hi] += Δ² between sample base + q of row ii and centre q, for lo ≤ q < hi."""
+    og = base + lo
+    if lo < 0 or og < 0 or ii < 0:
+        return
+    for t in range(hi - lo):
+        d = gd[ii, c, og + t] - cen[c, lo + t]
+        if asym:  # max(Δ, 0), NaN kept
+            d = d if (d > 0.0 or d != d) else np.float32(0.0)
+        sq[kc, lo + t] += d * d
+
+
+@njit()
+def phase_window(
+    gd,
+    cen,
+    itaps,
+    n_i,
+    gy,
+    y,
+    ph,
+    ptaps,
+    pntaps,
+    runs,
+    c0,
+    s,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    has_mask,
+    b,
+    nx,
+    km,
+    sq,
+    stats,
+    need_stats,
+):
+    """Masked raw kernel Km of the live taps of output row y at the nx columns of phase ph:
+    km[kc, ii, jj, q] for row tap itaps[ii] and column tap ptaps[ph, jj] (0 outside the tap's
+    run); sq[kc, q] is scratch. With ``need_stats``: stats[:, q] ← n_valid, n_in, Σ Km (as in
+    window_row, over the same taps: those that miss contribute nothing there either)."""
+    Cg = gd.shape[1]
+    KC = km.shape[0]
+    if need_stats:
+        for a in range(stats.shape[0]):
+            for q in range(nx):
+                stats[a, q] = 0.0
+    for ii in range(n_i):
+        py = gy[itaps[ii], y]
+        for jj in range(pntaps[ph]):
+            j = ptaps[ph, jj]
+            lo, hi, base = runs[ph, j, 0], runs[ph, j, 1], runs[ph, j, 2]
+            for kc in range(KC):
+                for q in range(nx):
+                    sq[kc, q] = 0.0
+            for c in range(Cg):
+                phase_sq(sq, c if KC > 1 else 0, gd, ii, cen, c, lo, hi, base, asym)
+            for kc in range(KC):
+                for q in range(lo):
+                    km[kc, ii, jj, q] = 0.0
+                for q in range(hi, nx):
+                    km[kc, ii, jj, q] = 0.0
+                if kind == GAUSSIAN:
+                    for q in range(lo, hi):
+                        km[kc, ii, jj, q] = vexp(sq[kc, q] * np.float32(-0.5))
+                else:
+                    for q in range(lo, hi):
+                        km[kc, ii, jj, q] = kernel_value(sq[kc, q], kind, alpha[kc], lam[kc])
+                if has_mask:
+                    for q in range(lo, hi):
+                        km[kc, ii, jj, q] *= mask[b, py, c0 + s * (base + q)]
+            if need_stats:
+                for q in range(lo, hi):
+                    stats[0, q] += 1.0
+                    stats[1, q] += mask[b, py, c0 + s * (base + q)] if has_mask else 1.0
+                for kc in range(KC):
+                    for q in range(lo, hi):
+                        stats[2 + kc, q] += km[kc, ii, jj, q]
+
+
+@njit()
+def phase_row_setup(guide, src, gy, cy, pcols, pncols, b, y, c0, s, itaps, gd, cen, ph):
+    """The centres of phase ph of output row y into cen[c, q]; returns nx."""
+    nx = pncols[ph]
+    qy = cy[y]
+    for c in range(src.shape[1]):
+        for q in range(nx):
+            cen[c, q] = src[b, c, qy, pcols[ph, q]]
+    return nx
+
+
+@njit()
+def row_samples(guide, gy, y, b, c0, s, itaps, gd):
+    """The live row taps of output row y into itaps, their guide samples into gd; returns
+    how many."""
+    n_i = 0
+    for i in range(gy.shape[0]):
+        py = gy[i, y]
+        if py >= 0:
+            itaps[n_i] = i
+            gather_samples(gd, guide, b, py, n_i, c0, s)
+            n_i += 1
+    return n_i
+
+
+@njit(parallel=True)
+def _packernel_forward_phased(
+    guide,
+    src,
+    gy,
+    cy,
+    pcols,
+    pncols,
+    ptaps,
+    pntaps,
+    runs,
+    c0,
+    s,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    normalize,
+    has_mask,
+    K,
+    out_mask,
+    blocks,
+    y0,
+    itaps_s,
+    gd_s,
+    cen_s,
+    km_s,
+    sq_s,
+    stats_s,
+    fac_s,
+):
+    """_packernel_forward of a transposed window, by phase (see the section comment): per output
+    row, K's row is zeroed, then each column phase's live taps are evaluated (phase_window),
+    scaled and stored at the phase's columns. Scratch per thread (from the launcher)."""
+    B = guide.shape[0]
+    KC, kh, kw, n, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
+    rows = B * n
+    need_stats = normalize or has_mask
+    for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
+        tid = get_thread_id()
+        itaps = itaps_s[tid]
+        gd = gd_s[tid]
+        cen = cen_s[tid]
+        km = km_s[tid]
+        sq = sq_s[tid]
+        stats = stats_s[tid]
+        fac = fac_s[tid]
+        for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
+            b = r // n
+            yk = r % n
+            y = y0 + yk
+            for kc in range(KC):
+                for i in range(kh):
+                    for j in range(kw):
+                        for xo in range(Wo):
+                            K[b, kc, i, j, yk, xo] = 0.0
+            n_i = row_samples(guide, gy, y, b, c0, s, itaps, gd)
+            for ph in range(pncols.shape[0]):
+                nx = phase_row_setup(
+                    guide, src, gy, cy, pcols, pncols, b, y, c0, s, itaps, gd, cen, ph
+                )
+                phase_window(
+                    gd,
+                    cen,
+                    itaps,
+                    n_i,
+                    gy,
+                    y,
+                    ph,
+                    ptaps,
+                    pntaps,
+                    runs,
+                    c0,
+                    s,
+                    mask,
+                    alpha,
+                    lam,
+                    kind,
+                    asym,
+                    has_mask,
+                    b,
+                    nx,
+                    km,
+                    sq,
+                    stats,
+                    need_stats,
+                )
+                for kc in range(KC):
+                    if need_stats:
+                        for q in range(nx):
+                            fac[q] = scale_factor(stats, kc, q, normalize, has_mask)
+                    else:
+                        for q in range(nx):
+                            fac[q] = 1.0
+                    for ii in range(n_i):
+                        i = itaps[ii]
+                        for jj in range(pntaps[ph]):
+                            j = ptaps[ph, jj]
+                            lo, hi = runs[ph, j, 0], runs[ph, j, 1]
+                            for q in range(lo, hi):
+                                K[b, kc, i, j, yk, pcols[ph, q]] = km[kc, ii, jj, q] * fac[q]
+                if has_mask:
+                    for q in range(nx):
+                        out_mask[b, 0, y, pcols[ph, q]] = 1.0 if stats[1, q] > 0.0 else 0.0
+
+
 @njit(inline="always")
 def scatter_run(
     g2, kc, i, j, guide, src, dsrc, dguide, b, c, py, qy, lo, hi, base, cbase, asym, need_f, need_g
@@ -593,6 +829,43 @@ def packernel_forward(
     a mask also those rows of ``out_mask``."""
     KC, kh, kw, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[5]
     blocks = schedule.thread_blocks(guide.shape[0] * K.shape[4])
+    phased = schedule.kernel_phases(geo)
+    if phased is not None:
+        pcols, pncols, ptaps, pntaps, runs, c0, ws = phased
+        T = schedule.scratch_slices()  # scratch per thread (see the kernel)
+        nx, nj, dt = pcols.shape[1], ptaps.shape[1], K.dtype
+        _packernel_forward_phased(
+            guide,
+            src,
+            geo.gy,
+            geo.cy,
+            pcols,
+            pncols,
+            ptaps,
+            pntaps,
+            runs,
+            c0,
+            geo.stride[1],
+            mask,
+            alpha,
+            lam,
+            kind,
+            asym,
+            normalize,
+            has_mask,
+            K,
+            out_mask,
+            schedule.row_blocks(guide.shape[0] * K.shape[4]),
+            y0,
+            np.empty((T, kh), np.int64),
+            np.empty((T, kh, guide.shape[1], max(ws, 1)), dt),
+            np.empty((T, src.shape[1], nx), dt),
+            np.empty((T, KC, kh, nj, nx), dt),
+            np.empty((T, KC, nx), dt),
+            np.empty((T, 2 + KC, nx), dt),
+            np.empty((T, nx), dt),
+        )
+        return
     # scratch per block, allocated here (see _packernel_forward): at most one row of K per
     # block, and no more blocks than rows, so never more than the stripe of K itself
     _packernel_forward(
