@@ -141,3 +141,58 @@ def test_transposed_kernel_is_zero_where_no_sample_is():
     dead = (ty[:, None, :, None] < 0) | (ty[None, :, None, :] < 0)  # [i, j, y, x]
     assert np.all(K[:, :, dead] == 0.0)
     assert dead.mean() > 0.8  # most of the 81 taps meet no sample at a given pixel
+
+
+class _On:
+    """pacnp's functions run on a test backend (cases.Backend): the shape two_step expects of
+    its ``lib`` argument."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def __getattr__(self, name):
+        f = getattr(pacnp, name)
+        return lambda *a, **kw: self.backend.call(f, *a, **kw)
+
+
+@pytest.mark.parametrize(
+    "ksd,kernel",
+    [
+        ((9, 4, 1), ("gaussian", "none", False, True, True, False)),
+        ((5, 3, 1), ("inv_0.5_2", "none", True, False, False, True)),
+        ((5, 4, 2), ("gaussian", "none", False, False, True, False)),
+    ],
+)
+def test_transposed_by_phase_on_backend(backend, ksd, kernel):
+    """The same paths on each backend (the CUDA twins visit their output's phase taps only):
+    two-step and fused, forward and every gradient, against the float64 reference."""
+    k, s, d = ksd
+    kt, smooth, cw, norm, masked, shared = kernel
+    rng = np.random.default_rng(k * 10 + s + d)
+    x, guide, w, b, geo, kw, lead = fused_case(
+        rng, "transpose", k, s, d, kt, smooth, cw, norm, masked, shared, B=1, C=2, Cout=2
+    )
+    K0, _ = R.packernel2d(
+        guide,
+        k,
+        **kw,
+        **{n: geo[n] for n in ("stride", "padding", "dilation")},
+        output_padding=geo["output_padding"],
+        transposed=True,
+    )
+    g = rng.standard_normal(R.pacconv_transpose2d(x, K0, w, b, **geo).shape)
+    ref_out, ref_om, ref_grads = two_step("transpose", x, guide, w, b, k, geo, kw, g, lib=R)
+    names = ("input", "guide", "weight", "bias", "alpha", "lambda", "smooth")
+    on = _On(backend)
+    out, om, grads = two_step("transpose", x, guide, w, b, k, geo, kw, g, lib=on)
+    assert_close(out, ref_out, "two-step output")
+    assert_close(om, ref_om, "two-step output_mask")
+    for name, a, r in zip(names, grads, ref_grads):
+        assert_close(a, r, f"two-step d_{name}", rtol=1e-9, atol=1e-11)
+    fwd, bwd = FUSED["transpose"]
+    out, om = backend.call(fwd, *lead, **geo, **kw)
+    assert_close(out, ref_out, "fused output")
+    assert_close(om, ref_om, "fused output_mask")
+    grads = backend.call(bwd, g, *lead, **geo, **kw)
+    for name, a, r in zip(names, grads, ref_grads):
+        assert_close(a, r, f"fused d_{name}", rtol=1e-9, atol=1e-11)

@@ -292,6 +292,8 @@ def _dense_forward(
     ptaps,
     pntaps,
     prun,
+    rntaps,
+    wph,
     out,
     y0,
     tile,
@@ -318,6 +320,7 @@ def _dense_forward(
     jrun = np.empty((tx.shape[0], 3), dtype=np.int64)
     unit_runs(tx, jrun)
     one_phase = pncols.shape[0] == 1
+    Pr = rntaps.shape[0]
     rows = B * n
     for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
         tid = get_thread_id()
@@ -368,6 +371,10 @@ def _dense_forward(
                     res = resb[: Cout * (q1 - q0)].reshape(Cout, q1 - q0)
                     if m == C * kk:
                         np.dot(Wm, cols, res)
+                    elif Pr > 1 and n_i == rntaps[y % Pr]:
+                        # the row has every tap of its row phase (away from the border): the
+                        # phase pair's weight columns, gathered once by the launcher
+                        np.dot(wph[y % Pr, ph, : Cout * m].reshape(Cout, m), cols, res)
                     else:
                         Wsub = wbuf[: Cout * m].reshape(Cout, m)
                         for o in range(Cout):
@@ -580,11 +587,34 @@ def _dense_backward_data(
 
 
 # --------------------------------------------------------------------------- launchers
+def phase_weights(Wm, C, rtaps, rntaps, ptaps, pntaps, kw):
+    """wph[pr, pc, :Cout·m] = the (Cout × m) columns of Wm of the taps of row phase pr and
+    column phase pc, in phase_columns' row order (c, ii, jj): the forward's GEMM operand for
+    every row that has all of its phase's row taps, gathered once per call instead of per GEMM."""
+    Cout = Wm.shape[0]
+    kk = Wm.shape[1] // max(C, 1)
+    Pr, Pc = rntaps.shape[0], pntaps.shape[0]
+    mmax = C * max(int(rntaps.max()), 1) * max(int(pntaps.max()), 1)
+    wph = np.zeros((Pr, Pc, Cout * mmax), Wm.dtype)
+    for pr in range(Pr):
+        for pc in range(Pc):
+            ii, jj = rtaps[pr, : rntaps[pr]], ptaps[pc, : pntaps[pc]]
+            taps = (ii[:, None] * kw + jj[None, :]).ravel()
+            idx = (np.arange(C)[:, None] * kk + taps[None, :]).ravel()
+            wph[pr, pc, : Cout * idx.size] = Wm[:, idx].ravel()
+    return wph
+
+
 def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
     """out rows y0 ≤ y < y0 + K.shape[4] (K: that stripe of the kernel) of a dense PAC op."""
     pcols, pncols, ptaps, pntaps = schedule.phases(geo)
     m = x.shape[1] * geo.ty.shape[0] * geo.tx.shape[0]
     Cout, Wo = out.shape[1], out.shape[3]
+    if schedule.by_phase(geo):
+        _, _, rtaps, rntaps = schedule.row_phases(geo)
+        wph = phase_weights(Wm, x.shape[1], rtaps, rntaps, ptaps, pntaps, geo.tx.shape[0])
+    else:
+        rntaps, wph = np.zeros(1, np.int64), np.empty((1, 1, 0), Wm.dtype)
     tile = schedule.gemm_tile(Cout, m, pcols.shape[1])
     # scratch per thread, allocated here (see _dense_forward)
     blocks = schedule.row_blocks(x.shape[0] * K.shape[4])
@@ -602,6 +632,8 @@ def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
         ptaps,
         pntaps,
         schedule.phase_runs(geo),
+        rntaps,
+        wph,
         out,
         y0,
         tile,
