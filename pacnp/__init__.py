@@ -2,8 +2,9 @@
 
 ``v'_i = Σ_{j∈Ω(i)} K(f_i, f_j) · W[p_i − p_j] · v_j + b``
 
-Forward and backward kernels are numba CPU kernels; every public function takes arrays of any
-CPU array library (NumPy, torch, JAX, array-API libraries) and returns the caller's kind.
+Forward and backward kernels are numba CPU kernels (and numba.cuda twins); every public function
+takes arrays of any array library (NumPy, CuPy, torch, JAX, array-API libraries) and returns the
+caller's kind. Every operation exists for 1, 2 and 3 spatial axes (``packernel1d`` … ``3d``).
 """
 
 from ._api import (
@@ -23,6 +24,36 @@ from ._api import (
     pacpool2d_fused_backward,
 )
 from ._jit import KernelCacheWarning
+from ._nd import (
+    pacconv1d,
+    pacconv1d_backward,
+    pacconv1d_fused,
+    pacconv1d_fused_backward,
+    pacconv3d,
+    pacconv3d_backward,
+    pacconv3d_fused,
+    pacconv3d_fused_backward,
+    pacconv_transpose1d,
+    pacconv_transpose1d_backward,
+    pacconv_transpose1d_fused,
+    pacconv_transpose1d_fused_backward,
+    pacconv_transpose3d,
+    pacconv_transpose3d_backward,
+    pacconv_transpose3d_fused,
+    pacconv_transpose3d_fused_backward,
+    packernel1d,
+    packernel1d_backward,
+    packernel3d,
+    packernel3d_backward,
+    pacpool1d,
+    pacpool1d_backward,
+    pacpool1d_fused,
+    pacpool1d_fused_backward,
+    pacpool3d,
+    pacpool3d_backward,
+    pacpool3d_fused,
+    pacpool3d_fused_backward,
+)
 
 __version__ = "0.1.0"
 
@@ -41,5 +72,33 @@ __all__ = [
     "pacconv_transpose2d_fused_backward",
     "pacpool2d_fused",
     "pacpool2d_fused_backward",
+    "packernel1d",
+    "packernel1d_backward",
+    "pacconv1d",
+    "pacconv1d_backward",
+    "pacconv_transpose1d",
+    "pacconv_transpose1d_backward",
+    "pacpool1d",
+    "pacpool1d_backward",
+    "pacconv1d_fused",
+    "pacconv1d_fused_backward",
+    "pacconv_transpose1d_fused",
+    "pacconv_transpose1d_fused_backward",
+    "pacpool1d_fused",
+    "pacpool1d_fused_backward",
+    "packernel3d",
+    "packernel3d_backward",
+    "pacconv3d",
+    "pacconv3d_backward",
+    "pacconv_transpose3d",
+    "pacconv_transpose3d_backward",
+    "pacpool3d",
+    "pacpool3d_backward",
+    "pacconv3d_fused",
+    "pacconv3d_fused_backward",
+    "pacconv_transpose3d_fused",
+    "pacconv_transpose3d_fused_backward",
+    "pacpool3d_fused",
+    "pacpool3d_fused_backward",
     "KernelCacheWarning",
 ]

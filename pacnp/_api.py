@@ -168,7 +168,12 @@ def _kernel_arrays(kw):
     return arrays
 
 
-def _kernel_plan(fn, ns, guide, kernel_size, kw):
+def _shaped(a, shape):
+    """A folded result (``_core.fold_tables``) in the caller's N-D shape (a view)."""
+    return None if a is None else a.reshape(tuple(shape))
+
+
+def _kernel_plan(fn, ns, guide, kernel_size, kw, nd=2):
     g = _prepare(ns, guide, "guide")
     dt = g.dtype
     opts = dict(kw)
@@ -186,7 +191,36 @@ def _kernel_plan(fn, ns, guide, kernel_size, kw):
             mask = mask.astype(dt)  # any float width is fine for a 0/1 mask
     opts["mask"] = mask
     dry = getattr(ns, "dry", False)
-    return _core.plan_packernel(fn, g, kernel_size, values=not dry, **opts)
+    return _core.plan_packernel(fn, g, kernel_size, values=not dry, nd=nd, **opts)
+
+
+_KERNEL_NEEDS = ("guide", "inv_alpha", "inv_lambda", "smooth_kernel")
+
+
+def _packernel(fn, nd, guide, kernel_size, **kw):
+    """packernel1d/2d/3d: validate, run, return K (and the output mask) in N-D shape."""
+    _given(fn, guide=guide)
+    ns = Namespace(fn, dict(guide=guide, **_kernel_arrays(kw)))
+    plan = _kernel_plan(fn, ns, guide, kernel_size, kw, nd)
+    K, out_mask = _run(ns, _ops.packernel_forward, plan)
+    return (
+        ns.from_backend(_shaped(K, plan.out_shape)),
+        ns.from_backend(_shaped(out_mask, plan.mask_shape)),
+    )
+
+
+def _packernel_backward(fn, nd, grad_kernel, guide, kernel_size, *, needs=None, **kw):
+    """packernel1d/2d/3d_backward."""
+    _required(fn, "grad_kernel", grad_kernel)
+    _given(fn, guide=guide)
+    needs = _core.check_needs(fn, needs, _KERNEL_NEEDS)
+    ns = Namespace(fn, dict(guide=guide, grad_kernel=grad_kernel, **_kernel_arrays(kw)))
+    plan = _kernel_plan(fn, ns, guide, kernel_size, kw, nd)
+    dK = _prepare(ns, grad_kernel, "grad_kernel", plan.guide.dtype)
+    _core.check_grad(fn, "grad_kernel", dK, plan.out_shape, plan.guide.dtype)
+    dK = _shaped(dK, plan.out_shape[:2] + plan.k + plan.geo.out_hw)
+    d_guide, *rest = _run(ns, _ops.packernel_backward, plan, dK, needs)
+    return tuple(ns.from_backend(gr) for gr in [_shaped(d_guide, plan.guide_shape), *rest])
 
 
 def packernel2d(
@@ -279,26 +313,9 @@ def packernel2d(
     >>> round(float(K[0, 0, :, :, 4, 4].sum()), 6)
     1.0
     """
-    kw = dict(
-        stride=stride,
-        padding=padding,
-        output_padding=output_padding,
-        dilation=dilation,
-        kernel_type=kernel_type,
-        smooth_kernel_type=smooth_kernel_type,
-        smooth_kernel=smooth_kernel,
-        inv_alpha=inv_alpha,
-        inv_lambda=inv_lambda,
-        channel_wise=channel_wise,
-        normalize_kernel=normalize_kernel,
-        mask=mask,
-        transposed=transposed,
-    )
-    _given("packernel2d", guide=guide)
-    ns = Namespace("packernel2d", dict(guide=guide, **_kernel_arrays(kw)))
-    plan = _kernel_plan("packernel2d", ns, guide, kernel_size, kw)
-    K, out_mask = _run(ns, _ops.packernel_forward, plan)
-    return ns.from_backend(K), ns.from_backend(out_mask)
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _packernel("packernel2d", 2, **locals())
 
 
 def packernel2d_backward(
@@ -360,58 +377,70 @@ def packernel2d_backward(
     >>> d_guide.shape, d_alpha, d_smooth
     ((1, 2, 6, 6), None, None)
     """
-    fn = "packernel2d_backward"
-    _required(fn, "grad_kernel", grad_kernel)
-    _given(fn, guide=guide)
-    needs = _core.check_needs(fn, needs, ("guide", "inv_alpha", "inv_lambda", "smooth_kernel"))
-    kw = dict(
-        stride=stride,
-        padding=padding,
-        output_padding=output_padding,
-        dilation=dilation,
-        kernel_type=kernel_type,
-        smooth_kernel_type=smooth_kernel_type,
-        smooth_kernel=smooth_kernel,
-        inv_alpha=inv_alpha,
-        inv_lambda=inv_lambda,
-        channel_wise=channel_wise,
-        normalize_kernel=normalize_kernel,
-        mask=mask,
-        transposed=transposed,
-    )
-    ns = Namespace(fn, dict(guide=guide, grad_kernel=grad_kernel, **_kernel_arrays(kw)))
-    plan = _kernel_plan(fn, ns, guide, kernel_size, kw)
-    dK = _prepare(ns, grad_kernel, "grad_kernel", plan.guide.dtype)
-    _core.check_grad(fn, "grad_kernel", dK, plan.out_shape, plan.guide.dtype)
-    grads = _run(ns, _ops.packernel_backward, plan, dK, needs)
-    return tuple(ns.from_backend(gr) for gr in grads)
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _packernel_backward("packernel2d_backward", 2, **locals())
 
 
 # --------------------------------------------------------------------------- ops
-def _op_plan(fn, ns, arrays, grad=None, **opts):
-    """Convert and validate the arrays of an op call; return (plan, grad)."""
+def _op_plan(fn, ns, arrays, grad=None, nd=2, **opts):
+    """Convert and validate the arrays of an op call; return (plan, grad) — the gradient
+    folded like the plan's arrays."""
     x = _prepare(ns, arrays["input"], "input")
     dt = x.dtype
     conv = {
         name: _prepare(ns, arrays.get(name), name, dt, small=name != "kernel")
         for name in ("kernel", "weight", "bias")
     }
-    plan = _core.plan_op(fn, x, conv["kernel"], conv["weight"], conv["bias"], **opts)
+    plan = _core.plan_op(fn, x, conv["kernel"], conv["weight"], conv["bias"], nd=nd, **opts)
     g = None
     if grad is not None:
         g = _prepare(ns, grad, "grad_output", dt)
         _core.check_grad(fn, "grad_output", g, plan.out_shape, dt)
+        g = _shaped(g, plan.folded_out_shape)
     return plan, g
 
 
-def _op_call(fn, arrays, grad=None, **opts):
+def _op_call(fn, arrays, grad=None, nd=2, **opts):
     _given(fn, **{n: a for n, a in arrays.items() if n != "bias"})
     all_arrays = dict(arrays)
     if grad is not None:
         all_arrays["grad_output"] = grad
     ns = Namespace(fn, all_arrays)
-    plan, g = _op_plan(fn, ns, arrays, grad, **opts)
+    plan, g = _op_plan(fn, ns, arrays, grad, nd, **opts)
     return ns, plan, g
+
+
+def _op_arrays(op, input, kernel, weight, bias):
+    arrays = dict(input=input, kernel=kernel)
+    if op != "pool":
+        arrays.update(weight=weight, bias=bias)
+    return arrays
+
+
+def _op_forward(fn, nd, op, input, kernel, weight=None, bias=None, **opts):
+    """pacconv / pacconv_transpose / pacpool (``op``: 'conv', 'transpose', 'pool'), any nd."""
+    if op == "transpose":
+        opts["transposed"] = True
+    ns, plan, _ = _op_call(fn, _op_arrays(op, input, kernel, weight, bias), nd=nd, **opts)
+    return ns.from_backend(_shaped(_run(ns, _ops.op_forward, plan), plan.out_shape))
+
+
+def _op_backward(
+    fn, nd, op, grad_output, input, kernel, weight=None, bias=None, *, needs=None, **opts
+):
+    """The gradients of :func:`_op_forward`: (input, kernel, weight, bias), or (input, kernel)
+    for pooling."""
+    _required(fn, "grad_output", grad_output)
+    names = ("input", "kernel") if op == "pool" else ("input", "kernel", "weight", "bias")
+    needs = _core.check_needs(fn, needs, names)
+    if op == "transpose":
+        opts["transposed"] = True
+    arrays = _op_arrays(op, input, kernel, weight, bias)
+    ns, plan, g = _op_call(fn, arrays, grad_output, nd=nd, **opts)
+    dx, dK, *rest = _run(ns, _ops.op_backward, plan, g, needs, op == "pool")
+    grads = [_shaped(dx, plan.x_shape), _shaped(dK, plan.K_shape), *rest]
+    return tuple(ns.from_backend(a) for a in grads)
 
 
 def pacconv2d(
@@ -471,15 +500,9 @@ def pacconv2d(
     >>> bool(np.allclose(pacnp.pacconv2d(x, ones, w, padding=1)[0, 0], x[0].sum(0)))
     True
     """
-    ns, plan, _ = _op_call(
-        "pacconv2d",
-        dict(input=input, kernel=kernel, weight=weight, bias=bias),
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        shared_filters=shared_filters,
-    )
-    return ns.from_backend(_run(ns, _ops.op_forward, plan))
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _op_forward("pacconv2d", 2, "conv", **locals())
 
 
 def pacconv2d_backward(
@@ -536,19 +559,9 @@ def pacconv2d_backward(
     >>> dx is None, dw.shape
     (True, (3, 2, 3, 3))
     """
-    fn = "pacconv2d_backward"
-    _required(fn, "grad_output", grad_output)
-    needs = _core.check_needs(fn, needs, ("input", "kernel", "weight", "bias"))
-    ns, plan, g = _op_call(
-        fn,
-        dict(input=input, kernel=kernel, weight=weight, bias=bias),
-        grad_output,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        shared_filters=shared_filters,
-    )
-    return tuple(ns.from_backend(a) for a in _run(ns, _ops.op_backward, plan, g, needs))
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _op_backward("pacconv2d_backward", 2, "conv", **locals())
 
 
 def pacconv_transpose2d(
@@ -608,17 +621,9 @@ def pacconv_transpose2d(
     >>> out.shape
     (1, 5, 8, 8)
     """
-    ns, plan, _ = _op_call(
-        "pacconv_transpose2d",
-        dict(input=input, kernel=kernel, weight=weight, bias=bias),
-        stride=stride,
-        padding=padding,
-        output_padding=output_padding,
-        dilation=dilation,
-        shared_filters=shared_filters,
-        transposed=True,
-    )
-    return ns.from_backend(_run(ns, _ops.op_forward, plan))
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _op_forward("pacconv_transpose2d", 2, "transpose", **locals())
 
 
 def pacconv_transpose2d_backward(
@@ -671,21 +676,9 @@ def pacconv_transpose2d_backward(
     >>> [None if g is None else g.shape for g in grads]
     [(1, 2, 4, 4), (1, 1, 3, 3, 8, 8), (2, 3, 3, 3), None]
     """
-    fn = "pacconv_transpose2d_backward"
-    _required(fn, "grad_output", grad_output)
-    needs = _core.check_needs(fn, needs, ("input", "kernel", "weight", "bias"))
-    ns, plan, g = _op_call(
-        fn,
-        dict(input=input, kernel=kernel, weight=weight, bias=bias),
-        grad_output,
-        stride=stride,
-        padding=padding,
-        output_padding=output_padding,
-        dilation=dilation,
-        shared_filters=shared_filters,
-        transposed=True,
-    )
-    return tuple(ns.from_backend(a) for a in _run(ns, _ops.op_backward, plan, g, needs))
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _op_backward("pacconv_transpose2d_backward", 2, "transpose", **locals())
 
 
 def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
@@ -727,15 +720,9 @@ def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
     array([[[[ 2.5,  4. ],
              [ 8.5, 10. ]]]])
     """
-    ns, plan, _ = _op_call(
-        "pacpool2d",
-        dict(input=input, kernel=kernel),
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        kernel_size=kernel_size,
-    )
-    return ns.from_backend(_run(ns, _ops.op_forward, plan))
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _op_forward("pacpool2d", 2, "pool", **locals())
 
 
 def pacpool2d_backward(
@@ -777,19 +764,9 @@ def pacpool2d_backward(
            [6., 9., 9., 6.],
            [4., 6., 6., 4.]])
     """
-    fn = "pacpool2d_backward"
-    _required(fn, "grad_output", grad_output)
-    needs = _core.check_needs(fn, needs, ("input", "kernel"))
-    ns, plan, g = _op_call(
-        fn,
-        dict(input=input, kernel=kernel),
-        grad_output,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        kernel_size=kernel_size,
-    )
-    return tuple(ns.from_backend(a) for a in _run(ns, _ops.op_backward, plan, g, needs, True))
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _op_backward("pacpool2d_backward", 2, "pool", **locals())
 
 
 # --------------------------------------------------------------------------- fused path
@@ -806,7 +783,18 @@ _KERNEL_DEFAULTS = dict(
 
 
 def _fused(
-    fn, op, input, guide, weight, bias, kernel_size, geometry, kernel_kw, grad=None, needs=None
+    fn,
+    op,
+    input,
+    guide,
+    weight,
+    bias,
+    kernel_size,
+    geometry,
+    kernel_kw,
+    grad=None,
+    needs=None,
+    nd=2,
 ):
     """Validate a fused call; run its forward, or its backward when ``grad`` is given."""
     _given(fn, input=input, guide=guide, **({} if op == "pool" else dict(weight=weight)))
@@ -817,16 +805,90 @@ def _fused(
         arrays["grad_output"] = grad
     ns = Namespace(fn, arrays)
     kplan, oplan, g = _fused_plans(
-        fn, op, ns, input, guide, weight, bias, kernel_size, geometry, kernel_kw, grad
+        fn, op, ns, input, guide, weight, bias, kernel_size, geometry, kernel_kw, grad, nd
     )
     if oplan.x.shape[0] == 0:
         out = _empty_batch(_backend(ns), kplan, oplan, grad is not None, needs, op == "pool")
         return tuple(ns.from_backend(a) for a in out)
     if grad is None:
         out, out_mask = _run(ns, _ops.fused_forward, kplan, oplan)
-        return ns.from_backend(out), ns.from_backend(out_mask)
-    grads = _run(ns, _ops.fused_backward, kplan, oplan, g, needs, op == "pool")
+        return (
+            ns.from_backend(_shaped(out, oplan.out_shape)),
+            ns.from_backend(_shaped(out_mask, kplan.mask_shape)),
+        )
+    dx, dg, *rest = _run(ns, _ops.fused_backward, kplan, oplan, g, needs, op == "pool")
+    grads = [_shaped(dx, oplan.x_shape), _shaped(dg, kplan.guide_shape), *rest]
     return tuple(ns.from_backend(a) for a in grads)
+
+
+def _fused_forward(
+    fn,
+    nd,
+    op,
+    input,
+    guide,
+    weight=None,
+    bias=None,
+    kernel_size=None,
+    *,
+    stride,
+    padding,
+    dilation,
+    output_padding=0,
+    shared_filters=False,
+    **kernel_kw,
+):
+    """pacconv / pacconv_transpose / pacpool _fused, any nd."""
+    geometry = _fused_geometry(op, stride, padding, dilation, output_padding, shared_filters)
+    return _fused(fn, op, input, guide, weight, bias, kernel_size, geometry, kernel_kw, nd=nd)
+
+
+def _fused_backward(
+    fn,
+    nd,
+    op,
+    grad_output,
+    input,
+    guide,
+    weight=None,
+    bias=None,
+    kernel_size=None,
+    *,
+    stride,
+    padding,
+    dilation,
+    output_padding=0,
+    shared_filters=False,
+    needs=None,
+    **kernel_kw,
+):
+    """The gradients of :func:`_fused_forward`."""
+    _required(fn, "grad_output", grad_output)
+    needs = _core.check_needs(fn, needs, _FUSED_POOL_NEEDS if op == "pool" else _FUSED_NEEDS)
+    geometry = _fused_geometry(op, stride, padding, dilation, output_padding, shared_filters)
+    return _fused(
+        fn,
+        op,
+        input,
+        guide,
+        weight,
+        bias,
+        kernel_size,
+        geometry,
+        kernel_kw,
+        grad_output,
+        needs,
+        nd,
+    )
+
+
+def _fused_geometry(op, stride, padding, dilation, output_padding, shared_filters):
+    geometry = dict(stride=stride, padding=padding, dilation=dilation)
+    if op != "pool":
+        geometry["shared_filters"] = shared_filters
+    if op == "transpose":
+        geometry["output_padding"] = output_padding
+    return geometry
 
 
 def _empty_batch(be, kplan, oplan, backward, needs, pool):
@@ -835,8 +897,7 @@ def _empty_batch(be, kplan, oplan, backward, needs, pool):
     xp = be.arrays
     dt = oplan.x.dtype
     if not backward:
-        B, _, Ho, Wo = oplan.out_shape
-        mask = xp.zeros((B, 1, Ho, Wo), dt) if kplan.mask is not None else None
+        mask = xp.zeros(kplan.mask_shape, dt) if kplan.mask is not None else None
         return xp.zeros(oplan.out_shape, dt), mask
     if pool:
         need_x, need_g, need_a, need_l, need_s = needs
@@ -848,8 +909,8 @@ def _empty_batch(be, kplan, oplan, backward, needs, pool):
         return xp.zeros(shape, dt) if need and shape is not None else None
 
     grads = (
-        zeros(need_x, oplan.x.shape),
-        zeros(need_g, kplan.guide.shape),
+        zeros(need_x, oplan.x_shape),
+        zeros(need_g, kplan.guide_shape),
         zeros(need_w, oplan.weight_shape),
         zeros(need_b, None if oplan.bias is None else oplan.bias.shape),
         zeros(need_a, kplan.alpha_shape),
@@ -860,7 +921,7 @@ def _empty_batch(be, kplan, oplan, backward, needs, pool):
 
 
 def _fused_plans(
-    fn, op, ns, input, guide, weight, bias, kernel_size, geometry, kernel_kw, grad=None
+    fn, op, ns, input, guide, weight, bias, kernel_size, geometry, kernel_kw, grad=None, nd=2
 ):
     """The kernel and op plans of a fused call (and the converted output gradient)."""
     transposed = op == "transpose"
@@ -876,13 +937,12 @@ def _fused_plans(
         opts["shared_filters"] = geometry["shared_filters"]
     if transposed:
         opts.update(transposed=True, output_padding=geometry["output_padding"])
-    oplan, g = _op_plan(fn, ns, op_arrays, grad, **opts)
-    k = (oplan.geo.ty.shape[0], oplan.geo.tx.shape[0])
+    oplan, g = _op_plan(fn, ns, op_arrays, grad, nd, **opts)
     kplan = _kernel_plan(
         fn,
         ns,
         guide,
-        k,
+        oplan.kernel_size,
         dict(
             kernel_kw,
             stride=geometry["stride"],
@@ -891,6 +951,7 @@ def _fused_plans(
             dilation=geometry["dilation"],
             transposed=transposed,
         ),
+        nd,
     )
     _core.check_fused(fn, kplan, oplan, transposed)
     if kplan.guide.dtype != oplan.x.dtype:
@@ -921,8 +982,10 @@ def check_packernel2d(
     normalize_kernel=False,
     mask=None,
     transposed=False,
+    nd=2,
 ):
-    """:func:`packernel2d`'s checks without computing (errors name ``fn``); returns the plan."""
+    """:func:`packernel2d`'s checks without computing (errors name ``fn``); returns the plan.
+    ``nd``: the number of spatial axes (packernel1d / 3d)."""
     _given(fn, guide=guide)
     kw = dict(
         stride=stride,
@@ -939,7 +1002,7 @@ def check_packernel2d(
         mask=mask,
         transposed=transposed,
     )
-    return _kernel_plan(fn, _ShapeOnly(fn), guide, kernel_size, kw)
+    return _kernel_plan(fn, _ShapeOnly(fn), guide, kernel_size, kw, nd)
 
 
 def check_op(
@@ -956,9 +1019,10 @@ def check_op(
     output_padding=0,
     dilation=1,
     shared_filters=False,
+    nd=2,
 ):
-    """The checks of the two-step op ``op`` ('conv', 'transpose' or 'pool') without computing
-    (errors name ``fn``); returns the plan."""
+    """The checks of the two-step op ``op`` ('conv', 'transpose' or 'pool') over ``nd``
+    spatial axes without computing (errors name ``fn``); returns the plan."""
     arrays = dict(input=input, kernel=kernel)
     if op != "pool":
         arrays.update(weight=weight, bias=bias)
@@ -970,7 +1034,7 @@ def check_op(
         opts["shared_filters"] = shared_filters
     if op == "transpose":
         opts.update(transposed=True, output_padding=output_padding)
-    return _op_plan(fn, _ShapeOnly(fn), arrays, **opts)[0]
+    return _op_plan(fn, _ShapeOnly(fn), arrays, None, nd, **opts)[0]
 
 
 def check_fused(
@@ -987,10 +1051,11 @@ def check_fused(
     output_padding=0,
     dilation=1,
     shared_filters=False,
+    nd=2,
     **kernel_kw,
 ):
-    """The checks of the fused op ``op`` ('conv', 'transpose' or 'pool') without computing
-    (errors name ``fn``); returns (kernel plan, op plan)."""
+    """The checks of the fused op ``op`` ('conv', 'transpose' or 'pool') over ``nd`` spatial
+    axes without computing (errors name ``fn``); returns (kernel plan, op plan)."""
     _given(fn, input=input, guide=guide, **({} if op == "pool" else dict(weight=weight)))
     unknown = set(kernel_kw) - set(_KERNEL_DEFAULTS)
     if unknown:
@@ -1011,6 +1076,8 @@ def check_fused(
         kernel_size,
         geometry,
         {**_KERNEL_DEFAULTS, **kernel_kw},
+        None,
+        nd,
     )
     return kplan, oplan
 
@@ -1091,20 +1158,9 @@ def pacconv2d_fused(
     >>> bool(np.allclose(out, pacnp.pacconv2d(x, K, w, padding=1), atol=1e-5))
     True
     """
-    kernel_kw = dict(
-        kernel_type=kernel_type,
-        smooth_kernel_type=smooth_kernel_type,
-        smooth_kernel=smooth_kernel,
-        inv_alpha=inv_alpha,
-        inv_lambda=inv_lambda,
-        channel_wise=channel_wise,
-        normalize_kernel=normalize_kernel,
-        mask=mask,
-    )
-    geometry = dict(
-        stride=stride, padding=padding, dilation=dilation, shared_filters=shared_filters
-    )
-    return _fused("pacconv2d_fused", "conv", input, guide, weight, bias, None, geometry, kernel_kw)
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _fused_forward("pacconv2d_fused", 2, "conv", **locals())
 
 
 def pacconv2d_fused_backward(
@@ -1163,25 +1219,9 @@ def pacconv2d_fused_backward(
     >>> [None if g is None else g.shape for g in grads]
     [(1, 2, 6, 6), (1, 3, 6, 6), (2, 2, 3, 3), None, None, None, None]
     """
-    fn = "pacconv2d_fused_backward"
-    _required(fn, "grad_output", grad_output)
-    needs = _core.check_needs(fn, needs, _FUSED_NEEDS)
-    kernel_kw = dict(
-        kernel_type=kernel_type,
-        smooth_kernel_type=smooth_kernel_type,
-        smooth_kernel=smooth_kernel,
-        inv_alpha=inv_alpha,
-        inv_lambda=inv_lambda,
-        channel_wise=channel_wise,
-        normalize_kernel=normalize_kernel,
-        mask=mask,
-    )
-    geometry = dict(
-        stride=stride, padding=padding, dilation=dilation, shared_filters=shared_filters
-    )
-    return _fused(
-        fn, "conv", input, guide, weight, bias, None, geometry, kernel_kw, grad_output, needs
-    )
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _fused_backward("pacconv2d_fused_backward", 2, "conv", **locals())
 
 
 def pacconv_transpose2d_fused(
@@ -1247,34 +1287,9 @@ def pacconv_transpose2d_fused(
     >>> out.shape
     (1, 1, 8, 8)
     """
-    kernel_kw = dict(
-        kernel_type=kernel_type,
-        smooth_kernel_type=smooth_kernel_type,
-        smooth_kernel=smooth_kernel,
-        inv_alpha=inv_alpha,
-        inv_lambda=inv_lambda,
-        channel_wise=channel_wise,
-        normalize_kernel=normalize_kernel,
-        mask=mask,
-    )
-    geometry = dict(
-        stride=stride,
-        padding=padding,
-        output_padding=output_padding,
-        dilation=dilation,
-        shared_filters=shared_filters,
-    )
-    return _fused(
-        "pacconv_transpose2d_fused",
-        "transpose",
-        input,
-        guide,
-        weight,
-        bias,
-        None,
-        geometry,
-        kernel_kw,
-    )
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _fused_forward("pacconv_transpose2d_fused", 2, "transpose", **locals())
 
 
 def pacconv_transpose2d_fused_backward(
@@ -1334,29 +1349,9 @@ def pacconv_transpose2d_fused_backward(
     >>> [None if g is None else g.shape for g in grads]
     [(1, 1, 4, 4), (1, 3, 8, 8), None, None, None, None, None]
     """
-    fn = "pacconv_transpose2d_fused_backward"
-    _required(fn, "grad_output", grad_output)
-    needs = _core.check_needs(fn, needs, _FUSED_NEEDS)
-    kernel_kw = dict(
-        kernel_type=kernel_type,
-        smooth_kernel_type=smooth_kernel_type,
-        smooth_kernel=smooth_kernel,
-        inv_alpha=inv_alpha,
-        inv_lambda=inv_lambda,
-        channel_wise=channel_wise,
-        normalize_kernel=normalize_kernel,
-        mask=mask,
-    )
-    geometry = dict(
-        stride=stride,
-        padding=padding,
-        output_padding=output_padding,
-        dilation=dilation,
-        shared_filters=shared_filters,
-    )
-    return _fused(
-        fn, "transpose", input, guide, weight, bias, None, geometry, kernel_kw, grad_output, needs
-    )
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _fused_backward("pacconv_transpose2d_fused_backward", 2, "transpose", **locals())
 
 
 def pacpool2d_fused(
@@ -1416,20 +1411,9 @@ def pacpool2d_fused(
     array([[[[ 2.5,  4. ],
              [ 8.5, 10. ]]]])
     """
-    kernel_kw = dict(
-        kernel_type=kernel_type,
-        smooth_kernel_type=smooth_kernel_type,
-        smooth_kernel=smooth_kernel,
-        inv_alpha=inv_alpha,
-        inv_lambda=inv_lambda,
-        channel_wise=channel_wise,
-        normalize_kernel=normalize_kernel,
-        mask=mask,
-    )
-    geometry = dict(stride=stride, padding=padding, dilation=dilation)
-    return _fused(
-        "pacpool2d_fused", "pool", input, guide, None, None, kernel_size, geometry, kernel_kw
-    )
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _fused_forward("pacpool2d_fused", 2, "pool", **locals())
 
 
 def pacpool2d_fused_backward(
@@ -1484,20 +1468,6 @@ def pacpool2d_fused_backward(
     >>> [None if g is None else g.shape for g in grads]
     [(1, 2, 6, 6), (1, 1, 6, 6), None, None, None]
     """
-    fn = "pacpool2d_fused_backward"
-    _required(fn, "grad_output", grad_output)
-    needs = _core.check_needs(fn, needs, _FUSED_POOL_NEEDS)
-    kernel_kw = dict(
-        kernel_type=kernel_type,
-        smooth_kernel_type=smooth_kernel_type,
-        smooth_kernel=smooth_kernel,
-        inv_alpha=inv_alpha,
-        inv_lambda=inv_lambda,
-        channel_wise=channel_wise,
-        normalize_kernel=normalize_kernel,
-        mask=mask,
-    )
-    geometry = dict(stride=stride, padding=padding, dilation=dilation)
-    return _fused(
-        fn, "pool", input, guide, None, None, kernel_size, geometry, kernel_kw, grad_output, needs
-    )
+    # every parameter, by name, to the one N-D implementation (first statement: locals()
+    # holds exactly the parameters)
+    return _fused_backward("pacpool2d_fused_backward", 2, "pool", **locals())

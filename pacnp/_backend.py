@@ -183,14 +183,16 @@ class Kernel(Protocol):
 
 @runtime_checkable
 class Smooth(Protocol):
-    """Centre-feature smoothing: each guide channel correlated with an odd N×N kernel S."""
+    """Centre-feature smoothing: each guide channel correlated with an odd N^nd kernel S
+    (folded to [N^(nd-1), N] like the guide), through the smoothing's tap tables."""
 
-    def smooth_forward(self, g: Array, S: Table, out: Array) -> None:
-        """Write out [B, C, H, W] = g correlated with S (zero padded, same size)."""
+    def smooth_forward(self, g: Array, S: Table, geo: Geometry, out: Array) -> None:
+        """Write out [B, C, H, W] = g correlated with S over ``geo``'s tap tables
+        (``pacnp._core.smooth_geometry``: zero padded, same size)."""
 
-    def smooth_backward_kernel(self, d: Array, g: Array, dS_parts: Array) -> None:
-        """Add dS[u, v] = Σ d[Y, X] g[Y+u-m, X+v-m] over fixed chunks of rows into dS_parts
-        [n_chunks, N, N]."""
+    def smooth_backward_kernel(self, d: Array, g: Array, geo: Geometry, dS_parts: Array) -> None:
+        """Add dS[u, v] = Σ d[Y, X] g[ty[u, Y], tx[v, X]] over fixed chunks of rows into
+        dS_parts [n_chunks, *S.shape]."""
 
 
 @runtime_checkable

@@ -52,24 +52,30 @@ MAX_ELEMENTS = np.iinfo(np.intp).max // 8
 
 
 # --------------------------------------------------------------------------- small helpers
-def pair(value, name: str, fn: str, *, minimum: int = 0, odd: bool = False) -> tuple[int, int]:
-    """Normalise an int or (h, w) pair; name the function and argument when it is wrong."""
+def _tuple_words(nd: int) -> str:
+    return "a pair of ints" if nd == 2 else f"a tuple of {nd} int" + ("" if nd == 1 else "s")
+
+
+def ntuple(
+    value, name: str, fn: str, nd: int, *, minimum: int = 0, odd: bool = False
+) -> tuple[int, ...]:
+    """Normalise an int or a tuple of ``nd`` ints (one per spatial axis); name the function and
+    argument when it is wrong."""
+    words = _tuple_words(nd)
     if isinstance(value, (bool, np.bool_)) or value is None:
-        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+        raise TypeError(f"{fn}: {name} must be an int or {words}, got {value!r}")
     if isinstance(value, numbers.Integral):
-        out = (int(value), int(value))
+        out = (int(value),) * nd
     else:
         try:
             items = tuple(value)
         except TypeError:
-            raise TypeError(
-                f"{fn}: {name} must be an int or a pair of ints, got {value!r}"
-            ) from None
-        if len(items) != 2 or not all(
+            raise TypeError(f"{fn}: {name} must be an int or {words}, got {value!r}") from None
+        if len(items) != nd or not all(
             isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in items
         ):
-            raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
-        out = (int(items[0]), int(items[1]))
+            raise TypeError(f"{fn}: {name} must be an int or {words}, got {value!r}")
+        out = tuple(int(v) for v in items)
     for v in out:
         if v < minimum:
             what = "positive" if minimum == 1 else f">= {minimum}"
@@ -78,6 +84,18 @@ def pair(value, name: str, fn: str, *, minimum: int = 0, odd: bool = False) -> t
             raise ValueError(f"{fn}: {name} must be odd (the window needs a centre), got {value!r}")
         check_size(fn, name, v, value)
     return out
+
+
+def pair(value, name: str, fn: str, *, minimum: int = 0, odd: bool = False) -> tuple[int, int]:
+    """:func:`ntuple` for two spatial axes."""
+    return ntuple(value, name, fn, 2, minimum=minimum, odd=odd)
+
+
+def prod(values) -> int:
+    n = 1
+    for v in values:
+        n *= int(v)
+    return n
 
 
 def check_size(fn, name, v, shown=None):
@@ -146,11 +164,13 @@ def conv_transpose_out_size(n: int, k: int, s: int, p: int, op: int, d: int) -> 
 
 
 def out_hw(fn, what, hw, k, s, p, d, op=None):
-    """Output (H, W) of a convolution (op None) or transposed convolution; error if empty."""
+    """Output sizes (one per spatial axis) of a convolution (op None) or transposed
+    convolution; error if empty."""
+    n = range(len(hw))
     if op is None:
-        out = tuple(conv_out_size(hw[a], k[a], s[a], p[a], d[a]) for a in range(2))
+        out = tuple(conv_out_size(hw[a], k[a], s[a], p[a], d[a]) for a in n)
     else:
-        out = tuple(conv_transpose_out_size(hw[a], k[a], s[a], p[a], op[a], d[a]) for a in range(2))
+        out = tuple(conv_transpose_out_size(hw[a], k[a], s[a], p[a], op[a], d[a]) for a in n)
     if min(out) < 1:
         raise ValueError(
             f"{fn}: {what} of spatial size {tuple(hw)} with kernel_size={k}, stride={s}, "
@@ -162,11 +182,11 @@ def out_hw(fn, what, hw, k, s, p, d, op=None):
 
 
 def check_output_padding(fn, op, s, d):
-    for a in range(2):
+    for a in range(len(op)):
         if op[a] >= max(s[a], d[a]):
             raise ValueError(
                 f"{fn}: output_padding={op} must be smaller than stride={s} or dilation={d} "
-                f"on each axis (as in torch.conv_transpose2d)"
+                f"on each axis (as in torch.conv_transpose{len(op)}d)"
             )
 
 
@@ -193,6 +213,38 @@ def conv_transpose_taps(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -
     return np.where(ok, q // s, -1).astype(np.int64)
 
 
+def fold_tables(tabs, n_in) -> np.ndarray:
+    """The tap tables of the leading spatial axes as one table over folded rows.
+
+    Volumes are handed to the kernels as images of rows: a (D, H, W) volume is a (D·H, W)
+    image whose row z·H + y is the volume's row (z, y), and a window's leading taps (i_z, i_y)
+    fold the same way. ``tabs[a][i, y]`` (input index of tap i of output y on leading axis a,
+    -1: none) becomes ``tab[i_0·k_1·… + …, y_0·n_1·… + …] = Σ_a tabs[a][i_a, y_a]·Π_{b>a} n_in[b]``,
+    -1 where any axis has none — exactly the per-axis validity, so a tap never wraps into the
+    next plane. No leading axis (a 1-D signal): one row, one tap, reading row 0.
+    """
+    out = np.zeros((1, 1), dtype=np.int64)
+    for tab, n in zip(tabs, n_in):
+        a = out[:, None, :, None]
+        t = tab[None, :, None, :]
+        folded = np.where((a < 0) | (t < 0), -1, a * n + t)
+        out = folded.reshape(out.shape[0] * tab.shape[0], out.shape[1] * tab.shape[1])
+    return np.ascontiguousarray(out, dtype=np.int64)
+
+
+def fold_index(vecs, n_in) -> np.ndarray:
+    """Per-axis indices (window centres) of the leading axes as folded row indices."""
+    out = np.zeros(1, dtype=np.int64)
+    for v, n in zip(vecs, n_in):
+        out = (out[:, None] * n + np.asarray(v, dtype=np.int64)[None, :]).reshape(-1)
+    return out
+
+
+def folded_hw(shape) -> tuple[int, int]:
+    """(rows, columns) of an N-D spatial shape folded into an image (1-D: one row)."""
+    return (prod(shape[:-1]), int(shape[-1]))
+
+
 def inverse_taps(tab: np.ndarray, n_in: int) -> np.ndarray:
     """inv[i, n] = y with tab[i, y] == n, else -1 (tab is injective in y for a fixed tap)."""
     k, n_out = tab.shape
@@ -214,47 +266,74 @@ def reached_rows(tab: np.ndarray, y0: int, y1: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class OpGeometry:
-    """Tap tables of one spatial op (conv, transposed conv or pool) for both axes; stride and
-    transposed tell a backend how the taps repeat (the CPU groups a transposed convolution's
-    output columns by X mod stride)."""
+    """Tap tables of one spatial op (conv, transposed conv or pool), folded to two axes.
+
+    in_hw / out_hw, ty [kr, rows_out] and tx [kw, W_out]: the folded image (rows: every spatial
+    axis but the last, see :func:`fold_tables`; for 2-D exactly the image's). stride: the
+    folded strides (rows: the last leading axis's, 1 for 1-D; columns) — a backend groups a
+    transposed convolution's output columns (rows) by X mod stride. in_shape / out_shape:
+    the spatial sizes before folding."""
 
     in_hw: tuple
     out_hw: tuple
-    ty: np.ndarray  # [kh, Ho] input row per (tap, output row), -1 invalid
+    ty: np.ndarray  # [kr, rows_out] input row per (tap, output row), -1 invalid
     tx: np.ndarray  # [kw, Wo]
     stride: tuple = (1, 1)
     transposed: bool = False
+    in_shape: tuple | None = None
+    out_shape: tuple | None = None
+
+    @property
+    def nd(self) -> int:
+        return 2 if self.in_shape is None else len(self.in_shape)
 
 
 def _ints(t):
     return None if t is None else tuple(int(v) for v in t)
 
 
+def _folded_stride(s):
+    return (s[-2] if len(s) > 1 else 1, s[-1])
+
+
 def op_geometry(fn, what, in_hw, k, s, p, d, op=None) -> OpGeometry:
-    """Tap tables of a conv (op None) or transposed conv of these sizes. Memoised: a layer
-    called again with the same sizes reuses its tables (they are never written)."""
+    """Tap tables of a conv (op None) or transposed conv of these sizes (one value per spatial
+    axis). Memoised: a layer called again with the same sizes reuses its tables (they are
+    never written)."""
     return _op_geometry(fn, what, _ints(in_hw), _ints(k), _ints(s), _ints(p), _ints(d), _ints(op))
 
 
 @functools.lru_cache(maxsize=256)
 def _op_geometry(fn, what, in_hw, k, s, p, d, op) -> OpGeometry:
     out = out_hw(fn, what, in_hw, k, s, p, d, op)
-    if op is None:
-        ty = conv_taps(in_hw[0], out[0], k[0], s[0], p[0], d[0])
-        tx = conv_taps(in_hw[1], out[1], k[1], s[1], p[1], d[1])
-    else:
-        ty = conv_transpose_taps(in_hw[0], out[0], k[0], s[0], p[0], d[0])
-        tx = conv_transpose_taps(in_hw[1], out[1], k[1], s[1], p[1], d[1])
-    return OpGeometry(tuple(in_hw), out, ty, tx, s, op is not None)
+    taps = conv_taps if op is None else conv_transpose_taps
+    tabs = [taps(in_hw[a], out[a], k[a], s[a], p[a], d[a]) for a in range(len(in_hw))]
+    return OpGeometry(
+        folded_hw(in_hw),
+        folded_hw(out),
+        fold_tables(tabs[:-1], in_hw[:-1]),
+        tabs[-1],
+        _folded_stride(s),
+        op is not None,
+        tuple(in_hw),
+        out,
+    )
+
+
+def smooth_geometry(shape, n: int) -> OpGeometry:
+    """The tap tables of the centre-feature smoothing: an n^nd window, same size, zero padded."""
+    nd = len(shape)
+    return op_geometry("smooth", "guide", shape, (n,) * nd, (1,) * nd, (n // 2,) * nd, (1,) * nd)
 
 
 @dataclass(frozen=True)
 class KernelGeometry:
-    """Where the windows of packernel2d read the guide.
+    """Where the windows of packernel2d read the guide, folded to two axes like OpGeometry.
 
     gy[i, y] / gx[j, x]: guide row/column of tap (i, j) of output (y, x), -1 for an invalid tap;
     cy[y] / cx[x]: guide row/column of the window centre; stride, padding, dilation: the
-    op's, per axis; transposed: windows of a transposed op (centres at every guide pixel).
+    op's, per spatial axis; transposed: windows of a transposed op (centres at every guide
+    pixel). guide_shape / out_shape: the spatial sizes before folding.
     """
 
     guide_hw: tuple
@@ -267,13 +346,19 @@ class KernelGeometry:
     padding: tuple = (0, 0)
     dilation: tuple = (1, 1)
     transposed: bool = False
+    guide_shape: tuple | None = None
+    out_shape: tuple | None = None
+
+    @property
+    def nd(self) -> int:
+        return len(self.stride)
 
 
 def check_padding_reach(fn, k, p, d):
-    """packernel2d's padding is at most the window's reach r = dilation·(kernel_size − 1)/2
+    """packernel's padding is at most the window's reach r = dilation·(kernel_size − 1)/2
     (a window centre must be a guide pixel); returns r."""
-    r = tuple(d[a] * (k[a] - 1) // 2 for a in range(2))
-    for a in range(2):
+    r = tuple(d[a] * (k[a] - 1) // 2 for a in range(len(k)))
+    for a in range(len(k)):
         if p[a] > r[a]:
             raise ValueError(
                 f"{fn}: padding={p} exceeds dilation*(kernel_size-1)/2={r} "
@@ -283,7 +368,7 @@ def check_padding_reach(fn, k, p, d):
 
 
 def kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
-    """Where packernel2d's windows read the guide (memoised like op_geometry)."""
+    """Where packernel's windows read the guide (memoised like op_geometry)."""
     return _kernel_geometry(
         fn, _ints(guide_hw), _ints(k), _ints(s), _ints(p), _ints(op), _ints(d), bool(transposed)
     )
@@ -292,14 +377,27 @@ def kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
 @functools.lru_cache(maxsize=256)
 def _kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry:
     r = check_padding_reach(fn, k, p, d)
+    nd = len(guide_hw)
     if not transposed:
         geo = op_geometry(fn, "guide", guide_hw, k, s, p, d)
-        cy = np.arange(geo.out_hw[0], dtype=np.int64) * s[0] - p[0] + r[0]
-        cx = np.arange(geo.out_hw[1], dtype=np.int64) * s[1] - p[1] + r[1]
-        return KernelGeometry(tuple(guide_hw), geo.out_hw, geo.ty, geo.tx, cy, cx, s, p, d)
+        cs = [np.arange(geo.out_shape[a], dtype=np.int64) * s[a] - p[a] + r[a] for a in range(nd)]
+        return KernelGeometry(
+            folded_hw(guide_hw),
+            geo.out_hw,
+            geo.ty,
+            geo.tx,
+            fold_index(cs[:-1], guide_hw[:-1]),
+            cs[-1],
+            s,
+            p,
+            d,
+            False,
+            tuple(guide_hw),
+            geo.out_shape,
+        )
     check_output_padding(fn, op, s, d)
     n_in = []
-    for a in range(2):
+    for a in range(nd):
         num = guide_hw[a] - 1 + 2 * p[a] - 2 * r[a] - op[a]
         if num < 0 or num % s[a]:
             raise ValueError(
@@ -310,14 +408,27 @@ def _kernel_geometry(fn, guide_hw, k, s, p, op, d, transposed) -> KernelGeometry
             )
         n_in.append(num // s[a] + 1)
     tabs = []
-    for a in range(2):
+    for a in range(nd):
         valid = conv_transpose_taps(n_in[a], guide_hw[a], k[a], s[a], p[a], d[a]) >= 0
         y = np.arange(guide_hw[a])[None, :]
         i = np.arange(k[a])[:, None]
         tabs.append(np.where(valid, y - r[a] + i * d[a], -1).astype(np.int64))
-    cy = np.arange(guide_hw[0], dtype=np.int64)
-    cx = np.arange(guide_hw[1], dtype=np.int64)
-    return KernelGeometry(tuple(guide_hw), tuple(guide_hw), tabs[0], tabs[1], cy, cx, s, p, d, True)
+    cs = [np.arange(n, dtype=np.int64) for n in guide_hw]
+    hw = folded_hw(guide_hw)
+    return KernelGeometry(
+        hw,
+        hw,
+        fold_tables(tabs[:-1], guide_hw[:-1]),
+        tabs[-1],
+        fold_index(cs[:-1], guide_hw[:-1]),
+        cs[-1],
+        s,
+        p,
+        d,
+        True,
+        tuple(guide_hw),
+        tuple(guide_hw),
+    )
 
 
 # --------------------------------------------------------------------------- kernel options
@@ -365,8 +476,8 @@ def _is_number(s: str) -> bool:
 _SMOOTH_RE = re.compile(r"^(average|full)_(\d+)$")
 
 
-def parse_smooth_type(smooth_kernel_type, fn: str):
-    """Return (kind, N): kind in {'none', 'gaussian', 'average', 'full'}."""
+def parse_smooth_type(smooth_kernel_type, fn: str, nd: int = 2):
+    """Return (kind, N): kind in {'none', 'gaussian', 'average', 'full'} (windows of N^nd)."""
     if not isinstance(smooth_kernel_type, str):
         raise TypeError(f"{fn}: smooth_kernel_type must be a string, got {smooth_kernel_type!r}")
     if smooth_kernel_type == "none":
@@ -379,7 +490,7 @@ def parse_smooth_type(smooth_kernel_type, fn: str):
             n = MAX_SIZE + 1
         else:
             n = int(m.group(2))
-        check_window(fn, "smooth_kernel_type", smooth_kernel_type, n * n)
+        check_window(fn, "smooth_kernel_type", smooth_kernel_type, n**nd)
         if n < 1 or n % 2 == 0:
             raise ValueError(
                 f"{fn}: smooth_kernel_type={smooth_kernel_type!r} needs an odd size N >= 1 "
@@ -392,13 +503,18 @@ def parse_smooth_type(smooth_kernel_type, fn: str):
     )
 
 
-def smoothing_kernel(kind: str, n: int, dtype) -> np.ndarray | None:
-    """The fixed smoothing kernels; 'full' is supplied by the caller."""
+def smoothing_kernel(kind: str, n: int, dtype, nd: int = 2) -> np.ndarray | None:
+    """The fixed smoothing kernels over ``nd`` axes, folded like the guide (rows: every axis
+    but the last); 'full' is supplied by the caller. 'gaussian' is the separable binomial
+    [¼, ½, ¼] on every axis, 'average_N' the mean over the N^nd window."""
     if kind == "gaussian":
         v = np.array([0.25, 0.5, 0.25])
-        return np.outer(v, v).astype(dtype)
+        S = np.ones(())
+        for _ in range(nd):
+            S = np.multiply.outer(S, v)
+        return S.reshape(3 ** (nd - 1), 3).astype(dtype)
     if kind == "average":
-        return np.full((n, n), 1.0 / (n * n), dtype=dtype)
+        return np.full((n ** (nd - 1), n), 1.0 / n**nd, dtype=dtype)
     return None
 
 
@@ -438,7 +554,12 @@ def check_grad(fn, name, g, expected_shape, dtype):
 
 @dataclass
 class KernelPlan:
-    """Everything a backend needs to compute packernel2d and its backward."""
+    """Everything a backend needs to compute packernel and its backward.
+
+    The arrays a backend sees are folded to two spatial axes (:func:`fold_tables`): guide
+    [B, Cg, rows, W], mask [B, rows, W], S [N^(nd-1), N], and ``k`` is the folded window
+    (rows of taps, columns of taps). ``guide_shape``, ``kernel_size`` and :attr:`out_shape`
+    are the caller's N-D ones."""
 
     guide: np.ndarray
     geo: KernelGeometry
@@ -454,11 +575,23 @@ class KernelPlan:
     S_shape: tuple | None  # shape to give dS in, None: fixed smoothing (no gradient)
     mask: np.ndarray | None  # [B, H, W]
     normalize: bool
+    guide_shape: tuple = ()  # the caller's (B, Cg, *spatial)
+    kernel_size: tuple = ()  # per spatial axis
+    Sgeo: OpGeometry | None = None  # tap tables of the smoothing (with S)
+
+    @property
+    def nd(self) -> int:
+        return len(self.kernel_size)
 
     @property
     def out_shape(self):
+        """K's shape: (B, KC, *kernel_size, *output spatial sizes)."""
         B = self.guide.shape[0]
-        return (B, self.KC, self.k[0], self.k[1]) + tuple(self.geo.out_hw)
+        return (B, self.KC) + tuple(self.kernel_size) + tuple(self.geo.out_shape)
+
+    @property
+    def mask_shape(self):
+        return (self.guide.shape[0], 1) + tuple(self.geo.out_shape)
 
 
 def _param_vector(fn, name, value, from_string, KC, Cg, channel_wise, dtype, fixed):
@@ -504,35 +637,39 @@ def plan_packernel(
     mask,
     transposed,
     values=True,
+    nd=2,
 ) -> KernelPlan:
-    """Validate a packernel2d call. ``values=False``: check shapes, dtypes and options only
-    (the adapters' checks on shape-only stand-ins; the mask's 0/1 values are checked when the
-    call runs)."""
-    check_array(guide, "guide", fn, ndim=4)
+    """Validate a packernel call over ``nd`` spatial axes. ``values=False``: check shapes,
+    dtypes and options only (the adapters' checks on shape-only stand-ins; the mask's 0/1
+    values are checked when the call runs)."""
+    check_array(guide, "guide", fn, ndim=nd + 2)
     dtype = compute_dtype(guide, "guide", fn)
-    k = pair(kernel_size, "kernel_size", fn, minimum=1, odd=True)
-    s = pair(stride, "stride", fn, minimum=1)
-    p = pair(padding, "padding", fn, minimum=0)
-    op = pair(output_padding, "output_padding", fn, minimum=0)
-    d = pair(dilation, "dilation", fn, minimum=1)
+    k = ntuple(kernel_size, "kernel_size", fn, nd, minimum=1, odd=True)
+    s = ntuple(stride, "stride", fn, nd, minimum=1)
+    p = ntuple(padding, "padding", fn, nd, minimum=0)
+    op = ntuple(output_padding, "output_padding", fn, nd, minimum=0)
+    d = ntuple(dilation, "dilation", fn, nd, minimum=1)
     channel_wise = check_bool(fn, "channel_wise", channel_wise)
     normalize = check_bool(fn, "normalize_kernel", normalize_kernel)
     transposed = check_bool(fn, "transposed", transposed)
     if not transposed and any(op):
         raise ValueError(f"{fn}: output_padding={op} is only meaningful with transposed=True")
-    check_window(fn, "kernel_size", kernel_size, k[0] * k[1])
+    check_window(fn, "kernel_size", kernel_size, prod(k))
     spec = parse_kernel_type(kernel_type, fn)
-    B, Cg, H, W = guide.shape
+    B, Cg = guide.shape[:2]
+    sp = tuple(guide.shape[2:])
     KC = Cg if channel_wise else 1
     # K's size before anything of it (or of its tap tables) is allocated; empty axes count as
     # one, so an empty batch cannot hide an absurd geometry
     check_padding_reach(fn, k, p, d)
-    out = (H, W) if transposed else out_hw(fn, "guide", (H, W), k, s, p, d)
+    out = sp if transposed else out_hw(fn, "guide", sp, k, s, p, d)
     check_elements(
         fn,
-        f"K (guide {(H, W)}, kernel_size={k}, stride={s}, padding={p}, dilation={d})",
+        f"K (guide {sp}, kernel_size={k}, stride={s}, padding={p}, dilation={d})",
         (max(B, 1), max(KC, 1)) + k + tuple(max(v, 1) for v in out),
     )
+    # the folded tap tables (window rows × output rows) before they are built
+    check_elements(fn, "the tap tables", (prod(k[:-1]), max(prod(out[:-1]), 1)))
     if spec.kind == _KIND_GAUSSIAN:
         for name, v in (("inv_alpha", inv_alpha), ("inv_lambda", inv_lambda)):
             if v is not None:
@@ -549,23 +686,24 @@ def plan_packernel(
         lam, l_shape = _param_vector(
             fn, "inv_lambda", inv_lambda, spec.lam, KC, Cg, channel_wise, dtype, spec.fixed
         )
-    skind, n = parse_smooth_type(smooth_kernel_type, fn)
-    S = smoothing_kernel(skind, n, dtype)
+    skind, n = parse_smooth_type(smooth_kernel_type, fn, nd)
+    S = smoothing_kernel(skind, n, dtype, nd)
     S_shape = None
     if skind == "full":
+        win = (n,) * nd
         if smooth_kernel is None:
             raise ValueError(
                 f"{fn}: smooth_kernel_type={smooth_kernel_type!r} needs smooth_kernel "
-                f"of shape ({n}, {n}) or (1, 1, {n}, {n})"
+                f"of shape {win} or {(1, 1) + win}"
             )
         check_array(smooth_kernel, "smooth_kernel", fn, dtype=dtype)
-        if tuple(smooth_kernel.shape) not in ((n, n), (1, 1, n, n)):
+        if tuple(smooth_kernel.shape) not in (win, (1, 1) + win):
             raise ValueError(
                 f"{fn}: smooth_kernel has shape {tuple(smooth_kernel.shape)}; "
-                f"smooth_kernel_type={smooth_kernel_type!r} expects ({n}, {n}) "
-                f"or (1, 1, {n}, {n})"
+                f"smooth_kernel_type={smooth_kernel_type!r} expects {win} "
+                f"or {(1, 1) + win}"
             )
-        S = np.ascontiguousarray(smooth_kernel.reshape(n, n))
+        S = np.ascontiguousarray(smooth_kernel.reshape(n ** (nd - 1), n))
         S_shape = tuple(smooth_kernel.shape)
     elif smooth_kernel is not None:
         raise ValueError(
@@ -574,20 +712,20 @@ def plan_packernel(
         )
     m3 = None
     if mask is not None:
-        if mask.ndim != 4 or tuple(mask.shape) != (B, 1, H, W):
+        if tuple(mask.shape) != (B, 1) + sp:
             raise ValueError(
                 f"{fn}: mask has shape {tuple(mask.shape)}; expected "
-                f"{(B, 1, H, W)} (batch, 1, guide height, guide width)"
+                f"{(B, 1) + sp} (batch, 1, the guide's spatial sizes)"
             )
         if mask.dtype.kind not in "biuf":
             raise TypeError(f"{fn}: mask must be bool or numeric 0/1, got dtype {mask.dtype}")
         if values:
             m3 = _mask_values(fn, mask, dtype)
-    geo = kernel_geometry(fn, (H, W), k, s, p, op, d, transposed)
+    geo = kernel_geometry(fn, sp, k, s, p, op, d, transposed)
     return KernelPlan(
-        guide,
+        guide.reshape((B, Cg) + folded_hw(sp)),
         geo,
-        k,
+        folded_hw(k),
         KC,
         spec.kind,
         spec.asym,
@@ -599,12 +737,16 @@ def plan_packernel(
         S_shape,
         m3,
         normalize,
+        tuple(guide.shape),
+        k,
+        None if S is None else smooth_geometry(sp, n),
     )
 
 
 def _mask_values(fn, mask, dtype):
-    """The 0/1 mask as [B, H, W] in the compute dtype."""
-    B, _, H, W = mask.shape
+    """The 0/1 mask as [B, rows, W] (folded) in the compute dtype."""
+    B = mask.shape[0]
+    H, W = folded_hw(mask.shape[2:])
     mf = mask.astype(dtype, copy=False)
     if not np.all((mf == 0) | (mf == 1)):
         raise ValueError(
@@ -616,8 +758,12 @@ def _mask_values(fn, mask, dtype):
 
 @dataclass
 class OpPlan:
-    """A PAC op (pacconv2d, pacconv_transpose2d, pacpool2d) reduced to tap tables and either a
-    dense weight matrix Wm [Cout, C·kh·kw] or a depthwise filter w [kh, kw]."""
+    """A PAC op (pacconv, pacconv_transpose, pacpool) reduced to tap tables and either a
+    dense weight matrix Wm [Cout, C·kr·kw] or a depthwise filter w [kr, kw].
+
+    Like :class:`KernelPlan`, the arrays are folded to two spatial axes: x [B, C, rows, W],
+    K [B, KC, kr, kw, rows_out, W_out], kr the window's taps over every axis but the last;
+    ``x_shape`` and :attr:`out_shape` are the caller's N-D ones."""
 
     x: np.ndarray
     K: np.ndarray
@@ -629,31 +775,58 @@ class OpPlan:
     transposed: bool
     weight_shape: tuple | None
     Cout: int
+    x_shape: tuple = ()  # the caller's (B, C, *spatial)
+    kernel_size: tuple = ()
+
+    @property
+    def nd(self) -> int:
+        return len(self.kernel_size)
 
     @property
     def out_shape(self):
+        """The output's shape: (B, C_out, *output spatial sizes)."""
+        return (self.x.shape[0], self.Cout) + tuple(self.geo.out_shape)
+
+    @property
+    def folded_out_shape(self):
+        """The output as the kernels write it: (B, C_out, rows, W_out)."""
         return (self.x.shape[0], self.Cout) + tuple(self.geo.out_hw)
 
+    @property
+    def K_shape(self):
+        """The caller's shape of K (and of its gradient)."""
+        return tuple(self.K.shape[:2]) + tuple(self.kernel_size) + tuple(self.geo.out_shape)
+
     def weight_grad(self, dW):
-        """Map a gradient of Wm ([Cout, C, kh, kw]) or w ([kh, kw]) back to the weight layout."""
+        """Map a gradient of Wm ([Cout, C, kr, kw]) or w ([kr, kw]) back to the weight layout.
+        A folded axis reversed is each of its axes reversed, so the transposed op's flips
+        act on the folded window."""
         if not self.dense:
             dW = dW.reshape(1, 1, *dW.shape)
         elif self.transposed:
             dW = dW.transpose(1, 0, 2, 3)
         if self.transposed:
             dW = dW[:, :, ::-1, ::-1]
-        return np.ascontiguousarray(dW)
+        dW = np.ascontiguousarray(dW)
+        return dW if self.weight_shape is None else dW.reshape(self.weight_shape)
 
 
 def _check_kernel_shape(fn, kernel, B, C, k, out, dtype, hint):
-    check_array(kernel, "kernel", fn, ndim=6, dtype=dtype)
+    nd = len(k)
+    check_array(kernel, "kernel", fn, ndim=2 + 2 * nd, dtype=dtype)
     shp = tuple(kernel.shape)
-    if shp[0] != B or shp[1] not in (1, C) or shp[2:4] != tuple(k) or shp[4:] != tuple(out):
-        ks = k[0] if k[0] == k[1] else k
+    if (
+        shp[0] != B
+        or shp[1] not in (1, C)
+        or shp[2 : 2 + nd] != tuple(k)
+        or shp[2 + nd :] != tuple(out)
+    ):
+        ks = k[0] if len(set(k)) == 1 else k
+        want = ", ".join(str(v) for v in (B, f"1 or {C}") + tuple(k) + tuple(out))
         raise ValueError(
             f"{fn}: kernel has shape {shp} but input, kernel size {ks}, {hint} give "
-            f"({B}, 1 or {C}, {k[0]}, {k[1]}, {out[0]}, {out[1]}); compute it with "
-            f"packernel2d(..., kernel_size={ks}) and the same stride/padding/dilation"
+            f"({want}); compute it with "
+            f"packernel{nd}d(..., kernel_size={ks}) and the same stride/padding/dilation"
         )
 
 
@@ -671,29 +844,33 @@ def plan_op(
     shared_filters=False,
     transposed=False,
     kernel_size=None,
+    nd=2,
 ) -> OpPlan:
-    """Validate a conv / transposed conv / pool call. ``weight is None`` means pooling."""
-    check_array(x, "input", fn, ndim=4)
+    """Validate a conv / transposed conv / pool call over ``nd`` spatial axes. ``weight is
+    None`` means pooling."""
+    check_array(x, "input", fn, ndim=nd + 2)
     dtype = compute_dtype(x, "input", fn)
-    B, C, H, W = x.shape
-    s = pair(stride, "stride", fn, minimum=1)
-    p = pair(padding, "padding", fn, minimum=0)
-    d = pair(dilation, "dilation", fn, minimum=1)
+    B, C = x.shape[:2]
+    sp = tuple(x.shape[2:])
+    s = ntuple(stride, "stride", fn, nd, minimum=1)
+    p = ntuple(padding, "padding", fn, nd, minimum=0)
+    d = ntuple(dilation, "dilation", fn, nd, minimum=1)
     op = None
     if transposed:
-        op = pair(output_padding, "output_padding", fn, minimum=0)
+        op = ntuple(output_padding, "output_padding", fn, nd, minimum=0)
         check_output_padding(fn, op, s, d)
     Wm = w = None
     weight_shape = None
+    flip = (slice(None, None, -1),) * nd
     if weight is None:  # pooling
-        k = pair(kernel_size, "kernel_size", fn, minimum=1, odd=True)
-        check_window(fn, "kernel_size", kernel_size, k[0] * k[1])
+        k = ntuple(kernel_size, "kernel_size", fn, nd, minimum=1, odd=True)
+        check_window(fn, "kernel_size", kernel_size, prod(k))
         dense = False
-        w = np.ones(k, dtype=dtype)
+        w = np.ones(folded_hw(k), dtype=dtype)
         Cout = C
     else:
         shared_filters = check_bool(fn, "shared_filters", shared_filters)
-        check_array(weight, "weight", fn, ndim=4, dtype=dtype)
+        check_array(weight, "weight", fn, ndim=nd + 2, dtype=dtype)
         weight_shape = tuple(weight.shape)
         k = tuple(weight.shape[2:])
         for kk in k:
@@ -702,16 +879,17 @@ def plan_op(
                     f"{fn}: weight has shape {weight_shape}; its kernel size {k} "
                     f"must be odd (the window needs a centre)"
                 )
-        layout = "(C_in, C_out, kh, kw)" if transposed else "(C_out, C_in, kh, kw)"
+        axes = ", ".join(("kd", "kh", "kw")[3 - nd :]) if nd <= 3 else "k..."
+        layout = f"(C_in, C_out, {axes})" if transposed else f"(C_out, C_in, {axes})"
         if shared_filters:
             if weight.shape[:2] != (1, 1):
                 raise ValueError(
                     f"{fn}: with shared_filters=True weight must have shape "
-                    f"(1, 1, kh, kw), got {weight_shape}"
+                    f"(1, 1, {axes}), got {weight_shape}"
                 )
             dense = False
-            w = weight[0, 0, ::-1, ::-1] if transposed else weight[0, 0]
-            w = np.ascontiguousarray(w)
+            w = weight[0, 0][flip] if transposed else weight[0, 0]
+            w = np.ascontiguousarray(w).reshape(folded_hw(k))
             Cout = C
         else:
             dense = True
@@ -723,25 +901,27 @@ def plan_op(
                 )
             if transposed:
                 Cout = weight.shape[1]
-                Wm = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+                Wm = np.swapaxes(weight[(slice(None), slice(None)) + flip], 0, 1)
             else:
                 Cout = weight.shape[0]
                 Wm = weight
-            Wm = np.ascontiguousarray(Wm).reshape(Cout, C * k[0] * k[1])
+            Wm = np.ascontiguousarray(Wm).reshape(Cout, C * prod(k))
     # sizes first (Python ints), tap tables after: K's shape and the output's size are
     # checked before anything of the geometry's size is allocated
     if kernel is None:  # the fused path: K's padding rule, before any table of the op's size
         check_padding_reach(fn, k, p, d)
-    out = out_hw(fn, "input", (H, W), k, s, p, d, op)
+    out = out_hw(fn, "input", sp, k, s, p, d, op)
     check_elements(
         fn,
-        f"the output (input {(H, W)}, kernel_size={k}, stride={s}, padding={p}, dilation={d})",
+        f"the output (input {sp}, kernel_size={k}, stride={s}, padding={p}, dilation={d})",
         (max(B, 1), max(Cout, 1)) + tuple(max(v, 1) for v in out),
     )
+    check_elements(fn, "the tap tables", (prod(k[:-1]), max(prod(out[:-1]), 1)))
     hint = f"stride={s}, padding={p}, dilation={d}" + (f", output_padding={op}" if op else "")
     if kernel is not None:  # None: the fused path computes K itself
         _check_kernel_shape(fn, kernel, B, C, k, out, dtype, hint)
-    geo = op_geometry(fn, "input", (H, W), k, s, p, d, op)
+        kernel = kernel.reshape(tuple(kernel.shape[:2]) + folded_hw(k) + folded_hw(out))
+    geo = op_geometry(fn, "input", sp, k, s, p, d, op)
     if bias is not None:
         check_array(bias, "bias", fn, ndim=1, dtype=dtype)
         if bias.shape[0] != Cout:
@@ -749,45 +929,67 @@ def plan_op(
                 f"{fn}: bias has shape {tuple(bias.shape)}; expected ({Cout},), "
                 f"one per output channel"
             )
-    return OpPlan(x, kernel, geo, dense, Wm, w, bias, transposed, weight_shape, Cout)
+    return OpPlan(
+        x.reshape((B, C) + folded_hw(sp)),
+        kernel,
+        geo,
+        dense,
+        Wm,
+        w,
+        bias,
+        transposed,
+        weight_shape,
+        Cout,
+        tuple(x.shape),
+        k,
+    )
 
 
 def check_fused(fn, kplan: KernelPlan, oplan: OpPlan, transposed: bool) -> None:
     """The guide must fit the op: same batch, the kernel's output grid is the op's output grid,
     and a channel-wise kernel has one channel per input channel."""
-    x, g = oplan.x, kplan.guide
-    if g.shape[0] != x.shape[0]:
-        raise ValueError(f"{fn}: guide has batch size {g.shape[0]} but input has {x.shape[0]}")
-    if tuple(kplan.geo.out_hw) != tuple(oplan.geo.out_hw):
+    x, g = oplan.x_shape, kplan.guide_shape
+    if g[0] != x[0]:
+        raise ValueError(f"{fn}: guide has batch size {g[0]} but input has {x[0]}")
+    if tuple(kplan.geo.out_shape) != tuple(oplan.geo.out_shape):
         where = "the output size" if transposed else "the input size"
-        want = oplan.geo.out_hw if transposed else x.shape[2:]
+        want = oplan.geo.out_shape if transposed else x[2:]
         raise ValueError(
-            f"{fn}: guide has spatial size {tuple(g.shape[2:])}; expected "
+            f"{fn}: guide has spatial size {tuple(g[2:])}; expected "
             f"{tuple(want)}, {where} (the guide lives at the "
             f"{'output' if transposed else 'input'} resolution; guide has shape "
-            f"{tuple(g.shape)}, input {tuple(x.shape)})"
+            f"{tuple(g)}, input {tuple(x)})"
         )
-    if kplan.KC not in (1, x.shape[1]):
+    if kplan.KC not in (1, x[1]):
         raise ValueError(
             f"{fn}: channel_wise=True gives one kernel per guide channel "
-            f"({kplan.KC}), but input has {x.shape[1]} channels; they must match"
+            f"({kplan.KC}), but input has {x[1]} channels; they must match"
         )
 
 
 @dataclass(frozen=True)
 class PairGeometry:
-    """The fused depthwise op as a sum over pairs of pixels (see :func:`pair_geometry`).
+    """The fused depthwise op as a sum over pairs of pixels (see :func:`pair_geometry`), on
+    the folded image (:func:`fold_tables`).
 
-    dy[t], dx[t]: offset of tap t = i·kw + j from the window centre (taps after the centre,
-    t > kh·kw // 2, are the half plane dy > 0 or dy = 0 < dx; tap kh·kw − 1 − t mirrors t);
-    oy0, ox0: image row/column of output pixel (0, 0)'s centre (R − padding ≥ 0, R the
-    window's reach dilation·(k − 1)/2).
+    Tap t = u·kw + j (u: the window's tap over every spatial axis but the last, j: the last
+    axis's) has column offset dx[t] and reaches, from image row s, the row nbr[u, s] (-1: off
+    the image on some axis; a volume's row (z, y) is row z·H + y, so a neighbour never wraps
+    into the next plane); dy[t]: its folded row offset. Taps after the centre, t > T // 2, are
+    the half space of offsets lexicographically after 0 (dy > 0, or dy = 0 < dx); tap
+    T − 1 − t mirrors t. reach: the largest dy. crow[y]: the image row of output row y's
+    centres; orow[s]: the output row whose centres lie on image row s, or -1 (rows in the
+    border band that padding < R leaves out). ox0: the image column of output column 0's
+    centre (R − padding ≥ 0, R the window's reach dilation·(k − 1)/2).
     """
 
     dy: np.ndarray
     dx: np.ndarray
-    oy0: int
+    crow: np.ndarray
+    orow: np.ndarray
     ox0: int
+    nbr: np.ndarray
+    reach: int
 
 
 def pair_geometry(kplan: KernelPlan, oplan: OpPlan) -> PairGeometry | None:
@@ -797,17 +999,17 @@ def pair_geometry(kplan: KernelPlan, oplan: OpPlan) -> PairGeometry | None:
     pixel pair {i, i + δ} once for both of its outputs: half the kernel evaluations of the
     window form. That needs a symmetric K (gaussian or inv, not asym, one kernel channel, no
     smoothing of the centre features, no mask, no normalisation — each of those makes K depend
-    on which end is the centre), a depthwise filter with w[i, j] = w[kh−1−i, kw−1−j] (pooling's
-    w ≡ 1 included), a forward convolution of stride 1 (so every window centre is an image
-    pixel and a neighbour of one is a centre too, unless it lies in the border band). The
-    bilateral filters are exactly this case.
+    on which end is the centre), a depthwise filter with w(δ) = w(−δ) (pooling's w ≡ 1
+    included), a forward convolution of stride 1 (so every window centre is an image pixel and
+    a neighbour of one is a centre too, unless it lies in the border band). The bilateral
+    filters are exactly this case, in 1, 2 and 3 dimensions.
     """
     geo = kplan.geo
     if (
         oplan.dense
         or oplan.transposed
         or geo.transposed
-        or geo.stride != (1, 1)
+        or any(v != 1 for v in geo.stride)
         or kplan.KC != 1
         or kplan.asym
         or kplan.mask is not None
@@ -816,15 +1018,33 @@ def pair_geometry(kplan: KernelPlan, oplan: OpPlan) -> PairGeometry | None:
         or kplan.kind not in (_KIND_GAUSSIAN, _KIND_INV)
     ):
         return None
-    w = np.asarray(oplan.w)
+    k, d, p = tuple(kplan.kernel_size), geo.dilation, geo.padding
+    w = np.asarray(oplan.w)  # folded: reversing both axes reverses every spatial axis
     if not np.array_equal(w, w[::-1, ::-1]):
         return None
-    return _pair_geometry(tuple(int(k) for k in w.shape), geo.dilation, geo.padding)
+    return _pair_geometry(k, d, p, tuple(geo.guide_shape), tuple(geo.out_shape))
 
 
 @functools.lru_cache(maxsize=256)
-def _pair_geometry(k, d, p) -> PairGeometry:
-    i, j = np.divmod(np.arange(k[0] * k[1], dtype=np.int64), k[1])
-    dy = (i - (k[0] - 1) // 2) * d[0]
-    dx = (j - (k[1] - 1) // 2) * d[1]
-    return PairGeometry(dy, dx, d[0] * (k[0] - 1) // 2 - p[0], d[1] * (k[1] - 1) // 2 - p[1])
+def _pair_geometry(k, d, p, shape, out) -> PairGeometry:
+    nd = len(k)
+    lead = range(nd - 1)
+    offs = [(np.arange(k[a], dtype=np.int64) - (k[a] - 1) // 2) * d[a] for a in range(nd)]
+    tabs = []
+    for a in lead:  # row neighbours per leading axis: n + offset, -1 off the image
+        n = np.arange(shape[a], dtype=np.int64)[None, :] + offs[a][:, None]
+        tabs.append(np.where((n >= 0) & (n < shape[a]), n, -1))
+    nbr = fold_tables(tabs, shape[:-1])
+    # the folded row offset of each row tap, in tap order
+    row_off = np.zeros(1, dtype=np.int64)
+    for a in lead:
+        row_off = (row_off[:, None] * shape[a] + offs[a][None, :]).reshape(-1)
+    dy = np.repeat(row_off, k[-1])
+    dx = np.tile(offs[-1], row_off.size)
+    # stride 1: output o of axis a is centred at image index o + R_a − p_a
+    cs = [np.arange(out[a], dtype=np.int64) + d[a] * (k[a] - 1) // 2 - p[a] for a in lead]
+    crow = fold_index(cs, shape[:-1])
+    orow = np.full(prod(shape[:-1]), -1, dtype=np.int64)
+    orow[crow] = np.arange(crow.size, dtype=np.int64)
+    ox0 = d[-1] * (k[-1] - 1) // 2 - p[-1]
+    return PairGeometry(dy, dx, crow, orow, ox0, nbr, int(dy[-1]))

@@ -86,6 +86,8 @@ def _trimmed_geometries(kgeo, ogeo):
             pad,
             d,
             kgeo.transposed,
+            kgeo.guide_shape,
+            kgeo.out_shape,
         )
         og = OpGeometry(
             ogeo.in_hw,
@@ -94,6 +96,8 @@ def _trimmed_geometries(kgeo, ogeo):
             np.ascontiguousarray(ogeo.tx[j0:j1]),
             ogeo.stride,
             ogeo.transposed,
+            ogeo.in_shape,
+            ogeo.out_shape,
         )
         value = (i0, i1, j0, j1, kg, og)
     with _live_lock:
@@ -114,6 +118,8 @@ def live_taps(kplan, oplan):
     image. Returns the plans unchanged when every tap is live (the usual case: a cheap check)."""
     kgeo = kplan.geo
     gy, gx = kgeo.gy, kgeo.gx
+    if kgeo.nd != 2:  # folded rows: a dead tap row is no longer one padding amount per axis
+        return kplan, oplan
     if (gy[0] >= 0).any() and (gy[-1] >= 0).any() and (gx[0] >= 0).any() and (gx[-1] >= 0).any():
         return kplan, oplan
     cut = _trimmed_geometries(kgeo, oplan.geo)
@@ -137,7 +143,7 @@ def centre_source(be, plan):
     if plan.S is None:
         return plan.guide
     src = be.arrays.empty_like(plan.guide)
-    be.smooth.smooth_forward(plan.guide, plan.S, src)
+    be.smooth.smooth_forward(plan.guide, plan.S, plan.Sgeo, src)
     return src
 
 
@@ -244,13 +250,14 @@ class KernelBackward:
         if plan.S is not None and self.need_g:
             # adjoint of a centred zero-padded correlation: correlation with the flipped S
             tmp = xp.empty_like(g)
-            self.be.smooth.smooth_forward(self.d_src, np.ascontiguousarray(plan.S[::-1, ::-1]), tmp)
+            # (the folded S reversed on both axes is S reversed on every spatial axis)
+            flipped = np.ascontiguousarray(plan.S[::-1, ::-1])
+            self.be.smooth.smooth_forward(self.d_src, flipped, plan.Sgeo, tmp)
             d_guide = xp.iadd(d_guide, tmp)
         if self.need_s:
-            n = plan.S.shape[0]
             B, Cg, H, _ = g.shape
-            parts = xp.zeros((_chunks(B * Cg * H), n, n), g.dtype)
-            self.be.smooth.smooth_backward_kernel(self.d_src, g, parts)
+            parts = xp.zeros((_chunks(B * Cg * H),) + tuple(plan.S.shape), g.dtype)
+            self.be.smooth.smooth_backward_kernel(self.d_src, g, plan.Sgeo, parts)
             d_S = xp.sum0(parts).reshape(plan.S_shape)
         if self.need_a:
             d_alpha = xp.fold_param(self.dpar[:, 0, :], plan.alpha_shape)
@@ -280,7 +287,7 @@ def op_stripe(be, plan, K, y0, out):
 
 
 def op_forward(be, plan):
-    out = be.arrays.empty(plan.out_shape, plan.x.dtype)
+    out = be.arrays.empty(plan.folded_out_shape, plan.x.dtype)
     op_stripe(be, plan, plan.K, 0, out)
     return out
 
@@ -384,7 +391,7 @@ def op_backward(be, plan, g, needs, pool=False):
 def pair_forward(be, kplan, oplan, pairs):
     """The fused depthwise op in pair form (``pacnp._core.pair_geometry``): one pass, each
     kernel value computed once for the two outputs it weighs."""
-    out = be.arrays.empty(oplan.out_shape, oplan.x.dtype)
+    out = be.arrays.empty(oplan.folded_out_shape, oplan.x.dtype)
     be.depthwise.pac_depthwise_symmetric_forward(
         oplan.x, kplan.guide, oplan.w, pairs, kplan.kind, kplan.alpha[0], kplan.lam[0], out
     )
@@ -401,7 +408,7 @@ def fused_forward(be, kplan, oplan):
         return pair_forward(be, kplan, oplan, pairs), None
     src = centre_source(be, kplan)
     out_mask = new_output_mask(be, kplan)
-    out = be.arrays.empty(oplan.out_shape, oplan.x.dtype)
+    out = be.arrays.empty(oplan.folded_out_shape, oplan.x.dtype)
     for y0, y1 in stripes(kplan):
         op_stripe(be, oplan, kernel_stripe(be, kplan, src, y0, y1, out_mask), y0, out)
     return out, (out_mask if kplan.mask is not None else None)

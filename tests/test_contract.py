@@ -194,44 +194,81 @@ def _paccrf_model(put):
     return model
 
 
+def _pac_inputs(nd):
+    """IN's PAC arrays with ``nd`` spatial axes (the 2-D ones are IN's own)."""
+    if nd == 2:
+        return IN
+    rng = np.random.default_rng(8 + nd)
+    S = (6,) if nd == 1 else (3, 4, 5)
+    St = tuple(2 * n - 1 for n in S)  # kernel 3, stride 2, padding 1, transposed
+    k = (3,) * nd
+
+    def arr(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    d = dict(
+        x=arr(1, 2, *S),
+        g=arr(1, 3, *S),
+        w=arr(4, 2, *k),
+        wt=arr(2, 4, *k),
+        b=IN["b"],
+        gt=arr(1, 3, *St),
+        gy=arr(1, 4, *S),
+        gyt=arr(1, 4, *St),
+        gyp=arr(1, 2, *S),
+    )
+    packernel = getattr(pacnp, f"packernel{nd}d")
+    d["K"] = packernel(d["g"], 3, **KW)[0]
+    d["Kt"] = packernel(d["gt"], 3, stride=2, padding=1, transposed=True)[0]
+    return d
+
+
+def _pac_calls(nd):
+    """A small call of every PAC function with ``nd`` spatial axes."""
+    I = _pac_inputs(nd)  # noqa: E741 - reads like the IN table it mirrors
+    f = {name: getattr(pacnp, name.replace("2d", f"{nd}d")) for name in pacnp._api.__all__}
+    calls = {
+        "packernel2d": lambda p: f["packernel2d"](p(I["g"]), 3, **KW),
+        "packernel2d_backward": lambda p: f["packernel2d_backward"](p(I["K"]), p(I["g"]), 3, **KW),
+        "pacconv2d": lambda p: f["pacconv2d"](p(I["x"]), p(I["K"]), p(I["w"]), p(I["b"]), **KW),
+        "pacconv2d_backward": lambda p: f["pacconv2d_backward"](
+            p(I["gy"]), p(I["x"]), p(I["K"]), p(I["w"]), p(I["b"]), **KW
+        ),
+        "pacconv_transpose2d": lambda p: f["pacconv_transpose2d"](
+            p(I["x"]), p(I["Kt"]), p(I["wt"]), p(I["b"]), **TKW
+        ),
+        "pacconv_transpose2d_backward": lambda p: f["pacconv_transpose2d_backward"](
+            p(I["gyt"]), p(I["x"]), p(I["Kt"]), p(I["wt"]), p(I["b"]), **TKW
+        ),
+        "pacpool2d": lambda p: f["pacpool2d"](p(I["x"]), p(I["K"]), 3, **KW),
+        "pacpool2d_backward": lambda p: f["pacpool2d_backward"](
+            p(I["gyp"]), p(I["x"]), p(I["K"]), 3, **KW
+        ),
+        "pacconv2d_fused": lambda p: f["pacconv2d_fused"](
+            p(I["x"]), p(I["g"]), p(I["w"]), p(I["b"]), **KW
+        ),
+        "pacconv2d_fused_backward": lambda p: f["pacconv2d_fused_backward"](
+            p(I["gy"]), p(I["x"]), p(I["g"]), p(I["w"]), p(I["b"]), **KW
+        ),
+        "pacconv_transpose2d_fused": lambda p: f["pacconv_transpose2d_fused"](
+            p(I["x"]), p(I["gt"]), p(I["wt"]), p(I["b"]), **TKW
+        ),
+        "pacconv_transpose2d_fused_backward": lambda p: f["pacconv_transpose2d_fused_backward"](
+            p(I["gyt"]), p(I["x"]), p(I["gt"]), p(I["wt"]), p(I["b"]), **TKW
+        ),
+        "pacpool2d_fused": lambda p: f["pacpool2d_fused"](p(I["x"]), p(I["g"]), 3, **KW),
+        "pacpool2d_fused_backward": lambda p: f["pacpool2d_fused_backward"](
+            p(I["gyp"]), p(I["x"]), p(I["g"]), 3, **KW
+        ),
+    }
+    return {"pacnp." + n.replace("2d", f"{nd}d"): call for n, call in calls.items()}
+
+
 #: name → call(put): a small call of every public function, with every array made by ``put``
 CALLS = {
-    "pacnp.packernel2d": lambda p: pacnp.packernel2d(p(IN["g"]), 3, **KW),
-    "pacnp.packernel2d_backward": lambda p: pacnp.packernel2d_backward(
-        p(IN["K"]), p(IN["g"]), 3, **KW
-    ),
-    "pacnp.pacconv2d": lambda p: pacnp.pacconv2d(
-        p(IN["x"]), p(IN["K"]), p(IN["w"]), p(IN["b"]), **KW
-    ),
-    "pacnp.pacconv2d_backward": lambda p: pacnp.pacconv2d_backward(
-        p(IN["gy"]), p(IN["x"]), p(IN["K"]), p(IN["w"]), p(IN["b"]), **KW
-    ),
-    "pacnp.pacconv_transpose2d": lambda p: pacnp.pacconv_transpose2d(
-        p(IN["x"]), p(IN["Kt"]), p(IN["wt"]), p(IN["b"]), **TKW
-    ),
-    "pacnp.pacconv_transpose2d_backward": lambda p: pacnp.pacconv_transpose2d_backward(
-        p(IN["gyt"]), p(IN["x"]), p(IN["Kt"]), p(IN["wt"]), p(IN["b"]), **TKW
-    ),
-    "pacnp.pacpool2d": lambda p: pacnp.pacpool2d(p(IN["x"]), p(IN["K"]), 3, **KW),
-    "pacnp.pacpool2d_backward": lambda p: pacnp.pacpool2d_backward(
-        p(IN["gyp"]), p(IN["x"]), p(IN["K"]), 3, **KW
-    ),
-    "pacnp.pacconv2d_fused": lambda p: pacnp.pacconv2d_fused(
-        p(IN["x"]), p(IN["g"]), p(IN["w"]), p(IN["b"]), **KW
-    ),
-    "pacnp.pacconv2d_fused_backward": lambda p: pacnp.pacconv2d_fused_backward(
-        p(IN["gy"]), p(IN["x"]), p(IN["g"]), p(IN["w"]), p(IN["b"]), **KW
-    ),
-    "pacnp.pacconv_transpose2d_fused": lambda p: pacnp.pacconv_transpose2d_fused(
-        p(IN["x"]), p(IN["gt"]), p(IN["wt"]), p(IN["b"]), **TKW
-    ),
-    "pacnp.pacconv_transpose2d_fused_backward": lambda p: pacnp.pacconv_transpose2d_fused_backward(
-        p(IN["gyt"]), p(IN["x"]), p(IN["gt"]), p(IN["wt"]), p(IN["b"]), **TKW
-    ),
-    "pacnp.pacpool2d_fused": lambda p: pacnp.pacpool2d_fused(p(IN["x"]), p(IN["g"]), 3, **KW),
-    "pacnp.pacpool2d_fused_backward": lambda p: pacnp.pacpool2d_fused_backward(
-        p(IN["gyp"]), p(IN["x"]), p(IN["g"]), 3, **KW
-    ),
+    **_pac_calls(1),
+    **_pac_calls(2),
+    **_pac_calls(3),
     "filters.bilateral_filter": lambda p: filters.bilateral_filter(
         p(IN["img"]), sigma_spatial=1.0, channel_axis=-1
     ),
@@ -345,7 +382,12 @@ def _host(a):
 
 def test_results_equal_across_libraries(lib):
     """The library changes nothing but the type: the same numbers come back."""
-    for name in ("pacnp.pacconv2d_fused", "filters.bilateral_filter", "crf.crf_refine"):
+    for name in (
+        "pacnp.pacconv2d_fused",
+        "pacnp.pacconv3d_fused_backward",
+        "filters.bilateral_filter",
+        "crf.crf_refine",
+    ):
         ref = _arrays_of(CALLS[name](np.asarray))
         got = _arrays_of(CALLS[name](lib.put))
         for r, g in zip(ref, got):

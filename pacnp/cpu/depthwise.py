@@ -248,7 +248,7 @@ def store_run(out, b, orow, ocol, e, x, xrow, xcol, n):
 
 @njit(parallel=True, fastmath=frozen("PAIR_FASTMATH"))
 def _depthwise_symmetric_forward(
-    x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, rows, cols, out, e_s
+    x, guide, w, nbr, dx, crow, orow, ox0, reach, kind, alpha, lam, rows, cols, out, e_s
 ):
     """The fused depthwise op for a symmetric K and filter, pair by pair (Su et al. 2019, Eq. 3
     with K(f_a, f_b) = K(f_b, f_a) and w(δ) = w(−δ)):
@@ -258,24 +258,25 @@ def _depthwise_symmetric_forward(
 
     so each pair weight e is computed once and added to both of its ends that are window
     centres (a pair with an end outside the image contributes nothing: K = 0 or v = 0 there in
-    the window form). x, guide: [B, C|Cg, H, W], the image itself (the op's zero padding is
-    implicit); dy, dx, oy0, ox0: ``pacnp._core.PairGeometry``; out: [B, C, Ho, Wo], pixel
-    (y, q) centred at image pixel (y + oy0, q + ox0).
+    the window form). x, guide: [B, C|Cg, H, W], the image itself, folded (a volume's planes
+    stacked as rows; the op's zero padding is implicit); nbr, dx, crow, orow, ox0, reach:
+    ``pacnp._core.PairGeometry`` (the row a tap reaches comes from ``nbr``, which knows the
+    edges of every folded axis); out: [B, C, Ho, Wo], pixel (y, q) centred at image pixel
+    (crow[y], q + ox0); orow maps an image row back to its output row (-1: not a centre).
 
     Blocks of ``rows`` × ``cols`` outputs run in parallel. A block evaluates the pairs of its
     centres with the half plane below them, and the pairs whose lower end is one of its centres
-    from the ``dy`` rows above it (a halo recomputed by the block: every output element keeps
-    one writer, no reduction). The per-row working set (reach + 1 rows of x, out and the guide
-    at ``cols`` columns) stays in L2 (schedule.pair_blocks). The blocks are split among
+    from the ``reach`` rows above it (a halo recomputed by the block: every output element keeps
+    one writer, no reduction). The per-row working set (the rows the taps reach, of x, out and
+    the guide at ``cols`` columns) stays in L2 (schedule.pair_blocks). The blocks are split among
     ``e_s.shape[0]`` workers, each with its row of pair weights in ``e_s`` (allocated by the
     launcher, never inside the parallel region).
     """
     B, C, H, W = x.shape
     Ho, Wo = out.shape[2], out.shape[3]
     kw = w.shape[1]
-    T = dy.shape[0]
+    T = w.shape[0] * kw
     tc = T // 2
-    reach = dy[T - 1]
     nby = -(-Ho // rows)
     nbx = -(-Wo // cols)
     nb = B * nby * nbx
@@ -288,20 +289,25 @@ def _depthwise_symmetric_forward(
             q0 = blk % nbx * cols
             r1 = min(r0 + rows, Ho)
             q1 = min(q0 + cols, Wo)
-            c0, c1 = r0 + oy0, r1 + oy0  # image rows of the block's centres
+            c0, c1 = crow[r0], crow[r1 - 1] + 1  # the image rows spanned by the centres
             x0, x1 = q0 + ox0, q1 + ox0  # and image columns
             e = e_row[: x1 - x0 + dx[T - 1]]
             wc = w[tc // kw, tc % kw]
-            for s in range(c0, c1):
+            for r in range(r0, r1):
+                s = crow[r]
                 pair_weights(e, guide, b, s, s, x0, 0, x1 - x0, wc, kind, alpha, lam)
-                store_run(out, b, s - oy0, q0, e, x, s, x0, x1 - x0)
+                store_run(out, b, r, q0, e, x, s, x0, x1 - x0)
             for s in range(max(c0 - reach, 0), c1):
+                ra = orow[s]
+                at_a = ra >= r0 and ra < r1  # the upper end (s, X) is one of the block's centres
                 for t in range(tc + 1, T):
-                    s2 = s + dy[t]
-                    if s2 >= H:
-                        break  # dy never decreases with t
-                    at_a = s >= c0  # the upper end (s, X) is one of the block's centres
-                    at_b = s2 >= c0 and s2 < c1  # the lower end (s2, X + δx) is
+                    s2 = nbr[t // kw, s]
+                    if s2 < 0:
+                        continue  # off the image on some axis
+                    rb = orow[s2]
+                    at_b = rb >= r0 and rb < r1  # the lower end (s2, X + δx) is
+                    if not (at_a or at_b):
+                        continue
                     ox = dx[t]
                     # the columns X where each end is a centre of the block and the other end
                     # an image pixel
@@ -318,13 +324,9 @@ def _depthwise_symmetric_forward(
                         e, guide, b, s, s2, lo, ox, hi - lo, w[t // kw, t % kw], kind, alpha, lam
                     )
                     if at_a:
-                        scatter_run(
-                            out, b, s - oy0, alo - ox0, e, alo - lo, x, s2, alo + ox, ahi - alo
-                        )
+                        scatter_run(out, b, ra, alo - ox0, e, alo - lo, x, s2, alo + ox, ahi - alo)
                     if at_b:
-                        scatter_run(
-                            out, b, s2 - oy0, blo + ox - ox0, e, blo - lo, x, s, blo, bhi - blo
-                        )
+                        scatter_run(out, b, rb, blo + ox - ox0, e, blo - lo, x, s, blo, bhi - blo)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -369,12 +371,27 @@ def pac_depthwise_backward_input(g, K, w, geo, dx, y0):
 def pac_depthwise_symmetric_forward(x, guide, w, pairs, kind, alpha, lam, out):
     """The fused depthwise op in pair form (``pacnp._core.PairGeometry``): one pass, each
     kernel value computed once for the two outputs it weighs."""
-    rows, cols = schedule.pair_blocks(out.shape[0], out.shape[2:], int(pairs.dy[-1]))
+    rows, cols = schedule.pair_blocks(out.shape[0], out.shape[2:], pairs.reach)
     Ho, Wo = out.shape[2], out.shape[3]
     nb = out.shape[0] * -(-Ho // rows) * -(-Wo // cols)
     # a row of pair weights per worker, allocated here (see the kernel)
     workers = max(1, min(nb, 4 * config.ROW_BLOCKS))
     e = np.empty((workers, cols + int(pairs.dx[-1])), out.dtype)
     _depthwise_symmetric_forward(
-        x, guide, w, pairs.dy, pairs.dx, pairs.oy0, pairs.ox0, kind, alpha, lam, rows, cols, out, e
+        x,
+        guide,
+        w,
+        pairs.nbr,
+        pairs.dx,
+        pairs.crow,
+        pairs.orow,
+        pairs.ox0,
+        pairs.reach,
+        kind,
+        alpha,
+        lam,
+        rows,
+        cols,
+        out,
+        e,
     )

@@ -203,21 +203,21 @@ def pac_depthwise_backward_input(g, K, w, geo, dx, y0):
 
 
 @cuda_jit()
-def _symmetric_forward(x, guide, w, dy, dx, oy0, ox0, kind, alpha, lam, out):
+def _symmetric_forward(x, guide, w, nbr, dx, crow, ox0, kind, alpha, lam, out):
     B, C, H, W = x.shape
     Ho, Wo = out.shape[2], out.shape[3]
     kw = w.shape[1]
-    T = dy.shape[0]
+    T = w.shape[0] * kw
     tc = T // 2
     for t in range(cuda.grid(1), B * Ho * Wo, cuda.gridsize(1)):
         b, _, yo, xo = unravel4(t, 1, Ho, Wo)
-        qy = yo + oy0
+        qy = crow[yo]  # the image row of the output row's centre
         qx = xo + ox0
         for k in range(T):
             tap = (tc + k) % T  # the centre first: it initialises the output
-            py = qy + dy[tap]
+            py = nbr[tap // kw, qy]  # -1 off the image on a folded axis
             px = qx + dx[tap]
-            if py < 0 or py >= H or px < 0 or px >= W:
+            if py < 0 or px < 0 or px >= W:
                 continue
             v = w[tap // kw, tap % kw] * kernel_value(
                 distance(guide, guide, b, 0, guide.shape[1], py, px, qy, qx, False),
@@ -245,9 +245,9 @@ def pac_depthwise_symmetric_forward(x, guide, w, pairs, kind, alpha, lam, out):
         x,
         guide,
         upload(w),
-        upload(pairs.dy, it),
+        upload(pairs.nbr, it),
         upload(pairs.dx, it),
-        pairs.oy0,
+        upload(pairs.crow, it),
         pairs.ox0,
         kind,
         alpha,
