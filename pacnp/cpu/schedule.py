@@ -147,9 +147,9 @@ def kernel_phases(geo):
     samples once (Ws per channel) and every tap's distances run over contiguous memory."""
 
     def make(g):
-        if not g.transposed or g.stride[1] <= 1:
+        if not g.transposed or g.stride[-1] <= 1:
             return None
-        s = g.stride[1]
+        s = g.stride[-1]
         gx = g.gx
         valid = gx[gx >= 0]
         if valid.size == 0:

@@ -220,6 +220,8 @@ def op_phases(geo, it):
 
 
 def kernel_phases(geo, it):
-    """(row, column) phase tables of packernel2d's geometry, as :func:`op_phases`."""
-    sy, sx = geo.stride if geo.transposed else (1, 1)
+    """(row, column) phase tables of packernel2d's geometry, as :func:`op_phases` (its stride
+    is per spatial axis: the rows take the last leading axis's, as the folded op's do)."""
+    st = tuple(geo.stride) if geo.transposed else (1,)
+    sy, sx = (st[-2] if len(st) > 1 else 1), st[-1]
     return phase_table(geo.gy, sy, it), phase_table(geo.gx, sx, it)
