@@ -23,7 +23,7 @@ from numba import get_thread_id, prange
 
 from .._jit import frozen, njit
 from . import schedule
-from .common import round_rows, strided_runs, unit_runs, vexp
+from .common import nowrap, round_rows, strided_runs, unit_runs, vexp
 
 #: ε of the inv kernels (config.INV_EPS): a compile-time constant of the kernels
 EPS = frozen("INV_EPS")
@@ -347,8 +347,9 @@ def phase_window(
     need_stats,
 ):
     """Masked raw kernel Km of the live taps of output row y at the nx columns of phase ph:
-    km[kc, ii, jj, q] for row tap itaps[ii] and column tap ptaps[ph, jj] (0 outside the tap's
-    run), the squared distances into sq[kc, ii, jj, q]. With ``need_stats``: stats[:, q] ←
+    km[kc, ii, jj, q] for row tap itaps[ii] and column tap ptaps[ph, jj], the squared distances
+    into sq[kc, ii, jj, q] — both on the tap's run lo ≤ q < hi only (runs[ph, j]; its callers
+    read nothing outside it). With ``need_stats``: stats[:, q] ←
     n_valid, n_in, Σ Km (as in window_row, over the same taps: those that miss contribute
     nothing there either)."""
     Cg = gd.shape[1]
@@ -363,15 +364,11 @@ def phase_window(
             j = ptaps[ph, jj]
             lo, hi, base = runs[ph, j, 0], runs[ph, j, 1], runs[ph, j, 2]
             for kc in range(KC):
-                for q in range(nx):
+                for q in range(lo, hi):
                     sq[kc, ii, jj, q] = 0.0
             for c in range(Cg):
                 phase_sq(sq, c if KC > 1 else 0, ii, jj, gd, cen, c, lo, hi, base, asym)
             for kc in range(KC):
-                for q in range(lo):
-                    km[kc, ii, jj, q] = 0.0
-                for q in range(hi, nx):
-                    km[kc, ii, jj, q] = 0.0
                 if kind == GAUSSIAN:
                     for q in range(lo, hi):
                         km[kc, ii, jj, q] = vexp(sq[kc, ii, jj, q] * np.float32(-0.5))
@@ -455,6 +452,7 @@ def _packernel_forward_phased(
     B = guide.shape[0]
     KC, kh, kw, n, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
     rows = B * n
+    P = pncols.shape[0]
     need_stats = normalize or has_mask
     for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
         tid = get_thread_id()
@@ -515,8 +513,13 @@ def _packernel_forward_phased(
                         for jj in range(pntaps[ph]):
                             j = ptaps[ph, jj]
                             lo, hi = runs[ph, j, 0], runs[ph, j, 1]
-                            for q in range(lo, hi):
-                                K[b, kc, i, j, yk, pcols[ph, q]] = km[kc, ii, jj, q] * fac[q]
+                            X0 = pcols[ph, 0]
+                            if lo < 0 or X0 < 0:
+                                continue
+                            for t in range(hi - lo):
+                                K[b, kc, i, j, yk, nowrap(X0 + P * (lo + t))] = (
+                                    km[kc, ii, jj, lo + t] * fac[lo + t]
+                                )
                 if has_mask:
                     for q in range(nx):
                         out_mask[b, 0, y, pcols[ph, q]] = 1.0 if stats[1, q] > 0.0 else 0.0
