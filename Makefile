@@ -56,7 +56,7 @@ lint: $(VENV)/.installed-test
 # parameter of the `backend` fixture (tests/conftest.py) -- the same test bodies as the CPU's,
 # on the small grid and small shapes -- and tests/test_cuda.py. About a minute.
 CUDA_SIM_TESTS := tests/test_ops.py tests/test_fused.py tests/test_arrays.py tests/test_cuda.py \
-	tests/test_contract.py
+	tests/test_contract.py tests/test_nd.py
 test-cuda-sim: $(VENV)/.installed-test
 	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q -m cuda $(CUDA_SIM_TESTS)
 

@@ -14,14 +14,19 @@ calls), and prints one row per ratio with its target and PASS/MISS:
 * thread scaling (2 threads vs 1, ≥ 1.6×) and pixel scaling (4× the pixels, ≤ 4.4× the time);
 * extra peak memory of W2 forward and backward (≤ 32 MiB beyond inputs, outputs and one K);
 * start-up: cold compile of a W1 forward+backward (fresh ``NUMBA_CACHE_DIR``), and the first W1
-  forward of a fresh process with a warm cache.
+  forward of a fresh process with a warm cache;
+* volumes and signals (``bench_filters``): W8, the 3-D bilateral filter of a 128³ volume with a
+  9³ window, against SimpleITK's ``BilateralImageFilter`` (≥ 10×; n/a without SimpleITK), and
+  W9, the 1-D joint bilateral filter of a 2²⁰-sample RGB signal (window 31): its time per tap
+  against the 2-D filter's (W5, 1024² RGB, 11×11; information).
 
 "forward" is from the guide (``packernel2d`` + op, or the fused op); "forward+backward" adds every
 gradient (input, guide, weight, bias). Times are medians over interleaved rounds (each sample
 batches calls up to ``min_time``), after a warm-up call, so JIT compilation is never timed. Rows
 for the fused path (``pacnp.pacconv2d_fused`` …) appear when it exists.
 
-Options: ``--quick`` (few repeats, target rows only, no start-up: the CI smoke), ``--markdown`` (a
+Options: ``--quick`` (few repeats, target rows only, no start-up, no W8 / W9: the CI smoke),
+``--no-volumes`` (no W8 / W9: SimpleITK takes seconds per call), ``--markdown`` (a
 table to paste in the README), ``--threads N``, ``--strict`` (exit 1 on a MISS), ``--json FILE``.
 Needs pacnp (installed or importable), NumPy and numba; torch (the peers) is optional — its rows
 then read ``n/a``. A script of the source tree, not of the package: it needs the suite beside it,
@@ -144,6 +149,7 @@ class Config:
     quick: bool = False  # target rows only
     memory: bool = True
     startup: bool = True
+    volumes: bool = True  # W8 / W9 (bench_filters)
     pixel_sizes: tuple = (128, 256)  # (a, b): W1 layer at a² and b²; target 1.1·(b/a)²
     dtype: str = "float32"
     suite: str | None = None
@@ -627,6 +633,10 @@ def build_table(cfg: Config | None = None) -> Table:
                     d,
                 )
 
+    # ---- rows: volumes and signals
+    if cfg.volumes and not cfg.quick and cfg.workloads is None:
+        _volumes_and_signals(cfg, table, n)
+
     # ---- rows: memory
     if cfg.memory and "W2" in W:
         sec = "extra peak memory, W2 (beyond inputs, outputs and one K-sized array)"
@@ -747,6 +757,61 @@ def build_table(cfg: Config | None = None) -> Table:
     return table
 
 
+#: the filter rows' implementation names (LABEL's "pacnp" is the two-step PAC path)
+FILTER_IMPL = {"pacnp": "pacnp.filters"}
+
+
+def _volumes_and_signals(cfg, table, n):
+    """W8 (pacnp vs SimpleITK, interleaved rounds: seconds per call, so few) and W9 against
+    W5's pacnp (interleaved), as rows of their own section."""
+    bf = importlib.import_module(_SUITE_MODULE + ".bench_filters")
+    sec = "volumes and signals (bench_filters: W8 3-D, W9 1-D)"
+    vol = bf.w8_volume()
+    fns, families = {}, {}
+    for impl in bf.IMPLS_W8:
+        try:
+            key = ("W8", FILTER_IMPL.get(impl, impl), "forward", n)
+            fns[key] = bf.w8_runner(impl, vol)
+            families[key] = "numba" if impl == "pacnp" else impl
+        except NotImplementedError as exc:
+            cfg.say(f"  skip W8 {impl}: {exc}")
+    cfg.say(f"timing W8: 3-D bilateral {bf.W8_SIZE}³, 9³ window ({', '.join(k[1] for k in fns)})")
+    table.times.update(time_interleaved(fns, min(cfg.repeats, 3), 0.0, 1, families, cfg.settle))
+    v, d = _ratio(
+        table,
+        ("W8", "simpleitk", "forward", n),
+        ("W8", "pacnp.filters", "forward", n),
+        ("SimpleITK", "pacnp"),
+    )
+    if v is None and ("W8", "simpleitk", "forward", n) not in fns:
+        d = "SimpleITK is not installed"
+    table.add(
+        sec, f"W8 3-D bilateral {bf.W8_SIZE}³, 9³: SimpleITK / pacnp", v, "×", (">=", 10.0), d
+    )
+    cfg.say("timing W9: 1-D joint bilateral 2^20 × 3, window 31, and W5 (2-D)")
+    fns = {
+        ("W9", "pacnp.filters", "forward", n): bf.w9_runner(bf.w9_signal()),
+        ("W5", "pacnp.filters", "forward", n): bf.w5_runner("pacnp", bf.w5_image(1024)),
+    }
+    table.times.update(time_interleaved(fns, min(cfg.repeats, 5), 0.0, 1, None, cfg.settle))
+    t1, t2 = (
+        table.times[("W9", "pacnp.filters", "forward", n)],
+        table.times[("W5", "pacnp.filters", "forward", n)],
+    )
+    taps1, taps2 = 2 * bf.W9_RADIUS + 1, (2 * bf.RADIUS + 1) ** 2
+    ns1 = t1 / (bf.W9_SAMPLES * taps1) * 1e9
+    ns2 = t2 / (1024 * 1024 * taps2) * 1e9
+    table.add(
+        sec,
+        "W9 1-D joint bilateral 2²⁰×3, 31 taps: time per tap / W5 2-D's",
+        ns1 / ns2,
+        "×",
+        None,
+        f"1-D {_ms(t1)} = {t1 / bf.W9_SAMPLES * 1e9:.1f} ns/sample, {ns1:.3f} ns/tap; "
+        f"2-D (W5, 11×11) {_ms(t2)} = {ns2:.3f} ns/tap",
+    )
+
+
 # --------------------------------------------------------------------------- output
 def _machine_lines(table):
     i = table.info
@@ -822,6 +887,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None, help="rounds per measurement")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     ap.add_argument("--no-startup", action="store_true", help="skip the start-up probes")
+    ap.add_argument("--no-volumes", action="store_true", help="skip W8 / W9 (SimpleITK: slow)")
     ap.add_argument("--suite", default=None, help="the asv suite dir (asv_benchmarks/benchmarks)")
     ap.add_argument("--json", default=None, help="also write the rows and times as JSON here")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target row is a MISS")
@@ -838,6 +904,8 @@ def main(argv=None):
         cfg.memory = False
     if args.no_startup:
         cfg.startup = False
+    if args.no_volumes:
+        cfg.volumes = False
     t0 = time.perf_counter()
     table = build_table(cfg)
     text = format_markdown(table) if args.markdown else format_text(table)

@@ -4,25 +4,37 @@ Both adapters must tell their framework the shape of a result *before* pacnp com
 fake/meta implementations for ``torch.compile``, JAX's ``pure_callback`` result spec). The sizes
 come from ``pacnp._core``'s own output-size formulas, so the adapters hold no geometry of their
 own; everything else (validation included) is left to the public pacnp function they call.
+Geometry travels as lists of one int per spatial axis; their length picks that function
+(``function``: ``pacconv1d``, ``pacconv2d`` or ``pacconv3d``), so one op serves every ``nd``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import _core
+from . import _api, _core, _nd
 
 #: the geometry keywords, in the order the adapters pass them around
 GEOMETRY = ("kernel_size", "stride", "padding", "output_padding", "dilation")
 
 
-def pairs(fn, **values):
-    """Each geometry value as a list of two ints, checked by pacnp's own ``_core.pair``.
+def function(name, geometry):
+    """pacnp's public function ``name`` for as many spatial axes as ``geometry`` (a geometry
+    list, one int per axis) has entries: ``function("pacconv{}d", [3, 3, 3])`` is
+    ``pacnp.pacconv3d``. The adapters' ops and callbacks take the number of axes from there."""
+    nd = len(geometry)
+    # the 2-D functions live in _api, their 1-D / 3-D twins (the same implementation) in _nd
+    return getattr(_api if nd == 2 else _nd, name.format(nd))
+
+
+def tuples(fn, nd, **values):
+    """Each geometry value as a list of ``nd`` ints, checked by pacnp's own ``_core.ntuple``.
 
     Frameworks need plain int lists (a torch op schema, a hashable JAX static argument); an
-    int or an ``(h, w)`` pair becomes ``[h, w]``. Range checks (odd, positive) stay with pacnp.
+    int or a per-axis tuple becomes ``[v_1, ..., v_nd]``. Range checks (odd, positive) stay with
+    pacnp. The ops read the number of spatial axes back as the length of these lists.
     """
-    return {name: list(_core.pair(v, name, fn)) for name, v in values.items()}
+    return {name: list(_core.ntuple(v, name, fn, nd)) for name, v in values.items()}
 
 
 def checkable(a, reduced):
@@ -41,17 +53,18 @@ class _Spec:
 
 
 def op_out_hw(op, hw, kernel_size, stride, padding, output_padding, dilation):
-    """Output (H, W) of ``op`` in {"conv", "transpose", "pool"} (torch's formulas)."""
+    """Output spatial sizes of ``op`` in {"conv", "transpose", "pool"} (torch's formulas), one
+    per axis of ``hw`` (the input's spatial sizes, 1 to 3 of them)."""
     if op == "transpose":
         return tuple(
             _core.conv_transpose_out_size(
                 hw[a], kernel_size[a], stride[a], padding[a], output_padding[a], dilation[a]
             )
-            for a in range(2)
+            for a in range(len(hw))
         )
     return tuple(
         _core.conv_out_size(hw[a], kernel_size[a], stride[a], padding[a], dilation[a])
-        for a in range(2)
+        for a in range(len(hw))
     )
 
 
@@ -63,13 +76,13 @@ def op_out_channels(op, in_channels, weight_shape, shared_filters):
 
 
 def kernel_shape(guide_shape, kernel_size, stride, padding, dilation, channel_wise, transposed):
-    """Shape of ``packernel2d``'s K: ``[B, 1 or Cg, kh, kw, Ho, Wo]``."""
-    B, Cg, H, W = guide_shape
+    """Shape of ``packernel{nd}d``'s K: ``(B, 1 or Cg, *kernel_size, *S_out)``."""
+    B, Cg, *S = guide_shape
     if transposed:  # the guide already lives at the output resolution
-        out = (H, W)
+        out = tuple(S)
     else:
-        out = op_out_hw("conv", (H, W), kernel_size, stride, padding, (0, 0), dilation)
-    return (B, Cg if channel_wise else 1, kernel_size[0], kernel_size[1]) + tuple(out)
+        out = op_out_hw("conv", S, kernel_size, stride, padding, (0,) * len(S), dilation)
+    return (B, Cg if channel_wise else 1) + tuple(kernel_size) + out
 
 
 def smooth_for_pacnp(smooth_kernel_type, smooth_kernel):

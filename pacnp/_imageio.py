@@ -4,8 +4,14 @@ Formats, chosen by the file name's extension:
 
 * PNG — 8 and 16 bit; grey, grey+alpha, RGB, RGBA (palette and 1/2/4-bit files are read as the
   8-bit colours they show). Read and written by **imagecodecs** (libpng).
-* TIFF — anything tifffile reads and writes, stacks included. Read and written by **tifffile**.
-* ``.npy`` / ``.npz`` — NumPy's own (an ``.npz`` holds one array per key).
+* TIFF — anything tifffile reads and writes. Read and written by **tifffile**. A multi-page
+  TIFF (a stack of equal pages: a z-stack, a volume) is one array, pages first: D × H × W, or
+  D × H × W × C for pages of C samples (RGB). Of a file of several series (tifffile's word for
+  the images of a file: a main image and a thumbnail, or pages written one by one with their
+  own shapes) the first is read, with a warning when another has its shape.
+* ``.npy`` / ``.npz`` — NumPy's own (an ``.npz`` holds one array per key), any number of axes;
+  never a pickle (``allow_pickle=False``): an object array or a pickled file is refused with a
+  message that says so.
 
 Why these libraries. PNG files of 16-bit colour are what depth cameras, raw developers and HDR
 pipelines hand over, and they must come back bit for bit. Pillow reads a 16-bit RGB(A) PNG as
@@ -46,6 +52,7 @@ import importlib
 import logging
 import math
 import os
+import re
 import signal
 import struct
 import tempfile
@@ -57,6 +64,7 @@ import numpy as np
 
 __all__ = [
     "FORMATS",
+    "TIFF_AXES",
     "MAX_IMAGE_BYTES",
     "ImageFileError",
     "check_writable",
@@ -222,6 +230,9 @@ def _read_tiff(path, what):
                 series = tif.series[0]
                 _check_size(path, what, series.shape, series.dtype, claim="TIFF header")
                 a = tif.asarray()
+                # pages written one call at a time can come back as one series each: read
+                # as the first page only, a stack would lose its other slices unannounced
+                alike = sum(s.shape == series.shape for s in tif.series[1:])
         except ImageFileError:
             raise
         except Exception as exc:  # read_array makes it "cannot read"
@@ -232,6 +243,13 @@ def _read_tiff(path, what):
         warnings.warn(
             f"{what} {path} was read but tifffile reports: {logged[0]}"
             + (f" (and {len(logged) - 1} more)" if len(logged) > 1 else ""),
+            stacklevel=3,
+        )
+    if alike:
+        warnings.warn(
+            f"{what} {path} holds {alike + 1} TIFF series of shape {a.shape}; only the first "
+            f"was read (for a stack or volume, store its slices as one multi-page series, as "
+            f"tifffile.imwrite of the whole array does)",
             stacklevel=3,
         )
     return a
@@ -249,12 +267,28 @@ def _npy_header(f):
     return shape, dtype
 
 
+def _no_objects(dtype, where):
+    """Refuse a dtype that holds Python objects (also inside a structured dtype): loading them
+    means unpickling, which can run any code the file's author chose."""
+    if np.dtype(dtype).hasobject:
+        raise ValueError(
+            f"{where} holds Python objects (dtype {dtype}), which only a pickle can load; "
+            f"pacnp reads numeric arrays only and never unpickles"
+        )
+
+
 def _read_npy(path, what):
     with open(path, "rb") as f:
-        if f.read(4) == b"PK\x03\x04":  # an .npz archive (a zip file) under an .npy name
+        head = f.read(4)
+        if head == b"PK\x03\x04":  # an .npz archive (a zip file) under an .npy name
             raise ValueError("not an .npy file (an .npz archive? rename it)")
+        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+            # pickle protocols 2 to 5 start so (np.save of an object with allow_pickle, or
+            # pickle.dump): say what it is rather than "the magic string is not correct"
+            raise ValueError("a Python pickle, not an .npy array; pacnp never unpickles")
         f.seek(0)
         shape, dtype = _npy_header(f)
+        _no_objects(dtype, "the array")
         _check_size(path, what, shape, dtype, claim=".npy header")
         f.seek(0)
         return np.load(f, allow_pickle=False)
@@ -278,6 +312,7 @@ def _read_npz(path, key, what):
                 raise ValueError(f"member {member} is not an .npy array")
             f.seek(0)
             shape, dtype = _npy_header(f)
+        _no_objects(dtype, f"member {member}")
         _check_size(path, what, shape, dtype, claim=f"member {member}'s header")
         return z[key]
 
@@ -348,13 +383,32 @@ def _encode_png(a):
     return imagecodecs.png_encode(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("=")))
 
 
-def _write_tiff(f, a):
+#: the axis letters ``write_array(..., axes=)`` takes, tifffile's: Z, Y, X space (depth, rows,
+#: columns), S samples of a pixel (channels last), C channels elsewhere, Q anything else
+TIFF_AXES = "ZYXSCQ"
+
+
+def _write_tiff(f, a, axes=None):
     tifffile = _library("tifffile")
-    # channels-last colour as RGB(A) so that viewers show it; anything else as grey pages
-    # (tifffile's shape metadata brings any shape back as written)
-    rgb = a.ndim >= 3 and a.shape[-1] in (3, 4)
+    if axes is None:
+        # channels-last colour as RGB(A) so that viewers show it; anything else as grey
+        # pages (tifffile's shape metadata brings any shape back as written)
+        rgb = a.ndim >= 3 and a.shape[-1] in (3, 4)
+        tifffile.imwrite(
+            f, a, photometric="rgb" if rgb else "minisblack", planarconfig="contig" if rgb else None
+        )
+        return
+    # the layout is known: every page is one Y × X slice with its samples (any number, RGB(A)
+    # shown as colour), the axes before them stack the pages (a volume: D pages), so that
+    # other readers see a stack of images and not the rows of one
+    samples = axes.endswith("S") and a.shape[-1] > 1  # one sample: a grey page
+    rgb = samples and a.shape[-1] in (3, 4)
     tifffile.imwrite(
-        f, a, photometric="rgb" if rgb else "minisblack", planarconfig="contig" if rgb else None
+        f,
+        a,
+        photometric="rgb" if rgb else "minisblack",
+        planarconfig="contig" if samples else None,
+        metadata={"axes": axes},
     )
 
 
@@ -447,16 +501,24 @@ class _CleanupOnSignals:
         ) from None
 
 
-def write_array(path, a, *, key="arr_0", what="output"):
+def write_array(path, a, *, key="arr_0", what="output", axes=None):
     """Write ``a`` to ``path`` atomically: a temporary ``.part`` file in the same folder (same
     file system, so the rename is atomic), flushed to disk, then renamed over ``path``.
-    ``key`` names the array in an ``.npz``.
+    ``key`` names the array in an ``.npz``. ``axes`` (TIFF only; letters of ``TIFF_AXES``, one
+    an axis, e.g. ``"ZYX"`` for a volume, ``"ZYXS"`` with channels last) says what the axes
+    are, so that a TIFF holds one page per Y × X slice; without it RGB(A)-shaped arrays are
+    colour pages and the rest grey pages of the last two axes.
 
     The ``.part`` file is removed on any exception, on Ctrl-C and, when called from the main
     thread, on SIGTERM, SIGHUP and SIGXFSZ, which are then handed on to the handlers that were
     there before (see :class:`_CleanupOnSignals`)."""
     a = np.asarray(a)
     fmt = check_writable(path, a.dtype, a.shape, what)
+    if axes is not None and (len(axes) != a.ndim or not re.fullmatch("[ZCQ]*YXS?", axes)):
+        raise ValueError(
+            f"write_array: axes={axes!r} does not describe an array of shape {a.shape}: one "
+            f"letter of {TIFF_AXES} an axis, ending in YX or YXS"
+        )
     p = Path(path)
     with _CleanupOnSignals(what, path) as guard:
         try:
@@ -472,7 +534,7 @@ def write_array(path, a, *, key="arr_0", what="output"):
                 elif fmt == "npz":
                     np.savez_compressed(f, **{key: a})
                 elif fmt == "tiff":
-                    _write_tiff(f, a)
+                    _write_tiff(f, a, axes)
                 else:
                     f.write(_encode_png(a))
                 f.flush()

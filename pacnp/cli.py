@@ -3,8 +3,8 @@
 ::
 
     pacnp filter IN -o OUT [--guide G] [--sigma-spatial S] [--sigma-color S] [--radius R]
-                           [--border B]
-    pacnp upsample LOW --guide RGB --factor N -o OUT [--confidence C]
+                           [--border B] [--dims 2|3] [--spacing Z,Y,X]
+    pacnp upsample LOW --guide RGB --factor N -o OUT [--confidence C] [--dims 2|3]
     pacnp crf PROBS --image RGB -o LABELS
     pacnp demo [demo options]       (python -m pacnp.demo)
 
@@ -20,11 +20,20 @@ Layout: a 2-D array is one grey image; a 3-D array is H×W×C and a 4-D one N×H
 unless ``--channel-axis`` says otherwise (``none``: no channel axis, the last two axes are the
 image and any before them a batch; an integer: that axis holds the channels).
 
-Work is split into batches and horizontal tiles of ``--tile-rows`` output rows, each computed
-with the halo of input rows its window reaches, so that the result is exactly the untiled
-call's; the tiles drive a progress bar (tqdm) on stderr that appears once a command has run
-for a second (``PACNP_PROGRESS_DELAY`` seconds) when stderr is a terminal; ``--quiet`` turns it
-off, and logs and pipes never get it.
+Volumes (``filter`` and ``upsample``): ``--dims 3`` filters in 3-D over the last three axes
+other than the channels: a 3-D array is one grey D×H×W volume, a 4-D one D×H×W×C, a 5-D one
+N×D×H×W×C (``--channel-axis`` as for images); ``--spacing z,y,x`` gives the voxel size per
+axis (σ_s is then in its units). Volumes come from multi-page TIFFs (tifffile: pages first)
+and ``.npy`` files, and go back to them (a TIFF of D pages). Without ``--dims`` the default
+is 2, except for a 3-D array whose last axis has more than 4 entries and no
+``--channel-axis``: that is refused (exit status 2) as ambiguous, a D×H×W volume or an H×W
+image of many channels, rather than guessed.
+
+Work is split into batches and horizontal tiles of ``--tile-rows`` output rows (slabs of
+slices of a volume), each computed with the halo of input rows its window reaches, so that
+the result is exactly the untiled call's; the tiles drive a progress bar (tqdm) on stderr
+that appears once a command has run for a second (``PACNP_PROGRESS_DELAY`` seconds) when
+stderr is a terminal; ``--quiet`` turns it off, and logs and pipes never get it.
 
 Errors are one line, ``pacnp: error: ...``, and exit status 2 for a bad command line (argument
 values, unknown extensions, an output that is also an input) or 1 for a failure while running
@@ -43,6 +52,7 @@ import contextlib
 import inspect
 import math
 import os
+import re
 import sys
 import warnings
 
@@ -128,28 +138,112 @@ def progress_bar(label, total, unit, *, enabled=True, stream=None, delay=None):
 
 
 # --------------------------------------------------------------------------- layouts
-def _layout(a, channel_axis, what, path):
+#: what one spatial extent is called in messages, by --dims
+_THING = {1: "signal", 2: "image", 3: "volume"}
+
+
+def _layout(a, channel_axis, what, path, dims=2):
     """``a``'s layout (pacnp.filters.Layout, the one layout class of the filters, Dask and
-    this command line); ``auto``: a 2-D array is one grey image, more axes end in channels."""
+    this command line) with ``dims`` spatial axes; ``auto``: an array of ``dims`` axes has no
+    channels (a grey image or volume), more axes end in channels."""
     from .filters import Layout
 
-    if channel_axis == "auto":
-        channel_axis = None if a.ndim == 2 else -1
+    if channel_axis == "auto":  # (fewer axes than dims: refused below as too few)
+        channel_axis = None if a.ndim <= dims else -1
     try:
-        return Layout(PROG, what, a.shape, channel_axis)
+        return Layout(PROG, what, a.shape, channel_axis, spatial_dims=dims)
     except ValueError:
+        thing = _THING[dims]
         if channel_axis is None:
             raise CLIError(
-                f"{what} {path} has shape {a.shape}: an image needs 2 non-empty axes"
+                f"{what} {path} has shape {a.shape}: {'an' if dims == 2 else 'a'} {thing} "
+                f"needs {dims} non-empty axes (see --dims)"
             ) from None
         raise CLIError(
             f"{what} {path} has shape {a.shape}: no channel axis {channel_axis} "
-            f"beside two non-empty image axes (see --channel-axis)"
+            f"beside {dims} non-empty {thing} axes (see --channel-axis, --dims)"
         ) from None
 
 
-def _size(hw):
-    return f"{hw[1]}x{hw[0]}"
+def _shape(lay):
+    """The spatial sizes of layout ``lay`` (H, W; D, H, W for a volume)."""
+    return tuple(lay.shape[i] for i in lay.spatial)
+
+
+def _size(shape):
+    """Spatial sizes as people write them: width first (64x48; 33x41x25 for W×H×D)."""
+    return "x".join(str(n) for n in reversed(shape))
+
+
+def _resolve_dims(args, a):
+    """--dims, or the rule for its absence: 2, except that a 3-D array whose last axis holds
+    more than 4 values (no grey, grey+alpha, RGB or RGBA image) and no --channel-axis is
+    ambiguous: a D×H×W volume, or an H×W image of many channels? Guessing either way would
+    filter the other silently wrong, so the user is asked."""
+    if args.dims is not None:
+        return args.dims
+    if a.ndim == 3 and args.channel_axis == "auto" and a.shape[-1] > 4:
+        raise CLIError(
+            f"input {args.input} has shape {a.shape}: a D×H×W volume or an H×W image of "
+            f"{a.shape[-1]} channels? give --dims 3 for a volume, --dims 2 for an image",
+            code=2,
+        )
+    return 2
+
+
+def _spacing_for(args, dims):
+    """--spacing as one float per spatial axis (None when not given), checked against
+    --dims, as is a --radius of one value per axis."""
+    radius = args.radius
+    if isinstance(radius, tuple) and len(radius) != dims:
+        raise CLIError(
+            f"--radius {','.join(map(str, radius))} gives {len(radius)} values but the "
+            f"{_THING[dims]} has {dims} spatial axes (--dims {dims}); give one radius, or one "
+            f"per axis",
+            code=2,
+        )
+    spacing = args.spacing
+    if spacing is None:
+        return None
+    if len(spacing) != dims:
+        raise CLIError(
+            f"--spacing {','.join(f'{v:g}' for v in spacing)} gives {len(spacing)} "
+            f"value(s) but the {_THING[dims]} has {dims} spatial axes (--dims {dims}); give "
+            f"one per axis, in array order ({','.join('zyx'[-dims:])})",
+            code=2,
+        )
+    return spacing
+
+
+def _check_png_layout(path, lay, dims):
+    """A PNG holds one H×W image with its channels last: refuse any other layout before the
+    work. (The shape check of the writer alone would take a D×H×3 grey volume, or a batch of
+    three-pixel-wide images, for one RGB image.)"""
+    if os.path.splitext(str(path))[1].lower() != ".png":
+        return
+    if dims == 2 and not lay.batch and lay.caxis in (None, len(lay.shape) - 1):
+        return
+    thing = _THING[dims]
+    what = f"a batch of {thing}s" if lay.batch else f"{'an' if dims == 2 else 'a'} {thing}"
+    if lay.caxis is not None:
+        what += f" with channels on axis {lay.caxis}"
+    raise CLIError(
+        f"output {path}: PNG holds one H×W image with its channels last, but the result is "
+        f"{what}, shape {lay.shape}; write .tif, .npy or .npz instead"
+    )
+
+
+def _tiff_axes(lay, dims):
+    """tifffile's axis letters for an output of layout ``lay`` (Z Y X spatial, S channels
+    last, C channels elsewhere, Q batch), so that a volume becomes a stack of D pages; None
+    where no page of Y × X can be made of it (a 1-D signal, channels between spatial axes)."""
+    letters = ["Q"] * len(lay.shape)
+    for ax, c in zip(lay.spatial, "ZYX"[-dims:]):
+        letters[ax] = c
+    if lay.caxis is not None:
+        letters[lay.caxis] = "S" if lay.caxis == len(lay.shape) - 1 else "C"
+    axes = "".join(letters)
+    return axes if re.fullmatch("[ZCQ]*YXS?", axes) else None
 
 
 def _check_image_dtype(a, what, path):
@@ -167,19 +261,21 @@ def _planned(make):
         raise CLIError(_one_line(exc), code=2) from None
 
 
-def _guide_batch(glay, lay, args):
-    """The guide's images as [N or 1, Cg, H, W]: one guide for every image, or one each."""
-    if glay.hw != lay.hw:
+def _guide_batch(glay, lay, args, dims=2):
+    """The guide's images as [N or 1, Cg, *S]: one guide for every image, or one each."""
+    thing = _THING[dims]
+    if _shape(glay) != _shape(lay):
         raise CLIError(
-            f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but "
-            f"input {args.input} is {_size(lay.hw)} (shapes {glay.shape} and "
-            f"{lay.shape}); the guide must have the image's size"
+            f"shape mismatch: guide {args.guide} is {_size(_shape(glay))} "
+            f"{'pixels' if dims < 3 else 'voxels'} but input {args.input} is "
+            f"{_size(_shape(lay))} (shapes {glay.shape} and {lay.shape}); the guide must "
+            f"have the {thing}'s size"
         )
     n, ng = (int(np.prod(x.batch_shape, dtype=np.int64)) for x in (lay, glay))
     if ng not in (1, n):
         raise CLIError(
-            f"shape mismatch: guide {args.guide} holds {ng} images but input "
-            f"{args.input} {n}; give one guide or one per image"
+            f"shape mismatch: guide {args.guide} holds {ng} {thing}s but input "
+            f"{args.input} {n}; give one guide or one per {thing}"
         )
 
 
@@ -189,6 +285,7 @@ def _row_tiles(height, rows):
 
 
 def _tile_rows(args, width, reach):
+    """Rows (slices of a volume) a tile: ``width`` is the pixels of one row (of one slice)."""
     if args.tile_rows is not None:
         return args.tile_rows
     return max(-(-TILE_PIXELS // width), 8 * reach)
@@ -244,8 +341,10 @@ def cmd_filter(args, device, progress):
 
     image = read_array(args.input, key=args.key, what="input")
     _check_image_dtype(image, "input", args.input)
-    lay = _layout(image, args.channel_axis, "input", args.input)
-    x = lay.to_bchw(np, image)
+    dims = _resolve_dims(args, image)
+    spacing = _spacing_for(args, dims)
+    lay = _layout(image, args.channel_axis, "input", args.input, dims)
+    x = lay.to_bchw(np, image)  # [N, C, *S]
     if args.guide is None:
         g = x
     else:
@@ -254,12 +353,13 @@ def cmd_filter(args, device, progress):
         gaxis = args.guide_channel_axis
         if gaxis == "auto" and args.channel_axis != "auto" and guide.ndim == image.ndim:
             gaxis = args.channel_axis  # the same layout as the image, as pacnp.filters does
-        glay = _layout(guide, gaxis, "guide", args.guide)
-        _guide_batch(glay, lay, args)
+        glay = _layout(guide, gaxis, "guide", args.guide, dims)
+        _guide_batch(glay, lay, args, dims)
         g = glay.to_bchw(np, guide)
+    _check_png_layout(args.output, lay, dims)
     _check_writable(args.output, image.dtype, image.shape)
 
-    n, _, h, w = x.shape
+    n, h = x.shape[0], x.shape[2]
     # one plan for the whole batch (radius, border, σ_c over the whole guide), repeated on
     # every tile through its keywords: the tiles compute exactly what the untiled call would
     plan = _planned(
@@ -272,25 +372,36 @@ def cmd_filter(args, device, progress):
             border=args.border,
             channel_axis=1,
             guide_channel_axis=1,
+            spatial_dims=dims,
+            spacing=spacing,
             fn="pacnp filter",
         )
     )
+    # the plan's keywords carry spatial_dims, spacing and the per-axis radii to every tile
     opts = plan.resolve_sigma_color(np, g).chunk_kwargs()
+    # tiles are bands along the first spatial axis (rows of an image, slices of a volume),
+    # with that axis's halo: thick slices (a large spacing) need fewer halo slices
+    halo = plan.halos[0]
     out = np.empty_like(x)
-    tiles = _row_tiles(h, _tile_rows(args, w, plan.halo))
+    tiles = _row_tiles(h, _tile_rows(args, math.prod(x.shape[3:]), halo))
     with progress("pacnp filter", n * len(tiles), "tiles") as bar:
         for b in range(n):
             gb = b if g.shape[0] > 1 else 0
             for y0, y1 in tiles:
                 # output rows y0..y1 see input rows within the halo: compute on those and
                 # keep the middle; the halo's own border handling never reaches kept rows
-                lo, hi = max(0, y0 - plan.halo), min(h, y1 + plan.halo)
+                lo, hi = max(0, y0 - halo), min(h, y1 + halo)
                 res = filters.joint_bilateral_filter(
                     device.put(x[b : b + 1, :, lo:hi]), device.put(g[gb : gb + 1, :, lo:hi]), **opts
                 )
                 out[b, :, y0:y1] = device.get(res)[0, :, y0 - lo : y1 - lo]
                 bar.update()
-    write_array(args.output, lay.from_bchw(np, out), key=args.key or "image")
+    write_array(
+        args.output,
+        lay.from_bchw(np, out),
+        key=args.key or "image",
+        axes=_tiff_axes(lay, dims),
+    )
     return 0
 
 
@@ -300,27 +411,31 @@ def cmd_upsample(args, device, progress):
     f = args.factor
     low = read_array(args.input, key=args.key, what="input")
     _check_image_dtype(low, "input", args.input)
-    lay = _layout(low, args.channel_axis, "input", args.input)
+    dims = _resolve_dims(args, low)
+    spacing = _spacing_for(args, dims)
+    thing = _THING[dims]
+    lay = _layout(low, args.channel_axis, "input", args.input, dims)
     guide = read_array(args.guide, key=args.guide_key, what="guide")
     _check_image_dtype(guide, "guide", args.guide)
     gaxis = args.guide_channel_axis
     if gaxis == "auto" and args.channel_axis != "auto" and guide.ndim == low.ndim:
         gaxis = args.channel_axis
-    glay = _layout(guide, gaxis, "guide", args.guide)
-    h, w = lay.hw
-    H, W = h * f, w * f
-    if glay.hw != (H, W):
+    glay = _layout(guide, gaxis, "guide", args.guide, dims)
+    small = _shape(lay)
+    big = tuple(s * f for s in small)
+    if _shape(glay) != big:
         raise CLIError(
-            f"shape mismatch: guide {args.guide} is {_size(glay.hw)} pixels but input "
-            f"{args.input} ({_size(lay.hw)}) times --factor {f} is {_size((H, W))}"
+            f"shape mismatch: guide {args.guide} is {_size(_shape(glay))} "
+            f"{'pixels' if dims < 3 else 'voxels'} but input {args.input} "
+            f"({_size(small)}) times --factor {f} is {_size(big)}"
         )
     x = lay.to_bchw(np, low)
     g = glay.to_bchw(np, guide)
     n = x.shape[0]
     if g.shape[0] not in (1, n):
         raise CLIError(
-            f"shape mismatch: guide {args.guide} holds {g.shape[0]} images "
-            f"but input {args.input} {n}; give one guide or one per image"
+            f"shape mismatch: guide {args.guide} holds {g.shape[0]} {thing}s "
+            f"but input {args.input} {n}; give one guide or one per {thing}"
         )
     conf = None
     if args.confidence is not None:
@@ -328,13 +443,15 @@ def cmd_upsample(args, device, progress):
         if c.dtype == bool:
             c = c.astype(np.uint8)
         _check_image_dtype(c, "confidence", args.confidence)
-        conf = _layout(c, None, "confidence", args.confidence).to_bchw(np, c)[:, 0]
-        if conf.shape != (n, h, w):
+        conf = _layout(c, None, "confidence", args.confidence, dims).to_bchw(np, c)[:, 0]
+        if conf.shape != (n,) + small:
             raise CLIError(
                 f"shape mismatch: confidence {args.confidence} has shape {c.shape} "
-                f"but input {args.input} has {n} image(s) of {_size((h, w))} pixels"
+                f"but input {args.input} has {n} {thing}(s) of {_size(small)} "
+                f"{'pixels' if dims < 3 else 'voxels'}"
             )
-    out_shape = lay.from_bchw(np, np.empty((n, x.shape[1], H, W), np.uint8), (H, W)).shape
+    out_shape = lay.from_bchw(np, np.empty((n, x.shape[1]) + big, np.uint8), big).shape
+    _check_png_layout(args.output, lay, dims)
     _check_writable(args.output, low.dtype, out_shape)
 
     plan = _planned(
@@ -348,13 +465,16 @@ def cmd_upsample(args, device, progress):
             channel_axis=1,
             guide_channel_axis=1,
             confidence=conf,
+            spatial_dims=dims,
+            spacing=spacing,
             fn="pacnp upsample",
         )
     )
     opts = plan.resolve_sigma_color(np, g).chunk_kwargs()
-    r, o = plan.radius, (f - 1) // 2  # low-res sample m sits at high-res pixel m·f + o
-    out = np.empty((n, x.shape[1], H, W), x.dtype)
-    tiles = _row_tiles(H, _tile_rows(args, W, r))
+    h, H = small[0], big[0]  # tiles: bands of rows (of slices) of the output
+    r, o = plan.radii[0], (f - 1) // 2  # low-res sample m sits at high-res pixel m·f + o
+    out = np.empty((n, x.shape[1]) + big, x.dtype)
+    tiles = _row_tiles(H, _tile_rows(args, math.prod(big[1:]), r))
     with progress("pacnp upsample", n * len(tiles), "tiles") as bar:
         for b in range(n):
             gb = b if g.shape[0] > 1 else 0
@@ -372,7 +492,12 @@ def cmd_upsample(args, device, progress):
                 )
                 out[b, :, y0:y1] = device.get(res)[0, :, y0 - m0 * f : y1 - m0 * f]
                 bar.update()
-    write_array(args.output, lay.from_bchw(np, out, (H, W)), key=args.key or "image")
+    write_array(
+        args.output,
+        lay.from_bchw(np, out, big),
+        key=args.key or "image",
+        axes=_tiff_axes(lay, dims),
+    )
     return 0
 
 
@@ -496,6 +621,36 @@ _COUNT = _number(int, 1, False, "an integer >= 1")
 _FINITE = _number(float, -math.inf, True, "a finite number")
 
 
+def _spacing(text):
+    """``--spacing``: positive finite numbers separated by commas, one per spatial axis."""
+    parts = text.split(",")
+    try:
+        values = tuple(_POSITIVE(p.strip()) for p in parts)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected positive numbers separated by commas (z,y,x), got {text!r}"
+        ) from None
+    return values
+
+
+_spacing.__name__ = "spacing"
+
+
+def _radii(text):
+    """``--radius``: an integer >= 0, or one per spatial axis separated by commas."""
+    if "," not in text:
+        return _RADIUS(text)
+    try:
+        return tuple(_RADIUS(p.strip()) for p in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 0 or one per axis separated by commas, got {text!r}"
+        ) from None
+
+
+_radii.__name__ = "radius"
+
+
 def _axis(text):
     if text in ("auto", "none"):
         return None if text == "none" else "auto"
@@ -512,6 +667,7 @@ examples:
   pacnp filter photo.png -o smooth.png --sigma-spatial 3 --sigma-color 20
   pacnp filter depth.tif --guide rgb.png -o depth_jbf.tif --radius 5 --border nearest
   pacnp upsample depth_low.npy --guide rgb.png --factor 8 -o depth.npy
+  pacnp filter mri.npy -o mri_bf.npy --dims 3 --spacing 2,1,1 --sigma-spatial 2
   pacnp crf probs.npy --image rgb.png -o labels.png
   pacnp demo --factors 4 8
 
@@ -528,9 +684,16 @@ examples:
     pacnp filter stack.npz --key images -o out.npz --backend cuda
   a planar C×H×W TIFF:
     pacnp filter planar.tif --channel-axis 0 -o out.tif
+  a 3-D bilateral filter of a volume (a multi-page TIFF: D×H×W) of 3 mm slices of
+  0.8 mm pixels, σ_s = 2 mm:
+    pacnp filter stack.tif -o smooth.tif --dims 3 --spacing 3,0.8,0.8 --sigma-spatial 2
+  an RGB volume D×H×W×3 as .npy, guided by a grey volume of the same size:
+    pacnp filter rgbvol.npy --guide grey.npy -o out.npy --dims 3 --sigma-color 20
 
 σ_c is in the guide's units (0-255 for 8-bit, 0-65535 for 16-bit); the default is the
-guide's standard deviation. The window is (2·radius + 1)², radius ⌈3σ_s⌉ by default.
+guide's standard deviation. The window is (2·radius + 1)² ((2·radius + 1)³ for a volume),
+radius ⌈3σ_s⌉ by default. --dims 3: the last three axes (other than channels) are D×H×W;
+a 3-D array is one grey volume, a 4-D one D×H×W×C, a 5-D one N×D×H×W×C.
 """
 
 EXAMPLES_UPSAMPLE = """\
@@ -539,6 +702,9 @@ examples:
     pacnp upsample depth_60x40.png --guide rgb_480x320.png --factor 8 -o depth.png
   missing samples (confidence 0) are left out, float output as .npy:
     pacnp upsample lidar.npy --confidence valid.npy --guide rgb.png --factor 4 -o dense.npy
+
+  a low-res volume 4× in every axis, guided by the full-res volume (both D×H×W):
+    pacnp upsample low.npy --guide full.npy --factor 4 --dims 3 -o up.npy
 
 The guide must be exactly --factor times the input's size. Low-res sample m stands for
 high-res pixel m·f + (f-1)//2. σ_s defaults to f/2 high-res pixels, the radius to ⌊3f/2⌋.
@@ -607,6 +773,24 @@ def _add_io(p, what):
 def _add_filter_params(p, sigma_default, sigma_help):
     g = p.add_argument_group("filter")
     g.add_argument(
+        "--dims",
+        type=int,
+        choices=(1, 2, 3),
+        default=None,
+        help="spatial axes the filter works over: 2 (images, the default) or 3 (volumes: "
+        "D×H×W, D×H×W×C); 1 for signals. Without it a 3-D array whose last axis is longer "
+        "than 4 is refused as ambiguous (a volume or an image of many channels?)",
+    )
+    g.add_argument(
+        "--spacing",
+        type=_spacing,
+        default=None,
+        metavar="Z,Y,X",
+        help="size of a pixel (voxel) along each spatial axis, in array order, e.g. 2,0.5,0.5 "
+        "for 2 mm slices of 0.5 mm pixels; σ_s is then in the same units (default: 1 per "
+        "axis, σ_s in pixels)",
+    )
+    g.add_argument(
         "--sigma-spatial", type=_POSITIVE, default=sigma_default, metavar="S", help=sigma_help
     )
     g.add_argument(
@@ -618,18 +802,19 @@ def _add_filter_params(p, sigma_default, sigma_help):
     )
     g.add_argument(
         "--radius",
-        type=_RADIUS,
+        type=_radii,
         default=None,
         metavar="R",
-        help="window radius in pixels (window 2R+1)",
+        help="window radius in pixels (window 2R+1), or one per spatial axis (R_z,R_y,R_x; "
+        "default: ⌈3σ_s / spacing⌉ per axis)",
     )
     g.add_argument(
         "--tile-rows",
         type=_RADIUS,
         default=None,
         metavar="ROWS",
-        help="output rows per tile (0: whole images); tiles give the same result and "
-        f"drive the progress bar (default: about {TILE_PIXELS} pixels a tile)",
+        help="output rows per tile (slices of a volume; 0: whole images); tiles give the "
+        f"same result and drive the progress bar (default: about {TILE_PIXELS} pixels a tile)",
     )
 
 
@@ -676,7 +861,9 @@ def build_parser():
         metavar="AXIS",
         help="like --channel-axis, for the guide",
     )
-    _add_filter_params(p, 1.0, "σ_s of the spatial Gaussian in pixels (default: 1)")
+    _add_filter_params(
+        p, 1.0, "σ_s of the spatial Gaussian in pixels, or in --spacing units (default: 1)"
+    )
     p.add_argument(
         "--border",
         choices=BORDERS,
@@ -720,7 +907,12 @@ def build_parser():
         help="per-sample weights >= 0 of LOW's size (0: missing sample)",
     )
     p.add_argument("--confidence-key", default=None, help="array of an .npz confidence")
-    _add_filter_params(p, None, "σ_s in high-res pixels (default: factor/2)")
+    _add_filter_params(
+        p,
+        None,
+        "σ_s in high-res pixels, or in --spacing units (default: factor/2 pixels of the "
+        "finest axis)",
+    )
     p.set_defaults(run=cmd_upsample)
 
     p = sub.add_parser(

@@ -1,4 +1,4 @@
-"""pacnp on Dask arrays: images larger than memory, many frames, clusters.
+"""pacnp on Dask arrays: images and volumes larger than memory, many frames, clusters.
 
 Every function here takes Dask arrays (chunked over batch and/or space), returns Dask arrays, and
 runs the in-memory pacnp function once per chunk through :func:`dask.array.map_overlap`, each
@@ -23,6 +23,9 @@ array to float rounding — the same arithmetic runs on the same numbers, only i
   Transposed ops (upsampling) chunk the low-resolution input; each chunk owns the ``stride``×
   larger output block, and the guide (at the output resolution) is rechunked to those blocks.
   Channel axes become one chunk; batch axes keep any chunking. ``plan_chunks`` shows the result.
+* **Dimensions.** The filters take ``spatial_dims`` (1, 2 or 3) as in memory: every spatial axis
+  of a signal, image or volume is chunked and extended by its own halo (the window radius on
+  that axis — per-axis with ``spacing`` or a per-axis ``radius``), independently of the others.
 * **Global statistics.** ``sigma_color=None`` means the guide's standard deviation, a statistic
   of the whole image: it is computed by Dask first (an extra pass over the guide) and then used
   by every chunk. Pass ``sigma_color`` to avoid that pass.
@@ -265,7 +268,7 @@ def plan_chunks(kind, shape, chunks, **geometry):
 
 # --------------------------------------------------------------------------- the engine
 def _cut_block(out, block_id, axes, keep):
-    """The part of an extended chunk's result that belongs to the chunk (last two axes)."""
+    """The part of an extended chunk's result that belongs to the chunk (its spatial axes)."""
     sl = [slice(None)] * out.ndim
     for ax, k in zip(axes, keep):
         lo, hi = k[block_id[ax]]
@@ -281,11 +284,11 @@ def _block(*blocks, block_id=None, call, spatial, keep, threads):
 
 def _map(call, arrays, depths, plans, out_chunks_rest, dtype, numba_threads):
     """map_overlap ``call`` over ``arrays`` (all with the same batch chunks and the spatial axes
-    last), cut by ``plans`` (one _Axis per spatial axis); ``depths[i]``: 'in' or 'guide' for
-    array i (which halo of the plans it gets); ``out_chunks_rest``: chunks of the output's
-    non-spatial axes."""
+    last, as many as ``plans``: one _Axis per spatial axis), cut by the plans; ``depths[i]``:
+    'in' or 'guide' for array i (which halo of the plans it gets); ``out_chunks_rest``: chunks
+    of the output's non-spatial axes."""
     ndim = arrays[0].ndim
-    spatial = (ndim - 2, ndim - 1)
+    spatial = tuple(range(ndim - len(plans), ndim))
     depth = []
     for a, which in zip(arrays, depths):
         d = {ax: 0 for ax in range(a.ndim)}
@@ -610,30 +613,31 @@ def _kernel_kw(fn, given):
 # and messages, the same layout, radius, border and σ_c rule; then runs the filter's own
 # keywords (FilterPlan.chunk_kwargs) on every extended chunk.
 def _canonical(plan, a):
-    """The planned image as [B, C, H, W] (batch axes folded) and the function that puts an
+    """The planned image as [B, C, *spatial] (batch axes folded) and the function that puts an
     output of that form back into the caller's layout."""
     lay = plan.layout
     t = lay.to_canonical(da, a)
-    batch = t.shape[:-3]
+    batch = t.shape[: -lay.nd - 1]
 
     def back(out):
         return lay.from_canonical(da, out.reshape(batch + out.shape[1:]))
 
-    return _flat(t), back
+    return _flat(t, lay.nd), back
 
 
 def _spatial_rechunk(a, plans, guide=False):
-    """Channels whole, the plans' spatial chunks; batch chunks untouched."""
-    nd = a.ndim
-    chunks = {nd - 3: -1}
-    for ax, plan in zip((nd - 2, nd - 1), plans):
+    """Channels whole, the plans' spatial chunks (one plan per trailing spatial axis); batch
+    chunks untouched."""
+    nd = len(plans)
+    chunks = {a.ndim - nd - 1: -1}
+    for ax, plan in zip(range(a.ndim - nd, a.ndim), plans):
         chunks[ax] = plan.guide_chunks if guide else plan.in_chunks
     return a.rechunk(chunks)
 
 
-def _flat(a):
-    """Canonical (*batch, C, H, W) as [B, C, H, W]: the engine wants one batch axis."""
-    return a.reshape((-1,) + a.shape[-3:]) if a.ndim != 4 else a
+def _flat(a, nd=2):
+    """Canonical (*batch, C, *spatial) as [B, C, *spatial]: the engine wants one batch axis."""
+    return a.reshape((-1,) + a.shape[-nd - 1 :]) if a.ndim != nd + 2 else a
 
 
 def joint_bilateral_filter(
@@ -646,14 +650,17 @@ def joint_bilateral_filter(
     border="reflect",
     channel_axis=None,
     guide_channel_axis="auto",
+    spatial_dims=2,
+    spacing=None,
     numba_threads=None,
 ):
-    """:func:`pacnp.filters.joint_bilateral_filter` on Dask arrays, chunk by chunk.
+    """:func:`pacnp.filters.joint_bilateral_filter` on Dask arrays, chunk by chunk — signals,
+    images or volumes (``spatial_dims``), chunked along any of their axes.
 
-    The halo is the window radius; every ``border`` mode is reproduced exactly (module
-    docstring). ``sigma_color=None`` computes the guide's standard deviation first (one extra
-    pass over the guide). Other parameters as the in-memory filter; ``numba_threads`` as
-    :func:`pacconv2d_fused`.
+    The halo on each spatial axis is the window radius there; every ``border`` mode is
+    reproduced exactly (module docstring). ``sigma_color=None`` computes the guide's standard
+    deviation first (one extra pass over the guide). Other parameters as the in-memory filter;
+    ``numba_threads`` as :func:`pacconv2d_fused`.
 
     Returns
     -------
@@ -680,6 +687,18 @@ def joint_bilateral_filter(
     ...                                         sigma_color=0.2, channel_axis=-1)
     >>> float(abs(lazy.compute(scheduler="sync") - direct).max()) < 1e-6
     True
+
+    A volume in 16³ chunks, 2 × 1 × 1 mm voxels (halos of 2, 3 and 3 voxels):
+
+    >>> vol = np.random.default_rng(1).random((32, 32, 32), dtype=np.float32)
+    >>> lazy = pd.bilateral_filter(da.from_array(vol, chunks=16), sigma_spatial=1.0,
+    ...                            sigma_color=0.2, spatial_dims=3, spacing=(2.0, 1.0, 1.0))
+    >>> lazy.numblocks
+    (2, 2, 2)
+    >>> direct = filters.bilateral_filter(vol, sigma_spatial=1.0, sigma_color=0.2,
+    ...                                   spatial_dims=3, spacing=(2.0, 1.0, 1.0))
+    >>> float(abs(lazy.compute(scheduler="sync") - direct).max()) < 1e-6
+    True
     """
     fn = "pacnp.dask.joint_bilateral_filter"
     numba_threads = _numba_threads(numba_threads, fn)
@@ -694,14 +713,18 @@ def joint_bilateral_filter(
         border=border,
         channel_axis=channel_axis,
         guide_channel_axis=guide_channel_axis,
+        spatial_dims=spatial_dims,
+        spacing=spacing,
         fn=fn,
     )
+    nd = plan.spatial_dims
     x, back = _canonical(plan, image)
-    g = _flat(plan.guide_layout.to_canonical(da, guide))
+    g = _flat(plan.guide_layout.to_canonical(da, guide), nd)
     plan = plan.resolve_sigma_color(da, g)
     kw = plan.chunk_kwargs()
-    r = plan.halo
-    axes = [_forward_axis(x.shape[2 + a], x.chunks[2 + a], 1, r, r, r) for a in range(2)]
+    axes = [
+        _forward_axis(x.shape[2 + a], x.chunks[2 + a], 1, r, r, r) for a, r in enumerate(plan.halos)
+    ]
     x = _spatial_rechunk(x, axes)
     g = _spatial_rechunk(g, axes).rechunk({0: x.chunks[0]})
 
@@ -722,9 +745,12 @@ def bilateral_filter(
     radius=None,
     border="reflect",
     channel_axis=None,
+    spatial_dims=2,
+    spacing=None,
     numba_threads=None,
 ):
-    """Bilateral filter on Dask arrays: :func:`joint_bilateral_filter` guided by the image.
+    """Bilateral filter on Dask arrays: :func:`joint_bilateral_filter` guided by the image
+    (signals, images or volumes: ``spatial_dims``).
 
     Returns
     -------
@@ -748,6 +774,8 @@ def bilateral_filter(
         radius=radius,
         border=border,
         channel_axis=channel_axis,
+        spatial_dims=spatial_dims,
+        spacing=spacing,
         numba_threads=numba_threads,
     )
 
@@ -764,12 +792,15 @@ def joint_bilateral_upsample(
     channel_axis=None,
     guide_channel_axis="auto",
     confidence=None,
+    spatial_dims=2,
+    spacing=None,
     numba_threads=None,
 ):
-    """:func:`pacnp.filters.joint_bilateral_upsample` on Dask arrays, chunk by chunk.
+    """:func:`pacnp.filters.joint_bilateral_upsample` on Dask arrays, chunk by chunk (signals,
+    images or volumes: ``spatial_dims``).
 
     A transposed PAC on the low-resolution chunks: each low-res chunk is extended by
-    ⌈radius/factor⌉ samples (a little more on the left for even factors) and owns the
+    ⌈radius/factor⌉ samples per axis (a little more on the left for even factors) and owns the
     ``factor``× larger high-res block; the guide is rechunked to those blocks, so its chunk
     boundaries are multiples of ``factor``. ``confidence`` (optional) is a Dask array of
     ``low``'s batch and spatial shape. Other parameters as the in-memory function.
@@ -807,28 +838,30 @@ def joint_bilateral_upsample(
         channel_axis=channel_axis,
         guide_channel_axis=guide_channel_axis,
         confidence=confidence,
+        spatial_dims=spatial_dims,
+        spacing=spacing,
         fn=fn,
     )
-    f, r = plan.factor, plan.radius
+    f, nd = plan.factor, plan.spatial_dims
     x, back = _canonical(plan, low)
-    g = _flat(plan.guide_layout.to_canonical(da, guide))
+    g = _flat(plan.guide_layout.to_canonical(da, guide), nd)
     plan = plan.resolve_sigma_color(da, g)
     kw = plan.chunk_kwargs()
     # the in-memory geometry (pacnp.filters): kernel 2r+1, stride f, padding r − o,
-    # output_padding (f − 1) % 2 — the output is exactly f× the input
+    # output_padding (f − 1) % 2 — the output is exactly f× the input (per axis)
     o = (f - 1) // 2
     axes = [
         _transposed_axis(x.shape[2 + a], x.chunks[2 + a], f, r - o, r, (f - 1) % 2, r)
-        for a in range(2)
+        for a, r in enumerate(plan.radii)
     ]
     x = _spatial_rechunk(x, axes)
     g = _spatial_rechunk(g, axes, guide=True).rechunk({0: x.chunks[0]})
     arrays, depths = [x, g], ["in", "guide"]
     if confidence is not None:
         cf = confidence
-        if cf.size != x.shape[0] * x.shape[-2] * x.shape[-1]:
-            cf = da.broadcast_to(cf, plan.layout.batch_shape + plan.layout.hw)
-        cf = cf.reshape((x.shape[0], 1) + tuple(x.shape[-2:]))
+        if cf.size != x.shape[0] * int(np.prod(x.shape[2:])):
+            cf = da.broadcast_to(cf, plan.layout.batch_shape + plan.layout.spatial_shape)
+        cf = cf.reshape((x.shape[0], 1) + tuple(x.shape[2:]))
         arrays.append(_spatial_rechunk(cf, axes).rechunk({0: x.chunks[0]}))
         depths.append("in")
 
@@ -848,13 +881,15 @@ def detail_preserving_pool(
     lam=1.0,
     border="renormalize",
     channel_axis=None,
+    spatial_dims=2,
     numba_threads=None,
 ):
-    """:func:`pacnp.filters.detail_preserving_pool` on Dask arrays, chunk by chunk.
+    """:func:`pacnp.filters.detail_preserving_pool` on Dask arrays, chunk by chunk (signals,
+    images or volumes: ``spatial_dims``).
 
-    The halo is max(kernel_size // 2, 1) — the window, and the 3 × 3 smoothing of the window
-    centre — rounded up to a multiple of ``stride``; chunk boundaries are moved onto multiples
-    of ``stride``. Output size ⌈H/stride⌉ × ⌈W/stride⌉ as in memory.
+    The halo on each axis is max(kernel_size // 2, 1) — the window, and the 3-tap smoothing of
+    the window centre — rounded up to a multiple of ``stride``; chunk boundaries are moved onto
+    multiples of ``stride``. Output size ⌈S_a/stride_a⌉ per axis as in memory.
 
     Returns
     -------
@@ -882,12 +917,16 @@ def detail_preserving_pool(
         lam=lam,
         border=border,
         channel_axis=channel_axis,
+        spatial_dims=spatial_dims,
         fn=fn,
     )
     x, back = _canonical(plan, image)
-    k, s, r = plan.kernel_size, plan.stride, plan.radius
+    k = plan.kernel_sizes
     kw = plan.chunk_kwargs()
-    axes = [_forward_axis(x.shape[2 + a], x.chunks[2 + a], s, r, r, plan.halo) for a in range(2)]
+    axes = [
+        _forward_axis(x.shape[2 + a], x.chunks[2 + a], s, r, r, h)
+        for a, (s, r, h) in enumerate(zip(plan.strides, plan.radii, plan.halos))
+    ]
     x = _spatial_rechunk(x, axes)
 
     def call(xb):

@@ -1,4 +1,5 @@
-"""The classic filters that pixel-adaptive convolution generalises, for ordinary images.
+"""The classic filters that pixel-adaptive convolution generalises, for signals, images and
+volumes (1, 2 or 3 spatial axes: ``spatial_dims``).
 
 Every filter here is one call of pacnp's public PAC operations (Su et al. 2019, Sec. 3.2), so it
 runs wherever they run — NumPy arrays on the CPU, CuPy arrays on the GPU:
@@ -6,33 +7,37 @@ runs wherever they run — NumPy arrays on the CPU, CuPy arrays on the GPU:
 ``joint_bilateral_filter`` / ``bilateral_filter``
     out_i = Σ_j w_s(p_i − p_j) · w_c(g_i − g_j) · v_j / Σ_j w_s(p_i − p_j) · w_c(g_i − g_j)
 
-    with exact Gaussians w_s(δ) = exp(−|δ|²/2σ_s²) (pixels) and w_c(Δ) = exp(−‖Δ‖²/2σ_c²)
-    (Euclidean distance over the guide's channels, in the guide's units), over the square
-    window |p_i − p_j|∞ ≤ radius. PAC form: K = packernel2d(guide / σ_c) (its gaussian is
-    exp(−½‖Δ‖²)), W = w_s as a shared filter, and the denominator is the same PAC applied to a
-    channel of ones — one ``pacconv2d_fused`` call computes numerator and denominator together,
-    K once per pair of pixels for all channels (the symmetric K and w_s take the fused op's
-    pair form) and never stored.
+    with exact Gaussians w_s(δ) = exp(−Σ_a (δ_a·spacing_a)²/2σ_s²) (σ_s in the units of
+    ``spacing``; voxels without it) and w_c(Δ) = exp(−‖Δ‖²/2σ_c²) (Euclidean distance over the
+    guide's channels, in the guide's units), over the box window |δ_a| ≤ radius_a. PAC form:
+    K = packernel(guide / σ_c) (its gaussian is exp(−½‖Δ‖²)), W = w_s as a shared filter, and
+    the denominator is the same PAC applied to a channel of ones — one ``pacconv1d_fused`` /
+    ``pacconv2d_fused`` / ``pacconv3d_fused`` call computes numerator and denominator together,
+    K once per pair of voxels for all channels (the symmetric K and w_s take the fused op's pair
+    form) and never stored.
 ``joint_bilateral_upsample``
     Kopf et al.'s joint bilateral upsampling as one transposed PAC: low-res sample n sits at
-    high-res pixel n·f + (f−1)//2, every high-res pixel averages the samples within
-    ``radius`` high-res pixels, weighted by w_s of the distance and w_c of the colour difference
-    between the pixel and the sample's pixel in the high-res guide.
+    high-res voxel n·f + (f−1)//2, every high-res voxel averages the samples within
+    ``radius`` high-res voxels, weighted by w_s of the distance and w_c of the colour difference
+    between the voxel and the sample's voxel in the high-res guide. (2-D with one radius and σ_s
+    for both axes runs a direct kernel over the samples in reach, ``pacnp.cpu.upsample``; 1-D,
+    3-D and anisotropic cases the transposed PAC, ``pacconv_transpose1d/2d/3d_fused``.)
 ``detail_preserving_pool``
     Detail-preserving pooling (Saeedan et al. 2018) as PAC pooling: weights
-    α + (‖v_j − ṽ_i‖² + ε²)^λ per channel, ṽ the 3 × 3 binomial smoothing of the input at the
+    α + (‖v_j − ṽ_i‖² + ε²)^λ per channel, ṽ the 3^d binomial smoothing of the input at the
     window centre, normalised over the window.
 
-Borders (``border``): ``reflect`` (… c b | a b c … : the edge pixel is not repeated; OpenCV's
-BORDER_REFLECT_101, kornia's and ``numpy.pad``'s ``reflect``), ``nearest`` (edge pixel
+Borders (``border``): ``reflect`` (… c b | a b c … : the edge voxel is not repeated; OpenCV's
+BORDER_REFLECT_101, kornia's and ``numpy.pad``'s ``reflect``), ``nearest`` (edge voxel
 repeated), ``constant`` (zeros, for the image and the guide), ``renormalize`` (taps outside the
 image are left out and the weights of the others renormalised — partial-window averaging).
 
-Layout (``channel_axis`` as in scikit-image): None — the last two axes are the image, any axes
-before them are a batch; an integer — that axis holds the channels, the last two *other* axes
-are the image and any remaining axes a batch. The guide shares the image's spatial and batch
-axes; its channels (any number) are on ``guide_channel_axis`` (default: the image's
-``channel_axis`` when both have the same number of axes, else no channel axis: a grey guide).
+Layout (``channel_axis`` as in scikit-image, ``spatial_dims`` = d, default 2): None — the last d
+axes are the signal / image / volume, any axes before them are a batch; an integer — that axis
+holds the channels, the last d *other* axes are spatial and any remaining axes a batch. The
+guide shares the image's spatial and batch axes; its channels (any number) are on
+``guide_channel_axis`` (default: the image's ``channel_axis`` when both have the same number of
+axes, else no channel axis: a grey guide).
 
 dtypes: uint8 and uint16 in, the same dtype out (rounded to nearest, clipped); float32 and
 float64 computed in their own precision; float16 through float32. ``sigma_color`` is in the
@@ -42,12 +47,13 @@ guide's units (0–255 for a uint8 guide).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import operator
 
 import numpy as np
 
-from . import _api, _core
+from . import _api, _core, _nd
 from ._namespace import array_module as _array_module
 from ._namespace import delegate
 
@@ -71,6 +77,8 @@ BORDERS = ("reflect", "nearest", "constant", "renormalize")
 _PAD_MODE = {"reflect": "reflect", "nearest": "edge", "constant": "constant"}
 #: window radius in units of σ_s when none is given: the Gaussian is below 1.2 % beyond 3σ
 RADIUS_PER_SIGMA = 3.0
+#: names of the spatial axes in messages, per ``spatial_dims``
+_AXES = {1: "L", 2: "H, W", 3: "D, H, W"}
 
 
 # --------------------------------------------------------------------------- checks
@@ -127,32 +135,76 @@ def _positive(fn, name, value, allow_none=False):
     return v
 
 
-def _radius(fn, radius, sigma_spatial, reach):
-    """The window radius (given, or the default for σ_s), checked; the window-size limit
-    applies to what the window can reach, ``min(r, reach)``: beyond the image the filters
-    clamp or fold the window (its cost is bounded by the image, whatever the radius)."""
-    if radius is None:
-        r = default_radius(sigma_spatial)
-        _core.check_size(fn, "the radius of sigma_spatial", r, sigma_spatial)
-        _window(fn, "sigma_spatial", sigma_spatial, min(r, reach))
-        return r
+def _spatial_dims(fn, spatial_dims):
+    """The number of spatial axes: 1, 2 or 3 (bools refused: True is not an axis count)."""
+    if isinstance(spatial_dims, (bool, np.bool_)):
+        raise TypeError(f"{fn}: spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
+    try:
+        nd = operator.index(spatial_dims)
+    except TypeError:
+        raise TypeError(f"{fn}: spatial_dims must be 1, 2 or 3, got {spatial_dims!r}") from None
+    if nd not in (1, 2, 3):
+        raise ValueError(f"{fn}: spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
+    return nd
+
+
+def _per_axis(fn, name, value, nd, check):
+    """``value`` — one value for every spatial axis, or a sequence of ``nd`` — as a tuple of
+    ``check(fn, name, v)`` per axis."""
+    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1):
+        if len(value) != nd:
+            raise ValueError(
+                f"{fn}: {name} must be a number or a sequence of {nd} (one per spatial axis, "
+                f"spatial_dims={nd}), got {tuple(value)!r}"
+            )
+        return tuple(check(fn, name, v) for v in value)
+    return (check(fn, name, value),) * nd
+
+
+def _spacing(fn, spacing, nd):
+    """The voxel size per spatial axis (None: 1 on every axis)."""
+    if spacing is None:
+        return (1.0,) * nd
+    return _per_axis(fn, "spacing", spacing, nd, _positive)
+
+
+def _radius_value(fn, name, radius):
     if isinstance(radius, (bool, np.bool_)):
-        raise TypeError(f"{fn}: radius must be an integer >= 0, got {radius!r}")
+        raise TypeError(f"{fn}: {name} must be an integer >= 0, got {radius!r}")
     try:
         r = operator.index(radius)
     except TypeError:
-        raise TypeError(f"{fn}: radius must be an integer >= 0, got {radius!r}") from None
+        raise TypeError(f"{fn}: {name} must be an integer >= 0, got {radius!r}") from None
     if r < 0:
-        raise ValueError(f"{fn}: radius must be an integer >= 0, got {radius!r}")
-    _core.check_size(fn, "radius", r, radius)
-    _window(fn, "radius", radius, min(r, reach))
-    return r
+        raise ValueError(f"{fn}: {name} must be an integer >= 0, got {radius!r}")
+    return _core.check_size(fn, name, r, radius)
 
 
-def _window(fn, name, shown, r):
-    """The (2r + 1)² window of radius ``r`` (set by argument ``name``) is one pacnp takes
-    (``pacnp._core``'s limits), checked before anything of its size is allocated."""
-    _core.check_window(fn, name, shown, (2 * r + 1) ** 2)
+def _radius(fn, radius, sigmas, reach):
+    """The window radius per axis (given, or the default for the per-axis σ_s in voxels,
+    ``sigmas``), checked; the window-size limit applies to what the window can reach,
+    ``min(r, reach)`` per axis: beyond the image the filters clamp or fold the window (its cost
+    is bounded by the image, whatever the radius)."""
+    nd = len(sigmas)
+    if radius is None:
+        radii = tuple(default_radius(s) for s in sigmas)
+        for r, s in zip(radii, sigmas):
+            _core.check_size(fn, "the radius of sigma_spatial", r, s)
+        _window(fn, "sigma_spatial", sigmas[0] if nd == 1 else sigmas, radii, reach)
+        return radii
+    radii = _per_axis(fn, "radius", radius, nd, _radius_value)
+    _window(fn, "radius", radius, radii, reach)
+    return radii
+
+
+def _window(fn, name, shown, radii, reach):
+    """The box window of radii ``radii`` (set by argument ``name``), clamped to ``reach`` on
+    every axis, is one pacnp takes (``pacnp._core``'s limits), checked before anything of its
+    size is allocated."""
+    taps = 1
+    for r in radii:
+        taps *= 2 * min(r, reach) + 1
+    _core.check_window(fn, name, shown, taps)
 
 
 def _int(fn, name, value, minimum, what):
@@ -168,24 +220,33 @@ def _int(fn, name, value, minimum, what):
     return _core.check_size(fn, name, v, value)
 
 
-def default_radius(sigma_spatial):
-    """The window radius used when none is given: ⌈3σ_s⌉ (window 2·radius + 1).
+def default_radius(sigma_spatial, spacing=None):
+    """The window radius used when none is given: ⌈3σ_s⌉ (window 2·radius + 1); with
+    ``spacing``, ⌈3σ_s / spacing_a⌉ voxels on axis a (at least 1).
 
     Parameters
     ----------
     sigma_spatial : float
-        σ_s in pixels.
+        σ_s in voxels, or in the units of ``spacing``.
+    spacing : float, sequence of float or None, optional
+        The voxel size per spatial axis.
 
     Returns
     -------
-    radius : int
+    radius : int, or tuple of int (one per axis) when ``spacing`` is a sequence
 
     Examples
     --------
     >>> from pacnp import filters
     >>> filters.default_radius(2.0), filters.default_radius(0.5)
     (6, 2)
+    >>> filters.default_radius(1.5, spacing=(3.0, 1.0, 1.0))   # anisotropic voxels
+    (2, 5, 5)
     """
+    if spacing is not None:
+        if isinstance(spacing, (list, tuple, np.ndarray)):
+            return tuple(default_radius(float(sigma_spatial) / float(s)) for s in spacing)
+        return default_radius(float(sigma_spatial) / float(spacing))
     r = RADIUS_PER_SIGMA * float(sigma_spatial) - 1e-9
     if not math.isfinite(r):  # refused by the callers' checks (σ_s must be finite)
         return _core.MAX_SIZE + 1
@@ -258,11 +319,11 @@ def default_sigma_color(xp, guide, dtype):
 
 # --------------------------------------------------------------------------- layouts
 class Layout:
-    """Where an image's batch, channel and spatial axes are (``channel_axis`` as in
-    scikit-image; module docstring), and the moves between that layout and the canonical
-    ``(*batch, C, H, W)`` the PAC operations take. Built from the shape alone, so the filters,
-    ``pacnp.dask`` and the command line share it; the moves work on NumPy, CuPy and Dask
-    arrays (``xp``: their module).
+    """Where an array's batch, channel and spatial axes are (``channel_axis`` as in
+    scikit-image, ``spatial_dims`` spatial axes; module docstring), and the moves between that
+    layout and the canonical ``(*batch, C, *spatial)`` the PAC operations take. Built from the
+    shape alone, so the filters, ``pacnp.dask`` and the command line share it; the moves work
+    on NumPy, CuPy and Dask arrays (``xp``: their module).
 
     Parameters
     ----------
@@ -270,6 +331,15 @@ class Layout:
         The function and argument named in errors.
     shape : tuple of int
     channel_axis : int or None
+    spatial_dims : {1, 2, 3}, optional
+        The number of spatial axes (default 2: images).
+
+    Attributes
+    ----------
+    nd : int
+        ``spatial_dims``.
+    spatial_shape : tuple of int
+        The sizes of the spatial axes (``hw``: the same, the name of the 2-D days).
 
     Examples
     --------
@@ -280,29 +350,37 @@ class Layout:
     ((4,), 3, (5, 6))
     >>> lay.to_bchw(np, np.zeros((4, 5, 6, 3))).shape
     (4, 3, 5, 6)
+    >>> vol = Layout("demo", "image", (2, 10, 11, 12), channel_axis=0, spatial_dims=3)
+    >>> vol.channels, vol.spatial_shape, vol.to_bchw(np, np.zeros((2, 10, 11, 12))).shape
+    (2, (10, 11, 12), (1, 2, 10, 11, 12))
     """
 
-    def __init__(self, fn, name, shape, channel_axis):
+    def __init__(self, fn, name, shape, channel_axis, spatial_dims=2):
         self.shape = tuple(int(n) for n in shape)
-        nd = len(self.shape)
+        self.nd = nd = _spatial_dims(fn, spatial_dims)
+        ndim = len(self.shape)
         if channel_axis is None:
-            if nd < 2:
+            if ndim < nd:
                 raise ValueError(
-                    f"{fn}: {name} must have at least 2 axes (H, W), got shape {self.shape}"
+                    f"{fn}: {name} must have at least {nd} axes ({_AXES[nd]}) for "
+                    f"spatial_dims={nd}, got shape {self.shape}"
                 )
             self.caxis = None
         else:
-            if nd < 3:
+            if ndim < nd + 1:
                 raise ValueError(
-                    f"{fn}: {name} with channel_axis={channel_axis} needs at least 3"
-                    f" axes (channels, H, W), got shape {self.shape}"
+                    f"{fn}: {name} with channel_axis={channel_axis} needs at least {nd + 1}"
+                    f" axes (channels, {_AXES[nd]}), got shape {self.shape}"
                 )
             self.caxis = _axis(
-                fn, "channel_axis" if name != "guide" else "guide_channel_axis", channel_axis, nd
+                fn,
+                "channel_axis" if name != "guide" else "guide_channel_axis",
+                channel_axis,
+                ndim,
             )
-        others = [i for i in range(nd) if i != self.caxis]
-        self.spatial = others[-2:]
-        self.batch = others[:-2]
+        others = [i for i in range(ndim) if i != self.caxis]
+        self.spatial = others[-nd:]
+        self.batch = others[:-nd]
         self.order = self.batch + ([self.caxis] if self.caxis is not None else []) + self.spatial
         if min(self.shape[i] for i in self.spatial) < 1:
             raise ValueError(f"{fn}: {name} has an empty image, shape {self.shape}")
@@ -312,35 +390,41 @@ class Layout:
         return tuple(self.shape[i] for i in self.batch)
 
     @property
-    def hw(self):
+    def spatial_shape(self):
         return tuple(self.shape[i] for i in self.spatial)
+
+    @property
+    def hw(self):
+        return self.spatial_shape
 
     @property
     def channels(self):
         return self.shape[self.caxis] if self.caxis is not None else 1
 
     def to_canonical(self, xp, a):
-        """``a`` as ``(*batch, C, H, W)`` (C = 1 without a channel axis); a view."""
+        """``a`` as ``(*batch, C, *spatial)`` (C = 1 without a channel axis); a view."""
         t = xp.transpose(a, self.order)
-        return t if self.caxis is not None else t[..., None, :, :]
+        if self.caxis is not None:
+            return t
+        return xp.expand_dims(t, axis=t.ndim - self.nd)
 
     def from_canonical(self, xp, t):
-        """A canonical ``(*batch, C', H', W')`` result back in this layout (C' and H', W' may
-        differ from the input's: pooling, upsampling)."""
+        """A canonical ``(*batch, C', *spatial')`` result back in this layout (C' and the
+        spatial sizes may differ from the input's: pooling, upsampling)."""
         if self.caxis is None:
-            t = t[..., 0, :, :]
+            t = xp.squeeze(t, axis=t.ndim - self.nd - 1)
         inverse = np.argsort(self.order)
         return xp.transpose(t, tuple(int(i) for i in inverse))
 
     def to_bchw(self, xp, a):
-        """``a`` as ``[B, C, H, W]``, the batch axes folded into one."""
+        """``a`` as ``[B, C, *spatial]``, the batch axes folded into one."""
         t = self.to_canonical(xp, a)
         nb = int(np.prod(self.batch_shape, dtype=np.int64))
-        return t.reshape((nb,) + tuple(t.shape[-3:]))
+        return t.reshape((nb,) + tuple(t.shape[-self.nd - 1 :]))
 
     def from_bchw(self, xp, t, hw=None):
         """Back to the caller's layout; ``hw``: new spatial size (pooling, upsampling)."""
-        hw = self.hw if hw is None else tuple(hw)
+        hw = self.spatial_shape if hw is None else tuple(hw)
         t = t.reshape(self.batch_shape + (t.shape[1],) + hw)
         return self.from_canonical(xp, t)
 
@@ -360,9 +444,9 @@ def _guide_layout(fn, image_layout, guide, guide_channel_axis, scale=1):
                 f"{fn}: guide has {ndim} axes, image {inum}: give guide_channel_axis "
                 f"(the guide must share the image's batch and spatial axes)"
             )
-    lay = Layout(fn, "guide", guide.shape, guide_channel_axis)
-    want = image_layout.batch_shape + tuple(n * scale for n in image_layout.hw)
-    got = lay.batch_shape + lay.hw
+    lay = Layout(fn, "guide", guide.shape, guide_channel_axis, image_layout.nd)
+    want = image_layout.batch_shape + tuple(n * scale for n in image_layout.spatial_shape)
+    got = lay.batch_shape + lay.spatial_shape
     if want != got:
         what = "" if scale == 1 else f" ({scale}× the image's spatial size)"
         raise ValueError(
@@ -401,8 +485,11 @@ class FilterPlan:
     the in-memory filter, by ``pacnp.dask`` (chunks and halos) and by the command line (row
     tiles).
 
-    ``halo``: the input pixels of context an output region needs on each side (in input
-    pixels; for upsampling, low-resolution samples).
+    Per spatial axis (tuples of ``spatial_dims``): ``radii`` (window half-sizes, in output
+    voxels), ``halos`` (the input voxels of context an output region needs on each side; for
+    upsampling, low-resolution samples), ``spacing``, ``kernel_sizes`` and ``strides``
+    (pooling). ``radius``, ``halo``, ``kernel_size`` and ``stride`` are their largest values
+    (one number: what a tiling that treats every axis alike needs).
 
     Examples
     --------
@@ -414,6 +501,11 @@ class FilterPlan:
     (6, 6, 'reflect', dtype('float32'), (100, 120, 3))
     >>> plan.resolve_sigma_color(np, img).chunk_kwargs()["sigma_color"]  # a constant guide
     1.0
+    >>> vol = np.zeros((20, 64, 64), np.float32)                         # 3-D, 4 × 1 × 1 mm
+    >>> plan = filters.plan_joint_bilateral_filter(vol, None, sigma_spatial=2.0, spatial_dims=3,
+    ...                                            spacing=(4.0, 1.0, 1.0))
+    >>> plan.radii, plan.halos, plan.voxel_sigmas
+    ((2, 6, 6), (2, 6, 6), (0.5, 2.0, 2.0))
     """
 
     fn: str
@@ -423,24 +515,53 @@ class FilterPlan:
     dtype: np.dtype  # the image's, and the result's
     compute_dtype: np.dtype
     border: str
-    radius: int  # window half-size, in output pixels
-    halo: int
-    sigma_spatial: float | None = None
+    radii: tuple  # window half-sizes per axis, in output voxels
+    halos: tuple  # per axis
+    sigma_spatial: float | None = None  # in the units of spacing
     sigma_color: float | None = None  # None: default_sigma_color of the guide
     factor: int = 1
-    kernel_size: int = 1
-    stride: int = 1
+    kernel_sizes: tuple = ()
+    strides: tuple = ()
     alpha: float = 0.0
     lam: float = 0.0
+    spacing: tuple = ()
+
+    @property
+    def spatial_dims(self):
+        return self.layout.nd
+
+    @property
+    def radius(self):
+        return max(self.radii)
+
+    @property
+    def halo(self):
+        return max(self.halos)
+
+    @property
+    def kernel_size(self):
+        return max(self.kernel_sizes) if self.kernel_sizes else 1
+
+    @property
+    def stride(self):
+        return max(self.strides) if self.strides else 1
+
+    @property
+    def voxel_sigmas(self):
+        """σ_s in voxels per axis: σ_s / spacing_a."""
+        if self.sigma_spatial is None:
+            return None
+        return tuple(self.sigma_spatial / s for s in self.spacing)
 
     @property
     def out_hw(self):
-        h, w = self.layout.hw
+        """The output's spatial shape."""
+        shape = self.layout.spatial_shape
         if self.op == "upsample":
-            return h * self.factor, w * self.factor
+            return tuple(n * self.factor for n in shape)
         if self.op == "pool":
-            return -(-h // self.stride), -(-w // self.stride)
-        return h, w
+            return tuple(-(-n // s) for n, s in zip(shape, self.strides))
+        return shape
 
     @property
     def out_shape(self):
@@ -466,22 +587,26 @@ class FilterPlan:
 
     def chunk_kwargs(self):
         """Keywords that make the in-memory filter repeat this plan's decisions on one
-        ``[B, C, H, W]`` tile or chunk (σ_c resolved first)."""
+        canonical ``[B, C, *spatial]`` tile or chunk (σ_c resolved first)."""
+        nd = self.spatial_dims
         if self.op == "pool":
             return dict(
-                stride=self.stride,
+                stride=self.strides,
                 alpha=self.alpha,
                 lam=self.lam,
                 border=self.border,
                 channel_axis=1,
+                spatial_dims=nd,
             )
         assert self.sigma_color is not None, "resolve_sigma_color first"
         kw = dict(
             sigma_spatial=self.sigma_spatial,
             sigma_color=self.sigma_color,
-            radius=self.radius,
+            radius=self.radii,
             border=self.border,
             channel_axis=1,
+            spatial_dims=nd,
+            spacing=self.spacing,
         )
         if self.op == "bilateral" and self.guide_layout is None:
             return kw
@@ -498,6 +623,8 @@ def plan_joint_bilateral_filter(
     border="reflect",
     channel_axis=None,
     guide_channel_axis="auto",
+    spatial_dims=2,
+    spacing=None,
     fn="joint_bilateral_filter",
 ):
     """Check the arguments of :func:`joint_bilateral_filter` (``guide=None``: of
@@ -508,7 +635,8 @@ def plan_joint_bilateral_filter(
     ----------
     image, guide : array or None
         As :func:`joint_bilateral_filter` (``guide`` None: the image guides itself).
-    sigma_spatial, sigma_color, radius, border, channel_axis, guide_channel_axis
+    sigma_spatial, sigma_color, radius, border, channel_axis, guide_channel_axis, spatial_dims, \
+spacing
         As :func:`joint_bilateral_filter`.
     fn : str
         The function named in errors.
@@ -529,12 +657,20 @@ def plan_joint_bilateral_filter(
     >>> plan = filters.plan_joint_bilateral_filter(np.zeros((8, 8)), None, sigma_spatial=1.0)
     >>> plan.radius, plan.out_shape
     (3, (8, 8))
+    >>> sig = np.zeros((5, 1000, 3))                   # 5 signals of 1000 samples, 3 channels
+    >>> plan = filters.plan_joint_bilateral_filter(sig, None, sigma_spatial=2.0, radius=7,
+    ...                                            channel_axis=-1, spatial_dims=1)
+    >>> plan.radii, plan.layout.batch_shape, plan.out_shape
+    ((7,), (5,), (5, 1000, 3))
     """
     _check_dtype(fn, "image", image)
+    nd = _spatial_dims(fn, spatial_dims)
     sigma_spatial = _positive(fn, "sigma_spatial", sigma_spatial)
     sigma_color = _positive(fn, "sigma_color", sigma_color, allow_none=True)
-    lay = Layout(fn, "image", image.shape, channel_axis)
-    r = _radius(fn, radius, sigma_spatial, max(lay.hw))
+    spacing = _spacing(fn, spacing, nd)
+    lay = Layout(fn, "image", image.shape, channel_axis, nd)
+    sigmas = tuple(sigma_spatial / s for s in spacing)
+    r = _radius(fn, radius, sigmas, max(lay.spatial_shape))
     border = _border(fn, border)
     glay = None
     if guide is not None:
@@ -552,6 +688,7 @@ def plan_joint_bilateral_filter(
         r,
         sigma_spatial,
         sigma_color,
+        spacing=spacing,
     )
 
 
@@ -567,15 +704,17 @@ def plan_joint_bilateral_upsample(
     channel_axis=None,
     guide_channel_axis="auto",
     confidence=None,
+    spatial_dims=2,
+    spacing=None,
     fn="joint_bilateral_upsample",
 ):
     """Check the arguments of :func:`joint_bilateral_upsample` and return its
-    :class:`FilterPlan` (``halo`` in low-resolution samples).
+    :class:`FilterPlan` (``halos`` in low-resolution samples).
 
     Parameters
     ----------
     low, guide, factor, sigma_spatial, sigma_color, radius, border, channel_axis,
-    guide_channel_axis, confidence
+    guide_channel_axis, confidence, spatial_dims, spacing
         As :func:`joint_bilateral_upsample` (only shapes and dtypes are read).
     fn : str
         The function named in errors.
@@ -596,25 +735,31 @@ def plan_joint_bilateral_upsample(
     >>> plan = filters.plan_joint_bilateral_upsample(np.zeros((10, 12)), np.zeros((80, 96)), 8)
     >>> plan.radius, plan.sigma_spatial, plan.out_shape
     (12, 4.0, (80, 96))
+    >>> plan = filters.plan_joint_bilateral_upsample(
+    ...     np.zeros((4, 5, 6)), np.zeros((8, 10, 12)), 2, spatial_dims=3)
+    >>> plan.radii, plan.halos, plan.out_shape
+    ((3, 3, 3), (3, 3, 3), (8, 10, 12))
     """
     _check_dtype(fn, "low", low)
     _check_dtype(fn, "guide", guide)
+    nd = _spatial_dims(fn, spatial_dims)
     f = _int(fn, "factor", factor, 2, "an integer >= 2")
-    sigma_spatial = _positive(
-        fn, "sigma_spatial", f / 2 if sigma_spatial is None else sigma_spatial
-    )
-    lay = Layout(fn, "low", low.shape, channel_axis)
-    reach = f * max(lay.hw)  # no output pixel is farther than this from every sample
+    spacing = _spacing(fn, spacing, nd)
+    if sigma_spatial is None:  # half the sample spacing, on the finest axis
+        sigma_spatial = f / 2 * min(spacing)
+    sigma_spatial = _positive(fn, "sigma_spatial", sigma_spatial)
+    lay = Layout(fn, "low", low.shape, channel_axis, nd)
+    reach = f * max(lay.spatial_shape)  # no output voxel is farther than this from every sample
     if radius is None:
-        r = 3 * f // 2
-        _window(fn, "factor", factor, min(r, reach))
+        radii = (3 * f // 2,) * nd
+        _window(fn, "factor", factor, radii, reach)
     else:
-        r = _radius(fn, radius, sigma_spatial, reach)
-    o = (f - 1) // 2  # low-res sample n sits at high-res pixel n·f + o
-    if r < f - 1 - o:
+        radii = _radius(fn, radius, tuple(sigma_spatial / s for s in spacing), reach)
+    o = (f - 1) // 2  # low-res sample n sits at high-res voxel n·f + o
+    if min(radii) < f - 1 - o:
         raise ValueError(
-            f"{fn}: radius={r} leaves high-res pixels without a sample in reach; "
-            f"need radius >= {f - 1 - o} for factor {f}"
+            f"{fn}: radius={radius if radius is not None else min(radii)} leaves high-res "
+            f"voxels without a sample in reach; need radius >= {f - 1 - o} for factor {f}"
         )
     _border(fn, border, ("renormalize",))
     sigma_color = _positive(fn, "sigma_color", sigma_color, allow_none=True)
@@ -623,7 +768,7 @@ def plan_joint_bilateral_upsample(
     glay = _guide_layout(fn, lay, guide, guide_channel_axis, scale=f)
     if confidence is not None:
         _check_dtype(fn, "confidence", confidence)
-        want = lay.batch_shape + lay.hw
+        want = lay.batch_shape + lay.spatial_shape
         fits = _fits(tuple(confidence.shape), want)
         if not fits:
             raise ValueError(
@@ -631,7 +776,8 @@ def plan_joint_bilateral_upsample(
                 f"low's batch and spatial shape {want} (axes of length 1 aside, "
                 f"or a shape that broadcasts to it)"
             )
-    halo = -(-(r + o) // f) + 1  # the samples an output row's window reaches, either side
+    # the samples an output row's window reaches, either side
+    halos = tuple(-(-(r + o) // f) + 1 for r in radii)
     return FilterPlan(
         fn,
         "upsample",
@@ -640,12 +786,24 @@ def plan_joint_bilateral_upsample(
         np.dtype(low.dtype),
         compute_dtype(low.dtype),
         border,
-        r,
-        halo,
+        radii,
+        halos,
         sigma_spatial,
         sigma_color,
         factor=f,
+        spacing=spacing,
     )
+
+
+def _odd_size(fn, name, value):
+    k = _int(fn, name, value, 1, "an odd integer >= 1")
+    if k % 2 == 0:
+        raise ValueError(f"{fn}: {name} must be an odd integer >= 1, got {value!r}")
+    return k
+
+
+def _stride_value(fn, name, value):
+    return _int(fn, name, value, 1, "an integer >= 1")
 
 
 def plan_detail_preserving_pool(
@@ -657,14 +815,15 @@ def plan_detail_preserving_pool(
     lam=1.0,
     border="renormalize",
     channel_axis=None,
+    spatial_dims=2,
     fn="detail_preserving_pool",
 ):
     """Check the arguments of :func:`detail_preserving_pool` and return its
-    :class:`FilterPlan` (``halo``: the window and the 3 × 3 smoothing of its centre).
+    :class:`FilterPlan` (``halos``: the window and the 3-tap smoothing of its centre).
 
     Parameters
     ----------
-    image, kernel_size, stride, alpha, lam, border, channel_axis
+    image, kernel_size, stride, alpha, lam, border, channel_axis, spatial_dims
         As :func:`detail_preserving_pool` (only the shape and dtype are read).
     fn : str
         The function named in errors.
@@ -685,12 +844,15 @@ def plan_detail_preserving_pool(
     >>> plan = filters.plan_detail_preserving_pool(np.zeros((9, 10)), 3, stride=2)
     >>> plan.out_shape, plan.halo
     ((5, 5), 1)
+    >>> plan = filters.plan_detail_preserving_pool(np.zeros((9, 10, 11)), (1, 3, 5),
+    ...                                            stride=(1, 2, 2), spatial_dims=3)
+    >>> plan.out_shape, plan.halos
+    ((9, 5, 6), (1, 1, 2))
     """
     _check_dtype(fn, "image", image)
-    k = _int(fn, "kernel_size", kernel_size, 1, "an odd integer >= 1")
-    if k % 2 == 0:
-        raise ValueError(f"{fn}: kernel_size must be an odd integer >= 1, got {kernel_size!r}")
-    s = _int(fn, "stride", stride, 1, "an integer >= 1")
+    nd = _spatial_dims(fn, spatial_dims)
+    ks = _per_axis(fn, "kernel_size", kernel_size, nd, _odd_size)
+    ss = _per_axis(fn, "stride", stride, nd, _stride_value)
     for name, v in (("alpha", alpha), ("lam", lam)):
         if isinstance(v, (bool, np.bool_, str, bytes)):
             raise TypeError(f"{fn}: {name} must be a number, got {v!r}")
@@ -704,10 +866,11 @@ def plan_detail_preserving_pool(
     if not math.isfinite(lam):
         raise ValueError(f"{fn}: lam must be a finite number, got {lam}")
     border = _border(fn, border)
-    lay = Layout(fn, "image", image.shape, channel_axis)
+    lay = Layout(fn, "image", image.shape, channel_axis, nd)
     # the limit applies to what the window can reach: beyond the image it is folded
-    _core.check_window(fn, "kernel_size", kernel_size, min(k, 2 * max(lay.hw) + 1) ** 2)
-    r = k // 2
+    reach = 2 * max(lay.spatial_shape) + 1
+    _core.check_window(fn, "kernel_size", kernel_size, math.prod(min(k, reach) for k in ks))
+    radii = tuple(k // 2 for k in ks)
     return FilterPlan(
         fn,
         "pool",
@@ -716,18 +879,34 @@ def plan_detail_preserving_pool(
         np.dtype(image.dtype),
         compute_dtype(image.dtype),
         border,
-        r,
-        max(r, 1),
-        kernel_size=k,
-        stride=s,
+        radii,
+        tuple(max(r, 1) for r in radii),  # the window, and the smoothing of its centre
+        kernel_sizes=ks,
+        strides=ss,
         alpha=alpha,
         lam=lam,
+        spacing=(1.0,) * nd,
     )
 
 
 def _gaussian_1d(radius, sigma, dtype):
     d = np.arange(-radius, radius + 1, dtype=np.float64)
     return np.exp(-0.5 * (d / sigma) ** 2).astype(dtype)
+
+
+def _gaussian_window(radii, sigmas, dtype):
+    """The separable spatial Gaussian over the box window of ``radii``: the outer product of
+    the per-axis 1-D Gaussians of σ_s in voxels ``sigmas`` (exp(−Σ_a δ_a²/2σ_a²)), built in
+    float64 and rounded once, so that it is exactly point-symmetric (the fused op's pair form
+    needs that)."""
+    w = functools.reduce(
+        np.multiply.outer, [_gaussian_1d(r, s, np.float64) for r, s in zip(radii, sigmas)]
+    )
+    return np.asarray(w, dtype=dtype)
+
+
+def _as_tuple(v, nd):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd
 
 
 def _gaussian_taps(radius, sigma, dtype):
@@ -761,43 +940,48 @@ def _fold_axis(n, r, ws, mode):
     every padded position is one), and out[i] = Σ_t w_s(t) over the taps falling outside the
     image (the zero pixels of 'constant'; 0 for the other modes). ``ws``: the 2r + 1 tap
     weights (float64). Cost n·(2r + 1)."""
-    F = np.zeros((n, n))
-    out = np.zeros(n)
-    t = np.arange(-r, r + 1)
-    for i in range(n):
-        p = i + t
-        if mode in ("edge", "reflect"):
-            F[i] = np.bincount(_border_index(p, n, mode), weights=ws, minlength=n)
-        else:
-            inside = (p >= 0) & (p < n)
-            F[i, p[inside]] = ws[inside]
-            out[i] = ws[~inside].sum()
-    return F, out
+    return _fold_centres(n, np.arange(n), np.arange(-r, r + 1), ws, mode)
+
+
+def _outside_mass(ins, outs):
+    """The window mass on the zero voxels of 'constant' per output, as an nd-array: all taps
+    minus those inside, Π_a (in_a + out_a) − Π_a in_a, written as the sum over axes
+    a of (Π_{b<a} in_b)·out_a·(Π_{b>a} (in_b + out_b)) so that nothing cancels."""
+    total = 0
+    for a in range(len(ins)):
+        factors = list(ins[:a]) + [outs[a]] + [i + o for i, o in zip(ins[a + 1 :], outs[a + 1 :])]
+        total = total + functools.reduce(np.multiply.outer, factors)
+    return np.asarray(total)
 
 
 def _direct_weighted_sum(xp, x, guide, sigma_color, r, sigma_spatial, border, ct):
     """Σ_j W·K·[x_j, 1] of :func:`_weighted_sum` for a window larger than the image, computed
-    over the image's pixels instead of the window's taps: with a padding border every tap
-    outside the image repeats an image pixel ('nearest', 'reflect') or is a zero pixel
-    ('constant'), and the separable w_s(ty)·w_s(tx) folds axis by axis onto the pixel it
-    repeats (:func:`_fold_axis`), so
+    over the image's voxels instead of the window's taps: with a padding border every tap
+    outside the image repeats an image voxel ('nearest', 'reflect') or is a zero voxel
+    ('constant'), and the separable Π_a w_s(t_a) folds axis by axis onto the voxel it repeats
+    (:func:`_fold_axis`), so (in 2-D)
 
         Σ_taps w_s K v = Σ_j Fy[iy, jy]·Fx[ix, jx]·K(g_i, g_j)·v_j  (+ K(g_i, 0)·(mass outside)
         for 'constant', in the denominator only: its pixels are 0 in the image and the guide),
 
-    the same sum regrouped: exact up to rounding, at a cost of (H·W)² pairs, independent of
-    the radius (the window form costs H·W·(2r + 1)² and pads the image by r). Computed in
-    float64, output pixels in blocks whose pairs take ≲ config.STRIPE_BYTES."""
+    the same sum regrouped: exact up to rounding, at a cost of n² pairs (n voxels), independent
+    of the radius (the window form costs n·Π(2r_a + 1) and pads the image by r). ``x`` [B, C,
+    *S] (1 to 3 spatial axes), ``r`` and ``sigma_spatial`` (in voxels) one value or one per
+    axis. Computed in float64, output voxels in blocks whose pairs take ≲ config.STRIPE_BYTES."""
     from . import config
 
-    B, C, H, W = x.shape
+    B, C = x.shape[:2]
+    S = tuple(x.shape[2:])
+    nd = len(S)
     mode = _PAD_MODE[border]
-    r_w, ws = _gaussian_taps(r, sigma_spatial, ct)
-    ws = ws.astype(np.float64)
-    Fy, Oy = _fold_axis(H, r_w, ws, mode)
-    Fx, Ox = _fold_axis(W, r_w, ws, mode)
-    n = H * W
-    jy, jx = np.divmod(np.arange(n), W)
+    Fs, Os = [], []
+    for n, ra, sa in zip(S, _as_tuple(r, nd), _as_tuple(sigma_spatial, nd)):
+        r_w, ws = _gaussian_taps(ra, sa, ct)
+        F, mass_out = _fold_axis(n, r_w, ws.astype(np.float64), mode)
+        Fs.append(F)
+        Os.append(mass_out)
+    n = math.prod(S)
+    J = np.unravel_index(np.arange(n), S)
     v = xp.asarray(x, dtype=np.float64).reshape(B, C, n)
     g = v if guide is None else xp.asarray(guide, dtype=np.float64).reshape(B, -1, n)
     g = g / float(sigma_color)
@@ -805,17 +989,16 @@ def _direct_weighted_sum(xp, x, guide, sigma_color, r, sigma_spatial, border, ct
     num = xp.empty((B, C, n), dtype=np.float64)
     den = xp.empty((B, 1, n), dtype=np.float64)
     if border == "constant":
-        # mass of the taps on zero pixels: all taps minus those inside, split so that nothing
-        # cancels: (out_y)·(Σ_x) + (in_y)·(out_x)
-        in_y, in_x = Fy.sum(1), Fx.sum(1)
-        Oxy = Oy[:, None] * (in_x + Ox)[None, :] + in_y[:, None] * Ox[None, :]
-        Oxy = xp.asarray(Oxy.reshape(n))
+        Oxy = xp.asarray(_outside_mass([F.sum(1) for F in Fs], Os).reshape(n))
         g0 = xp.exp(-0.5 * (g * g).sum(axis=1))  # K(g_i, 0) [B, n]
     step = max(1, (config.STRIPE_BYTES // 8) // max(1, B * n * (Cg + 2)))
     for i0 in range(0, n, step):
         i1 = min(n, i0 + step)
-        iy, ix = np.divmod(np.arange(i0, i1), W)
-        sp = xp.asarray(Fy[iy][:, jy] * Fx[ix][:, jx])  # [m, n] folded spatial weights
+        idx = np.unravel_index(np.arange(i0, i1), S)
+        sp = functools.reduce(
+            np.multiply, [F[i][:, j] for F, i, j in zip(Fs, idx, J)]
+        )  # [m, n] folded spatial weights
+        sp = xp.asarray(sp)
         d2 = xp.zeros((B, i1 - i0, n), dtype=np.float64)
         for c in range(Cg):
             diff = g[:, c, i0:i1, None] - g[:, c, None, :]
@@ -826,8 +1009,8 @@ def _direct_weighted_sum(xp, x, guide, sigma_color, r, sigma_spatial, border, ct
         if border == "constant":
             den[:, 0, i0:i1] += g0[:, i0:i1] * Oxy[None, i0:i1]
     return (
-        num.reshape(B, C, H, W).astype(ct, copy=False),
-        den.reshape(B, 1, H, W).astype(ct, copy=False),
+        num.reshape((B, C) + S).astype(ct, copy=False),
+        den.reshape((B, 1) + S).astype(ct, copy=False),
     )
 
 
@@ -850,47 +1033,52 @@ def _fold_centres(n, centres, offsets, weights, mode):
 
 def _direct_pool(xp, x, plan):
     """:func:`pool` for a window larger than the image with a padding border, over the image's
-    pixels: the window of output o (centre: image pixel o·stride) counts each image pixel j as
-    often as padded taps repeat it, Fy[oy, jy]·Fx[ox, jx] times (zero pixels of 'constant':
+    voxels: the window of output o (centre: image voxel o·stride) counts each image voxel j as
+    often as padded taps repeat it, Π_a F_a[o_a, j_a] times (zero voxels of 'constant':
     value 0, counted apart), so
 
-        out_o = Σ_j F·D_oj·v_j / (Σ_j F·D_oj + D_o(0)·(taps on zero pixels)),
+        out_o = Σ_j F·D_oj·v_j / (Σ_j F·D_oj + D_o(0)·(taps on zero voxels)),
         D_oj = α + ((v_j − ṽ_o)² + ε²)^λ per channel,
 
-    ṽ_o the 3 × 3 binomial smoothing of the padded image at the centre (separable: the same
-    folding with the offsets −1, 0, 1). Exact up to rounding; the cost is (H·W)·(output pixels),
-    not the window's (2r + 1)² per output. Computed in float64."""
+    ṽ_o the 3^d binomial smoothing of the padded image (zeros beyond it) at the centre
+    (separable: the same folding with the offsets −1, 0, 1, one axis at a time).
+    Exact up to rounding; the cost is (voxels)·(output voxels), not the window's
+    Π k_a per output. Computed in float64."""
     from . import config
 
-    B, C, H, W = x.shape
-    r, s = plan.radius, plan.stride
+    B, C = x.shape[:2]
+    S = tuple(x.shape[2:])
     mode = _PAD_MODE[plan.border]
-    cy, cx = np.arange(0, H, s), np.arange(0, W, s)
-    taps = np.arange(-r, r + 1)
-    ones = np.ones(taps.size)
-    Fy, Oy = _fold_centres(H, cy, taps, ones, mode)
-    Fx, Ox = _fold_centres(W, cx, taps, ones, mode)
     b3 = np.array([0.25, 0.5, 0.25])
-    Sy, _ = _fold_centres(H, cy, np.arange(-1, 2), b3, mode)
-    Sx, _ = _fold_centres(W, cx, np.arange(-1, 2), b3, mode)
+    Fs, Os, Ss = [], [], []
+    for n, r, s in zip(S, plan.radii, plan.strides):
+        centres = np.arange(0, n, s)
+        F, mass_out = _fold_centres(n, centres, np.arange(-r, r + 1), np.ones(2 * r + 1), mode)
+        Fs.append(F)
+        Os.append(mass_out)
+        # the smoothing reads the padded image, zeros beyond it: an axis padded by r = 0
+        # (kernel size 1) has zeros next to its edge voxels, not their border-mode repeats
+        Ss.append(_fold_centres(n, centres, np.arange(-1, 2), b3, mode if r else "constant")[0])
     v = xp.asarray(x, dtype=np.float64)
-    smooth = xp.einsum("oy,bcyx,px->bcop", xp.asarray(Sy), v, xp.asarray(Sx))  # ṽ [B, C, Ho, Wo]
-    Ho, Wo = cy.size, cx.size
-    n = H * W
-    jy, jx = np.divmod(np.arange(n), W)
+    smooth = v  # ṽ [B, C, *S_out]: the folded binomial along each axis in turn
+    for a, Sa in enumerate(Ss):
+        smooth = xp.moveaxis(xp.tensordot(smooth, xp.asarray(Sa), axes=([2 + a], [1])), -1, 2 + a)
+    S_out = tuple(F.shape[0] for F in Fs)
+    n, n_out = math.prod(S), math.prod(S_out)
+    J = np.unravel_index(np.arange(n), S)
     vf = v.reshape(B, C, 1, n)
-    sm = smooth.reshape(B, C, Ho * Wo)
+    sm = smooth.reshape(B, C, n_out)
     alpha, lam, eps = plan.alpha, plan.lam, config.INV_EPS
-    out = xp.empty((B, C, Ho * Wo), dtype=np.float64)
+    out = xp.empty((B, C, n_out), dtype=np.float64)
     if plan.border == "constant":
-        in_y, in_x = Fy.sum(1), Fx.sum(1)
-        zeros = Oy[:, None] * (in_x + Ox)[None, :] + in_y[:, None] * Ox[None, :]
-        zeros = xp.asarray(zeros.reshape(Ho * Wo))
+        zeros = xp.asarray(_outside_mass([F.sum(1) for F in Fs], Os).reshape(n_out))
     step = max(1, (config.STRIPE_BYTES // 8) // max(1, 3 * B * C * n))
-    for o0 in range(0, Ho * Wo, step):
-        o1 = min(Ho * Wo, o0 + step)
-        oy, ox = np.divmod(np.arange(o0, o1), Wo)
-        cnt = xp.asarray(Fy[oy][:, jy] * Fx[ox][:, jx])  # [m, n] taps per pixel
+    for o0 in range(0, n_out, step):
+        o1 = min(n_out, o0 + step)
+        idx = np.unravel_index(np.arange(o0, o1), S_out)
+        cnt = xp.asarray(
+            functools.reduce(np.multiply, [F[i][:, j] for F, i, j in zip(Fs, idx, J)])
+        )  # [m, n] taps per voxel
         c = sm[:, :, o0:o1, None]
         D = alpha + ((vf - c) ** 2 + eps) ** lam
         D = D * cnt[None, None]
@@ -899,66 +1087,99 @@ def _direct_pool(xp, x, plan):
         if plan.border == "constant":
             den = den + (alpha + (c[..., 0] ** 2 + eps) ** lam) * zeros[None, None, o0:o1]
         out[:, :, o0:o1] = num / den
-    return out.reshape(B, C, Ho, Wo).astype(plan.compute_dtype, copy=False)
+    return out.reshape((B, C) + S_out).astype(plan.compute_dtype, copy=False)
 
 
 def _fill_border(xp, a, r, mode):
-    """Fill the r-pixel band around the interior of ``a`` [..., H + 2r, W + 2r] in place, as
-    ``numpy.pad(interior, r, mode)`` would (modes 'reflect', 'edge', 'constant' = zeros).
+    """Fill the band of width r_a around the interior of ``a`` [..., *(S_a + 2r_a)] in place,
+    as ``numpy.pad(interior, r, mode)`` would (modes 'reflect', 'edge', 'constant' = zeros).
+    ``r``: one width for the last two axes (an image), or a tuple, one per trailing axis.
 
     Padding into a preallocated array instead of ``pad``-ing a copy saves the filters a pass
-    over the image per padded array: the band is all that is written."""
-    H, W = a.shape[-2] - 2 * r, a.shape[-1] - 2 * r
-    if r == 0:
+    over the image per padded array: the band is all that is written. One axis at a time over
+    the whole extent of the others: a later axis overwrites the corners an earlier one filled
+    from not-yet-filled bands, reading from its own interior, which is then complete."""
+    radii = (r, r) if not isinstance(r, (tuple, list)) else tuple(r)
+    lead = a.ndim - len(radii)
+    sizes = [a.shape[lead + i] - 2 * p for i, p in enumerate(radii)]
+    if not any(radii):
         return
-    if mode == "reflect" and (H <= r or W <= r):  # repeated reflections: numpy.pad's
-        a[...] = xp.pad(
-            a[..., r : r + H, r : r + W], [(0, 0)] * (a.ndim - 2) + [(r, r)] * 2, mode="reflect"
-        )
+    if mode == "reflect" and any(0 < p and n <= p for n, p in zip(sizes, radii)):
+        inner = (Ellipsis,) + tuple(slice(p, p + n) for n, p in zip(sizes, radii))
+        a[...] = xp.pad(a[inner], [(0, 0)] * lead + [(p, p) for p in radii], mode="reflect")
         return
-    rows = (Ellipsis, slice(r, r + H))
-    if mode == "constant":
-        a[rows + (slice(0, r),)] = 0
-        a[rows + (slice(r + W, None),)] = 0
-        a[..., :r, :] = 0
-        a[..., r + H :, :] = 0
-    elif mode == "edge":
-        a[rows + (slice(0, r),)] = a[rows + (slice(r, r + 1),)]
-        a[rows + (slice(r + W, None),)] = a[rows + (slice(r + W - 1, r + W),)]
-        a[..., :r, :] = a[..., r : r + 1, :]
-        a[..., r + H :, :] = a[..., r + H - 1 : r + H, :]
-    else:  # reflect: padded index r − 1 − k mirrors r + 1 + k (the edge pixel not repeated)
-        a[rows + (slice(0, r),)] = a[rows + (slice(2 * r, r, -1),)]
-        a[rows + (slice(r + W, None),)] = a[rows + (slice(r + W - 2, W - 2, -1),)]
-        a[..., :r, :] = a[..., 2 * r : r : -1, :]
-        a[..., r + H :, :] = a[..., r + H - 2 : H - 2 : -1, :]
+    for i, (n, p) in enumerate(zip(sizes, radii)):
+        if p == 0:
+            continue
+        ax = lead + i
+
+        def at(s, ax=ax):
+            idx = [slice(None)] * a.ndim
+            idx[ax] = s
+            return tuple(idx)
+
+        if mode == "constant":
+            a[at(slice(0, p))] = 0
+            a[at(slice(p + n, None))] = 0
+        elif mode == "edge":
+            a[at(slice(0, p))] = a[at(slice(p, p + 1))]
+            a[at(slice(p + n, None))] = a[at(slice(p + n - 1, p + n))]
+        else:  # reflect: padded index p − 1 − k mirrors p + 1 + k (the edge voxel not repeated)
+            a[at(slice(0, p))] = a[at(slice(2 * p, p, -1))]
+            a[at(slice(p + n, None))] = a[at(slice(p + n - 2, n - 2, -1))]
 
 
-def _weighted_sum(fn, xp, x, guide, sigma_color, w2d, border, radius, ct):
-    """Σ_j W·K·[x_j, 1] for every pixel: ``x`` [B, C, H, W], ``guide`` [B, Cg, H, W] (views in
-    any dtype; the guide is divided by σ_c on the way in; None: x guides itself); returns
-    (numerator [B, C, H, W], denominator [B, 1, H, W])."""
-    B, C, H, W = x.shape
-    r = 0 if border == "renormalize" else radius  # renormalize: PAC's zero padding
-    mode = _PAD_MODE.get(border)  # reflecting a 1-pixel axis repeats its pixel (numpy.pad)
+def _public_op(name, nd):
+    """The public PAC op ``name`` (e.g. "pacconv{}d_fused") for ``nd`` spatial axes:
+    ``pacnp.pacconv1d_fused``, ``pacconv2d_fused`` or ``pacconv3d_fused``."""
+    return getattr(_api if nd == 2 else _nd, name.format(nd))
+
+
+def _fused_conv(nd):
+    return _public_op("pacconv{}d_fused", nd)
+
+
+def _fused_transpose(nd):
+    return _public_op("pacconv_transpose{}d_fused", nd)
+
+
+def _fused_pool(nd):
+    return _public_op("pacpool{}d_fused", nd)
+
+
+def _weighted_sum(fn, xp, x, guide, sigma_color, w, border, radius, ct):
+    """Σ_j W·K·[x_j, 1] for every voxel: ``x`` [B, C, *S], ``guide`` [B, Cg, *S] (views in
+    any dtype; the guide is divided by σ_c on the way in; None: x guides itself), ``w`` the
+    spatial weights over the window (shape 2·radius + 1 per axis; ``radius`` one value or one
+    per axis); returns (numerator [B, C, *S], denominator [B, 1, *S])."""
+    B, C = x.shape[:2]
+    S = tuple(x.shape[2:])
+    nd = len(S)
+    radii = _as_tuple(radius, nd)
+    # renormalize: PAC's zero padding; the others: the image padded by its border mode
+    pads = (0,) * nd if border == "renormalize" else radii
+    mode = _PAD_MODE.get(border)  # reflecting a 1-voxel axis repeats its voxel (numpy.pad)
     # [x, 1] and guide / σ_c written straight into their padded arrays (x is usually a
     # transposed view of an H×W×C image: this copy is the transposition)
-    xx = xp.empty((B, C + 1, H + 2 * r, W + 2 * r), dtype=ct)
-    inner = (slice(None), slice(None), slice(r, r + H), slice(r, r + W))
+    padded = tuple(n + 2 * p for n, p in zip(S, pads))
+    xx = xp.empty((B, C + 1) + padded, dtype=ct)
+    inner = (slice(None), slice(None)) + tuple(slice(p, p + n) for n, p in zip(S, pads))
     xx[:, :C][inner] = x
-    xx[:, C] = 1  # the ones channel, border included: padded pixels count in the denominator
-    if r:
-        _fill_border(xp, xx[:, :C], r, mode)
+    xx[:, C] = 1  # the ones channel, border included: padded voxels count in the denominator
+    if any(pads):
+        _fill_border(xp, xx[:, :C], pads, mode)
     if guide is None:  # from the padded copy: contiguous, border done
         gg = xp.divide(xx[:, :C], sigma_color)
     else:
-        gg = xp.empty((B, guide.shape[1], H + 2 * r, W + 2 * r), dtype=ct)
+        gg = xp.empty((B, guide.shape[1]) + padded, dtype=ct)
         xp.divide(guide, sigma_color, out=gg[inner])
-        if r:
-            _fill_border(xp, gg, r, mode)
-    weight = xp.asarray(w2d.reshape(1, 1, *w2d.shape).astype(ct))
-    out, _ = _api.pacconv2d_fused(
-        xx, gg, weight, padding=radius - r, shared_filters=True, kernel_type="gaussian"
+        if any(pads):
+            _fill_border(xp, gg, pads, mode)
+    weight = xp.asarray(np.asarray(w).reshape((1, 1) + w.shape).astype(ct))
+    padding = tuple(r - p for r, p in zip(radii, pads))
+    # (symmetric K and w_s, stride 1: the fused op takes its pair form, in any dimension)
+    out, _ = _fused_conv(nd)(
+        xx, gg, weight, padding=padding, shared_filters=True, kernel_type="gaussian"
     )
     return out[:, :C], out[:, C:]
 
@@ -966,6 +1187,14 @@ def _weighted_sum(fn, xp, x, guide, sigma_color, w2d, border, radius, ct):
 # --------------------------------------------------------------------------- compute
 def _xp_of(a):
     return np if isinstance(a, np.ndarray) else _array_module(a)
+
+
+def _fold_instead(radii, S):
+    """Whether the window of ``radii`` over spatial shape ``S`` is summed over the image's
+    voxels (the folded forms, cost n² for n voxels, in NumPy) instead of over its taps (cost
+    n·Π(2r_a + 1) in the PAC kernels, after padding every axis by r_a): when the window
+    covers the image on every axis (the 2-D rule, r ≥ max(H, W), on every axis)."""
+    return all(r >= n for r, n in zip(radii, S))
 
 
 def bilateral(plan, image, guide=None):
@@ -977,35 +1206,37 @@ def bilateral(plan, image, guide=None):
     x = lay.to_bchw(xp, image)
     g = x if guide is None else plan.guide_layout.to_bchw(xp, guide)
     plan = plan.resolve_sigma_color(xp, g)
-    H, W = x.shape[2:]
-    r = plan.radius
+    S = tuple(x.shape[2:])
+    sigmas = plan.voxel_sigmas
+    # taps whose w_s is 0 in the compute dtype weigh nothing: a radius far beyond σ_s on an
+    # axis costs no more than ~40·σ_s there (nor pads the image by more)
+    radii = tuple(_gaussian_taps(r, sg, ct)[0] for r, sg in zip(plan.radii, sigmas))
     if plan.border == "renormalize":
-        # taps beyond the image are left out: a radius past max(H, W) − 1 adds none
-        r = min(r, max(H, W) - 1)
-    if plan.border != "renormalize" and r >= max(H, W):
-        # a window larger than the image: the padded taps fold onto the pixels they repeat,
+        # taps beyond the image are left out: a radius past the axis' size − 1 adds none
+        radii = tuple(min(r, n - 1) for r, n in zip(radii, S))
+    if plan.border != "renormalize" and _fold_instead(radii, S):
+        # a window larger than the image: the padded taps fold onto the voxels they repeat,
         # so the cost is bounded by the image, not the radius (no r-wide padding either)
         num, den = _direct_weighted_sum(
             xp,
             x,
             None if guide is None else g,
             plan.sigma_color_in(ct),
-            r,
-            plan.sigma_spatial,
+            radii,
+            sigmas,
             plan.border,
             ct,
         )
     else:
-        ws = _gaussian_1d(r, plan.sigma_spatial, ct)
         num, den = _weighted_sum(
             plan.fn,
             xp,
             x,
             None if guide is None else g,
             plan.sigma_color_in(ct),
-            np.outer(ws, ws),
+            _gaussian_window(radii, sigmas, ct),
             plan.border,
-            r,
+            radii,
             ct,
         )
     # den ≥ the centre tap's weight w_s(0)·w_c(0) = 1 > 0 for every border mode
@@ -1070,64 +1301,111 @@ def _upsample_direct(xp, xx, g, f, r, sigma_spatial, out):
         kernels.joint_upsample(xx, g, f, o, taps, weights, counts, out)
 
 
+def _upsample_pac(xp, xx, g, f, radii, sigmas, ct):
+    """:func:`upsample`'s sums as one transposed PAC (any number of spatial axes, any radius
+    and σ_s per axis): ``xx`` [B, C + 1, *s] values × confidence then the confidence, ``g``
+    [B, Cg, *(s·f)] the guide divided by σ_c; returns [B, C, *(s·f)], NaN where no weight.
+
+    Sample n is tap i of output Y where the zero-inserted input has it (stride f), at high-res
+    voxel n·f + o with padding r − o; output_padding (f − 1) % 2 makes the output exactly f×
+    the input; K compares the guide at Y with the guide at the sample's voxel, W is w_s (shared,
+    symmetric, so its flip in the transposed op is itself); the taps between samples are
+    skipped by the op (no sample there)."""
+    S = tuple(xx.shape[2:])
+    nd = len(S)
+    C = xx.shape[1] - 1
+    o = (f - 1) // 2
+    # no sample lies farther than this from any output voxel (samples beyond the image do not
+    # exist, border 'renormalize'): a larger radius adds only pairs that meet nothing, so
+    # clamping it is exact and bounds the window (hence cost) by the image
+    radii = tuple(min(r, max((n - 1) * f + o, n * f - 1 - o)) for r, n in zip(radii, S))
+    radii = tuple(max(r, f - 1 - o) for r in radii)
+    w = _gaussian_window(radii, sigmas, ct)
+    out, _ = _fused_transpose(nd)(
+        xx,
+        g,
+        xp.asarray(w.reshape((1, 1) + w.shape)),
+        stride=f,
+        padding=tuple(r - o for r in radii),
+        output_padding=(f - 1) % 2,
+        shared_filters=True,
+        kernel_type="gaussian",
+    )
+    num, den = out[:, :C], out[:, C:]
+    if xp is np:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return num / den  # 0 / 0 = NaN: no weight at all
+    return num / den
+
+
 def upsample(plan, low, guide, confidence=None):
     """The computing half of :func:`joint_bilateral_upsample` (``plan`` from
     :func:`plan_joint_bilateral_upsample`; NumPy or CuPy arrays).
 
-    A direct sum over (high-res pixel, low-res sample) pairs (``pacnp.cpu.upsample``): each
-    pixel visits the ≈ (2r/f + 1)² samples in reach, not the transposed PAC's (2r + 1)² taps
-    — for the default radius 3f/2 a cost independent of the factor."""
+    2-D with the same radius and σ_s on both axes: a direct sum over (high-res pixel, low-res
+    sample) pairs (``pacnp.cpu.upsample``): each pixel visits the ≈ (2r/f + 1)² samples in
+    reach, not the transposed PAC's (2r + 1)² taps — for the default radius 3f/2 a cost
+    independent of the factor. Other cases (1-D, 3-D, anisotropic ``spacing`` or radii): the
+    transposed PAC (:func:`_upsample_pac`)."""
     xp = _xp_of(low)
-    lay, ct, f, r = plan.layout, plan.compute_dtype, plan.factor, plan.radius
+    lay, ct, f = plan.layout, plan.compute_dtype, plan.factor
+    nd = plan.spatial_dims
     x = lay.to_bchw(xp, low).astype(ct)
-    B, C, h, w = x.shape
-    H, W = h * f, w * f
+    B, C = x.shape[:2]
+    s = tuple(x.shape[2:])
+    S = tuple(n * f for n in s)
     g = plan.guide_layout.to_bchw(xp, guide)  # a view: cast and divided in one pass below
     if confidence is None:
-        conf = xp.ones((B, 1, h, w), dtype=ct)
+        conf = xp.ones((B, 1) + s, dtype=ct)
     else:
-        want = lay.batch_shape + lay.hw
+        want = lay.batch_shape + lay.spatial_shape
         conf = xp.asarray(confidence, dtype=ct)
-        if conf.size != B * h * w:
+        if conf.size != B * math.prod(s):
             conf = xp.broadcast_to(conf, want)
-        conf = conf.reshape(B, 1, h, w)
+        conf = conf.reshape((B, 1) + s)
         if bool((conf < 0).any()):
             raise ValueError(f"{plan.fn}: confidence must be >= 0")
     plan = plan.resolve_sigma_color(xp, g)
-    gg = xp.empty((B, g.shape[1], H, W), dtype=ct)
+    gg = xp.empty((B, g.shape[1]) + S, dtype=ct)
     xp.divide(g.astype(ct, copy=False), plan.sigma_color_in(ct), out=gg)
     g = gg
     xx = xp.ascontiguousarray(xp.concatenate([x * conf, conf], axis=1))
-    res = xp.empty((B, C, H, W), dtype=ct)
-    _upsample_direct(xp, xx, g, f, r, plan.sigma_spatial, res)
+    sigmas = plan.voxel_sigmas
+    if nd == 2 and len(set(plan.radii)) == 1 and len(set(sigmas)) == 1:
+        res = xp.empty((B, C) + S, dtype=ct)
+        _upsample_direct(xp, xx, g, f, plan.radii[0], sigmas[0], res)
+    else:
+        res = _upsample_pac(xp, xx, g, f, plan.radii, sigmas, ct)
     if plan.dtype.kind == "u":
         res = xp.nan_to_num(res, nan=0.0)
-    return _finish(xp, lay.from_bchw(xp, res, (H, W)), plan.dtype)
+    return _finish(xp, lay.from_bchw(xp, res, S), plan.dtype)
 
 
 def pool(plan, image):
     """The computing half of :func:`detail_preserving_pool` (``plan`` from
     :func:`plan_detail_preserving_pool`; a NumPy or CuPy array)."""
     xp = _xp_of(image)
-    lay, k, r = plan.layout, plan.kernel_size, plan.radius
+    lay, radii = plan.layout, plan.radii
+    nd = plan.spatial_dims
     x = xp.ascontiguousarray(lay.to_bchw(xp, image).astype(plan.compute_dtype))
-    if plan.border != "renormalize" and r >= max(x.shape[2:]):
-        # a window larger than the image: its padded taps fold onto the pixels they repeat
+    S = tuple(x.shape[2:])
+    if plan.border != "renormalize" and _fold_instead(radii, S):
+        # a window larger than the image: its padded taps fold onto the voxels they repeat
         # (no r-wide padding, cost bounded by the image); renormalize needs no such path: the
         # fused op drops the taps that never meet the image
         out = _direct_pool(xp, x, plan)
         return _finish(xp, lay.from_bchw(xp, out, out.shape[2:]), plan.dtype)
-    pad = r
+    pad = radii
     if plan.border != "renormalize":
-        widths = ((0, 0), (0, 0), (r, r), (r, r))
+        widths = ((0, 0), (0, 0)) + tuple((r, r) for r in radii)
         x = xp.ascontiguousarray(xp.pad(x, widths, mode=_PAD_MODE[plan.border]))
-        pad = 0
+        pad = (0,) * nd
     # pacnp's inverse kernel is α + (s + ε²)^(λ'/2) with s = ‖Δ‖²: λ' = 2λ
-    out, _ = _api.pacpool2d_fused(
+    out, _ = _fused_pool(nd)(
         x,
         x,
-        k,
-        stride=plan.stride,
+        plan.kernel_sizes,
+        stride=plan.strides,
         padding=pad,
         kernel_type=f"inv_{plan.alpha!r}_{2 * plan.lam!r}_fixed",
         smooth_kernel_type="gaussian",
@@ -1149,13 +1427,18 @@ def joint_bilateral_filter(
     border="reflect",
     channel_axis=None,
     guide_channel_axis="auto",
+    spatial_dims=2,
+    spacing=None,
 ):
-    """Joint (cross) bilateral filter of ``image`` with edges taken from ``guide``.
+    """Joint (cross) bilateral filter of ``image`` with edges taken from ``guide``, for
+    signals, images and volumes (``spatial_dims`` 1, 2 or 3).
 
     ``out_i = Σ_j w_s(p_i − p_j) w_c(g_i − g_j) v_j / Σ_j w_s(p_i − p_j) w_c(g_i − g_j)`` over
-    the square window ``|p_i − p_j|∞ ≤ radius``, with exact Gaussians of σ_s (pixels) and σ_c
-    (Euclidean distance over the guide's channels). One fused PAC call computes numerator and
-    denominator together; NumPy arrays run on the CPU, CuPy arrays on the GPU.
+    the box window ``|p_i − p_j|_a ≤ radius_a`` on every spatial axis a, with exact Gaussians
+    ``w_s(δ) = exp(−Σ_a (δ_a·spacing_a)² / 2σ_s²)`` and ``w_c(Δ) = exp(−‖Δ‖² / 2σ_c²)``
+    (Euclidean distance over the guide's channels). One fused PAC call (``pacconv1d_fused``,
+    ``pacconv2d_fused`` or ``pacconv3d_fused``) computes numerator and denominator together;
+    NumPy arrays run on the CPU, CuPy arrays on the GPU.
 
     Parameters
     ----------
@@ -1164,23 +1447,32 @@ def joint_bilateral_filter(
     guide : array
         Same batch and spatial sizes as ``image``, any number of channels.
     sigma_spatial : float, optional
-        σ_s in pixels of the spatial Gaussian. Default 1.
+        σ_s of the spatial Gaussian, in voxels (in the units of ``spacing`` when given).
+        Default 1.
     sigma_color : float or None, optional
         σ_c in guide units (0–255 for a uint8 guide) of the colour Gaussian.
         None: the standard deviation of the guide.
-    radius : int or None, optional
-        Window half-size (square window of side 2·radius + 1); None: ⌈3σ_s⌉.
+    radius : int, sequence of int or None, optional
+        Window half-size in voxels, one for every axis or one per spatial axis (box window of
+        side 2·radius_a + 1); None: ⌈3σ_s / spacing_a⌉ on axis a.
     border : {'reflect', 'nearest', 'constant', 'renormalize'}, optional
-        ``reflect`` (default; the edge pixel is not repeated, OpenCV's BORDER_REFLECT_101),
+        ``reflect`` (default; the edge voxel is not repeated, OpenCV's BORDER_REFLECT_101),
         ``nearest`` (edge repeated), ``constant`` (zeros, image and guide), ``renormalize``
         (taps outside the image left out, the others renormalised).
     channel_axis : int or None, optional
-        The image's channel axis (as in scikit-image): None — a grey image, the last two axes
-        are the image and any before them a batch; an integer — that axis holds the
-        channels, the last two *other* axes are the image, the rest a batch.
+        The image's channel axis (as in scikit-image): None — no channel axis, the last
+        ``spatial_dims`` axes are spatial and any before them a batch; an integer — that axis
+        holds the channels, the last ``spatial_dims`` *other* axes are spatial, the rest a
+        batch.
     guide_channel_axis : int, None or 'auto', optional
         The guide's channel axis; 'auto': ``channel_axis`` when image and guide have the same
         number of axes, else None (a grey guide).
+    spatial_dims : {1, 2, 3}, optional
+        The number of spatial axes: 1 for signals, 2 for images (default), 3 for volumes.
+    spacing : float, sequence of float or None, optional
+        The physical size of a voxel, one for every axis or one per spatial axis (as
+        scikit-image's ``spacing``): σ_s and the distances of w_s are then in those units.
+        None: 1 (σ_s in voxels).
 
     Returns
     -------
@@ -1214,6 +1506,13 @@ def joint_bilateral_filter(
     True
     >>> float(out[:, :7].std()) < float(noisy[:, :7].std()) / 2   # the noise is not
     True
+
+    A 1-D signal with three channels, guided by its first channel:
+
+    >>> sig = rng.random((1000, 3))
+    >>> filters.joint_bilateral_filter(sig, sig[:, 0], sigma_spatial=3, sigma_color=0.2,
+    ...                                channel_axis=-1, spatial_dims=1).shape
+    (1000, 3)
     """
     plan = plan_joint_bilateral_filter(
         image,
@@ -1224,6 +1523,8 @@ def joint_bilateral_filter(
         border=border,
         channel_axis=channel_axis,
         guide_channel_axis=guide_channel_axis,
+        spatial_dims=spatial_dims,
+        spacing=spacing,
     )
     self_guided = guide is image and plan.guide_layout.order == plan.layout.order
     return bilateral(plan, image, None if self_guided else guide)
@@ -1231,26 +1532,41 @@ def joint_bilateral_filter(
 
 @delegate("image", coerce=True)
 def bilateral_filter(
-    image, *, sigma_spatial=1.0, sigma_color=None, radius=None, border="reflect", channel_axis=None
+    image,
+    *,
+    sigma_spatial=1.0,
+    sigma_color=None,
+    radius=None,
+    border="reflect",
+    channel_axis=None,
+    spatial_dims=2,
+    spacing=None,
 ):
-    """Bilateral filter: :func:`joint_bilateral_filter` guided by the image itself.
+    """Bilateral filter: :func:`joint_bilateral_filter` guided by the image itself — of
+    signals, images or volumes (``spatial_dims`` 1, 2 or 3).
 
     Parameters
     ----------
     image : array
         uint8, uint16, float16, float32 or float64; layout set by ``channel_axis``.
     sigma_spatial : float, optional
-        σ_s in pixels. Default 1.
+        σ_s in voxels (in the units of ``spacing`` when given). Default 1.
     sigma_color : float or None, optional
         σ_c in the image's units (0–255 for uint8); None: the image's standard deviation.
-    radius : int or None, optional
-        Window half-size; None: ⌈3σ_s⌉.
+    radius : int, sequence of int or None, optional
+        Window half-size in voxels (one per spatial axis, or one for all); None:
+        ⌈3σ_s / spacing_a⌉ on axis a.
     border : {'reflect', 'nearest', 'constant', 'renormalize'}, optional
         As in :func:`joint_bilateral_filter`.
     channel_axis : int or None, optional
-        The image's channel axis (as in scikit-image): None — a grey image, the last two axes
-        are the image and any before them a batch; an integer — that axis holds the
-        channels, the last two *other* axes are the image, the rest a batch.
+        The image's channel axis (as in scikit-image): None — no channel axis, the last
+        ``spatial_dims`` axes are spatial and any before them a batch; an integer — that axis
+        holds the channels, the last ``spatial_dims`` *other* axes are spatial, the rest a
+        batch.
+    spatial_dims : {1, 2, 3}, optional
+        The number of spatial axes (default 2).
+    spacing : float, sequence of float or None, optional
+        The physical size of a voxel per spatial axis (as scikit-image's ``spacing``).
 
     Returns
     -------
@@ -1274,6 +1590,15 @@ def bilateral_filter(
     >>> out = filters.bilateral_filter(photo, sigma_spatial=2, sigma_color=25, channel_axis=-1)
     >>> out.shape, out.dtype
     ((32, 48, 3), dtype('uint8'))
+
+    A volume of 3 × 1 × 1 mm voxels, σ_s = 2 mm (radius 2 voxels across the slices, 6 in
+    them):
+
+    >>> vol = rng.random((8, 24, 24), dtype=np.float32)
+    >>> out = filters.bilateral_filter(vol, sigma_spatial=2.0, sigma_color=0.2,
+    ...                                spatial_dims=3, spacing=(3.0, 1.0, 1.0))
+    >>> out.shape, out.dtype
+    ((8, 24, 24), dtype('float32'))
     """
     plan = plan_joint_bilateral_filter(
         image,
@@ -1283,6 +1608,8 @@ def bilateral_filter(
         radius=radius,
         border=border,
         channel_axis=channel_axis,
+        spatial_dims=spatial_dims,
+        spacing=spacing,
         fn="bilateral_filter",
     )
     return bilateral(plan, image)
@@ -1301,41 +1628,51 @@ def joint_bilateral_upsample(
     channel_axis=None,
     guide_channel_axis="auto",
     confidence=None,
+    spatial_dims=2,
+    spacing=None,
 ):
     """Joint bilateral upsampling (Kopf et al. 2007) of ``low`` by an integer ``factor``,
-    guided by the high-resolution ``guide``.
+    guided by the high-resolution ``guide`` — signals, images or volumes (``spatial_dims``).
 
-    Low-res sample n stands for high-res pixel ``n·f + (f−1)//2`` (point sampling). Output pixel
-    Y averages the samples n with ``|n·f + (f−1)//2 − Y|∞ ≤ radius`` (high-res pixels), weighted
-    by ``w_s(Y − n·f − (f−1)//2) · w_c(guide[Y] − guide[n·f + (f−1)//2])`` (and
-    ``confidence[n]``): one transposed PAC.
+    Low-res sample n stands for high-res voxel ``n·f + (f−1)//2`` (point sampling, per axis).
+    Output voxel Y averages the samples n with ``|n_a·f + (f−1)//2 − Y_a| ≤ radius_a`` on every
+    axis (high-res voxels), weighted by ``w_s(Y − n·f − (f−1)//2) · w_c(guide[Y] −
+    guide[n·f + (f−1)//2])`` (and ``confidence[n]``): one transposed PAC. 2-D with the same
+    radius and σ_s on both axes runs a direct kernel over (pixel, sample) pairs
+    (``pacnp.cpu.upsample``, its CUDA twin on the GPU); other cases the transposed PAC
+    (``pacconv_transpose1d/2d/3d_fused``), whose cost grows with the window's taps.
 
     Parameters
     ----------
     low : array
-        ``[..., h, w]`` image (layout as in :func:`joint_bilateral_filter`).
+        ``[..., h, w]`` image (``[..., d, h, w]`` volume, ``[..., n]`` signal; layout as in
+        :func:`joint_bilateral_filter`).
     guide : array
         ``[..., h·factor, w·factor]`` guide (any number of channels).
     factor : int
-        The upsampling factor, ≥ 2.
+        The upsampling factor, ≥ 2 (the same on every spatial axis).
     sigma_spatial : float or None, optional
-        σ_s in high-res pixels; None: factor / 2 (half the sample spacing).
+        σ_s in high-res voxels (in the units of ``spacing`` when given); None: factor / 2
+        (half the sample spacing; with ``spacing``, factor / 2 · min(spacing)).
     sigma_color : float or None, optional
         σ_c in guide units; None: the guide's standard deviation.
-    radius : int or None, optional
-        None: ⌊3·factor / 2⌋ (1.5 sample spacings).
+    radius : int, sequence of int or None, optional
+        In high-res voxels, one for all axes or one per axis; None: ⌊3·factor / 2⌋ on every
+        axis (1.5 sample spacings).
     border : 'renormalize', optional
         Samples beyond the image are left out. Reflected or repeated samples would pair a
         value with the colour of a pixel it was not measured at, so no padding mode is offered.
     channel_axis : int or None, optional
-        The image's channel axis (as in scikit-image): None — a grey image, the last two axes
-        are the image and any before them a batch; an integer — that axis holds the
-        channels, the last two *other* axes are the image, the rest a batch.
+        The image's channel axis (as in :func:`joint_bilateral_filter`).
     guide_channel_axis : int, None or 'auto', optional
         As in :func:`joint_bilateral_filter`.
     confidence : array or None, optional
         Per-sample weights ≥ 0 of ``low``'s batch and spatial shape (0: missing sample); where a
-        pixel receives no weight at all the result is NaN for float inputs (0 for integers).
+        voxel receives no weight at all the result is NaN for float inputs (0 for integers).
+    spatial_dims : {1, 2, 3}, optional
+        The number of spatial axes (default 2).
+    spacing : float, sequence of float or None, optional
+        The physical size of a high-res voxel per spatial axis (σ_s in those units).
 
     Returns
     -------
@@ -1363,6 +1700,14 @@ def joint_bilateral_upsample(
     ((32, 32), dtype('float32'))
     >>> np.round(up[0, 13:19], 3)                 # a sharp step, where the photo has it
     array([1., 1., 1., 5., 5., 5.], dtype=float32)
+
+    A volume, ×2 on every axis:
+
+    >>> vol_guide = np.zeros((8, 8, 8), np.float32); vol_guide[:, :, 4:] = 1
+    >>> up = filters.joint_bilateral_upsample(vol_guide[::2, ::2, ::2], vol_guide, 2,
+    ...                                       sigma_color=0.1, spatial_dims=3)
+    >>> up.shape, float(abs(up - vol_guide).max()) < 1e-6
+    ((8, 8, 8), True)
     """
     plan = plan_joint_bilateral_upsample(
         low,
@@ -1375,44 +1720,56 @@ def joint_bilateral_upsample(
         channel_axis=channel_axis,
         guide_channel_axis=guide_channel_axis,
         confidence=confidence,
+        spatial_dims=spatial_dims,
+        spacing=spacing,
     )
     return upsample(plan, low, guide, confidence)
 
 
 @delegate("image", coerce=True)
 def detail_preserving_pool(
-    image, kernel_size=3, *, stride=2, alpha=1.0, lam=1.0, border="renormalize", channel_axis=None
+    image,
+    kernel_size=3,
+    *,
+    stride=2,
+    alpha=1.0,
+    lam=1.0,
+    border="renormalize",
+    channel_axis=None,
+    spatial_dims=2,
 ):
-    """Detail-preserving pooling (Saeedan et al. 2018) as PAC pooling.
+    """Detail-preserving pooling (Saeedan et al. 2018) as PAC pooling, of signals, images or
+    volumes (``spatial_dims`` 1, 2 or 3).
 
     ``out_i = Σ_j D_ij v_j / Σ_j D_ij``, ``D_ij = α + (‖v_j − ṽ_i‖² + ε²)^λ`` per channel, over
-    the kernel_size² window of output i (stride ``stride``, centred, ``padding =
-    kernel_size // 2``); ṽ: the input smoothed by the 3 × 3 binomial filter
-    ``[1 2 1]ᵀ[1 2 1]/16`` (pacnp's 'gaussian' smoothing), ε = 0.01 (pacnp's fixed
-    ε² = 10⁻⁴). λ > 0 favours pixels unlike their neighbourhood (details), λ < 0 smooth
+    the box window of output i (side ``kernel_size`` per axis, stride ``stride``, centred,
+    ``padding = kernel_size // 2``); ṽ: the input smoothed by the binomial filter
+    ``[1 2 1]/4`` along every spatial axis (pacnp's 'gaussian' smoothing; 3 × 3 in 2-D),
+    ε = 0.01 (pacnp's fixed ε² = 10⁻⁴). There is no ``spacing``: nothing here is a distance.
+    λ > 0 favours voxels unlike their neighbourhood (details), λ < 0 smooth
     regions; α ≥ 0 blends in average pooling.
 
     Parameters
     ----------
     image : array
         uint8, uint16, float16, float32 or float64; layout set by ``channel_axis``.
-    kernel_size : int, optional
-        The odd window size. Default 3.
-    stride : int, optional
-        Default 2.
+    kernel_size : int or sequence of int, optional
+        The odd window size, one for all spatial axes or one per axis. Default 3.
+    stride : int or sequence of int, optional
+        One for all spatial axes or one per axis. Default 2.
     alpha, lam : float, optional
         α and λ. Default 1, 1.
     border : {'renormalize', 'reflect', 'nearest', 'constant'}, optional
         'renormalize' (outside taps left out; default) or a padding mode.
     channel_axis : int or None, optional
-        The image's channel axis (as in scikit-image): None — a grey image, the last two axes
-        are the image and any before them a batch; an integer — that axis holds the
-        channels, the last two *other* axes are the image, the rest a batch.
+        The image's channel axis (as in :func:`joint_bilateral_filter`).
+    spatial_dims : {1, 2, 3}, optional
+        The number of spatial axes (default 2).
 
     Returns
     -------
     out : array
-        ``image``'s dtype, spatial size ⌈H / stride⌉ × ⌈W / stride⌉.
+        ``image``'s dtype, spatial size ⌈S_a / stride_a⌉ on every spatial axis a.
 
     Raises
     ------
@@ -1430,6 +1787,9 @@ def detail_preserving_pool(
     >>> out = filters.detail_preserving_pool(img, 3, stride=2, channel_axis=0)
     >>> out.shape, out.dtype
     ((3, 8, 8), dtype('float32'))
+    >>> vol = np.random.default_rng(0).random((9, 16, 16))                     # D H W
+    >>> filters.detail_preserving_pool(vol, 3, stride=(1, 2, 2), spatial_dims=3).shape
+    (9, 8, 8)
     """
     plan = plan_detail_preserving_pool(
         image,
@@ -1439,5 +1799,6 @@ def detail_preserving_pool(
         lam=lam,
         border=border,
         channel_axis=channel_axis,
+        spatial_dims=spatial_dims,
     )
     return pool(plan, image)

@@ -11,6 +11,11 @@ geometry and kernel options static (Python values; they select the computation).
 Validation is pacnp's own; an error raised inside the callback reaches the caller as a
 ``jax.errors.JaxRuntimeError`` whose message contains pacnp's message. float16/bfloat16 inputs
 are computed in float32 and the result cast back. Float64 needs ``jax_enable_x64``.
+
+The ``1d`` and ``3d`` functions are the ``2d`` ones with one and three spatial axes (layout
+N, C, *S). Each public function is a thin name over one private function of the number of
+spatial axes ``nd``; the custom_vjp functions built from the static options read ``nd`` as the
+length of the geometry tuples and call pacnp's function for that many axes.
 """
 
 from __future__ import annotations
@@ -25,13 +30,27 @@ import numpy as np
 from . import _adapt, _api
 
 __all__ = [
+    "packernel1d",
     "packernel2d",
+    "packernel3d",
+    "pacconv1d",
     "pacconv2d",
+    "pacconv3d",
+    "pacconv_transpose1d",
     "pacconv_transpose2d",
+    "pacconv_transpose3d",
+    "pacpool1d",
     "pacpool2d",
+    "pacpool3d",
+    "pacconv1d_fused",
     "pacconv2d_fused",
+    "pacconv3d_fused",
+    "pacconv_transpose1d_fused",
     "pacconv_transpose2d_fused",
+    "pacconv_transpose3d_fused",
+    "pacpool1d_fused",
     "pacpool2d_fused",
+    "pacpool3d_fused",
 ]
 
 _REDUCED = (jnp.float16, jnp.bfloat16)
@@ -81,14 +100,17 @@ def _zeros_or(g, like):
     return jnp.zeros_like(like) if g is None else g
 
 
-# --------------------------------------------------------------------------- packernel2d
+# --------------------------------------------------------------------------- packernel
 @functools.cache
 def _kernel_fn(static):
-    """The custom_vjp function of ``packernel2d`` for one set of static options."""
+    """The custom_vjp function of ``packernel{nd}d`` for one set of static options."""
     opts = dict(static)
     k_alpha, k_lambda = opts.pop("inv_alpha"), opts.pop("inv_lambda")
     geo = {name: opts.pop(name) for name in _adapt.GEOMETRY}
     kernel_size = geo.pop("kernel_size")
+    nd = len(kernel_size)
+    forward_fn = _adapt.function("packernel{}d", kernel_size)
+    backward_fn = _adapt.function("packernel{}d_backward", kernel_size)
 
     def kw(smooth_kernel, inv_alpha, inv_lambda, mask):
         return dict(
@@ -112,10 +134,10 @@ def _kernel_fn(static):
         )
         specs = [_spec(shape, guide.dtype)]
         if mask is not None:
-            specs.append(_spec((shape[0], 1) + shape[4:], guide.dtype))
+            specs.append(_spec((shape[0], 1) + shape[-nd:], guide.dtype))
 
         def host(g, m, s, a, lam):
-            return _api.packernel2d(g, kernel_size, **kw(s, a, lam, m))
+            return forward_fn(g, kernel_size, **kw(s, a, lam, m))
 
         out = _call(host, specs, guide, mask, smooth_kernel, inv_alpha, inv_lambda)
         return out[0], (out[1] if mask is not None else None)
@@ -134,7 +156,7 @@ def _kernel_fn(static):
         needs = tuple(a is not None for a in likes)
 
         def host(gk, g, m, s, a, lam):
-            grads = _api.packernel2d_backward(gk, g, kernel_size, needs=needs, **kw(s, a, lam, m))
+            grads = backward_fn(gk, g, kernel_size, needs=needs, **kw(s, a, lam, m))
             return tuple(_host_fill(grads, (g, a, lam, s), needs))
 
         out = iter(
@@ -168,6 +190,7 @@ def _host_fill(grads, likes, needs):
 
 def _kernel_static(
     fn,
+    nd,
     kernel_size,
     stride,
     padding,
@@ -181,8 +204,9 @@ def _kernel_static(
     normalize_kernel,
     transposed=False,
 ):
-    geo = _adapt.pairs(
+    geo = _adapt.tuples(
         fn,
+        nd,
         kernel_size=kernel_size,
         stride=stride,
         padding=padding,
@@ -208,6 +232,69 @@ def _mask(mask, like):
 
 def _c(a):
     return _adapt.checkable(a, _REDUCED)
+
+
+def _packernel(
+    nd,
+    fn,
+    guide,
+    kernel_size,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    kernel_type,
+    smooth_kernel_type,
+    smooth_kernel,
+    inv_alpha,
+    inv_lambda,
+    channel_wise,
+    normalize_kernel,
+    mask,
+    transposed,
+):
+    skt, sk = _adapt.smooth_for_pacnp(smooth_kernel_type, smooth_kernel)
+    _api.check_packernel2d(  # pacnp's own checks and messages, before JAX sees anything
+        _c(guide),
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        kernel_type=kernel_type,
+        smooth_kernel_type=skt,
+        smooth_kernel=_c(sk),
+        inv_alpha=_c(inv_alpha),
+        inv_lambda=_c(inv_lambda),
+        channel_wise=channel_wise,
+        normalize_kernel=normalize_kernel,
+        mask=_c(mask),
+        transposed=transposed,
+        fn=fn,
+        nd=nd,
+    )
+    g = _up(guide)
+    a_static, a_arr = _static_param(inv_alpha)
+    l_static, l_arr = _static_param(inv_lambda)
+    skt, sk = _adapt.smooth_for_pacnp(smooth_kernel_type, _up(smooth_kernel))
+    static = _kernel_static(
+        fn,
+        nd,
+        kernel_size,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        kernel_type,
+        skt,
+        a_static,
+        l_static,
+        channel_wise,
+        normalize_kernel,
+        transposed,
+    )
+    K, out_mask = _kernel_fn(tuple(static.items()))(g, _mask(mask, g), sk, a_arr, l_arr)
+    return _down(K, jnp.asarray(guide)), out_mask
 
 
 def packernel2d(
@@ -249,61 +336,38 @@ def packernel2d(
     >>> g.shape
     (1, 3, 8, 8)
     """
-    skt, sk = _adapt.smooth_for_pacnp(smooth_kernel_type, smooth_kernel)
-    _api.check_packernel2d(  # pacnp's own checks and messages, before JAX sees anything
-        _c(guide),
-        kernel_size,
-        stride=stride,
-        padding=padding,
-        output_padding=output_padding,
-        dilation=dilation,
-        kernel_type=kernel_type,
-        smooth_kernel_type=skt,
-        smooth_kernel=_c(sk),
-        inv_alpha=_c(inv_alpha),
-        inv_lambda=_c(inv_lambda),
-        channel_wise=channel_wise,
-        normalize_kernel=normalize_kernel,
-        mask=_c(mask),
-        transposed=transposed,
-    )
-    g = _up(guide)
-    a_static, a_arr = _static_param(inv_alpha)
-    l_static, l_arr = _static_param(inv_lambda)
-    skt, sk = _adapt.smooth_for_pacnp(smooth_kernel_type, _up(smooth_kernel))
-    static = _kernel_static(
+    return _packernel(
+        2,
         "packernel2d",
+        guide,
         kernel_size,
         stride,
         padding,
         output_padding,
         dilation,
         kernel_type,
-        skt,
-        a_static,
-        l_static,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
         channel_wise,
         normalize_kernel,
+        mask,
         transposed,
     )
-    K, out_mask = _kernel_fn(tuple(static.items()))(g, _mask(mask, g), sk, a_arr, l_arr)
-    return _down(K, jnp.asarray(guide)), out_mask
 
 
 # --------------------------------------------------------------------------- two-step ops
-_OP_FNS = {
-    "conv": (_api.pacconv2d, _api.pacconv2d_backward),
-    "transpose": (_api.pacconv_transpose2d, _api.pacconv_transpose2d_backward),
-    "pool": (_api.pacpool2d, _api.pacpool2d_backward),
-}
+_OP_NAMES = {"conv": "pacconv{}d", "transpose": "pacconv_transpose{}d", "pool": "pacpool{}d"}
 
 
 @functools.cache
 def _op_fn(op, static):
     """The custom_vjp function of one two-step op for one set of static options."""
     opts = dict(static)
-    forward_fn, backward_fn = _OP_FNS[op]
     kernel_size = opts.pop("kernel_size")
+    forward_fn = _adapt.function(_OP_NAMES[op], kernel_size)
+    backward_fn = _adapt.function(_OP_NAMES[op] + "_backward", kernel_size)
     output_padding = opts.pop("output_padding")
     shared_filters = opts.pop("shared_filters")
     if op == "transpose":
@@ -357,6 +421,7 @@ def _op_fn(op, static):
 
 
 def _op(
+    nd,
     fn,
     op,
     input,
@@ -383,13 +448,15 @@ def _op(
         output_padding=output_padding,
         dilation=dilation,
         shared_filters=shared_filters,
+        nd=nd,
     )
     x = jnp.asarray(input)
     if op != "pool":
         weight = jnp.asarray(weight)
-        kernel_size = tuple(weight.shape[-2:]) if weight.ndim >= 2 else 1
-    geo = _adapt.pairs(
+        kernel_size = tuple(weight.shape[-nd:]) if weight.ndim >= nd else 1
+    geo = _adapt.tuples(
         fn,
+        nd,
         kernel_size=kernel_size,
         stride=stride,
         padding=padding,
@@ -438,6 +505,7 @@ def pacconv2d(
     (4, 2, 3, 3)
     """
     return _op(
+        2,
         "pacconv2d",
         "conv",
         input,
@@ -495,6 +563,7 @@ def pacconv_transpose2d(
     (1, 3, 8, 8)
     """
     return _op(
+        2,
         "pacconv_transpose2d",
         "transpose",
         input,
@@ -540,6 +609,7 @@ def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
            [ 8.5, 10. ]], dtype=float32)
     """
     return _op(
+        2,
         "pacpool2d",
         "pool",
         input,
@@ -556,19 +626,15 @@ def pacpool2d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
 
 
 # --------------------------------------------------------------------------- fused ops
-_FUSED_FNS = {
-    "conv": (_api.pacconv2d_fused, _api.pacconv2d_fused_backward),
-    "transpose": (_api.pacconv_transpose2d_fused, _api.pacconv_transpose2d_fused_backward),
-    "pool": (_api.pacpool2d_fused, _api.pacpool2d_fused_backward),
-}
 
 
 @functools.cache
 def _fused_fn(op, static):
     opts = dict(static)
-    forward_fn, backward_fn = _FUSED_FNS[op]
     k_alpha, k_lambda = opts.pop("inv_alpha"), opts.pop("inv_lambda")
     kernel_size = opts.pop("kernel_size")
+    forward_fn = _adapt.function(_OP_NAMES[op] + "_fused", kernel_size)
+    backward_fn = _adapt.function(_OP_NAMES[op] + "_fused_backward", kernel_size)
     output_padding = opts.pop("output_padding")
     shared_filters = opts.pop("shared_filters")
     opts.pop("transposed")
@@ -658,6 +724,7 @@ def _fused_fn(op, static):
 
 
 def _fused(
+    nd,
     fn,
     op,
     input,
@@ -701,17 +768,19 @@ def _fused(
         channel_wise=channel_wise,
         normalize_kernel=normalize_kernel,
         mask=_c(mask),
+        nd=nd,
     )
     x = jnp.asarray(input)
     g = _up(guide)
     if op != "pool":
         weight = jnp.asarray(weight)
-        kernel_size = tuple(weight.shape[-2:]) if weight.ndim >= 2 else 1
+        kernel_size = tuple(weight.shape[-nd:]) if weight.ndim >= nd else 1
     a_static, a_arr = _static_param(inv_alpha)
     l_static, l_arr = _static_param(inv_lambda)
     skt, sk = _adapt.smooth_for_pacnp(smooth_kernel_type, _up(smooth_kernel))
     static = _kernel_static(
         fn,
+        nd,
         kernel_size,
         stride,
         padding,
@@ -786,6 +855,7 @@ def pacconv2d_fused(
     ((), dtype('float32'), True)
     """
     return _fused(
+        2,
         "pacconv2d_fused",
         "conv",
         input,
@@ -860,6 +930,7 @@ def pacconv_transpose2d_fused(
     (1, 1, 8, 8)
     """
     return _fused(
+        2,
         "pacconv_transpose2d_fused",
         "transpose",
         input,
@@ -929,7 +1000,722 @@ def pacpool2d_fused(
     ((1, 2, 4, 4), 1.0)
     """
     return _fused(
+        2,
         "pacpool2d_fused",
+        "pool",
+        input,
+        guide,
+        None,
+        None,
+        kernel_size,
+        stride,
+        padding,
+        0,
+        dilation,
+        False,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+    )
+
+
+# --------------------------------------------------------------------------- 1-D and 3-D
+# The same functions with one and three spatial axes: thin names over the private functions
+# above. Layout N, C, *S; every geometry option is an int or a tuple of one int per axis.
+def packernel1d(
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+    transposed=False,
+):
+    """:func:`pacnp.packernel1d` for JAX arrays: guide (B, Cg, L); differentiable as
+    :func:`packernel2d`.
+
+    Returns
+    -------
+    (K, output_mask or None)
+        K is (B, 1 or Cg, k, Lo), the mask (B, 1, Lo).
+
+    Examples
+    --------
+    >>> import jax
+    >>> import pacnp.jax as pj
+    >>> guide = jax.random.uniform(jax.random.PRNGKey(0), (2, 3, 16))
+    >>> K, _ = pj.packernel1d(guide, 5, padding=2)
+    >>> K.shape
+    (2, 1, 5, 16)
+    >>> jax.grad(lambda f: pj.packernel1d(f, 5, padding=2)[0].sum())(guide).shape
+    (2, 3, 16)
+    """
+    return _packernel(
+        1,
+        "packernel1d",
+        guide,
+        kernel_size,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+        transposed,
+    )
+
+
+def packernel3d(
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+    transposed=False,
+):
+    """:func:`pacnp.packernel3d` for JAX arrays: guide (B, Cg, D, H, W); differentiable as
+    :func:`packernel2d`.
+
+    Returns
+    -------
+    (K, output_mask or None)
+        K is (B, 1 or Cg, kd, kh, kw, Do, Ho, Wo), the mask (B, 1, Do, Ho, Wo).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> K, mask = pj.packernel3d(jnp.zeros((1, 2, 4, 5, 6)), 3, padding=1,
+    ...                          mask=jnp.ones((1, 1, 4, 5, 6)))
+    >>> K.shape, mask.shape
+    ((1, 1, 3, 3, 3, 4, 5, 6), (1, 1, 4, 5, 6))
+    """
+    return _packernel(
+        3,
+        "packernel3d",
+        guide,
+        kernel_size,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+        transposed,
+    )
+
+
+def pacconv1d(
+    input, kernel, weight, bias=None, *, stride=1, padding=0, dilation=1, shared_filters=False
+):
+    """:func:`pacnp.pacconv1d` for JAX arrays: input (B, C_in, L), kernel (B, 1 or C_in, k, Lo),
+    weight (C_out, C_in, k); differentiable in every array argument.
+
+    Returns
+    -------
+    Array (B, C_out, Lo)
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> K, _ = pj.packernel1d(jnp.zeros((1, 1, 16)), 3, padding=1)
+    >>> pj.pacconv1d(jnp.ones((1, 2, 16)), K, jnp.ones((4, 2, 3)), padding=1).shape
+    (1, 4, 16)
+    """
+    return _op(
+        1,
+        "pacconv1d",
+        "conv",
+        input,
+        kernel,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        0,
+        dilation,
+        shared_filters,
+    )
+
+
+def pacconv3d(
+    input, kernel, weight, bias=None, *, stride=1, padding=0, dilation=1, shared_filters=False
+):
+    """:func:`pacnp.pacconv3d` for JAX arrays: input (B, C_in, D, H, W), kernel
+    (B, 1 or C_in, kd, kh, kw, Do, Ho, Wo), weight (C_out, C_in, kd, kh, kw); differentiable
+    in every array argument.
+
+    Returns
+    -------
+    Array (B, C_out, Do, Ho, Wo)
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> K, _ = pj.packernel3d(jnp.zeros((1, 1, 6, 6, 6)), 3, stride=2, padding=1)
+    >>> pj.pacconv3d(jnp.ones((1, 2, 6, 6, 6)), K, jnp.ones((4, 2, 3, 3, 3)), stride=2,
+    ...              padding=1).shape
+    (1, 4, 3, 3, 3)
+    """
+    return _op(
+        3,
+        "pacconv3d",
+        "conv",
+        input,
+        kernel,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        0,
+        dilation,
+        shared_filters,
+    )
+
+
+def pacconv_transpose1d(
+    input,
+    kernel,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+):
+    """:func:`pacnp.pacconv_transpose1d` for JAX arrays (weight (C_in, C_out, k) in
+    ``conv_transpose`` orientation); differentiable in every array argument.
+
+    Returns
+    -------
+    Array (B, C_out, Lo)
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> K, _ = pj.packernel1d(jnp.zeros((1, 1, 16)), 3, stride=2, padding=1, output_padding=1,
+    ...                       transposed=True)
+    >>> pj.pacconv_transpose1d(jnp.ones((1, 2, 8)), K, jnp.ones((2, 3, 3)), stride=2,
+    ...                        padding=1, output_padding=1).shape
+    (1, 3, 16)
+    """
+    return _op(
+        1,
+        "pacconv_transpose1d",
+        "transpose",
+        input,
+        kernel,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+    )
+
+
+def pacconv_transpose3d(
+    input,
+    kernel,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+):
+    """:func:`pacnp.pacconv_transpose3d` for JAX arrays (weight (C_in, C_out, kd, kh, kw) in
+    ``conv_transpose`` orientation); differentiable in every array argument.
+
+    Returns
+    -------
+    Array (B, C_out, Do, Ho, Wo)
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> K, _ = pj.packernel3d(jnp.zeros((1, 1, 4, 6, 8)), 3, stride=2, padding=1,
+    ...                       output_padding=1, transposed=True)
+    >>> pj.pacconv_transpose3d(jnp.ones((1, 2, 2, 3, 4)), K, jnp.ones((2, 3, 3, 3, 3)),
+    ...                        stride=2, padding=1, output_padding=1).shape
+    (1, 3, 4, 6, 8)
+    """
+    return _op(
+        3,
+        "pacconv_transpose3d",
+        "transpose",
+        input,
+        kernel,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+    )
+
+
+def pacpool1d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
+    """:func:`pacnp.pacpool1d` for JAX arrays; differentiable in ``input`` and ``kernel``.
+
+    Returns
+    -------
+    Array (B, C, Lo)
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> K, _ = pj.packernel1d(jnp.zeros((1, 1, 4)), 3, stride=2, padding=1,
+    ...                       normalize_kernel=True)
+    >>> pj.pacpool1d(jnp.arange(4.0).reshape(1, 1, 4), K, 3, stride=2, padding=1)[0, 0]
+    Array([0.5, 2. ], dtype=float32)
+    """
+    return _op(
+        1,
+        "pacpool1d",
+        "pool",
+        input,
+        kernel,
+        None,
+        None,
+        kernel_size,
+        stride,
+        padding,
+        0,
+        dilation,
+        False,
+    )
+
+
+def pacpool3d(input, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
+    """:func:`pacnp.pacpool3d` for JAX arrays; differentiable in ``input`` and ``kernel``.
+
+    Returns
+    -------
+    Array (B, C, Do, Ho, Wo)
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> K, _ = pj.packernel3d(jnp.zeros((1, 1, 4, 4, 4)), 3, stride=2, padding=1,
+    ...                       normalize_kernel=True)
+    >>> out = pj.pacpool3d(jnp.ones((1, 2, 4, 4, 4)), K, 3, stride=2, padding=1)
+    >>> out.shape, float(out.mean())
+    ((1, 2, 2, 2, 2), 1.0)
+    """
+    return _op(
+        3,
+        "pacpool3d",
+        "pool",
+        input,
+        kernel,
+        None,
+        None,
+        kernel_size,
+        stride,
+        padding,
+        0,
+        dilation,
+        False,
+    )
+
+
+def pacconv1d_fused(
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    shared_filters=False,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
+    """:func:`pacnp.pacconv1d_fused` for JAX arrays: ``(output, output_mask or None)``,
+    differentiable as :func:`pacconv2d_fused`.
+
+    Returns
+    -------
+    output : Array (B, C_out, Lo)
+    output_mask : Array (B, 1, Lo) or None
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> x = jax.random.uniform(jax.random.PRNGKey(0), (1, 1, 32))
+    >>> loss = lambda s: jnp.mean(pj.pacconv1d_fused(x, x / s, jnp.ones((1, 1, 5)), padding=2)[0])
+    >>> bool(jax.jit(jax.grad(loss))(jnp.float32(0.5)) > 0)
+    True
+    """
+    return _fused(
+        1,
+        "pacconv1d_fused",
+        "conv",
+        input,
+        guide,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        0,
+        dilation,
+        shared_filters,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+    )
+
+
+def pacconv3d_fused(
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    shared_filters=False,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
+    """:func:`pacnp.pacconv3d_fused` for JAX arrays: ``(output, output_mask or None)``,
+    differentiable as :func:`pacconv2d_fused`.
+
+    Returns
+    -------
+    output : Array (B, C_out, Do, Ho, Wo)
+    output_mask : Array (B, 1, Do, Ho, Wo) or None
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> out, _ = pj.pacconv3d_fused(jnp.ones((1, 2, 4, 5, 6)), jnp.zeros((1, 1, 4, 5, 6)),
+    ...                             jnp.ones((3, 2, 3, 3, 3)), padding=1)
+    >>> out.shape
+    (1, 3, 4, 5, 6)
+    """
+    return _fused(
+        3,
+        "pacconv3d_fused",
+        "conv",
+        input,
+        guide,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        0,
+        dilation,
+        shared_filters,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+    )
+
+
+def pacconv_transpose1d_fused(
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
+    """:func:`pacnp.pacconv_transpose1d_fused` for JAX arrays (guide at the output
+    resolution): ``(output, output_mask or None)``.
+
+    Returns
+    -------
+    output : Array (B, C_out, Lo)
+    output_mask : Array (B, 1, Lo) or None
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> out, _ = pj.pacconv_transpose1d_fused(jnp.ones((1, 1, 8)), jnp.zeros((1, 3, 16)),
+    ...                                       jnp.ones((1, 1, 3)), stride=2, padding=1,
+    ...                                       output_padding=1)
+    >>> out.shape
+    (1, 1, 16)
+    """
+    return _fused(
+        1,
+        "pacconv_transpose1d_fused",
+        "transpose",
+        input,
+        guide,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+    )
+
+
+def pacconv_transpose3d_fused(
+    input,
+    guide,
+    weight,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    dilation=1,
+    shared_filters=False,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
+    """:func:`pacnp.pacconv_transpose3d_fused` for JAX arrays (guide at the output
+    resolution): ``(output, output_mask or None)``.
+
+    Returns
+    -------
+    output : Array (B, C_out, Do, Ho, Wo)
+    output_mask : Array (B, 1, Do, Ho, Wo) or None
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> out, _ = pj.pacconv_transpose3d_fused(jnp.ones((1, 1, 2, 3, 4)),
+    ...                                       jnp.zeros((1, 3, 4, 6, 8)),
+    ...                                       jnp.ones((1, 1, 3, 3, 3)), stride=2, padding=1,
+    ...                                       output_padding=1)
+    >>> out.shape
+    (1, 1, 4, 6, 8)
+    """
+    return _fused(
+        3,
+        "pacconv_transpose3d_fused",
+        "transpose",
+        input,
+        guide,
+        weight,
+        bias,
+        None,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+    )
+
+
+def pacpool1d_fused(
+    input,
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
+    """:func:`pacnp.pacpool1d_fused` for JAX arrays: ``(output, output_mask or None)``.
+
+    Returns
+    -------
+    output : Array (B, C, Lo)
+    output_mask : Array (B, 1, Lo) or None
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> out, _ = pj.pacpool1d_fused(jnp.ones((1, 2, 16)), jnp.zeros((1, 1, 16)), 3, stride=2,
+    ...                             padding=1, normalize_kernel=True)
+    >>> out.shape, float(out.mean())
+    ((1, 2, 8), 1.0)
+    """
+    return _fused(
+        1,
+        "pacpool1d_fused",
+        "pool",
+        input,
+        guide,
+        None,
+        None,
+        kernel_size,
+        stride,
+        padding,
+        0,
+        dilation,
+        False,
+        kernel_type,
+        smooth_kernel_type,
+        smooth_kernel,
+        inv_alpha,
+        inv_lambda,
+        channel_wise,
+        normalize_kernel,
+        mask,
+    )
+
+
+def pacpool3d_fused(
+    input,
+    guide,
+    kernel_size,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    kernel_type="gaussian",
+    smooth_kernel_type="none",
+    smooth_kernel=None,
+    inv_alpha=None,
+    inv_lambda=None,
+    channel_wise=False,
+    normalize_kernel=False,
+    mask=None,
+):
+    """:func:`pacnp.pacpool3d_fused` for JAX arrays: ``(output, output_mask or None)``.
+
+    Returns
+    -------
+    output : Array (B, C, Do, Ho, Wo)
+    output_mask : Array (B, 1, Do, Ho, Wo) or None
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import pacnp.jax as pj
+    >>> out, _ = pj.pacpool3d_fused(jnp.ones((1, 2, 4, 6, 6)), jnp.zeros((1, 1, 4, 6, 6)), 3,
+    ...                             stride=(1, 2, 2), padding=1, normalize_kernel=True)
+    >>> out.shape, float(out.mean())
+    ((1, 2, 4, 3, 3), 1.0)
+    """
+    return _fused(
+        3,
+        "pacpool3d_fused",
         "pool",
         input,
         guide,

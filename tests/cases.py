@@ -781,3 +781,255 @@ def load_ratio_table():
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+# --------------------------------------------------------------------------- N-D (1-D, 3-D)
+# The N-D functions (pacnp.packernel1d/3d, ...) over grids of their own: every geometry option
+# differs per axis, and the sizes stay tiny (3-D volumes of a few voxels a side) so that the
+# float64 reference, which loops over taps, stays fast.
+
+#: spatial dimensions of the N-D tests (2 as the cross-check against the 2-D functions)
+ND_DIMS = (1, 2, 3)
+#: per axis, the size a non-transposed case adds to the window 2r + 1 (so ≥ 1 output)
+ND_EXTRA = {1: (6,), 2: (4, 3), 3: (2, 3, 4)}
+#: per axis, the input size of a transposed case (its output / guide is larger)
+ND_SIZE_IN = {1: (5,), 2: (3, 4), 3: (2, 3, 2)}
+ND_CHANNELS = {1: 3, 2: 2, 3: 2}
+
+
+def nd_name(name, nd):
+    """The ``nd``-D twin of a 2-D public name (``pacconv2d_fused`` -> ``pacconv3d_fused``)."""
+    return name.replace("2d", f"{nd}d", 1)
+
+
+def nd_fn(lib, name, nd):
+    """``lib``'s ``nd``-D twin of the 2-D function ``name`` (pacnp or tests/reference.py)."""
+    return getattr(lib, nd_name(name, nd))
+
+
+#: op name: the 2-D names of (forward, backward); nd_fn gives the twins
+ND_OPS = {
+    "conv": ("pacconv2d", "pacconv2d_backward"),
+    "transpose": ("pacconv_transpose2d", "pacconv_transpose2d_backward"),
+    "pool": ("pacpool2d", "pacpool2d_backward"),
+}
+ND_FUSED = {
+    "conv": ("pacconv2d_fused", "pacconv2d_fused_backward"),
+    "transpose": ("pacconv_transpose2d_fused", "pacconv_transpose2d_fused_backward"),
+    "pool": ("pacpool2d_fused", "pacpool2d_fused_backward"),
+}
+
+
+def _nd_axes(rng, nd, ks, transposed, pad_over_r=0):
+    """Per-axis (k, stride, padding, dilation, output_padding): a random geometry, each axis
+    drawn on its own. Padding in [0, r + pad_over_r]; output_padding < max(stride, dilation)
+    (torch's rule) in a transposed geometry, else 0."""
+    k = tuple(int(rng.choice(ks)) for _ in range(nd))
+    s = tuple(int(rng.integers(1, 4)) for _ in range(nd))
+    d = tuple(int(rng.integers(1, 3)) for _ in range(nd))
+    p = tuple(int(rng.integers(0, di * (ki - 1) // 2 + pad_over_r + 1)) for ki, di in zip(k, d))
+    op = (
+        tuple(int(rng.integers(0, max(si, di))) for si, di in zip(s, d))
+        if transposed
+        else (0,) * nd
+    )
+    return k, s, p, d, op
+
+
+def _nd_sizes(nd, k, s, p, d, op, transposed, size_in=None):
+    """(guide / input size, input size of the op): the guide lives at the op's output
+    resolution in a transposed geometry. ``size_in``: the op's input size (default: a few
+    pixels more than the window per axis, or ND_SIZE_IN for a transposed op)."""
+    if size_in is not None and not transposed:
+        return tuple(size_in), tuple(size_in)
+    if transposed:
+        size_in = ND_SIZE_IN[nd] if size_in is None else tuple(size_in)
+        size = tuple(
+            (n - 1) * si - 2 * pi + di * (ki - 1) + opi + 1
+            for n, ki, si, pi, di, opi in zip(size_in, k, s, p, d, op)
+        )
+        return size, size_in
+    size = tuple(di * (ki - 1) + 1 + e for ki, di, e in zip(k, d, ND_EXTRA[nd]))
+    return size, size
+
+
+def nd_kernel_grid(nd, count=12, seed=None):
+    """(nd, k, stride, padding, dilation, output_padding, kernel type, smoothing,
+    channel_wise, normalize, masked, transposed): every kernel type in both directions and
+    every smoothing, a mask in both directions, the per-axis geometry and the other flags at
+    random."""
+    rng = np.random.default_rng(1600 + nd if seed is None else seed)
+    ks = [1, 3, 5] if nd < 3 else [1, 3, 3, 5]
+    cases = []
+    for n in range(count):
+        tr = n % 2 == 1
+        k, s, p, d, op = _nd_axes(rng, nd, ks, tr)
+        cases.append(
+            (
+                nd,
+                k,
+                s,
+                p,
+                d,
+                op,
+                KERNEL_TYPES[n % len(KERNEL_TYPES)],
+                SMOOTH_TYPES[(3 * n) % len(SMOOTH_TYPES)],
+                bool(rng.random() < 0.5),
+                bool(rng.random() < 0.5),
+                n % 3 == 0,  # masked: both directions, every third case
+                tr,
+            )
+        )
+    return cases
+
+
+def nd_kernel_case(
+    rng, nd, k, s, p, d, op, kt, smooth, cw, norm, masked, tr, B=2, C=None, size_in=None
+):
+    """Random guide and packernel{nd}d keywords of one nd_kernel_grid entry; α and λ as arrays
+    (per channel with channel_wise) so that their gradients are tested. ``size_in``: the
+    op's input size (see _nd_sizes)."""
+    C = ND_CHANNELS[nd] if C is None else C
+    size, _ = _nd_sizes(nd, k, s, p, d, op, tr, size_in)
+    guide = rng.standard_normal((B, C) + size)
+    kw = dict(
+        stride=s,
+        padding=p,
+        output_padding=op,
+        dilation=d,
+        kernel_type=kt,
+        smooth_kernel_type=smooth,
+        channel_wise=cw,
+        normalize_kernel=norm,
+        transposed=tr,
+    )
+    if smooth.startswith("full_"):
+        n = int(smooth.split("_")[1])
+        shape = (n,) * nd if rng.random() < 0.5 else (1, 1) + (n,) * nd
+        kw["smooth_kernel"] = rng.standard_normal(shape) / n**nd
+    if kt.startswith("inv"):
+        kw["inv_alpha"] = rng.random(C) + 0.1 if cw else np.array(0.4)
+        kw["inv_lambda"] = -rng.random(C) - 0.2 if cw else np.array([-0.6])
+    if masked:
+        m = (rng.random((B, 1) + size) < 0.6).astype(np.float64)
+        m[(0, 0) + (0,) * (nd - 1)] = 0  # a line of zeros: some windows fully masked out
+        kw["mask"] = m
+    return guide, kw
+
+
+def nd_op_grid(nd, seed=None):
+    """(op, nd, k, stride, padding, dilation, output_padding, shared_filters, one K per
+    channel, bias): each op in four variants, the per-axis geometry at random (padding up
+    to r + 1: the ops take any padding that leaves an output)."""
+    rng = np.random.default_rng(2600 + nd if seed is None else seed)
+    ks = [1, 3, 5] if nd < 3 else [1, 3, 3, 5]
+    cases = []
+    for op in ("conv", "transpose", "pool"):
+        variants = (
+            [(False, False, False), (False, True, False)] * 2
+            if op == "pool"
+            else [
+                (False, False, True),
+                (True, True, False),
+                (False, True, False),
+                (True, False, True),
+            ]
+        )
+        for shared, kc_many, with_bias in variants:
+            k, s, p, d, opd = _nd_axes(rng, nd, ks, op == "transpose", pad_over_r=1)
+            cases.append((op, nd, k, s, p, d, opd, shared, kc_many, with_bias))
+    return cases
+
+
+def nd_op_case(rng, op, nd, k, s, p, d, opd, shared, kc_many, with_bias, B=2, C=None, Co=3):
+    """Random (positional arguments, keywords) of one nd_op_grid entry."""
+    C = ND_CHANNELS[nd] if C is None else C
+    if op == "transpose":
+        size_in = ND_SIZE_IN[nd]
+        size_out = tuple(
+            (n - 1) * si - 2 * pi + di * (ki - 1) + oi + 1
+            for n, ki, si, pi, di, oi in zip(size_in, k, s, p, d, opd)
+        )
+    else:
+        size_in = tuple(di * (ki - 1) + 1 + e for ki, di, e in zip(k, d, ND_EXTRA[nd]))
+        size_out = tuple(
+            (n + 2 * pi - di * (ki - 1) - 1) // si + 1
+            for n, ki, si, pi, di in zip(size_in, k, s, p, d)
+        )
+    x = rng.standard_normal((B, C) + size_in)
+    K = rng.standard_normal((B, C if kc_many else 1) + k + size_out)
+    kw = dict(stride=s, padding=p, dilation=d)
+    if op == "pool":
+        return (x, K, k), kw
+    if op == "transpose":
+        kw["output_padding"] = opd
+    kw["shared_filters"] = shared
+    if shared:
+        wshape = (1, 1) + k
+    else:
+        wshape = (C, Co) + k if op == "transpose" else (Co, C) + k
+    w = rng.standard_normal(wshape)
+    b = rng.standard_normal(C if shared else Co) if with_bias else None
+    return (x, K, w, b), kw
+
+
+def nd_fused_grid(nd, seed=None):
+    """(op, kernel grid entry, shared_filters): each op over kernel configurations."""
+    rng = np.random.default_rng(3600 + nd if seed is None else seed)
+    cases = []
+    for op in ("conv", "transpose", "pool"):
+        for kcase in nd_kernel_grid(nd, count=4, seed=int(rng.integers(2**31))):
+            kcase = kcase[:-1] + (op == "transpose",)
+            if op != "transpose":
+                kcase = kcase[:5] + ((0,) * nd,) + kcase[6:]  # no output_padding
+            cases.append((op, kcase, bool(rng.random() < 0.5)))
+    return cases
+
+
+def nd_fused_case(rng, op, kcase, shared, B=2, C=None, Cout=3, size_in=None):
+    """Random inputs of one nd_fused_grid entry: (leading positional args, geometry keywords,
+    kernel keywords, kernel size); ``lead`` is (x, guide, w, b) or (x, guide, k) for pool."""
+    nd, k, s, p, d, opd = kcase[:6]
+    C = ND_CHANNELS[nd] if C is None else C
+    guide, kw = nd_kernel_case(rng, *kcase, B=B, C=C, size_in=size_in)
+    geo = {n: kw.pop(n) for n in ("stride", "padding", "dilation")}
+    kw.pop("output_padding")
+    kw.pop("transposed")
+    _, size_in = _nd_sizes(nd, k, s, p, d, opd, op == "transpose", size_in)
+    if op == "transpose":
+        geo["output_padding"] = opd
+    x = rng.standard_normal((B, C) + size_in)
+    if op == "pool":
+        return (x, guide, k), geo, kw, k
+    geo["shared_filters"] = shared
+    if shared:
+        w = rng.standard_normal((1, 1) + k)
+    else:
+        w = rng.standard_normal((C, Cout) + k if op == "transpose" else (Cout, C) + k)
+    b = rng.standard_normal(C if shared else Cout)
+    return (x, guide, w, b), geo, kw, k
+
+
+def two_step_nd(nd, op, lead, k, geo, kkw, g, lib=pacnp):
+    """Forward and all gradients of a fused call through packernel{nd}d + the op + their
+    backwards, of pacnp or of tests/reference.py: ``(out, output_mask, grads)`` with the
+    grads in the fused backward's order."""
+    x, guide = lead[:2]
+    kernel_kw = dict(
+        kkw,
+        **{n: geo[n] for n in ("stride", "padding", "dilation")},
+        output_padding=geo.get("output_padding", 0),
+        transposed=op == "transpose",
+    )
+    K, om = nd_fn(lib, "packernel2d", nd)(guide, k, **kernel_kw)
+    fwd, bwd = (nd_fn(lib, name, nd) for name in ND_OPS[op])
+    if op == "pool":
+        out = fwd(x, K, k, **geo)
+        dx, dK = bwd(g, x, K, k, **geo)
+    else:
+        w, b = lead[2:]
+        out = fwd(x, K, w, b, **geo)
+        dx, dK, dW, db = bwd(g, x, K, w, b, **geo)
+    dg, da, dl, dS = nd_fn(lib, "packernel2d_backward", nd)(dK, guide, k, **kernel_kw)
+    grads = (dx, dg, da, dl, dS) if op == "pool" else (dx, dg, dW, db, da, dl, dS)
+    return out, om, grads

@@ -1,10 +1,21 @@
-"""Plain NumPy float64 reference for pacnp, written from docs/semantics.md.
+"""Plain NumPy float64 reference for pacnp, written from docs/semantics.md, in 1, 2 and 3
+spatial dimensions.
 
 No numba, no torch: this module is what the kernels are tested against, so it favours code
-that can be checked line by line against the equations over speed.  Loops run over the
-taps ``(i, j)`` of the window; each loop body works on all output pixels, batches and
-channels at once with NumPy fancy indexing (a tap reads one guide / input position per
-output row and one per output column, so the gather is ``a[..., rows[:, None], cols[None, :]]``).
+that can be checked line by line against the equations over speed.  Every rule of
+docs/semantics.md is stated per axis (Su et al. 2019, Eq. 3, with the window over ``nd``
+axes instead of two), so the reference keeps one tap table per axis -- which position tap
+``i`` of output ``y`` reads, and whether it is valid -- and a tap ``t = (t_0, ..., t_{nd-1})``
+is valid when it is valid on every axis.  Loops run over the taps ``t`` of the window; each
+loop body works on all output positions, batches and channels at once with NumPy fancy
+indexing (a tap reads one position per output index of each axis, so the gather is
+``a[..., idx_0[:, None, None], idx_1[None, :, None], idx_2[None, None, :]]`` in 3-D).
+
+The public names are those of pacnp: ``packernel{1,2,3}d``, ``pacconv{1,2,3}d``,
+``pacconv_transpose{1,2,3}d``, ``pacpool{1,2,3}d`` and their ``_backward``; each is the
+N-D function (``packernel_nd`` ...) with ``nd`` fixed.  Layout ``(N, C, *spatial)``; a kernel
+``K`` is ``(B, 1|C, *k, *S_out)``; a weight ``(Cout, Cin, *k)`` (transposed:
+``(Cin, Cout, *k)``).
 
 Readings of docs/semantics.md that the text leaves open (the most natural one is taken):
 
@@ -26,33 +37,35 @@ Readings of docs/semantics.md that the text leaves open (the most natural one is
   ``pacconv2d`` only).
 * ``bias`` has one entry per output channel, i.e. ``Cin`` entries with ``shared_filters``.
 * Normalisation where ``Σ_taps Km == 0`` (exactly) gives ``K = 0``; its gradient there is 0.
+* In ``nd`` dimensions the smoothing kernels are the 2-D ones over ``nd`` axes: ``gaussian``
+  the outer product of ``[¼, ½, ¼]`` with itself ``nd`` times, ``average_N`` ``1/N^nd``
+  everywhere, ``full_N`` an array of shape ``(N,)*nd`` or ``(1, 1) + (N,)*nd``.
 """
+
+import itertools
 
 import numpy as np
 
 INV_EPS = 1e-4  # the 1e-4 inside (Σ Δ² + 1e-4)^(λ/2)
 
-__all__ = [
-    "packernel2d",
-    "pacconv2d",
-    "pacconv_transpose2d",
-    "pacpool2d",
-    "packernel2d_backward",
-    "pacconv2d_backward",
-    "pacconv_transpose2d_backward",
-    "pacpool2d_backward",
-]
+#: the einsum letters of the spatial axes, by dimension (the 2-D ones are the old "yx")
+_SPATIAL_LETTERS = {1: "x", 2: "yx", 3: "zyx"}
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _pair(v):
+def _ntuple(v, nd, name="value"):
+    """An int or a tuple of ``nd`` ints as a tuple of ``nd`` ints."""
     if isinstance(v, (int, np.integer)):
-        return int(v), int(v)
+        return (int(v),) * nd
     v = tuple(int(a) for a in v)
-    assert len(v) == 2, f"expected an int or a pair, got {v!r}"
+    assert len(v) == nd, f"{name}: expected an int or {nd} ints, got {v!r}"
     return v
+
+
+def _pair(v):
+    return _ntuple(v, 2, "pair")
 
 
 def _f64(a, ndim=None, name="array"):
@@ -62,19 +75,40 @@ def _f64(a, ndim=None, name="array"):
     return a
 
 
-def _gather(a, rows, cols, valid2):
-    """``out[..., y, x] = a[..., rows[y], cols[x]]`` where ``valid2[y, x]``, else 0."""
-    r = np.clip(rows, 0, a.shape[-2] - 1)
-    c = np.clip(cols, 0, a.shape[-1] - 1)
-    return a[..., r[:, None], c[None, :]] * valid2
+def _open(vectors):
+    """Per-axis index vectors as an open grid: vector ``a`` shaped ``(1, .., n_a, .., 1)``
+    (np.ix_ without its reading of boolean vectors as masks)."""
+    nd = len(vectors)
+    return tuple(
+        np.asarray(v).reshape((1,) * a + (-1,) + (1,) * (nd - a - 1)) for a, v in enumerate(vectors)
+    )
 
 
-def _scatter_add(target, rows, cols, valid2, values):
-    """Adjoint of ``_gather``: ``target[..., rows[y], cols[x]] += values[..., y, x]`` (valid
+def _valid_nd(valid_axes):
+    """The outer AND of per-axis validity vectors: a tap is valid iff valid on every axis."""
+    grid = _open(valid_axes)
+    v = grid[0]
+    for g in grid[1:]:
+        v = v & g
+    return v
+
+
+def _clipped(a, idx):
+    """The index vectors of the last ``len(idx)`` axes of ``a`` clipped into range (the
+    positions of invalid taps are read, then multiplied by 0)."""
+    nd = len(idx)
+    return [np.clip(i, 0, a.shape[a.ndim - nd + ax] - 1) for ax, i in enumerate(idx)]
+
+
+def _gather(a, idx, valid):
+    """``out[..., y_0, .., y_n] = a[..., idx_0[y_0], .., idx_n[y_n]]`` where ``valid``, else 0."""
+    return a[(Ellipsis,) + _open(_clipped(a, idx))] * valid
+
+
+def _scatter_add(target, idx, valid, values):
+    """Adjoint of ``_gather``: ``target[..., idx_0[y_0], ..] += values[..., y_0, ..]`` (valid
     only)."""
-    r = np.clip(rows, 0, target.shape[-2] - 1)
-    c = np.clip(cols, 0, target.shape[-1] - 1)
-    np.add.at(target, (Ellipsis, r[:, None], c[None, :]), values * valid2)
+    np.add.at(target, (Ellipsis,) + _open(_clipped(target, idx)), values * valid)
 
 
 def _safe_div(num, den):
@@ -83,6 +117,20 @@ def _safe_div(num, den):
     out = np.zeros(num.shape)
     np.divide(num, den, out=out, where=den != 0)
     return out
+
+
+def _tap(t):
+    """Index of tap ``t`` in an array ``(B, C, *k, ...)``."""
+    return (slice(None), slice(None)) + tuple(t)
+
+
+def _over_taps(a, nd):
+    """``a`` of shape ``(B, C, *S_out)`` broadcast against ``(B, C, *k, *S_out)``."""
+    return a[(slice(None), slice(None)) + (None,) * nd]
+
+
+def _spatial_axes(nd, lead=2):
+    return tuple(range(lead, lead + nd))
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -143,7 +191,7 @@ def _conv_transpose_axis(n_in, k, s, p, op, d):
     return n_out, q // s, valid
 
 
-# ----------------------------------------------------------------------------- packernel2d
+# ----------------------------------------------------------------------------- packernel
 
 
 def _parse_kernel_type(kernel_type):
@@ -164,70 +212,81 @@ def _parse_kernel_type(kernel_type):
     }
 
 
-def _smoothing_filter(smooth_kernel_type, smooth_kernel):
-    """The N×N smoothing kernel S, or None for ``"none"``."""
+def _smoothing_filter(smooth_kernel_type, smooth_kernel, nd=2):
+    """The ``(N,)*nd`` smoothing kernel S, or None for ``"none"``."""
     if smooth_kernel_type == "none":
         return None
     if smooth_kernel_type == "gaussian":
         w = np.array([0.25, 0.5, 0.25])
-        return np.outer(w, w)
+        S = w
+        for _ in range(nd - 1):
+            S = np.multiply.outer(S, w)  # separable: the product of the 1-D weights
+        return S
     name, _, n = smooth_kernel_type.partition("_")
     N = int(n)
     assert N >= 1 and N % 2 == 1, f"smoothing size must be odd, got {smooth_kernel_type!r}"
     if name == "average":
-        return np.full((N, N), 1.0 / (N * N))
+        return np.full((N,) * nd, 1.0 / N**nd)
     assert name == "full", f"unknown smooth_kernel_type {smooth_kernel_type!r}"
     S = _f64(smooth_kernel)
-    assert S.shape in ((N, N), (1, 1, N, N)), (
-        f"smooth_kernel shape {S.shape} for {smooth_kernel_type}"
+    assert S.shape in ((N,) * nd, (1, 1) + (N,) * nd), (
+        f"smooth_kernel shape {S.shape} for {smooth_kernel_type} in {nd}-D"
     )
-    return S.reshape(N, N)
+    return S.reshape((N,) * nd)
 
 
-def _zero_pad(a, h):
-    out = np.zeros(a.shape[:-2] + (a.shape[-2] + 2 * h, a.shape[-1] + 2 * h))
-    out[..., h : h + a.shape[-2], h : h + a.shape[-1]] = a
+def _zero_pad(a, h, nd):
+    """``a`` with ``h`` zeros on both sides of each of its last ``nd`` axes."""
+    spatial = a.shape[a.ndim - nd :]
+    out = np.zeros(a.shape[: a.ndim - nd] + tuple(n + 2 * h for n in spatial))
+    out[(Ellipsis,) + tuple(slice(h, h + n) for n in spatial)] = a
     return out
 
 
+def _window(u, spatial):
+    """The slice of a padded array that tap ``u`` of the smoothing kernel reads."""
+    return (Ellipsis,) + tuple(slice(ua, ua + n) for ua, n in zip(u, spatial))
+
+
 def _smooth(guide, S):
-    """``F[b,ch,Y,X] = Σ_{u,v} S[u,v] · guide[b,ch,Y+u-N//2,X+v-N//2]`` (zero outside)."""
+    """``F[b,ch,Y] = Σ_u S[u] · guide[b,ch,Y+u-N//2]`` over the ``nd`` axes (zero outside)."""
+    nd = S.ndim
     N = S.shape[0]
     h = N // 2
-    H, W = guide.shape[-2:]
-    padded = _zero_pad(guide, h)
+    spatial = guide.shape[2:]
+    padded = _zero_pad(guide, h, nd)
     F = np.zeros(guide.shape)
-    for u in range(N):
-        for v in range(N):
-            F += S[u, v] * padded[..., u : u + H, v : v + W]
+    for u in itertools.product(range(N), repeat=nd):
+        F += S[u] * padded[_window(u, spatial)]
     return F
 
 
 def _smooth_backward(grad_F, guide, S):
     """Gradients of ``_smooth`` with respect to ``guide`` and ``S``."""
+    nd = S.ndim
     N = S.shape[0]
     h = N // 2
-    H, W = guide.shape[-2:]
-    padded = _zero_pad(guide, h)
+    spatial = guide.shape[2:]
+    padded = _zero_pad(guide, h, nd)
     grad_padded = np.zeros(padded.shape)
-    grad_S = np.zeros((N, N))
-    for u in range(N):
-        for v in range(N):
-            grad_padded[..., u : u + H, v : v + W] += S[u, v] * grad_F
-            grad_S[u, v] = np.sum(grad_F * padded[..., u : u + H, v : v + W])
-    return grad_padded[..., h : h + H, h : h + W], grad_S
+    grad_S = np.zeros(S.shape)
+    for u in itertools.product(range(N), repeat=nd):
+        grad_padded[_window(u, spatial)] += S[u] * grad_F
+        grad_S[u] = np.sum(grad_F * padded[_window(u, spatial)])
+    inner = (Ellipsis,) + tuple(slice(h, h + n) for n in spatial)
+    return grad_padded[inner], grad_S
 
 
-def _inv_param(arg, from_string, Cg, channel_wise, name):
+def _inv_param(arg, from_string, Cg, channel_wise, name, nd=2):
     """``(value as passed or None, value broadcast for the formulas)``.
 
-    The broadcast value has shape ``(1, Cg, 1, 1)`` with channel_wise, else ``()``."""
+    The broadcast value has shape ``(1, Cg) + (1,)*nd`` with channel_wise, else ``()``."""
     if arg is None:
         return None, np.float64(from_string)
     a = _f64(arg)
     if channel_wise:
         assert a.shape in ((), (1,), (Cg,)), f"{name} shape {a.shape}, expected () or ({Cg},)"
-        return a, np.broadcast_to(a.reshape(-1), (Cg,)).reshape(1, Cg, 1, 1)
+        return a, np.broadcast_to(a.reshape(-1), (Cg,)).reshape((1, Cg) + (1,) * nd)
     assert a.size == 1 and a.ndim <= 1, (
         f"{name} must be a scalar without channel_wise, got {a.shape}"
     )
@@ -246,6 +305,7 @@ def _packernel_forward(
     guide,
     kernel_size,
     *,
+    nd,
     stride,
     padding,
     output_padding,
@@ -260,72 +320,78 @@ def _packernel_forward(
     mask,
     transposed,
 ):
-    """Forward pass of packernel2d; returns a dict of everything the backward needs."""
-    guide = _f64(guide, 4, "guide")
-    B, Cg, H, W = guide.shape
-    kh, kw = _pair(kernel_size)
-    sh, sw = _pair(stride)
-    ph, pw = _pair(padding)
-    oph, opw = _pair(output_padding)
-    dh, dw = _pair(dilation)
+    """Forward pass of packernel_nd; returns a dict of everything the backward needs."""
+    guide = _f64(guide, nd + 2, "guide")
+    B, Cg = guide.shape[:2]
+    S_in = guide.shape[2:]
+    k = _ntuple(kernel_size, nd, "kernel_size")
+    s = _ntuple(stride, nd, "stride")
+    p = _ntuple(padding, nd, "padding")
+    op = _ntuple(output_padding, nd, "output_padding")
+    d = _ntuple(dilation, nd, "dilation")
     if not transposed:
-        oph = opw = 0  # output_padding only matters for the transposed geometry
-    Ho, Py, vy, cy = _kernel_axis(H, kh, sh, ph, oph, dh, transposed)
-    Wo, Px, vx, cx = _kernel_axis(W, kw, sw, pw, opw, dw, transposed)
+        op = (0,) * nd  # output_padding only matters for the transposed geometry
+    axes = [_kernel_axis(S_in[a], k[a], s[a], p[a], op[a], d[a], transposed) for a in range(nd)]
+    S_out = tuple(ax[0] for ax in axes)
+    P = [ax[1] for ax in axes]
+    v_axis = [ax[2] for ax in axes]
+    centre = [ax[3] for ax in axes]
 
     kt = _parse_kernel_type(kernel_type)
     alpha_arg = lambda_arg = None
     alpha = lam = None
     if kt["kind"] == "inv":
-        alpha_arg, alpha = _inv_param(inv_alpha, kt["alpha"], Cg, channel_wise, "inv_alpha")
-        lambda_arg, lam = _inv_param(inv_lambda, kt["lambda"], Cg, channel_wise, "inv_lambda")
+        alpha_arg, alpha = _inv_param(inv_alpha, kt["alpha"], Cg, channel_wise, "inv_alpha", nd)
+        lambda_arg, lam = _inv_param(inv_lambda, kt["lambda"], Cg, channel_wise, "inv_lambda", nd)
 
-    S = _smoothing_filter(smooth_kernel_type, smooth_kernel)
+    S = _smoothing_filter(smooth_kernel_type, smooth_kernel, nd)
     F = guide if S is None else _smooth(guide, S)
-    f = F[:, :, cy[:, None], cx[None, :]]  # centre features, (B, Cg, Ho, Wo)
+    f = F[(Ellipsis,) + _open(centre)]  # centre features, (B, Cg, *S_out)
 
     if mask is not None:
-        m = _f64(mask, 4, "mask")
-        assert m.shape == (B, 1, H, W), f"mask shape {m.shape}, expected {(B, 1, H, W)}"
+        m = _f64(mask, nd + 2, "mask")
+        assert m.shape == (B, 1) + S_in, f"mask shape {m.shape}, expected {(B, 1) + S_in}"
 
     Ck = Cg if channel_wise else 1
-    valid = np.zeros((kh, kw, Ho, Wo), dtype=bool)  # tap validity
-    D = np.zeros((B, Cg, kh, kw, Ho, Wo))  # Δ before the _asym clamp
-    Kraw = np.zeros((B, Ck, kh, kw, Ho, Wo))
-    mt = np.zeros((B, 1, kh, kw, Ho, Wo))  # mask at the tap (1 without a mask), 0 at invalid taps
-    for i in range(kh):
-        for j in range(kw):
-            v2 = vy[:, i][:, None] & vx[:, j][None, :]
-            valid[i, j] = v2
-            G = _gather(guide, Py[:, i], Px[:, j], v2)
-            D[:, :, i, j] = (G - f) * v2
-            Dc = np.maximum(D[:, :, i, j], 0.0) if kt["asym"] else D[:, :, i, j]
-            sq = Dc**2 if channel_wise else np.sum(Dc**2, axis=1, keepdims=True)
-            if kt["kind"] == "gaussian":
-                val = np.exp(-0.5 * sq)
-            else:
-                val = alpha + (sq + INV_EPS) ** (lam / 2)
-            Kraw[:, :, i, j] = val * v2
-            if mask is None:
-                mt[:, :, i, j] = v2
-            else:
-                mt[:, :, i, j] = _gather(m, Py[:, i], Px[:, j], v2)
+    valid = np.zeros(k + S_out, dtype=bool)  # tap validity
+    D = np.zeros((B, Cg) + k + S_out)  # Δ before the _asym clamp
+    Kraw = np.zeros((B, Ck) + k + S_out)
+    mt = np.zeros((B, 1) + k + S_out)  # mask at the tap (1 without a mask), 0 at invalid taps
+    for t in itertools.product(*(range(ka) for ka in k)):
+        vt = _valid_nd([v_axis[a][:, t[a]] for a in range(nd)])
+        idx = [P[a][:, t[a]] for a in range(nd)]
+        valid[t] = vt
+        G = _gather(guide, idx, vt)
+        D[_tap(t)] = (G - f) * vt
+        Dc = np.maximum(D[_tap(t)], 0.0) if kt["asym"] else D[_tap(t)]
+        sq = Dc**2 if channel_wise else np.sum(Dc**2, axis=1, keepdims=True)
+        if kt["kind"] == "gaussian":
+            val = np.exp(-0.5 * sq)
+        else:
+            val = alpha + (sq + INV_EPS) ** (lam / 2)
+        Kraw[_tap(t)] = val * vt
+        if mask is None:
+            mt[_tap(t)] = vt
+        else:
+            mt[_tap(t)] = _gather(m, idx, vt)
 
+    taps = _spatial_axes(nd)  # the tap axes of (B, C, *k, *S_out)
     Km = Kraw * mt
-    n_valid = valid.sum(axis=(0, 1)).astype(np.float64)  # (Ho, Wo)
-    n_in = mt.sum(axis=(2, 3))  # (B, 1, Ho, Wo)
+    n_valid = valid.sum(axis=tuple(range(nd))).astype(np.float64)  # S_out
+    n_in = mt.sum(axis=taps)  # (B, 1, *S_out)
     output_mask = None if mask is None else (n_in > 0).astype(np.float64)
 
     Z = factor = None
     if normalize_kernel:
-        Z = Km.sum(axis=(2, 3))  # (B, Ck, Ho, Wo)
-        K = _safe_div(Km, Z[:, :, None, None])
+        Z = Km.sum(axis=taps)  # (B, Ck, *S_out)
+        K = _safe_div(Km, _over_taps(Z, nd))
     elif mask is not None:
-        factor = _safe_div(n_valid, n_in)  # (B, 1, Ho, Wo); 0 where n_in == 0
-        K = Km * factor[:, :, None, None]
+        factor = _safe_div(n_valid, n_in)  # (B, 1, *S_out); 0 where n_in == 0
+        K = Km * _over_taps(factor, nd)
     else:
         K = Kraw
     return {
+        "nd": nd,
         "guide": guide,
         "S": S,
         "kt": kt,
@@ -336,10 +402,8 @@ def _packernel_forward(
         "lam": lam,
         "smooth_kernel_arg": smooth_kernel,
         "smooth_kernel_type": smooth_kernel_type,
-        "Py": Py,
-        "Px": Px,
-        "cy": cy,
-        "cx": cx,
+        "P": P,
+        "centre": centre,
         "valid": valid,
         "D": D,
         "Kraw": Kraw,
@@ -351,10 +415,11 @@ def _packernel_forward(
     }
 
 
-def packernel2d(
+def packernel_nd(
     guide,
     kernel_size,
     *,
+    nd,
     stride=1,
     padding=0,
     output_padding=0,
@@ -369,11 +434,12 @@ def packernel2d(
     mask=None,
     transposed=False,
 ):
-    """Adaptive kernel ``K [B, 1|Cg, kh, kw, Ho, Wo]`` and ``output_mask [B, 1, Ho, Wo]`` (or
-    None)."""
+    """Adaptive kernel ``K [B, 1|Cg, *k, *S_out]`` and ``output_mask [B, 1, *S_out]`` (or
+    None) of an ``nd``-dimensional guide ``[B, Cg, *S]``."""
     st = _packernel_forward(
         guide,
         kernel_size,
+        nd=nd,
         stride=stride,
         padding=padding,
         output_padding=output_padding,
@@ -391,11 +457,12 @@ def packernel2d(
     return st["K"], st["output_mask"]
 
 
-def packernel2d_backward(
+def packernel_nd_backward(
     grad_kernel,
     guide,
     kernel_size,
     *,
+    nd,
     stride=1,
     padding=0,
     output_padding=0,
@@ -414,6 +481,7 @@ def packernel2d_backward(
     st = _packernel_forward(
         guide,
         kernel_size,
+        nd=nd,
         stride=stride,
         padding=padding,
         output_padding=output_padding,
@@ -433,56 +501,59 @@ def packernel2d_backward(
     assert gK.shape == K.shape, f"grad_kernel shape {gK.shape}, expected {K.shape}"
     guide = st["guide"]
     kt = st["kt"]
-    B, Cg, kh, kw, Ho, Wo = D.shape
+    B, Cg = D.shape[:2]
+    k = D.shape[2 : 2 + nd]
+    S_out = D.shape[2 + nd :]
+    taps = _spatial_axes(nd)
 
     # Final K -> Km.
     if normalize_kernel:
         # K_t = Km_t / Z with Z = Σ_s Km_s:  dL/dKm_t = (g_t - Σ_s g_s K_s) / Z  (0 where Z == 0).
-        Z = st["Z"][:, :, None, None]
-        gKm = _safe_div(gK - np.sum(gK * K, axis=(2, 3), keepdims=True), Z)
+        Z = _over_taps(st["Z"], nd)
+        gKm = _safe_div(gK - np.sum(gK * K, axis=taps, keepdims=True), Z)
     elif mask is not None:
-        gKm = gK * st["factor"][:, :, None, None]
+        gKm = gK * _over_taps(st["factor"], nd)
     else:
         gKm = gK
     # Km = Kraw · m.
     gKraw = gKm * mt
 
     grad_guide = np.zeros(guide.shape)
-    grad_f = np.zeros((B, Cg, Ho, Wo))  # gradient of the centre features
+    grad_f = np.zeros((B, Cg) + S_out)  # gradient of the centre features
     inv = kt["kind"] == "inv"
     want_alpha = inv and not kt["fixed"] and st["alpha_arg"] is not None
     want_lambda = inv and not kt["fixed"] and st["lambda_arg"] is not None
     Ck = Kraw.shape[1]
     grad_alpha = np.zeros(Ck)  # per channel (channel_wise) or one value
     grad_lam = np.zeros(Ck)
-    for i in range(kh):
-        for j in range(kw):
-            v2 = valid[i, j]
-            Dt = D[:, :, i, j]
-            Dc = np.maximum(Dt, 0.0) if kt["asym"] else Dt
-            g = gKraw[:, :, i, j] * v2  # (B, Ck, Ho, Wo)
-            if kt["kind"] == "gaussian":
-                # val = exp(-½ Σ Δc²):  dval/dΔc = -val · Δc
-                val = Kraw[:, :, i, j]
-                grad_Dc = -g * val * Dc
-            else:
-                # val = α + T^(λ/2), T = Σ Δc² + 1e-4:  dval/dΔc = λ T^(λ/2 - 1) Δc,
-                # dval/dα = 1, dval/dλ = ½ ln(T) T^(λ/2).
-                sq = Dc**2 if channel_wise else np.sum(Dc**2, axis=1, keepdims=True)
-                T = sq + INV_EPS
-                lam = st["lam"]
-                grad_Dc = g * lam * T ** (lam / 2 - 1) * Dc
-                grad_alpha += g.sum(axis=(0, 2, 3))
-                grad_lam += np.sum(g * 0.5 * np.log(T) * T ** (lam / 2), axis=(0, 2, 3))
-            # _asym: Δc = max(Δ, 0), derivative 1 for Δ > 0 else 0.
-            grad_D = grad_Dc * (Dt > 0) if kt["asym"] else grad_Dc
-            # Δ = guide[P] - f
-            _scatter_add(grad_guide, st["Py"][:, i], st["Px"][:, j], v2, grad_D)
-            grad_f -= grad_D * v2
+    over_pixels = (0,) + _spatial_axes(nd)  # batch and S_out of (B, Ck, *S_out)
+    for t in itertools.product(*(range(ka) for ka in k)):
+        vt = valid[t]
+        Dt = D[_tap(t)]
+        Dc = np.maximum(Dt, 0.0) if kt["asym"] else Dt
+        g = gKraw[_tap(t)] * vt  # (B, Ck, *S_out)
+        if kt["kind"] == "gaussian":
+            # val = exp(-½ Σ Δc²):  dval/dΔc = -val · Δc
+            val = Kraw[_tap(t)]
+            grad_Dc = -g * val * Dc
+        else:
+            # val = α + T^(λ/2), T = Σ Δc² + 1e-4:  dval/dΔc = λ T^(λ/2 - 1) Δc,
+            # dval/dα = 1, dval/dλ = ½ ln(T) T^(λ/2).
+            sq = Dc**2 if channel_wise else np.sum(Dc**2, axis=1, keepdims=True)
+            T = sq + INV_EPS
+            lam = st["lam"]
+            grad_Dc = g * lam * T ** (lam / 2 - 1) * Dc
+            grad_alpha += g.sum(axis=over_pixels)
+            grad_lam += np.sum(g * 0.5 * np.log(T) * T ** (lam / 2), axis=over_pixels)
+        # _asym: Δc = max(Δ, 0), derivative 1 for Δ > 0 else 0.
+        grad_D = grad_Dc * (Dt > 0) if kt["asym"] else grad_Dc
+        # Δ = guide[P] - f
+        _scatter_add(grad_guide, [st["P"][a][:, t[a]] for a in range(nd)], vt, grad_D)
+        grad_f -= grad_D * vt
 
     # f = F[:, :, centre]
     grad_F = np.zeros(guide.shape)
-    np.add.at(grad_F, (Ellipsis, st["cy"][:, None], st["cx"][None, :]), grad_f)
+    np.add.at(grad_F, (Ellipsis,) + _open(st["centre"]), grad_f)
     grad_S = None
     if st["S"] is None:
         grad_guide += grad_F
@@ -506,30 +577,31 @@ def packernel2d_backward(
     return grad_guide, d_alpha, d_lambda, d_smooth
 
 
-# ----------------------------------------------------------------------------- pacconv2d
+# ----------------------------------------------------------------------------- pacconv
 
 
-def _check_kernel(kernel, B, C, kh, kw, Ho, Wo):
-    K = _f64(kernel, 6, "kernel")
-    assert K.shape[0] == B and K.shape[1] in (1, C) and K.shape[2:] == (kh, kw, Ho, Wo), (
-        f"kernel shape {K.shape}, expected ({B}, 1|{C}, {kh}, {kw}, {Ho}, {Wo})"
+def _check_kernel(kernel, B, C, k, S_out):
+    nd = len(k)
+    K = _f64(kernel, 2 + 2 * nd, "kernel")
+    assert K.shape[0] == B and K.shape[1] in (1, C) and K.shape[2:] == tuple(k) + tuple(S_out), (
+        f"kernel shape {K.shape}, expected ({B}, 1|{C}, *{tuple(k)}, *{tuple(S_out)})"
     )
     return K
 
 
-def _conv_weights(weight, Cin, shared_filters, transposed):
-    Wt = _f64(weight, 4, "weight")
-    kh, kw = Wt.shape[2:]
+def _conv_weights(weight, Cin, shared_filters, transposed, nd):
+    Wt = _f64(weight, nd + 2, "weight")
+    k = Wt.shape[2:]
     if shared_filters:
-        assert Wt.shape[:2] == (1, 1), f"shared filters need weight [1,1,kh,kw], got {Wt.shape}"
+        assert Wt.shape[:2] == (1, 1), f"shared filters need weight [1,1,*k], got {Wt.shape}"
         Cout = Cin
     elif transposed:
-        assert Wt.shape[0] == Cin, f"weight {Wt.shape} is not [Cin={Cin}, Cout, kh, kw]"
+        assert Wt.shape[0] == Cin, f"weight {Wt.shape} is not [Cin={Cin}, Cout, *k]"
         Cout = Wt.shape[1]
     else:
-        assert Wt.shape[1] == Cin, f"weight {Wt.shape} is not [Cout, Cin={Cin}, kh, kw]"
+        assert Wt.shape[1] == Cin, f"weight {Wt.shape} is not [Cout, Cin={Cin}, *k]"
         Cout = Wt.shape[0]
-    return Wt, kh, kw, Cout
+    return Wt, k, Cout
 
 
 def _check_bias(bias, Cout):
@@ -541,41 +613,62 @@ def _check_bias(bias, Cout):
 
 
 def _pac_geometry(
-    x, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters, transposed
+    x,
+    kernel,
+    weight,
+    bias,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    shared_filters,
+    transposed,
+    nd,
 ):
-    """Shared set-up of pacconv2d / pacconv_transpose2d.
+    """Shared set-up of pacconv_nd / pacconv_transpose_nd.
 
-    Returns ``(x, K, W, b, Cout, taps)`` where ``taps`` lists, per tap ``(i, j)``:
-    ``(i, j, rows, cols, valid2, wi, wj)`` -- the input rows/cols it reads for every output
-    pixel, its validity, and which weight tap it multiplies."""
-    x = _f64(x, 4, "x")
-    B, Cin, H, Wd = x.shape
-    Wt, kh, kw, Cout = _conv_weights(weight, Cin, shared_filters, transposed)
-    sh, sw = _pair(stride)
-    ph, pw = _pair(padding)
-    dh, dw = _pair(dilation)
+    Returns ``(x, K, W, b, Cout, S_out, taps)`` where ``taps`` lists, per tap ``t``:
+    ``(t, idx, valid, wt)`` -- the input positions it reads along each axis for every
+    output position, its validity, and which weight tap it multiplies."""
+    x = _f64(x, nd + 2, "x")
+    B, Cin = x.shape[:2]
+    S_in = x.shape[2:]
+    Wt, k, Cout = _conv_weights(weight, Cin, shared_filters, transposed, nd)
+    s = _ntuple(stride, nd, "stride")
+    p = _ntuple(padding, nd, "padding")
+    d = _ntuple(dilation, nd, "dilation")
     if transposed:
-        oph, opw = _pair(output_padding)
-        Ho, iy, vy = _conv_transpose_axis(H, kh, sh, ph, oph, dh)
-        Wo, ix, vx = _conv_transpose_axis(Wd, kw, sw, pw, opw, dw)
+        op = _ntuple(output_padding, nd, "output_padding")
+        axes = [_conv_transpose_axis(S_in[a], k[a], s[a], p[a], op[a], d[a]) for a in range(nd)]
     else:
-        Ho, iy, vy = _conv_axis(H, kh, sh, ph, dh)
-        Wo, ix, vx = _conv_axis(Wd, kw, sw, pw, dw)
-    K = _check_kernel(kernel, B, Cin, kh, kw, Ho, Wo)
+        axes = [_conv_axis(S_in[a], k[a], s[a], p[a], d[a]) for a in range(nd)]
+    S_out = tuple(ax[0] for ax in axes)
+    K = _check_kernel(kernel, B, Cin, k, S_out)
     b = _check_bias(bias, Cout)
     taps = []
-    for i in range(kh):
-        for j in range(kw):
-            v2 = vy[:, i][:, None] & vx[:, j][None, :]
-            wi, wj = (kh - 1 - i, kw - 1 - j) if transposed else (i, j)
-            taps.append((i, j, iy[:, i], ix[:, j], v2, wi, wj))
-    return x, K, Wt, b, Cout, (Ho, Wo), taps
+    for t in itertools.product(*(range(ka) for ka in k)):
+        vt = _valid_nd([axes[a][2][:, t[a]] for a in range(nd)])
+        idx = [axes[a][1][:, t[a]] for a in range(nd)]
+        # transposed: W[c, o, k-1-t] (docs/semantics.md, pacconv_transpose2d)
+        wt = tuple(ka - 1 - ta for ka, ta in zip(k, t)) if transposed else t
+        taps.append((t, idx, vt, wt))
+    return x, K, Wt, b, Cout, S_out, taps
 
 
 def _pac_forward(
-    x, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters, transposed
+    x,
+    kernel,
+    weight,
+    bias,
+    stride,
+    padding,
+    output_padding,
+    dilation,
+    shared_filters,
+    transposed,
+    nd,
 ):
-    x, K, Wt, b, Cout, (Ho, Wo), taps = _pac_geometry(
+    x, K, Wt, b, Cout, S_out, taps = _pac_geometry(
         x,
         kernel,
         weight,
@@ -586,18 +679,20 @@ def _pac_forward(
         dilation,
         shared_filters,
         transposed,
+        nd,
     )
-    out = np.zeros((x.shape[0], Cout, Ho, Wo))
-    for i, j, rows, cols, v2, wi, wj in taps:
-        a = K[:, :, i, j] * _gather(x, rows, cols, v2)  # (B, Cin, Ho, Wo)
+    sp = _SPATIAL_LETTERS[nd]
+    out = np.zeros((x.shape[0], Cout) + S_out)
+    for t, idx, vt, wt in taps:
+        a = K[_tap(t)] * _gather(x, idx, vt)  # (B, Cin, *S_out)
         if shared_filters:
-            out += Wt[0, 0, wi, wj] * a
+            out += Wt[(0, 0) + wt] * a
         elif transposed:
-            out += np.einsum("bcyx,co->boyx", a, Wt[:, :, wi, wj])
+            out += np.einsum(f"bc{sp},co->bo{sp}", a, Wt[_tap(wt)])
         else:
-            out += np.einsum("bcyx,oc->boyx", a, Wt[:, :, wi, wj])
+            out += np.einsum(f"bc{sp},oc->bo{sp}", a, Wt[_tap(wt)])
     if b is not None:
-        out += b[None, :, None, None]
+        out += b[(None, slice(None)) + (None,) * nd]
     return out
 
 
@@ -613,8 +708,9 @@ def _pac_backward(
     dilation,
     shared_filters,
     transposed,
+    nd,
 ):
-    x, K, Wt, b, Cout, (Ho, Wo), taps = _pac_geometry(
+    x, K, Wt, b, Cout, S_out, taps = _pac_geometry(
         x,
         kernel,
         weight,
@@ -625,50 +721,52 @@ def _pac_backward(
         dilation,
         shared_filters,
         transposed,
+        nd,
     )
-    g = _f64(grad_output, 4, "grad_output")
-    assert g.shape == (x.shape[0], Cout, Ho, Wo), f"grad_output shape {g.shape}"
+    g = _f64(grad_output, nd + 2, "grad_output")
+    assert g.shape == (x.shape[0], Cout) + S_out, f"grad_output shape {g.shape}"
+    sp = _SPATIAL_LETTERS[nd]
     dx = np.zeros(x.shape)
     dK = np.zeros(K.shape)
     dW = np.zeros(Wt.shape)
-    for i, j, rows, cols, v2, wi, wj in taps:
-        xs = _gather(x, rows, cols, v2)
-        Kt = K[:, :, i, j]
+    for t, idx, vt, wt in taps:
+        xs = _gather(x, idx, vt)
+        Kt = K[_tap(t)]
         a = Kt * xs
         # out += Σ_c a[c] · W[o, c] ;  da[c] = Σ_o g[o] · W[o, c]
         if shared_filters:
-            dW[0, 0, wi, wj] += np.sum(g * a)
-            da = g * Wt[0, 0, wi, wj]
+            dW[(0, 0) + wt] += np.sum(g * a)
+            da = g * Wt[(0, 0) + wt]
         elif transposed:
-            dW[:, :, wi, wj] += np.einsum("boyx,bcyx->co", g, a)
-            da = np.einsum("boyx,co->bcyx", g, Wt[:, :, wi, wj])
+            dW[_tap(wt)] += np.einsum(f"bo{sp},bc{sp}->co", g, a)
+            da = np.einsum(f"bo{sp},co->bc{sp}", g, Wt[_tap(wt)])
         else:
-            dW[:, :, wi, wj] += np.einsum("boyx,bcyx->oc", g, a)
-            da = np.einsum("boyx,oc->bcyx", g, Wt[:, :, wi, wj])
+            dW[_tap(wt)] += np.einsum(f"bo{sp},bc{sp}->oc", g, a)
+            da = np.einsum(f"bo{sp},oc->bc{sp}", g, Wt[_tap(wt)])
         # a = K · xs
-        dK[:, :, i, j] = np.sum(da * xs, axis=1, keepdims=True) if K.shape[1] == 1 else da * xs
-        _scatter_add(dx, rows, cols, v2, da * Kt)
-    db = None if b is None else g.sum(axis=(0, 2, 3))
+        dK[_tap(t)] = np.sum(da * xs, axis=1, keepdims=True) if K.shape[1] == 1 else da * xs
+        _scatter_add(dx, idx, vt, da * Kt)
+    db = None if b is None else g.sum(axis=(0,) + _spatial_axes(nd))
     return dx, dK, dW, db
 
 
-def pacconv2d(
-    x, kernel, weight, bias=None, *, stride=1, padding=0, dilation=1, shared_filters=False
+def pacconv_nd(
+    x, kernel, weight, bias=None, *, nd, stride=1, padding=0, dilation=1, shared_filters=False
 ):
-    """``out[b,o,y,x] = Σ_{c,i,j} K[b,c|0,i,j,y,x] W[o,c,i,j] x[b,c,y*s-p+i*d,x*s-p+j*d]
-    + bias[o]``."""
+    """``out[b,o,y] = Σ_{c,t} K[b,c|0,t,y] W[o,c,t] x[b,c,y*s-p+t*d] + bias[o]`` (per axis)."""
     return _pac_forward(
-        x, kernel, weight, bias, stride, padding, 0, dilation, shared_filters, False
+        x, kernel, weight, bias, stride, padding, 0, dilation, shared_filters, False, nd
     )
 
 
-def pacconv2d_backward(
+def pacconv_nd_backward(
     grad_output,
     x,
     kernel,
     weight,
     bias=None,
     *,
+    nd,
     stride=1,
     padding=0,
     dilation=1,
@@ -676,36 +774,58 @@ def pacconv2d_backward(
 ):
     """``(dx, dkernel, dweight, dbias or None)``."""
     return _pac_backward(
-        grad_output, x, kernel, weight, bias, stride, padding, 0, dilation, shared_filters, False
+        grad_output,
+        x,
+        kernel,
+        weight,
+        bias,
+        stride,
+        padding,
+        0,
+        dilation,
+        shared_filters,
+        False,
+        nd,
     )
 
 
-def pacconv_transpose2d(
+def pacconv_transpose_nd(
     x,
     kernel,
     weight,
     bias=None,
     *,
+    nd,
     stride=1,
     padding=0,
     output_padding=0,
     dilation=1,
     shared_filters=False,
 ):
-    """``out[b,o,Y,X] = Σ_{c, valid i,j} K[b,c|0,i,j,Y,X] W[c,o,kh-1-i,kw-1-j] x[b,c,n_y,n_x]
-    + bias[o]``."""
+    """``out[b,o,Y] = Σ_{c, valid t} K[b,c|0,t,Y] W[c,o,k-1-t] x[b,c,n(Y, t)] + bias[o]``."""
     return _pac_forward(
-        x, kernel, weight, bias, stride, padding, output_padding, dilation, shared_filters, True
+        x,
+        kernel,
+        weight,
+        bias,
+        stride,
+        padding,
+        output_padding,
+        dilation,
+        shared_filters,
+        True,
+        nd,
     )
 
 
-def pacconv_transpose2d_backward(
+def pacconv_transpose_nd_backward(
     grad_output,
     x,
     kernel,
     weight,
     bias=None,
     *,
+    nd,
     stride=1,
     padding=0,
     output_padding=0,
@@ -725,51 +845,121 @@ def pacconv_transpose2d_backward(
         dilation,
         shared_filters,
         True,
+        nd,
     )
 
 
-# ----------------------------------------------------------------------------- pacpool2d
+# ----------------------------------------------------------------------------- pacpool
 
 
-def _pool_geometry(x, kernel, kernel_size, stride, padding, dilation):
-    x = _f64(x, 4, "x")
-    B, C, H, W = x.shape
-    kh, kw = _pair(kernel_size)
-    sh, sw = _pair(stride)
-    ph, pw = _pair(padding)
-    dh, dw = _pair(dilation)
-    Ho, iy, vy = _conv_axis(H, kh, sh, ph, dh)
-    Wo, ix, vx = _conv_axis(W, kw, sw, pw, dw)
-    K = _check_kernel(kernel, B, C, kh, kw, Ho, Wo)
+def _pool_geometry(x, kernel, kernel_size, stride, padding, dilation, nd):
+    x = _f64(x, nd + 2, "x")
+    B, C = x.shape[:2]
+    S_in = x.shape[2:]
+    k = _ntuple(kernel_size, nd, "kernel_size")
+    s = _ntuple(stride, nd, "stride")
+    p = _ntuple(padding, nd, "padding")
+    d = _ntuple(dilation, nd, "dilation")
+    axes = [_conv_axis(S_in[a], k[a], s[a], p[a], d[a]) for a in range(nd)]
+    S_out = tuple(ax[0] for ax in axes)
+    K = _check_kernel(kernel, B, C, k, S_out)
     taps = [
-        (i, j, iy[:, i], ix[:, j], vy[:, i][:, None] & vx[:, j][None, :])
-        for i in range(kh)
-        for j in range(kw)
+        (
+            t,
+            [axes[a][1][:, t[a]] for a in range(nd)],
+            _valid_nd([axes[a][2][:, t[a]] for a in range(nd)]),
+        )
+        for t in itertools.product(*(range(ka) for ka in k))
     ]
-    return x, K, (Ho, Wo), taps
+    return x, K, S_out, taps
 
 
-def pacpool2d(x, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
-    """``out[b,c,y,x] = Σ_{i,j} K[b,c|0,i,j,y,x] · x[b,c,y*s-p+i*d,x*s-p+j*d]``."""
-    x, K, (Ho, Wo), taps = _pool_geometry(x, kernel, kernel_size, stride, padding, dilation)
-    out = np.zeros(x.shape[:2] + (Ho, Wo))
-    for i, j, rows, cols, v2 in taps:
-        out += K[:, :, i, j] * _gather(x, rows, cols, v2)
+def pacpool_nd(x, kernel, kernel_size, *, nd, stride=1, padding=0, dilation=1):
+    """``out[b,c,y] = Σ_t K[b,c|0,t,y] · x[b,c,y*s-p+t*d]`` (per axis)."""
+    x, K, S_out, taps = _pool_geometry(x, kernel, kernel_size, stride, padding, dilation, nd)
+    out = np.zeros(x.shape[:2] + S_out)
+    for t, idx, vt in taps:
+        out += K[_tap(t)] * _gather(x, idx, vt)
     return out
 
 
-def pacpool2d_backward(grad_output, x, kernel, kernel_size, *, stride=1, padding=0, dilation=1):
+def pacpool_nd_backward(
+    grad_output, x, kernel, kernel_size, *, nd, stride=1, padding=0, dilation=1
+):
     """``(dx, dkernel)``."""
-    x, K, (Ho, Wo), taps = _pool_geometry(x, kernel, kernel_size, stride, padding, dilation)
-    g = _f64(grad_output, 4, "grad_output")
-    assert g.shape == x.shape[:2] + (Ho, Wo), f"grad_output shape {g.shape}"
+    x, K, S_out, taps = _pool_geometry(x, kernel, kernel_size, stride, padding, dilation, nd)
+    g = _f64(grad_output, nd + 2, "grad_output")
+    assert g.shape == x.shape[:2] + S_out, f"grad_output shape {g.shape}"
     dx = np.zeros(x.shape)
     dK = np.zeros(K.shape)
-    for i, j, rows, cols, v2 in taps:
-        xs = _gather(x, rows, cols, v2)
-        dK[:, :, i, j] = np.sum(g * xs, axis=1, keepdims=True) if K.shape[1] == 1 else g * xs
-        _scatter_add(dx, rows, cols, v2, g * K[:, :, i, j])
+    for t, idx, vt in taps:
+        xs = _gather(x, idx, vt)
+        dK[_tap(t)] = np.sum(g * xs, axis=1, keepdims=True) if K.shape[1] == 1 else g * xs
+        _scatter_add(dx, idx, vt, g * K[_tap(t)])
     return dx, dK
+
+
+# ----------------------------------------------------------------------------- public names
+
+
+def _with_nd(generic, nd, name):
+    """``generic`` with ``nd`` fixed, under pacnp's name (e.g. ``pacconv3d``); the positional
+    and keyword arguments are exactly pacnp's."""
+
+    def fn(*args, **kwargs):
+        return generic(*args, nd=nd, **kwargs)
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"{generic.__name__} with nd={nd}: {generic.__doc__}"
+    return fn
+
+
+packernel1d = _with_nd(packernel_nd, 1, "packernel1d")
+packernel2d = _with_nd(packernel_nd, 2, "packernel2d")
+packernel3d = _with_nd(packernel_nd, 3, "packernel3d")
+packernel1d_backward = _with_nd(packernel_nd_backward, 1, "packernel1d_backward")
+packernel2d_backward = _with_nd(packernel_nd_backward, 2, "packernel2d_backward")
+packernel3d_backward = _with_nd(packernel_nd_backward, 3, "packernel3d_backward")
+pacconv1d = _with_nd(pacconv_nd, 1, "pacconv1d")
+pacconv2d = _with_nd(pacconv_nd, 2, "pacconv2d")
+pacconv3d = _with_nd(pacconv_nd, 3, "pacconv3d")
+pacconv1d_backward = _with_nd(pacconv_nd_backward, 1, "pacconv1d_backward")
+pacconv2d_backward = _with_nd(pacconv_nd_backward, 2, "pacconv2d_backward")
+pacconv3d_backward = _with_nd(pacconv_nd_backward, 3, "pacconv3d_backward")
+pacconv_transpose1d = _with_nd(pacconv_transpose_nd, 1, "pacconv_transpose1d")
+pacconv_transpose2d = _with_nd(pacconv_transpose_nd, 2, "pacconv_transpose2d")
+pacconv_transpose3d = _with_nd(pacconv_transpose_nd, 3, "pacconv_transpose3d")
+pacconv_transpose1d_backward = _with_nd(
+    pacconv_transpose_nd_backward, 1, "pacconv_transpose1d_backward"
+)
+pacconv_transpose2d_backward = _with_nd(
+    pacconv_transpose_nd_backward, 2, "pacconv_transpose2d_backward"
+)
+pacconv_transpose3d_backward = _with_nd(
+    pacconv_transpose_nd_backward, 3, "pacconv_transpose3d_backward"
+)
+pacpool1d = _with_nd(pacpool_nd, 1, "pacpool1d")
+pacpool2d = _with_nd(pacpool_nd, 2, "pacpool2d")
+pacpool3d = _with_nd(pacpool_nd, 3, "pacpool3d")
+pacpool1d_backward = _with_nd(pacpool_nd_backward, 1, "pacpool1d_backward")
+pacpool2d_backward = _with_nd(pacpool_nd_backward, 2, "pacpool2d_backward")
+pacpool3d_backward = _with_nd(pacpool_nd_backward, 3, "pacpool3d_backward")
+
+__all__ = [
+    "packernel_nd",
+    "packernel_nd_backward",
+    "pacconv_nd",
+    "pacconv_nd_backward",
+    "pacconv_transpose_nd",
+    "pacconv_transpose_nd_backward",
+    "pacpool_nd",
+    "pacpool_nd_backward",
+] + [
+    f"{op}{nd}d{suffix}"
+    for op in ("packernel", "pacconv", "pacconv_transpose", "pacpool")
+    for nd in (1, 2, 3)
+    for suffix in ("", "_backward")
+]
 
 
 # ----------------------------------------------------------------------------- mean-field CRF

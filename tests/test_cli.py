@@ -9,6 +9,7 @@ from __future__ import annotations
 import configparser
 import importlib.util
 import os
+import pickle
 import pty
 import select
 import signal
@@ -55,6 +56,14 @@ def files(tmp_path_factory):
     Image.fromarray(_astronaut(40, 64)).save(d / "small.png")
     (d / "garbage.png").write_bytes(b"this is not a PNG file at all")
     (d / "truncated.npy").write_bytes((d / "rgbf32.npy").read_bytes()[:200])
+    # volumes: a D×H×W stack of the photo's grey rows (ambiguous without --dims), a smaller
+    # one, an object array and a pickle under .npy names
+    np.save(d / "vol.npy", np.stack([grey16[i : i + 8, :10] for i in range(6)]))
+    np.save(d / "vol_small.npy", np.zeros((6, 8, 9), np.uint16))
+    np.save(d / "vol3.npy", np.zeros((6, 8, 3), np.uint16))
+    np.save(d / "planar3.npy", np.zeros((3, 8, 4), np.uint8))
+    np.save(d / "obj.npy", np.array([[None, 1], [2, 3]], dtype=object), allow_pickle=True)
+    (d / "pickle.npy").write_bytes(pickle.dumps(np.zeros((6, 8, 10))))
     return dict(dir=d, rgb8=rgb8, rgb16=rgb16, grey16=grey16)
 
 
@@ -342,6 +351,200 @@ def test_upsample_keeps_uint16_png(files, tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
+# --------------------------------------------------------------------------- volumes
+#: voxel sizes of the tests: anisotropic (thick slices), as in most CT and MRI
+SPACING = (3.0, 1.0, 1.5)
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory):
+    """Real volumes as the command line meets them: a crop of the T1 MRI shipped with nibabel
+    (anatomical.nii, 2 mm voxels) as a plain multi-page TIFF written page by page (as other
+    programs write stacks) and as float32 .npy; an RGB D×H×W×3 volume (rows of the photo
+    sliding down: a real colour "video"), its grey version as a guide; a batch of two RGB
+    volumes in an .npz."""
+    nib = pytest.importorskip("nibabel")
+    from nibabel.testing import data_path
+
+    d = tmp_path_factory.mktemp("volumes")
+    mri = np.asarray(nib.load(Path(data_path) / "anatomical.nii").dataobj)  # (33, 41, 25) >i2
+    mri16 = np.clip(mri[6:18, 8:30, 4:20].astype(np.int32) + 610, 0, 65535).astype(np.uint16)
+    with tifffile.TiffWriter(d / "mri.tif") as tw:
+        for page in mri16:
+            tw.write(page, metadata=None)
+    np.save(d / "mri.npy", mri16.astype(np.float32))
+    photo = skimage_data.astronaut()
+    rgbvol = np.stack([photo[100 + 3 * i : 118 + 3 * i, 200:222] for i in range(7)])
+    grey = (rgbvol.astype(np.float32) @ np.float32([0.299, 0.587, 0.114])).astype(np.float32)
+    np.save(d / "rgbvol.npy", rgbvol)
+    np.save(d / "greyvol.npy", grey)
+    np.savez(d / "batch.npz", vols=np.stack([rgbvol, rgbvol[::-1]]))
+    return dict(dir=d, mri16=mri16, rgbvol=rgbvol, grey=grey)
+
+
+def _tiff_pages(path):
+    with tifffile.TiffFile(path) as tif:
+        return len(tif.pages), tif.pages[0].shape
+
+
+@pytest.mark.parametrize(
+    "name, guide, extra, kw",
+    [
+        (
+            "mri.tif",
+            None,
+            ["--spacing", "3,1,1.5", "--sigma-spatial", "2", "--sigma-color", "800"],
+            dict(sigma_spatial=2.0, sigma_color=800.0, spacing=SPACING),
+        ),
+        (
+            "rgbvol.npy",
+            "greyvol.npy",
+            ["--sigma-color", "20", "--border", "nearest", "--tile-rows", "2"],
+            dict(sigma_color=20.0, border="nearest", channel_axis=-1, guide_channel_axis=None),
+        ),
+        (
+            "mri.npy",
+            None,
+            ["--radius", "1,3,2", "--border", "renormalize", "--tile-rows", "5"],
+            dict(radius=(1, 3, 2), border="renormalize"),
+        ),
+    ],
+)
+def test_volume_filter_writes_what_the_library_computes(volumes, tmp_path, name, guide, extra, kw):
+    """``--dims 3``: the 3-D (joint) bilateral filter of pacnp.filters, bit for bit, in the
+    input's dtype, written back to the input's format (a TIFF of one page per slice)."""
+    d = volumes["dir"]
+    out = tmp_path / ("out" + Path(name).suffix)
+    args = ["filter", d / name, "-o", out, "--dims", "3"] + extra
+    _ok(run_cli(tmp_path, *(args + (["--guide", d / guide] if guide else []))))
+    image = _imageio.read_array(d / name)
+    g = image if guide is None else _imageio.read_array(d / guide)
+    expected = filters.joint_bilateral_filter(image, g, spatial_dims=3, **kw)
+    got = _imageio.read_array(out)
+    assert got.dtype == image.dtype and got.shape == image.shape
+    np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(got, image)  # it did filter
+    if out.suffix == ".tif":
+        assert _tiff_pages(out) == (image.shape[0], image.shape[1:])
+
+
+def test_volume_filter_is_3d_not_slice_by_slice(volumes, tmp_path):
+    """The window reaches across slices: the result differs from filtering each slice as a
+    2-D image, which --dims 2 --channel-axis none does (a batch of D grey images)."""
+    d = volumes["dir"]
+    for dims in ("3", "2"):
+        args = ["filter", str(d / "mri.npy"), "-o", str(tmp_path / f"d{dims}.npy"), "-q"]
+        args += ["--channel-axis", "none"] if dims == "2" else []
+        assert cli.main(args + ["--dims", dims, "--sigma-color", "800"]) == 0
+    vol = np.load(d / "mri.npy")
+    slices = filters.bilateral_filter(vol, sigma_color=800.0)  # a batch of D images
+    np.testing.assert_array_equal(np.load(tmp_path / "d2.npy"), slices)
+    d3 = np.load(tmp_path / "d3.npy")
+    np.testing.assert_array_equal(
+        d3, filters.bilateral_filter(vol, sigma_color=800.0, spatial_dims=3)
+    )
+    assert np.abs(d3 - slices).max() > 1.0
+
+
+@pytest.mark.parametrize(
+    "border, tile_rows", [(b, t) for b in filters.BORDERS for t in (1, 4)] + [("reflect", 7)]
+)
+def test_volume_tiles_equal_the_untiled_call(volumes, tmp_path, border, tile_rows):
+    """Slabs of one slice, of fewer slices than the reach along D, an uneven last slab: the
+    untiled call exactly, for every border, with thick slices (spacing 3 along D) and the
+    default σ_c (the whole guide's standard deviation, not a slab's)."""
+    d = volumes["dir"]
+    out = tmp_path / "out.npy"
+    args = ["filter", str(d / "rgbvol.npy"), "--guide", str(d / "greyvol.npy"), "-o", str(out)]
+    args += ["--dims", "3", "--spacing", "3,1,1.5", "--sigma-spatial", "3", "--border", border]
+    assert cli.main(args + ["--tile-rows", str(tile_rows), "--quiet"]) == 0
+    expected = filters.joint_bilateral_filter(
+        volumes["rgbvol"],
+        volumes["grey"],
+        sigma_spatial=3.0,
+        border=border,
+        channel_axis=-1,
+        guide_channel_axis=None,
+        spatial_dims=3,
+        spacing=SPACING,
+    )
+    np.testing.assert_array_equal(np.load(out), expected)
+
+
+def test_volume_batch_and_planar_layouts(volumes, tmp_path):
+    """N×D×H×W×C from an .npz key (5-D: a batch of RGB volumes), and planar C×D×H×W with
+    --channel-axis 0 written as a TIFF: the library's result in the input's layout."""
+    d = volumes["dir"]
+    out = tmp_path / "out.npz"
+    args = ["filter", str(d / "batch.npz"), "--key", "vols", "-o", str(out), "--dims", "3"]
+    assert cli.main(args + ["--sigma-color", "25", "--tile-rows", "3", "-q"]) == 0
+    batch = np.load(d / "batch.npz")["vols"]
+    expected = filters.bilateral_filter(batch, sigma_color=25.0, channel_axis=-1, spatial_dims=3)
+    with np.load(out) as z:
+        assert z.files == ["vols"]
+        np.testing.assert_array_equal(z["vols"], expected)
+    planar = np.moveaxis(volumes["rgbvol"], -1, 0).copy()
+    np.save(tmp_path / "planar.npy", planar)
+    args = ["filter", str(tmp_path / "planar.npy"), "-o", str(tmp_path / "p.tif"), "--dims", "3"]
+    assert cli.main(args + ["--channel-axis", "0", "--sigma-color", "25", "-q"]) == 0
+    got = _imageio.read_array(tmp_path / "p.tif")
+    expected = filters.bilateral_filter(planar, sigma_color=25.0, channel_axis=0, spatial_dims=3)
+    np.testing.assert_array_equal(got, expected)
+    assert _tiff_pages(tmp_path / "p.tif") == (3 * planar.shape[1], planar.shape[2:])
+
+
+@pytest.mark.parametrize("factor, tile_rows", [(2, 3), (3, 0)])
+def test_volume_upsample_writes_what_the_library_computes(volumes, tmp_path, factor, tile_rows):
+    """3-D joint bilateral upsampling of the MRI's point samples guided by the full MRI, with
+    a confidence volume with holes, in slabs: the library's result."""
+    full = volumes["mri16"].astype(np.float32)
+    D, H, W = (s // factor * factor for s in full.shape)
+    o = (factor - 1) // 2
+    guide = full[:D, :H, :W]
+    low = guide[o::factor, o::factor, o::factor]
+    conf = np.random.default_rng(factor).random(low.shape) > 0.2
+    for name, a in (("low.npy", low), ("guide.npy", guide), ("conf.npy", conf)):
+        np.save(tmp_path / name, a)
+    args = ["upsample", "low.npy", "--guide", "guide.npy", "--factor", factor, "--dims", "3"]
+    args += ["--confidence", "conf.npy", "--sigma-color", "900", "-o", "up.tif"]
+    args += ["--tile-rows", tile_rows]
+    _ok(run_cli(tmp_path, *args))
+    expected = filters.joint_bilateral_upsample(
+        low, guide, factor, sigma_color=900.0, confidence=conf.astype(np.uint8), spatial_dims=3
+    )
+    got = _imageio.read_array(tmp_path / "up.tif")
+    assert got.shape == (D, H, W) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    assert _tiff_pages(tmp_path / "up.tif") == (D, (H, W))
+
+
+def test_signal_filter_with_dims_1(volumes, tmp_path):
+    """``--dims 1``: N×L×C signals (each row of the RGB volume's first slice, a real colour
+    scanline), filtered along L only, per-axis radius given as one value."""
+    sig = np.ascontiguousarray(volumes["rgbvol"][0]).astype(np.float32)  # 18 signals × 22 × 3
+    np.save(tmp_path / "sig.npy", sig)
+    args = ["filter", str(tmp_path / "sig.npy"), "-o", str(tmp_path / "o.npy"), "--dims", "1"]
+    assert cli.main(args + ["--radius", "4", "--sigma-color", "30", "--tile-rows", "5", "-q"]) == 0
+    expected = filters.bilateral_filter(
+        sig, radius=4, sigma_color=30.0, channel_axis=-1, spatial_dims=1
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), expected)
+
+
+def test_a_3d_array_of_many_values_per_pixel_needs_dims(files, tmp_path):
+    """6×8×10: a volume or an image of 10 channels? Refused without --dims (exit 2, nothing
+    written); --dims 2 or --channel-axis -1 take it as the image, as before --dims existed."""
+    vol = files["dir"] / "vol.npy"
+    res = run_cli(tmp_path, "filter", vol, "-o", "o.npy")
+    assert res.returncode == 2 and "give --dims 3 for a volume, --dims 2" in res.stderr
+    assert list(tmp_path.iterdir()) == []
+    a = np.load(vol)
+    expected = filters.bilateral_filter(a, channel_axis=-1)
+    for extra in (["--dims", "2"], ["--channel-axis", "-1"]):
+        assert cli.main(["filter", str(vol), "-o", str(tmp_path / "o.npy"), "-q"] + extra) == 0
+        np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), expected)
+
+
 # --------------------------------------------------------------------------- crf
 def _probabilities(files, classes=3):
     """Noisy class probabilities of a colour clustering of the photo: the CRF has work to do."""
@@ -612,6 +815,85 @@ ERRORS = [
         ["--threads", "100000", "filter", "{d}/rgb8.png", "-o", "o.png"],
         2,
         ["--threads 100000"],
+    ),
+    (
+        "ambiguous volume",
+        ["filter", "{d}/vol.npy", "-o", "o.npy"],
+        2,
+        ["(6, 8, 10)", "--dims 3 for a volume"],
+    ),
+    ("bad dims", ["filter", "{d}/vol.npy", "-o", "o.npy", "--dims", "4"], 2, ["--dims"]),
+    (
+        "spacing count",
+        ["filter", "{d}/vol.npy", "-o", "o.npy", "--dims", "3", "--spacing", "2,1"],
+        2,
+        ["--spacing 2,1 gives 2 value(s)", "3 spatial axes"],
+    ),
+    (
+        "radius count",
+        ["filter", "{d}/vol.npy", "-o", "o.npy", "--dims", "3", "--radius", "1,2"],
+        2,
+        ["--radius 1,2 gives 2 values", "3 spatial axes"],
+    ),
+    (
+        "radius list",
+        ["filter", "{d}/vol.npy", "-o", "o.npy", "--dims", "3", "--radius", "1,-2,1"],
+        2,
+        ["--radius", "one per axis", "'1,-2,1'"],
+    ),
+    (
+        "spacing zero",
+        ["filter", "{d}/vol.npy", "-o", "o.npy", "--dims", "3", "--spacing", "2,0,1"],
+        2,
+        ["--spacing", "positive numbers", "'2,0,1'"],
+    ),
+    (
+        "spacing text",
+        ["filter", "{d}/vol.npy", "-o", "o.npy", "--dims", "3", "--spacing", "a,b,c"],
+        2,
+        ["--spacing"],
+    ),
+    (
+        "image as a volume",
+        ["filter", "{d}/grey16.tif", "-o", "o.tif", "--dims", "3"],
+        1,
+        ["(48, 64)", "a volume needs 3 non-empty axes"],
+    ),
+    (
+        "volume guide size",
+        ["filter", "{d}/vol.npy", "--guide", "{d}/vol_small.npy", "-o", "o.npy", "--dims", "3"],
+        1,
+        ["shape mismatch", "9x8x6 voxels", "10x8x6"],
+    ),
+    (
+        "object array",
+        ["filter", "{d}/obj.npy", "-o", "o.npy", "--dims", "3"],
+        1,
+        ["cannot read", "Python objects", "never unpickles"],
+    ),
+    (
+        "pickle",
+        ["filter", "{d}/pickle.npy", "-o", "o.npy", "--dims", "3"],
+        1,
+        ["cannot read", "a Python pickle"],
+    ),
+    (
+        "volume to png",
+        ["filter", "{d}/vol.npy", "-o", "o.png", "--dims", "3"],
+        1,
+        ["PNG holds one H×W image", "a volume, shape (6, 8, 10)"],
+    ),
+    (
+        "narrow volume to png",  # D×H×3: the shape of an RGB image, but a grey volume
+        ["filter", "{d}/vol3.npy", "-o", "o.png", "--dims", "3"],
+        1,
+        ["PNG holds one H×W image", "a volume, shape (6, 8, 3)"],
+    ),
+    (
+        "planar image to png",
+        ["filter", "{d}/planar3.npy", "-o", "o.png", "--channel-axis", "0"],
+        1,
+        ["PNG holds one H×W image", "an image with channels on axis 0", "(3, 8, 4)"],
     ),
 ]
 

@@ -134,6 +134,13 @@ def pool(tmp_path_factory):
     np.save(d / "empty.npy", np.zeros((0, 6), np.float32))
     np.save(d / "line.npy", np.zeros(6, np.float32))
     np.save(d / "big5d.npy", np.zeros((1, 1, 2, 8, 6), np.uint8))
+    # volumes (--dims 3): grey D×H×W (ambiguous without --dims), RGB D×H×W×3, a low-res one
+    # for upsampling by 2, a multi-page TIFF stack, an object array
+    np.save(d / "vol.npy", rng.random((4, 8, 6)).astype(np.float32))
+    np.save(d / "volrgb.npy", rng.integers(0, 256, (4, 8, 6, 3), dtype=np.uint8))
+    np.save(d / "vollow.npy", rng.random((2, 4, 3)).astype(np.float32))
+    _imageio.write_array(d / "vol.tif", rng.integers(0, 65536, (4, 8, 6)).astype(np.uint16))
+    np.save(d / "obj.npy", np.array([None, 1], dtype=object), allow_pickle=True)
     (d / "bomb.png").write_bytes(_png_bomb())
     (d / "photo.bmp").write_bytes(b"BM not really")
     (d / "notes.txt").write_text("hello")
@@ -142,7 +149,7 @@ def pool(tmp_path_factory):
 
 
 #: the valid files whose damaged copies a run may read
-DAMAGEABLE = ["rgb8.png", "grey16.png", "grey16.tif", "rgbf32.npy", "stack.npz"]
+DAMAGEABLE = ["rgb8.png", "grey16.png", "grey16.tif", "rgbf32.npy", "stack.npz", "vol.tif"]
 POOL = [
     "rgb8.png",
     "grey16.png",
@@ -158,6 +165,11 @@ POOL = [
     "empty.npy",
     "line.npy",
     "big5d.npy",
+    "vol.npy",
+    "volrgb.npy",
+    "vollow.npy",
+    "vol.tif",
+    "obj.npy",
     "bomb.png",
     "photo.bmp",
     "notes.txt",
@@ -229,10 +241,15 @@ def argv(draw, pool, work):
         return str(pool / draw(st.sampled_from(POOL if rarely(5) else preferred)))
 
     floats = ["0.5", "1", "3", "12"]
+    if command != "crf":  # 2-D or 3-D (volumes) and the voxel size
+        maybe("--dims", ["2", "3"], ["0", "4", "x", "1"], 3)
+        maybe("--spacing", ["1,1", "2,1,1", "1"], ["0,1,1", "a", "1,,2", "inf,1", "-1,1,1"], 4)
     if command == "filter":
-        groups.append([file(["rgb8.png", "grey16.png", "grey16.tif", "rgbf32.npy", "stack.npz"])])
+        images = ["rgb8.png", "grey16.png", "grey16.tif", "rgbf32.npy", "stack.npz"]
+        groups.append([file(images + ["vol.npy", "volrgb.npy", "vol.tif"])])
         if draw(st.booleans()):
-            groups.append(["--guide", file(["rgb8.png", "grey16.png", "grey16.tif"])])
+            guides = ["rgb8.png", "grey16.png", "grey16.tif", "vol.npy", "vol.tif"]
+            groups.append(["--guide", file(guides)])
             maybe("--guide-key", ["images"], ["probs", "x"], 4)
             maybe("--guide-channel-axis", ["auto"], AXES, 3)
         maybe("--sigma-spatial", floats, FLOATS)
@@ -243,9 +260,9 @@ def argv(draw, pool, work):
         # thousands of pixels of radius cost r³ with border nearest (a library matter)
         maybe("--radius", ["0", "1", "2", "4"], INTS + ([] if border == "nearest" else BIG_INTS))
     elif command == "upsample":
-        groups.append([file(["low.png", "low.npy"])])
+        groups.append([file(["low.png", "low.npy", "vollow.npy"])])
         if not rarely(6):
-            groups.append(["--guide", file(["rgb8.png", "rgbf32.npy"])])
+            groups.append(["--guide", file(["rgb8.png", "rgbf32.npy", "vol.npy"])])
         if not rarely(6):
             groups.append(["--factor", value(["2"], INTS + BIG_INTS)])
         if draw(st.booleans()):

@@ -144,6 +144,94 @@ def test_joint_bilateral_upsample(factor, with_confidence):
     close(out, expected)
 
 
+# --------------------------------------------------------------------------- volumes, signals
+# a (…, 11, 9, 10) volume split on every spatial axis: uneven chunks, and chunks of 2 voxels
+# (smaller than the halos: merged into their neighbours)
+VOL_CHUNKS = {"uneven": ((3, 5, 3), (4, 5), (2, 3, 5)), "small": (2, 2, 2)}
+
+
+@pytest.mark.parametrize("border", filters.BORDERS)
+@pytest.mark.parametrize("chunks", VOL_CHUNKS)
+def test_bilateral_filter_3d(border, chunks):
+    """A 2-channel volume, anisotropic spacing (halos 1, 2, 3 voxels), chunked on every axis."""
+    rng = np.random.default_rng(20)
+    vol = rng.random((11, 9, 10, 2))
+    kw = dict(
+        sigma_spatial=1.0,
+        sigma_color=0.4,
+        border=border,
+        channel_axis=-1,
+        spatial_dims=3,
+        spacing=(3.0, 1.5, 1.0),
+    )
+    expected = filters.bilateral_filter(vol, **kw)
+    lazy = pdask.bilateral_filter(da.from_array(vol, chunks=VOL_CHUNKS[chunks] + (1,)), **kw)
+    assert all(len(c) > 1 for c in lazy.chunks[:3])  # split on every spatial axis
+    close(lazy, expected)
+
+
+def test_joint_bilateral_filter_3d_batch_and_default_sigma():
+    rng = np.random.default_rng(21)
+    vol = rng.random((2, 8, 9, 10))  # a batch of two grey volumes
+    guide = rng.random((2, 8, 9, 10, 3))
+    kw = dict(sigma_spatial=1.2, radius=(1, 2, 2), spatial_dims=3, guide_channel_axis=-1)
+    expected = filters.joint_bilateral_filter(vol, guide, **kw)
+    lazy = pdask.joint_bilateral_filter(
+        da.from_array(vol, chunks=(1, 3, 4, 5)), da.from_array(guide, chunks=(2, 4, 4, 4, 3)), **kw
+    )
+    close(lazy, expected)
+
+
+@pytest.mark.parametrize("border", filters.BORDERS)
+def test_joint_bilateral_filter_1d(border):
+    rng = np.random.default_rng(22)
+    sig = rng.random((3, 50))
+    guide = rng.random((3, 50, 2))
+    kw = dict(
+        sigma_spatial=2.0,
+        sigma_color=0.3,
+        radius=5,
+        border=border,
+        spatial_dims=1,
+        guide_channel_axis=-1,
+    )
+    expected = filters.joint_bilateral_filter(sig, guide, **kw)
+    lazy = pdask.joint_bilateral_filter(
+        da.from_array(sig, chunks=(2, (7, 20, 3, 20))), da.from_array(guide, chunks=(3, 9, 2)), **kw
+    )
+    close(lazy, expected)
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_joint_bilateral_upsample_3d(factor):
+    rng = np.random.default_rng(23)
+    low = rng.random((7, 6, 5))
+    guide = rng.random((7 * factor, 6 * factor, 5 * factor))
+    conf = rng.random((7, 6, 5))
+    kw = dict(sigma_color=0.4, spatial_dims=3)
+    expected = filters.joint_bilateral_upsample(low, guide, factor, confidence=conf, **kw)
+    lazy = pdask.joint_bilateral_upsample(
+        da.from_array(low, chunks=(3, 2, 2)),
+        da.from_array(guide, chunks=8),
+        factor,
+        confidence=da.from_array(conf, chunks=3),
+        **kw,
+    )
+    assert all(len(c) > 1 for c in lazy.chunks)
+    close(lazy, expected)
+
+
+@pytest.mark.parametrize("border", filters.BORDERS)
+def test_detail_preserving_pool_3d(border):
+    rng = np.random.default_rng(24)
+    vol = rng.random((2, 11, 9, 10))  # C D H W
+    kw = dict(stride=(1, 2, 3), alpha=0.5, lam=0.7, border=border, channel_axis=0, spatial_dims=3)
+    expected = filters.detail_preserving_pool(vol, (3, 3, 5), **kw)
+    lazy = pdask.detail_preserving_pool(da.from_array(vol, chunks=(1, 4, 4, 4)), (3, 3, 5), **kw)
+    assert all(len(c) > 1 for c in lazy.chunks[1:])
+    close(lazy, expected)
+
+
 # --------------------------------------------------------------------------- fused PAC ops
 # (kernel_size, stride, padding, dilation, smoothing, mask, normalize, shared filters)
 FUSED = [

@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 import io
 import os
+import pickle
+import re
 import signal
 import struct
 import subprocess
@@ -15,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -115,6 +118,158 @@ def test_npz_key_and_errors(tmp_path):
     write_array(tmp_path / "w.npz", np.ones(3), key="image")
     with np.load(tmp_path / "w.npz") as z:
         assert z.files == ["image"]
+
+
+# --------------------------------------------------------------------------- volumes
+#: (shape, tifffile axes) of volumes as the command line writes them: grey D×H×W, D×H×W×C of
+#: one, two, three (RGB) and five channels, a batch of RGB volumes, planar C×D×H×W
+VOLUMES = [
+    ((4, 5, 6), "ZYX"),
+    ((4, 5, 6, 1), "ZYXS"),
+    ((4, 5, 6, 2), "ZYXS"),
+    ((3, 5, 6, 3), "ZYXS"),
+    ((4, 5, 6, 5), "ZYXS"),
+    ((2, 3, 5, 6, 3), "QZYXS"),
+    ((2, 4, 5, 6), "CZYX"),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+@pytest.mark.parametrize("shape, axes", VOLUMES)
+def test_volumes_round_trip_as_a_stack_of_pages(tmp_path, shape, axes, dtype):
+    """A volume written with its axes comes back bit for bit, and other readers see what it
+    is: one TIFF page per Y × X slice (RGB pages for three samples), not rows of one image."""
+    a = (np.random.default_rng(len(shape)).random(shape) * 60000).astype(dtype)
+    write_array(tmp_path / "v.tif", a, axes=axes)
+    got = read_array(tmp_path / "v.tif")
+    assert got.dtype == dtype and got.shape == shape
+    np.testing.assert_array_equal(got, a)
+    samples = shape[-1] if axes.endswith("S") and shape[-1] > 1 else 1
+    with tifffile.TiffFile(tmp_path / "v.tif") as tif:
+        pages = tif.pages
+        y = axes.index("Y")
+        assert len(pages) == int(np.prod(shape[:y]))
+        assert pages[0].shape == shape[y : y + 2] + ((samples,) if samples > 1 else ())
+        assert pages[0].photometric.name == ("RGB" if samples == 3 else "MINISBLACK")
+        assert tif.series[0].axes == axes
+        # a page is the slice it should be: the second slice of the first volume
+        second = a.reshape((-1,) + pages[0].shape)[1]
+        np.testing.assert_array_equal(pages[1].asarray(), second)
+    for fmt in (".npy", ".npz"):
+        write_array(tmp_path / ("v" + fmt), a)
+        got = read_array(tmp_path / ("v" + fmt))
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, a)
+
+
+def test_bad_tiff_axes_are_refused_before_writing(tmp_path):
+    for shape, axes in [((4, 5, 6), "YX"), ((4, 5, 6), "YXZ"), ((4, 5, 6), "ZYW"), ((7,), "X")]:
+        with pytest.raises(ValueError, match=f"axes={axes!r} does not describe"):
+            write_array(tmp_path / "v.tif", np.zeros(shape, np.uint8), axes=axes)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_multipage_tiffs_of_other_writers_are_read_as_volumes(tmp_path):
+    """Stacks as other programs write them: pages without tifffile's shape metadata (any
+    libtiff writer), Pillow's multi-page TIFF, an ImageJ hyperstack, big-endian RGB pages: all
+    read as one D×H×W (D×H×W×3) array, pages first."""
+    rng = np.random.default_rng(3)
+    vol = rng.integers(0, 65536, (7, 5, 6)).astype(np.uint16)
+    with tifffile.TiffWriter(tmp_path / "plain.tif") as tw:
+        for page in vol:
+            tw.write(page, metadata=None)
+    tifffile.imwrite(tmp_path / "imagej.tif", vol, imagej=True, metadata={"axes": "ZYX"})
+    vol8 = (vol >> 8).astype(np.uint8)
+    first, *rest = [Image.fromarray(p) for p in vol8]
+    first.save(tmp_path / "pillow.tif", save_all=True, append_images=rest)
+    rgb = rng.integers(0, 256, (4, 5, 6, 3)).astype(np.uint8)
+    with tifffile.TiffWriter(tmp_path / "rgb.tif", byteorder=">") as tw:
+        for page in rgb:
+            tw.write(page, photometric="rgb", metadata=None)
+    for name, expected in [
+        ("plain.tif", vol),
+        ("imagej.tif", vol),
+        ("pillow.tif", vol8),
+        ("rgb.tif", rgb),
+    ]:
+        got = read_array(tmp_path / name)
+        assert got.dtype == expected.dtype and got.dtype.byteorder in "=|", name
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+
+
+def test_tiff_of_many_series_warns_that_only_the_first_is_read(tmp_path):
+    """Pages written one call at a time with tifffile's metadata are separate series: the
+    first is read (as tifffile.imread does) and a warning says the others were not."""
+    vol = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
+    with tifffile.TiffWriter(tmp_path / "series.tif") as tw:
+        for page in vol:
+            tw.write(page)
+    with pytest.warns(UserWarning, match=r"holds 3 TIFF series of shape \(4, 5\); only the first"):
+        got = read_array(tmp_path / "series.tif")
+    np.testing.assert_array_equal(got, vol[0])
+    # a thumbnail (another shape) is no slice: no warning
+    with tifffile.TiffWriter(tmp_path / "thumb.tif") as tw:
+        tw.write(vol[0])
+        tw.write(vol[0, ::2, ::2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(read_array(tmp_path / "thumb.tif"), vol[0])
+
+
+def test_npy_of_python_objects_or_a_pickle_is_refused_unloaded(tmp_path, monkeypatch):
+    """Object arrays and pickles are refused from their first bytes, with a message saying
+    so: loading them would run code of the file's choosing."""
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.save(
+        tmp_path / "struct.npy",
+        np.zeros(2, dtype=[("x", "f4"), ("o", object)]),
+        allow_pickle=True,
+    )
+    (tmp_path / "pickle.npy").write_bytes(pickle.dumps(np.zeros((3, 3))))
+    np.savez(tmp_path / "obj.npz", image=np.array([1, "a"], dtype=object), allow_pickle=True)
+    loads = []
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(pickle, "load", lambda *a, **k: loads.append(a))
+    for name, words in [
+        ("obj.npy", "the array holds Python objects (dtype object)"),
+        ("struct.npy", "holds Python objects"),
+        ("pickle.npy", "a Python pickle, not an .npy array; pacnp never unpickles"),
+        ("obj.npz", "member image.npy holds Python objects"),
+    ]:
+        pattern = f"cannot read input .*{re.escape(name)}: .*{re.escape(words)}"
+        with pytest.raises(ImageFileError, match=pattern) as info:
+            read_array(tmp_path / name)
+        assert not info.value.usage
+    assert loads == []
+
+
+@pytest.mark.parametrize("fmt", [".tif", ".npy"])
+def test_the_limit_counts_a_volumes_bytes(tmp_path, monkeypatch, fmt):
+    """A volume's size is all its slices: refused from the header one byte below it."""
+    a = np.ones((9, 5, 6, 3), np.uint16)
+    write_array(tmp_path / ("v" + fmt), a, axes="ZYXS" if fmt == ".tif" else None)
+    monkeypatch.setenv(_imageio.MAX_BYTES_ENV, str(a.nbytes))
+    np.testing.assert_array_equal(read_array(tmp_path / ("v" + fmt)), a)
+    monkeypatch.setenv(_imageio.MAX_BYTES_ENV, str(a.nbytes - 1))
+    with pytest.raises(ImageFileError, match=r"shape \(9, 5, 6, 3\) and type uint16 = 1620 bytes"):
+        read_array(tmp_path / ("v" + fmt))
+
+
+def test_a_failed_volume_write_leaves_the_old_file_and_no_part_file(tmp_path, monkeypatch):
+    """tifffile failing after it wrote some slices: the .part file goes, the old output
+    stays."""
+    real = tifffile.imwrite
+
+    def half(f, a, **kw):
+        real(f, a[:1], **{k: v for k, v in kw.items() if k != "metadata"})
+        raise OSError("No space left on device")
+
+    (tmp_path / "v.tif").write_bytes(b"previous result")
+    monkeypatch.setattr(tifffile, "imwrite", half)
+    with pytest.raises(ImageFileError, match="cannot write output .*v.tif: No space left"):
+        write_array(tmp_path / "v.tif", np.zeros((4, 5, 6), np.uint8), axes="ZYX")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.tif"]
+    assert (tmp_path / "v.tif").read_bytes() == b"previous result"
 
 
 # --------------------------------------------------------------------------- other writers

@@ -11,6 +11,12 @@
 Peers raise NotImplementedError (asv: skipped) when not installed. Parameter ``size`` also
 runs a 256² image for a quick look. Threads: numba's maximum; OpenCV and torch are given the
 same count.
+
+W7 — joint bilateral upsampling ×4, ×8, ×16 (below). W8 — the 3-D bilateral filter of a 128³
+float32 volume, σ_s = 1.5 voxels, radius 4 (9³ window), exact Gaussian, against SimpleITK's
+``BilateralImageFilter`` (its window for σ_s = 1.5 is the same 9³). W9 — the 1-D joint bilateral
+filter of a 2²⁰-sample 3-channel signal guided by itself, window 31: its time per tap against
+the 2-D filter's (W5).
 """
 
 import importlib.util
@@ -233,15 +239,194 @@ def w7_once(impls=IMPLS_W7, repeats=7, log=print):
     return res
 
 
+# --------------------------------------------------------------------------- W8
+W8_SIZE = 128
+W8_SIGMA_SPATIAL = 1.5
+W8_RADIUS = 4  # SimpleITK's reach for σ_s = 1.5: ⌈2.5 · 1.5⌉ (peers.simpleitk_radius)
+W8_SIGMA_COLOR = 0.1
+IMPLS_W8 = ("pacnp", "simpleitk")
+
+
+def w8_volume(size=W8_SIZE, seed=0):
+    """A size³ float32 volume on 0–1: eight balls of different intensities on a smooth
+    background (edges for the range term to keep), plus Gaussian noise of σ = 0.05."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.ogrid[:size, :size, :size]
+    vol = 0.2 + 0.1 * np.sin(2 * np.pi * x / size) * np.cos(2 * np.pi * y / size)
+    vol = np.broadcast_to(vol, (size, size, size)).copy()
+    for _ in range(8):
+        c = rng.uniform(0.2, 0.8, 3) * size
+        r = rng.uniform(0.08, 0.2) * size
+        inside = (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 < r * r
+        vol[inside] = rng.uniform(0.4, 1.0)
+    vol += 0.05 * rng.standard_normal(vol.shape)
+    return np.ascontiguousarray(vol, dtype=np.float32)
+
+
+def w8_runner(impl, vol):
+    """A no-argument callable filtering ``vol`` (D, H, W) with ``impl``: ``pacnp`` —
+    :func:`pacnp.filters.bilateral_filter` with ``spatial_dims=3``, radius 4, border
+    'nearest' (ITK's zero-flux Neumann border); ``simpleitk`` — ``BilateralImageFilter``
+    (``peers.simpleitk_bilateral``) on as many threads as numba."""
+    threads = set_threads()
+    if impl == "pacnp":
+        from pacnp import filters
+
+        return lambda: filters.bilateral_filter(
+            vol,
+            sigma_spatial=W8_SIGMA_SPATIAL,
+            sigma_color=W8_SIGMA_COLOR,
+            radius=W8_RADIUS,
+            border="nearest",
+            spatial_dims=3,
+        )
+    if impl == "simpleitk":
+        from .peers import simpleitk_bilateral, simpleitk_radius
+
+        assert simpleitk_radius(W8_SIGMA_SPATIAL) == W8_RADIUS  # the same 9³ window
+        return simpleitk_bilateral(vol, W8_SIGMA_SPATIAL, W8_SIGMA_COLOR, threads)
+    raise ValueError(f"unknown impl {impl!r}")
+
+
+class Bilateral3dW8:
+    """Time and peak memory of W8: the 3-D bilateral filter of a 128³ float32 volume, 9³
+    window (parameter ``size``: 128 is W8 itself; 64 for a quick look)."""
+
+    params = [[128, 64], list(IMPLS_W8)]
+    param_names = ["size", "impl"]
+    timeout = 900
+
+    def setup(self, size, impl):
+        self.run = w8_runner(impl, w8_volume(size))
+        self.run()  # JIT / first-call costs are not timed
+
+    def time_filter(self, size, impl):
+        self.run()
+
+    def peakmem_filter(self, size, impl):
+        self.run()
+
+
+# --------------------------------------------------------------------------- W9
+W9_SAMPLES = 2**20
+W9_RADIUS = 15  # window 31
+W9_SIGMA_SPATIAL = 5.0  # default radius ⌈3σ_s⌉ = 15
+W9_SIGMA_COLOR = SIGMA_COLOR  # 25 on 0–255, as W5
+
+
+def w9_signal(n=W9_SAMPLES, seed=0):
+    """An n × 3 float32 signal on 0–255: a random walk with jumps (edges) per channel, plus
+    noise."""
+    rng = np.random.default_rng(seed)
+    steps = rng.standard_normal((n, 3)) * 0.5
+    jumps = (rng.random((n, 1)) < 2e-4) * rng.uniform(-80, 80, (n, 3))
+    sig = np.cumsum(steps + jumps, axis=0)
+    sig -= sig.min(axis=0)
+    sig *= 200 / max(float(sig.max()), 1e-9)
+    sig += 5 * rng.standard_normal(sig.shape)
+    return np.ascontiguousarray(sig, dtype=np.float32)
+
+
+def w9_runner(sig):
+    """:func:`pacnp.filters.joint_bilateral_filter` of ``sig`` (n, 3) guided by itself,
+    window 31, ``spatial_dims=1``."""
+    set_threads()
+    from pacnp import filters
+
+    return lambda: filters.joint_bilateral_filter(
+        sig,
+        sig,
+        sigma_spatial=W9_SIGMA_SPATIAL,
+        sigma_color=W9_SIGMA_COLOR,
+        radius=W9_RADIUS,
+        border="reflect",
+        channel_axis=-1,
+        spatial_dims=1,
+    )
+
+
+class JointBilateral1dW9:
+    """Time of W9: the 1-D joint bilateral filter of a 2²⁰-sample RGB signal, window 31."""
+
+    timeout = 600
+
+    def setup(self):
+        self.run = w9_runner(w9_signal())
+        self.run()
+
+    def time_filter(self):
+        self.run()
+
+
+def _median_time(run, repeats, warmup=1):
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        run()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def w8_once(impls=IMPLS_W8, repeats=5, log=print, size=W8_SIZE):
+    """W8 in one process, outside asv: medians of ``repeats`` timed calls after a warm-up
+    (SimpleITK: at most 3), then the ratio. Returns {impl: seconds}."""
+    vol = w8_volume(size)
+    res = {}
+    for impl in impls:
+        try:
+            run = w8_runner(impl, vol)
+        except NotImplementedError as exc:
+            log(f"W8 {impl:10s} skipped: {exc}")
+            continue
+        n = min(repeats, 3) if impl == "simpleitk" else repeats
+        res[impl] = _median_time(run, n)
+        log(f"W8 {impl:10s} {size}³, 9³ window: median {res[impl]:.3f} s (n={n})")
+    if "pacnp" in res and "simpleitk" in res:
+        log(f"W8 SimpleITK / pacnp = {res['simpleitk'] / res['pacnp']:.1f}×  (target >= 10)")
+    return res
+
+
+def w9_once(repeats=7, log=print):
+    """W9 and W5's pacnp in one process: medians, then the time per sample and per tap of
+    each and their ratio. Returns a dict of seconds and nanoseconds."""
+    t1 = _median_time(w9_runner(w9_signal()), repeats)
+    t2 = _median_time(w5_runner("pacnp", w5_image(1024)), repeats)
+    taps1, taps2 = 2 * W9_RADIUS + 1, (2 * RADIUS + 1) ** 2
+    res = dict(
+        w9=t1,
+        w5=t2,
+        ns_per_sample=t1 / W9_SAMPLES * 1e9,
+        ns_per_tap_1d=t1 / (W9_SAMPLES * taps1) * 1e9,
+        ns_per_tap_2d=t2 / (1024 * 1024 * taps2) * 1e9,
+    )
+    res["tap_ratio"] = res["ns_per_tap_1d"] / res["ns_per_tap_2d"]
+    log(
+        f"W9 1-D, 2^20 × 3, window {taps1}: {t1 * 1e3:.1f} ms = {res['ns_per_sample']:.1f} ns per "
+        f"sample, {res['ns_per_tap_1d']:.3f} ns per tap"
+    )
+    log(
+        f"W5 2-D, 1024² × 3, window {taps2}: {t2 * 1e3:.1f} ms = "
+        f"{res['ns_per_tap_2d']:.3f} ns per tap;  1-D / 2-D per tap = {res['tap_ratio']:.2f}"
+    )
+    return res
+
+
 if __name__ == "__main__":
-    # python -m asv_benchmarks.benchmarks.bench_filters [--pacnp-root DIR] [--impls a,b] [-n N]
+    # python -m asv_benchmarks.benchmarks.bench_filters [--workload W7|W8|W9]
+    #     [--pacnp-root DIR] [--impls a,b] [-n N]
     # --pacnp-root: the checkout whose pacnp is measured (another tree: before / after)
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(description="W7 once, medians after warm-up")
+    ap = argparse.ArgumentParser(description="W7, W8 or W9 once, medians after warm-up")
     ap.add_argument("--pacnp-root", default=None)
-    ap.add_argument("--impls", default=",".join(IMPLS_W7))
+    ap.add_argument("--workload", default="W7", choices=["W7", "W8", "W9"])
+    ap.add_argument("--impls", default=None, help="W7, W8: comma-separated implementations")
     ap.add_argument("-n", type=int, default=7)
     a = ap.parse_args()
     if a.pacnp_root:
@@ -249,4 +434,9 @@ if __name__ == "__main__":
     import pacnp
 
     print("pacnp from", pacnp.__file__)
-    w7_once(a.impls.split(","), a.n)
+    if a.workload == "W7":
+        w7_once((a.impls or ",".join(IMPLS_W7)).split(","), a.n)
+    elif a.workload == "W8":
+        w8_once((a.impls or ",".join(IMPLS_W8)).split(","), a.n)
+    else:
+        w9_once(a.n)

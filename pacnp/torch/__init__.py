@@ -8,6 +8,8 @@ NVlabs/pacnet, which stopped working at PyTorch 1.2), on today's PyTorch (≥ 2.
   ``pacconv2d_fused``, ``pacconv_transpose2d_fused``, ``pacpool2d_fused`` (guide → output);
 * layers ``PacConv2d``, ``PacConvTranspose2d``, ``PacPool2d`` (same constructor arguments and
   defaults, same parameter/buffer names, so state dicts line up), ``from_conv`` hot-swapping;
+* the same functions and layers for signals and volumes, ``...1d`` and ``...3d`` (layout
+  N, C, *S as torch's conv1d / conv3d), on the same custom ops;
 * ``PacCRF``, ``PacCRFLoose``, ``create_YXRGB``, ``create_position_feats``;
 * ``convert_reference_state_dict`` / ``load_reference_state_dict`` for checkpoints of the
   reference code (its transposed-convolution weights are spatially flipped).
@@ -30,15 +32,39 @@ This package holds public names only; import them from here (``import pacnp.torc
 from .checkpoints import convert_reference_state_dict, load_reference_state_dict
 from .crf import PacCRF, PacCRFLoose, create_position_feats, create_YXRGB
 from .functional import (
+    pacconv1d,
+    pacconv1d_fused,
     pacconv2d,
     pacconv2d_fused,
+    pacconv3d,
+    pacconv3d_fused,
+    pacconv_transpose1d,
+    pacconv_transpose1d_fused,
     pacconv_transpose2d,
     pacconv_transpose2d_fused,
+    pacconv_transpose3d,
+    pacconv_transpose3d_fused,
+    packernel1d,
     packernel2d,
+    packernel3d,
+    pacpool1d,
+    pacpool1d_fused,
     pacpool2d,
     pacpool2d_fused,
+    pacpool3d,
+    pacpool3d_fused,
 )
-from .layers import PacConv2d, PacConvTranspose2d, PacPool2d
+from .layers import (
+    PacConv1d,
+    PacConv2d,
+    PacConv3d,
+    PacConvTranspose1d,
+    PacConvTranspose2d,
+    PacConvTranspose3d,
+    PacPool1d,
+    PacPool2d,
+    PacPool3d,
+)
 
 __all__ = [
     "packernel2d",
@@ -51,6 +77,26 @@ __all__ = [
     "PacConv2d",
     "PacConvTranspose2d",
     "PacPool2d",
+    "packernel1d",
+    "pacconv1d",
+    "pacconv_transpose1d",
+    "pacpool1d",
+    "pacconv1d_fused",
+    "pacconv_transpose1d_fused",
+    "pacpool1d_fused",
+    "PacConv1d",
+    "PacConvTranspose1d",
+    "PacPool1d",
+    "packernel3d",
+    "pacconv3d",
+    "pacconv_transpose3d",
+    "pacpool3d",
+    "pacconv3d_fused",
+    "pacconv_transpose3d_fused",
+    "pacpool3d_fused",
+    "PacConv3d",
+    "PacConvTranspose3d",
+    "PacPool3d",
     "PacCRF",
     "PacCRFLoose",
     "create_YXRGB",

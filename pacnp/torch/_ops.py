@@ -1,11 +1,16 @@
 """The ``torch.library`` custom operators (``torch.ops.pacnp.*``) under the PyTorch adapter.
 
-Each of packernel2d, the two-step PAC ops and the fused PAC ops is a ``torch.library.custom_op``
+Each of packernel, the two-step PAC ops and the fused PAC ops is a ``torch.library.custom_op``
 with a fake implementation (result shapes from ``pacnp._adapt``, i.e. from ``pacnp._core``'s own
 formulas) and an autograd formula whose backward is again a custom op. That is what lets
 ``torch.compile(fullgraph=True)`` trace forward and backward without graph breaks. The op names
 (``pacnp::packernel2d``, ``pacnp::pac_op``, ``pacnp::pac_fused`` and their ``*_backward``) are
 part of the interface: compiled and exported graphs refer to them, so they never change.
+
+One op serves 1, 2 and 3 spatial dimensions: the number of spatial axes is the length of the
+geometry lists (``kernel_size`` etc., one int per axis), so it is static to the compiler as the
+geometry itself is, and the schemas of the 2-D ops (saved graphs name them) stay as they were.
+The op body calls pacnp's function for that many axes (``pacconv3d`` for three).
 
 The op bodies hand the tensors themselves to pacnp's public functions, which read them through
 DLPack (no copy for contiguous tensors) and return torch tensors wrapping pacnp's result buffers
@@ -25,10 +30,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .. import _adapt, _api
+from .. import _adapt
 
 # what ``functional`` calls; the backward ops are reached only through the autograd formulas
-__all__ = ["packernel2d_op", "pac_op", "pac_fused_op"]
+__all__ = ["packernel_op", "pac_op", "pac_fused_op"]
 
 
 def _empty(like):
@@ -77,9 +82,10 @@ def _kernel_kw(
     )
 
 
-# --------------------------------------------------------------------------- packernel2d
+# --------------------------------------------------------------------------- packernel
+# (the op keeps its first name, "pacnp::packernel2d", for graphs saved before it went N-D)
 @torch.library.custom_op("pacnp::packernel2d", mutates_args=())
-def packernel2d_op(
+def packernel_op(
     guide: Tensor,
     mask: Optional[Tensor],
     smooth_kernel: Optional[Tensor],
@@ -96,7 +102,7 @@ def packernel2d_op(
     normalize_kernel: bool,
     transposed: bool,
 ) -> tuple[Tensor, Tensor]:
-    K, out_mask = _api.packernel2d(
+    K, out_mask = _adapt.function("packernel{}d", kernel_size)(
         guide,
         kernel_size,
         stride=stride,
@@ -118,7 +124,7 @@ def packernel2d_op(
     return K, (_empty(guide) if out_mask is None else out_mask)
 
 
-@packernel2d_op.register_fake
+@packernel_op.register_fake
 def _(
     guide,
     mask,
@@ -139,7 +145,8 @@ def _(
     shape = _adapt.kernel_shape(
         guide.shape, kernel_size, stride, padding, dilation, channel_wise, transposed
     )
-    out_mask = _empty(guide) if mask is None else guide.new_empty((shape[0], 1) + tuple(shape[4:]))
+    nd = len(kernel_size)
+    out_mask = _empty(guide) if mask is None else guide.new_empty((shape[0], 1) + shape[-nd:])
     return guide.new_empty(shape), out_mask
 
 
@@ -164,7 +171,7 @@ def _kernel_bwd_op(
     needs: list[bool],
 ) -> list[Tensor]:
     # pacnp's order: (d_guide, d_inv_alpha, d_inv_lambda, d_smooth_kernel)
-    grads = _api.packernel2d_backward(
+    grads = _adapt.function("packernel{}d_backward", kernel_size)(
         grad,
         guide,
         kernel_size,
@@ -218,7 +225,7 @@ def _kernel_backward(ctx, grad_K, _grad_mask):
     ) + none
 
 
-packernel2d_op.register_autograd(_kernel_backward, setup_context=_kernel_setup)
+packernel_op.register_autograd(_kernel_backward, setup_context=_kernel_setup)
 
 
 # --------------------------------------------------------------------------- two-step ops
@@ -236,7 +243,7 @@ def _op_forward(
     shared_filters,
 ):
     if op == "conv":
-        return _api.pacconv2d(
+        return _adapt.function("pacconv{}d", stride)(
             input,
             kernel,
             weight,
@@ -247,7 +254,7 @@ def _op_forward(
             shared_filters=shared_filters,
         )
     if op == "transpose":
-        return _api.pacconv_transpose2d(
+        return _adapt.function("pacconv_transpose{}d", stride)(
             input,
             kernel,
             weight,
@@ -258,7 +265,7 @@ def _op_forward(
             dilation=dilation,
             shared_filters=shared_filters,
         )
-    return _api.pacpool2d(
+    return _adapt.function("pacpool{}d", stride)(
         input, kernel, kernel_size, stride=stride, padding=padding, dilation=dilation
     )
 
@@ -334,7 +341,7 @@ def _op_bwd_op(
     # always four results (input, kernel, weight, bias); pooling has no weight or bias
     likes = (input, kernel, weight, bias)
     if op == "conv":
-        grads = _api.pacconv2d_backward(
+        grads = _adapt.function("pacconv{}d_backward", stride)(
             grad,
             input,
             kernel,
@@ -347,7 +354,7 @@ def _op_bwd_op(
             needs=tuple(needs),
         )
     elif op == "transpose":
-        grads = _api.pacconv_transpose2d_backward(
+        grads = _adapt.function("pacconv_transpose{}d_backward", stride)(
             grad,
             input,
             kernel,
@@ -361,7 +368,7 @@ def _op_bwd_op(
             needs=tuple(needs),
         )
     else:
-        grads = _api.pacpool2d_backward(
+        grads = _adapt.function("pacpool{}d_backward", stride)(
             grad,
             input,
             kernel,
@@ -437,15 +444,16 @@ def _fused_call(
             normalize_kernel,
         ),
     )
+    suffix = "_backward" if backward else ""
     if op == "pool":
-        fn = _api.pacpool2d_fused_backward if backward else _api.pacpool2d_fused
+        fn = _adapt.function("pacpool{}d_fused" + suffix, stride)
         return fn(*backward, input, guide, kernel_size, **kw)
     kw["shared_filters"] = shared_filters
     if op == "transpose":
         kw["output_padding"] = output_padding
-        fn = _api.pacconv_transpose2d_fused_backward if backward else _api.pacconv_transpose2d_fused
+        fn = _adapt.function("pacconv_transpose{}d_fused" + suffix, stride)
     else:
-        fn = _api.pacconv2d_fused_backward if backward else _api.pacconv2d_fused
+        fn = _adapt.function("pacconv{}d_fused" + suffix, stride)
     return fn(*backward, input, guide, weight, bias, **kw)
 
 

@@ -3,6 +3,9 @@
 Parameter and buffer names and shapes are the same; the only conversion needed is that the
 reference ``PacConvTranspose2d`` applied its weight spatially flipped relative to
 ``nn.ConvTranspose2d`` (and pacnp), so those weights are flipped on load.
+
+The reference code had 2-D layers only: ``PacConvTranspose1d`` / ``3d`` weights never come from
+it, are always in torch's orientation, and pass through unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ def convert_reference_state_dict(state_dict, model):
     The names and shapes of parameters and buffers are the same; the one difference is that
     the reference ``PacConvTranspose2d`` applied its weight spatially flipped relative to
     ``nn.ConvTranspose2d`` (and pacnp), so the weight of every :class:`PacConvTranspose2d` in
-    ``model`` is flipped on its last two axes. Everything else is passed through unchanged.
+    ``model`` is flipped on its last two axes. Everything else is passed through unchanged,
+    the weights of the 1-D and 3-D layers included (the reference code had none).
 
     Parameters
     ----------

@@ -1,14 +1,20 @@
-"""PAC layers for torch: ``PacConv2d``, ``PacConvTranspose2d``, ``PacPool2d``.
+"""PAC layers for torch: ``PacConv{1,2,3}d``, ``PacConvTranspose{1,2,3}d``, ``PacPool{1,2,3}d``.
 
 Constructors, defaults, fillers and parameter/buffer names are the 2019 reference code's, so its
 models build unchanged and its state dicts line up name for name (``checkpoints`` handles the one
-orientation difference). ``from_conv`` turns a trained ``nn.Conv2d`` / ``nn.ConvTranspose2d``
-into the equivalent PAC layer (the paper's Sec. 6 hot-swap). ``forward`` runs the fused op when no
-precomputed kernel is given, so K is never materialised whole.
+orientation difference). ``from_conv`` turns a trained ``nn.Conv{1,2,3}d`` /
+``nn.ConvTranspose{1,2,3}d`` into the equivalent PAC layer (the paper's Sec. 6 hot-swap).
+``forward`` runs the fused op when no precomputed kernel is given, so K is never materialised
+whole.
+
+One class per kind of layer holds the construction and ``forward`` for any number of spatial
+axes (``_nd``, a class attribute); the public classes only fix ``_nd`` and carry the docstring.
+The 1-D and 3-D layers are the 2-D ones axis by axis (the reference code had only 2-D layers).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -18,27 +24,39 @@ from torch import nn
 from torch.nn import Parameter
 
 from .. import _core
-from .functional import (
-    pacconv2d,
-    pacconv2d_fused,
-    pacconv_transpose2d,
-    pacconv_transpose2d_fused,
-    packernel2d,
-    pacpool2d,
-    pacpool2d_fused,
-)
+from . import functional
 
-__all__ = ["PacConv2d", "PacConvTranspose2d", "PacPool2d"]
+__all__ = [
+    "PacConv1d",
+    "PacConv2d",
+    "PacConv3d",
+    "PacConvTranspose1d",
+    "PacConvTranspose2d",
+    "PacConvTranspose3d",
+    "PacPool1d",
+    "PacPool2d",
+    "PacPool3d",
+]
 
 _FILLERS = ("uniform", "linear", "crf", "crf_perturbed", "pool", "crf_pool")
 
 
-def _gaussian_2d(width):
-    """Truncated Gaussian of σ = width/4, normalised to sum 1 (the CRF filler's spatial term)."""
+def _functional(name, nd):
+    """``functional``'s function ``name`` for ``nd`` axes: ("pacconv{}d", 3) → pacconv3d."""
+    return getattr(functional, name.format(nd))
+
+
+def _outer(vectors):
+    """The separable product of one vector per axis: (k1,), ..., (kn,) → (k1, ..., kn)."""
+    return functools.reduce(np.multiply.outer, vectors)
+
+
+def _gaussian_nd(width, nd):
+    """Truncated Gaussian of σ = width/4 over ``nd`` axes, normalised to sum 1 (the CRF filler's
+    spatial term)."""
     r = np.arange(width, dtype=np.float64) - width // 2
-    g = np.exp(-0.5 * (r / (width / 4.0)) ** 2)
-    g2 = np.outer(g, g)
-    return g2 / g2.sum()
+    g = _outer([np.exp(-0.5 * (r / (width / 4.0)) ** 2)] * nd)
+    return g / g.sum()
 
 
 def _linear_taps(k, s, normalize):
@@ -67,7 +85,10 @@ def _channels(fn, name, v):
 class _PacConvNd(nn.Module):
     """Shared construction of the PAC layers: parameters and buffers under the reference code's
     names (``weight``, ``bias``, ``inv_alpha``, ``inv_lambda``, ``smooth_kernel``), so state dicts
-    map one to one; argument checks reuse pacnp's own parsers."""
+    map one to one; argument checks reuse pacnp's own parsers. ``_nd`` (a class attribute, so
+    pickles of 2-D layers saved before it existed still load) is the number of spatial axes."""
+
+    _nd = 2
 
     def __init__(
         self,
@@ -90,6 +111,7 @@ class _PacConvNd(nn.Module):
     ):
         super().__init__()
         fn = type(self).__name__
+        nd = self._nd
         if not pool_only:
             in_channels = _channels(fn, "in_channels", in_channels)
             out_channels = _channels(fn, "out_channels", out_channels)
@@ -99,14 +121,12 @@ class _PacConvNd(nn.Module):
         normalize_kernel = _core.check_bool(fn, "normalize_kernel", normalize_kernel)
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = _core.pair(kernel_size, "kernel_size", fn, minimum=1, odd=True)
-        _core.check_window(
-            fn, "kernel_size", kernel_size, self.kernel_size[0] * self.kernel_size[1]
-        )
-        self.stride = _core.pair(stride, "stride", fn, minimum=1)
-        self.padding = _core.pair(padding, "padding", fn)
-        self.dilation = _core.pair(dilation, "dilation", fn, minimum=1)
-        self.output_padding = _core.pair(output_padding, "output_padding", fn)
+        self.kernel_size = _core.ntuple(kernel_size, "kernel_size", fn, nd, minimum=1, odd=True)
+        _core.check_window(fn, "kernel_size", kernel_size, math.prod(self.kernel_size))
+        self.stride = _core.ntuple(stride, "stride", fn, nd, minimum=1)
+        self.padding = _core.ntuple(padding, "padding", fn, nd)
+        self.dilation = _core.ntuple(dilation, "dilation", fn, nd, minimum=1)
+        self.output_padding = _core.ntuple(output_padding, "output_padding", fn, nd)
         self.transposed = transposed
         self.pool_only = pool_only
         self.kernel_type = kernel_type
@@ -115,7 +135,7 @@ class _PacConvNd(nn.Module):
         self.normalize_kernel = normalize_kernel
         self.shared_filters = shared_filters
         self.filler = filler
-        kh, kw = self.kernel_size
+        ks = self.kernel_size
         if not pool_only:
             if filler not in _FILLERS:
                 raise ValueError(f"{fn}: filler={filler!r}; expected one of {list(_FILLERS)}")
@@ -132,13 +152,13 @@ class _PacConvNd(nn.Module):
                         f"needs shared_filters=True"
                     )
                 # fixed, not learnt (a buffer, as in the reference code)
-                self.register_buffer("weight", torch.ones(1, 1, kh, kw))
+                self.register_buffer("weight", torch.ones(1, 1, *ks))
             elif shared_filters:
-                self.weight = Parameter(torch.empty(1, 1, kh, kw))
+                self.weight = Parameter(torch.empty(1, 1, *ks))
             elif transposed:
-                self.weight = Parameter(torch.empty(in_channels, out_channels, kh, kw))
+                self.weight = Parameter(torch.empty(in_channels, out_channels, *ks))
             else:
-                self.weight = Parameter(torch.empty(out_channels, in_channels, kh, kw))
+                self.weight = Parameter(torch.empty(out_channels, in_channels, *ks))
             if bias:
                 self.bias = Parameter(torch.empty(out_channels))
             else:
@@ -169,11 +189,12 @@ class _PacConvNd(nn.Module):
             else:
                 self.inv_alpha = Parameter(alpha)
                 self.inv_lambda = Parameter(lam)
-        kind, n = _core.parse_smooth_type(smooth_kernel_type, fn)
+        kind, n = _core.parse_smooth_type(smooth_kernel_type, fn, nd)
         if kind == "full":
-            self.smooth_kernel = Parameter(torch.empty(1, 1, n, n))
+            self.smooth_kernel = Parameter(torch.empty((1, 1) + (n,) * nd))
         elif kind != "none":
-            fixed = _core.smoothing_kernel(kind, n, np.float32).reshape(1, 1, n, n)
+            # pacnp's kernel comes folded like the guide (rows: every axis but the last)
+            fixed = _core.smoothing_kernel(kind, n, np.float32, nd).reshape((1, 1) + (n,) * nd)
             self.register_buffer("smooth_kernel", torch.from_numpy(fixed.copy()))
         self.reset_parameters()
 
@@ -190,16 +211,18 @@ class _PacConvNd(nn.Module):
                 self.smooth_kernel.fill_(1.0 / self.smooth_kernel[0, 0].numel())
 
     def _fill(self, fn):
-        kh, kw = self.kernel_size
+        ks = self.kernel_size
+        taps = math.prod(ks)
+        centre = tuple(k // 2 for k in ks)
         w = self.weight
         if self.filler == "pool":
             w.fill_(1.0)
         elif self.filler == "crf_pool":
             w.fill_(1.0)
-            w[0, 0, kh // 2, kw // 2] = 0.0  # no message from a pixel to itself (DenseCRF)
+            w[(0, 0) + centre] = 0.0  # no message from a pixel to itself (DenseCRF)
         elif self.filler == "uniform":
             # as nn.Conv2d's classic init: U(±1/√fan_in); a shared filter sees one channel
-            bound = 1.0 / math.sqrt(self.in_channels * kh * kw)
+            bound = 1.0 / math.sqrt(self.in_channels * taps)
             if self.shared_filters:
                 bound *= self.in_channels
             w.uniform_(-bound, bound)
@@ -221,27 +244,27 @@ class _PacConvNd(nn.Module):
                 _linear_taps(k, s, self.normalize_kernel)
                 for k, s in zip(self.kernel_size, self.stride)
             ]
-            filt = torch.from_numpy(np.outer(*taps)).to(w)
+            filt = torch.from_numpy(_outer(taps)).to(w)
             w.zero_()
             for c in range(1 if self.shared_filters else self.in_channels):
                 w[c, c] = filt
             if self.bias is not None:
                 self.bias.zero_()
         else:  # crf, crf_perturbed: Gaussian spatial filter, no self-message, Potts compat.
-            if kh != kw or self.in_channels != self.out_channels:
+            if len(set(ks)) != 1 or self.in_channels != self.out_channels:
                 raise ValueError(
                     f"{fn}: filler={self.filler!r} needs a square kernel and "
                     f"in_channels == out_channels, got kernel_size="
                     f"{self.kernel_size}, {self.in_channels} → {self.out_channels}"
                 )
-            g = _gaussian_2d(kh) * kh * kw
-            g[kh // 2, kw // 2] = 0.0
+            g = _gaussian_nd(ks[0], len(ks)) * taps
+            g[centre] = 0.0
             g = torch.from_numpy(g).to(w)
             if self.shared_filters:
                 w[0, 0] = g
             else:
                 compat = 1.0 - torch.eye(self.in_channels, dtype=w.dtype, device=w.device)
-                w.copy_(compat[:, :, None, None] * g)
+                w.copy_(compat.reshape(compat.shape + (1,) * len(ks)) * g)
             if self.filler == "crf_perturbed":
                 w.add_((torch.rand_like(w) - 0.5) * 1e-3)
             if self.bias is not None:
@@ -259,8 +282,9 @@ class _PacConvNd(nn.Module):
         )
 
     def compute_kernel(self, input_for_kernel, input_mask=None):
-        """K (and the output mask, or None) of this layer for a guide, as :func:`packernel2d`."""
-        return packernel2d(
+        """K (and the output mask, or None) of this layer for a guide, as :func:`packernel2d`
+        (``packernel1d`` / ``packernel3d`` for the 1-D / 3-D layers)."""
+        return _functional("packernel{}d", self._nd)(
             input_for_kernel,
             input_mask,
             kernel_size=self.kernel_size,
@@ -279,11 +303,12 @@ class _PacConvNd(nn.Module):
             else f"kernel_size={self.kernel_size}"
         )
         s += f", kernel_type={self.kernel_type}"
+        nd = self._nd
         for name, default in (
-            ("stride", (1, 1)),
-            ("padding", (0, 0)),
-            ("dilation", (1, 1)),
-            ("output_padding", (0, 0)),
+            ("stride", (1,) * nd),
+            ("padding", (0,) * nd),
+            ("dilation", (1,) * nd),
+            ("output_padding", (0,) * nd),
         ):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)}"
@@ -297,10 +322,20 @@ class _PacConvNd(nn.Module):
         return s
 
 
-def _from_conv_args(fn, conv, transposed):
-    """Constructor arguments of a PAC layer equivalent to ``conv`` (an nn.Conv2d or
-    nn.ConvTranspose2d); the hot-swap of the paper's Sec. 6."""
-    cls = nn.ConvTranspose2d if transposed else nn.Conv2d
+_CONVS = {
+    (1, False): nn.Conv1d,
+    (2, False): nn.Conv2d,
+    (3, False): nn.Conv3d,
+    (1, True): nn.ConvTranspose1d,
+    (2, True): nn.ConvTranspose2d,
+    (3, True): nn.ConvTranspose3d,
+}
+
+
+def _from_conv_args(fn, conv, transposed, nd):
+    """Constructor arguments of a PAC layer equivalent to ``conv`` (an nn.Conv{nd}d or
+    nn.ConvTranspose{nd}d); the hot-swap of the paper's Sec. 6."""
+    cls = _CONVS[nd, transposed]
     if not isinstance(conv, cls):  # (ConvTranspose2d is not a Conv2d subclass)
         raise TypeError(f"{fn}: conv must be a torch.nn.{cls.__name__}, got {type(conv).__name__}")
     if conv.groups != 1:
@@ -313,7 +348,7 @@ def _from_conv_args(fn, conv, transposed):
     padding = conv.padding
     if isinstance(padding, str):  # 'valid' / 'same' (odd kernels: 'same' is symmetric)
         padding = (
-            (0, 0)
+            (0,) * nd
             if padding == "valid"
             else tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))
         )
@@ -340,47 +375,8 @@ def _copy_from_conv(layer, conv):
     return layer
 
 
-class PacConv2d(_PacConvNd):
-    """Pixel-adaptive convolution layer (reference-code constructor and defaults).
-
-    Parameters
-    ----------
-    in_channels, out_channels, kernel_size, stride, padding, dilation, bias
-        As ``nn.Conv2d`` (odd kernel sizes; ``padding <= dilation*(kernel_size-1)/2``).
-    kernel_type : str
-        ``'gaussian'`` | ``'inv_{alpha}_{lambda}[_asym][_fixed]'`` (α, λ learnable unless
-        ``_fixed``). Default ``'gaussian'``.
-    smooth_kernel_type : str
-        ``'none'`` | ``'gaussian'`` | ``'average_N'`` | ``'full_N'`` (learnable N×N).
-    normalize_kernel, shared_filters : bool
-    filler : str
-        Weight initialisation: ``'uniform'`` (default), ``'crf'``, ``'crf_perturbed'``,
-        ``'pool'``, ``'crf_pool'`` (the last two: fixed filters, need ``shared_filters``).
-    native_impl : bool
-        Accepted for compatibility and ignored.
-
-    ``forward(input, guide, kernel=None, mask=None)`` returns the output, or
-    ``(output, output_mask)`` when a mask is given and the kernel computed here. Without a
-    precomputed ``kernel`` the fused path runs (K is never materialised whole).
-
-    Examples
-    --------
-    >>> import torch
-    >>> import pacnp.torch as pac
-    >>> layer = pac.PacConv2d(2, 4, 5, padding=2)
-    >>> x, guide = torch.rand(1, 2, 16, 16), torch.rand(1, 3, 16, 16)
-    >>> tuple(layer(x, guide).shape)
-    (1, 4, 16, 16)
-
-    Hot-swapping a trained convolution: with a constant guide the PAC layer computes what the
-    convolution did.
-
-    >>> conv = torch.nn.Conv2d(2, 4, 3, padding=1)
-    >>> swapped = pac.PacConv2d.from_conv(conv)
-    >>> out = swapped(x, torch.zeros(1, 1, 16, 16))
-    >>> bool(torch.allclose(out, conv(x), atol=1e-5))
-    True
-    """
+class _PacConv(_PacConvNd):
+    """Pixel-adaptive convolution over ``_nd`` spatial axes (``PacConv1d/2d/3d``)."""
 
     def __init__(
         self,
@@ -420,7 +416,7 @@ class PacConv2d(_PacConvNd):
 
     def forward(self, input, guide, kernel=None, mask=None):
         if kernel is not None:
-            return pacconv2d(
+            return _functional("pacconv{}d", self._nd)(
                 input,
                 kernel,
                 self.weight,
@@ -430,7 +426,7 @@ class PacConv2d(_PacConvNd):
                 self.dilation,
                 self.shared_filters,
             )
-        out, out_mask = pacconv2d_fused(
+        out, out_mask = _functional("pacconv{}d_fused", self._nd)(
             input,
             guide,
             self.weight,
@@ -448,13 +444,14 @@ class PacConv2d(_PacConvNd):
     def from_conv(
         cls, conv, *, kernel_type="gaussian", smooth_kernel_type="none", normalize_kernel=False
     ):
-        """A PAC layer initialised from ``conv`` (``nn.Conv2d``, groups=1, zero padding).
+        """A PAC layer initialised from ``conv`` (``nn.Conv1d`` / ``Conv2d`` / ``Conv3d`` for
+        ``PacConv1d`` / ``2d`` / ``3d``; groups=1, zero padding).
 
         Its weight and bias are copies of ``conv``'s; with a constant guide (K ≡ 1 at every
         valid tap, ``normalize_kernel=False``) the output equals ``conv``'s to float rounding,
         so a trained network can be made pixel-adaptive layer by layer (paper, Sec. 6).
         """
-        kw = _from_conv_args("PacConv2d.from_conv", conv, False)
+        kw = _from_conv_args(f"{cls.__name__}.from_conv", conv, False, cls._nd)
         layer = cls(
             **kw,
             kernel_type=kernel_type,
@@ -464,25 +461,8 @@ class PacConv2d(_PacConvNd):
         return _copy_from_conv(layer, conv)
 
 
-class PacConvTranspose2d(_PacConvNd):
-    """Pixel-adaptive transposed convolution layer (reference-code constructor and defaults;
-    ``filler`` also ``'linear'``: bilinear upsampling).
-
-    The weight is (in_channels, out_channels, kh, kw) in ``nn.ConvTranspose2d``'s orientation;
-    checkpoints of the reference code, which applied it flipped, load through
-    :func:`load_reference_state_dict`. ``forward(input, guide, kernel=None, mask=None)``: the
-    guide is at the *output* resolution.
-
-    Examples
-    --------
-    >>> import torch
-    >>> import pacnp.torch as pac
-    >>> up = pac.PacConvTranspose2d(2, 2, 5, stride=2, padding=2, output_padding=1,
-    ...                             normalize_kernel=True, filler="linear")
-    >>> out = up(torch.rand(1, 2, 8, 8), torch.rand(1, 3, 16, 16))    # guide at 16 × 16
-    >>> tuple(out.shape)
-    (1, 2, 16, 16)
-    """
+class _PacConvTranspose(_PacConvNd):
+    """Pixel-adaptive transposed convolution over ``_nd`` spatial axes."""
 
     def __init__(
         self,
@@ -523,7 +503,7 @@ class PacConvTranspose2d(_PacConvNd):
 
     def forward(self, input, guide, kernel=None, mask=None):
         if kernel is not None:
-            return pacconv_transpose2d(
+            return _functional("pacconv_transpose{}d", self._nd)(
                 input,
                 kernel,
                 self.weight,
@@ -534,7 +514,7 @@ class PacConvTranspose2d(_PacConvNd):
                 self.dilation,
                 self.shared_filters,
             )
-        out, out_mask = pacconv_transpose2d_fused(
+        out, out_mask = _functional("pacconv_transpose{}d_fused", self._nd)(
             input,
             guide,
             self.weight,
@@ -553,9 +533,9 @@ class PacConvTranspose2d(_PacConvNd):
     def from_conv(
         cls, conv, *, kernel_type="gaussian", smooth_kernel_type="none", normalize_kernel=False
     ):
-        """A PAC layer initialised from ``conv`` (``nn.ConvTranspose2d``, groups=1); with a
-        constant guide its output equals ``conv``'s to float rounding."""
-        kw = _from_conv_args("PacConvTranspose2d.from_conv", conv, True)
+        """A PAC layer initialised from ``conv`` (``nn.ConvTranspose1d`` / ``2d`` / ``3d``,
+        groups=1); with a constant guide its output equals ``conv``'s to float rounding."""
+        kw = _from_conv_args(f"{cls.__name__}.from_conv", conv, True, cls._nd)
         layer = cls(
             **kw,
             kernel_type=kernel_type,
@@ -565,20 +545,8 @@ class PacConvTranspose2d(_PacConvNd):
         return _copy_from_conv(layer, conv)
 
 
-class PacPool2d(_PacConvNd):
-    """Pixel-adaptive pooling layer (reference-code constructor and defaults).
-
-    ``out_channels`` is needed only for ``channel_wise`` learnable ``inv_*`` kernels (one α, λ
-    per channel). ``forward(input, guide, kernel=None, mask=None)``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> import pacnp.torch as pac
-    >>> pool = pac.PacPool2d(3, stride=2, padding=1, normalize_kernel=True)
-    >>> tuple(pool(torch.rand(1, 4, 8, 8), torch.rand(1, 3, 8, 8)).shape)
-    (1, 4, 4, 4)
-    """
+class _PacPool(_PacConvNd):
+    """Pixel-adaptive pooling over ``_nd`` spatial axes."""
 
     def __init__(
         self,
@@ -615,10 +583,10 @@ class PacPool2d(_PacConvNd):
 
     def forward(self, input, guide, kernel=None, mask=None):
         if kernel is not None:
-            return pacpool2d(
+            return _functional("pacpool{}d", self._nd)(
                 input, kernel, self.kernel_size, self.stride, self.padding, self.dilation
             )
-        out, out_mask = pacpool2d_fused(
+        out, out_mask = _functional("pacpool{}d_fused", self._nd)(
             input,
             guide,
             self.kernel_size,
@@ -629,3 +597,239 @@ class PacPool2d(_PacConvNd):
             **self._kernel_kwargs(),
         )
         return out if out_mask is None else (out, out_mask)
+
+
+class PacConv2d(_PacConv):
+    """Pixel-adaptive convolution layer (reference-code constructor and defaults).
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, dilation, bias
+        As ``nn.Conv2d`` (odd kernel sizes; ``padding <= dilation*(kernel_size-1)/2``).
+    kernel_type : str
+        ``'gaussian'`` | ``'inv_{alpha}_{lambda}[_asym][_fixed]'`` (α, λ learnable unless
+        ``_fixed``). Default ``'gaussian'``.
+    smooth_kernel_type : str
+        ``'none'`` | ``'gaussian'`` | ``'average_N'`` | ``'full_N'`` (learnable N×N).
+    normalize_kernel, shared_filters : bool
+    filler : str
+        Weight initialisation: ``'uniform'`` (default), ``'crf'``, ``'crf_perturbed'``,
+        ``'pool'``, ``'crf_pool'`` (the last two: fixed filters, need ``shared_filters``).
+    native_impl : bool
+        Accepted for compatibility and ignored.
+
+    ``forward(input, guide, kernel=None, mask=None)`` returns the output, or
+    ``(output, output_mask)`` when a mask is given and the kernel computed here. Without a
+    precomputed ``kernel`` the fused path runs (K is never materialised whole).
+    ``from_conv(conv)`` copies a trained ``nn.Conv2d``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> layer = pac.PacConv2d(2, 4, 5, padding=2)
+    >>> x, guide = torch.rand(1, 2, 16, 16), torch.rand(1, 3, 16, 16)
+    >>> tuple(layer(x, guide).shape)
+    (1, 4, 16, 16)
+
+    Hot-swapping a trained convolution: with a constant guide the PAC layer computes what the
+    convolution did.
+
+    >>> conv = torch.nn.Conv2d(2, 4, 3, padding=1)
+    >>> swapped = pac.PacConv2d.from_conv(conv)
+    >>> out = swapped(x, torch.zeros(1, 1, 16, 16))
+    >>> bool(torch.allclose(out, conv(x), atol=1e-5))
+    True
+    """
+
+    _nd = 2
+
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
+
+class PacConv1d(_PacConv):
+    """:class:`PacConv2d` for signals: input and guide (B, C, L), weight (C_out, C_in, k).
+
+    The constructor arguments are :class:`PacConv2d`'s (geometry: ints or 1-tuples; a
+    ``full_N`` smoothing kernel is (1, 1, N)); ``from_conv(conv)`` copies an ``nn.Conv1d``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> layer = pac.PacConv1d(2, 4, 5, padding=2, kernel_type="inv_0.5_-1")
+    >>> x, guide = torch.rand(1, 2, 32), torch.rand(1, 3, 32)
+    >>> tuple(layer(x, guide).shape)
+    (1, 4, 32)
+    >>> conv = torch.nn.Conv1d(2, 4, 3, padding=1)
+    >>> out = pac.PacConv1d.from_conv(conv)(x, torch.zeros(1, 1, 32))
+    >>> bool(torch.allclose(out, conv(x), atol=1e-5))
+    True
+    """
+
+    _nd = 1
+
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
+
+class PacConv3d(_PacConv):
+    """:class:`PacConv2d` for volumes: input and guide (B, C, D, H, W), weight
+    (C_out, C_in, kd, kh, kw).
+
+    The constructor arguments are :class:`PacConv2d`'s (geometry: ints or (d, h, w) triples; a
+    ``full_N`` smoothing kernel is (1, 1, N, N, N)); ``from_conv(conv)`` copies an
+    ``nn.Conv3d``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> layer = pac.PacConv3d(2, 4, 3, stride=(1, 2, 2), padding=1)
+    >>> x, guide = torch.rand(1, 2, 4, 8, 8), torch.rand(1, 1, 4, 8, 8)
+    >>> tuple(layer(x, guide).shape)
+    (1, 4, 4, 4, 4)
+    """
+
+    _nd = 3
+
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
+
+class PacConvTranspose2d(_PacConvTranspose):
+    """Pixel-adaptive transposed convolution layer (reference-code constructor and defaults;
+    ``filler`` also ``'linear'``: bilinear upsampling).
+
+    The weight is (in_channels, out_channels, kh, kw) in ``nn.ConvTranspose2d``'s orientation;
+    checkpoints of the reference code, which applied it flipped, load through
+    :func:`load_reference_state_dict`. ``forward(input, guide, kernel=None, mask=None)``: the
+    guide is at the *output* resolution.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> up = pac.PacConvTranspose2d(2, 2, 5, stride=2, padding=2, output_padding=1,
+    ...                             normalize_kernel=True, filler="linear")
+    >>> out = up(torch.rand(1, 2, 8, 8), torch.rand(1, 3, 16, 16))    # guide at 16 × 16
+    >>> tuple(out.shape)
+    (1, 2, 16, 16)
+    """
+
+    _nd = 2
+
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
+
+class PacConvTranspose1d(_PacConvTranspose):
+    """:class:`PacConvTranspose2d` for signals: weight (C_in, C_out, k) in
+    ``nn.ConvTranspose1d``'s orientation, the guide (B, Cg, Lo) at the *output* resolution;
+    ``filler='linear'`` is linear interpolation.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> up = pac.PacConvTranspose1d(1, 1, 3, stride=2, padding=1, output_padding=1,
+    ...                             normalize_kernel=True, filler="linear")
+    >>> up(torch.tensor([[[0.0, 2.0, 4.0]]]), torch.zeros(1, 1, 6)).detach()
+    tensor([[[0., 1., 2., 3., 4., 4.]]])
+    """
+
+    _nd = 1
+
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
+
+class PacConvTranspose3d(_PacConvTranspose):
+    """:class:`PacConvTranspose2d` for volumes: weight (C_in, C_out, kd, kh, kw) in
+    ``nn.ConvTranspose3d``'s orientation, the guide (B, Cg, Do, Ho, Wo) at the *output*
+    resolution; ``filler='linear'`` is trilinear upsampling.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> up = pac.PacConvTranspose3d(2, 2, 3, stride=2, padding=1, output_padding=1,
+    ...                             normalize_kernel=True, filler="linear")
+    >>> out = up(torch.rand(1, 2, 3, 4, 4), torch.rand(1, 1, 6, 8, 8))
+    >>> tuple(out.shape)
+    (1, 2, 6, 8, 8)
+    """
+
+    _nd = 3
+
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
+
+class PacPool2d(_PacPool):
+    """Pixel-adaptive pooling layer (reference-code constructor and defaults).
+
+    ``out_channels`` is needed only for ``channel_wise`` learnable ``inv_*`` kernels (one α, λ
+    per channel). ``forward(input, guide, kernel=None, mask=None)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> pool = pac.PacPool2d(3, stride=2, padding=1, normalize_kernel=True)
+    >>> tuple(pool(torch.rand(1, 4, 8, 8), torch.rand(1, 3, 8, 8)).shape)
+    (1, 4, 4, 4)
+    """
+
+    _nd = 2
+
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
+
+class PacPool1d(_PacPool):
+    """:class:`PacPool2d` for signals (B, C, L); the constructor arguments are
+    :class:`PacPool2d`'s.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> pool = pac.PacPool1d(3, stride=2, padding=1, normalize_kernel=True)
+    >>> tuple(pool(torch.rand(1, 4, 16), torch.rand(1, 3, 16)).shape)
+    (1, 4, 8)
+    """
+
+    _nd = 1
+
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
+
+
+class PacPool3d(_PacPool):
+    """:class:`PacPool2d` for volumes (B, C, D, H, W); the constructor arguments are
+    :class:`PacPool2d`'s.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import pacnp.torch as pac
+    >>> pool = pac.PacPool3d(3, stride=2, padding=1, normalize_kernel=True)
+    >>> tuple(pool(torch.rand(1, 4, 6, 6, 6), torch.rand(1, 3, 6, 6, 6)).shape)
+    (1, 4, 3, 3, 3)
+    """
+
+    _nd = 3
+
+    # its own forward, so that Python's errors for a bad call name this class
+    def forward(self, input, guide, kernel=None, mask=None):
+        return super().forward(input, guide, kernel, mask)
