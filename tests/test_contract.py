@@ -399,3 +399,35 @@ def test_delegate_reports_the_function_for_bad_arguments():
         filters.bilateral_filter(IN["img"], 1.0)  # sigma_spatial is keyword-only
     with pytest.raises(TypeError, match="joint_bilateral_filter: guide"):
         filters.joint_bilateral_filter(IN["img"], object())
+
+
+#: the filters on volumes and signals (spatial_dims 3 and 1): the same contract as on images
+ND_FILTER_CALLS = {
+    "bilateral_filter 3-D": lambda p: filters.bilateral_filter(
+        p(IN["x"][0]), sigma_spatial=1.0, spatial_dims=3, spacing=(2.0, 1.0, 1.0)
+    ),
+    "joint_bilateral_upsample 3-D": lambda p: filters.joint_bilateral_upsample(
+        p(IN["low"]), p(np.concatenate([IN["hi"], IN["hi"]], axis=2)), 2, spatial_dims=3
+    ),
+    "detail_preserving_pool 3-D": lambda p: filters.detail_preserving_pool(
+        p(IN["x"][0]), 3, spatial_dims=3
+    ),
+    "joint_bilateral_filter 1-D": lambda p: filters.joint_bilateral_filter(
+        p(IN["x"][0, 0, 0]),
+        p(IN["g"][0, :, 0].T),
+        sigma_spatial=1.0,
+        spatial_dims=1,
+        guide_channel_axis=-1,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ND_FILTER_CALLS))
+def test_filters_on_volumes_and_signals_keep_the_library(lib, name):
+    if lib.name == "numba":
+        pytest.skip("the filters take CuPy on a GPU, not numba device arrays")
+    ref = ND_FILTER_CALLS[name](np.asarray)
+    out = ND_FILTER_CALLS[name](lib.put)
+    assert lib.is_mine(out), f"{name}: {lib.name} in, {type(out).__module__} out"
+    assert _dtype_name(out) == "float32"
+    np.testing.assert_allclose(_host(out), ref, rtol=1e-6, atol=1e-6, err_msg=name)

@@ -141,3 +141,92 @@ def test_transposed_kernel_is_zero_where_no_sample_is():
     dead = (ty[:, None, :, None] < 0) | (ty[None, :, None, :] < 0)  # [i, j, y, x]
     assert np.all(K[:, :, dead] == 0.0)
     assert dead.mean() > 0.8  # most of the 81 taps meet no sample at a given pixel
+
+
+class _On:
+    """pacnp's functions run on a test backend (cases.Backend): the shape two_step expects of
+    its ``lib`` argument."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def __getattr__(self, name):
+        f = getattr(pacnp, name)
+        return lambda *a, **kw: self.backend.call(f, *a, **kw)
+
+
+@pytest.mark.parametrize(
+    "ksd,kernel",
+    [
+        ((9, 4, 1), ("gaussian", "none", False, True, True, False)),
+        ((5, 3, 1), ("inv_0.5_2", "none", True, False, False, True)),
+        ((5, 4, 2), ("gaussian", "none", False, False, True, False)),
+    ],
+)
+def test_transposed_by_phase_on_backend(backend, ksd, kernel):
+    """The same paths on each backend (the CUDA twins visit their output's phase taps only):
+    two-step and fused, forward and every gradient, against the float64 reference."""
+    k, s, d = ksd
+    kt, smooth, cw, norm, masked, shared = kernel
+    rng = np.random.default_rng(k * 10 + s + d)
+    x, guide, w, b, geo, kw, lead = fused_case(
+        rng, "transpose", k, s, d, kt, smooth, cw, norm, masked, shared, B=1, C=2, Cout=2
+    )
+    K0, _ = R.packernel2d(
+        guide,
+        k,
+        **kw,
+        **{n: geo[n] for n in ("stride", "padding", "dilation")},
+        output_padding=geo["output_padding"],
+        transposed=True,
+    )
+    g = rng.standard_normal(R.pacconv_transpose2d(x, K0, w, b, **geo).shape)
+    ref_out, ref_om, ref_grads = two_step("transpose", x, guide, w, b, k, geo, kw, g, lib=R)
+    names = ("input", "guide", "weight", "bias", "alpha", "lambda", "smooth")
+    on = _On(backend)
+    out, om, grads = two_step("transpose", x, guide, w, b, k, geo, kw, g, lib=on)
+    assert_close(out, ref_out, "two-step output")
+    assert_close(om, ref_om, "two-step output_mask")
+    for name, a, r in zip(names, grads, ref_grads):
+        assert_close(a, r, f"two-step d_{name}", rtol=1e-9, atol=1e-11)
+    fwd, bwd = FUSED["transpose"]
+    out, om = backend.call(fwd, *lead, **geo, **kw)
+    assert_close(out, ref_out, "fused output")
+    assert_close(om, ref_om, "fused output_mask")
+    grads = backend.call(bwd, g, *lead, **geo, **kw)
+    for name, a, r in zip(names, grads, ref_grads):
+        assert_close(a, r, f"fused d_{name}", rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("k,s,p,op", [(9, 4, 4, 3), (5, 3, 1, 2)])
+def test_transposed_1d_by_phase_vs_reference(k, s, p, op):
+    """1-D: the phases of the last (column) axis alone, against the 2-D reference on one row
+    (kernel 1 × k, stride (1, s)); forward and gradients, two-step and fused."""
+    rng = np.random.default_rng(k + s)
+    B, C, Cout, Cg, n_in = 2, 3, 2, 2, 5
+    W = (n_in - 1) * s - 2 * p + (k - 1) + op + 1
+    x = rng.standard_normal((B, C, n_in))
+    guide = rng.standard_normal((B, Cg, W))
+    w = rng.standard_normal((C, Cout, k))
+    b = rng.standard_normal(Cout)
+    g = rng.standard_normal((B, Cout, W))
+    geo = dict(stride=s, padding=p, output_padding=op)
+    geo2 = dict(stride=(1, s), padding=(0, p), output_padding=(0, op))
+    K2, _ = R.packernel2d(guide[:, :, None], (1, k), transposed=True, **geo2)
+    ref = R.pacconv_transpose2d(x[:, :, None], K2, w[:, :, None], b, **geo2)
+    rg = R.pacconv_transpose2d_backward(g[:, :, None], x[:, :, None], K2, w[:, :, None], b, **geo2)
+    rgg = R.packernel2d_backward(rg[1], guide[:, :, None], (1, k), transposed=True, **geo2)
+    K, _ = pacnp.packernel1d(guide, k, transposed=True, **geo)
+    assert_close(K, K2[:, :, 0, :, 0], "K")
+    assert_close(pacnp.pacconv_transpose1d(x, K, w, b, **geo), ref[:, :, 0], "two-step output")
+    gr = pacnp.pacconv_transpose1d_backward(g, x, K, w, b, **geo)
+    assert_close(gr[0], rg[0][:, :, 0], "d_input")
+    assert_close(gr[2], rg[2][:, :, 0], "d_weight")
+    dgd = pacnp.packernel1d_backward(gr[1], guide, k, transposed=True, **geo)[0]
+    assert_close(dgd, rgg[0][:, :, 0], "d_guide")
+    out, _ = pacnp.pacconv_transpose1d_fused(x, guide, w, b, **geo)
+    assert_close(out, ref[:, :, 0], "fused output")
+    fg = pacnp.pacconv_transpose1d_fused_backward(g, x, guide, w, b, **geo)
+    assert_close(fg[0], rg[0][:, :, 0], "fused d_input")
+    assert_close(fg[1], rgg[0][:, :, 0], "fused d_guide")
+    assert_close(fg[2], rg[2][:, :, 0], "fused d_weight")

@@ -19,7 +19,7 @@ from numba import get_thread_id, prange
 
 from .._jit import njit
 from . import schedule
-from .common import round_rows, unit_runs
+from .common import nowrap, round_rows, unit_runs
 
 
 @njit()
@@ -48,9 +48,48 @@ def modulate_run(cols, row, col0, K, x, b, kc, c, i, j, yk, iy, lo, hi, base):
         cols[row, oc + t] = K[b, kc, i, j, yk, lo + t] * x[b, c, iy, ox + t]
 
 
+@njit(inline="always")
+def phase_tile_run(cols, row, q0, q1, K, x, b, kc, c, i, j, yk, iy, lo, hi, base, X0, P):
+    """cols[row, q - q0] = K·x for the phase columns q0 ≤ q < q1 (output column X0 + P·q) where
+    tap (i, j) meets the input, lo ≤ q < hi at input column base + q; 0 at the others."""
+    lo = min(max(lo, q0), q1)
+    hi = min(max(hi, lo), q1)
+    ox = base + lo
+    oc = lo - q0
+    if row < 0 or iy < 0 or X0 < 0 or ox < 0 or oc < 0:
+        return
+    for q in range(lo - q0):
+        cols[row, q] = 0.0
+    for q in range(hi - q0, q1 - q0):
+        cols[row, q] = 0.0
+    for t in range(hi - lo):
+        cols[row, nowrap(oc + t)] = (
+            K[b, kc, i, j, yk, nowrap(X0 + P * (lo + t))] * x[b, c, iy, nowrap(ox + t)]
+        )
+
+
 @njit()
 def phase_columns(
-    x, K, ty, tx, jrun, pcols, pncols, ptaps, pntaps, b, y, yk, ph, q0, q1, itaps, n_i, buf, idx
+    x,
+    K,
+    ty,
+    tx,
+    jrun,
+    prun,
+    pcols,
+    pncols,
+    ptaps,
+    pntaps,
+    b,
+    y,
+    yk,
+    ph,
+    q0,
+    q1,
+    itaps,
+    n_i,
+    buf,
+    idx,
 ):
     """The column block of output row y, phase ph, phase columns q0 ≤ q < q1: only the taps
     that can be valid there.
@@ -60,7 +99,9 @@ def phase_columns(
     share their valid column taps ``ptaps[ph]``, and the row's valid row taps are ``itaps``.
     Writes cols[(c,ii,jj), q - q0] = K[b,c|0,i,j,yk,X] · x[b,c,ty[i,y],tx[j,X]] for
     X = pcols[ph,q] into ``buf`` (as an (m × (q1-q0)) block, returned) and the matching column
-    of Wm into ``idx``. ``jrun``: common.unit_runs of ``tx`` (used when there is one phase).
+    of Wm into ``idx``. ``jrun``: common.unit_runs of ``tx`` (used when there is one phase);
+    ``prun``: schedule.phase_runs (several phases: a tap meets the input on a run of the
+    phase's columns, K read at stride P, the input at unit stride — no table per column).
     Skipping the taps that fall between the samples of a zero-inserted input saves s² of the
     work of a transposed convolution, and keeps a non-finite weight out of outputs it never
     reaches (no NaN·0).
@@ -100,6 +141,31 @@ def phase_columns(
                         cols[row, q] = 0.0
                     for q in range(hi - q0, nt):
                         cols[row, q] = 0.0
+                continue
+            plo = prun[ph, j, 0]
+            if not one_phase and plo >= 0:
+                phi, pbase = prun[ph, j, 1], prun[ph, j, 2]
+                for c in range(C):
+                    phase_tile_run(
+                        cols,
+                        (c * n_i + ii) * nj + jj,
+                        q0,
+                        q1,
+                        K,
+                        x,
+                        b,
+                        c if kc_many else 0,
+                        c,
+                        i,
+                        j,
+                        yk,
+                        iy,
+                        plo,
+                        phi,
+                        pbase,
+                        pcols[ph, 0],
+                        pncols.shape[0],
+                    )
                 continue
             for c in range(C):
                 kc = c if kc_many else 0
@@ -225,6 +291,9 @@ def _dense_forward(
     pncols,
     ptaps,
     pntaps,
+    prun,
+    rntaps,
+    wph,
     out,
     y0,
     tile,
@@ -251,6 +320,7 @@ def _dense_forward(
     jrun = np.empty((tx.shape[0], 3), dtype=np.int64)
     unit_runs(tx, jrun)
     one_phase = pncols.shape[0] == 1
+    Pr = rntaps.shape[0]
     rows = B * n
     for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
         tid = get_thread_id()
@@ -274,6 +344,7 @@ def _dense_forward(
                         ty,
                         tx,
                         jrun,
+                        prun,
                         pcols,
                         pncols,
                         ptaps,
@@ -300,6 +371,10 @@ def _dense_forward(
                     res = resb[: Cout * (q1 - q0)].reshape(Cout, q1 - q0)
                     if m == C * kk:
                         np.dot(Wm, cols, res)
+                    elif Pr > 1 and n_i == rntaps[y % Pr]:
+                        # the row has every tap of its row phase (away from the border): the
+                        # phase pair's weight columns, gathered once by the launcher
+                        np.dot(wph[y % Pr, ph, : Cout * m].reshape(Cout, m), cols, res)
                     else:
                         Wsub = wbuf[: Cout * m].reshape(Cout, m)
                         for o in range(Cout):
@@ -512,11 +587,34 @@ def _dense_backward_data(
 
 
 # --------------------------------------------------------------------------- launchers
+def phase_weights(Wm, C, rtaps, rntaps, ptaps, pntaps, kw):
+    """wph[pr, pc, :Cout·m] = the (Cout × m) columns of Wm of the taps of row phase pr and
+    column phase pc, in phase_columns' row order (c, ii, jj): the forward's GEMM operand for
+    every row that has all of its phase's row taps, gathered once per call instead of per GEMM."""
+    Cout = Wm.shape[0]
+    kk = Wm.shape[1] // max(C, 1)
+    Pr, Pc = rntaps.shape[0], pntaps.shape[0]
+    mmax = C * max(int(rntaps.max()), 1) * max(int(pntaps.max()), 1)
+    wph = np.zeros((Pr, Pc, Cout * mmax), Wm.dtype)
+    for pr in range(Pr):
+        for pc in range(Pc):
+            ii, jj = rtaps[pr, : rntaps[pr]], ptaps[pc, : pntaps[pc]]
+            taps = (ii[:, None] * kw + jj[None, :]).ravel()
+            idx = (np.arange(C)[:, None] * kk + taps[None, :]).ravel()
+            wph[pr, pc, : Cout * idx.size] = Wm[:, idx].ravel()
+    return wph
+
+
 def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
     """out rows y0 ≤ y < y0 + K.shape[4] (K: that stripe of the kernel) of a dense PAC op."""
     pcols, pncols, ptaps, pntaps = schedule.phases(geo)
     m = x.shape[1] * geo.ty.shape[0] * geo.tx.shape[0]
     Cout, Wo = out.shape[1], out.shape[3]
+    if schedule.by_phase(geo):
+        _, _, rtaps, rntaps = schedule.row_phases(geo)
+        wph = phase_weights(Wm, x.shape[1], rtaps, rntaps, ptaps, pntaps, geo.tx.shape[0])
+    else:
+        rntaps, wph = np.zeros(1, np.int64), np.empty((1, 1, 0), Wm.dtype)
     tile = schedule.gemm_tile(Cout, m, pcols.shape[1])
     # scratch per thread, allocated here (see _dense_forward)
     blocks = schedule.row_blocks(x.shape[0] * K.shape[4])
@@ -533,6 +631,9 @@ def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
         pncols,
         ptaps,
         pntaps,
+        schedule.phase_runs(geo),
+        rntaps,
+        wph,
         out,
         y0,
         tile,

@@ -22,7 +22,7 @@ from .. import config
 from .._core import reached_rows
 from .._jit import frozen, njit
 from . import schedule
-from .common import nowrap, unit_runs, vexp
+from .common import nowrap, strided_runs, unit_runs, vexp
 from .kernel import GAUSSIAN, kernel_value
 
 
@@ -36,6 +36,19 @@ def accumulate_run(acc, c, wv, K, x, b, kc, i, j, yk, iy, lo, hi, base):
         return
     for t in range(n):
         acc[c, lo + t] += wv * K[b, kc, i, j, yk, lo + t] * x[b, c, iy, ox + t]
+
+
+@njit(inline="always")
+def accumulate_strided(acc, c, wv, K, x, b, kc, i, j, yk, iy, run):
+    """acc[c, X] += w·K·x at the columns X = x0 + step·q (q < n) where a transposed tap meets
+    input column p0 + q (run = common.strided_runs' (x0, step, n, p0) at offset 3): the ≈ 1/s
+    of the columns, no validity test per column."""
+    x0, step, nv, p0 = run[3], run[4], run[5], run[6]
+    if x0 < 0 or p0 < 0 or iy < 0:
+        return
+    for q in range(nv):
+        X = x0 + step * q
+        acc[c, X] += wv * K[b, kc, i, j, yk, X] * x[b, c, iy, p0 + q]
 
 
 @njit(parallel=True)
@@ -53,8 +66,9 @@ def _depthwise_forward(x, K, w, ty, tx, out, y0, blocks, acc_s):
     n = K.shape[4]
     kh, kw = ty.shape[0], tx.shape[0]
     kc_many = K.shape[1] > 1
-    jrun = np.empty((kw, 3), dtype=np.int64)
+    jrun = np.empty((kw, 7), dtype=np.int64)
     unit_runs(tx, jrun)
+    strided_runs(tx, jrun, 3)
     rows = B * n
     for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
         acc = acc_s[get_thread_id()]
@@ -77,6 +91,9 @@ def _depthwise_forward(x, K, w, ty, tx, out, y0, blocks, acc_s):
                         if lo >= 0:
                             accumulate_run(acc, c, wv, K, x, b, kc, i, j, yk, iy, lo, hi, base)
                             continue
+                        if jrun[j, 4] > 0:  # a transposed tap: only the columns it meets
+                            accumulate_strided(acc, c, wv, K, x, b, kc, i, j, yk, iy, jrun[j])
+                            continue
                         for xo in range(Wo):
                             ix = tx[j, xo]
                             if ix >= 0:
@@ -95,6 +112,8 @@ def _depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, y0, n
     n = K.shape[4]
     kh, kw = ty.shape[0], tx.shape[0]
     kc_many = K.shape[1] > 1
+    jrun = np.empty((kw, 4), dtype=np.int64)
+    strided_runs(tx, jrun, 0)
     rows = B * n
     for ch in prange(n_chunks):
         r0 = ch * rows // n_chunks
@@ -107,6 +126,35 @@ def _depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, y0, n
                 iy = ty[i, y]
                 for j in range(kw):
                     wv = w[i, j]
+                    x0, step, nv, p0 = jrun[j, 0], jrun[j, 1], jrun[j, 2], jrun[j, 3]
+                    if step > 1:
+                        # a transposed tap: dK is 0 off the columns it meets, dw sums over those
+                        if need_k:
+                            for kc in range(K.shape[1]):
+                                for xo in range(Wo):
+                                    dK[b, kc, i, j, yk, xo] = 0.0
+                        if iy < 0:
+                            continue
+                        dwacc = 0.0
+                        for q in range(nv):
+                            xo = x0 + step * q
+                            ix = p0 + q
+                            if kc_many:
+                                for c in range(C):
+                                    t = g[b, c, y, xo] * x[b, c, iy, ix]
+                                    if need_k:
+                                        dK[b, c, i, j, yk, xo] = wv * t
+                                    dwacc += K[b, c, i, j, yk, xo] * t
+                            else:
+                                t = 0.0
+                                for c in range(C):
+                                    t += g[b, c, y, xo] * x[b, c, iy, ix]
+                                if need_k:
+                                    dK[b, 0, i, j, yk, xo] = wv * t
+                                dwacc += K[b, 0, i, j, yk, xo] * t
+                        if need_w:
+                            dw_parts[ch, i, j] += dwacc
+                        continue
                     dwacc = 0.0
                     for xo in range(Wo):
                         ix = tx[j, xo]
@@ -140,6 +188,8 @@ def _depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1, blocks, acc_s
     n_k = K.shape[4]
     kh, kw = iy_inv.shape[0], tx.shape[0]
     kc_many = K.shape[1] > 1
+    jrun = np.empty((kw, 4), dtype=np.int64)
+    strided_runs(tx, jrun, 0)
     m = n1 - n0
     items = B * C * m
     for blk in prange(blocks):  # blocks of items; the scratch is the running thread's
@@ -157,6 +207,12 @@ def _depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1, blocks, acc_s
                     continue
                 for j in range(kw):
                     wv = w[i, j]
+                    x0, step, nv, p0 = jrun[j, 0], jrun[j, 1], jrun[j, 2], jrun[j, 3]
+                    if step > 1:  # a transposed tap: only the columns it meets
+                        for q in range(nv):
+                            xo = x0 + step * q
+                            acc[p0 + q] += wv * K[b, kc, i, j, yk, xo] * g[b, c, y, xo]
+                        continue
                     for xo in range(Wo):
                         ix = tx[j, xo]
                         if ix >= 0:

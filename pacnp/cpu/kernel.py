@@ -23,7 +23,7 @@ from numba import get_thread_id, prange
 
 from .._jit import frozen, njit
 from . import schedule
-from .common import round_rows, strided_runs, unit_runs, vexp
+from .common import nowrap, round_rows, strided_runs, unit_runs, vexp
 
 #: ε of the inv kernels (config.INV_EPS): a compile-time constant of the kernels
 EPS = frozen("INV_EPS")
@@ -283,6 +283,448 @@ def _packernel_forward(
             if has_mask:
                 for xo in range(Wo):
                     out_mask[b, 0, y, xo] = 1.0 if stats[1, xo] > 0.0 else 0.0
+
+
+# --------------------------------------------------------------------------- transposed phases
+# A transposed window of stride s meets an input sample at ≈ (k/s)² of its k² taps: output row y
+# has the row taps i with gy[i, y] ≥ 0, output column X ≡ ph (mod s) the column taps of column
+# phase ph (schedule.kernel_phases). The kernels below evaluate K at those taps only — the guide
+# samples a row reads gathered once into a contiguous buffer, the centres of a phase likewise, so
+# every tap's distance and exp run over contiguous memory and vectorise — and leave K = 0 at the
+# others (its documented layout). The all-taps loop of window_row instead evaluated all k² taps
+# at every column, then zeroed the (s² − 1)/s² that miss.
+
+
+@njit(inline="always")
+def gather_samples(gd, guide, b, py, row, c0, s):
+    """gd[row, c, m] = guide[b, c, py, c0 + s·m]: the guide samples of guide row ``py``."""
+    Ws = gd.shape[2]
+    if c0 < 0 or py < 0 or row < 0:
+        return
+    for c in range(guide.shape[1]):
+        for m in range(Ws):
+            gd[row, c, m] = guide[b, c, py, c0 + s * m]
+
+
+@njit(inline="always")
+def phase_sq(sq, kc, ii, jj, gd, cen, c, lo, hi, base, asym):
+    """sq[kc, ii, jj, lo:hi] += Δ² between sample base + q of row ii and centre q."""
+    og = base + lo
+    if lo < 0 or og < 0 or ii < 0 or jj < 0:
+        return
+    for t in range(hi - lo):
+        d = gd[ii, c, og + t] - cen[c, lo + t]
+        if asym:  # max(Δ, 0), NaN kept
+            d = d if (d > 0.0 or d != d) else np.float32(0.0)
+        sq[kc, ii, jj, lo + t] += d * d
+
+
+@njit()
+def phase_window(
+    gd,
+    cen,
+    itaps,
+    n_i,
+    gy,
+    y,
+    ph,
+    ptaps,
+    pntaps,
+    runs,
+    c0,
+    s,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    has_mask,
+    b,
+    nx,
+    km,
+    sq,
+    stats,
+    need_stats,
+):
+    """Masked raw kernel Km of the live taps of output row y at the nx columns of phase ph:
+    km[kc, ii, jj, q] for row tap itaps[ii] and column tap ptaps[ph, jj], the squared distances
+    into sq[kc, ii, jj, q] — both on the tap's run lo ≤ q < hi only (runs[ph, j]; its callers
+    read nothing outside it). With ``need_stats``: stats[:, q] ←
+    n_valid, n_in, Σ Km (as in window_row, over the same taps: those that miss contribute
+    nothing there either)."""
+    Cg = gd.shape[1]
+    KC = km.shape[0]
+    if need_stats:
+        for a in range(stats.shape[0]):
+            for q in range(nx):
+                stats[a, q] = 0.0
+    for ii in range(n_i):
+        py = gy[itaps[ii], y]
+        for jj in range(pntaps[ph]):
+            j = ptaps[ph, jj]
+            lo, hi, base = runs[ph, j, 0], runs[ph, j, 1], runs[ph, j, 2]
+            for kc in range(KC):
+                for q in range(lo, hi):
+                    sq[kc, ii, jj, q] = 0.0
+            for c in range(Cg):
+                phase_sq(sq, c if KC > 1 else 0, ii, jj, gd, cen, c, lo, hi, base, asym)
+            for kc in range(KC):
+                if kind == GAUSSIAN:
+                    for q in range(lo, hi):
+                        km[kc, ii, jj, q] = vexp(sq[kc, ii, jj, q] * np.float32(-0.5))
+                else:
+                    for q in range(lo, hi):
+                        km[kc, ii, jj, q] = kernel_value(
+                            sq[kc, ii, jj, q], kind, alpha[kc], lam[kc]
+                        )
+                if has_mask:
+                    for q in range(lo, hi):
+                        km[kc, ii, jj, q] *= mask[b, py, c0 + s * (base + q)]
+            if need_stats:
+                for q in range(lo, hi):
+                    stats[0, q] += 1.0
+                    stats[1, q] += mask[b, py, c0 + s * (base + q)] if has_mask else 1.0
+                for kc in range(KC):
+                    for q in range(lo, hi):
+                        stats[2 + kc, q] += km[kc, ii, jj, q]
+
+
+@njit()
+def phase_centres(src, cy, pcols, pncols, b, y, cen, ph):
+    """The centres of phase ph of output row y into cen[c, q]; returns nx."""
+    nx = pncols[ph]
+    qy = cy[y]
+    for c in range(src.shape[1]):
+        for q in range(nx):
+            cen[c, q] = src[b, c, qy, pcols[ph, q]]
+    return nx
+
+
+@njit()
+def row_samples(guide, gy, y, b, c0, s, itaps, gd):
+    """The live row taps of output row y into itaps, their guide samples into gd; returns
+    how many."""
+    n_i = 0
+    for i in range(gy.shape[0]):
+        py = gy[i, y]
+        if py >= 0:
+            itaps[n_i] = i
+            gather_samples(gd, guide, b, py, n_i, c0, s)
+            n_i += 1
+    return n_i
+
+
+@njit(parallel=True)
+def _packernel_forward_phased(
+    guide,
+    src,
+    gy,
+    cy,
+    pcols,
+    pncols,
+    ptaps,
+    pntaps,
+    runs,
+    c0,
+    s,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    normalize,
+    has_mask,
+    K,
+    out_mask,
+    blocks,
+    y0,
+    itaps_s,
+    gd_s,
+    cen_s,
+    km_s,
+    sq_s,
+    stats_s,
+    fac_s,
+):
+    """_packernel_forward of a transposed window, by phase (see the section comment): per output
+    row, K's row is zeroed, then each column phase's live taps are evaluated (phase_window),
+    scaled and stored at the phase's columns. Scratch per thread (from the launcher)."""
+    B = guide.shape[0]
+    KC, kh, kw, n, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
+    rows = B * n
+    P = pncols.shape[0]
+    need_stats = normalize or has_mask
+    for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
+        tid = get_thread_id()
+        itaps = itaps_s[tid]
+        gd = gd_s[tid]
+        cen = cen_s[tid]
+        km = km_s[tid]
+        sq = sq_s[tid]
+        stats = stats_s[tid]
+        fac = fac_s[tid]
+        for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
+            b = r // n
+            yk = r % n
+            y = y0 + yk
+            for kc in range(KC):
+                for i in range(kh):
+                    for j in range(kw):
+                        for xo in range(Wo):
+                            K[b, kc, i, j, yk, xo] = 0.0
+            n_i = row_samples(guide, gy, y, b, c0, s, itaps, gd)
+            for ph in range(pncols.shape[0]):
+                nx = phase_centres(src, cy, pcols, pncols, b, y, cen, ph)
+                phase_window(
+                    gd,
+                    cen,
+                    itaps,
+                    n_i,
+                    gy,
+                    y,
+                    ph,
+                    ptaps,
+                    pntaps,
+                    runs,
+                    c0,
+                    s,
+                    mask,
+                    alpha,
+                    lam,
+                    kind,
+                    asym,
+                    has_mask,
+                    b,
+                    nx,
+                    km,
+                    sq,
+                    stats,
+                    need_stats,
+                )
+                for kc in range(KC):
+                    if need_stats:
+                        for q in range(nx):
+                            fac[q] = scale_factor(stats, kc, q, normalize, has_mask)
+                    else:
+                        for q in range(nx):
+                            fac[q] = 1.0
+                    for ii in range(n_i):
+                        i = itaps[ii]
+                        for jj in range(pntaps[ph]):
+                            j = ptaps[ph, jj]
+                            lo, hi = runs[ph, j, 0], runs[ph, j, 1]
+                            X0 = pcols[ph, 0]
+                            if lo < 0 or X0 < 0:
+                                continue
+                            for t in range(hi - lo):
+                                K[b, kc, i, j, yk, nowrap(X0 + P * (lo + t))] = (
+                                    km[kc, ii, jj, lo + t] * fac[lo + t]
+                                )
+                if has_mask:
+                    for q in range(nx):
+                        out_mask[b, 0, y, pcols[ph, q]] = 1.0 if stats[1, q] > 0.0 else 0.0
+
+
+@njit(parallel=True)
+def _packernel_backward_phased(
+    dK,
+    guide,
+    src,
+    gy,
+    cy,
+    pcols,
+    pncols,
+    ptaps,
+    pntaps,
+    runs,
+    c0,
+    s,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    normalize,
+    has_mask,
+    dsrc,
+    dguide,
+    dpar_rows,
+    y0,
+    rnd,
+    R,
+    need_f,
+    need_g,
+    need_par,
+    blocks,
+    itaps_s,
+    gd_s,
+    dgd_s,
+    cen_s,
+    dcen_s,
+    km_s,
+    sq_s,
+    g2_s,
+    stats_s,
+    fac_s,
+    bc_s,
+):
+    """_packernel_backward of a transposed window, by phase: per output row (of round rnd) and
+    column phase, K of the live taps is recomputed (phase_window), dK turned into
+    g2 = 2·dKraw·dKraw/ds at those taps only, and g2·Δ added into the row's gathered guide
+    samples (dgd, scattered into ``dguide`` once per row) and the phase's centres (into
+    ``dsrc``). The same rounds as _packernel_backward keep the scatters race-free and in a
+    fixed order; dα, dλ go to dpar_rows as there."""
+    B, Cg = guide.shape[0], guide.shape[1]
+    KC, n = dK.shape[1], dK.shape[4]
+    Ho = cy.shape[0]
+    Ws = gd_s.shape[3]
+    need_stats = normalize or has_mask
+    first, cnt = round_rows(y0, n, rnd, R)
+    items = B * cnt
+    for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
+        tid = get_thread_id()
+        itaps = itaps_s[tid]
+        gd = gd_s[tid]
+        dgd = dgd_s[tid]
+        cen = cen_s[tid]
+        dcen = dcen_s[tid]
+        km = km_s[tid]
+        sq = sq_s[tid]
+        g2 = g2_s[tid]
+        stats = stats_s[tid]
+        fac = fac_s[tid]
+        bc = bc_s[tid]
+        for it in range(blk * items // blocks, (blk + 1) * items // blocks):
+            b = it // cnt
+            y = first + (it % cnt) * R
+            yk = y - y0
+            qy = cy[y]
+            for kc in range(KC):
+                dpar_rows[b * Ho + y, 0, kc] = 0.0
+                dpar_rows[b * Ho + y, 1, kc] = 0.0
+            n_i = row_samples(guide, gy, y, b, c0, s, itaps, gd)
+            if n_i == 0:
+                continue
+            for ii in range(n_i):
+                for c in range(Cg):
+                    for m in range(Ws):
+                        dgd[ii, c, m] = 0.0
+            for ph in range(pncols.shape[0]):
+                nx = phase_centres(src, cy, pcols, pncols, b, y, cen, ph)
+                nj = pntaps[ph]
+                phase_window(
+                    gd,
+                    cen,
+                    itaps,
+                    n_i,
+                    gy,
+                    y,
+                    ph,
+                    ptaps,
+                    pntaps,
+                    runs,
+                    c0,
+                    s,
+                    mask,
+                    alpha,
+                    lam,
+                    kind,
+                    asym,
+                    has_mask,
+                    b,
+                    nx,
+                    km,
+                    sq,
+                    stats,
+                    need_stats,
+                )
+                for kc in range(KC):
+                    for q in range(nx):
+                        fac[q] = 1.0
+                        bc[q] = 0.0
+                    if need_stats:
+                        for q in range(nx):
+                            fac[q] = scale_factor(stats, kc, q, normalize, has_mask)
+                    if normalize:
+                        # K_t = Km_t / S  =>  dKm_t = (dK_t - Σ_u dK_u K_u) / S
+                        for ii in range(n_i):
+                            i = itaps[ii]
+                            for jj in range(nj):
+                                j = ptaps[ph, jj]
+                                for q in range(runs[ph, j, 0], runs[ph, j, 1]):
+                                    X = pcols[ph, q]
+                                    bc[q] += dK[b, kc, i, j, yk, X] * km[kc, ii, jj, q]
+                        for q in range(nx):
+                            bc[q] *= fac[q] * fac[q]
+                    da = 0.0
+                    dl = 0.0
+                    for ii in range(n_i):
+                        i = itaps[ii]
+                        py = gy[i, y]
+                        for jj in range(nj):
+                            j = ptaps[ph, jj]
+                            lo, hi, base = runs[ph, j, 0], runs[ph, j, 1], runs[ph, j, 2]
+                            for q in range(nx):
+                                g2[kc, ii, jj, q] = 0.0
+                            if kind == GAUSSIAN:
+                                # as in _packernel_backward: g2 = −(f·dK − Bc)·Km
+                                for q in range(lo, hi):
+                                    X = pcols[ph, q]
+                                    g2[kc, ii, jj, q] = (
+                                        -(fac[q] * dK[b, kc, i, j, yk, X] - bc[q])
+                                        * km[kc, ii, jj, q]
+                                    )
+                                continue
+                            for q in range(lo, hi):
+                                m = mask[b, py, c0 + s * (base + q)] if has_mask else 1.0
+                                if m == 0.0:
+                                    continue
+                                sv = sq[kc, ii, jj, q]
+                                dkr = m * (fac[q] * dK[b, kc, i, j, yk, pcols[ph, q]] - bc[q])
+                                kraw = kernel_value(sv, kind, alpha[kc], lam[kc])
+                                g2[kc, ii, jj, q] = (
+                                    2.0 * dkr * kernel_slope(sv, kraw, kind, lam[kc])
+                                )
+                                if need_par:
+                                    da += dkr
+                                    dl += (
+                                        dkr
+                                        * 0.5
+                                        * math.log(sv + EPS)
+                                        * (sv + EPS) ** (0.5 * lam[kc])
+                                    )
+                    dpar_rows[b * Ho + y, 0, kc] += da
+                    dpar_rows[b * Ho + y, 1, kc] += dl
+                if not (need_f or need_g):
+                    continue
+                # dL/dΔ_c = g2 · Δ_c: + into the tap's guide sample, − into the centre
+                for c in range(Cg):
+                    kc = c if KC > 1 else 0
+                    for q in range(nx):
+                        dcen[c, q] = 0.0
+                    for ii in range(n_i):
+                        for jj in range(nj):
+                            j = ptaps[ph, jj]
+                            lo, hi, base = runs[ph, j, 0], runs[ph, j, 1], runs[ph, j, 2]
+                            og = base + lo
+                            if lo < 0 or og < 0:
+                                continue
+                            for t in range(hi - lo):
+                                d = gd[ii, c, og + t] - cen[c, lo + t]
+                                if asym:
+                                    d = d if (d > 0.0 or d != d) else np.float32(0.0)
+                                v = g2[kc, ii, jj, lo + t] * d
+                                dcen[c, lo + t] -= v
+                                dgd[ii, c, og + t] += v
+                    if need_f:
+                        for q in range(nx):
+                            dsrc[b, c, qy, pcols[ph, q]] += dcen[c, q]
+            if need_g:
+                for ii in range(n_i):
+                    py = gy[itaps[ii], y]
+                    for c in range(Cg):
+                        for m in range(Ws):
+                            dguide[b, c, py, c0 + s * m] += dgd[ii, c, m]
 
 
 @njit(inline="always")
@@ -593,6 +1035,43 @@ def packernel_forward(
     a mask also those rows of ``out_mask``."""
     KC, kh, kw, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[5]
     blocks = schedule.thread_blocks(guide.shape[0] * K.shape[4])
+    phased = schedule.kernel_phases(geo)
+    if phased is not None:
+        pcols, pncols, ptaps, pntaps, runs, c0, ws = phased
+        T = schedule.scratch_slices()  # scratch per thread (see the kernel)
+        nx, nj, dt = pcols.shape[1], ptaps.shape[1], K.dtype
+        _packernel_forward_phased(
+            guide,
+            src,
+            geo.gy,
+            geo.cy,
+            pcols,
+            pncols,
+            ptaps,
+            pntaps,
+            runs,
+            c0,
+            geo.stride[-1],
+            mask,
+            alpha,
+            lam,
+            kind,
+            asym,
+            normalize,
+            has_mask,
+            K,
+            out_mask,
+            schedule.row_blocks(guide.shape[0] * K.shape[4]),
+            y0,
+            np.empty((T, kh), np.int64),
+            np.empty((T, kh, guide.shape[1], max(ws, 1)), dt),
+            np.empty((T, src.shape[1], nx), dt),
+            np.empty((T, KC, kh, nj, nx), dt),
+            np.empty((T, KC, kh, nj, nx), dt),
+            np.empty((T, 2 + KC, nx), dt),
+            np.empty((T, nx), dt),
+        )
+        return
     # scratch per block, allocated here (see _packernel_forward): at most one row of K per
     # block, and no more blocks than rows, so never more than the stripe of K itself
     _packernel_forward(
@@ -645,6 +1124,59 @@ def packernel_backward(
     R = schedule.kernel_rounds(geo)
     B, KC, kh, kw, n, Wo = dK.shape
     dt = dK.dtype
+    phased = schedule.kernel_phases(geo)
+    if phased is not None:
+        pcols, pncols, ptaps, pntaps, runs, c0, ws = phased
+        blocks = schedule.row_blocks(B * -(-n // R))
+        T = schedule.scratch_slices()  # scratch per thread (see the kernel)
+        nx, nj, Cg = pcols.shape[1], ptaps.shape[1], guide.shape[1]
+        scratch = (
+            np.empty((T, kh), np.int64),
+            np.empty((T, kh, Cg, max(ws, 1)), dt),
+            np.empty((T, kh, Cg, max(ws, 1)), dt),
+            np.empty((T, Cg, nx), dt),
+            np.empty((T, Cg, nx), dt),
+            np.empty((T, KC, kh, nj, nx), dt),
+            np.empty((T, KC, kh, nj, nx), dt),
+            np.empty((T, KC, kh, nj, nx), dt),
+            np.empty((T, 2 + KC, nx), dt),
+            np.empty((T, nx), dt),
+            np.empty((T, nx), dt),
+        )
+        for rnd in range(R):
+            _packernel_backward_phased(
+                dK,
+                guide,
+                src,
+                geo.gy,
+                geo.cy,
+                pcols,
+                pncols,
+                ptaps,
+                pntaps,
+                runs,
+                c0,
+                geo.stride[-1],
+                mask,
+                alpha,
+                lam,
+                kind,
+                asym,
+                normalize,
+                has_mask,
+                dsrc,
+                dguide,
+                dpar_rows,
+                y0,
+                rnd,
+                R,
+                need_f,
+                need_g,
+                need_par,
+                blocks,
+                *scratch,
+            )
+        return
     # scratch per thread, allocated here (a failed allocation inside the parallel region
     # would be lost): one row of dK per thread; many row blocks for load balance
     blocks = schedule.row_blocks(B * -(-n // R))

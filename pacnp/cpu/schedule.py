@@ -135,6 +135,44 @@ def phase_runs(geo) -> np.ndarray:
     return _per_geometry("phase_runs", geo, make)
 
 
+def kernel_phases(geo):
+    """The column phases of a transposed packernel2d geometry with the guide samples they read,
+    or None where packernel2d's windows take another form (not transposed, stride 1).
+
+    A transposed window reads the guide only at the positions of the input samples: columns
+    c0 + s·m (m < Ws) of the output-resolution guide. Returns (pcols, pncols, ptaps, pntaps,
+    runs, c0, Ws) with :func:`column_phases` of ``gx`` and runs[ph, j] = (lo, hi, base): within
+    phase ph, tap j reads exactly the phase columns lo ≤ q < hi, at guide column
+    c0 + s·(base + q) (lo = hi = 0 where it reads none). The kernel then gathers a row's
+    samples once (Ws per channel) and every tap's distances run over contiguous memory."""
+
+    def make(g):
+        if not g.transposed or g.stride[-1] <= 1:
+            return None
+        s = g.stride[-1]
+        gx = g.gx
+        valid = gx[gx >= 0]
+        if valid.size == 0:
+            return None
+        c0 = int(valid.min()) % s
+        if np.any(valid % s != c0):
+            return None
+        pcols, pncols, ptaps, pntaps = column_phases(gx, s)
+        runs = np.zeros((pcols.shape[0], gx.shape[0], 3), dtype=np.int64)
+        for ph in range(pcols.shape[0]):
+            sub = gx[:, pcols[ph, : pncols[ph]]]
+            tab = np.where(sub >= 0, (sub - c0) // s, -1)
+            unit_runs(np.ascontiguousarray(tab), runs[ph])
+            if np.any(runs[ph, :, 0] < 0):
+                return None
+            empty = runs[ph, :, 1] <= runs[ph, :, 0]
+            runs[ph, empty] = 0
+        ws = (g.guide_hw[1] - 1 - c0) // s + 1 if g.guide_hw[1] > c0 else 0
+        return pcols, pncols, ptaps, pntaps, runs, c0, ws
+
+    return _per_geometry("kernel_phases", geo, make)
+
+
 def by_phase(geo) -> bool:
     """Whether a dense backward runs by phase (a transposed convolution with a stride > 1:
     most of its taps miss the input samples)."""

@@ -184,3 +184,44 @@ def unravel6(t, n1, n2, n3, n4, n5):
     i2 = r % n2
     r //= n2
     return r // n1, r % n1, i2, i3, i4, i5
+
+
+# --------------------------------------------------------------------------- phases
+def _phase_taps(tab, period):
+    """(taps [P, k], ntaps [P]): the taps of ``tab`` valid for at least one output ≡ ph
+    (mod P), P = min(period, n_out), in ascending order."""
+    k, n_out = tab.shape
+    P = max(1, min(int(period), n_out))
+    taps = np.full((P, k), -1, dtype=np.int64)
+    ntaps = np.zeros(P, dtype=np.int64)
+    for ph in range(P):
+        live = np.nonzero((tab[:, ph::P] >= 0).any(axis=1))[0]
+        taps[ph, : live.size] = live
+        ntaps[ph] = live.size
+    return np.concatenate([ntaps[:, None], taps], axis=1)
+
+
+def phase_table(tab, period, it):
+    """The device table ``ph[P, 1 + k]`` of a tap table by output phase: ph[y % P, 0] taps,
+    listed in ph[y % P, 1:], can meet the input at output y (P = the stride for a transposed
+    window, 1 otherwise). A thread then visits its phase's taps only — ≈ k/s of the k taps of
+    a transposed window of stride s — instead of testing all k; the table test stays, for the
+    border. Once per call, like inverse_table."""
+    return derived(
+        ("phase", int(period), np.dtype(it).str), tab, lambda t: _phase_taps(t, period).astype(it)
+    )
+
+
+def op_phases(geo, it):
+    """(row, column) phase tables of an op's geometry (:func:`phase_table`, period: the stride
+    of a transposed op, else 1)."""
+    sy, sx = geo.stride if geo.transposed else (1, 1)
+    return phase_table(geo.ty, sy, it), phase_table(geo.tx, sx, it)
+
+
+def kernel_phases(geo, it):
+    """(row, column) phase tables of packernel2d's geometry, as :func:`op_phases` (its stride
+    is per spatial axis: the rows take the last leading axis's, as the folded op's do)."""
+    st = tuple(geo.stride) if geo.transposed else (1,)
+    sy, sx = (st[-2] if len(st) > 1 else 1), st[-1]
+    return phase_table(geo.gy, sy, it), phase_table(geo.gx, sx, it)

@@ -16,11 +16,11 @@ driver — deterministic, no atomics.
 from numba import cuda
 
 from .._jit import cuda_jit
-from ._launch import index_dtype, inverse_table, run, unravel4, unravel6, upload
+from ._launch import index_dtype, inverse_table, op_phases, run, unravel4, unravel6, upload
 
 
 @cuda_jit()
-def _forward(x, K, Wm, bias, ty, tx, out, y0, has_bias, zero):
+def _forward(x, K, Wm, bias, ty, tx, rph, cph, out, y0, has_bias, zero):
     B, C = x.shape[0], x.shape[1]
     Cout, Wo = out.shape[1], out.shape[3]
     KC, kh, kw, n = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
@@ -28,14 +28,18 @@ def _forward(x, K, Wm, bias, ty, tx, out, y0, has_bias, zero):
     for t in range(cuda.grid(1), B * Cout * n * Wo, cuda.gridsize(1)):
         b, o, yk, xo = unravel4(t, Cout, n, Wo)
         y = y0 + yk
+        pr = y % rph.shape[0]  # the output's phases: only their taps can meet the input
+        pc = xo % cph.shape[0]
         acc = zero
         for c in range(C):
             kc = c if KC > 1 else 0
-            for i in range(kh):
+            for ii in range(rph[pr, 0]):
+                i = rph[pr, 1 + ii]
                 iy = ty[i, y]
                 if iy < 0:
                     continue
-                for j in range(kw):
+                for jj in range(cph[pc, 0]):
+                    j = cph[pc, 1 + jj]
                     ix = tx[j, xo]
                     if ix >= 0:
                         acc += Wm[o, c * kk + i * kw + j] * (
@@ -60,6 +64,7 @@ def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
         upload(bias),
         upload(geo.ty, it),
         upload(geo.tx, it),
+        *op_phases(geo, it),
         out,
         y0,
         bias.shape[0] > 0,
@@ -68,8 +73,11 @@ def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
 
 
 @cuda_jit()
-def _backward_weight(g, x, K, ty, tx, dW_parts, n_chunks, y0, zero):
-    """dW_parts[ch, o, (c,i,j)] += Σ over the rows of chunk ch and all x of g · K · x."""
+def _backward_weight(g, x, K, ty, tx, inv_x, by_input, dW_parts, n_chunks, y0, zero):
+    """dW_parts[ch, o, (c,i,j)] += Σ over the rows of chunk ch and all x of g · K · x. With
+    ``by_input`` (a transposed op) the columns where tap j meets the input are visited through
+    the inverse column table (one per input column, in increasing output column: the same order
+    as a walk over all columns) — ≈ 1/s of them — instead of testing every output column."""
     B, C = x.shape[0], x.shape[1]
     Cout, Wo = g.shape[1], g.shape[3]
     KC, kh, kw, n = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
@@ -90,6 +98,12 @@ def _backward_weight(g, x, K, ty, tx, dW_parts, n_chunks, y0, zero):
             yk = q % n
             iy = ty[i, y0 + yk]
             if iy < 0:
+                continue
+            if by_input:
+                for ix in range(inv_x.shape[1]):
+                    xo = inv_x[j, ix]
+                    if xo >= 0:
+                        acc += g[b, o, y0 + yk, xo] * (K[b, kc, i, j, yk, xo] * x[b, c, iy, ix])
                 continue
             for xo in range(Wo):
                 ix = tx[j, xo]
@@ -132,6 +146,8 @@ def pac_dense_backward_params(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, ne
             K,
             upload(geo.ty, it),
             upload(geo.tx, it),
+            inverse_table(geo.tx, x.shape[3], it),
+            bool(geo.transposed),
             dW_parts,
             n_chunks,
             y0,

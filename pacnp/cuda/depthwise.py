@@ -15,25 +15,29 @@ from numba import cuda
 
 from .._core import reached_rows
 from .._jit import cuda_jit
-from ._launch import index_dtype, inverse_table, run, unravel4, unravel6, upload
+from ._launch import index_dtype, inverse_table, op_phases, run, unravel4, unravel6, upload
 from .kernel import distance, kernel_value
 
 
 @cuda_jit()
-def _forward(x, K, w, ty, tx, out, y0, zero):
+def _forward(x, K, w, ty, tx, rph, cph, out, y0, zero):
     B, C = x.shape[0], x.shape[1]
     Wo = out.shape[3]
-    KC, kh, kw, n = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
+    KC, n = K.shape[1], K.shape[4]
     for t in range(cuda.grid(1), B * C * n * Wo, cuda.gridsize(1)):
         b, c, yk, xo = unravel4(t, C, n, Wo)
         kc = c if KC > 1 else 0
         y = y0 + yk
+        pr = y % rph.shape[0]  # the output's phases: only their taps can meet the input
+        pc = xo % cph.shape[0]
         acc = zero
-        for i in range(kh):
+        for ii in range(rph[pr, 0]):
+            i = rph[pr, 1 + ii]
             iy = ty[i, y]
             if iy < 0:
                 continue
-            for j in range(kw):
+            for jj in range(cph[pc, 0]):
+                j = cph[pc, 1 + jj]
                 ix = tx[j, xo]
                 if ix >= 0:
                     acc += w[i, j] * K[b, kc, i, j, yk, xo] * x[b, c, iy, ix]
@@ -53,6 +57,7 @@ def pac_depthwise_forward(x, K, w, geo, out, y0):
         upload(w),
         upload(geo.ty, it),
         upload(geo.tx, it),
+        *op_phases(geo, it),
         out,
         y0,
         out.dtype.type(0),
@@ -79,8 +84,10 @@ def _backward_kernel(g, x, w, ty, tx, dK, y0, zero):
 
 
 @cuda_jit()
-def _backward_weight(g, x, K, ty, tx, dw_parts, n_chunks, y0, zero):
-    """dw_parts[ch, i, j] += Σ over the rows of chunk ch, x and c of K · g · x."""
+def _backward_weight(g, x, K, ty, tx, inv_x, by_input, dw_parts, n_chunks, y0, zero):
+    """dw_parts[ch, i, j] += Σ over the rows of chunk ch, x and c of K · g · x; with
+    ``by_input`` (a transposed op) over the columns where tap j meets the input only, through
+    the inverse column table (as pacnp.cuda.conv._backward_weight)."""
     B, C = x.shape[0], x.shape[1]
     Wo = g.shape[3]
     KC, kh, kw, n = K.shape[1], K.shape[2], K.shape[3], K.shape[4]
@@ -98,10 +105,17 @@ def _backward_weight(g, x, K, ty, tx, dw_parts, n_chunks, y0, zero):
             iy = ty[i, y]
             if iy < 0:
                 continue
-            for xo in range(Wo):
-                ix = tx[j, xo]
-                if ix < 0:
-                    continue
+            for q in range(inv_x.shape[1] if by_input else Wo):
+                if by_input:
+                    ix = q
+                    xo = inv_x[j, q]
+                    if xo < 0:
+                        continue
+                else:
+                    xo = q
+                    ix = tx[j, q]
+                    if ix < 0:
+                        continue
                 if KC > 1:
                     for c in range(C):
                         acc += K[b, c, i, j, yk, xo] * (g[b, c, y, xo] * x[b, c, iy, ix])
@@ -122,7 +136,21 @@ def pac_depthwise_backward_params(g, x, K, w, geo, dK, dw_parts, n_chunks, y0, n
         run(_backward_kernel, dK.size, g, x, upload(w), ty_d, tx_d, dK, y0, zero)
     if need_w:
         kh, kw = K.shape[2], K.shape[3]
-        run(_backward_weight, n_chunks * kh * kw, g, x, K, ty_d, tx_d, dw_parts, n_chunks, y0, zero)
+        run(
+            _backward_weight,
+            n_chunks * kh * kw,
+            g,
+            x,
+            K,
+            ty_d,
+            tx_d,
+            inverse_table(geo.tx, x.shape[3], it),
+            bool(geo.transposed),
+            dw_parts,
+            n_chunks,
+            y0,
+            zero,
+        )
 
 
 @cuda_jit()

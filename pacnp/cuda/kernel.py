@@ -15,7 +15,7 @@ import math
 from numba import cuda
 
 from .._jit import cuda_jit, frozen
-from ._launch import index_dtype, inverse_table, run, unravel4, upload
+from ._launch import index_dtype, inverse_table, kernel_phases, run, unravel4, upload
 from .arrays import empty
 
 #: ε of the inv kernels (config.INV_EPS): a compile-time constant of the kernels
@@ -60,7 +60,24 @@ def distance(guide, src, b, c0, c1, py, px, qy, qx, asym):
 
 @cuda_jit()
 def _forward(
-    guide, src, gy, gx, cy, cx, mask, alpha, lam, kind, asym, normalize, has_mask, K, out_mask, y0
+    guide,
+    src,
+    gy,
+    gx,
+    cy,
+    cx,
+    rph,
+    cph,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    normalize,
+    has_mask,
+    K,
+    out_mask,
+    y0,
 ):
     B, Cg = guide.shape[0], guide.shape[1]
     KC, kh, kw, n, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
@@ -74,12 +91,18 @@ def _forward(
         n_valid = 0.0
         n_in = 0.0
         total = 0.0
-        for i in range(kh):
-            py = gy[i, y]
+        for i in range(kh):  # K's layout: 0 at the taps that meet no guide pixel
             for j in range(kw):
+                K[b, kc, i, j, yk, xo] = 0.0
+        pr = y % rph.shape[0]  # the output's phases: only their taps can meet a guide pixel
+        pc = xo % cph.shape[0]
+        for ii in range(rph[pr, 0]):
+            i = rph[pr, 1 + ii]
+            py = gy[i, y]
+            for jj in range(cph[pc, 0]):
+                j = cph[pc, 1 + jj]
                 px = gx[j, xo]
                 if py < 0 or px < 0:
-                    K[b, kc, i, j, yk, xo] = 0.0
                     continue
                 m = mask[b, py, px] if has_mask else 1.0
                 v = (
@@ -101,9 +124,9 @@ def _forward(
             f = n_valid / n_in if n_in > 0.0 else 0.0
         else:
             f = 1.0
-        for i in range(kh):
-            for j in range(kw):
-                K[b, kc, i, j, yk, xo] *= f
+        for ii in range(rph[pr, 0]):
+            for jj in range(cph[pc, 0]):
+                K[b, kc, rph[pr, 1 + ii], cph[pc, 1 + jj], yk, xo] *= f
         if has_mask and kc == 0:
             out_mask[b, 0, y, xo] = 1.0 if n_in > 0.0 else 0.0
 
@@ -124,6 +147,7 @@ def packernel_forward(
         upload(geo.gx, it),
         upload(geo.cy, it),
         upload(geo.cx, it),
+        *kernel_phases(geo, it),
         upload(mask),
         upload(alpha),
         upload(lam),
@@ -146,6 +170,8 @@ def _backward_pixels(
     gx,
     cy,
     cx,
+    rph,
+    cph,
     mask,
     alpha,
     lam,
@@ -163,7 +189,7 @@ def _backward_pixels(
 ):
     """Per output element: g2 of every tap into G2, α/λ partials, and the centre's gradient."""
     B, Cg = guide.shape[0], guide.shape[1]
-    KC, kh, kw, n, Wo = dK.shape[1], dK.shape[2], dK.shape[3], dK.shape[4], dK.shape[5]
+    KC, n, Wo = dK.shape[1], dK.shape[4], dK.shape[5]
     for t in range(cuda.grid(1), B * KC * n * Wo, cuda.gridsize(1)):
         b, kc, yk, xo = unravel4(t, KC, n, Wo)
         y = y0 + yk
@@ -178,9 +204,16 @@ def _backward_pixels(
         n_in = 0.0
         total = 0.0
         dot = 0.0
-        for i in range(kh):
+        # the output's phases: only their taps can meet a guide pixel (G2 is read at the taps
+        # that do only, by _backward_guide's inverse tables)
+        pr = y % rph.shape[0]
+        pc = xo % cph.shape[0]
+        nr, nc = rph[pr, 0], cph[pc, 0]
+        for ii in range(nr):
+            i = rph[pr, 1 + ii]
             py = gy[i, y]
-            for j in range(kw):
+            for jj in range(nc):
+                j = cph[pc, 1 + jj]
                 px = gx[j, xo]
                 if py < 0 or px < 0:
                     continue
@@ -203,9 +236,11 @@ def _backward_pixels(
         bc = dot * f * f if normalize else 0.0
         da = 0.0
         dl = 0.0
-        for i in range(kh):
+        for ii in range(nr):
+            i = rph[pr, 1 + ii]
             py = gy[i, y]
-            for j in range(kw):
+            for jj in range(nc):
+                j = cph[pc, 1 + jj]
                 px = gx[j, xo]
                 g2 = 0.0
                 if py >= 0 and px >= 0:
@@ -226,11 +261,13 @@ def _backward_pixels(
             # writer of the centre (qy, qx) — window centres of distinct outputs are distinct
             for c in range(c0, c1):
                 acc = 0.0
-                for i in range(kh):
+                for ii in range(nr):
+                    i = rph[pr, 1 + ii]
                     py = gy[i, y]
                     if py < 0:
                         continue
-                    for j in range(kw):
+                    for jj in range(nc):
+                        j = cph[pc, 1 + jj]
                         px = gx[j, xo]
                         if px < 0:
                             continue
@@ -323,6 +360,7 @@ def packernel_backward(
         gx_d,
         cy_d,
         cx_d,
+        *kernel_phases(geo, it),
         upload(mask),
         upload(alpha),
         upload(lam),
