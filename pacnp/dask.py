@@ -799,7 +799,7 @@ def joint_bilateral_upsample(
     """:func:`pacnp.filters.joint_bilateral_upsample` on Dask arrays, chunk by chunk (signals,
     images or volumes: ``spatial_dims``).
 
-    A transposed PAC on the low-resolution chunks: each low-res chunk is extended by
+    The in-memory function on the low-resolution chunks: each low-res chunk is extended by
     ⌈radius/factor⌉ samples per axis (a little more on the left for even factors) and owns the
     ``factor``× larger high-res block; the guide is rechunked to those blocks, so its chunk
     boundaries are multiples of ``factor``. ``confidence`` (optional) is a Dask array of

@@ -291,8 +291,9 @@ def test_joint_upsample_1d_channels_and_batch(f):
             np.testing.assert_allclose(out[b, :, c], expect, **TOL)
 
 
-def test_joint_upsample_2d_anisotropic_takes_the_pac_path():
-    """2-D with different σ_s per axis (spacing): the transposed PAC, the same definition."""
+def test_joint_upsample_2d_anisotropic_matches_the_definition():
+    """2-D with different σ_s per axis (spacing): the direct kernel's per-axis row and column
+    tables, the same definition."""
     rng = np.random.default_rng(11)
     low = rng.random((3, 4))
     guide = rng.random((9, 12))
