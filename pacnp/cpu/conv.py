@@ -279,6 +279,98 @@ def store_run(out, res, b, o, y, q0, q1, bo):
         out[b, o, y, q0 + q] = res[o, q] + bo
 
 
+@njit(inline="always")
+def forward_row(
+    x,
+    K,
+    Wm,
+    bias,
+    ty,
+    tx,
+    jrun,
+    pcols,
+    pncols,
+    ptaps,
+    pntaps,
+    prun,
+    rntaps,
+    wph,
+    out,
+    b,
+    y,
+    yk,
+    tile,
+    buf,
+    wbuf,
+    idx,
+    itaps,
+    resb,
+):
+    """out[b, :, y, :] = Wm @ columns(b, y) + bias: one GEMM per phase and tile of ``tile``
+    columns, in the scratch the caller hands over."""
+    C = x.shape[1]
+    Cout = out.shape[1]
+    kk = ty.shape[0] * tx.shape[0]
+    has_bias = bias.shape[0] > 0
+    one_phase = pncols.shape[0] == 1
+    Pr = rntaps.shape[0]
+    n_i = row_taps(ty, y, itaps)
+    for ph in range(pncols.shape[0]):
+        nx = pncols[ph]
+        for q0 in range(0, nx, tile):
+            q1 = min(q0 + tile, nx)
+            cols = phase_columns(
+                x,
+                K,
+                ty,
+                tx,
+                jrun,
+                prun,
+                pcols,
+                pncols,
+                ptaps,
+                pntaps,
+                b,
+                y,
+                yk,
+                ph,
+                q0,
+                q1,
+                itaps,
+                n_i,
+                buf,
+                idx,
+            )
+            m = cols.shape[0]
+            if m == 0:
+                for o in range(Cout):
+                    for q in range(q0, q1):
+                        out[b, o, y, pcols[ph, q]] = bias[o] if has_bias else np.float32(0.0)
+                continue
+            res = resb[: Cout * (q1 - q0)].reshape(Cout, q1 - q0)
+            if m == C * kk:
+                np.dot(Wm, cols, res)
+            elif Pr > 1 and n_i == rntaps[y % Pr]:
+                # the row has every tap of its row phase (away from the border): the phase
+                # pair's weight columns, gathered once by the launcher
+                np.dot(wph[y % Pr, ph, : Cout * m].reshape(Cout, m), cols, res)
+            else:
+                Wsub = wbuf[: Cout * m].reshape(Cout, m)
+                for o in range(Cout):
+                    for row in range(m):
+                        Wsub[o, row] = Wm[o, idx[row]]
+                np.dot(Wsub, cols, res)
+            for o in range(Cout):
+                # a float32 zero keeps float32 sums in float32 (a 0.0 literal would promote
+                # them to float64)
+                bo = bias[o] if has_bias else np.float32(0.0)
+                if one_phase:
+                    store_run(out, res, b, o, y, q0, q1, bo)
+                else:
+                    for q in range(q0, q1):
+                        out[b, o, y, pcols[ph, q]] = res[o, q - q0] + bo
+
+
 @njit(parallel=True)
 def _dense_forward(
     x,
@@ -311,85 +403,217 @@ def _dense_forward(
     result), which the launcher allocates: a failed allocation inside the parallel region would
     not reach the caller."""
     B = x.shape[0]
-    C = x.shape[1]
-    Cout = out.shape[1]
     n = K.shape[4]
-    kh = ty.shape[0]
-    kk = kh * tx.shape[0]
-    has_bias = bias.shape[0] > 0
     jrun = np.empty((tx.shape[0], 3), dtype=np.int64)
     unit_runs(tx, jrun)
-    one_phase = pncols.shape[0] == 1
-    Pr = rntaps.shape[0]
     rows = B * n
     for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
         tid = get_thread_id()
-        buf = buf_s[tid]
-        wbuf = wbuf_s[tid]
-        idx = idx_s[tid]
-        itaps = itaps_s[tid]
-        resb = res_s[tid]
         for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
             b = r // n
             yk = r % n
-            y = y0 + yk
-            n_i = row_taps(ty, y, itaps)
-            for ph in range(pncols.shape[0]):
-                nx = pncols[ph]
-                for q0 in range(0, nx, tile):
-                    q1 = min(q0 + tile, nx)
-                    cols = phase_columns(
-                        x,
-                        K,
-                        ty,
-                        tx,
-                        jrun,
-                        prun,
-                        pcols,
-                        pncols,
-                        ptaps,
-                        pntaps,
-                        b,
-                        y,
-                        yk,
-                        ph,
-                        q0,
-                        q1,
-                        itaps,
-                        n_i,
-                        buf,
-                        idx,
-                    )
-                    m = cols.shape[0]
-                    if m == 0:
-                        for o in range(Cout):
-                            for q in range(q0, q1):
-                                out[b, o, y, pcols[ph, q]] = (
-                                    bias[o] if has_bias else np.float32(0.0)
-                                )
+            forward_row(
+                x,
+                K,
+                Wm,
+                bias,
+                ty,
+                tx,
+                jrun,
+                pcols,
+                pncols,
+                ptaps,
+                pntaps,
+                prun,
+                rntaps,
+                wph,
+                out,
+                b,
+                y0 + yk,
+                yk,
+                tile,
+                buf_s[tid],
+                wbuf_s[tid],
+                idx_s[tid],
+                itaps_s[tid],
+                res_s[tid],
+            )
+
+
+@njit(inline="always")
+def gather_phase_run(kb, K, b, i, j, yk, lo, hi, X0, P):
+    """kb[t] = K[b, 0, i, j, yk, X0 + P·(lo + t)] for t < hi - lo: a tap's K on its run of
+    phase columns, made contiguous."""
+    if lo < 0 or X0 < 0 or yk < 0:
+        return
+    for t in range(hi - lo):
+        kb[t] = K[b, 0, i, j, yk, nowrap(X0 + P * (lo + t))]
+
+
+@njit(inline="always")
+def scale_run(cols, row, col0, nx, kb, x, b, c, iy, lo, hi, base):
+    """cols[row, col0 + q] = kb[q - lo] · x[b, c, iy, base + q] for lo ≤ q < hi, 0 at the
+    other phase columns q < nx."""
+    if lo < 0 or hi > nx or col0 < 0 or row < 0 or iy < 0 or base + lo < 0:
+        return
+    for q in range(lo):
+        cols[row, col0 + q] = 0.0
+    for q in range(hi, nx):
+        cols[row, col0 + q] = 0.0
+    ox = base + lo
+    oc = col0 + lo
+    for t in range(hi - lo):
+        cols[row, nowrap(oc + t)] = kb[t] * x[b, c, iy, nowrap(ox + t)]
+
+
+@njit(parallel=True)
+def _dense_forward_phased(
+    x,
+    K,
+    Wm,
+    bias,
+    ty,
+    tx,
+    rtaps,
+    rntaps,
+    pcols,
+    pncols,
+    ptaps,
+    pntaps,
+    prun,
+    wph,
+    units,
+    rows,
+    out,
+    y0,
+    buf_s,
+    res_s,
+    kb_s,
+    rbuf_s,
+    wbuf_s,
+    idx_s,
+    itaps_s,
+    rres_s,
+):
+    """_dense_forward of a transposed convolution, by phase pair: unit u = (b, pr, pc, start,
+    cnt) multiplies the phase pair's weight columns (``wph``) with the columns of the output
+    rows rows[start : start + cnt] of row phase pr (rows that have every tap of their phase)
+    and column phase pc side by side — one GEMM of cnt·(the phase's columns) instead of cnt
+    GEMMs of one phase row each, whose per-call and per-run overheads dominated. pr = -1: the
+    border row rows[start], which misses some taps of its phase, by forward_row (all phases;
+    only the taps it meets, so a non-finite weight stays out of outputs it never reaches)."""
+    C = x.shape[1]
+    Cout = out.shape[1]
+    kc_many = K.shape[1] > 1
+    has_bias = bias.shape[0] > 0
+    P = pncols.shape[0]
+    jrun = np.empty((tx.shape[0], 3), dtype=np.int64)
+    unit_runs(tx, jrun)
+    for u in prange(units.shape[0]):  # units are disjoint sets of output elements
+        tid = get_thread_id()
+        b, pr, pc, start, cnt = units[u, 0], units[u, 1], units[u, 2], units[u, 3], units[u, 4]
+        if pr < 0:
+            y = rows[start]
+            forward_row(
+                x,
+                K,
+                Wm,
+                bias,
+                ty,
+                tx,
+                jrun,
+                pcols,
+                pncols,
+                ptaps,
+                pntaps,
+                prun,
+                rntaps,
+                wph,
+                out,
+                b,
+                y,
+                y - y0,
+                pcols.shape[1],
+                rbuf_s[tid],
+                wbuf_s[tid],
+                idx_s[tid],
+                itaps_s[tid],
+                rres_s[tid],
+            )
+            continue
+        nx = pncols[pc]
+        X0 = pcols[pc, 0]
+        n_i, nj = rntaps[pr], pntaps[pc]
+        m = C * n_i * nj
+        ncol = cnt * nx
+        if m == 0:
+            for o in range(Cout):
+                bo = bias[o] if has_bias else np.float32(0.0)
+                for k in range(cnt):
+                    for q in range(nx):
+                        out[b, o, rows[start + k], X0 + P * q] = bo
+            continue
+        cols = buf_s[tid, : m * ncol].reshape(m, ncol)
+        kb = kb_s[tid]
+        for k in range(cnt):
+            y = rows[start + k]
+            for ii in range(n_i):
+                i = rtaps[pr, ii]
+                iy = ty[i, y]
+                for jj in range(nj):
+                    j = ptaps[pc, jj]
+                    lo, hi, base = prun[pc, j, 0], prun[pc, j, 1], prun[pc, j, 2]
+                    if kc_many:
+                        for c in range(C):
+                            phase_column_run(
+                                cols,
+                                (c * n_i + ii) * nj + jj,
+                                k * nx,
+                                nx,
+                                K,
+                                x,
+                                b,
+                                c,
+                                c,
+                                i,
+                                j,
+                                y - y0,
+                                iy,
+                                lo,
+                                hi,
+                                base,
+                                X0,
+                                P,
+                            )
                         continue
-                    res = resb[: Cout * (q1 - q0)].reshape(Cout, q1 - q0)
-                    if m == C * kk:
-                        np.dot(Wm, cols, res)
-                    elif Pr > 1 and n_i == rntaps[y % Pr]:
-                        # the row has every tap of its row phase (away from the border): the
-                        # phase pair's weight columns, gathered once by the launcher
-                        np.dot(wph[y % Pr, ph, : Cout * m].reshape(Cout, m), cols, res)
-                    else:
-                        Wsub = wbuf[: Cout * m].reshape(Cout, m)
-                        for o in range(Cout):
-                            for row in range(m):
-                                Wsub[o, row] = Wm[o, idx[row]]
-                        np.dot(Wsub, cols, res)
-                    for o in range(Cout):
-                        # a float32 zero keeps float32 sums in float32 (a 0.0 literal would
-                        # promote them to float64)
-                        bo = bias[o] if has_bias else np.float32(0.0)
-                        if one_phase:
-                            store_run(out, res, b, o, y, q0, q1, bo)
-                        else:
-                            for q in range(q0, q1):
-                                out[b, o, y, pcols[ph, q]] = res[o, q - q0] + bo
+                    # one K for every channel: its run (stride P in K's full layout) gathered
+                    # once into contiguous scratch, then each channel's run is a unit-stride
+                    # product that vectorises (the strided read per channel cost ~3× more)
+                    gather_phase_run(kb, K, b, i, j, y - y0, lo, hi, X0, P)
+                    for c in range(C):
+                        scale_run(
+                            cols,
+                            (c * n_i + ii) * nj + jj,
+                            k * nx,
+                            nx,
+                            kb,
+                            x,
+                            b,
+                            c,
+                            iy,
+                            lo,
+                            hi,
+                            base,
+                        )
+        res = res_s[tid, : Cout * ncol].reshape(Cout, ncol)
+        np.dot(wph[pr, pc, : Cout * m].reshape(Cout, m), cols, res)
+        for o in range(Cout):
+            # a float32 zero keeps float32 sums in float32
+            bo = bias[o] if has_bias else np.float32(0.0)
+            for k in range(cnt):
+                y = rows[start + k]
+                for q in range(nx):
+                    out[b, o, y, X0 + P * q] = res[o, k * nx + q] + bo
 
 
 @njit(parallel=True)
@@ -616,10 +840,45 @@ def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
     else:
         rntaps, wph = np.zeros(1, np.int64), np.empty((1, 1, 0), Wm.dtype)
     tile = schedule.gemm_tile(Cout, m, pcols.shape[1])
-    # scratch per thread, allocated here (see _dense_forward)
-    blocks = schedule.row_blocks(x.shape[0] * K.shape[4])
     T = schedule.scratch_slices()
     dt = x.dtype
+    plan = schedule.phase_forward_units(geo, x.shape[0], y0, K.shape[4], x.shape[1], Cout)
+    if plan is not None:
+        units, rows = plan
+        mp = wph.shape[2] // max(Cout, 1)
+        span = int(units[:, 4].max()) * pcols.shape[1] if units.shape[0] else 0
+        nx = pcols.shape[1]
+        _dense_forward_phased(
+            x,
+            K,
+            Wm,
+            bias,
+            geo.ty,
+            geo.tx,
+            rtaps,
+            rntaps,
+            pcols,
+            pncols,
+            ptaps,
+            pntaps,
+            schedule.phase_runs(geo),
+            wph,
+            units,
+            rows,
+            out,
+            y0,
+            np.empty((T, mp * span), dt),
+            np.empty((T, Cout * span), dt),
+            np.empty((T, nx), K.dtype),
+            np.empty((T, m * nx), dt),
+            np.empty((T, Cout * m), dt),
+            np.empty((T, m), np.int64),
+            np.empty((T, geo.ty.shape[0]), np.int64),
+            np.empty((T, Cout * nx), dt),
+        )
+        return
+    # scratch per thread, allocated here (see _dense_forward)
+    blocks = schedule.row_blocks(x.shape[0] * K.shape[4])
     _dense_forward(
         x,
         K,
