@@ -227,6 +227,30 @@ def pair_blocks(B: int, out_hw, reach: int):
 
 
 # --------------------------------------------------------------------------- forward by phase
+def phase_weight_index(geo, C: int) -> np.ndarray:
+    """idx[pr, pc, r]: the column of the rearranged weights Wm (c·kh·kw + i·kw + j) of row r of
+    the by-phase forward's columns of row phase pr and column phase pc, rows in (ii, jj, c)
+    order; 0 past the phase pair's C·(row taps)·(column taps) rows (never read)."""
+
+    def make(g):
+        _, _, rtaps, rntaps = row_phases(g)
+        _, _, ptaps, pntaps = phases(g)
+        kw = g.tx.shape[0]
+        kk = g.ty.shape[0] * kw
+        Pr, Pc = rntaps.shape[0], pntaps.shape[0]
+        mmax = C * max(int(rntaps.max()), 1) * max(int(pntaps.max()), 1)
+        idx = np.zeros((Pr, Pc, mmax), dtype=np.int64)
+        for pr in range(Pr):
+            for pc in range(Pc):
+                ii, jj = rtaps[pr, : rntaps[pr]], ptaps[pc, : pntaps[pc]]
+                taps = (ii[:, None] * kw + jj[None, :]).ravel()
+                rows = (taps[:, None] + np.arange(C)[None, :] * kk).ravel()
+                idx[pr, pc, : rows.size] = rows
+        return idx
+
+    return _per_geometry(f"phase_weight_index{C}", geo, make)
+
+
 def phase_forward_units(geo, B: int, y0: int, n: int, C: int, Cout: int):
     """The work units of the by-phase dense forward (``conv._dense_forward_phased``) of the
     output rows y0 ≤ y < y0 + n, or None where it does not apply (not by phase, or a tap that
