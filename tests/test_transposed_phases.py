@@ -230,3 +230,29 @@ def test_transposed_1d_by_phase_vs_reference(k, s, p, op):
     assert_close(fg[0], rg[0][:, :, 0], "fused d_input")
     assert_close(fg[1], rgg[0][:, :, 0], "fused d_guide")
     assert_close(fg[2], rg[2][:, :, 0], "fused d_weight")
+
+
+@pytest.mark.parametrize("n_in,k,s,p,d,op", [g for g in GEOMETRIES if g[1] % 2])  # odd windows
+@pytest.mark.parametrize("kc_many", [False, True])
+@pytest.mark.parametrize("small_mnk", [1, 10**9])
+def test_transposed_forward_by_phase_units(monkeypatch, n_in, k, s, p, d, op, kc_many, small_mnk):
+    """The dense transposed forward by phase (conv._dense_forward_phased) against the
+    reference on a random K, with one output row per GEMM (config.GEMM_SMALL_MNK = 1) and a
+    whole row phase per GEMM, one K for all channels or one per channel, a non-square input
+    (border rows on both sides, phases without taps where k < s), float64 and float32."""
+    monkeypatch.setattr(config, "GEMM_SMALL_MNK", small_mnk)
+    rng = np.random.default_rng(n_in * 1000 + k * 100 + s * 10 + d + 5 * kc_many)
+    B, C, Cout = 2, 3, 5
+    hw = (n_in, n_in + 2)
+    Ho, Wo = ((n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n in hw)
+    x = rng.standard_normal((B, C) + hw)
+    K = rng.standard_normal((B, C if kc_many else 1, k, k, Ho, Wo))
+    w = rng.standard_normal((C, Cout, k, k))
+    b = rng.standard_normal(Cout)
+    geo = dict(stride=s, padding=p, output_padding=op, dilation=d)
+    ref = R.pacconv_transpose2d(x, K, w, b, **geo)
+    assert_close(pacnp.pacconv_transpose2d(x, K, w, b, **geo), ref, "float64 output")
+    f32 = [a.astype(np.float32) for a in (x, K, w, b)]
+    out32 = pacnp.pacconv_transpose2d(*f32, **geo)
+    assert out32.dtype == np.float32
+    assert_close(out32, ref, "float32 output", dtype=np.float32)

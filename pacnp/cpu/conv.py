@@ -279,6 +279,98 @@ def store_run(out, res, b, o, y, q0, q1, bo):
         out[b, o, y, q0 + q] = res[o, q] + bo
 
 
+@njit(inline="always")
+def forward_row(
+    x,
+    K,
+    Wm,
+    bias,
+    ty,
+    tx,
+    jrun,
+    pcols,
+    pncols,
+    ptaps,
+    pntaps,
+    prun,
+    rntaps,
+    wph,
+    out,
+    b,
+    y,
+    yk,
+    tile,
+    buf,
+    wbuf,
+    idx,
+    itaps,
+    resb,
+):
+    """out[b, :, y, :] = Wm @ columns(b, y) + bias: one GEMM per phase and tile of ``tile``
+    columns, in the scratch the caller hands over."""
+    C = x.shape[1]
+    Cout = out.shape[1]
+    kk = ty.shape[0] * tx.shape[0]
+    has_bias = bias.shape[0] > 0
+    one_phase = pncols.shape[0] == 1
+    Pr = rntaps.shape[0]
+    n_i = row_taps(ty, y, itaps)
+    for ph in range(pncols.shape[0]):
+        nx = pncols[ph]
+        for q0 in range(0, nx, tile):
+            q1 = min(q0 + tile, nx)
+            cols = phase_columns(
+                x,
+                K,
+                ty,
+                tx,
+                jrun,
+                prun,
+                pcols,
+                pncols,
+                ptaps,
+                pntaps,
+                b,
+                y,
+                yk,
+                ph,
+                q0,
+                q1,
+                itaps,
+                n_i,
+                buf,
+                idx,
+            )
+            m = cols.shape[0]
+            if m == 0:
+                for o in range(Cout):
+                    for q in range(q0, q1):
+                        out[b, o, y, pcols[ph, q]] = bias[o] if has_bias else np.float32(0.0)
+                continue
+            res = resb[: Cout * (q1 - q0)].reshape(Cout, q1 - q0)
+            if m == C * kk:
+                np.dot(Wm, cols, res)
+            elif Pr > 1 and n_i == rntaps[y % Pr]:
+                # the row has every tap of its row phase (away from the border): the phase
+                # pair's weight columns, gathered once by the launcher
+                np.dot(wph[y % Pr, ph, : Cout * m].reshape(Cout, m), cols, res)
+            else:
+                Wsub = wbuf[: Cout * m].reshape(Cout, m)
+                for o in range(Cout):
+                    for row in range(m):
+                        Wsub[o, row] = Wm[o, idx[row]]
+                np.dot(Wsub, cols, res)
+            for o in range(Cout):
+                # a float32 zero keeps float32 sums in float32 (a 0.0 literal would promote
+                # them to float64)
+                bo = bias[o] if has_bias else np.float32(0.0)
+                if one_phase:
+                    store_run(out, res, b, o, y, q0, q1, bo)
+                else:
+                    for q in range(q0, q1):
+                        out[b, o, y, pcols[ph, q]] = res[o, q - q0] + bo
+
+
 @njit(parallel=True)
 def _dense_forward(
     x,
@@ -311,85 +403,201 @@ def _dense_forward(
     result), which the launcher allocates: a failed allocation inside the parallel region would
     not reach the caller."""
     B = x.shape[0]
-    C = x.shape[1]
-    Cout = out.shape[1]
     n = K.shape[4]
-    kh = ty.shape[0]
-    kk = kh * tx.shape[0]
-    has_bias = bias.shape[0] > 0
     jrun = np.empty((tx.shape[0], 3), dtype=np.int64)
     unit_runs(tx, jrun)
-    one_phase = pncols.shape[0] == 1
-    Pr = rntaps.shape[0]
     rows = B * n
     for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
         tid = get_thread_id()
-        buf = buf_s[tid]
-        wbuf = wbuf_s[tid]
-        idx = idx_s[tid]
-        itaps = itaps_s[tid]
-        resb = res_s[tid]
         for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
             b = r // n
             yk = r % n
-            y = y0 + yk
-            n_i = row_taps(ty, y, itaps)
-            for ph in range(pncols.shape[0]):
-                nx = pncols[ph]
-                for q0 in range(0, nx, tile):
-                    q1 = min(q0 + tile, nx)
-                    cols = phase_columns(
-                        x,
-                        K,
-                        ty,
-                        tx,
-                        jrun,
-                        prun,
-                        pcols,
-                        pncols,
-                        ptaps,
-                        pntaps,
-                        b,
-                        y,
-                        yk,
-                        ph,
-                        q0,
-                        q1,
-                        itaps,
-                        n_i,
-                        buf,
-                        idx,
+            forward_row(
+                x,
+                K,
+                Wm,
+                bias,
+                ty,
+                tx,
+                jrun,
+                pcols,
+                pncols,
+                ptaps,
+                pntaps,
+                prun,
+                rntaps,
+                wph,
+                out,
+                b,
+                y0 + yk,
+                yk,
+                tile,
+                buf_s[tid],
+                wbuf_s[tid],
+                idx_s[tid],
+                itaps_s[tid],
+                res_s[tid],
+            )
+
+
+@njit(inline="always")
+def gather_phase_run(kb, K, b, kc, i, j, yk, lo, hi, X0, P):
+    """kb[kc, t] = K[b, kc, i, j, yk, X0 + P·(lo + t)] for t < hi - lo: a tap's K on its run
+    of phase columns, made contiguous."""
+    if lo < 0 or X0 < 0 or yk < 0:
+        return
+    for t in range(hi - lo):
+        kb[kc, t] = K[b, kc, i, j, yk, nowrap(X0 + P * (lo + t))]
+
+
+@njit(inline="always")
+def channel_rows(colsT, col0, nx, r0, C, kb, xT, b, iy, lo, hi, base):
+    """colsT[col0 + q, r0 + c] = kb[0|c, q - lo] · xT[b, iy, base + q, c] for lo ≤ q < hi,
+    0 at the other phase columns q < nx: a tap's columns, channels innermost (contiguous in
+    both the channels-last input and the transposed column block)."""
+    if lo < 0 or hi > nx or col0 < 0 or r0 < 0 or iy < 0 or base + lo < 0:
+        return
+    for q in range(lo):
+        for c in range(C):
+            colsT[col0 + q, r0 + c] = 0.0
+    for q in range(hi, nx):
+        for c in range(C):
+            colsT[col0 + q, r0 + c] = 0.0
+    if kb.shape[0] == 1:
+        for t in range(hi - lo):
+            kv = kb[0, t]
+            cq = nowrap(col0 + lo + t)
+            ix = nowrap(base + lo + t)
+            for c in range(C):
+                colsT[cq, nowrap(r0 + c)] = kv * xT[b, iy, ix, c]
+    else:
+        for t in range(hi - lo):
+            cq = nowrap(col0 + lo + t)
+            ix = nowrap(base + lo + t)
+            for c in range(C):
+                colsT[cq, nowrap(r0 + c)] = kb[c, t] * xT[b, iy, ix, c]
+
+
+@njit(parallel=True)
+def _dense_forward_phased(
+    x,
+    K,
+    Wm,
+    bias,
+    ty,
+    tx,
+    rtaps,
+    rntaps,
+    pcols,
+    pncols,
+    ptaps,
+    pntaps,
+    prun,
+    units,
+    rows,
+    out,
+    y0,
+    xT,
+    iy0,
+    wphT,
+    buf_s,
+    res_s,
+    kb_s,
+    rbuf_s,
+    wbuf_s,
+    idx_s,
+    itaps_s,
+    rres_s,
+):
+    """_dense_forward of a transposed convolution, by phase pair. Unit u = (b, pr, pc, start,
+    cnt) is one GEMM colsᵀ @ Wᵀ over the output rows rows[start : start + cnt] of row phase pr
+    (rows that have every tap of their phase) and the columns of column phase pc, side by side:
+    colsᵀ has one row per output element and the taps' channels innermost (read from ``xT``,
+    the input from row iy0 on, channels last), Wᵀ is the phase pair's ``wphT``. One GEMM of
+    cnt·(phase columns) replaces cnt GEMMs of one phase row each, whose per-call and per-run
+    overheads dominated. pr = -1: the border row rows[start], which misses some taps of its
+    phase, by forward_row (all phases; only the taps it meets, so a non-finite weight stays out
+    of outputs it never reaches)."""
+    C = x.shape[1]
+    Cout = out.shape[1]
+    KC = K.shape[1]
+    has_bias = bias.shape[0] > 0
+    P = pncols.shape[0]
+    jrun = np.empty((tx.shape[0], 3), dtype=np.int64)
+    unit_runs(tx, jrun)
+    # a border row misses taps of its row phase: forward_row gathers the weight columns of
+    # the taps it meets (one row phase here switches its phase-pair shortcut off)
+    no_phase = np.zeros(1, dtype=np.int64)
+    for u in prange(units.shape[0]):  # units are disjoint sets of output elements
+        tid = get_thread_id()
+        b, pr, pc, start, cnt = units[u, 0], units[u, 1], units[u, 2], units[u, 3], units[u, 4]
+        if pr < 0:
+            y = rows[start]
+            forward_row(
+                x,
+                K,
+                Wm,
+                bias,
+                ty,
+                tx,
+                jrun,
+                pcols,
+                pncols,
+                ptaps,
+                pntaps,
+                prun,
+                no_phase,
+                wphT,
+                out,
+                b,
+                y,
+                y - y0,
+                pcols.shape[1],
+                rbuf_s[tid],
+                wbuf_s[tid],
+                idx_s[tid],
+                itaps_s[tid],
+                rres_s[tid],
+            )
+            continue
+        nx = pncols[pc]
+        X0 = pcols[pc, 0]
+        n_i, nj = rntaps[pr], pntaps[pc]
+        m = C * n_i * nj
+        ncol = cnt * nx
+        if m == 0:
+            for o in range(Cout):
+                bo = bias[o] if has_bias else np.float32(0.0)
+                for k in range(cnt):
+                    for q in range(nx):
+                        out[b, o, rows[start + k], X0 + P * q] = bo
+            continue
+        colsT = buf_s[tid, : ncol * m].reshape(ncol, m)
+        kb = kb_s[tid]
+        for k in range(cnt):
+            y = rows[start + k]
+            for ii in range(n_i):
+                i = rtaps[pr, ii]
+                iy = ty[i, y]
+                for jj in range(nj):
+                    j = ptaps[pc, jj]
+                    lo, hi, base = prun[pc, j, 0], prun[pc, j, 1], prun[pc, j, 2]
+                    # the tap's K run (stride P in K's full layout) gathered once, then the
+                    # channels of each column side by side at unit stride
+                    for kc in range(KC):
+                        gather_phase_run(kb, K, b, kc, i, j, y - y0, lo, hi, X0, P)
+                    channel_rows(
+                        colsT, k * nx, nx, (ii * nj + jj) * C, C, kb, xT, b, iy - iy0, lo, hi, base
                     )
-                    m = cols.shape[0]
-                    if m == 0:
-                        for o in range(Cout):
-                            for q in range(q0, q1):
-                                out[b, o, y, pcols[ph, q]] = (
-                                    bias[o] if has_bias else np.float32(0.0)
-                                )
-                        continue
-                    res = resb[: Cout * (q1 - q0)].reshape(Cout, q1 - q0)
-                    if m == C * kk:
-                        np.dot(Wm, cols, res)
-                    elif Pr > 1 and n_i == rntaps[y % Pr]:
-                        # the row has every tap of its row phase (away from the border): the
-                        # phase pair's weight columns, gathered once by the launcher
-                        np.dot(wph[y % Pr, ph, : Cout * m].reshape(Cout, m), cols, res)
-                    else:
-                        Wsub = wbuf[: Cout * m].reshape(Cout, m)
-                        for o in range(Cout):
-                            for row in range(m):
-                                Wsub[o, row] = Wm[o, idx[row]]
-                        np.dot(Wsub, cols, res)
-                    for o in range(Cout):
-                        # a float32 zero keeps float32 sums in float32 (a 0.0 literal would
-                        # promote them to float64)
-                        bo = bias[o] if has_bias else np.float32(0.0)
-                        if one_phase:
-                            store_run(out, res, b, o, y, q0, q1, bo)
-                        else:
-                            for q in range(q0, q1):
-                                out[b, o, y, pcols[ph, q]] = res[o, q - q0] + bo
+        resT = res_s[tid, : ncol * Cout].reshape(ncol, Cout)
+        np.dot(colsT, wphT[pr, pc, : m * Cout].reshape(m, Cout), resT)
+        for o in range(Cout):
+            # a float32 zero keeps float32 sums in float32
+            bo = bias[o] if has_bias else np.float32(0.0)
+            for k in range(cnt):
+                y = rows[start + k]
+                for q in range(nx):
+                    out[b, o, y, X0 + P * q] = resT[k * nx + q, o] + bo
 
 
 @njit(parallel=True)
@@ -605,11 +813,74 @@ def phase_weights(Wm, C, rtaps, rntaps, ptaps, pntaps, kw):
     return wph
 
 
+def phase_weights_t(Wm, geo, C):
+    """wphT[pr, pc, :m·Cout] = the (m × Cout) transposed weight columns of the taps of row phase
+    pr and column phase pc, rows in (ii, jj, c) order: the second operand of the by-phase
+    forward's GEMM colsᵀ @ Wᵀ (OpenBLAS runs that shape, a long first dimension and 16 or so
+    columns, ~1.7× faster than W @ cols with 16 or so rows). One gather through the
+    geometry's memoised table (schedule.phase_weight_index): the fused op calls this once per
+    stripe of K."""
+    idx = schedule.phase_weight_index(geo, C)
+    Pr, Pc, mmax = idx.shape
+    return np.ascontiguousarray(Wm[:, idx].transpose(1, 2, 3, 0)).reshape(
+        Pr, Pc, mmax * Wm.shape[0]
+    )
+
+
 def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
     """out rows y0 ≤ y < y0 + K.shape[4] (K: that stripe of the kernel) of a dense PAC op."""
     pcols, pncols, ptaps, pntaps = schedule.phases(geo)
     m = x.shape[1] * geo.ty.shape[0] * geo.tx.shape[0]
     Cout, Wo = out.shape[1], out.shape[3]
+    T = schedule.scratch_slices()
+    dt = x.dtype
+    plan = schedule.phase_forward_units(geo, x.shape[0], y0, K.shape[4], x.shape[1], Cout)
+    if plan is not None:
+        units, rows = plan
+        _, _, rtaps, rntaps = schedule.row_phases(geo)
+        wphT = phase_weights_t(Wm, geo, x.shape[1])
+        mp = wphT.shape[2] // max(Cout, 1)
+        nx = pcols.shape[1]
+        span = int(units[:, 4].max()) * nx if units.shape[0] else 0
+        # the input rows the stripe reads, channels last (see channel_rows): a stripe of the
+        # fused op reads a fraction of the input
+        ty = geo.ty[:, y0 : y0 + K.shape[4]]
+        valid = ty[ty >= 0]
+        iy0, iy1 = (int(valid.min()), int(valid.max()) + 1) if valid.size else (0, 0)
+        xT = np.ascontiguousarray(np.moveaxis(x[:, :, iy0:iy1], 1, 3))
+        # scratch per thread, allocated here (see _dense_forward); the border rows' (by
+        # forward_row, whole phases) after the GEMM units'
+        _dense_forward_phased(
+            x,
+            K,
+            Wm,
+            bias,
+            geo.ty,
+            geo.tx,
+            rtaps,
+            rntaps,
+            pcols,
+            pncols,
+            ptaps,
+            pntaps,
+            schedule.phase_runs(geo),
+            units,
+            rows,
+            out,
+            y0,
+            xT,
+            iy0,
+            wphT,
+            np.empty((T, mp * span), dt),
+            np.empty((T, Cout * span), dt),
+            np.empty((T, K.shape[1], nx), K.dtype),
+            np.empty((T, m * nx), dt),
+            np.empty((T, Cout * m), dt),
+            np.empty((T, m), np.int64),
+            np.empty((T, geo.ty.shape[0]), np.int64),
+            np.empty((T, Cout * nx), dt),
+        )
+        return
     if schedule.by_phase(geo):
         _, _, rtaps, rntaps = schedule.row_phases(geo)
         wph = phase_weights(Wm, x.shape[1], rtaps, rntaps, ptaps, pntaps, geo.tx.shape[0])
@@ -618,8 +889,6 @@ def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
     tile = schedule.gemm_tile(Cout, m, pcols.shape[1])
     # scratch per thread, allocated here (see _dense_forward)
     blocks = schedule.row_blocks(x.shape[0] * K.shape[4])
-    T = schedule.scratch_slices()
-    dt = x.dtype
     _dense_forward(
         x,
         K,

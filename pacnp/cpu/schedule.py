@@ -224,3 +224,81 @@ def pair_blocks(B: int, out_hw, reach: int):
     Ho, Wo = out_hw
     rows = max(config.PAIR_ROWS_PER_REACH * reach, -(-B * Ho // config.ROW_BLOCKS), 1)
     return min(rows, max(Ho, 1)), max(min(config.PAIR_BLOCK_COLS, Wo), 1)
+
+
+# --------------------------------------------------------------------------- forward by phase
+def phase_weight_index(geo, C: int) -> np.ndarray:
+    """idx[pr, pc, r]: the column of the rearranged weights Wm (c·kh·kw + i·kw + j) of row r of
+    the by-phase forward's columns of row phase pr and column phase pc, rows in (ii, jj, c)
+    order; 0 past the phase pair's C·(row taps)·(column taps) rows (never read)."""
+
+    def make(g):
+        _, _, rtaps, rntaps = row_phases(g)
+        _, _, ptaps, pntaps = phases(g)
+        kw = g.tx.shape[0]
+        kk = g.ty.shape[0] * kw
+        Pr, Pc = rntaps.shape[0], pntaps.shape[0]
+        mmax = C * max(int(rntaps.max()), 1) * max(int(pntaps.max()), 1)
+        idx = np.zeros((Pr, Pc, mmax), dtype=np.int64)
+        for pr in range(Pr):
+            for pc in range(Pc):
+                ii, jj = rtaps[pr, : rntaps[pr]], ptaps[pc, : pntaps[pc]]
+                taps = (ii[:, None] * kw + jj[None, :]).ravel()
+                rows = (taps[:, None] + np.arange(C)[None, :] * kk).ravel()
+                idx[pr, pc, : rows.size] = rows
+        return idx
+
+    return _per_geometry(f"phase_weight_index{C}", geo, make)
+
+
+def phase_forward_units(geo, B: int, y0: int, n: int, C: int, Cout: int):
+    """The work units of the by-phase dense forward (``conv._dense_forward_phased``) of the
+    output rows y0 ≤ y < y0 + n, or None where it does not apply (not by phase, or a tap that
+    meets the input other than on one unit-stride run of a phase's columns).
+
+    Returns (units [U, 5], rows [R]): unit (b, pr, pc, start, cnt) is one GEMM over the rows
+    rows[start : start + cnt] of row phase pr that have every tap of their phase, and column
+    phase pc; (b, -1, 0, start, 1) the border row rows[start], done row by row. A GEMM takes as
+    many rows as keep Cout·m·columns within OpenBLAS's small-matrix path
+    (config.GEMM_SMALL_MNK), in balanced chunks; at least one row."""
+    if not by_phase(geo):
+        return None
+    key = (B, y0, n, C, Cout, config.GEMM_SMALL_MNK)
+    table = _per_geometry("phase_forward_units", geo, lambda g: {})
+    hit = table.get(key)
+    if hit is not None:
+        return hit
+    _, _, rtaps, rntaps = row_phases(geo)
+    pcols, pncols, ptaps, pntaps = phases(geo)
+    runs = phase_runs(geo)
+    for pc in range(pcols.shape[0]):
+        if np.any(runs[pc, ptaps[pc, : pntaps[pc]], 0] < 0):
+            return None
+    Pr = rntaps.shape[0]
+    ys = np.arange(y0, y0 + n)
+    pr_of = ys % Pr
+    full = (geo.ty[:, y0 : y0 + n] >= 0).sum(axis=0) == rntaps[pr_of]
+    rows, per_image = [], []
+    for pr in range(Pr):
+        fr = ys[full & (pr_of == pr)]
+        if fr.size == 0:
+            continue
+        start = len(rows)
+        rows.extend(fr.tolist())
+        for pc in range(pcols.shape[0]):
+            m = C * int(rntaps[pr]) * int(pntaps[pc])
+            g = max(1, config.GEMM_SMALL_MNK // max(1, Cout * m * int(pncols[pc])))
+            chunks = -(-fr.size // g)
+            bounds = [fr.size * t // chunks for t in range(chunks + 1)]
+            for t in range(chunks):
+                per_image.append((pr, pc, start + bounds[t], bounds[t + 1] - bounds[t]))
+    for y in ys[~full].tolist():
+        per_image.append((-1, 0, len(rows), 1))
+        rows.append(y)
+    units = np.array([(b,) + u for b in range(B) for u in per_image], dtype=np.int64).reshape(-1, 5)
+    value = (units, np.array(rows, dtype=np.int64))
+    with _memo_lock:
+        if len(table) >= 64:
+            table.clear()
+        table[key] = value
+    return value
