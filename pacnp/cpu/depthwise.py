@@ -51,6 +51,46 @@ def accumulate_strided(acc, c, wv, K, x, b, kc, i, j, yk, iy, run):
         acc[c, X] += wv * K[b, kc, i, j, yk, X] * x[b, c, iy, p0 + q]
 
 
+@njit(inline="always")
+def forward_row(x, K, w, ty, tx, out, y0, acc, jrun, r, strided):
+    """One (image, output row) of :func:`_depthwise_forward`, every channel, tap-major.
+    ``strided`` is a constant of the calling kernel: inlined, the transposed branch is compiled
+    away from the forward kernel (its mere presence cost the generic strided-forward loop ~10 %)."""
+    C = x.shape[1]
+    Wo = out.shape[3]
+    n = K.shape[4]
+    kh, kw = ty.shape[0], tx.shape[0]
+    kc_many = K.shape[1] > 1
+    b = r // n
+    yk = r % n
+    y = y0 + yk
+    for c in range(C):
+        for xo in range(Wo):
+            acc[c, xo] = 0.0
+    for i in range(kh):
+        iy = ty[i, y]
+        if iy < 0:
+            continue
+        for j in range(kw):
+            wv = w[i, j]
+            lo, hi, base = jrun[j, 0], jrun[j, 1], jrun[j, 2]
+            for c in range(C):
+                kc = c if kc_many else 0
+                if lo >= 0:
+                    accumulate_run(acc, c, wv, K, x, b, kc, i, j, yk, iy, lo, hi, base)
+                    continue
+                if strided and jrun[j, 4] > 0:  # a transposed tap: only the columns it meets
+                    accumulate_strided(acc, c, wv, K, x, b, kc, i, j, yk, iy, jrun[j])
+                    continue
+                for xo in range(Wo):
+                    ix = tx[j, xo]
+                    if ix >= 0:
+                        acc[c, xo] += wv * K[b, kc, i, j, yk, xo] * x[b, c, iy, ix]
+    for c in range(C):
+        for xo in range(Wo):
+            out[b, c, y, xo] = acc[c, xo]
+
+
 @njit(parallel=True)
 def _depthwise_forward(x, K, w, ty, tx, out, y0, blocks, acc_s):
     """Output rows y0 ≤ y < y0 + K.shape[4] (K may be a stripe of the full kernel), in
@@ -61,120 +101,153 @@ def _depthwise_forward(x, K, w, ty, tx, out, y0, blocks, acc_s):
     One (image, output row) per iteration with every channel in it, tap-major: a tap's K row is
     read once and used for all channels while it sits in L1 (a channel-major loop re-reads
     the whole k²·W_out kernel of the row once per channel)."""
-    B, C = x.shape[0], x.shape[1]
-    Wo = out.shape[3]
-    n = K.shape[4]
-    kh, kw = ty.shape[0], tx.shape[0]
-    kc_many = K.shape[1] > 1
-    jrun = np.empty((kw, 7), dtype=np.int64)
+    jrun = np.empty((tx.shape[0], 7), dtype=np.int64)
     unit_runs(tx, jrun)
-    strided_runs(tx, jrun, 3)
-    rows = B * n
+    rows = x.shape[0] * K.shape[4]
     for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
         acc = acc_s[get_thread_id()]
         for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
-            b = r // n
-            yk = r % n
-            y = y0 + yk
-            for c in range(C):
-                for xo in range(Wo):
-                    acc[c, xo] = 0.0
-            for i in range(kh):
-                iy = ty[i, y]
+            forward_row(x, K, w, ty, tx, out, y0, acc, jrun, r, False)
+
+
+@njit(parallel=True)
+def _depthwise_forward_transposed(x, K, w, ty, tx, out, y0, blocks, acc_s):
+    """:func:`_depthwise_forward` for a transposed geometry: a tap that meets the input at
+    stride s walks only those columns (``common.strided_runs``)."""
+    jrun = np.empty((tx.shape[0], 7), dtype=np.int64)
+    unit_runs(tx, jrun)
+    strided_runs(tx, jrun, 3)
+    rows = x.shape[0] * K.shape[4]
+    for blk in prange(blocks):
+        acc = acc_s[get_thread_id()]
+        for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
+            forward_row(x, K, w, ty, tx, out, y0, acc, jrun, r, True)
+
+
+@njit(inline="always")
+def params_row(g, x, K, w, ty, tx, dK, dw_parts, ch, y0, need_k, need_w, jrun, r, strided):
+    """dK of one (image, output row) and its share of dw into chunk ``ch``'s partial buffer
+    (``strided``: a constant of the calling kernel, as in :func:`forward_row`)."""
+    C = x.shape[1]
+    Wo = g.shape[3]
+    n = K.shape[4]
+    kh, kw = ty.shape[0], tx.shape[0]
+    kc_many = K.shape[1] > 1
+    b = r // n
+    yk = r % n
+    y = y0 + yk
+    for i in range(kh):
+        iy = ty[i, y]
+        for j in range(kw):
+            wv = w[i, j]
+            x0, step, nv, p0 = jrun[j, 0], jrun[j, 1], jrun[j, 2], jrun[j, 3]
+            if strided and step > 1:
+                # a transposed tap: dK is 0 off the columns it meets, dw sums over those
+                if need_k:
+                    for kc in range(K.shape[1]):
+                        for xo in range(Wo):
+                            dK[b, kc, i, j, yk, xo] = 0.0
                 if iy < 0:
                     continue
-                for j in range(kw):
-                    wv = w[i, j]
-                    lo, hi, base = jrun[j, 0], jrun[j, 1], jrun[j, 2]
+                dwacc = 0.0
+                for q in range(nv):
+                    xo = x0 + step * q
+                    ix = p0 + q
+                    if kc_many:
+                        for c in range(C):
+                            t = g[b, c, y, xo] * x[b, c, iy, ix]
+                            if need_k:
+                                dK[b, c, i, j, yk, xo] = wv * t
+                            dwacc += K[b, c, i, j, yk, xo] * t
+                    else:
+                        t = 0.0
+                        for c in range(C):
+                            t += g[b, c, y, xo] * x[b, c, iy, ix]
+                        if need_k:
+                            dK[b, 0, i, j, yk, xo] = wv * t
+                        dwacc += K[b, 0, i, j, yk, xo] * t
+                if need_w:
+                    dw_parts[ch, i, j] += dwacc
+                continue
+            dwacc = 0.0
+            for xo in range(Wo):
+                ix = tx[j, xo]
+                valid = iy >= 0 and ix >= 0
+                if kc_many:
                     for c in range(C):
-                        kc = c if kc_many else 0
-                        if lo >= 0:
-                            accumulate_run(acc, c, wv, K, x, b, kc, i, j, yk, iy, lo, hi, base)
-                            continue
-                        if jrun[j, 4] > 0:  # a transposed tap: only the columns it meets
-                            accumulate_strided(acc, c, wv, K, x, b, kc, i, j, yk, iy, jrun[j])
-                            continue
-                        for xo in range(Wo):
-                            ix = tx[j, xo]
-                            if ix >= 0:
-                                acc[c, xo] += wv * K[b, kc, i, j, yk, xo] * x[b, c, iy, ix]
-            for c in range(C):
-                for xo in range(Wo):
-                    out[b, c, y, xo] = acc[c, xo]
+                        t = g[b, c, y, xo] * x[b, c, iy, ix] if valid else 0.0
+                        if need_k:
+                            dK[b, c, i, j, yk, xo] = wv * t
+                        dwacc += K[b, c, i, j, yk, xo] * t
+                else:
+                    t = 0.0
+                    if valid:
+                        for c in range(C):
+                            t += g[b, c, y, xo] * x[b, c, iy, ix]
+                    if need_k:
+                        dK[b, 0, i, j, yk, xo] = wv * t
+                    dwacc += K[b, 0, i, j, yk, xo] * t
+            if need_w:
+                dw_parts[ch, i, j] += dwacc
 
 
 @njit(parallel=True)
 def _depthwise_backward_params(g, x, K, w, ty, tx, dK, dw_parts, n_chunks, y0, need_k, need_w):
     """dK (one writer per row) and dw (fixed chunks of rows into partial buffers; the caller
     adds them in chunk order, so the result is deterministic)."""
-    B, C = x.shape[0], x.shape[1]
-    Wo = g.shape[3]
-    n = K.shape[4]
-    kh, kw = ty.shape[0], tx.shape[0]
-    kc_many = K.shape[1] > 1
-    jrun = np.empty((kw, 4), dtype=np.int64)
-    strided_runs(tx, jrun, 0)
-    rows = B * n
+    jrun = np.zeros((tx.shape[0], 4), dtype=np.int64)
+    rows = x.shape[0] * K.shape[4]
     for ch in prange(n_chunks):
-        r0 = ch * rows // n_chunks
-        r1 = (ch + 1) * rows // n_chunks
-        for r in range(r0, r1):
-            b = r // n
-            yk = r % n
-            y = y0 + yk
-            for i in range(kh):
-                iy = ty[i, y]
-                for j in range(kw):
-                    wv = w[i, j]
-                    x0, step, nv, p0 = jrun[j, 0], jrun[j, 1], jrun[j, 2], jrun[j, 3]
-                    if step > 1:
-                        # a transposed tap: dK is 0 off the columns it meets, dw sums over those
-                        if need_k:
-                            for kc in range(K.shape[1]):
-                                for xo in range(Wo):
-                                    dK[b, kc, i, j, yk, xo] = 0.0
-                        if iy < 0:
-                            continue
-                        dwacc = 0.0
-                        for q in range(nv):
-                            xo = x0 + step * q
-                            ix = p0 + q
-                            if kc_many:
-                                for c in range(C):
-                                    t = g[b, c, y, xo] * x[b, c, iy, ix]
-                                    if need_k:
-                                        dK[b, c, i, j, yk, xo] = wv * t
-                                    dwacc += K[b, c, i, j, yk, xo] * t
-                            else:
-                                t = 0.0
-                                for c in range(C):
-                                    t += g[b, c, y, xo] * x[b, c, iy, ix]
-                                if need_k:
-                                    dK[b, 0, i, j, yk, xo] = wv * t
-                                dwacc += K[b, 0, i, j, yk, xo] * t
-                        if need_w:
-                            dw_parts[ch, i, j] += dwacc
-                        continue
-                    dwacc = 0.0
-                    for xo in range(Wo):
-                        ix = tx[j, xo]
-                        valid = iy >= 0 and ix >= 0
-                        if kc_many:
-                            for c in range(C):
-                                t = g[b, c, y, xo] * x[b, c, iy, ix] if valid else 0.0
-                                if need_k:
-                                    dK[b, c, i, j, yk, xo] = wv * t
-                                dwacc += K[b, c, i, j, yk, xo] * t
-                        else:
-                            t = 0.0
-                            if valid:
-                                for c in range(C):
-                                    t += g[b, c, y, xo] * x[b, c, iy, ix]
-                            if need_k:
-                                dK[b, 0, i, j, yk, xo] = wv * t
-                            dwacc += K[b, 0, i, j, yk, xo] * t
-                    if need_w:
-                        dw_parts[ch, i, j] += dwacc
+        for r in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
+            params_row(g, x, K, w, ty, tx, dK, dw_parts, ch, y0, need_k, need_w, jrun, r, False)
+
+
+@njit(parallel=True)
+def _depthwise_backward_params_transposed(
+    g, x, K, w, ty, tx, dK, dw_parts, n_chunks, y0, need_k, need_w
+):
+    """:func:`_depthwise_backward_params` for a transposed geometry (strided tap runs)."""
+    jrun = np.empty((tx.shape[0], 4), dtype=np.int64)
+    strided_runs(tx, jrun, 0)
+    rows = x.shape[0] * K.shape[4]
+    for ch in prange(n_chunks):
+        for r in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
+            params_row(g, x, K, w, ty, tx, dK, dw_parts, ch, y0, need_k, need_w, jrun, r, True)
+
+
+@njit(inline="always")
+def input_item(g, K, w, iy_inv, tx, dx, y0, n0, m, acc, jrun, r, strided):
+    """dx of one (image, channel, input row) item, gathered through the inverse row table
+    (``strided``: a constant of the calling kernel, as in :func:`forward_row`)."""
+    C, Win = dx.shape[1], dx.shape[3]
+    Wo = g.shape[3]
+    n_k = K.shape[4]
+    kh, kw = iy_inv.shape[0], tx.shape[0]
+    kc_many = K.shape[1] > 1
+    b = r // (C * m)
+    c = (r // m) % C
+    n = n0 + r % m
+    kc = c if kc_many else 0
+    acc[:] = 0.0
+    for i in range(kh):
+        y = iy_inv[i, n]
+        yk = y - y0
+        if y < 0 or yk < 0 or yk >= n_k:
+            continue
+        for j in range(kw):
+            wv = w[i, j]
+            x0, step, nv, p0 = jrun[j, 0], jrun[j, 1], jrun[j, 2], jrun[j, 3]
+            if strided and step > 1:  # a transposed tap: only the columns it meets
+                for q in range(nv):
+                    xo = x0 + step * q
+                    acc[p0 + q] += wv * K[b, kc, i, j, yk, xo] * g[b, c, y, xo]
+                continue
+            for xo in range(Wo):
+                ix = tx[j, xo]
+                if ix >= 0:
+                    acc[ix] += wv * K[b, kc, i, j, yk, xo] * g[b, c, y, xo]
+    for ix in range(Win):
+        dx[b, c, n, ix] += acc[ix]
 
 
 @njit(parallel=True)
@@ -183,42 +256,26 @@ def _depthwise_backward_input(g, K, w, iy_inv, tx, dx, y0, n0, n1, blocks, acc_s
     (a gather, see pacnp.cpu.conv.pac_dense_backward_input). The (image, channel, row) items go
     to ``blocks`` contiguous blocks, each accumulating a row in the running thread's slice of
     ``acc_s`` (allocated by the launcher)."""
-    B, C, Hin, Win = dx.shape
-    Wo = g.shape[3]
-    n_k = K.shape[4]
-    kh, kw = iy_inv.shape[0], tx.shape[0]
-    kc_many = K.shape[1] > 1
-    jrun = np.empty((kw, 4), dtype=np.int64)
-    strided_runs(tx, jrun, 0)
+    jrun = np.zeros((tx.shape[0], 4), dtype=np.int64)
     m = n1 - n0
-    items = B * C * m
+    items = dx.shape[0] * dx.shape[1] * m
     for blk in prange(blocks):  # blocks of items; the scratch is the running thread's
         acc = acc_s[get_thread_id()]
         for r in range(blk * items // blocks, (blk + 1) * items // blocks):
-            b = r // (C * m)
-            c = (r // m) % C
-            n = n0 + r % m
-            kc = c if kc_many else 0
-            acc[:] = 0.0
-            for i in range(kh):
-                y = iy_inv[i, n]
-                yk = y - y0
-                if y < 0 or yk < 0 or yk >= n_k:
-                    continue
-                for j in range(kw):
-                    wv = w[i, j]
-                    x0, step, nv, p0 = jrun[j, 0], jrun[j, 1], jrun[j, 2], jrun[j, 3]
-                    if step > 1:  # a transposed tap: only the columns it meets
-                        for q in range(nv):
-                            xo = x0 + step * q
-                            acc[p0 + q] += wv * K[b, kc, i, j, yk, xo] * g[b, c, y, xo]
-                        continue
-                    for xo in range(Wo):
-                        ix = tx[j, xo]
-                        if ix >= 0:
-                            acc[ix] += wv * K[b, kc, i, j, yk, xo] * g[b, c, y, xo]
-            for ix in range(Win):
-                dx[b, c, n, ix] += acc[ix]
+            input_item(g, K, w, iy_inv, tx, dx, y0, n0, m, acc, jrun, r, False)
+
+
+@njit(parallel=True)
+def _depthwise_backward_input_transposed(g, K, w, iy_inv, tx, dx, y0, n0, n1, blocks, acc_s):
+    """:func:`_depthwise_backward_input` for a transposed geometry (strided tap runs)."""
+    jrun = np.empty((tx.shape[0], 4), dtype=np.int64)
+    strided_runs(tx, jrun, 0)
+    m = n1 - n0
+    items = dx.shape[0] * dx.shape[1] * m
+    for blk in prange(blocks):
+        acc = acc_s[get_thread_id()]
+        for r in range(blk * items // blocks, (blk + 1) * items // blocks):
+            input_item(g, K, w, iy_inv, tx, dx, y0, n0, m, acc, jrun, r, True)
 
 
 # --------------------------------------------------------------------------- pair form
@@ -391,14 +448,14 @@ def pac_depthwise_forward(x, K, w, geo, out, y0):
     C, Wo = out.shape[1], out.shape[3]
     blocks = schedule.row_blocks(x.shape[0] * K.shape[4])
     acc = np.empty((schedule.scratch_slices(), C, Wo), out.dtype)  # per thread
-    _depthwise_forward(x, K, w, geo.ty, geo.tx, out, y0, blocks, acc)
+    kernel = _depthwise_forward_transposed if geo.transposed else _depthwise_forward
+    kernel(x, K, w, geo.ty, geo.tx, out, y0, blocks, acc)
 
 
 def pac_depthwise_backward_params(g, x, K, w, geo, dK, dw_parts, n_chunks, y0, need_k, need_w):
     """dK of the output rows K covers (written) and dw (added into the partial buffers)."""
-    _depthwise_backward_params(
-        g, x, K, w, geo.ty, geo.tx, dK, dw_parts, n_chunks, y0, need_k, need_w
-    )
+    kernel = _depthwise_backward_params_transposed if geo.transposed else _depthwise_backward_params
+    kernel(g, x, K, w, geo.ty, geo.tx, dK, dw_parts, n_chunks, y0, need_k, need_w)
 
 
 def pac_depthwise_backward_input(g, K, w, geo, dx, y0):
@@ -409,7 +466,10 @@ def pac_depthwise_backward_input(g, K, w, geo, dx, y0):
         B, C, _, Win = dx.shape
         # per-block scratch, allocated here (see the kernel)
         blocks = schedule.row_blocks(B * C * (n1 - n0))
-        _depthwise_backward_input(
+        kernel = (
+            _depthwise_backward_input_transposed if geo.transposed else _depthwise_backward_input
+        )
+        kernel(
             g,
             K,
             w,
