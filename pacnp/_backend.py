@@ -154,7 +154,10 @@ class Kernel(Protocol):
     ) -> None:
         """Write K [B, KC, kh, kw, n, Wo] of output rows y0 ≤ y < y0 + n, and with has_mask
         those rows of out_mask [B, 1, Ho, Wo]. src: the centre features' source (the guide,
-        or the smoothed guide); mask: [B, H, W] (a dummy without has_mask); alpha, lam: [KC]."""
+        or the smoothed guide); mask: [B, H, W] (a dummy without has_mask); alpha, lam: [KC].
+        For a transposed window the entries of the taps that meet no guide sample (K = 0
+        there) may be left unwritten: a caller that publishes K passes it zeroed, and the ops
+        never read those entries (a tap that meets no sample has no input to multiply)."""
 
     def packernel_backward(
         self,

@@ -153,11 +153,17 @@ def _mask_arg(plan):
     return plan.mask, True
 
 
-def kernel_stripe(be, plan, src, y0, y1, out_mask):
-    """K of the output rows y0..y1-1; writes those rows of ``out_mask`` (if masked)."""
+def kernel_stripe(be, plan, src, y0, y1, out_mask, published=False):
+    """K of the output rows y0..y1-1; writes those rows of ``out_mask`` (if masked).
+    ``published``: K is packernel2d's output, so its entries at the taps of a transposed
+    window that meet no sample must read 0; the backends leave them unwritten
+    (Kernel.packernel_forward), so K starts zeroed — a fresh zeroed allocation costs no more
+    than the page faults any fresh one pays. The fused path's stripes skip that: the ops
+    never read those entries."""
     g = plan.guide
     B = g.shape[0]
-    K = be.arrays.empty((B, plan.KC, plan.k[0], plan.k[1], y1 - y0, plan.geo.out_hw[1]), g.dtype)
+    shape = (B, plan.KC, plan.k[0], plan.k[1], y1 - y0, plan.geo.out_hw[1])
+    K = (be.arrays.zeros if published and plan.geo.transposed else be.arrays.empty)(shape, g.dtype)
     mask, has_mask = _mask_arg(plan)
     be.kernel.packernel_forward(
         g,
@@ -186,7 +192,9 @@ def new_output_mask(be, plan):
 
 def packernel_forward(be, plan):
     out_mask = new_output_mask(be, plan)
-    K = kernel_stripe(be, plan, centre_source(be, plan), 0, plan.geo.out_hw[0], out_mask)
+    K = kernel_stripe(
+        be, plan, centre_source(be, plan), 0, plan.geo.out_hw[0], out_mask, published=True
+    )
     return K, (out_mask if plan.mask is not None else None)
 
 

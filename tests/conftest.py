@@ -73,3 +73,20 @@ def jax_x64():
     jax.config.update("jax_enable_x64", True)
     yield jax
     jax.config.update("jax_enable_x64", old)
+
+
+@pytest.fixture
+def dirty_memory(monkeypatch):
+    """The host backend's uninitialised allocations filled with NaN: the kernels leave K's
+    entries at the taps of a transposed window that meet no sample unwritten
+    (Kernel.packernel_forward), so a fused stripe holds whatever its memory held there — here
+    NaN, which would reach every output and gradient that read one of them."""
+    from pacnp.cpu import arrays
+
+    def nan_empty(shape, dtype):
+        a = np.empty(shape, dtype)
+        if np.issubdtype(a.dtype, np.floating):
+            a.fill(np.nan)
+        return a
+
+    monkeypatch.setattr(arrays, "empty", nan_empty)

@@ -88,6 +88,17 @@ def stripe_budget(request, monkeypatch):
 @pytest.mark.parametrize("ksd,kernel", CASES)
 def test_transposed_by_phase_vs_reference(stripe_budget, ksd, kernel):
     """Two-step and fused, forward and every gradient, against tests/reference.py (float64)."""
+    _by_phase_vs_reference(ksd, kernel)
+
+
+@pytest.mark.parametrize("ksd,kernel", [CASES[0], CASES[8], CASES[13], CASES[14]])
+def test_transposed_by_phase_on_dirty_memory(dirty_memory, stripe_budget, ksd, kernel):
+    """With NaN in every uninitialised buffer: packernel2d's K still reads 0 where no sample
+    is, and the fused path (stripes from uninitialised memory) never reads those entries."""
+    _by_phase_vs_reference(ksd, kernel)
+
+
+def _by_phase_vs_reference(ksd, kernel):
     k, s, d = ksd
     kt, smooth, cw, norm, masked, shared = kernel
     rng = np.random.default_rng(k * 100 + s * 10 + d + len(kt) + 7 * masked + 3 * shared)
@@ -111,6 +122,15 @@ def test_transposed_by_phase_vs_reference(stripe_budget, ksd, kernel):
         if lib is R:
             ref_out, ref_om, ref_grads = out, om, grads
             continue
+        K, _ = pacnp.packernel2d(
+            guide,
+            k,
+            **kw,
+            **{n: geo[n] for n in ("stride", "padding", "dilation")},
+            output_padding=geo["output_padding"],
+            transposed=True,
+        )
+        assert_close(K, K0, "packernel2d K (0 where no sample is)")
         assert_close(out, ref_out, "two-step output")
         assert_close(om, ref_om, "two-step output_mask")
         for name, a, r in zip(

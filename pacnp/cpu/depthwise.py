@@ -173,20 +173,23 @@ def params_row(g, x, K, w, ty, tx, dK, dw_parts, ch, y0, need_k, need_w, jrun, r
             for xo in range(Wo):
                 ix = tx[j, xo]
                 valid = iy >= 0 and ix >= 0
+                # K is read at valid taps only: a fused stripe of a transposed window leaves
+                # the others unwritten (Kernel.packernel_forward)
                 if kc_many:
                     for c in range(C):
                         t = g[b, c, y, xo] * x[b, c, iy, ix] if valid else 0.0
                         if need_k:
                             dK[b, c, i, j, yk, xo] = wv * t
-                        dwacc += K[b, c, i, j, yk, xo] * t
+                        if valid:
+                            dwacc += K[b, c, i, j, yk, xo] * t
                 else:
                     t = 0.0
                     if valid:
                         for c in range(C):
                             t += g[b, c, y, xo] * x[b, c, iy, ix]
+                        dwacc += K[b, 0, i, j, yk, xo] * t
                     if need_k:
                         dK[b, 0, i, j, yk, xo] = wv * t
-                    dwacc += K[b, 0, i, j, yk, xo] * t
             if need_w:
                 dw_parts[ch, i, j] += dwacc
 

@@ -307,16 +307,39 @@ def gather_samples(gd, guide, b, py, row, c0, s):
 
 
 @njit(inline="always")
+def clip_pos(d, asym):
+    """max(Δ, 0) for the asymmetric kernels, NaN kept; Δ otherwise."""
+    if asym:
+        return d if (d > 0.0 or d != d) else np.float32(0.0)
+    return d
+
+
+@njit(inline="always")
 def phase_sq(sq, kc, ii, jj, gd, cen, c, lo, hi, base, asym):
     """sq[kc, ii, jj, lo:hi] += Δ² between sample base + q of row ii and centre q."""
     og = base + lo
     if lo < 0 or og < 0 or ii < 0 or jj < 0:
         return
     for t in range(hi - lo):
-        d = gd[ii, c, og + t] - cen[c, lo + t]
-        if asym:  # max(Δ, 0), NaN kept
-            d = d if (d > 0.0 or d != d) else np.float32(0.0)
-        sq[kc, ii, jj, lo + t] += d * d
+        d = clip_pos(gd[ii, c, nowrap(og + t)] - cen[c, nowrap(lo + t)], asym)
+        sq[kc, ii, jj, nowrap(lo + t)] += d * d
+
+
+@njit(inline="always")
+def phase_sq4(sq, ii, jj, gd, cen, c, lo, hi, base, asym):
+    """phase_sq of channels c .. c + 3 into sq[0] in one pass: a tap's run is ≈ Ws/s lanes,
+    so one pass per channel spent as much on loop entry (alias checks, remainders) as on the
+    arithmetic (W4b: ≈ 0.6 ms of 1.8)."""
+    og = base + lo
+    if lo < 0 or og < 0 or ii < 0 or jj < 0 or c < 0:
+        return
+    for t in range(hi - lo):
+        g, q = nowrap(og + t), nowrap(lo + t)
+        d0 = clip_pos(gd[ii, c, g] - cen[c, q], asym)
+        d1 = clip_pos(gd[ii, c + 1, g] - cen[c + 1, q], asym)
+        d2 = clip_pos(gd[ii, c + 2, g] - cen[c + 2, q], asym)
+        d3 = clip_pos(gd[ii, c + 3, g] - cen[c + 3, q], asym)
+        sq[0, ii, jj, q] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
 
 
 @njit()
@@ -363,17 +386,35 @@ def phase_window(
         for jj in range(pntaps[ph]):
             j = ptaps[ph, jj]
             lo, hi, base = runs[ph, j, 0], runs[ph, j, 1], runs[ph, j, 2]
+            if lo < 0 or hi <= lo:
+                continue
+            n = hi - lo
+            # lanes as nowrap(lo + t): a run-time lo would keep the wraparound select of a
+            # signed index in every loop (see common.nowrap) and those loops from vectorising
             for kc in range(KC):
-                for q in range(lo, hi):
-                    sq[kc, ii, jj, q] = 0.0
-            for c in range(Cg):
-                phase_sq(sq, c if KC > 1 else 0, ii, jj, gd, cen, c, lo, hi, base, asym)
+                for t in range(n):
+                    sq[kc, ii, jj, nowrap(lo + t)] = 0.0
+            if KC > 1:
+                for c in range(Cg):
+                    phase_sq(sq, c, ii, jj, gd, cen, c, lo, hi, base, asym)
+            elif asym:  # the flag a constant in each loop body: no branch left in the run
+                for c in range(0, Cg - 3, 4):
+                    phase_sq4(sq, ii, jj, gd, cen, c, lo, hi, base, True)
+                for c in range(Cg - Cg % 4, Cg):
+                    phase_sq(sq, 0, ii, jj, gd, cen, c, lo, hi, base, True)
+            else:
+                for c in range(0, Cg - 3, 4):
+                    phase_sq4(sq, ii, jj, gd, cen, c, lo, hi, base, False)
+                for c in range(Cg - Cg % 4, Cg):
+                    phase_sq(sq, 0, ii, jj, gd, cen, c, lo, hi, base, False)
             for kc in range(KC):
                 if kind == GAUSSIAN:
-                    for q in range(lo, hi):
+                    for t in range(n):
+                        q = nowrap(lo + t)
                         km[kc, ii, jj, q] = vexp(sq[kc, ii, jj, q] * np.float32(-0.5))
                 else:
-                    for q in range(lo, hi):
+                    for t in range(n):
+                        q = nowrap(lo + t)
                         km[kc, ii, jj, q] = kernel_value(
                             sq[kc, ii, jj, q], kind, alpha[kc], lam[kc]
                         )
@@ -394,9 +435,12 @@ def phase_centres(src, cy, pcols, pncols, b, y, cen, ph):
     """The centres of phase ph of output row y into cen[c, q]; returns nx."""
     nx = pncols[ph]
     qy = cy[y]
-    for c in range(src.shape[1]):
+    X0, P = pcols[ph, 0], pcols.shape[0]
+    if nx <= 0 or X0 < 0 or qy < 0:
+        return max(nx, 0)
+    for c in range(src.shape[1]):  # a phase's columns are X0 + P·q: no table in the loop
         for q in range(nx):
-            cen[c, q] = src[b, c, qy, pcols[ph, q]]
+            cen[c, q] = src[b, c, qy, nowrap(X0 + P * q)]
     return nx
 
 
@@ -446,12 +490,13 @@ def _packernel_forward_phased(
     stats_s,
     fac_s,
 ):
-    """_packernel_forward of a transposed window, by phase (see the section comment): a block's
-    rows of K are zeroed, then per output row each column phase's live taps are evaluated
-    (phase_window), scaled and stored at the phase's columns. Scratch per thread (from the
-    launcher)."""
+    """_packernel_forward of a transposed window, by phase (see the section comment): per
+    output row each column phase's live taps are evaluated (phase_window), scaled and stored at
+    the phase's columns. K's entries at the taps that meet no sample are not written (the
+    caller passes K zeroed where it needs them: see Kernel.packernel_forward). Scratch per
+    thread (from the launcher)."""
     B = guide.shape[0]
-    KC, kh, kw, n, Wo = K.shape[1], K.shape[2], K.shape[3], K.shape[4], K.shape[5]
+    KC, n = K.shape[1], K.shape[4]
     rows = B * n
     P = pncols.shape[0]
     need_stats = normalize or has_mask
@@ -464,22 +509,6 @@ def _packernel_forward_phased(
         sq = sq_s[tid]
         stats = stats_s[tid]
         fac = fac_s[tid]
-        # the block's rows of K zeroed first, tap plane by tap plane: within a plane they are
-        # one contiguous run (row by row, each row's 81 taps hop between planes 256 KB apart:
-        # W4b's K took ~1 ms longer to zero that way, one thread)
-        r = blk * rows // blocks
-        r1 = (blk + 1) * rows // blocks
-        while r < r1:
-            b = r // n
-            ya = r % n
-            yb = min(n, ya + r1 - r)
-            for kc in range(KC):
-                for i in range(kh):
-                    for j in range(kw):
-                        for yy in range(ya, yb):
-                            for xo in range(Wo):
-                                K[b, kc, i, j, yy, xo] = 0.0
-            r += yb - ya
         for r in range(blk * rows // blocks, (blk + 1) * rows // blocks):
             b = r // n
             yk = r % n
@@ -530,7 +559,7 @@ def _packernel_forward_phased(
                                 continue
                             for t in range(hi - lo):
                                 K[b, kc, i, j, yk, nowrap(X0 + P * (lo + t))] = (
-                                    km[kc, ii, jj, lo + t] * fac[lo + t]
+                                    km[kc, ii, jj, nowrap(lo + t)] * fac[nowrap(lo + t)]
                                 )
                 if has_mask:
                     for q in range(nx):
