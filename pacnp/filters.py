@@ -1643,10 +1643,10 @@ def joint_bilateral_upsample(
     Low-res sample n stands for high-res voxel ``n·f + (f−1)//2`` (point sampling, per axis).
     Output voxel Y averages the samples n with ``|n_a·f + (f−1)//2 − Y_a| ≤ radius_a`` on every
     axis (high-res voxels), weighted by ``w_s(Y − n·f − (f−1)//2) · w_c(guide[Y] −
-    guide[n·f + (f−1)//2])`` (and ``confidence[n]``): one transposed PAC. 2-D with the same
-    radius and σ_s on both axes runs a direct kernel over (pixel, sample) pairs
-    (``pacnp.cpu.upsample``, its CUDA twin on the GPU); other cases the transposed PAC
-    (``pacconv_transpose1d/2d/3d_fused``), whose cost grows with the window's taps.
+    guide[n·f + (f−1)//2])`` (and ``confidence[n]``): one transposed PAC. It runs as a direct
+    kernel over (voxel, sample) pairs (``pacnp.cpu.upsample``, its CUDA twin on the GPU) in
+    1, 2 and 3 dimensions, any radius and σ_s per axis: each voxel visits the ≈ Π_a (2r_a/f + 1)
+    samples in reach, not the transposed PAC's Π_a (2r_a + 1) taps.
 
     Parameters
     ----------
