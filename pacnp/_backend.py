@@ -52,6 +52,31 @@ class Conv(Protocol):
         """Write out rows y0 ≤ y < y0 + K.shape[4]. Wm: [Cout, C·kh·kw] (a transposed conv's
         weight rearranged); bias: [Cout], or empty for none; out: [B, Cout, Ho, Wo]."""
 
+    def pac_dense_forward_from_guide(
+        self,
+        x: Array,
+        guide: Array,
+        src: Array,
+        kgeo: Geometry,
+        mask: Array,
+        alpha: Table,
+        lam: Table,
+        kind: int,
+        asym: bool,
+        normalize: bool,
+        has_mask: bool,
+        Wm: Table,
+        bias: Table,
+        geo: Geometry,
+        out: Array,
+        out_mask: Array,
+    ) -> tuple | None:
+        """The fused transposed op without K in memory: write the output rows a ≤ y < e that
+        the backend computes with K evaluated inside the op (and those rows of out_mask, with
+        has_mask), and return (a, e); None where it does not (the caller computes K stripe by
+        stripe, packernel_forward then pac_dense_forward). The kernel arguments are
+        packernel_forward's (kgeo: the kernel's geometry), the op's pac_dense_forward's."""
+
     def pac_dense_backward_params(
         self,
         g: Array,

@@ -14,7 +14,10 @@ those rows. The two-step path (``packernel2d`` then an op) runs one stripe cover
 the fused path walks the image stripe by stripe, computing K for a stripe just before the op
 consumes it, so K is never materialised whole and the extra memory is bounded by the stripe
 (``config.STRIPE_BYTES``), not by the image. Gradients that several stripes reach (input and
-guide rows near a stripe border) accumulate, stripe after stripe, in a fixed order.
+guide rows near a stripe border) accumulate, stripe after stripe, in a fixed order. One
+exception: the fused forward of a dense transposed op, whose K a backend may compute inside the
+op itself (``Conv.pac_dense_forward_from_guide``: the CPU's by-phase GEMM units) for the rows
+between the border rows, with no K in memory at all; the border rows then go stripe by stripe.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ def _chunks(rows: int) -> int:
     return max(1, min(config.REDUCTION_CHUNKS, rows))
 
 
-def stripes(plan):
-    """Output-row stripes for the fused path: as many rows as fit K in config.STRIPE_BYTES
+def stripes(plan, skip=None):
+    """Output-row stripes for the fused path (without the rows skip[0] ≤ y < skip[1], where
+    given): as many rows as fit K in config.STRIPE_BYTES
     (at least one). A stripe's K is therefore ≤ max(STRIPE_BYTES, one output row's K), and
     with the dead taps trimmed (:func:`live_taps`) one row's K holds only the taps that can
     meet the guide: the memory is bounded by the output width and what the window can reach,
@@ -43,7 +47,8 @@ def stripes(plan):
     Ho, Wo = plan.geo.out_hw
     row_bytes = max(B * plan.KC * plan.k[0] * plan.k[1] * Wo * plan.guide.dtype.itemsize, 1)
     rows = max(config.STRIPE_BYTES // row_bytes, 1)
-    return [(y0, min(y0 + rows, Ho)) for y0 in range(0, Ho, rows)]
+    spans = [(0, Ho)] if skip is None else [(0, skip[0]), (skip[1], Ho)]
+    return [(y0, min(y0 + rows, y1)) for lo, y1 in spans for y0 in range(lo, y1, rows)]
 
 
 # --------------------------------------------------------------------------- dead taps
@@ -417,7 +422,31 @@ def fused_forward(be, kplan, oplan):
     src = centre_source(be, kplan)
     out_mask = new_output_mask(be, kplan)
     out = be.arrays.empty(oplan.folded_out_shape, oplan.x.dtype)
-    for y0, y1 in stripes(kplan):
+    done = None
+    if oplan.dense and kplan.geo.transposed:
+        # the rows between the border rows with K computed inside the op, where the backend
+        # can (Conv.pac_dense_forward_from_guide); the rest stripe by stripe
+        mask, has_mask = _mask_arg(kplan)
+        bias = oplan.bias if oplan.bias is not None else np.empty(0, dtype=oplan.x.dtype)
+        done = be.conv.pac_dense_forward_from_guide(
+            oplan.x,
+            kplan.guide,
+            src,
+            kplan.geo,
+            mask,
+            kplan.alpha,
+            kplan.lam,
+            kplan.kind,
+            kplan.asym,
+            kplan.normalize,
+            has_mask,
+            oplan.Wm,
+            bias,
+            oplan.geo,
+            out,
+            out_mask,
+        )
+    for y0, y1 in stripes(kplan, done):
         op_stripe(be, oplan, kernel_stripe(be, kplan, src, y0, y1, out_mask), y0, out)
     return out, (out_mask if kplan.mask is not None else None)
 

@@ -98,6 +98,42 @@ def test_transposed_by_phase_on_dirty_memory(dirty_memory, stripe_budget, ksd, k
     _by_phase_vs_reference(ksd, kernel)
 
 
+@pytest.mark.parametrize("kernel", [c[1] for c in CASES[:3]])
+def test_fused_transposed_computes_k_inside_the_op(monkeypatch, kernel):
+    """The fused dense transposed forward computes K inside its by-phase GEMM units for the
+    rows between the border rows (Conv.pac_dense_forward_from_guide; the border rows stripe by
+    stripe) and matches the reference: output and output_mask, with channel-wise, normalised,
+    smoothed and masked kernels."""
+    from pacnp.cpu import conv
+
+    spans = []
+    real = conv.pac_dense_forward_from_guide
+
+    def spy(*args):
+        spans.append(real(*args))
+        return spans[-1]
+
+    monkeypatch.setattr(conv, "pac_dense_forward_from_guide", spy)
+    kt, smooth, cw, norm, masked, shared = kernel
+    rng = np.random.default_rng(11 + len(kt) + masked)
+    x, guide, w, b, geo, kw, lead = fused_case(
+        rng, "transpose", 9, 4, 1, kt, smooth, cw, norm, masked, shared, B=2, C=3, Cout=2
+    )
+    out, om = FUSED["transpose"][0](*lead, **geo, **kw)
+    K, ref_om = R.packernel2d(
+        guide,
+        9,
+        **kw,
+        **{n: geo[n] for n in ("stride", "padding", "dilation")},
+        output_padding=geo["output_padding"],
+        transposed=True,
+    )
+    assert_close(out, R.pacconv_transpose2d(x, K, w, b, **geo), "fused output")
+    assert_close(om, ref_om, "fused output_mask")
+    (span,) = spans
+    assert span is not None and 0 < span[0] < span[1] < out.shape[2]  # taken, border left over
+
+
 def _by_phase_vs_reference(ksd, kernel):
     k, s, d = ksd
     kt, smooth, cw, norm, masked, shared = kernel

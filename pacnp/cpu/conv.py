@@ -20,6 +20,7 @@ from numba import get_thread_id, prange
 from .._jit import njit
 from . import schedule
 from .common import nowrap, round_rows, unit_runs
+from .kernel import phase_row, row_samples
 
 
 @njit()
@@ -519,9 +520,7 @@ def _dense_forward_phased(
     phase, by forward_row (all phases; only the taps it meets, so a non-finite weight stays out
     of outputs it never reaches)."""
     C = x.shape[1]
-    Cout = out.shape[1]
     KC = K.shape[1]
-    has_bias = bias.shape[0] > 0
     P = pncols.shape[0]
     jrun = np.empty((tx.shape[0], 3), dtype=np.int64)
     unit_runs(tx, jrun)
@@ -565,13 +564,6 @@ def _dense_forward_phased(
         n_i, nj = rntaps[pr], pntaps[pc]
         m = C * n_i * nj
         ncol = cnt * nx
-        if m == 0:
-            for o in range(Cout):
-                bo = bias[o] if has_bias else np.float32(0.0)
-                for k in range(cnt):
-                    for q in range(nx):
-                        out[b, o, rows[start + k], X0 + P * q] = bo
-            continue
         colsT = buf_s[tid, : ncol * m].reshape(ncol, m)
         kb = kb_s[tid]
         for k in range(cnt):
@@ -589,15 +581,169 @@ def _dense_forward_phased(
                     channel_rows(
                         colsT, k * nx, nx, (ii * nj + jj) * C, C, kb, xT, b, iy - iy0, lo, hi, base
                     )
-        resT = res_s[tid, : ncol * Cout].reshape(ncol, Cout)
+        unit_gemm_store(colsT, wphT, pr, pc, res_s[tid], out, bias, b, rows, start, cnt, X0, P)
+
+
+@njit(inline="always")
+def unit_gemm_store(colsT, wphT, pr, pc, res, out, bias, b, rows, start, cnt, X0, P):
+    """A by-phase unit's GEMM colsᵀ @ Wᵀ (colsT: one row per output element, cnt rows of nx
+    phase columns side by side) and its outputs + bias at the phase's columns X0 + P·q."""
+    ncol, m = colsT.shape[0], colsT.shape[1]
+    Cout = out.shape[1]
+    nx = ncol // max(cnt, 1)
+    has_bias = bias.shape[0] > 0
+    resT = res[: ncol * Cout].reshape(ncol, Cout)
+    if m > 0:
         np.dot(colsT, wphT[pr, pc, : m * Cout].reshape(m, Cout), resT)
-        for o in range(Cout):
-            # a float32 zero keeps float32 sums in float32
-            bo = bias[o] if has_bias else np.float32(0.0)
+    else:  # no tap of this phase pair meets the input: the bias alone
+        for t in range(ncol * Cout):
+            res[t] = 0.0
+    for o in range(Cout):
+        # a float32 zero keeps float32 sums in float32
+        bo = bias[o] if has_bias else np.float32(0.0)
+        for k in range(cnt):
+            y = rows[start + k]
+            for q in range(nx):
+                out[b, o, y, nowrap(X0 + P * q)] = resT[nowrap(k * nx + q), o] + bo
+
+
+@njit(parallel=True)
+def _dense_forward_from_guide(
+    x,
+    bias,
+    ty,
+    rtaps,
+    rntaps,
+    pcols,
+    pncols,
+    ptaps,
+    pntaps,
+    prun,
+    chunks,
+    rows,
+    out,
+    xT,
+    iy0,
+    wphT,
+    guide,
+    src,
+    gy,
+    cy,
+    kruns,
+    c0,
+    s,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    normalize,
+    has_mask,
+    out_mask,
+    buf_s,
+    res_s,
+    kb_s,
+    gd_s,
+    itaps_s,
+    cen_s,
+    km_s,
+    sq_s,
+    stats_s,
+    fac_s,
+):
+    """_dense_forward_phased with K computed in place of being read: chunk (b, pr, start, cnt)
+    is the output rows rows[start : start + cnt] of row phase pr (each has every tap of its
+    phase). Their guide samples are gathered once (kernel.row_samples), then per column phase
+    each row's K at the phase's live taps (kernel.phase_window, scaled as packernel2d scales
+    it) feeds that row's modulated columns directly, and one GEMM per phase as in the
+    two-step path. K is never stored: no stripe to write, zero or read back."""
+    C = x.shape[1]
+    KC = km_s.shape[1]
+    P = pncols.shape[0]
+    for u in prange(chunks.shape[0]):
+        tid = get_thread_id()
+        b, pr, start, cnt = chunks[u, 0], chunks[u, 1], chunks[u, 2], chunks[u, 3]
+        n_i = rntaps[pr]
+        gd, itaps = gd_s[tid], itaps_s[tid]
+        cen, km, sq, stats, fac, kb = (
+            cen_s[tid],
+            km_s[tid],
+            sq_s[tid],
+            stats_s[tid],
+            fac_s[tid],
+            kb_s[tid],
+        )
+        for k in range(cnt):
+            row_samples(guide, gy, rows[start + k], b, c0, s, itaps[k], gd[k])
+        for pc in range(P):
+            nx = pncols[pc]
+            nj = pntaps[pc]
+            m = C * n_i * nj
+            colsT = buf_s[tid, : cnt * nx * m].reshape(cnt * nx, m)
             for k in range(cnt):
                 y = rows[start + k]
-                for q in range(nx):
-                    out[b, o, y, nowrap(X0 + P * q)] = resT[nowrap(k * nx + q), o] + bo
+                phase_row(
+                    gd[k],
+                    src,
+                    cy,
+                    pcols,
+                    pncols,
+                    itaps[k],
+                    n_i,
+                    gy,
+                    y,
+                    pc,
+                    ptaps,
+                    pntaps,
+                    kruns,
+                    c0,
+                    s,
+                    mask,
+                    alpha,
+                    lam,
+                    kind,
+                    asym,
+                    normalize,
+                    has_mask,
+                    b,
+                    cen,
+                    km,
+                    sq,
+                    stats,
+                    fac,
+                    out_mask,
+                )
+                for ii in range(n_i):
+                    iy = ty[rtaps[pr, ii], y]
+                    for jj in range(nj):
+                        lo, hi, base = (
+                            prun[pc, ptaps[pc, jj], 0],
+                            prun[pc, ptaps[pc, jj], 1],
+                            prun[pc, ptaps[pc, jj], 2],
+                        )
+                        if lo < 0:
+                            continue
+                        for kc in range(KC):
+                            for t in range(hi - lo):
+                                q = nowrap(lo + t)
+                                kb[kc, t] = km[kc, ii, jj, q] * fac[kc, q]
+                        channel_rows(
+                            colsT,
+                            k * nx,
+                            nx,
+                            (ii * nj + jj) * C,
+                            C,
+                            kb,
+                            xT,
+                            b,
+                            iy - iy0,
+                            lo,
+                            hi,
+                            base,
+                        )
+            unit_gemm_store(
+                colsT, wphT, pr, pc, res_s[tid], out, bias, b, rows, start, cnt, pcols[pc, 0], P
+            )
 
 
 @njit(parallel=True)
@@ -913,6 +1059,131 @@ def pac_dense_forward(x, K, Wm, bias, geo, out, y0):
         np.empty((T, geo.ty.shape[0]), np.int64),
         np.empty((T, Cout * tile), dt),
     )
+
+
+def from_guide_rows(kgeo, geo, B, C, Cout):
+    """(a, e, chunks, rows): the output rows a ≤ y < e that _dense_forward_from_guide computes
+    (those between the border rows, every one with all the taps of its row phase) and its work,
+    or None where the kernel and op geometries do not share their phases the way it needs."""
+    phased = schedule.kernel_phases(kgeo)
+    if phased is None or not schedule.by_phase(geo):
+        return None
+    kcols, kncols, ktaps, kntaps, kruns = phased[:5]
+    pcols, pncols, ptaps, pntaps = schedule.phases(geo)
+    prun = schedule.phase_runs(geo)
+    # the same phases, and each phase's taps on the same runs of its columns
+    live = [(pc, j) for pc in range(pcols.shape[0]) for j in ptaps[pc, : pntaps[pc]]]
+    same = (
+        all(
+            np.array_equal(u, v)
+            for u, v in zip((kcols, kncols, ktaps, kntaps), (pcols, pncols, ptaps, pntaps))
+        )
+        and all(np.array_equal(kruns[pc, j, :2], prun[pc, j, :2]) for pc, j in live)
+        and np.array_equal(kgeo.gy >= 0, geo.ty >= 0)
+    )
+    if not same:
+        return None
+    _, _, _, rntaps = schedule.row_phases(geo)
+    Ho = geo.ty.shape[1]
+    ys = np.arange(Ho)
+    border = ys[(geo.ty >= 0).sum(axis=0) != rntaps[ys % rntaps.shape[0]]]
+    a = int(border[border < Ho // 2].max()) + 1 if (border < Ho // 2).any() else 0
+    e = int(border[border >= Ho // 2].min()) if (border >= Ho // 2).any() else Ho
+    if e <= a:
+        return None
+    plan = schedule.phase_forward_units(geo, B, a, e - a, C, Cout)
+    if plan is None or (plan[0][:, 1] < 0).any():
+        return None
+    units, rows = plan
+    # the units of one row chunk, one per column phase, are consecutive: one chunk each
+    chunks = np.ascontiguousarray(units[units[:, 2] == 0][:, [0, 1, 3, 4]])
+    return a, e, chunks, rows
+
+
+def pac_dense_forward_from_guide(
+    x,
+    guide,
+    src,
+    kgeo,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    normalize,
+    has_mask,
+    Wm,
+    bias,
+    geo,
+    out,
+    out_mask,
+):
+    """The fused transposed op's output rows between its border rows, K computed inside the
+    by-phase GEMM units (_dense_forward_from_guide) and never stored; returns (a, e), the rows
+    written (out, and out_mask with has_mask), or None where it does not apply (the caller
+    then computes K stripe by stripe)."""
+    B, C, Cout = x.shape[0], x.shape[1], out.shape[1]
+    work = from_guide_rows(kgeo, geo, B, C, Cout)
+    if work is None:
+        return None
+    a, e, chunks, rows = work
+    pcols, pncols, ptaps, pntaps = schedule.phases(geo)
+    _, _, rtaps, rntaps = schedule.row_phases(geo)
+    kruns, c0, ws = schedule.kernel_phases(kgeo)[4:]
+    wphT = phase_weights_t(Wm, geo, C)
+    mp = wphT.shape[2] // max(Cout, 1)
+    nx, kh, nj = pcols.shape[1], geo.ty.shape[0], ptaps.shape[1]
+    cmax = int(chunks[:, 3].max()) if chunks.shape[0] else 1
+    ty = geo.ty[:, a:e]
+    valid = ty[ty >= 0]
+    iy0, iy1 = (int(valid.min()), int(valid.max()) + 1) if valid.size else (0, 0)
+    xT = np.ascontiguousarray(np.moveaxis(x[:, :, iy0:iy1], 1, 3))
+    T = schedule.scratch_slices()
+    KC, Cg, dt = alpha.shape[0], guide.shape[1], x.dtype
+    _dense_forward_from_guide(
+        x,
+        bias,
+        geo.ty,
+        rtaps,
+        rntaps,
+        pcols,
+        pncols,
+        ptaps,
+        pntaps,
+        schedule.phase_runs(geo),
+        chunks,
+        rows,
+        out,
+        xT,
+        iy0,
+        wphT,
+        guide,
+        src,
+        kgeo.gy,
+        kgeo.cy,
+        kruns,
+        c0,
+        kgeo.stride[-1],
+        mask,
+        alpha,
+        lam,
+        kind,
+        asym,
+        normalize,
+        has_mask,
+        out_mask,
+        np.empty((T, mp * cmax * nx), dt),
+        np.empty((T, Cout * cmax * nx), dt),
+        np.empty((T, KC, nx), dt),
+        np.empty((T, cmax, kh, Cg, max(ws, 1)), dt),
+        np.empty((T, cmax, kh), np.int64),
+        np.empty((T, src.shape[1], nx), dt),
+        np.empty((T, KC, kh, nj, nx), dt),
+        np.empty((T, KC, kh, nj, nx), dt),
+        np.empty((T, 2 + KC, nx), dt),
+        np.empty((T, KC, nx), dt),
+    )
+    return a, e
 
 
 def pac_dense_backward_params(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, need_w, need_b):

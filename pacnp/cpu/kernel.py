@@ -458,6 +458,84 @@ def row_samples(guide, gy, y, b, c0, s, itaps, gd):
     return n_i
 
 
+@njit()
+def phase_row(
+    gd,
+    src,
+    cy,
+    pcols,
+    pncols,
+    itaps,
+    n_i,
+    gy,
+    y,
+    ph,
+    ptaps,
+    pntaps,
+    runs,
+    c0,
+    s,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    normalize,
+    has_mask,
+    b,
+    cen,
+    km,
+    sq,
+    stats,
+    fac,
+    out_mask,
+):
+    """K of output row y (guide samples gd, live row taps itaps[:n_i]: row_samples) at the
+    live taps of column phase ph: raw in km[kc, ii, jj, q] (phase_window), its scale in
+    fac[kc, q] (normalisation or the mask's re-weighting; 1 without), and with a mask the row's
+    out_mask at the phase's columns. Returns the phase's column count nx. Shared by packernel2d
+    (which stores km·fac into K) and the fused transposed op (which feeds it to its columns)."""
+    nx = phase_centres(src, cy, pcols, pncols, b, y, cen, ph)
+    need_stats = normalize or has_mask
+    phase_window(
+        gd,
+        cen,
+        itaps,
+        n_i,
+        gy,
+        y,
+        ph,
+        ptaps,
+        pntaps,
+        runs,
+        c0,
+        s,
+        mask,
+        alpha,
+        lam,
+        kind,
+        asym,
+        has_mask,
+        b,
+        nx,
+        km,
+        sq,
+        stats,
+        need_stats,
+    )
+    for kc in range(km.shape[0]):
+        if need_stats:
+            for q in range(nx):
+                fac[kc, q] = scale_factor(stats, kc, q, normalize, has_mask)
+        else:
+            for q in range(nx):
+                fac[kc, q] = 1.0
+    if has_mask:
+        for q in range(nx):
+            out_mask[b, 0, y, pcols[ph, q]] = 1.0 if stats[1, q] > 0.0 else 0.0
+    return nx
+
+
 @njit(parallel=True)
 def _packernel_forward_phased(
     guide,
@@ -499,7 +577,6 @@ def _packernel_forward_phased(
     KC, n = K.shape[1], K.shape[4]
     rows = B * n
     P = pncols.shape[0]
-    need_stats = normalize or has_mask
     for blk in prange(blocks):  # blocks of rows; the scratch is the running thread's
         tid = get_thread_id()
         itaps = itaps_s[tid]
@@ -515,10 +592,12 @@ def _packernel_forward_phased(
             y = y0 + yk
             n_i = row_samples(guide, gy, y, b, c0, s, itaps, gd)
             for ph in range(pncols.shape[0]):
-                nx = phase_centres(src, cy, pcols, pncols, b, y, cen, ph)
-                phase_window(
+                nx = phase_row(
                     gd,
-                    cen,
+                    src,
+                    cy,
+                    pcols,
+                    pncols,
                     itaps,
                     n_i,
                     gy,
@@ -534,36 +613,30 @@ def _packernel_forward_phased(
                     lam,
                     kind,
                     asym,
+                    normalize,
                     has_mask,
                     b,
-                    nx,
+                    cen,
                     km,
                     sq,
                     stats,
-                    need_stats,
+                    fac,
+                    out_mask,
                 )
+                X0 = pcols[ph, 0]
                 for kc in range(KC):
-                    if need_stats:
-                        for q in range(nx):
-                            fac[q] = scale_factor(stats, kc, q, normalize, has_mask)
-                    else:
-                        for q in range(nx):
-                            fac[q] = 1.0
                     for ii in range(n_i):
                         i = itaps[ii]
                         for jj in range(pntaps[ph]):
                             j = ptaps[ph, jj]
                             lo, hi = runs[ph, j, 0], runs[ph, j, 1]
-                            X0 = pcols[ph, 0]
-                            if lo < 0 or X0 < 0:
+                            if lo < 0 or X0 < 0 or nx < 0:
                                 continue
                             for t in range(hi - lo):
+                                q = nowrap(lo + t)
                                 K[b, kc, i, j, yk, nowrap(X0 + P * (lo + t))] = (
-                                    km[kc, ii, jj, nowrap(lo + t)] * fac[nowrap(lo + t)]
+                                    km[kc, ii, jj, q] * fac[kc, q]
                                 )
-                if has_mask:
-                    for q in range(nx):
-                        out_mask[b, 0, y, pcols[ph, q]] = 1.0 if stats[1, q] > 0.0 else 0.0
 
 
 @njit(parallel=True)
@@ -1110,7 +1183,7 @@ def packernel_forward(
             np.empty((T, KC, kh, nj, nx), dt),
             np.empty((T, KC, kh, nj, nx), dt),
             np.empty((T, 2 + KC, nx), dt),
-            np.empty((T, nx), dt),
+            np.empty((T, KC, nx), dt),
         )
         return
     # scratch per block, allocated here (see _packernel_forward): at most one row of K per

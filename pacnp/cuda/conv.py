@@ -128,6 +128,30 @@ def _backward_bias(g, db_parts, n_chunks, y0, n, zero):
         db_parts[ch, o] += acc
 
 
+def pac_dense_forward_from_guide(
+    x,
+    guide,
+    src,
+    kgeo,
+    mask,
+    alpha,
+    lam,
+    kind,
+    asym,
+    normalize,
+    has_mask,
+    Wm,
+    bias,
+    geo,
+    out,
+    out_mask,
+):
+    """Nothing here (returns None): on the GPU the fused transposed op computes K stripe by
+    stripe in device memory, one thread per output element (the host backend's version feeds
+    K straight into its by-phase GEMMs, which the GPU kernels do not have)."""
+    return None
+
+
 def pac_dense_backward_params(g, x, K, geo, dW_parts, db_parts, n_chunks, y0, need_w, need_b):
     """Weight and bias gradients from the output rows y0 ≤ y < y0 + K.shape[4], into the
     partial buffers (fixed chunks of rows, as on the CPU)."""
