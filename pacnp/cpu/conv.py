@@ -1083,10 +1083,8 @@ def from_guide_rows(kgeo, geo, B, C, Cout):
     )
     if not same:
         return None
-    _, _, _, rntaps = schedule.row_phases(geo)
     Ho = geo.ty.shape[1]
-    ys = np.arange(Ho)
-    border = ys[(geo.ty >= 0).sum(axis=0) != rntaps[ys % rntaps.shape[0]]]
+    border = np.nonzero(~schedule.full_rows(geo))[0]
     a = int(border[border < Ho // 2].max()) + 1 if (border < Ho // 2).any() else 0
     e = int(border[border >= Ho // 2].min()) if (border >= Ho // 2).any() else Ho
     if e <= a:

@@ -251,6 +251,18 @@ def phase_weight_index(geo, C: int) -> np.ndarray:
     return _per_geometry(f"phase_weight_index{C}", geo, make)
 
 
+def full_rows(geo) -> np.ndarray:
+    """full[y]: output row y has every row tap of its row phase (away from the border, where
+    a transposed window's taps of that phase fall outside the input)."""
+
+    def make(g):
+        _, _, _, rntaps = row_phases(g)
+        ys = np.arange(g.ty.shape[1])
+        return (g.ty >= 0).sum(axis=0) == rntaps[ys % rntaps.shape[0]]
+
+    return _per_geometry("full_rows", geo, make)
+
+
 def phase_forward_units(geo, B: int, y0: int, n: int, C: int, Cout: int):
     """The work units of the by-phase dense forward (``conv._dense_forward_phased``) of the
     output rows y0 ≤ y < y0 + n, or None where it does not apply (not by phase, or a tap that
@@ -277,7 +289,7 @@ def phase_forward_units(geo, B: int, y0: int, n: int, C: int, Cout: int):
     Pr = rntaps.shape[0]
     ys = np.arange(y0, y0 + n)
     pr_of = ys % Pr
-    full = (geo.ty[:, y0 : y0 + n] >= 0).sum(axis=0) == rntaps[pr_of]
+    full = full_rows(geo)[y0 : y0 + n]
     rows, per_image = [], []
     for pr in range(Pr):
         fr = ys[full & (pr_of == pr)]
