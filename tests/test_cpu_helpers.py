@@ -1,12 +1,15 @@
-"""The CPU kernels' shared helpers (pacnp/cpu/common.py): the vectorised float32 exp and the
-unit-stride run detection the fast loops rely on."""
+"""The CPU kernels' shared helpers (pacnp/cpu/common.py): the vectorised float32 exp, the
+unit-stride run detection the fast loops rely on, and the cache-prefetch hint."""
+
+import platform
 
 import numpy as np
 import pytest
 from numba import njit
+from numba.core.errors import TypingError
 
 from pacnp import _core
-from pacnp.cpu.common import exp_f32, unit_runs, vexp
+from pacnp.cpu.common import exp_f32, prefetch, unit_runs, vexp
 
 
 @njit(cache=False)
@@ -80,3 +83,46 @@ def test_unit_runs_reject_strided_and_zero_inserted_tables():
     assert (_runs(strided)[:, 0] == -1).all()
     transposed = _core.conv_transpose_taps(4, 8, 3, 2, 1, 1)
     assert (_runs(transposed)[:, 0] == -1).all()
+
+
+@njit(cache=False)
+def _sum_with_hints(a):
+    total = 0.0
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            # hints at the next row, past the end included: a prefetch never faults
+            prefetch(a, (i + 1, j), False)
+            prefetch(a, (i + 1, j), True)
+            total += a[i, j]
+    return total
+
+
+def test_prefetch_is_a_hint_only():
+    a = np.arange(12 * 7, dtype=np.float32).reshape(12, 7)
+    before = a.copy()
+    assert _sum_with_hints(a) == float(before.sum())
+    np.testing.assert_array_equal(a, before)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 mnemonics")
+def test_prefetch_compiles_to_prefetch_instructions():
+    _sum_with_hints(np.ones((2, 2), np.float32))
+    asm = _sum_with_hints.inspect_asm(_sum_with_hints.signatures[0])
+    assert "prefetcht0" in asm  # read, keep in every cache level
+    assert "prefetchw" in asm  # for writing
+
+
+def test_prefetch_rejects_what_it_cannot_address():
+    @njit(cache=False)
+    def too_few_indices(a):
+        prefetch(a, (0,), False)
+
+    @njit(cache=False)
+    def flag_not_a_literal(a, w):
+        prefetch(a, (0, 0), w)
+
+    a = np.ones((2, 2), np.float32)
+    with pytest.raises(TypingError):
+        too_few_indices(a)
+    with pytest.raises(TypingError):
+        flag_not_a_literal(a, True)

@@ -1,13 +1,17 @@
-"""Helpers the CPU kernels share: a vectorisable exp, unit-stride tap runs, round scheduling.
+"""Helpers the CPU kernels share: a vectorisable exp, unsigned indexing, a cache-prefetch hint,
+unit-stride tap runs, round scheduling.
 
-None of this has a CUDA twin: the GPU has a fast ``exp`` of its own and no use for the other two.
+None of this has a CUDA twin: the GPU has a fast ``exp`` of its own, hides memory latency with
+other warps rather than with prefetch hints, and has no use for the others.
 """
 
 import math
 
 import numpy as np
 from llvmlite import ir
+from llvmlite.binding import llvm_version_info
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .._jit import njit
@@ -118,6 +122,46 @@ def nowrap(i):
 @overload(nowrap, inline="always")
 def _nowrap_overload(i):
     return lambda i: np.uint64(i)
+
+
+# --------------------------------------------------------------------------- memory hints
+# the intrinsic's name carries its pointer type: i8* before LLVM 15 (llvmlite < 0.43, numba
+# < 0.60), an opaque pointer after
+_PREFETCH = "llvm.prefetch.p0" if llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
+
+
+@intrinsic
+def prefetch(typingctx, ary, idx, write):
+    """Hint the cache to fetch the line of ``ary[idx]`` (idx: a tuple of one index per
+    dimension; ``write``: a literal bool, True to fetch it for writing). No effect on results,
+    no fault on an unmapped address: only on speed. For the kernels whose reads or writes jump
+    every few lines between the rows of K's full tap layout, which the hardware prefetchers do
+    not follow (see docs/performance.md, "Transposed PAC by phase")."""
+    if not isinstance(ary, types.Array) or not isinstance(idx, types.BaseTuple):
+        return None
+    if len(idx) != ary.ndim or not all(isinstance(t, types.Integer) for t in idx):
+        return None
+    if not isinstance(write, types.BooleanLiteral):
+        return None
+    rw = 1 if write.literal_value else 0
+
+    def codegen(context, builder, sig, args):
+        aryty, idxty, _ = sig.args
+        arr = context.make_array(aryty)(context, builder, args[0])
+        indices = cgutils.unpack_tuple(builder, args[1], len(idxty))
+        indices = [
+            context.cast(builder, v, t, types.intp) for v, t in zip(indices, idxty, strict=True)
+        ]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, arr, indices, wraparound=False)
+        ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH)
+        # locality 3: keep it in every level; cache type 1: data
+        builder.call(fn, [ptr, i32(rw), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(ary, idx, write), codegen
 
 
 # --------------------------------------------------------------------------- tap runs

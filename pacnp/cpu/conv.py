@@ -19,8 +19,8 @@ from numba import get_thread_id, prange
 
 from .._jit import njit
 from . import schedule
-from .common import nowrap, round_rows, unit_runs
-from .kernel import phase_row, row_samples
+from .common import nowrap, prefetch, round_rows, unit_runs
+from .kernel import phase_row, prefetch_guide_rows, row_samples
 
 
 @njit()
@@ -452,6 +452,29 @@ def gather_phase_run(kb, K, b, kc, i, j, yk, lo, hi, X0, P):
 
 
 @njit(inline="always")
+def prefetch_phase_row(K, b, yk, rtaps, rntaps, pr, ptaps, pntaps, pcols, pc, prun):
+    """Hint the cache to fetch the lines of K that by-phase output row yk (of K's stripe; row
+    phase pr, column phase pc) reads: each live tap's run at stride P in K's full layout, one
+    hint per 64-byte line. Those reads jump between K's tap planes every 16 or so lines, a
+    pattern the hardware prefetchers do not follow: without the hints the op waited on memory
+    for K (W4b: 9.1 → 6.5 ms, one thread)."""
+    X0, P = pcols[pc, 0], pcols.shape[0]
+    if yk < 0 or X0 < 0 or pr < 0:
+        return
+    step = max(1, 16 // P)  # phase columns per line of float32
+    for kc in range(K.shape[1]):
+        for ii in range(rntaps[pr]):
+            i = rtaps[pr, ii]
+            for jj in range(pntaps[pc]):
+                j = ptaps[pc, jj]
+                lo, hi = prun[pc, j, 0], prun[pc, j, 1]
+                if lo < 0:
+                    continue
+                for q in range(lo, hi, step):
+                    prefetch(K, (b, kc, i, j, yk, X0 + P * q), False)
+
+
+@njit(inline="always")
 def channel_rows(colsT, col0, nx, r0, C, kb, xT, b, iy, lo, hi, base):
     """colsT[col0 + q, r0 + c] = kb[0|c, q - lo] · xT[b, iy, base + q, c] for lo ≤ q < hi,
     0 at the other phase columns q < nx: a tap's columns, channels innermost (contiguous in
@@ -568,6 +591,15 @@ def _dense_forward_phased(
         kb = kb_s[tid]
         for k in range(cnt):
             y = rows[start + k]
+            # K's lines for the next row: this unit's, else the next unit's first
+            un, kn = np.int64(u), k + 1
+            if kn == cnt:
+                un, kn = un + 1, 0
+            if un < units.shape[0] and units[un, 0] == b:
+                pr_n, pc_n, yk_n = units[un, 1], units[un, 2], rows[units[un, 3] + kn] - y0
+                prefetch_phase_row(
+                    K, b, yk_n, rtaps, rntaps, pr_n, ptaps, pntaps, pcols, pc_n, prun
+                )
             for ii in range(n_i):
                 i = rtaps[pr, ii]
                 iy = ty[i, y]
@@ -674,6 +706,8 @@ def _dense_forward_from_guide(
             kb_s[tid],
         )
         for k in range(cnt):
+            if k + 1 < cnt:  # the next row's guide lines (see kernel.prefetch_guide_rows)
+                prefetch_guide_rows(guide, src, gy, cy, b, rows[start + k + 1])
             row_samples(guide, gy, rows[start + k], b, c0, s, itaps[k], gd[k])
         for pc in range(P):
             nx = pncols[pc]
