@@ -384,3 +384,25 @@ def test_bench_runs_without_torch():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok")
+
+
+def test_ab_trees_compares_a_tree_with_itself():
+    """``asv_benchmarks/ab_trees.py`` (the before/after numbers of docs/performance.md) runs
+    end to end: both trees, fresh processes, a row per measured call, ``--parts`` included."""
+    root = RATIO_TABLE.parent.parent
+    script = RATIO_TABLE.parent / "ab_trees.py"
+    args = ["--workloads", "W4", "--impls", "two-step", "--rounds", "1", "--calls", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(script), str(root), str(root), *args, "--parts"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("W4 two-step "):
+            what, old, new, ratio = line[len("W4 two-step ") :].split()
+            rows[what] = (float(old), float(new), float(ratio))
+    assert set(rows) == {"fwd", "fwd+bwd", "kernel", "op"}, proc.stdout
+    assert all(old > 0 and new > 0 for old, new, _ in rows.values()), rows
