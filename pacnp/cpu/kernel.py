@@ -626,7 +626,8 @@ def _packernel_forward_phased(
             if r + 1 < (blk + 1) * rows // blocks:
                 # the next row's lines of K (to write) and of the guide (to read): a row's
                 # accesses jump between planes every 16 or so lines, which the hardware
-                # prefetchers do not follow (W4b: packernel2d 8.1 → 6.6 ms, one thread)
+                # prefetchers do not follow (W4b: 0.2–0.7 ms of packernel2d's ≈ 7, one thread,
+                # depending on the run; docs/performance.md, stop 14)
                 prefetch_k_row(K, gy, (r + 1) // n, (r + 1) % n, y0)
                 prefetch_guide_rows(guide, src, gy, cy, (r + 1) // n, y0 + (r + 1) % n)
             n_i = row_samples(guide, gy, y, b, c0, s, itaps, gd)
